@@ -1,0 +1,275 @@
+"""Gradient-weight alignment: the pure math (torch tensors in, no autograd).
+
+Per-sample alignment (Hölzl et al., NeurIPS 2025) is the cosine between the negative
+cross-entropy gradient of one sample w.r.t. the head weight ``W`` (C x D) and ``W`` itself::
+
+    a_i = cos(-dL_i/dW, W) = -((p_i - y_i)^T W z_i) / (||p_i - y_i|| ||z_i|| ||W||_F)
+
+Direction: **lower is more suspicious**. ``a < 0`` means the sample pulls the head against
+its current direction (mislabeled, atypical or being memorised).
+
+The dataset-level score of one epoch is ``GWA = mean(a) / (K + 1.2)`` with ``K`` the
+population excess kurtosis of that epoch's scores. Moments are kept as float64 power sums
+so that batches, epochs-in-progress and distributed workers merge exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import torch
+
+__all__ = [
+    "BETA",
+    "MIN_DENOMINATOR",
+    "per_sample_alignment",
+    "alignment_from_head",
+    "Moments",
+    "GWAResult",
+    "gwa_from_scores",
+    "EarlyStopResult",
+    "select_epoch",
+]
+
+BETA = 1.2
+# GWA = mean / (K + beta). Near K + beta = 0 the score explodes and below it the sign flips;
+# an epoch whose denominator is under this floor is reported as undefined (it would
+# otherwise be more than 20x its own mean and dominate early-stopping selection).
+MIN_DENOMINATOR = 0.05
+
+
+def _check_inputs(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
+    if targets.ndim == 1:
+        if targets.shape[0] != logits.shape[0]:
+            raise ValueError(
+                f"targets has {targets.shape[0]} entries but the batch has {logits.shape[0]}"
+            )
+        if targets.is_floating_point() or targets.is_complex():
+            raise TypeError("class-index targets must be an integer tensor (or pass soft targets [B, C])")
+    elif targets.ndim == 2:
+        if targets.shape != logits.shape:
+            raise ValueError(
+                f"soft targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}"
+            )
+    else:
+        raise ValueError("targets must be class indices [B] or soft targets [B, C]")
+
+
+def alignment_from_head(
+    scores: torch.Tensor,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    feature_norm: torch.Tensor,
+    weight_norm: torch.Tensor,
+) -> torch.Tensor:
+    """Alignment from quantities the forward pass already has (float32, shape [B]).
+
+    ``scores`` is ``W z`` (= logits - bias) in float32, ``logits`` gives the softmax that
+    the loss used, ``feature_norm`` is ``||z_i||`` and ``weight_norm`` is ``||W||_F``.
+    Lower is more suspicious.
+    """
+    logits = logits.float()
+    scores = scores.float()
+    if targets.ndim == 1:
+        # One-hot target y: p - y is, up to the positive factor sum_{c!=y} p_c, the vector q
+        # with q_c = softmax over the non-label logits and q_y = -1. Working with q keeps the
+        # direction exact when the softmax saturates (p_y rounds to 1 in float32), where the
+        # naive p - y would lose the label entry entirely.
+        idx = targets.long().unsqueeze(1)
+        masked = logits.scatter(1, idx, float("-inf"))
+        q = torch.softmax(masked, dim=1)
+        s_y = scores.gather(1, idx).squeeze(1)
+        numerator = s_y - (q * scores).sum(dim=1)
+        grad_norm = torch.sqrt(1.0 + (q * q).sum(dim=1))
+    else:
+        diff = torch.softmax(logits, dim=1) - targets.float()
+        numerator = -(diff * scores).sum(dim=1)
+        grad_norm = diff.norm(dim=1)
+    denom = grad_norm * feature_norm.float() * weight_norm.float()
+    # A zero gradient (perfect soft fit) or zero features gives no pull either way: 0.
+    # NaN/inf logits stay NaN so that they are counted, never silently turned into numbers.
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    out = torch.where(denom > 0, numerator / safe, torch.zeros_like(numerator))
+    return torch.where(torch.isfinite(logits).all(dim=1), out, torch.full_like(out, float("nan")))
+
+
+def per_sample_alignment(
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample alignment ``a_i`` in [-1, 1], float32, shape [B]; lower is more suspicious.
+
+    Args:
+        features: head inputs ``z`` [B, D] (any float dtype; computed in float32).
+        logits: head outputs [B, C] as used by the loss (bf16/fp16 allowed).
+        targets: class indices [B] (int) or soft targets [B, C] (rows summing to 1).
+        weight: head weight ``W`` [C, D], the one that produced ``logits``.
+    """
+    _check_inputs(logits, targets)
+    if features.ndim != 2 or features.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"features must be [batch={logits.shape[0]}, dim], got {tuple(features.shape)}"
+        )
+    if weight.shape != (logits.shape[1], features.shape[1]):
+        raise ValueError(
+            f"weight must be [classes={logits.shape[1]}, dim={features.shape[1]}], got {tuple(weight.shape)}"
+        )
+    with torch.no_grad():
+        z = features.detach().float()
+        w = weight.detach().float()
+        return alignment_from_head(z @ w.T, logits.detach(), targets, z.norm(dim=1), w.norm())
+
+
+@dataclass(frozen=True)
+class GWAResult:
+    """Dataset-level score of one set of alignments (one epoch).
+
+    ``gwa`` is None when undefined; ``reason`` then says why. Higher GWA = better aligned
+    training set (early stopping picks the highest).
+    """
+
+    n: int
+    n_nan: int
+    mean: float | None
+    m2: float | None
+    m4: float | None
+    kurtosis: float | None
+    gwa: float | None
+    valid: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Moments:
+    """Power sums (n, sum a, sum a^2, sum a^3, sum a^4) in float64, plus a NaN count.
+
+    They add exactly, so batches, ranks and partial epochs merge with ``+`` or one
+    all-reduce of ``as_tensor()``. Non-finite scores are counted in ``n_nan`` and kept out
+    of the sums.
+    """
+
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(6, dtype=torch.float64))
+
+    @classmethod
+    def from_scores(cls, scores: torch.Tensor) -> "Moments":
+        a = scores.detach().to(torch.float64).reshape(-1)
+        finite = torch.isfinite(a)
+        x = torch.where(finite, a, torch.zeros_like(a))
+        f = finite.to(torch.float64)
+        sums = torch.stack(
+            [f.sum(), x.sum(), (x * x).sum(), (x**3).sum(), (x**4).sum(), (1.0 - f).sum()]
+        )
+        return cls(sums)
+
+    def __add__(self, other: "Moments") -> "Moments":
+        return Moments(self.sums + other.sums.to(self.sums.device))
+
+    def as_tensor(self) -> torch.Tensor:
+        """The 6 float64 sums [n, s1, s2, s3, s4, n_nan] (all-reduce with SUM)."""
+        return self.sums
+
+    def compute(self, *, beta: float = BETA, min_denominator: float = MIN_DENOMINATOR) -> GWAResult:
+        n, s1, s2, s3, s4, n_nan = (float(v) for v in self.sums.detach().cpu().tolist())
+        return _gwa_from_sums(n, s1, s2, s3, s4, int(n_nan), beta=beta, min_denominator=min_denominator)
+
+
+def _gwa_from_sums(
+    n: float, s1: float, s2: float, s3: float, s4: float, n_nan: int, *, beta: float, min_denominator: float
+) -> GWAResult:
+    if n <= 0:
+        return GWAResult(0, n_nan, None, None, None, None, None, False, "no finite alignment scores")
+    mu = s1 / n
+    e2, e3, e4 = s2 / n, s3 / n, s4 / n
+    m2 = max(e2 - mu * mu, 0.0)
+    m4 = max(e4 - 4 * mu * e3 + 6 * mu * mu * e2 - 3 * mu**4, 0.0)
+    # Relative floor: with scores in [-1, 1], a variance this small is rounding noise.
+    if m2 <= 1e-12 * max(e2, 1e-300):
+        return GWAResult(int(n), n_nan, mu, m2, m4, None, None, False, "zero variance (m2 = 0): kurtosis undefined")
+    kurt = m4 / (m2 * m2) - 3.0
+    denom = kurt + beta
+    if denom <= min_denominator:
+        return GWAResult(
+            int(n), n_nan, mu, m2, m4, kurt, None, False,
+            f"kurtosis + {beta:g} = {denom:.4g} <= {min_denominator:g}: GWA would explode or flip sign",
+        )
+    return GWAResult(int(n), n_nan, mu, m2, m4, kurt, mu / denom, True, "ok")
+
+
+def gwa_from_scores(
+    scores: torch.Tensor | Sequence[float], *, beta: float = BETA, min_denominator: float = MIN_DENOMINATOR
+) -> GWAResult:
+    """GWA of one set of per-sample alignments (population moments). Higher = better."""
+    t = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(list(scores), dtype=torch.float64)
+    return Moments.from_scores(t).compute(beta=beta, min_denominator=min_denominator)
+
+
+@dataclass(frozen=True)
+class EarlyStopResult:
+    """Which epoch the GWA rule keeps. ``epoch`` is None when no defined epoch qualifies."""
+
+    epoch: int | None
+    mode: str
+    reason: str
+    candidates: list[int]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def select_epoch(
+    epochs: Sequence[int],
+    gwa: Sequence[float | None],
+    *,
+    mode: Literal["scratch", "finetune"] = "scratch",
+    total_epochs: int | None = None,
+    warmup_fraction: float = 0.1,
+) -> EarlyStopResult:
+    """Pick the early-stopping epoch from the GWA curve (no validation set).
+
+    ``scratch``: ignore epochs inside the first ``warmup_fraction`` of training (by the
+    planned ``total_epochs``, default the number of epochs given), then take the highest
+    GWA. ``finetune``: GWA of a pre-trained model first falls, then rises: find the first
+    local minimum and take the highest GWA after it. Undefined epochs (None/NaN) are
+    skipped, never selected.
+    """
+    if mode not in ("scratch", "finetune"):
+        raise ValueError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
+    if len(epochs) != len(gwa):
+        raise ValueError(f"{len(epochs)} epochs but {len(gwa)} GWA values")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    pairs = sorted(
+        (int(e), float(g))
+        for e, g in zip(epochs, gwa)
+        if g is not None and not (isinstance(g, float) and math.isnan(g)) and math.isfinite(float(g))
+    )
+    if mode == "scratch":
+        total = total_epochs if total_epochs is not None else (max(epochs) + 1 if len(epochs) else 0)
+        # Epoch e (0-based) ends after (e + 1) / total of training; skip those within warm-up.
+        cands = [(e, g) for e, g in pairs if (e + 1) > warmup_fraction * total + 1e-9]
+        if not cands:
+            return EarlyStopResult(None, mode, "no defined GWA after the warm-up fraction", [])
+        best = max(cands, key=lambda eg: (eg[1], -eg[0]))
+        return EarlyStopResult(best[0], mode, f"highest GWA ({best[1]:.4g}) after warm-up", [e for e, _ in cands])
+    values = [g for _, g in pairs]
+    minimum = next(
+        (i for i in range(1, len(values) - 1) if values[i] < values[i - 1] and values[i] <= values[i + 1]),
+        None,
+    )
+    if minimum is None:
+        return EarlyStopResult(None, mode, "no local minimum of GWA yet (curve still falling or too short)", [])
+    cands = pairs[minimum + 1 :]
+    best = max(cands, key=lambda eg: (eg[1], -eg[0]))
+    return EarlyStopResult(
+        best[0], mode, f"highest GWA ({best[1]:.4g}) after the first local minimum at epoch {pairs[minimum][0]}",
+        [e for e, _ in cands],
+    )

@@ -1,0 +1,282 @@
+"""AlignmentRecorder: drops into any PyTorch training loop.
+
+    recorder = AlignmentRecorder(model, "runs/exp1")
+    for epoch in range(epochs):
+        for x, y, ids in loader:
+            logits = model(x)                       # the hook captures what it needs here
+            loss = F.cross_entropy(logits, y)
+            loss.backward(); optimizer.step(); optimizer.zero_grad()
+            recorder.update(ids, y)                 # before or after the step: same result
+        recorder.end_epoch(epoch)                   # one host sync + one Parquet part per epoch
+
+A forward hook on the linear head computes ``W z`` with the weights of that forward pass, so
+where the user calls ``update`` relative to ``optimizer.step()`` does not matter. Values stay
+on the model's device until ``end_epoch``: no per-step host sync, no per-sample Python loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .alignment import BETA, MIN_DENOMINATOR, Moments, alignment_from_head
+from .store import SAMPLE_SCHEMA, RunWriter
+
+__all__ = ["AlignmentRecorder", "find_linear_head"]
+
+
+def find_linear_head(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` of ``model`` in module order (its classifier head)."""
+    head = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            head = module
+    if head is None:
+        raise TypeError(
+            f"{type(model).__name__} has no nn.Linear layer to record; pass the classifier head "
+            "explicitly with head=model.<your linear head>"
+        )
+    return head
+
+
+@dataclass
+class _Forward:
+    scores: torch.Tensor  # W z in float32, [B, C]
+    logits: torch.Tensor  # head output as the loss saw it (maybe bf16), [B, C]
+    feature_norm: torch.Tensor  # ||z_i||, [B]
+    weight_norm: torch.Tensor  # ||W||_F, scalar
+
+
+class AlignmentRecorder:
+    """Records per-sample alignment, margin, loss, p(label) and prediction for every sample
+    presentation, and one GWA summary per epoch, into a run directory.
+
+    Direction of every recorded score: alignment, margin and p_label are *lower = more
+    suspicious*; loss is *higher = more suspicious*.
+
+    Args:
+        model: the classifier; the head is ``head`` or else the last ``nn.Linear``.
+        run_dir: output directory (a :class:`RunWriter` is created) or an open RunWriter.
+        head: the linear head, when it is not the last ``nn.Linear`` of the model.
+        meta: extra keys for run.json (config, dataset spec, class names ...).
+        resume: continue the run already in ``run_dir``.
+
+    Distributed: when ``torch.distributed`` is initialised, each rank writes its own part
+    and the epoch moments are combined with one all-reduce of power sums.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run_dir: str | os.PathLike | RunWriter,
+        *,
+        head: nn.Module | None = None,
+        meta: dict[str, Any] | None = None,
+        resume: bool = False,
+    ) -> None:
+        if head is None:
+            head = find_linear_head(model)
+        elif not isinstance(head, nn.Linear):
+            raise TypeError(
+                f"head must be an nn.Linear (logits = W z + b), got {type(head).__name__}; "
+                "pass the final linear layer of the classifier"
+            )
+        self.head: nn.Linear = head
+        self.num_classes = int(head.out_features)
+        self.rank, self.world_size = _dist_info()
+        if isinstance(run_dir, RunWriter):
+            self.writer = run_dir
+        else:
+            meta = {"num_classes": self.num_classes, **(meta or {})}
+            meta.setdefault("world_size", self.world_size)
+            self.writer = RunWriter(run_dir, meta=meta, rank=self.rank, world_size=self.world_size, resume=resume)
+        self.step = int(self.writer.meta.get("next_step", 0)) if resume else 0
+        self._pending: _Forward | None = None
+        self._ints: list[torch.Tensor] = []  # per batch [B, 4] int64: sample_id, step, label, pred
+        self._floats: list[torch.Tensor] = []  # per batch [B, 5] float32: alignment, margin, loss, p_label, p_pred
+        self._bad_targets: torch.Tensor | None = None
+        self._epoch_start = time.perf_counter()
+        self._handle = head.register_forward_hook(self._hook)
+
+    # -- capture ---------------------------------------------------------------------------
+    def _hook(self, module: nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        # Only training forwards (grad enabled) are recorded; evaluation under no_grad is not.
+        if not torch.is_grad_enabled():
+            return
+        z = inputs[0]
+        if z.ndim != 2:
+            z = z.reshape(-1, z.shape[-1])
+            output = output.reshape(-1, output.shape[-1])
+        device_type = z.device.type
+        with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
+            zf = z.detach().float()
+            w = module.weight.detach().float()
+            # W z from the weights of this very forward pass: immune to optimizer.step()
+            # happening before update(). float32 even when the forward ran in bf16.
+            self._pending = _Forward(zf @ w.T, output.detach(), zf.norm(dim=1), w.norm())
+
+    def update(self, sample_ids: torch.Tensor, targets: torch.Tensor) -> None:
+        """Record the last training forward pass of the head for these samples.
+
+        ``sample_ids``: int [B] stable dataset ids. ``targets``: class indices [B] or soft
+        targets [B, C] (the label recorded is their argmax).
+        """
+        fwd = self._pending
+        if fwd is None:
+            raise RuntimeError(
+                "update() called before a training forward pass of the head; call it after "
+                "logits = model(x) (with gradients enabled) for the same batch"
+            )
+        self._pending = None
+        batch = fwd.logits.shape[0]
+        ids = torch.as_tensor(sample_ids)
+        if ids.ndim != 1 or ids.shape[0] != batch:
+            raise ValueError(
+                f"sample_ids has shape {tuple(ids.shape)} but the batch has {batch} samples; "
+                "pass one integer id per sample of this forward pass"
+            )
+        if ids.is_floating_point():
+            raise TypeError("sample_ids must be integers (the dataset's stable indices)")
+        targets = torch.as_tensor(targets)
+        device = fwd.logits.device
+        if targets.ndim == 1:
+            if targets.shape[0] != batch:
+                raise ValueError(f"targets has {targets.shape[0]} entries but the batch has {batch}")
+            if targets.is_floating_point():
+                raise TypeError("class-index targets must be integers (or pass soft targets [B, C])")
+            if targets.device.type == "cpu":
+                # A range check on CPU costs no device sync; on an accelerator it is deferred
+                # to end_epoch so that the training loop never waits on the device.
+                if batch and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
+                    raise ValueError(
+                        f"targets must lie in [0, {self.num_classes}) for this head, got "
+                        f"min {int(targets.min())}, max {int(targets.max())}; check the labels or the head size"
+                    )
+                labels = targets.to(device, non_blocking=True)
+            else:
+                labels = targets.to(device)
+                bad = ((labels < 0) | (labels >= self.num_classes)).any()
+                self._bad_targets = bad if self._bad_targets is None else (self._bad_targets | bad)
+                labels = labels.clamp(0, self.num_classes - 1)
+            target_arg = labels
+        elif targets.ndim == 2 and targets.shape == fwd.logits.shape:
+            target_arg = targets.to(device)
+            labels = target_arg.argmax(dim=1)
+        else:
+            raise ValueError(
+                f"targets must be class indices [{batch}] or soft targets {tuple(fwd.logits.shape)}, "
+                f"got {tuple(targets.shape)}"
+            )
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+            logits = fwd.logits.float()
+            align = alignment_from_head(fwd.scores, logits, target_arg, fwd.feature_norm, fwd.weight_norm)
+            idx = labels.long().unsqueeze(1)
+            logit_y = logits.gather(1, idx).squeeze(1)
+            others = logits.scatter(1, idx, float("-inf"))
+            margin = logit_y - others.max(dim=1).values
+            logp = F.log_softmax(logits, dim=1)
+            if target_arg.ndim == 1:
+                loss = -logp.gather(1, idx).squeeze(1)
+            else:
+                loss = -(target_arg.float() * logp).sum(dim=1)
+            p_label = logp.gather(1, idx).squeeze(1).exp()
+            top = logp.max(dim=1)
+            pred, p_pred = top.indices, top.values.exp()
+            steps = torch.full((batch,), self.step, dtype=torch.int64, device=device)
+            self._ints.append(torch.stack([ids.to(device, non_blocking=True).long(), steps, labels.long(), pred], 1))
+            self._floats.append(torch.stack([align, margin, loss, p_label, p_pred], 1))
+        self.step += 1
+
+    # -- flush -----------------------------------------------------------------------------
+    def end_epoch(self, epoch: int, **extra: Any) -> dict[str, Any]:
+        """Write this epoch's part and summary row; returns the summary (GWA, moments ...).
+
+        ``extra`` keys (lr, eval_acc, ...) are stored in the epoch row.
+        """
+        if self._bad_targets is not None and bool(self._bad_targets):
+            self._ints.clear()
+            self._floats.clear()
+            self._bad_targets = None
+            raise ValueError(
+                f"targets outside [0, {self.num_classes}) were passed during epoch {epoch}; nothing "
+                "was written for this epoch. Check the labels or the head size"
+            )
+        if self._floats:
+            ints = torch.cat(self._ints)
+            floats = torch.cat(self._floats)
+        else:
+            device = self.head.weight.device
+            ints = torch.zeros((0, 4), dtype=torch.int64, device=device)
+            floats = torch.zeros((0, 5), dtype=torch.float32, device=device)
+        self._ints.clear()
+        self._floats.clear()
+        moments = Moments.from_scores(floats[:, 0])
+        loss_sum = torch.nan_to_num(floats[:, 2], nan=0.0).double().sum()
+        correct = (ints[:, 3] == ints[:, 2]).double().sum()
+        totals = torch.cat([moments.as_tensor().to(floats.device), torch.stack([loss_sum, correct])])
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(totals)
+        totals = totals.cpu()
+        ints_h, floats_h = ints.cpu().numpy(), floats.cpu().numpy()
+        table = pa.Table.from_arrays(
+            [
+                pa.array(ints_h[:, 0]),
+                pa.array(ints_h[:, 1]),
+                pa.array(ints_h[:, 2].astype("int32")),
+                pa.array(floats_h[:, 0]),
+                pa.array(floats_h[:, 1]),
+                pa.array(floats_h[:, 2]),
+                pa.array(floats_h[:, 3]),
+                pa.array(ints_h[:, 3].astype("int32")),
+                pa.array(floats_h[:, 4]),
+            ],
+            schema=SAMPLE_SCHEMA,
+        )
+        self.writer.write_samples(epoch, table)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank's part is on disk before rank 0 marks the epoch done
+        result = Moments(totals[:6]).compute(beta=BETA, min_denominator=MIN_DENOMINATOR)
+        n_rows = result.n + result.n_nan
+        row: dict[str, Any] = {
+            "epoch": int(epoch),
+            **result.as_dict(),
+            "train_loss": float(totals[6]) / n_rows if n_rows else float("nan"),
+            "train_acc": float(totals[7]) / n_rows if n_rows else float("nan"),
+            "end_step": self.step,
+            "seconds": time.perf_counter() - self._epoch_start,
+            **extra,
+        }
+        self.writer.write_epoch(row)
+        self.writer.update_meta(next_step=self.step, last_epoch=int(epoch))
+        self._epoch_start = time.perf_counter()
+        return row
+
+    def close(self, **meta: Any) -> None:
+        """Detach the hook and mark the run finished (extra keys go into run.json)."""
+        self._handle.remove()
+        self.writer.update_meta(status="finished", **meta)
+
+    def __enter__(self) -> "AlignmentRecorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+
+def _dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -1,0 +1,338 @@
+"""The run directory: the on-disk contract between training, analysis and the app.
+
+Layout (schema version ``SCHEMA_VERSION``)::
+
+    run.json                          metadata: schema_version, run_id, config, dataset spec ...
+    epochs.parquet                    one row per completed epoch (GWA, moments, loss, acc ...)
+    samples/epoch=E/part-R.parquet    one row per sample presentation in epoch E on rank R
+
+Every file is written to a temporary name and renamed into place, so a crash or a
+concurrent reader never sees half a file. An epoch counts as complete once its row is in
+``epochs.parquet``; readers only show complete epochs, so a run that training is still
+writing can be opened at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SAMPLE_SCHEMA",
+    "RunDirError",
+    "RunWriter",
+    "Run",
+    "open_run",
+    "atomic_write_bytes",
+    "atomic_write_table",
+]
+
+SCHEMA_VERSION = 1
+_META_KEY = b"gwa_diag.schema_version"
+
+# One row per sample presentation. A sampler that repeats a sample inside an epoch gives
+# several rows with the same sample_id, told apart by `step`.
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.int64(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),  # batch index counted across the run
+        pa.field("label", pa.int32(), nullable=False),  # label trained on (possibly noisy)
+        pa.field("alignment", pa.float32()),  # cos(-grad_W, W); lower = more suspicious
+        pa.field("margin", pa.float32()),  # logit[label] - max other logit; lower = more suspicious
+        pa.field("loss", pa.float32()),  # cross-entropy; higher = more suspicious
+        pa.field("p_label", pa.float32()),  # softmax probability of the label; lower = more suspicious
+        pa.field("pred", pa.int32()),  # argmax of the logits
+        pa.field("p_pred", pa.float32()),  # softmax probability of pred (suggested-label confidence)
+    ]
+)
+
+_EPOCH_TYPES = {
+    "epoch": pa.int32(),
+    "n": pa.int64(),
+    "n_nan": pa.int64(),
+    "mean": pa.float64(),
+    "m2": pa.float64(),
+    "m4": pa.float64(),
+    "kurtosis": pa.float64(),
+    "gwa": pa.float64(),
+    "valid": pa.bool_(),
+    "reason": pa.string(),
+}
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked (another run, missing, wrong version)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and rename (never half-written)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    return _atomic(Path(path), write)
+
+
+def atomic_write_table(path: str | os.PathLike, table: pa.Table) -> Path:
+    """Write a Parquet file atomically, tagged with the schema version."""
+    meta = dict(table.schema.metadata or {})
+    meta[_META_KEY] = str(SCHEMA_VERSION).encode()
+    table = table.replace_schema_metadata(meta)
+    return _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def _epoch_table(frame: pd.DataFrame) -> pa.Table:
+    fields = []
+    for col in frame.columns:
+        if col in _EPOCH_TYPES:
+            fields.append(pa.field(col, _EPOCH_TYPES[col]))
+        else:
+            fields.append(pa.field(col, pa.Table.from_pandas(frame[[col]], preserve_index=False).schema[0].type))
+    return pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False)
+
+
+class RunWriter:
+    """Writes one run directory. Rank 0 owns run.json and epochs.parquet; every rank
+    writes its own per-epoch sample parts.
+
+    Opening a directory that already holds another run raises :class:`RunDirError`
+    (nothing is touched); ``resume=True`` continues the run that is there.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        meta: dict[str, Any] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        resume: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        meta_path = self.path / "run.json"
+        if self.rank != 0:
+            # Rank 0 creates the directory; other ranks only add their own parts.
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.meta = dict(meta or {})
+            return
+        if meta_path.exists():
+            existing = json.loads(meta_path.read_text())
+            if not resume:
+                raise RunDirError(
+                    f"{self.path} already holds run {existing.get('run_id', '?')} "
+                    f"(created {existing.get('created', '?')}). Choose a new output directory, "
+                    "or resume that run (resume=True / --resume)."
+                )
+            _check_version(existing, self.path)
+            self.meta = existing
+            if meta:
+                self.update_meta(**{k: v for k, v in meta.items() if k not in ("run_id", "created")})
+            return
+        if resume:
+            raise RunDirError(f"cannot resume: {self.path} holds no run (no run.json). Start a new run instead.")
+        if self.path.exists() and any(self.path.iterdir()):
+            raise RunDirError(
+                f"{self.path} is not empty and is not a gwa-diag run; choose a new or empty output directory."
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+            **(meta or {}),
+        }
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        atomic_write_bytes(self.path / "run.json", (json.dumps(self.meta, indent=2, default=_json_default) + "\n").encode())
+
+    def update_meta(self, **values: Any) -> None:
+        """Merge keys into run.json (rank 0 only; other ranks ignore the call)."""
+        if self.rank != 0:
+            return
+        self.meta.update(values)
+        self._write_meta()
+
+    def write_samples(self, epoch: int, table: pa.Table) -> Path:
+        """Atomically write this rank's rows for ``epoch`` (replaces a part left by a crash)."""
+        if table.schema.remove_metadata() != SAMPLE_SCHEMA:
+            table = table.cast(SAMPLE_SCHEMA)
+        path = self.path / "samples" / f"epoch={int(epoch)}" / f"part-{self.rank}.parquet"
+        return atomic_write_table(path, table)
+
+    def write_epoch(self, row: dict[str, Any]) -> None:
+        """Insert or replace one epoch's summary row in epochs.parquet (rank 0 only)."""
+        if self.rank != 0:
+            return
+        path = self.path / "epochs.parquet"
+        new = pd.DataFrame([row])
+        if path.exists():
+            old = pd.read_parquet(path)
+            old = old[old["epoch"] != int(row["epoch"])]
+            new = pd.concat([old, new], ignore_index=True) if len(old) else new
+        new = new.sort_values("epoch").reset_index(drop=True)
+        atomic_write_table(path, _epoch_table(new))
+
+    def drop_epochs_from(self, epoch: int) -> None:
+        """Forget summary rows of ``epoch`` and later (used when resuming from a checkpoint
+        taken before them; their sample parts are overwritten when re-recorded)."""
+        if self.rank != 0:
+            return
+        path = self.path / "epochs.parquet"
+        if path.exists():
+            old = pd.read_parquet(path)
+            atomic_write_table(path, _epoch_table(old[old["epoch"] < int(epoch)].reset_index(drop=True)))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _check_version(meta: dict, path: Path) -> None:
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RunDirError(
+            f"{path} has run-directory schema version {version!r}; this gwa-diag reads version "
+            f"{SCHEMA_VERSION}. Use the gwa-diag version that wrote it, or re-record the run."
+        )
+
+
+class Run:
+    """Read access to a run directory (complete epochs only)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "run.json"
+        if not meta_path.exists():
+            raise RunDirError(
+                f"{self.path} is not a gwa-diag run directory (no run.json). "
+                "Pass the --out directory of `gwa-diag train` or of an AlignmentRecorder."
+            )
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        _check_version(self.meta, self.path)
+
+    def reload(self) -> "Run":
+        """Re-read run.json (a run in progress changes it)."""
+        return Run(self.path)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.meta.get("num_classes")
+
+    def epochs(self) -> pd.DataFrame:
+        """One row per complete epoch, sorted by epoch (empty frame before the first)."""
+        path = self.path / "epochs.parquet"
+        if not path.exists():
+            return pd.DataFrame({k: pd.Series(dtype="float64") for k in _EPOCH_TYPES}).astype({"epoch": "int32"})
+        return pd.read_parquet(path).sort_values("epoch").reset_index(drop=True)
+
+    def completed_epochs(self) -> list[int]:
+        return [int(e) for e in self.epochs()["epoch"].tolist()]
+
+    def sample_files(self, epochs: Iterable[int] | None = None) -> list[Path]:
+        """Parquet parts of complete epochs (all ranks), in epoch order."""
+        done = self.completed_epochs()
+        wanted = done if epochs is None else [e for e in epochs if e in set(done)]
+        files: list[Path] = []
+        for e in sorted(wanted):
+            files.extend(sorted((self.path / "samples" / f"epoch={e}").glob("part-*.parquet")))
+        return files
+
+    def dataset(self, epochs: Iterable[int] | None = None) -> pads.Dataset:
+        """A pyarrow dataset over the complete epochs' parts, with an ``epoch`` column."""
+        files = [str(f) for f in self.sample_files(epochs)]
+        part = pads.partitioning(pa.schema([("epoch", pa.int32())]), flavor="hive")
+        return pads.dataset(
+            files, schema=SAMPLE_SCHEMA.append(pa.field("epoch", pa.int32())), format="parquet", partitioning=part,
+            partition_base_dir=str(self.path / "samples"),
+        )
+
+    def samples(
+        self,
+        *,
+        epochs: Iterable[int] | None = None,
+        columns: list[str] | None = None,
+        sample_ids: Iterable[int] | None = None,
+    ) -> pd.DataFrame:
+        """All rows (or a filtered subset) as a pandas frame with an ``epoch`` column."""
+        ds = self.dataset(epochs)
+        filt = None
+        if sample_ids is not None:
+            filt = pads.field("sample_id").isin(pa.array(np.asarray(list(sample_ids), dtype=np.int64)))
+        cols = None if columns is None else list(dict.fromkeys(["epoch", *columns]))
+        table = ds.to_table(columns=cols, filter=filt)
+        frame = table.to_pandas()
+        sort = [c for c in ("epoch", "step", "sample_id") if c in frame.columns]
+        return frame.sort_values(sort, kind="stable").reset_index(drop=True)
+
+    def trajectory(self, sample_id: int) -> pd.DataFrame:
+        """One sample's rows over the run, sorted by epoch then step."""
+        return self.samples(sample_ids=[int(sample_id)])
+
+    def epoch_scores(self, epoch: int) -> pd.DataFrame:
+        """Every row of one complete epoch."""
+        if int(epoch) not in set(self.completed_epochs()):
+            raise ValueError(f"epoch {epoch} is not complete in {self.path}; complete epochs: {self.completed_epochs()}")
+        return self.samples(epochs=[int(epoch)])
+
+
+def open_run(path: str | os.PathLike) -> Run:
+    """Open a run directory for reading."""
+    return Run(path)
