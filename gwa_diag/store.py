@@ -4,6 +4,7 @@ Layout (schema version ``SCHEMA_VERSION``)::
 
     run.json                          metadata: schema_version, run_id, config, dataset spec ...
     epochs.parquet                    one row per completed epoch (GWA, moments, loss, acc ...)
+    labels.parquet                    sample_id, label trained on, clean_label when known
     samples/epoch=E/part-R.parquet    one row per sample presentation in epoch E on rank R
 
 Every file is written to a temporary name and renamed into place, so a crash or a
@@ -222,6 +223,26 @@ class RunWriter:
         new = new.sort_values("epoch").reset_index(drop=True)
         atomic_write_table(path, _epoch_table(new))
 
+    def write_labels(self, sample_ids: Any, labels: Any, clean_labels: Any | None = None) -> Path | None:
+        """Write labels.parquet: the label each sample id was trained with and, when known,
+        its ground-truth label (CIFAR-10-N clean labels, or the labels before injected noise).
+        Rank 0 only."""
+        if self.rank != 0:
+            return None
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        lab = np.asarray(labels, dtype=np.int32)
+        if ids.shape != lab.shape or ids.ndim != 1:
+            raise ValueError(f"sample_ids {ids.shape} and labels {lab.shape} must be 1-D of equal length")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("sample_ids must be unique in labels.parquet")
+        cols = {"sample_id": pa.array(ids), "label": pa.array(lab)}
+        if clean_labels is not None:
+            clean = np.asarray(clean_labels, dtype=np.int32)
+            if clean.shape != ids.shape:
+                raise ValueError(f"clean_labels {clean.shape} must match sample_ids {ids.shape}")
+            cols["clean_label"] = pa.array(clean)
+        return atomic_write_table(self.path / "labels.parquet", pa.table(cols))
+
     def drop_epochs_from(self, epoch: int) -> None:
         """Forget summary rows of ``epoch`` and later (used when resuming from a checkpoint
         taken before them; their sample parts are overwritten when re-recorded)."""
@@ -282,6 +303,11 @@ class Run:
         if not path.exists():
             return pd.DataFrame({k: pd.Series(dtype="float64") for k in _EPOCH_TYPES}).astype({"epoch": "int32"})
         return pd.read_parquet(path).sort_values("epoch").reset_index(drop=True)
+
+    def labels(self) -> pd.DataFrame | None:
+        """labels.parquet (sample_id, label[, clean_label]) or None when not written."""
+        path = self.path / "labels.parquet"
+        return pd.read_parquet(path) if path.exists() else None
 
     def completed_epochs(self) -> list[int]:
         return [int(e) for e in self.epochs()["epoch"].tolist()]

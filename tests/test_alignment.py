@@ -1,0 +1,162 @@
+"""Alignment math: GWA.md test vectors, torch.func cross-check, moments, early stopping."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import grad, vmap
+
+from gwa_diag.alignment import Moments, gwa_from_scores, per_sample_alignment, select_epoch
+
+W1 = torch.tensor([[1.0, -0.5], [0.2, 0.8]], dtype=torch.float64)
+B1 = torch.tensor([0.1, -0.2], dtype=torch.float64)
+Z1 = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [0.3, -1.2]], dtype=torch.float64)
+Y1 = torch.tensor([0, 1, 1])
+EXPECTED1 = [-0.4097263082, 0.6601146077, -0.7406842969]
+SCORES2 = [0.9, 0.8, 0.75, 0.6, 0.5, 0.3, -0.2, -0.6]
+
+
+def test_example1_vector():
+    a = per_sample_alignment(Z1, Z1 @ W1.T + B1, Y1, W1)
+    np.testing.assert_allclose(a.numpy(), EXPECTED1, atol=1e-6)
+
+
+def test_example1_weights_after_step_differ():
+    # Reading W after an SGD step gives different scores; the recorder must not do that.
+    logits = Z1 @ W1.T + B1
+    p = torch.softmax(logits, 1)
+    g = (p - torch.nn.functional.one_hot(Y1, 2)).T @ Z1 / 3
+    a_after = per_sample_alignment(Z1, logits, Y1, W1 - 1.0 * g)
+    assert abs(a_after[0].item() - EXPECTED1[0]) > 0.1
+
+
+def test_example2_gwa():
+    r = gwa_from_scores(SCORES2)
+    assert r.valid and r.reason == "ok"
+    assert r.mean == pytest.approx(0.38125, abs=1e-9)
+    assert r.kurtosis == pytest.approx(-0.5473271104, abs=1e-8)
+    assert r.gwa == pytest.approx(0.5841364121, abs=1e-8)
+
+
+def _reference_alignment(z, logits_fn_targets, w, b):
+    """Slow reference: explicit per-sample gradients with torch.func, then the cosine."""
+
+    def loss(wt, zi, ti):
+        lg = zi @ wt.T + b
+        return -(ti * torch.log_softmax(lg, -1)).sum()
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))(w, z, logits_fn_targets)
+    flat = (-grads).reshape(grads.shape[0], -1)
+    return torch.nn.functional.cosine_similarity(flat, w.reshape(1, -1), dim=1)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_closed_form_matches_torch_func(soft):
+    g = torch.Generator().manual_seed(0)
+    n, d, c = 64, 16, 7
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(c, d, generator=g, dtype=torch.float64)
+    b = torch.randn(c, generator=g, dtype=torch.float64)
+    if soft:
+        t = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1)
+        targets = t
+    else:
+        y = torch.randint(0, c, (n,), generator=g)
+        t = torch.nn.functional.one_hot(y, c).double()
+        targets = y
+    ref = _reference_alignment(z, t, w, b)
+    ours = per_sample_alignment(z, z @ w.T + b, targets, w)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-5)
+    assert ours.abs().max() > 0.05  # not a degenerate all-zero case
+
+
+def test_bf16_logits_close_to_reference():
+    g = torch.Generator().manual_seed(1)
+    n, d, c = 128, 32, 10
+    z = torch.randn(n, d, generator=g)
+    w = torch.randn(c, d, generator=g) * 0.3
+    b = torch.zeros(c)
+    y = torch.randint(0, c, (n,), generator=g)
+    ref = _reference_alignment(z.double(), torch.nn.functional.one_hot(y, c).double(), w.double(), b.double())
+    logits_bf16 = (z @ w.T).to(torch.bfloat16)
+    ours = per_sample_alignment(z.to(torch.bfloat16), logits_bf16, y, w.to(torch.bfloat16))
+    assert ours.dtype == torch.float32
+    # bf16 rounding of logits and weights: close, not identical.
+    assert torch.max(torch.abs(ours.double() - ref)).item() < 0.03
+    assert np.corrcoef(ours.numpy(), ref.numpy())[0, 1] > 0.999
+
+
+def test_saturated_softmax_keeps_direction():
+    # p_label rounds to 1.0 in float32; the naive p - y would give a zero vector.
+    z = torch.tensor([[1.0, 0.0]])
+    w = torch.tensor([[60.0, 0.0], [-40.0, 0.0], [0.0, 1.0]])
+    logits = z @ w.T
+    assert torch.softmax(logits, 1)[0, 0].item() == 1.0
+    a = per_sample_alignment(z, logits, torch.tensor([0]), w).item()
+    # Analytic limit: -grad is proportional to [q_label=1, -q_others] x z with q the softmax
+    # over the non-label logits (~[0, 1]); dot with W = 60, norms sqrt(2) and ||W||_F.
+    expected = 60.0 / (math.sqrt(2.0) * math.sqrt(60**2 + 40**2 + 1))
+    assert a == pytest.approx(expected, abs=1e-6)
+    # Even float64 autograd loses the label entry here (1 - p_label rounds to 0).
+    naive = _reference_alignment(z.double(), torch.tensor([[1.0, 0, 0]]).double(), w.double(), torch.zeros(3).double())
+    assert abs(naive.item() - expected) > 0.1
+
+
+def test_nan_logits_give_nan_not_crash():
+    z = torch.randn(3, 4)
+    w = torch.randn(2, 4)
+    logits = z @ w.T
+    logits[1, 0] = float("nan")
+    a = per_sample_alignment(z, logits, torch.tensor([0, 1, 0]), w)
+    assert math.isnan(a[1].item()) and not math.isnan(a[0].item())
+
+
+def test_moments_merge_exactly():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(np.tanh(rng.normal(0.2, 0.4, 1001)))  # uniform would have K = -1.2: undefined
+    whole = Moments.from_scores(x)
+    parts = Moments.from_scores(x[:10]) + Moments.from_scores(x[10:500]) + Moments.from_scores(x[500:])
+    torch.testing.assert_close(whole.as_tensor(), parts.as_tensor(), rtol=1e-12, atol=1e-12)
+    a, b = whole.compute(), parts.compute()
+    assert a.gwa == pytest.approx(b.gwa, rel=1e-10)
+
+
+def test_nan_scores_counted_and_excluded():
+    r = gwa_from_scores(torch.tensor(SCORES2 + [float("nan")], dtype=torch.float64))
+    assert r.n == 8 and r.n_nan == 1
+    assert r.gwa == pytest.approx(0.5841364121, abs=1e-8)
+
+
+def test_undefined_epochs_have_reasons():
+    zero_var = gwa_from_scores([0.3] * 10)
+    assert not zero_var.valid and zero_var.gwa is None and "m2 = 0" in zero_var.reason
+    bimodal = gwa_from_scores([-0.5, 0.5] * 20)  # K = -2: K + 1.2 < 0 would flip the sign
+    assert not bimodal.valid and bimodal.gwa is None and "kurtosis" in bimodal.reason
+    assert bimodal.kurtosis == pytest.approx(-2.0)
+    empty = gwa_from_scores([])
+    assert not empty.valid and empty.n == 0
+
+
+def test_select_epoch_scratch_skips_warmup_and_undefined():
+    epochs = list(range(10))
+    gwa = [9.0, 0.1, 0.2, 0.5, None, 0.4, float("nan"), 0.45, 0.3, 0.2]
+    r = select_epoch(epochs, gwa, mode="scratch")
+    assert r.epoch == 3  # epoch 0 is inside the first 10%; None/NaN never chosen
+    assert 0 not in r.candidates and 4 not in r.candidates and 6 not in r.candidates
+    # Planned 40 epochs: epochs 0-3 are warm-up even though only 10 have run.
+    r40 = select_epoch(epochs, [0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.3, 0.2, 0.1, 0.1], total_epochs=40)
+    assert r40.epoch == 6
+
+
+def test_select_epoch_finetune():
+    gwa = [0.9, 0.7, 0.5, 0.55, 0.6, 0.8, 0.7]
+    r = select_epoch(list(range(7)), gwa, mode="finetune")
+    assert r.epoch == 5 and "local minimum at epoch 2" in r.reason
+    falling = select_epoch([0, 1, 2], [0.9, 0.8, 0.7], mode="finetune")
+    assert falling.epoch is None
+
+
+def test_select_epoch_bad_mode():
+    with pytest.raises(ValueError, match="valid modes"):
+        select_epoch([0], [0.1], mode="best")

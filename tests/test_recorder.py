@@ -1,0 +1,192 @@
+"""AlignmentRecorder in real training loops on synthetic data with injected label noise."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from gwa_diag.alignment import per_sample_alignment
+from gwa_diag.recorder import AlignmentRecorder, find_linear_head
+from gwa_diag.store import RunDirError, open_run
+
+N, D, C = 1200, 16, 4
+
+
+def _data(seed=0, noise=0.2):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(C, D, generator=g) * 1.5
+    y = torch.randint(0, C, (N,), generator=g)
+    x = centers[y] + torch.randn(N, D, generator=g)
+    noisy = torch.rand(N, generator=g) < noise
+    shift = torch.randint(1, C, (N,), generator=g)
+    yn = torch.where(noisy, (y + shift) % C, y)
+    return x, yn, noisy
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(D, 32), nn.ReLU(), nn.Linear(32, C))
+
+
+def _train(run_dir, *, epochs=5, seed=0, update_after_step=True, batch=100):
+    x, yn, noisy = _data()
+    model = _model(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rec = AlignmentRecorder(model, run_dir)
+    ids = torch.arange(N) + 1000  # ids need not be positions
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        perm = torch.randperm(N, generator=g)
+        for i in range(0, N, batch):
+            b = perm[i : i + batch]
+            logits = model(x[b])
+            loss = F.cross_entropy(logits, yn[b])
+            opt.zero_grad()
+            loss.backward()
+            if not update_after_step:
+                rec.update(ids[b], yn[b])
+            opt.step()
+            if update_after_step:
+                rec.update(ids[b], yn[b])
+        rec.end_epoch(epoch, lr=0.1)
+    rec.close()
+    return noisy
+
+
+def test_noisy_samples_rank_lower_and_every_sample_once(tmp_path):
+    noisy = _train(tmp_path / "run")
+    run = open_run(tmp_path / "run")
+    df = run.samples()
+    counts = df.groupby(["epoch", "sample_id"]).size()
+    assert len(counts) == 5 * N and (counts == 1).all()
+    mean_align = df.groupby("sample_id")["alignment"].mean()
+    auroc = roc_auc_score(noisy.numpy()[mean_align.index - 1000], -mean_align.values)
+    assert auroc > 0.9
+    ep = run.epochs()
+    assert list(ep["epoch"]) == [0, 1, 2, 3, 4]
+    assert ep["valid"].all() and (ep["n"] == N).all() and (ep["n_nan"] == 0).all()
+    assert run.meta["status"] == "finished"
+    # The epoch GWA equals the GWA of that epoch's recorded scores.
+    from gwa_diag.alignment import gwa_from_scores
+
+    e3 = run.epoch_scores(3)["alignment"].to_numpy(dtype=np.float64)
+    assert ep.loc[3, "gwa"] == pytest.approx(gwa_from_scores(torch.tensor(e3)).gwa, rel=1e-5)
+
+
+def test_same_seed_same_values(tmp_path):
+    _train(tmp_path / "a", epochs=2)
+    _train(tmp_path / "b", epochs=2)
+    a, b = open_run(tmp_path / "a").samples(), open_run(tmp_path / "b").samples()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_update_before_or_after_step_is_identical(tmp_path):
+    _train(tmp_path / "after", epochs=2, update_after_step=True)
+    _train(tmp_path / "before", epochs=2, update_after_step=False)
+    a, b = open_run(tmp_path / "after").samples(), open_run(tmp_path / "before").samples()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_recorded_values_match_reference(tmp_path):
+    torch.manual_seed(0)
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    logits = model(x[:50])
+    rec.update(torch.arange(50), yn[:50])
+    rec.end_epoch(0)
+    df = open_run(tmp_path / "r").epoch_scores(0)
+    with torch.no_grad():
+        feats = model[1](model[0](x[:50]))
+        ref = per_sample_alignment(feats, logits, yn[:50], model[2].weight)
+        lg = logits.detach()
+        p = torch.softmax(lg, 1)
+    np.testing.assert_allclose(df["alignment"], ref.numpy(), atol=1e-6)
+    np.testing.assert_allclose(df["loss"], F.cross_entropy(lg, yn[:50], reduction="none").numpy(), atol=1e-5)
+    np.testing.assert_allclose(df["p_label"], p[torch.arange(50), yn[:50]].numpy(), atol=1e-6)
+    other = lg.clone()
+    other[torch.arange(50), yn[:50]] = -float("inf")
+    np.testing.assert_allclose(df["margin"], (lg[torch.arange(50), yn[:50]] - other.max(1).values).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(df["pred"], lg.argmax(1).numpy())
+
+
+def test_autocast_bf16_and_grad_accumulation_and_repeats(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    # A sampler that repeats ids within the epoch, with 2-step gradient accumulation.
+    order = torch.cat([torch.arange(200), torch.arange(100)])
+    for i in range(0, len(order), 50):
+        b = order[i : i + 50]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x[b])
+        assert logits.dtype == torch.bfloat16
+        (F.cross_entropy(logits.float(), yn[b]) / 2).backward()
+        rec.update(b, yn[b])
+        if (i // 50) % 2 == 1:
+            opt.step()
+            opt.zero_grad()
+    row = rec.end_epoch(0)
+    df = open_run(tmp_path / "r").epoch_scores(0)
+    assert len(df) == 300 and row["n"] == 300
+    assert df.groupby("sample_id").size().max() == 2  # both presentations kept
+    assert df.groupby(["sample_id", "step"]).size().max() == 1  # told apart by step
+    assert df["alignment"].between(-1, 1).all() and df["alignment"].notna().all()
+
+
+def test_eval_forward_under_no_grad_is_not_recorded(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    model(x[:10])
+    with torch.no_grad():
+        model(x[:7])  # evaluation pass between forward and update must not replace it
+    rec.update(torch.arange(10), yn[:10])
+    assert rec.end_epoch(0)["n"] == 10
+
+
+def test_nan_logits_recorded_and_counted(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    xb = x[:20].clone()
+    xb[3] = float("nan")
+    model(xb)
+    rec.update(torch.arange(20), yn[:20])
+    model(x[20:40])
+    rec.update(torch.arange(20, 40), yn[20:40])
+    row = rec.end_epoch(0)
+    assert row["n_nan"] == 1 and row["n"] == 39 and row["valid"]
+    df = open_run(tmp_path / "r").epoch_scores(0)
+    assert df.loc[df.sample_id == 3, "alignment"].isna().all()
+
+
+def test_bad_inputs(tmp_path):
+    model = _model()
+    with pytest.raises(TypeError, match="nn.Linear"):
+        AlignmentRecorder(model, tmp_path / "a", head=nn.ReLU())
+    with pytest.raises(TypeError, match="head="):
+        find_linear_head(nn.Sequential(nn.Conv2d(3, 4, 3)))
+    rec = AlignmentRecorder(model, tmp_path / "b")
+    x, yn, _ = _data()
+    with pytest.raises(RuntimeError, match="forward"):
+        rec.update(torch.arange(4), yn[:4])
+    model(x[:8])
+    with pytest.raises(ValueError, match="one integer id per sample"):
+        rec.update(torch.arange(5), yn[:8])
+    model(x[:8])
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        rec.update(torch.arange(8), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]))
+    # A directory that holds another run is refused and left untouched.
+    rec.end_epoch(0)
+    before = (tmp_path / "b" / "run.json").read_bytes()
+    with pytest.raises(RunDirError, match="already holds run"):
+        AlignmentRecorder(copy.deepcopy(model), tmp_path / "b")
+    assert (tmp_path / "b" / "run.json").read_bytes() == before
+    assert open_run(tmp_path / "b").completed_epochs() == [0]

@@ -1,0 +1,147 @@
+"""Run-directory contract: atomic files, readers, DuckDB/pyarrow/pandas interoperability."""
+
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gwa_diag.store import SAMPLE_SCHEMA, SCHEMA_VERSION, RunDirError, RunWriter, atomic_write_bytes, open_run
+
+
+def _part(ids, epoch, step0=0):
+    n = len(ids)
+    rng = np.random.default_rng(epoch)
+    return pa.table(
+        {
+            "sample_id": np.asarray(ids, dtype=np.int64),
+            "step": np.arange(step0, step0 + n, dtype=np.int64),
+            "label": np.zeros(n, dtype=np.int32),
+            "alignment": rng.uniform(-1, 1, n).astype(np.float32),
+            "margin": rng.normal(size=n).astype(np.float32),
+            "loss": rng.uniform(0, 2, n).astype(np.float32),
+            "p_label": rng.uniform(0, 1, n).astype(np.float32),
+            "pred": np.ones(n, dtype=np.int32),
+            "p_pred": rng.uniform(0, 1, n).astype(np.float32),
+        },
+        schema=SAMPLE_SCHEMA,
+    )
+
+
+def _run(tmp_path, epochs=3, ranks=2):
+    w0 = RunWriter(tmp_path / "run", meta={"num_classes": 2}, world_size=ranks)
+    writers = [w0] + [RunWriter(tmp_path / "run", rank=r, world_size=ranks) for r in range(1, ranks)]
+    for e in range(epochs):
+        for r, w in enumerate(writers):
+            w.write_samples(e, _part(range(r * 10, r * 10 + 10), e))
+        w0.write_epoch({"epoch": e, "n": 20, "gwa": 0.1 * e, "valid": True, "reason": "ok"})
+    w0.write_labels(np.arange(20), np.zeros(20), clean_labels=np.r_[np.zeros(15), np.ones(5)])
+    return w0
+
+
+def test_layout_and_readers(tmp_path):
+    _run(tmp_path)
+    root = tmp_path / "run"
+    assert (root / "samples" / "epoch=2" / "part-1.parquet").exists()
+    meta = json.loads((root / "run.json").read_text())
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["status"] == "running"
+    run = open_run(root)
+    assert run.completed_epochs() == [0, 1, 2]
+    df = run.samples()
+    assert len(df) == 60 and set(df["epoch"]) == {0, 1, 2}
+    traj = run.trajectory(13)
+    assert list(traj["epoch"]) == [0, 1, 2] and (traj["sample_id"] == 13).all()
+    assert len(run.epoch_scores(1)) == 20
+    assert run.labels()["clean_label"].sum() == 5
+    # Parquet metadata carries the schema version.
+    md = pq.read_schema(root / "samples" / "epoch=0" / "part-0.parquet").metadata
+    assert md[b"gwa_diag.schema_version"] == str(SCHEMA_VERSION).encode()
+
+
+def test_duckdb_and_pandas_read_directly(tmp_path):
+    _run(tmp_path)
+    root = tmp_path / "run"
+    rows = duckdb.sql(
+        f"SELECT epoch, count(*) AS n FROM read_parquet('{root}/samples/*/*.parquet', hive_partitioning=true) "
+        "GROUP BY epoch ORDER BY epoch"
+    ).fetchall()
+    assert rows == [(0, 20), (1, 20), (2, 20)]
+    whole = pd.read_parquet(root / "samples")  # pyarrow's hive discovery adds `epoch`
+    assert len(whole) == 60 and "epoch" in whole.columns
+    assert len(pd.read_parquet(root / "epochs.parquet")) == 3
+
+
+def test_in_progress_epoch_is_hidden(tmp_path):
+    w0 = _run(tmp_path, epochs=2)
+    # Epoch 2: rank 0's part is on disk, but the epoch is not complete yet.
+    w0.write_samples(2, _part(range(10), 2))
+    run = open_run(tmp_path / "run")
+    assert run.completed_epochs() == [0, 1]
+    assert set(run.samples()["epoch"]) == {0, 1}
+    with pytest.raises(ValueError, match="not complete"):
+        run.epoch_scores(2)
+
+
+def test_epoch_rows_replace_not_duplicate(tmp_path):
+    w0 = _run(tmp_path, epochs=2)
+    w0.write_epoch({"epoch": 1, "n": 20, "gwa": 9.0, "valid": True, "reason": "ok"})
+    ep = open_run(tmp_path / "run").epochs()
+    assert list(ep["epoch"]) == [0, 1] and ep.loc[1, "gwa"] == 9.0
+    w0.drop_epochs_from(1)
+    assert open_run(tmp_path / "run").completed_epochs() == [0]
+
+
+def test_refuses_other_run_and_foreign_dirs(tmp_path):
+    _run(tmp_path, epochs=1)
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(RunDirError, match="already holds run"):
+        RunWriter(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
+    resumed = RunWriter(tmp_path / "run", resume=True)
+    assert resumed.meta["run_id"] == json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not empty"):
+        RunWriter(tmp_path / "other")
+    with pytest.raises(RunDirError, match="no run.json"):
+        open_run(tmp_path / "other")
+    with pytest.raises(RunDirError, match="holds no run"):
+        RunWriter(tmp_path / "new", resume=True)
+
+
+def test_newer_schema_version_refused(tmp_path):
+    _run(tmp_path, epochs=1)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(RunDirError, match="schema version"):
+        open_run(tmp_path / "run")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    class Boom(Exception):
+        pass
+
+    import gwa_diag.store as store
+
+    def failing(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(b"half")
+        raise Boom()
+
+    with pytest.raises(Boom):
+        store._atomic(target, failing)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
+
+
+def test_empty_run_reads_as_empty(tmp_path):
+    RunWriter(tmp_path / "run", meta={"num_classes": 3})
+    run = open_run(tmp_path / "run")
+    assert run.completed_epochs() == [] and run.samples().empty and run.labels() is None
