@@ -1,0 +1,154 @@
+"""Command line: ``gwa-diag train | demo | rank | score | report | app``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data")
+    data.add_argument("--data", default="sample", choices=["sample", "cifar10", "npz", "folder"],
+                      help="sample: the bundled CIFAR-10-N subset (offline); cifar10: torchvision CIFAR-10 "
+                           "under --data-path; npz: an .npz with images/labels; folder: one sub-folder per class")
+    data.add_argument("--data-path", type=Path, help="CIFAR-10 root, .npz file or image folder")
+    data.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 into --data-path")
+    data.add_argument("--label-set", help="CIFAR-10-N label set: clean, aggre, worst, random1, random2, random3")
+    data.add_argument("--cifar10n", type=Path, help="path to CIFAR-10_human.pt (for --label-set with cifar10/npz data)")
+    data.add_argument("--labels", type=Path, help="label file to train on instead (CSV sample_id,label or .npy)")
+    data.add_argument("--noise-rate", type=float, default=0.0, help="inject synthetic label noise at this rate")
+    data.add_argument("--noise-kind", default="symmetric", choices=["symmetric", "pair"])
+    data.add_argument("--noise-seed", type=int, default=0)
+    data.add_argument("--eval-data", type=Path, help=".npz evaluation set (accuracy each epoch)")
+    data.add_argument("--image-size", type=int, help="resize folder images to this size")
+    model = p.add_argument_group("model and optimisation")
+    model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
+    model.add_argument("--epochs", type=int, default=20)
+    model.add_argument("--batch-size", type=int, default=256)
+    model.add_argument("--lr", type=float, default=0.1)
+    model.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    model.add_argument("--weight-decay", type=float, default=5e-4)
+    model.add_argument("--warmup-epochs", type=float, default=2.0)
+    model.add_argument("--schedule", default="linear", choices=["cosine", "linear", "constant"])
+    model.add_argument("--no-augment", action="store_true", help="disable crop+flip augmentation")
+    model.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    model.add_argument("--mode", default="scratch", choices=["scratch", "finetune"],
+                       help="GWA early-stopping rule: from scratch, or fine-tuning a pre-trained model")
+    model.add_argument("--device", default="auto")
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--workers", type=int, default=0, help="DataLoader workers (image folders)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="run directory (default runs/<time>)")
+    out.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
+    """Build (train_set, eval_set) from the CLI data options."""
+    from . import data
+
+    eval_set = None
+    if args.data == "sample":
+        train_set, eval_set = data.sample_data(label_set=args.label_set or "worst")
+    elif args.data == "cifar10":
+        if args.data_path is None:
+            raise SystemExit("--data cifar10 needs --data-path (the folder that holds or will hold cifar-10-batches-py)")
+        train_set = data.cifar10(args.data_path, train=True, download=args.download)
+        eval_set = data.cifar10(args.data_path, train=False, download=args.download)
+    elif args.data == "npz":
+        if args.data_path is None:
+            raise SystemExit("--data npz needs --data-path FILE.npz")
+        train_set = data.load_npz(args.data_path)
+    else:
+        if args.data_path is None:
+            raise SystemExit("--data folder needs --data-path (one sub-folder per class)")
+        train_set = data.ImageFolderDataset(args.data_path, image_size=args.image_size)
+    if args.label_set and args.data != "sample":
+        if args.cifar10n is None:
+            raise SystemExit("--label-set needs --cifar10n PATH/TO/CIFAR-10_human.pt")
+        labels, clean = data.cifar10n_labels(args.cifar10n, args.label_set)
+        train_set = data.with_label_set(train_set, labels, clean_labels_by_index=clean, name=args.label_set)
+    if args.labels is not None:
+        train_set = data.with_label_set(train_set, data.load_label_file(args.labels), name=str(args.labels))
+    if args.noise_rate:
+        train_set = data.with_noise(train_set, rate=args.noise_rate, kind=args.noise_kind, seed=args.noise_seed)
+    if args.eval_data is not None:
+        eval_set = data.load_npz(args.eval_data)
+    return train_set, eval_set
+
+
+def _config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, schedule=args.schedule,
+        augment=not args.no_augment, precision=args.precision, device=args.device, seed=args.seed,
+        mode=args.mode, num_workers=args.workers, progress=not args.quiet,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .models import build_model
+    from .train import train
+
+    train_set, eval_set = load_train_data(args)
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    model = build_model(args.model, train_set.num_classes)
+    t0 = time.perf_counter()
+    result = train(model, train_set, out, config=_config(args), eval_set=eval_set, resume=args.resume,
+                   meta={"model_name": args.model})
+    sel = result.selected
+    print(f"run directory: {out}  ({time.perf_counter() - t0:.1f} s)")
+    print(f"GWA-selected epoch: {sel.epoch} ({sel.reason}); weights in {out}/checkpoints/selected.pt")
+    print(f"next: gwa-diag rank {out}   |   gwa-diag report {out}   |   gwa-diag app {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gwa-diag", description="Find mislabeled training samples with gradient-weight alignment.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model and record per-sample alignment")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+    try:
+        from .demo import register as register_demo
+    except ImportError:  # pragma: no cover - during partial installs
+        register_demo = None
+    if register_demo is not None:
+        register_demo(sub)
+    try:
+        from .cli_analysis import register as register_analysis
+    except ImportError:  # pragma: no cover
+        register_analysis = None
+    if register_analysis is not None:
+        register_analysis(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        from .store import RunDirError  # noqa: F401  (RunDirError is a RuntimeError)
+
+        print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # RunDirError and friends: clear message, no traceback
+        from .store import RunDirError
+
+        if isinstance(exc, RunDirError):
+            print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""The training engine: one readable loop with the recorder on the classifier head.
+
+Every epoch: shuffle (seeded per epoch, so a resumed run sees the same order), crop+flip
+augmentation batch-wise on the device, forward under autocast on GPU, cross-entropy,
+optimizer step, per-iteration LR schedule (linear warm-up, then cosine or linear decay),
+``recorder.update``; then ``recorder.end_epoch`` (one Parquet part + the GWA row), optional
+evaluation accuracy, a checkpoint, and the GWA early-stopping rule, whose epoch's weights
+are kept in ``checkpoints/selected.pt``.
+
+Array datasets (``images_nchw``) take the fast path: the uint8 images move to the device
+once and batches are gathered there, so no DataLoader workers or host copies per step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import __version__
+from .alignment import EarlyStopResult, select_epoch
+from .recorder import AlignmentRecorder, _dist_info, find_linear_head
+from .store import RunWriter, open_run
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (saved in run.json)."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 0.1
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 2.0
+    schedule: Literal["cosine", "linear", "constant"] = "linear"
+    augment: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: str = "auto"
+    seed: int = 0
+    mode: Literal["scratch", "finetune"] = "scratch"  # which GWA early-stopping rule
+    num_workers: int = 0  # DataLoader workers for datasets without an in-memory array
+    progress: bool = True
+
+    def validate(self) -> None:
+        choices = {
+            "optimizer": ("sgd", "adamw"),
+            "schedule": ("cosine", "linear", "constant"),
+            "precision": ("auto", "bf16", "fp16", "fp32"),
+            "mode": ("scratch", "finetune"),
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    selected: EarlyStopResult
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- data on the device --------------------------------------------------------------------
+def _channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean/std of uint8 NCHW images in [0, 1] (on at most 10,000 images)."""
+    sub = images[: min(len(images), 10_000)].float().div_(255)
+    return sub.mean(dim=(0, 2, 3)), sub.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch [B, 3, H, W]."""
+    b, _, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device="cpu").to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device="cpu").to(dev)
+    flip = (torch.rand(b, generator=gen, device="cpu") < 0.5).to(dev)
+    rows = oy[:, None] + torch.arange(h, device=dev)[None]  # [B, H]
+    cols = ox[:, None] + torch.arange(w, device=dev)[None]  # [B, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class _Batches:
+    """Yields (uint8 images on device, labels, sample ids) for one epoch."""
+
+    def __init__(self, dataset: Any, device: torch.device, batch_size: int, *, num_workers: int) -> None:
+        self.dataset = dataset
+        self.device = device
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.int64)
+        self.ids = torch.as_tensor(np.asarray(dataset.sample_ids), dtype=torch.int64)
+        images = getattr(dataset, "images_nchw", None)
+        # Fast path: the whole uint8 array on the device (CIFAR-10: 150 MB) and gathers there.
+        self.images = images.to(device) if images is not None else None
+        if self.images is not None:
+            self.labels_dev = self.labels.to(device)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def epoch(
+        self, gen: torch.Generator, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """One epoch of batches. With ``world`` > 1 every rank draws the same permutation
+        and takes every world-th sample of each global batch, so the global batch (and the
+        averaged gradient) is the one a single process would see. The permutation is
+        padded by repeating its first samples up to a multiple of ``world`` (as
+        DistributedSampler does): those few samples are recorded twice in that epoch."""
+        order = torch.randperm(len(self.labels), generator=gen)
+        if world > 1 and len(order) % world:
+            order = torch.cat([order, order[: world - len(order) % world]])
+        chunks = [order[s : s + self.batch_size][rank::world] for s in range(0, len(order), self.batch_size)]
+        if self.images is not None:
+            for idx in chunks:
+                idx_dev = idx.to(self.device)
+                yield self.images[idx_dev], self.labels_dev[idx_dev], self.ids[idx]
+            return
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.dataset, torch.cat(chunks).tolist()),
+            batch_sampler=_Consecutive([len(c) for c in chunks]),
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for images, labels, ids in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), ids
+
+
+class _Consecutive:
+    """Batch sampler over 0..N-1 in order, with the given batch sizes."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self):
+        start = 0
+        for n in self.sizes:
+            yield list(range(start, start + n))
+            start += n
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return max(0.0, 1.0 - progress)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _evaluate(model: nn.Module, dataset: Any, device: torch.device, mean, std, dtype, batch_size: int) -> dict[str, float]:
+    batches = _Batches(dataset, device, batch_size, num_workers=0)
+    model.eval()
+    correct, loss_sum, n = 0.0, 0.0, 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for images, labels, _ in batches.epoch(torch.Generator().manual_seed(0)):
+            logits = model((images.float().div_(255) - mean) / std).float()
+            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            n += len(labels)
+    model.train()
+    return {"eval_acc": correct / max(n, 1), "eval_loss": loss_sum / max(n, 1)}
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: nn.Module,
+    train_set: Any,
+    out_dir: str | os.PathLike,
+    *,
+    config: TrainConfig | None = None,
+    eval_set: Any | None = None,
+    head: nn.Linear | None = None,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_set`` while recording alignment into ``out_dir``.
+
+    ``train_set`` yields (uint8 image [3,H,W], label, sample_id) and has ``labels``,
+    ``sample_ids`` and ``num_classes`` (see :mod:`gwa_diag.data`). ``resume=True`` continues
+    a killed run from its last checkpoint without losing or duplicating recorded epochs.
+    """
+    cfg = config or TrainConfig()
+    cfg.validate()
+    out = Path(out_dir)
+    device = _resolve_device(cfg.device)
+    head = head or find_linear_head(model)
+    num_classes = int(getattr(train_set, "num_classes"))
+    if head.out_features != num_classes:
+        raise ValueError(
+            f"the model's head has {head.out_features} outputs but the dataset has {num_classes} classes; "
+            f"build the model with num_classes={num_classes}"
+        )
+    torch.manual_seed(cfg.seed)
+    rank, world = _dist_info()
+    model.to(device)
+    # Under torchrun the forward/backward goes through DDP (gradients averaged across
+    # ranks); the recorder hooks the head of the unwrapped model, evaluation uses it too.
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    params_decay = [p for p in model.parameters() if p.ndim > 1]
+    params_other = [p for p in model.parameters() if p.ndim <= 1]
+    # No weight decay on biases and norm parameters (the usual convention).
+    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, warmup_steps, cfg.schedule))
+    dtype = _autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    batches = _Batches(train_set, device, cfg.batch_size, num_workers=cfg.num_workers)
+    stats_src = batches.images if batches.images is not None else None
+    if stats_src is None:
+        sample = torch.stack([train_set[i][0] for i in range(min(len(train_set), 2000))])
+        stats_src = sample
+    mean, std = _channel_stats(stats_src)
+    mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
+
+    run_meta = {
+        "config": asdict(cfg),
+        "num_classes": num_classes,
+        "class_names": list(getattr(train_set, "class_names", []) or []),
+        "num_samples": len(train_set),
+        "dataset": getattr(train_set, "spec", None),
+        "eval_dataset": getattr(eval_set, "spec", None) if eval_set is not None else None,
+        "model": type(model).__name__,
+        "device": str(device),
+        "steps_per_epoch": steps_per_epoch,
+        "world_size": world,
+        "environment": {
+            "gwa_diag": __version__,
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+        **(meta or {}),
+    }
+    if rank != 0:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has created (or checked) the run directory
+    writer = RunWriter(out, meta=run_meta, rank=rank, world_size=world, resume=resume)
+    if rank == 0 and world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    start_epoch = 0
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"cannot resume {out}: no checkpoints/last.pt (the run never finished an epoch)")
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start_epoch = ckpt["epoch"] + 1
+        # Rows of epochs after the checkpoint are re-recorded: drop them so none is doubled.
+        writer.drop_epochs_from(start_epoch)
+    else:
+        writer.write_labels(train_set.sample_ids, train_set.labels, getattr(train_set, "clean_labels", None))
+    recorder = AlignmentRecorder(model, writer, head=head)
+    recorder.step = start_epoch * steps_per_epoch
+
+    history = [row for row in open_run(out).epochs().to_dict("records")] if resume else []
+    selected = select_epoch([r["epoch"] for r in history], [r.get("gwa") for r in history], mode=cfg.mode, total_epochs=cfg.epochs)
+    bar = _progress(cfg.progress and rank == 0, cfg.epochs, start_epoch)
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        lr_now = opt.param_groups[0]["lr"]
+        for images, labels, ids in batches.epoch(gen, rank, world):
+            if cfg.augment:
+                images = _augment(images, gen)
+            x = (images.float().div_(255) - mean) / std
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), labels)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            recorder.update(ids, labels)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+        extra: dict[str, Any] = {"lr": lr_now}
+        if eval_set is not None and rank == 0:
+            extra.update(_evaluate(model, eval_set, device, mean, std, dtype, cfg.batch_size * 2))
+        row = recorder.end_epoch(epoch, **extra)
+        history.append(row)
+        selected = select_epoch(
+            [r["epoch"] for r in history], [r.get("gwa") for r in history], mode=cfg.mode, total_epochs=cfg.epochs
+        )
+        if rank == 0 and selected.epoch == epoch:
+            _atomic_save({"model": model.state_dict(), "epoch": epoch}, out / "checkpoints" / "selected.pt")
+        if rank == 0:
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                },
+                ckpt_path,
+            )
+        writer.update_meta(early_stopping=selected.as_dict())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(_postfix(row))
+    if bar is not None:
+        bar.close()
+    recorder.close(early_stopping=selected.as_dict(), selected_epoch=selected.epoch)
+    return TrainResult(out, selected, history)
+
+
+def _postfix(row: dict[str, Any]) -> str:
+    gwa = row.get("gwa")
+    parts = [f"loss {row['train_loss']:.3f}", f"acc {row['train_acc']:.3f}", "gwa " + (f"{gwa:.3f}" if gwa is not None else "undef")]
+    if "eval_acc" in row:
+        parts.append(f"eval {row['eval_acc']:.3f}")
+    return ", ".join(parts)
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True)
