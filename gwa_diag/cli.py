@@ -93,10 +93,36 @@ def _config(args: argparse.Namespace):
     )
 
 
+def _init_distributed(args: argparse.Namespace) -> int:
+    """Under torchrun (WORLD_SIZE > 1): join the process group; returns this rank."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    if args.out is None:
+        raise SystemExit("under torchrun pass --out: every rank must write into the same run directory")
+    use_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    elif args.device == "auto":
+        args.device = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .models import build_model
     from .train import train
 
+    rank = _init_distributed(args)
+    if rank != 0:
+        args.quiet = True
     train_set, eval_set = load_train_data(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     model = build_model(args.model, train_set.num_classes)
@@ -104,6 +130,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(model, train_set, out, config=_config(args), eval_set=eval_set, resume=args.resume,
                    meta={"model_name": args.model})
     sel = result.selected
+    if rank != 0:
+        return 0
     print(f"run directory: {out}  ({time.perf_counter() - t0:.1f} s)")
     print(f"GWA-selected epoch: {sel.epoch} ({sel.reason}); weights in {out}/checkpoints/selected.pt")
     print(f"next: gwa-diag rank {out}   |   gwa-diag report {out}   |   gwa-diag app {out}")
@@ -128,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         register_analysis = None
     if register_analysis is not None:
         register_analysis(sub)
+    try:
+        from .cli_app import register as register_app
+    except ImportError:  # pragma: no cover
+        register_app = None
+    if register_app is not None:
+        register_app(sub)
     return parser
 
 

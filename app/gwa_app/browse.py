@@ -1,0 +1,147 @@
+"""Browse: every sample as an image grid, most suspicious first, with filters, an epoch
+slider and a detail panel for the selected sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from . import data, widgets
+from .data import Filters, RunState, Selection
+from .grid import Cell, image_grid
+
+__all__ = ["render", "BrowseControls", "controls"]
+
+PAGE_KEY = "browse_page"
+COLUMNS = 6
+PER_PAGE_CHOICES = (24, 48, 96)
+SORT_ALIGNMENT = "alignment"
+
+
+@dataclass(frozen=True)
+class BrowseControls:
+    sort_by: str
+    epoch: int
+    per_page: int
+    filters: Filters
+
+
+def _sort_label(name: str) -> str:
+    if name == SORT_ALIGNMENT:
+        return "alignment at the chosen epoch (lowest first)"
+    return f"{name} (highest first)"
+
+
+def controls(state: RunState, sel: Selection) -> BrowseControls:
+    """Sort, epoch, filters and page size; returns the selection."""
+    scorers = data.scorer_names()
+    sort_col, epoch_col, size_col = st.columns([2, 3, 1])
+    sort_by = sort_col.selectbox(
+        "Sort by", [SORT_ALIGNMENT, *scorers], format_func=_sort_label, key="browse_sort",
+        help="Every scorer is oriented higher = more suspicious; raw alignment is shown lowest first.",
+    )
+    if sort_by != SORT_ALIGNMENT:
+        sort_col.caption(scorers[sort_by])
+    default = sel.used_epoch if sel.used_epoch in state.completed else state.completed[-1]
+    epoch = epoch_col.select_slider("Epoch (alignment shown for it)", options=list(state.completed), value=default,
+                                    key="browse_epoch")
+    per_page = size_col.selectbox("Per page", PER_PAGE_CHOICES, index=1, key="browse_per_page")
+    classes = list(range(state.num_classes))
+    f1, f2, f3, f4, f5 = st.columns(5)
+    given = f1.multiselect("Given label", classes, format_func=state.class_name, key="browse_given")
+    suggested = f2.multiselect("Suggested label", classes, format_func=state.class_name, key="browse_suggested")
+    true_class: list[int] = []
+    mislabeled = "all"
+    if state.has_truth:
+        true_class = f3.multiselect("True class", classes, format_func=state.class_name, key="browse_true")
+        mislabeled = f4.selectbox("Ground truth", data.MISLABELED_CHOICES, key="browse_mislabeled",
+                                  format_func={"all": "all samples", "mislabeled": "mislabeled only",
+                                               "correct": "correctly labeled only"}.get)
+    else:
+        f3.caption("True class: no ground truth in this run")
+    used = sel.used_epoch
+    flagged_only = f5.toggle(f"Flagged only (alignment < 0 at epoch {used})", key="browse_flagged")
+    filters = Filters(tuple(given), tuple(suggested), tuple(true_class), bool(flagged_only), str(mislabeled))
+    return BrowseControls(str(sort_by), int(epoch), int(per_page), filters)
+
+
+def _cell(state: RunState, sample_id: int, row: Any, src: str | None, decided: bool, selected: bool) -> Cell:
+    given = state.class_name(row.label)
+    suggested = row.suggested_label
+    changed = not pd.isna(suggested) and int(suggested) != int(row.label)
+    caption = f"{given} → {state.class_name(suggested)}" if changed else given
+    title = [f"sample {sample_id}", f"given: {given}", f"suggested: {state.class_name(suggested)}",
+             f"alignment: {widgets.fmt(row.alignment)}"]
+    if hasattr(row, "clean_label") and not pd.isna(row.clean_label):
+        title.append(f"true: {state.class_name(row.clean_label)}")
+    if row.flagged:
+        title.append("flagged: alignment < 0 at the selected epoch")
+    if decided:
+        title.append("has a relabel decision")
+    return Cell(int(sample_id), src, caption, f"#{sample_id} · a {widgets.fmt(row.alignment, '+.2f')}",
+                "\n".join(title), bool(row.flagged), decided, selected)
+
+
+def _grid(state: RunState, rows: pd.DataFrame, dataset: Any, selected: int | None) -> None:
+    ids = rows.index.to_numpy()
+    sources: list[str | None] = [None] * len(ids)
+    if dataset is not None:
+        try:
+            sources = list(data.grid_images(dataset, ids))
+        except ValueError as exc:
+            st.warning(f"The images do not match this run: {exc}")
+    decided = set(data.latest_decisions(state.path).index)
+    cells = [_cell(state, int(i), row, src, int(i) in decided, int(i) == selected)
+             for i, row, src in zip(ids, rows.itertuples(), sources)]
+    image_grid(cells, key="browse_grid", on_open=widgets.open_sample, columns=COLUMNS)
+
+
+@st.fragment
+def _results(state: RunState, shown: pd.DataFrame, summ: pd.DataFrame, dataset: Any, ctl: BrowseControls,
+             sel: Selection) -> None:
+    """Pager, grid and detail panel. A fragment: flipping pages or opening a sample reruns
+    only this part, not the filters above."""
+    page = widgets.pager(PAGE_KEY, len(shown), ctl.per_page)
+    if shown.empty:
+        st.info("No sample matches these filters.")
+        return
+    rows = data.page_slice(shown, page, ctl.per_page)
+    selected = widgets.selected_sample()
+    grid_col, detail_col = st.columns([3, 2], gap="large")
+    with grid_col:
+        _grid(state, rows, dataset, selected)
+    with detail_col:
+        widgets.goto_sample_input("browse_goto")
+        if selected is None:
+            st.info("Click an image to see it large, with its trajectory over training and the relabel buttons.")
+        else:
+            with st.container(border=True, key="sample_detail"):
+                widgets.sample_detail(state, selected, summ, dataset=dataset, epoch=ctl.epoch, selection=sel)
+
+
+def _reset_page_on_change(ctl: BrowseControls) -> None:
+    """A new sort, epoch or filter starts again at page 1 (page 7 of another order means nothing)."""
+    signature = (ctl.sort_by, ctl.epoch, ctl.per_page, ctl.filters)
+    if st.session_state.get("browse_signature") != signature:
+        st.session_state["browse_signature"] = signature
+        st.session_state[PAGE_KEY] = 1
+
+
+def render(state: RunState, window: str) -> None:
+    if state.empty:
+        st.info("No complete epoch yet: samples appear here once the first epoch is written.")
+        return
+    sel = data.selection(state, window)
+    with st.spinner("Computing the per-sample scores (once per run state)…"):
+        summ = data.summary(state, window)
+    dataset, why = data.open_dataset(state)
+    if why:
+        st.warning(why, icon="🖼️")
+    ctl = controls(state, sel)
+    table = data.browse_table(state.path, state.generation, window, ctl.sort_by, ctl.epoch)
+    shown = data.apply_filters(table, ctl.filters)
+    _reset_page_on_change(ctl)
+    _results(state, shown, summ, dataset, ctl, sel)

@@ -1,0 +1,133 @@
+"""Overview: the GWA curve with the early-stopping epoch, accuracy, the alignment
+histogram at any epoch, and the run's metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from . import charts, data
+from .data import RunState, Selection
+from .widgets import fmt
+
+__all__ = ["render"]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _truth(path: str, generation: str) -> pd.Series | None:
+    """Which samples are mislabeled (``gwa_diag.metrics.ground_truth``), or None."""
+    from gwa_diag.metrics import ground_truth
+    from gwa_diag.summaries import AnalysisError
+
+    try:
+        return ground_truth(path)
+    except AnalysisError:
+        return None
+
+
+def _headline(state: RunState, sel: Selection) -> None:
+    epochs = state.epochs
+    cols = st.columns(5)
+    planned = f" of {state.planned_epochs}" if state.planned_epochs else ""
+    cols[0].metric("Complete epochs", f"{len(state.completed)}{planned}")
+    cols[1].metric("Samples", f"{state.num_samples:,}" if state.num_samples else "—")
+    cols[2].metric("Classes", state.num_classes or "—")
+    cols[3].metric("GWA-selected epoch", sel.epoch if sel.epoch is not None else "none")
+    if sel.used_epoch is not None and "eval_acc" in epochs:
+        at = epochs.loc[epochs["epoch"] == sel.used_epoch, "eval_acc"]
+        cols[4].metric("Eval accuracy there", fmt(at.iloc[0] if len(at) else None, ".3f"))
+    elif sel.used_epoch is not None and "train_acc" in epochs:
+        at = epochs.loc[epochs["epoch"] == sel.used_epoch, "train_acc"]
+        cols[4].metric("Train accuracy there", fmt(at.iloc[0] if len(at) else None, ".3f"))
+
+
+def _undefined_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
+    gwa = pd.to_numeric(epochs.get("gwa"), errors="coerce") if "gwa" in epochs else pd.Series(np.nan, index=epochs.index)
+    valid = epochs["valid"].fillna(False).astype(bool) if "valid" in epochs else gwa.notna()
+    bad = ~(valid & gwa.notna())
+    cols = [c for c in ("epoch", "reason", "kurtosis", "mean") if c in epochs]
+    return epochs.loc[bad, cols]
+
+
+def _curve(state: RunState, sel: Selection) -> None:
+    st.subheader("Gradient-weight alignment per epoch")
+    st.vega_lite_chart(spec=charts.gwa_curve(state.epochs, sel.used_epoch, fallback=sel.fallback), width="stretch")
+    if sel.epoch is not None:
+        st.caption(f"Early stopping without a validation set: epoch **{sel.epoch}** — {sel.reason}.")
+    else:
+        st.caption(f"GWA selects no epoch yet ({sel.reason}); flags use the last complete epoch {sel.used_epoch}.")
+    undefined = _undefined_epochs(state.epochs)
+    if len(undefined):
+        st.warning(
+            f"GWA is undefined at {len(undefined)} epoch(s), shown as gaps and left out of the selection.",
+            icon="⚠️",
+        )
+        st.dataframe(undefined, hide_index=True, width="stretch")
+    accuracy = charts.accuracy_curve(state.epochs)
+    if accuracy is not None:
+        st.subheader("Accuracy")
+        st.vega_lite_chart(spec=accuracy, width="stretch")
+        if "eval_acc" not in state.epochs:
+            st.caption("No evaluation set was recorded: training accuracy only.")
+
+
+def _histogram(state: RunState, sel: Selection) -> None:
+    st.subheader("Alignment of every sample at one epoch")
+    default = sel.used_epoch if sel.used_epoch in state.completed else state.completed[-1]
+    epoch = st.select_slider("Epoch", options=list(state.completed), value=default, key="overview_epoch")
+    rows = data.compute_epoch_alignment(state.path, state.generation, int(epoch))
+    if rows.empty:
+        st.info(f"Epoch {epoch} has no sample rows on disk (its part file is missing).")
+        return
+    values = rows["alignment"].to_numpy(dtype=np.float64)
+    truth = _truth(state.path, state.generation) if state.has_truth else None
+    groups = None
+    if truth is not None:
+        noisy = truth.reindex(rows.index).fillna(False).to_numpy(dtype=bool)
+        groups = np.where(noisy, "mislabeled", "clean")
+    st.vega_lite_chart(spec=charts.histogram(values, groups), width="stretch")
+    negative = int(np.sum(values < 0))
+    st.caption(
+        f"{negative:,} of {len(values):,} samples ({negative / max(len(values), 1):.1%}) have alignment < 0 at "
+        f"epoch {epoch}: they pull the classifier head against its direction."
+        + (" Colours: ground truth from labels.parquet." if groups is not None else "")
+    )
+
+
+def _metadata(state: RunState) -> None:
+    st.subheader("Run")
+    meta: dict[str, Any] = state.meta
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    facts = {
+        "directory": state.path,
+        "status": meta.get("status", "?"),
+        "created": meta.get("created", "?"),
+        "model": meta.get("model_name") or meta.get("model") or config.get("model") or "?",
+        "dataset": f"{dataset.get('source', '?')} {dataset.get('path') or dataset.get('root') or ''}".strip(),
+        "label steps": ", ".join(str(s.get("op")) for s in dataset.get("steps", []) or []) or "none",
+        "ground truth": "clean labels in labels.parquet" if state.has_truth else "none",
+        "mode": config.get("mode", "scratch"),
+        "device": meta.get("device", "?"),
+    }
+    st.table(pd.DataFrame({"value": [str(v) for v in facts.values()]}, index=list(facts)))
+    with st.expander("run.json"):
+        st.json(meta, expanded=1)
+
+
+def render(state: RunState, window: str) -> None:
+    if state.empty:
+        st.info(
+            "No complete epoch yet: the GWA curve and the scores appear once training finishes its "
+            "first epoch (this page refreshes on its own while the run is in progress)."
+        )
+        _metadata(state)
+        return
+    sel = data.selection(state, window)
+    _headline(state, sel)
+    _curve(state, sel)
+    _histogram(state, sel)
+    _metadata(state)

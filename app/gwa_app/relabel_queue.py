@@ -1,0 +1,131 @@
+"""Relabel queue: the flagged samples one by one, each decision saved immediately
+(``gwa_diag.relabel``), with a CSV export for the labeling team."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from gwa_diag import relabel
+
+from . import data, widgets
+from .data import RunState
+
+__all__ = ["render", "RULE_LABELS", "queue_rows"]
+
+PAGE_KEY = "queue_page"
+PER_PAGE = 10
+RULE_LABELS = {
+    "negative": "alignment < 0 at the selected epoch",
+    "topk": "the k most suspicious",
+    "noise_rate": "the top fraction (expected noise rate)",
+}
+SHOW_CHOICES = ("undecided", "decided", "all")
+
+
+def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
+    c1, c2, c3 = st.columns([2, 2, 2])
+    rule = c1.selectbox("Flag", list(RULE_LABELS), format_func=RULE_LABELS.get, key="queue_rule")
+    scorer = c2.selectbox("Order by", list(data.scorer_names()), key="queue_scorer",
+                          help="Most suspicious first (higher = more suspicious)")
+    k: int | None = None
+    rate: float | None = None
+    if rule == "topk":
+        k = int(c3.number_input("k", min_value=1, max_value=max(1, int(state.num_samples or 1_000_000)), value=100,
+                                step=50, key="queue_k"))
+    elif rule == "noise_rate":
+        rate = float(c3.slider("Expected noise rate", 0.0, 0.6, 0.1, 0.01, key="queue_rate"))
+    return rule, scorer, k, rate
+
+
+def queue_rows(flagged: pd.DataFrame, latest: pd.DataFrame, show: str) -> pd.DataFrame:
+    """The flagged rows to list: undecided, decided or all (order kept)."""
+    if show not in SHOW_CHOICES:
+        raise ValueError(f"unknown queue view {show!r}; valid: {', '.join(SHOW_CHOICES)}")
+    decided = flagged.index.isin(latest.index)
+    if show == "undecided":
+        return flagged[~decided]
+    if show == "decided":
+        return flagged[decided]
+    return flagged
+
+
+def _item(state: RunState, sample_id: int, row: Any, dataset: Any) -> None:
+    with st.container(border=True, key=f"queue_item_{sample_id}"):
+        image_col, facts_col, action_col = st.columns([1, 2, 3.2])
+        if dataset is not None:
+            try:
+                image_col.image(data.thumbnail(dataset, sample_id, 128))
+            except ValueError as exc:
+                image_col.caption(f"no image: {exc}")
+        lines = [
+            f"**#{sample_id}** · rank {int(row['rank']):,}",
+            f"given: **{state.class_name(row['label'])}**",
+            f"suggested: **{state.class_name(row['suggested_label'])}** (p {widgets.fmt(row['suggested_prob'], '.2f')})",
+        ]
+        if "clean_label" in row.index and not pd.isna(row["clean_label"]):
+            lines.append(f"true: {state.class_name(row['clean_label'])}")
+        lines.append(f"<small>{row['reason']}</small>")
+        facts_col.markdown("  \n".join(lines), unsafe_allow_html=True)
+        with action_col:
+            widgets.decision_controls(state, sample_id, row["label"], row["suggested_label"], key="queue")
+
+
+def _export(state: RunState, latest: pd.DataFrame) -> None:
+    st.subheader("Export")
+    st.caption(
+        f"{len(latest):,} sample(s) have a decision (the latest per sample counts). Decisions are saved the "
+        f"moment a button is pressed, one file each under {state.path}/relabels/."
+    )
+    c1, c2 = st.columns(2)
+    c1.download_button("Download decisions (CSV)", data=relabel.decisions_csv(state.path),
+                       file_name="relabels.csv", mime="text/csv", key="queue_download", on_click="ignore")
+    if c2.button("Write analysis/relabels.csv in the run directory", key="queue_write"):
+        try:
+            path = relabel.export_csv(state.path)
+            st.success(f"Wrote {path}")
+        except OSError as exc:
+            st.error(f"Could not write the CSV: {exc}")
+    if len(latest):
+        with st.expander("All decisions"):
+            shown = latest.reset_index().assign(
+                new_label=lambda f: f["new_label"].map(lambda v: state.class_name(v) if not pd.isna(v) else ""),
+                given_label=lambda f: f["given_label"].map(lambda v: state.class_name(v) if not pd.isna(v) else ""),
+            )
+            st.dataframe(shown.drop(columns=["suggested_label"]), hide_index=True, width="stretch")
+
+
+def render(state: RunState, window: str) -> None:
+    if state.empty:
+        st.info("No complete epoch yet: there is nothing to flag until the first epoch is written.")
+        return
+    with st.spinner("Computing the per-sample scores…"):
+        data.summary(state, window)
+    rule, scorer, k, rate = _rule_controls(state)
+    flagged = data.flagged(state.path, state.generation, window, rule, scorer, k, rate)
+    latest = data.latest_decisions(state.path)
+    done = int(flagged.index.isin(latest.index).sum())
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Flagged", f"{len(flagged):,}")
+    m2.metric("Decided", f"{done:,}")
+    m3.metric("Left", f"{len(flagged) - done:,}")
+    if len(flagged):
+        st.progress(done / len(flagged))
+    show = st.segmented_control("Show", SHOW_CHOICES, default="undecided", key="queue_show") or "undecided"
+    rows = queue_rows(flagged, latest, show)
+    signature = (rule, scorer, k, rate, show)
+    if st.session_state.get("queue_signature") != signature:
+        st.session_state["queue_signature"] = signature
+        st.session_state[PAGE_KEY] = 1
+    dataset, why = data.open_dataset(state)
+    if why:
+        st.warning(why, icon="🖼️")
+    if rows.empty:
+        st.success("Nothing left to review in this view." if len(flagged) else "No sample is flagged by this rule.")
+    else:
+        page = widgets.pager(PAGE_KEY, len(rows), PER_PAGE)
+        for sample_id, row in data.page_slice(rows, page, PER_PAGE).iterrows():
+            _item(state, int(sample_id), row, dataset)
+    _export(state, latest)

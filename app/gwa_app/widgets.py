@@ -1,0 +1,232 @@
+"""Pieces shared by several pages: the sample detail panel, the relabel buttons, pagers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from gwa_diag import relabel
+
+from . import charts, data
+from .data import RunState, Selection
+
+__all__ = ["session_id", "open_sample", "selected_sample", "goto_sample_input", "pager", "decision_controls", "sample_detail", "fmt"]
+
+SAMPLE_PARAM = "sample"
+
+
+def session_id() -> str:
+    """A short id for this browser session, stored with each decision it records."""
+    if "gwa_session" not in st.session_state:
+        st.session_state["gwa_session"] = uuid.uuid4().hex[:12]
+    return str(st.session_state["gwa_session"])
+
+
+def fmt(value: Any, spec: str = "+.3f") -> str:
+    """A number for display; an em dash for a missing one."""
+    if value is None or value is pd.NA:
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "—" if np.isnan(number) else format(number, spec)
+
+
+# --------------------------------------------------------------------------------------
+# the selected sample lives in the session and in the URL (so a reload keeps it open)
+# --------------------------------------------------------------------------------------
+
+
+def open_sample(sample_id: int | None) -> None:
+    """Select a sample (callback-safe: only touches session state and the URL)."""
+    if sample_id is None:
+        st.session_state.pop("sample", None)
+        if SAMPLE_PARAM in st.query_params:
+            del st.query_params[SAMPLE_PARAM]
+        return
+    st.session_state["sample"] = int(sample_id)
+    st.query_params[SAMPLE_PARAM] = str(int(sample_id))
+
+
+def selected_sample() -> int | None:
+    """The selected sample id: this session's choice, else the one in the URL."""
+    if "sample" not in st.session_state:
+        raw = st.query_params.get(SAMPLE_PARAM)
+        if raw is not None and str(raw).strip().lstrip("-").isdigit():
+            st.session_state["sample"] = int(raw)
+    value = st.session_state.get("sample")
+    return int(value) if value is not None else None
+
+
+def _goto(key: str) -> None:
+    value = st.session_state.get(key)
+    if value is not None:
+        open_sample(int(value))
+
+
+def goto_sample_input(key: str) -> None:
+    """Open any sample by typing its id (also the keyboard path to the detail panel)."""
+    st.number_input("Open sample by id", value=None, step=1, format="%d", key=key, on_change=_goto, args=(key,),
+                    placeholder="sample id")
+
+
+# --------------------------------------------------------------------------------------
+# pagination
+# --------------------------------------------------------------------------------------
+
+
+def _step_page(key: str, delta: int, pages: int) -> None:
+    st.session_state[key] = min(max(1, int(st.session_state.get(key, 1)) + delta), pages)
+
+
+def pager(key: str, n_rows: int, per_page: int, *, label: str = "samples") -> int:
+    """Prev / page number / Next controls; returns the current page (1-based).
+
+    The page lives in ``st.session_state[key]``; callers reset it to 1 when the rows change.
+    """
+    pages = data.page_count(n_rows, per_page)
+    current = int(st.session_state.get(key, 1))
+    if current > pages or current < 1:
+        st.session_state[key] = min(max(1, current), pages)
+    prev_col, num_col, next_col, info_col = st.columns([1, 1.2, 1, 4], vertical_alignment="bottom")
+    prev_col.button("◀ Prev", key=f"{key}_prev", on_click=_step_page, args=(key, -1, pages),
+                    disabled=int(st.session_state.get(key, 1)) <= 1, width="stretch")
+    page = num_col.number_input("Page", min_value=1, max_value=pages, step=1, key=key)
+    next_col.button("Next ▶", key=f"{key}_next", on_click=_step_page, args=(key, 1, pages),
+                    disabled=int(page) >= pages, width="stretch")
+    first = (int(page) - 1) * per_page + 1 if n_rows else 0
+    last = min(int(page) * per_page, n_rows)
+    info_col.markdown(f"Page **{int(page)} of {pages}** · {label} {first:,}–{last:,} of **{n_rows:,}**")
+    return int(page)
+
+
+# --------------------------------------------------------------------------------------
+# relabel decisions
+# --------------------------------------------------------------------------------------
+
+
+def _record(state: RunState, sample_id: int, decision: str, given: int | None, suggested: int | None,
+            new_key: str | None, note_key: str) -> None:
+    """Button callback: write the decision through gwa_diag.relabel right away."""
+    new_label = int(st.session_state[new_key]) if new_key is not None else None
+    try:
+        relabel.record_decision(
+            state.path, int(sample_id), decision, new_label=new_label, given_label=given,
+            suggested_label=suggested, note=str(st.session_state.get(note_key, "") or ""),
+            session=session_id(), num_classes=state.num_classes or None,
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        st.session_state["decision_error"] = f"Decision for sample {sample_id} not saved: {exc}"
+        return
+    st.session_state.pop("decision_error", None)
+    # Shown by the next render: elements drawn inside a callback of a fragment would land
+    # at the top of the page.
+    st.session_state["decision_saved"] = f"Saved: sample {sample_id} → {decision}"
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return int(value)
+
+
+def describe_decision(state: RunState, row: pd.Series) -> str:
+    what = str(row["decision"])
+    when = pd.Timestamp(row["timestamp"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if what == "fine":
+        text = "label is fine"
+    else:
+        text = f"{what} → **{state.class_name(row['new_label'])}**"
+    note = f" — “{row['note']}”" if isinstance(row.get("note"), str) and row["note"] else ""
+    return f"Decision: {text}{note} ({when})"
+
+
+def decision_controls(state: RunState, sample_id: int, given: Any, suggested: Any, *, key: str) -> None:
+    """Accept suggested / choose another label / mark fine, and the current decision."""
+    given_i, suggested_i = _int_or_none(given), _int_or_none(suggested)
+    saved = st.session_state.pop("decision_saved", None)
+    if saved:
+        st.toast(saved, icon="✅")
+    latest = data.latest_decisions(state.path)
+    if int(sample_id) in latest.index:
+        st.success(describe_decision(state, latest.loc[int(sample_id)]), icon="✅")
+    error = st.session_state.get("decision_error")
+    if error and f"sample {sample_id} " in error:
+        st.error(error)
+    note_key = f"{key}_note_{sample_id}"
+    st.text_input("Note (optional)", key=note_key, placeholder="why, for the labeling team")
+    accept_col, other_col, fine_col = st.columns([1.3, 1.6, 1], vertical_alignment="bottom")
+    can_accept = suggested_i is not None and suggested_i != given_i
+    accept_col.button(
+        f"Accept {state.class_name(suggested_i)}" if suggested_i is not None else "Accept suggested",
+        key=f"{key}_accept_{sample_id}", type="primary", disabled=not can_accept,
+        help="Relabel to the suggested label (the model's most frequent prediction)",
+        on_click=_record, args=(state, sample_id, "accept", given_i, suggested_i, None, note_key), width="stretch",
+    )
+    new_key = f"{key}_new_{sample_id}"
+    choices = list(range(state.num_classes))
+    default = choices.index(suggested_i) if suggested_i in choices else 0
+    with other_col:
+        st.selectbox("Other label", choices, index=default, format_func=state.class_name, key=new_key)
+        st.button("Relabel", key=f"{key}_relabel_{sample_id}", disabled=not choices,
+                  on_click=_record, args=(state, sample_id, "relabel", given_i, suggested_i, new_key, note_key),
+                  width="stretch")
+    fine_col.button("Label is fine", key=f"{key}_fine_{sample_id}",
+                    on_click=_record, args=(state, sample_id, "fine", given_i, suggested_i, None, note_key),
+                    width="stretch")
+
+
+# --------------------------------------------------------------------------------------
+# sample detail
+# --------------------------------------------------------------------------------------
+
+
+def _facts(state: RunState, sample_id: int, row: pd.Series, at_epoch: float | None, epoch: int,
+           selection: Selection) -> pd.DataFrame:
+    rows = [
+        ("given label", state.class_name(row.get("label"))),
+        ("suggested label", f"{state.class_name(row.get('suggested_label'))} (p {fmt(row.get('suggested_prob'), '.2f')})"),
+    ]
+    if "clean_label" in row.index:
+        clean = row.get("clean_label")
+        verdict = "" if pd.isna(clean) else (" — given label is wrong" if int(clean) != int(row["label"]) else " — given label is right")
+        rows.append(("true label", state.class_name(clean) + verdict))
+    rows.append((f"alignment at epoch {epoch}", fmt(at_epoch)))
+    if selection.used_epoch is not None:
+        rows.append((f"alignment at {'selected' if not selection.fallback else 'last'} epoch {selection.used_epoch}",
+                     fmt(row.get("alignment_selected"))))
+    rows.append(("mean alignment (window)", fmt(-row["align_mean"]) if "align_mean" in row.index else "—"))
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def sample_detail(state: RunState, sample_id: int, summ: pd.DataFrame, *, dataset: Any, epoch: int,
+                  selection: Selection, key: str = "detail") -> None:
+    """The selected sample large, its labels, its trajectory and the relabel buttons."""
+    head, close = st.columns([4, 1], vertical_alignment="center")
+    head.subheader(f"Sample {sample_id}")
+    close.button("Close", key=f"{key}_close", on_click=open_sample, args=(None,))
+    if sample_id not in summ.index:
+        st.warning(f"Sample {sample_id} is not in this run's complete epochs.")
+        return
+    row = summ.loc[sample_id]
+    image_col, facts_col = st.columns([1, 1.4])
+    if dataset is not None:
+        try:
+            image_col.image(data.thumbnail(dataset, sample_id, 224), caption=f"sample {sample_id}")
+        except ValueError as exc:
+            image_col.info(f"No image: {exc}")
+    at = data.compute_epoch_alignment(state.path, state.generation, epoch)["alignment"]
+    at_epoch = float(at.get(sample_id, np.nan))
+    facts_col.table(_facts(state, sample_id, row, at_epoch, epoch, selection))
+    traj = data.compute_trajectory(state.path, state.generation, sample_id)
+    marks = [(epoch, f"epoch shown ({epoch})")]
+    if selection.used_epoch is not None:
+        marks.insert(0, (selection.used_epoch, f"selected epoch ({selection.used_epoch})"))
+    if len(traj):
+        st.vega_lite_chart(spec=charts.trajectory(traj, marks=marks), width="stretch")
+    decision_controls(state, sample_id, row.get("label"), row.get("suggested_label"), key=key)

@@ -1,0 +1,176 @@
+"""Analysis subcommands of the ``gwa-diag`` CLI: ``rank``, ``score`` and ``report``.
+
+    gwa-diag rank RUN [--scorer S] [--flag negative|topk|noise-rate] [--k K] [--noise-rate R]
+    gwa-diag score RUN [--truth FILE]
+    gwa-diag report RUN [--truth FILE]
+
+Each reads only the run directory (complete epochs) and writes into RUN/analysis/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from .metrics import detection_table, ground_truth, per_class_table
+from .rank import flag, write_suspects
+from .report import json_ready, class_names, write_report
+from .store import RunDirError, atomic_write_bytes, open_run
+from .summaries import SCORERS, WINDOWS, summarize
+
+__all__ = ["register"]
+
+_FLAGS = {"negative": "negative", "topk": "topk", "noise-rate": "noise_rate"}
+
+
+def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the expected failures (no complete epoch, bad option, missing file) into one
+    clear line on stderr and exit status 2, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except (RunDirError, ValueError, FileNotFoundError) as exc:
+            print(f"gwa-diag {name}: error: {exc}", file=sys.stderr)
+            return 2
+
+    run.__name__ = f"cmd_{name}"
+    run.__doc__ = body.__doc__
+    return run
+
+
+def _rule(args: argparse.Namespace) -> str:
+    # --k alone means top-k, --noise-rate alone means noise-rate; otherwise the GWA rule.
+    if args.flag is not None:
+        return _FLAGS[args.flag]
+    if args.k is not None:
+        return "topk"
+    if args.noise_rate is not None:
+        return "noise_rate"
+    return "negative"
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    """Flag suspicious labels and write the suspects CSV."""
+    run = open_run(args.run)
+    summary = summarize(run, window=args.window)
+    rule = _rule(args)
+    flagged = flag(summary, rule=rule, k=args.k, noise_rate=args.noise_rate, scorer=args.scorer)
+    out = Path(args.out) if args.out is not None else run.path / "analysis" / "suspects.csv"
+    path = write_suspects(out, flagged, class_names=class_names(run))
+    print(summary.attrs["selection"]["note"])
+    print(f"{len(flagged)} of {len(summary)} samples flagged (rule {rule}, ranked by {args.scorer}; higher = more suspicious)")
+    if len(flagged):
+        cols = ["rank", "label", "suggested_label", "suggested_prob", "score", "alignment_selected", "reason"]
+        top = flagged.head(args.show)[cols].rename(columns={"label": "given_label"})
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.float_format", "{:.3f}".format):
+            print(top.to_string())
+    print(f"suspects written to {path}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    """Detection scores of every scorer against ground truth."""
+    run = open_run(args.run)
+    summary = summarize(run, window=args.window)
+    truth = ground_truth(run, truth_file=args.truth, given=summary["label"])
+    table = detection_table(summary, truth)
+    per_class = per_class_table(summary, truth, scorer=args.scorer)
+    n, n_noisy = len(truth), int(truth.sum())
+    print(summary.attrs["selection"]["note"])
+    print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}); "
+          f"window {args.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "
+          f"P@k and R@k at k = {n_noisy}")
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+        print(table.to_string())
+        print(f"\nper given label ({args.scorer}; rule = alignment < 0 at epoch {summary.attrs['selected_epoch']}):")
+        print(per_class.to_string())
+    out = Path(args.out) if args.out is not None else run.path / "analysis" / "scores.json"
+    payload = {
+        "run": str(run.path),
+        "window": {"name": args.window, "epochs": summary.attrs["window_epochs"]},
+        "early_stopping": summary.attrs["selection"],
+        "selected_epoch": summary.attrs["selected_epoch"],
+        "ground_truth": {"source": str(args.truth) if args.truth else "labels.parquet", "n": n, "n_noisy": n_noisy},
+        "detection": table.reset_index().to_dict(orient="records"),
+        "per_class": per_class.reset_index().to_dict(orient="records"),
+        "per_class_scorer": args.scorer,
+    }
+    atomic_write_bytes(out, (json.dumps(json_ready(payload), indent=2) + "\n").encode("utf-8"))
+    print(f"scores written to {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Write report.md / report.json, plots, suspects.csv and ranking.parquet."""
+    rule = _rule(args)
+    report = write_report(
+        args.run, out_dir=args.out_dir, scorer=args.scorer, truth_file=args.truth, window=args.window,
+        rule=rule, k=args.k, noise_rate=args.noise_rate,
+    )
+    print(report["early_stopping"].get("note", ""))
+    print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")
+    if report["detection"]:
+        row = next((r for r in report["detection"] if r["method"] == args.scorer), None)
+        if row is not None and row["auroc"] is not None:
+            print(f"{args.scorer}: AUROC {row['auroc']:.3f}, AP {row['ap']:.3f}")
+    else:
+        print(f"no detection scores: {report['ground_truth'].get('reason', 'no ground truth')}")
+    print(f"report written to {report['files']['report_md']}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
+    p.add_argument("--scorer", default="align_mean", choices=list(SCORERS), help=scorer_help)
+    p.add_argument("--window", default="second_half", choices=list(WINDOWS),
+                   help="epochs the mean scores average over (default second_half: "
+                        "found better than all epochs after warm-up)")
+
+
+def _flag_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flag", choices=list(_FLAGS),
+                   help="negative: alignment < 0 at the GWA-selected epoch (default); topk: the --k "
+                        "most suspicious; noise-rate: the top --noise-rate fraction")
+    p.add_argument("--k", type=int, help="number of samples to flag (implies --flag topk)")
+    p.add_argument("--noise-rate", type=float, help="expected noise fraction in [0, 1] (implies --flag noise-rate)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``rank``, ``score`` and ``report`` to the main CLI's subparsers."""
+    p = subparsers.add_parser(
+        "rank", help="flag suspicious labels and write RUN/analysis/suspects.csv",
+        description="Rank samples by a scorer (higher = more suspicious), flag them by a rule "
+                    f"({', '.join(_FLAGS)}) and write a suspects CSV for relabeling.",
+    )
+    _common(p, scorer_help="scorer to rank by (default align_mean: -mean alignment over the window)")
+    _flag_args(p)
+    p.add_argument("--out", type=Path, help="suspects CSV (default RUN/analysis/suspects.csv)")
+    p.add_argument("--show", type=int, default=10, help="rows to print (default 10)")
+    p.set_defaults(func=_guarded("rank", _cmd_rank))
+
+    p = subparsers.add_parser(
+        "score", help="detection scores (AUROC, AP, P@k, R@k) of every scorer against ground truth",
+        description="Compare every scorer against ground truth (labels.parquet clean_label or --truth) "
+                    "and write RUN/analysis/scores.json.",
+    )
+    _common(p, scorer_help="scorer for the per-class breakdown (default align_mean)")
+    p.add_argument("--truth", type=Path, help="CSV (or Parquet) with columns sample_id, clean_label")
+    p.add_argument("--out", type=Path, help="scores JSON (default RUN/analysis/scores.json)")
+    p.set_defaults(func=_guarded("score", _cmd_score))
+
+    p = subparsers.add_parser(
+        "report", help="write RUN/analysis/report.md with plots, detection table and suspects",
+        description="Full analysis report: early stopping, GWA curve, histograms, ROC/PR curves and "
+                    "detection table (with ground truth), suspects.csv and ranking.parquet.",
+    )
+    _common(p, scorer_help="scorer to rank and flag by (default align_mean)")
+    _flag_args(p)
+    p.add_argument("--truth", type=Path, help="CSV (or Parquet) with columns sample_id, clean_label")
+    p.add_argument("--out-dir", type=Path, help="output folder (default RUN/analysis)")
+    p.set_defaults(func=_guarded("report", _cmd_report))

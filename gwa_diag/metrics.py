@@ -1,0 +1,319 @@
+"""Detection metrics: how well each scorer finds the truly mislabeled samples.
+
+Inputs are scores oriented **higher = more suspicious** (every column of
+:data:`gwa_diag.summaries.SCORERS`) and a boolean ``is_noisy`` (given label != clean
+label). Implemented with numpy; the definitions match scikit-learn's
+``roc_auc_score`` and ``average_precision_score`` (ties included). NaN scores count as
+least suspicious (-inf).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .store import Run
+from .summaries import SCORERS, AnalysisError, _as_run
+
+__all__ = [
+    "RULE_ROW",
+    "auroc",
+    "average_precision",
+    "precision_recall_at_k",
+    "rule_scores",
+    "roc_points",
+    "pr_points",
+    "ground_truth",
+    "detection_table",
+    "per_class_table",
+]
+
+#: Name of the detection-table row for the paper's rule "alignment < 0 at the selected epoch".
+RULE_ROW = "rule: alignment < 0 at selected epoch"
+
+
+def _arrays(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(is_noisy).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores ({s.size}) and is_noisy ({y.size}) must have the same length")
+    if y.dtype != np.bool_:
+        if not np.isin(y, [0, 1]).all():
+            raise ValueError("is_noisy must be boolean (or 0/1)")
+        y = y.astype(bool)
+    return np.where(np.isnan(s), -np.inf, s), y
+
+
+def _both_classes(y: np.ndarray, what: str) -> None:
+    if y.all() or not y.any():
+        raise ValueError(f"{what} needs both noisy and clean samples; got {int(y.sum())} noisy of {y.size}")
+
+
+def auroc(scores: Any, is_noisy: Any) -> float:
+    """Area under the ROC curve: the probability that a random noisy sample scores higher
+    than a random clean one, ties counting one half (equals sklearn ``roc_auc_score``)."""
+    s, y = _arrays(scores, is_noisy)
+    _both_classes(y, "AUROC")
+    return _auroc(s, y)
+
+
+def _auroc(s: np.ndarray, y: np.ndarray) -> float:
+    # Mann-Whitney U with average ranks for ties.
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average_rank = ends - (counts - 1) / 2.0  # 1-based mean rank of each distinct value
+    ranks = average_rank[inverse]
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _threshold_counts(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative true / false positives at each distinct score, highest score first."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    # Last position of each run of equal scores: all tied samples enter together.
+    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), s_sorted.size - 1]
+    tp = np.cumsum(y_sorted)[last].astype(np.float64)
+    fp = (last + 1) - tp
+    return tp, fp
+
+
+def average_precision(scores: Any, is_noisy: Any) -> float:
+    """Average precision, scikit-learn's definition: sum over score thresholds (ties
+    grouped) of (R_n - R_{n-1}) * P_n, without interpolation."""
+    s, y = _arrays(scores, is_noisy)
+    if not y.any():
+        raise ValueError("average precision needs at least one noisy sample")
+    return _average_precision(s, y)
+
+
+def _average_precision(s: np.ndarray, y: np.ndarray) -> float:
+    tp, fp = _threshold_counts(s, y)
+    precision = tp / (tp + fp)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def precision_recall_at_k(scores: Any, is_noisy: Any, *, k: int | None = None) -> tuple[float, float]:
+    """Precision and recall among the ``k`` highest scores (default k = number of truly
+    noisy samples, where precision = recall = 1 - miss rate). Ties at the cut are broken
+    by position (stable), as a ranked list would be."""
+    s, y = _arrays(scores, is_noisy)
+    if k is None:
+        k = int(y.sum())
+    if int(k) != k or k < 0:
+        raise ValueError(f"k must be a whole number >= 0, got {k!r}")
+    if not y.any():
+        raise ValueError("recall at k needs at least one noisy sample")
+    return _precision_recall_at_k(s, y, int(k))
+
+
+def _precision_recall_at_k(s: np.ndarray, y: np.ndarray, k: int) -> tuple[float, float]:
+    k = min(k, s.size)
+    if k == 0:
+        return float("nan"), 0.0
+    top = np.argsort(-s, kind="stable")[:k]
+    hits = float(y[top].sum())
+    return hits / k, hits / float(y.sum())
+
+
+def rule_scores(flags: Any, is_noisy: Any) -> dict[str, float]:
+    """Precision, recall and F1 of a boolean rule (``flags`` True = flagged as noisy);
+    precision is NaN when nothing is flagged, recall NaN when nothing is noisy."""
+    f = np.asarray(flags).reshape(-1)
+    y = np.asarray(is_noisy).reshape(-1)
+    if f.shape != y.shape:
+        raise ValueError(f"flags ({f.size}) and is_noisy ({y.size}) must have the same length")
+    f, y = f.astype(bool), y.astype(bool)
+    tp = float((f & y).sum())
+    precision = tp / f.sum() if f.any() else float("nan")
+    recall = tp / y.sum() if y.any() else float("nan")
+    f1 = (
+        2 * precision * recall / (precision + recall)
+        if np.isfinite(precision) and np.isfinite(recall) and precision + recall > 0
+        else (0.0 if tp == 0 and f.any() and y.any() else float("nan"))
+    )
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "n_flagged": int(f.sum())}
+
+
+def roc_points(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0)."""
+    s, y = _arrays(scores, is_noisy)
+    _both_classes(y, "a ROC curve")
+    tp, fp = _threshold_counts(s, y)
+    return np.r_[0.0, fp / (~y).sum()], np.r_[0.0, tp / y.sum()]
+
+
+def pr_points(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every distinct threshold, highest threshold first."""
+    s, y = _arrays(scores, is_noisy)
+    if not y.any():
+        raise ValueError("a precision-recall curve needs at least one noisy sample")
+    tp, fp = _threshold_counts(s, y)
+    return tp / y.sum(), tp / (tp + fp)
+
+
+# --------------------------------------------------------------------------------------
+# ground truth
+# --------------------------------------------------------------------------------------
+
+
+def ground_truth(
+    run_or_path: Run | str | os.PathLike,
+    *,
+    truth_file: str | os.PathLike | None = None,
+    given: pd.Series | None = None,
+) -> pd.Series:
+    """Which samples are truly mislabeled: bool Series indexed by sample_id (True = the
+    given label differs from the clean label).
+
+    Sources, in order: ``truth_file`` (CSV or Parquet with columns sample_id, clean_label),
+    else labels.parquet's ``clean_label``. The given labels come from ``given`` (a Series
+    sample_id -> label, e.g. a summary's ``label`` column), else labels.parquet, else the
+    recorded rows. Samples whose clean label is unknown are left out.
+
+    Raises:
+        AnalysisError: no ground truth anywhere (with how to provide it).
+        ValueError: a truth file without the needed columns.
+    """
+    run = _as_run(run_or_path)
+    if truth_file is not None:
+        clean = _read_truth(Path(truth_file))
+    else:
+        labels = run.labels()
+        if labels is None or "clean_label" not in labels.columns:
+            raise AnalysisError(
+                f"no ground truth for {run.path}: labels.parquet has no clean_label column. "
+                "Pass a truth file (--truth FILE, a CSV with columns sample_id, clean_label)."
+            )
+        clean = labels.set_index("sample_id")["clean_label"]
+    if given is None:
+        given = _given_labels(run)
+    given = given.dropna()
+    clean = clean.dropna()
+    common = given.index.intersection(clean.index)
+    if len(common) == 0:
+        raise AnalysisError(
+            f"the ground truth shares no sample_id with the run's labels ({len(clean)} truth rows, "
+            f"{len(given)} labelled samples); check that the truth file uses the dataset's sample ids"
+        )
+    noisy = given.loc[common].astype("int64").to_numpy() != clean.loc[common].astype("int64").to_numpy()
+    return pd.Series(noisy, index=pd.Index(common, name="sample_id"), name="is_noisy").sort_index()
+
+
+def _read_truth(path: Path) -> pd.Series:
+    if not path.exists():
+        raise FileNotFoundError(f"truth file {path} does not exist")
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in ("sample_id", "clean_label") if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"truth file {path} lacks columns {missing}; it needs sample_id and clean_label "
+            f"(found: {', '.join(map(str, frame.columns))})"
+        )
+    if frame["sample_id"].duplicated().any():
+        raise ValueError(f"truth file {path} lists some sample_id more than once")
+    return frame.set_index("sample_id")["clean_label"]
+
+
+def _given_labels(run: Run) -> pd.Series:
+    labels = run.labels()
+    if labels is not None:
+        return labels.set_index("sample_id")["label"]
+    files = run.sample_files()
+    if not files:
+        raise AnalysisError(f"{run.path} has no labels.parquet and no complete epoch to read labels from")
+    import duckdb
+
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    with duckdb.connect(":memory:") as con:
+        out = con.sql(
+            f"SELECT sample_id, arg_max(label, step) AS label FROM read_parquet([{listed}]) GROUP BY sample_id"
+        ).fetchnumpy()
+    return pd.Series(np.asarray(out["label"]), index=pd.Index(np.asarray(out["sample_id"]), name="sample_id"))
+
+
+# --------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------
+
+
+def _align(summary: pd.DataFrame, is_noisy: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
+    if not isinstance(summary, pd.DataFrame) or not isinstance(is_noisy, pd.Series):
+        raise TypeError("summary must be a DataFrame and is_noisy a Series, both indexed by sample_id")
+    common = summary.index.intersection(is_noisy.index)
+    if len(common) == 0:
+        raise ValueError("summary and is_noisy share no sample_id")
+    return summary.loc[common], is_noisy.loc[common].to_numpy(dtype=bool)
+
+
+def _score_row(s: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    both = bool(y.any() and not y.all())
+    row = {
+        "auroc": _auroc(s, y) if both else float("nan"),
+        "ap": _average_precision(s, y) if y.any() else float("nan"),
+    }
+    p, r = _precision_recall_at_k(s, y, int(y.sum())) if y.any() else (float("nan"), float("nan"))
+    row.update({"p_at_k": p, "r_at_k": r})
+    return row
+
+
+def detection_table(
+    summary: pd.DataFrame, is_noisy: pd.Series, *, scorers: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One row per scorer (AUROC, AP, precision and recall at k = number of noisy
+    samples) and one row, :data:`RULE_ROW`, for the rule "alignment < 0 at the selected
+    epoch" (precision, recall, F1, number flagged). Samples without ground truth are left
+    out; ``frame.attrs`` holds n, n_noisy and k."""
+    names = list(SCORERS) if scorers is None else list(scorers)
+    unknown = [s for s in names if s not in SCORERS]
+    if unknown:
+        raise ValueError(f"unknown scorer(s) {unknown}; valid scorers: {', '.join(SCORERS)}")
+    frame, y = _align(summary, is_noisy)
+    rows: dict[str, dict[str, float]] = {}
+    for name in names:
+        if name not in frame.columns:
+            raise ValueError(f"the summary has no {name!r} column")
+        v = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        rows[name] = _score_row(np.where(np.isnan(v), -np.inf, v), y)
+    if "alignment_selected" in frame.columns:
+        a = frame["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan)
+        rows[RULE_ROW] = rule_scores(a < 0, y)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    columns = ["auroc", "ap", "p_at_k", "r_at_k", "precision", "recall", "f1", "n_flagged"]
+    table = table.reindex(columns=columns)
+    table["n_flagged"] = table["n_flagged"].astype("Int64")
+    table.index.name = "method"
+    table.attrs = {"n": int(y.size), "n_noisy": int(y.sum()), "k": int(y.sum())}
+    return table
+
+
+def per_class_table(summary: pd.DataFrame, is_noisy: pd.Series, *, scorer: str = "align_mean") -> pd.DataFrame:
+    """Breakdown by given label: samples, noisy samples, noise rate, AUROC and AP of
+    ``scorer`` within the class, and precision / recall of the rule "alignment < 0 at the
+    selected epoch"."""
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+    frame, y = _align(summary, is_noisy)
+    labels = frame["label"].to_numpy()
+    v = frame[scorer].to_numpy(dtype=np.float64, na_value=np.nan)
+    s = np.where(np.isnan(v), -np.inf, v)
+    a = frame["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan) if "alignment_selected" in frame else None
+    rows = []
+    for label in np.unique(labels):
+        m = labels == label
+        ys, ss = y[m], s[m]
+        row: dict[str, Any] = {"label": int(label), "n": int(m.sum()), "n_noisy": int(ys.sum()), "noise_rate": float(ys.mean())}
+        row.update({k: row_v for k, row_v in _score_row(ss, ys).items() if k in ("auroc", "ap")})
+        if a is not None:
+            rule = rule_scores(a[m] < 0, ys)
+            row.update({"rule_precision": rule["precision"], "rule_recall": rule["recall"], "n_flagged": rule["n_flagged"]})
+        rows.append(row)
+    out = pd.DataFrame(rows).set_index("label")
+    out.attrs = {"scorer": scorer}
+    return out

@@ -1,0 +1,205 @@
+"""Rank samples by a scorer, flag the suspicious ones, and write the suspects file.
+
+Every scorer in :data:`gwa_diag.summaries.SCORERS` is oriented so that **higher = more
+suspicious**; ``rank`` 1 is the most suspicious sample. Ties are broken by ascending
+``sample_id`` so that the order is reproducible; NaN scores (a sample absent from the
+epochs a scorer reads) rank last.
+
+The suspects file (CSV, one row per flagged sample, most suspicious first) is meant for a
+labeling team: ``sample_id, given_label[, given_name], suggested_label[, suggested_name],
+suggested_prob, score, rank, scorer, reason``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .store import atomic_write_bytes
+from .summaries import SCORERS
+
+__all__ = ["RULES", "SUSPECT_COLUMNS", "rank", "flag", "suspects_frame", "write_suspects", "read_suspects"]
+
+#: Flagging rules: name -> description.
+RULES: dict[str, str] = {
+    "negative": (
+        "alignment < 0 at the GWA-selected epoch (the last epoch when GWA selects none): the "
+        "sample pulls the classifier head against its direction (Hölzl et al. 2025)"
+    ),
+    "topk": "the k highest-scoring samples by the chosen scorer",
+    "noise_rate": "the top round(noise_rate * N) samples by the chosen scorer (an expected noise rate)",
+}
+
+SUSPECT_COLUMNS = [
+    "sample_id", "given_label", "given_name", "suggested_label", "suggested_name",
+    "suggested_prob", "score", "rank", "scorer", "reason",
+]
+
+
+def _check_scorer(summary: pd.DataFrame, scorer: str) -> None:
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+    if scorer not in summary.columns:
+        raise ValueError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.summaries.summarize")
+
+
+def rank(summary: pd.DataFrame, *, scorer: str = "align_mean") -> pd.DataFrame:
+    """The summary sorted most suspicious first (higher ``scorer`` first, ties by ascending
+    sample_id, NaN last), with ``rank`` (1..N), ``score`` and ``scorer`` columns in front.
+    The index stays ``sample_id``."""
+    if not isinstance(summary, pd.DataFrame):
+        raise TypeError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
+    _check_scorer(summary, scorer)
+    return _rank(summary, scorer)
+
+
+def _rank(summary: pd.DataFrame, scorer: str) -> pd.DataFrame:
+    score = summary[scorer].to_numpy(dtype=np.float64, na_value=np.nan)
+    ids = summary.index.to_numpy()
+    missing = np.isnan(score)
+    # lexsort: last key is primary. NaN last, then higher score first, then lower sample id.
+    order = np.lexsort((ids, -np.where(missing, 0.0, score), missing))
+    out = summary.iloc[order].copy()
+    out.insert(0, "rank", np.arange(1, len(out) + 1, dtype=np.int64))
+    out.insert(1, "score", score[order])
+    out.insert(2, "scorer", scorer)
+    out.attrs = dict(summary.attrs)
+    return out
+
+
+def flag(
+    summary: pd.DataFrame,
+    *,
+    rule: str = "negative",
+    k: int | None = None,
+    noise_rate: float | None = None,
+    scorer: str = "align_mean",
+) -> pd.DataFrame:
+    """The flagged samples, most suspicious first (the :func:`rank` frame, filtered), with
+    a human-readable ``reason`` column. Rules (:data:`RULES`): ``negative`` (raw alignment
+    < 0 at the selected epoch), ``topk`` (needs ``k``), ``noise_rate`` (needs
+    ``noise_rate`` in [0, 1])."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+    if not isinstance(summary, pd.DataFrame):
+        raise TypeError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
+    _check_scorer(summary, scorer)
+    if rule == "topk":
+        if k is None or int(k) != k or k < 0:
+            raise ValueError(f"rule 'topk' needs a whole number k >= 0, got {k!r}")
+    elif k is not None:
+        raise ValueError(f"k applies only to rule 'topk', not {rule!r}")
+    if rule == "noise_rate":
+        if noise_rate is None or not 0.0 <= float(noise_rate) <= 1.0:
+            raise ValueError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}")
+    elif noise_rate is not None:
+        raise ValueError(f"noise_rate applies only to rule 'noise_rate', not {rule!r}")
+    if rule == "negative" and "alignment_selected" not in summary.columns:
+        raise ValueError("rule 'negative' needs the summary's alignment_selected column")
+    return _flag(summary, rule=rule, k=k, noise_rate=noise_rate, scorer=scorer)
+
+
+def _flag(summary: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float | None, scorer: str) -> pd.DataFrame:
+    ranked = _rank(summary, scorer)
+    n = len(ranked)
+    if rule == "negative":
+        align = ranked["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan)
+        out = ranked[align < 0].copy()
+        epoch = summary.attrs.get("selected_epoch")
+        fallback = bool(summary.attrs.get("selection", {}).get("fallback", False))
+        where = (
+            "at the selected epoch" if epoch is None
+            else f"at epoch {epoch} (last epoch; GWA selected none)" if fallback
+            else f"at epoch {epoch} (GWA-selected)"
+        )
+        out["reason"] = [f"alignment {a:.3f} < 0 {where}" for a in out["alignment_selected"]]
+        return out
+    top = int(k) if rule == "topk" else int(round(float(noise_rate) * n))  # type: ignore[arg-type]
+    out = ranked.iloc[: min(top, n)].copy()
+    if rule == "topk":
+        reasons = [f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top}" for r, s in zip(out["rank"], out["score"])]
+    else:
+        reasons = [
+            f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top} = {float(noise_rate):.1%} expected noise"
+            for r, s in zip(out["rank"], out["score"])
+        ]
+    out["reason"] = reasons
+    return out
+
+
+def _names(labels: pd.Series, class_names: Sequence[str]) -> pd.Series:
+    names = list(class_names)
+
+    def name(v: object) -> object:
+        if v is pd.NA or v is None or (isinstance(v, float) and np.isnan(v)):
+            return pd.NA
+        i = int(v)  # type: ignore[call-overload]
+        return names[i] if 0 <= i < len(names) else pd.NA
+
+    return pd.Series([name(v) for v in labels], index=labels.index, dtype="string")
+
+
+def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """The table :func:`write_suspects` writes (and :func:`read_suspects` returns)."""
+    needed = {"label", "suggested_label", "suggested_prob", "score", "rank", "scorer", "reason"}
+    missing = sorted(needed - set(flagged.columns))
+    if missing:
+        raise ValueError(f"flagged frame lacks columns {missing}; pass the output of gwa_diag.rank.flag")
+    frame = flagged.reset_index() if "sample_id" not in flagged.columns else flagged.reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "sample_id": frame["sample_id"].astype("int64"),
+            "given_label": frame["label"].astype("int64"),
+            "suggested_label": frame["suggested_label"].astype("Int64"),
+            "suggested_prob": frame["suggested_prob"].astype("float64"),
+            "score": frame["score"].astype("float64"),
+            "rank": frame["rank"].astype("int64"),
+            "scorer": frame["scorer"].astype("string"),
+            "reason": frame["reason"].astype("string"),
+        }
+    )
+    if class_names is not None:
+        out.insert(2, "given_name", _names(out["given_label"], class_names))
+        out.insert(4, "suggested_name", _names(out["suggested_label"], class_names))
+    return out
+
+
+def write_suspects(
+    path: str | os.PathLike, flagged: pd.DataFrame, class_names: Sequence[str] | None = None
+) -> Path:
+    """Write the suspects CSV atomically (never half-written). Columns: sample_id,
+    given_label[, given_name], suggested_label[, suggested_name], suggested_prob, score,
+    rank, scorer, reason; one row per flagged sample, most suspicious first."""
+    table = suspects_frame(flagged, class_names=class_names)
+    buffer = io.StringIO()
+    # Default float formatting writes the shortest repr: floats read back bit-identical.
+    table.to_csv(buffer, index=False)
+    return atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+
+
+def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a suspects CSV written by :func:`write_suspects` (same columns and dtypes)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
+    # Only empty cells are missing values: a class named "NA" or "null" stays a name.
+    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "score", "given_name", "suggested_name")}
+    text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name")}
+    frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
+    missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and not c.endswith("_name")]
+    if missing:
+        raise ValueError(f"{path} is not a suspects file: missing columns {missing}")
+    types = {
+        "sample_id": "int64", "given_label": "int64", "suggested_label": "Int64",
+        "suggested_prob": "float64", "score": "float64", "rank": "int64",
+    }
+    frame = frame.astype({k: v for k, v in types.items() if k in frame.columns})
+    for col in ("given_name", "suggested_name"):
+        if col in frame.columns:
+            frame[col] = frame[col].astype("string")
+    return frame[[c for c in SUSPECT_COLUMNS if c in frame.columns]]

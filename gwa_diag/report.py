@@ -1,0 +1,398 @@
+"""One-call analysis report of a run: RUN/analysis/report.md, report.json, plots, the
+suspects file and the full ranking.
+
+Files written (each atomically, so a reader never sees half a file)::
+
+    analysis/report.md         human summary: early stopping, detection table, top suspects
+    analysis/report.json       the same numbers, machine-readable
+    analysis/suspects.csv      flagged samples for relabeling (gwa_diag.rank.write_suspects)
+    analysis/ranking.parquet   every sample's summary, rank and score
+    analysis/gwa_curve.png     GWA per epoch (undefined epochs as gaps), selected epoch marked,
+                               eval accuracy on a second axis when recorded
+    analysis/alignment_hist.png  alignment histograms at a few epochs (noisy vs clean when known)
+    analysis/roc.png, pr.png   ROC and precision-recall curves per scorer (ground truth only)
+
+Scores follow :data:`gwa_diag.summaries.SCORERS`: higher = more suspicious.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import __version__
+from .metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points
+from .rank import RULES, flag, rank, write_suspects
+from .store import Run, atomic_write_bytes, atomic_write_table, open_run
+from .summaries import SCORERS, WINDOWS, AnalysisError, summarize
+
+__all__ = ["write_report", "class_names", "markdown_table", "json_ready"]
+
+_TOP_SUSPECTS = 20
+_CURVE_POINTS = 2000  # points kept per ROC/PR curve: the plot looks the same, the PNG stays small
+
+
+def class_names(run: Run) -> list[str] | None:
+    """Class names from run.json (``class_names``, or ``dataset.class_names``), if recorded."""
+    names = run.meta.get("class_names")
+    if names is None and isinstance(run.meta.get("dataset"), dict):
+        names = run.meta["dataset"].get("class_names")
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) and len(names) else None
+
+
+def write_report(
+    run_path: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    scorer: str = "align_mean",
+    truth_file: str | os.PathLike | None = None,
+    window: str = "second_half",
+    rule: str = "negative",
+    k: int | None = None,
+    noise_rate: float | None = None,
+) -> dict[str, Any]:
+    """Analyse a run and write the report files into ``out_dir`` (default RUN/analysis).
+
+    Detection metrics, per-class breakdown and ROC/PR plots appear when ground truth exists
+    (``truth_file``, or clean labels in labels.parquet); without it the report says so.
+    Returns the content of report.json (with the paths of every file written).
+
+    Raises:
+        AnalysisError: the run has no complete epoch.
+        ValueError: unknown scorer, window or rule, or a broken truth file.
+    """
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r}; valid windows: {', '.join(WINDOWS)}")
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+    run = open_run(run_path)
+    out = Path(out_dir) if out_dir is not None else run.path / "analysis"
+    return _write_report(run, out, scorer=scorer, truth_file=truth_file, window=window, rule=rule, k=k, noise_rate=noise_rate)
+
+
+def _write_report(
+    run: Run,
+    out: Path,
+    *,
+    scorer: str,
+    truth_file: str | os.PathLike | None,
+    window: str,
+    rule: str,
+    k: int | None,
+    noise_rate: float | None,
+) -> dict[str, Any]:
+    summary = summarize(run, window=window)
+    ranked = rank(summary, scorer=scorer)
+    flagged = flag(summary, rule=rule, k=k, noise_rate=noise_rate, scorer=scorer)
+    names = class_names(run)
+    files: dict[str, str] = {}
+    files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
+    table = pa.Table.from_pandas(ranked.reset_index(), preserve_index=False)
+    files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
+
+    truth: pd.Series | None
+    truth_note: str
+    try:
+        truth = ground_truth(run, truth_file=truth_file, given=summary["label"])
+        truth_note = f"from {truth_file}" if truth_file is not None else "from labels.parquet clean_label"
+    except AnalysisError as err:
+        if truth_file is not None:
+            raise
+        truth, truth_note = None, str(err)
+
+    epochs = run.epochs()
+    selection = dict(summary.attrs.get("selection", {}))
+    selection["used_epoch"] = summary.attrs.get("selected_epoch")
+    detection = per_class = None
+    if truth is not None:
+        detection = detection_table(summary, truth)
+        per_class = per_class_table(summary, truth, scorer=scorer)
+
+    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, summary.attrs.get("selected_epoch"), selection))
+    files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
+    if truth is not None:
+        roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
+        files["roc"], files["pr"] = str(roc), str(pr)
+
+    report: dict[str, Any] = {
+        "gwa_diag_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": str(run.path),
+        "run_id": run.meta.get("run_id"),
+        "n_samples": int(len(summary)),
+        "n_epochs": int(summary.attrs.get("n_epochs", len(epochs))),
+        "num_classes": summary.attrs.get("num_classes"),
+        "window": {"name": window, "epochs": summary.attrs.get("window_epochs"), "description": WINDOWS[window]},
+        "early_stopping": selection,
+        "el2n_epoch": summary.attrs.get("el2n_epoch"),
+        "scorer": scorer,
+        "scorer_description": SCORERS[scorer],
+        "rule": {"name": rule, "k": k, "noise_rate": noise_rate, "description": RULES[rule]},
+        "n_flagged": int(len(flagged)),
+        "n_alignment_negative": int((summary["alignment_selected"] < 0).sum()),
+        "ground_truth": (
+            {"available": True, "source": truth_note, "n": int(len(truth)), "n_noisy": int(truth.sum()),
+             "noise_rate": float(truth.mean())}
+            if truth is not None
+            else {"available": False, "reason": truth_note}
+        ),
+        "detection": _records(detection, "method"),
+        "per_class": _records(per_class, "label"),
+        "top_suspects": _records(_suspect_preview(flagged, names), None),
+        "scorers": SCORERS,
+        "files": files,
+    }
+    files["report_md"] = str(out / "report.md")
+    files["report_json"] = str(out / "report.json")
+    atomic_write_bytes(out / "report.md", _markdown(report, detection, per_class, flagged, names).encode("utf-8"))
+    atomic_write_bytes(out / "report.json", (json.dumps(json_ready(report), indent=2) + "\n").encode("utf-8"))
+    return report
+
+
+# --------------------------------------------------------------------------------------
+# tables and text
+# --------------------------------------------------------------------------------------
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars made plain and NaN/inf/NA made None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if value is pd.NA or value is None:
+        return None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def _records(frame: pd.DataFrame | None, index_name: str | None) -> list[dict[str, Any]] | None:
+    if frame is None:
+        return None
+    data = frame.reset_index() if index_name is not None else frame
+    return [json_ready(r) for r in data.to_dict(orient="records")]
+
+
+def _suspect_preview(flagged: pd.DataFrame, names: Sequence[str] | None) -> pd.DataFrame:
+    top = flagged.head(_TOP_SUSPECTS).reset_index()
+    cols = ["rank", "sample_id", "label", "suggested_label", "suggested_prob", "score", "alignment_selected", "reason"]
+    top = top[cols].rename(columns={"label": "given_label"})
+    if names is not None:
+        def name(v: Any) -> Any:
+            return names[int(v)] if v is not pd.NA and 0 <= int(v) < len(names) else ""
+        top.insert(3, "given_name", [name(v) for v in top["given_label"]])
+        top.insert(5, "suggested_name", [name(v) if not pd.isna(v) else "" for v in top["suggested_label"]])
+    return top
+
+
+def markdown_table(frame: pd.DataFrame, *, digits: int = 3, index: bool = True) -> str:
+    """A GitHub-flavoured markdown table (floats rounded to ``digits``; NaN as '-')."""
+    data = frame.reset_index() if index else frame
+
+    def cell(v: Any) -> str:
+        if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+            return "-"
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.{digits}f}"
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in data.columns) + " |"
+    rule = "|" + "|".join("---" for _ in data.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in data.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _markdown(
+    report: dict[str, Any],
+    detection: pd.DataFrame | None,
+    per_class: pd.DataFrame | None,
+    flagged: pd.DataFrame,
+    names: Sequence[str] | None,
+) -> str:
+    sel = report["early_stopping"]
+    win = report["window"]
+    lines = [
+        "# gwa-diag report",
+        "",
+        f"Run `{report['run']}` (id {report['run_id']}): {report['n_samples']} samples, "
+        f"{report['n_epochs']} complete epochs, {report['num_classes']} classes. Written {report['created']}.",
+        "",
+        "## Early stopping (GWA, no validation set)",
+        "",
+        f"- Mode: {sel.get('mode')}. {sel.get('note', '')}.",
+        f"- Epoch used for the alignment rule and `align_selected`: **{sel.get('used_epoch')}**.",
+        "",
+        "![GWA curve](gwa_curve.png)",
+        "",
+        "## Flagged samples",
+        "",
+        f"- Rule: `{report['rule']['name']}` - {report['rule']['description']}.",
+        f"- Ranked by `{report['scorer']}`: {report['scorer_description']}",
+        f"- Means average over the window `{win['name']}` (epochs {win['epochs'][0]}-{win['epochs'][1]}): {win['description']}.",
+        f"- **{report['n_flagged']}** samples flagged; {report['n_alignment_negative']} have alignment < 0 "
+        f"at epoch {sel.get('used_epoch')}.",
+        "- Files: `suspects.csv` (for relabeling), `ranking.parquet` (every sample).",
+        "",
+    ]
+    if report["top_suspects"]:
+        lines += [f"Top {min(_TOP_SUSPECTS, len(flagged))} suspects:", "", markdown_table(_suspect_preview(flagged, names), index=False), ""]
+    lines += ["![alignment histograms](alignment_hist.png)", "", "## Detection against ground truth", ""]
+    truth = report["ground_truth"]
+    if detection is None or per_class is None:
+        lines += [f"No ground truth: {truth['reason']}", ""]
+    else:
+        lines += [
+            f"Ground truth {truth['source']}: {truth['n_noisy']} of {truth['n']} samples mislabeled "
+            f"({truth['noise_rate']:.1%}). Higher scores = more suspicious; P@k and R@k at "
+            f"k = {truth['n_noisy']} (the number of mislabeled samples). The last row is the rule "
+            "alignment < 0 at the selected epoch (precision / recall / F1).",
+            "",
+            markdown_table(detection),
+            "",
+            f"Per given label (`{report['scorer']}` AUROC/AP; rule precision/recall):",
+            "",
+            markdown_table(per_class),
+            "",
+            "![ROC curves](roc.png) ![precision-recall curves](pr.png)",
+            "",
+        ]
+    lines += ["## Scorers (higher = more suspicious)", ""]
+    lines += [f"- `{name}`: {text}" for name, text in SCORERS.items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# plots (matplotlib's Agg canvas directly: no pyplot state, no global backend switch)
+# --------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_gwa(path: Path, epochs: pd.DataFrame, selected: int | None, selection: dict[str, Any]) -> Path:
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    x = epochs["epoch"].to_numpy()
+    # Undefined epochs are NaN: matplotlib breaks the line there (a gap, never a fake value).
+    gwa = pd.to_numeric(epochs["gwa"], errors="coerce").to_numpy(dtype=np.float64) if "gwa" in epochs else np.full(len(x), np.nan)
+    ax.plot(x, gwa, marker="o", markersize=3, color="tab:blue", label="GWA")
+    undefined = np.isnan(gwa)
+    if undefined.any():
+        for e in x[undefined]:
+            ax.axvspan(e - 0.5, e + 0.5, color="0.9", zorder=0)
+    if selected is not None:
+        label = "last epoch (GWA selected none)" if selection.get("fallback") else f"GWA-selected epoch {selected}"
+        ax.axvline(selected, color="tab:red", linestyle="--", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("GWA = mean / (kurtosis + 1.2)")
+    handles, labels = ax.get_legend_handles_labels()
+    if "eval_acc" in epochs and pd.to_numeric(epochs["eval_acc"], errors="coerce").notna().any():
+        twin = ax.twinx()
+        twin.plot(x, pd.to_numeric(epochs["eval_acc"], errors="coerce"), color="tab:green", alpha=0.8, label="eval accuracy")
+        twin.set_ylabel("eval accuracy")
+        h2, l2 = twin.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if undefined.any():
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="0.9"))
+        labels.append("GWA undefined")
+    ax.legend(handles, labels, loc="best", fontsize=8)
+    ax.set_title("Gradient-weight alignment per epoch")
+    return _save(fig, path)
+
+
+def _hist_epochs(summary: pd.DataFrame) -> list[int]:
+    attrs = summary.attrs
+    first = attrs.get("window_epochs", [None])[0]
+    wanted = [attrs.get("el2n_epoch"), first, attrs.get("selected_epoch"), attrs.get("last_epoch")]
+    return sorted({int(e) for e in wanted if e is not None})
+
+
+def _plot_histograms(path: Path, run: Run, summary: pd.DataFrame, truth: pd.Series | None) -> Path:
+    epochs = _hist_epochs(summary)
+    rows = run.samples(epochs=epochs, columns=["sample_id", "alignment"])
+    fig = _figure(3.2 * max(len(epochs), 1), 3.2)
+    bins = np.linspace(-1, 1, 51)
+    for i, epoch in enumerate(epochs):
+        ax = fig.add_subplot(1, len(epochs), i + 1)
+        part = rows[rows["epoch"] == epoch]
+        a = part["alignment"].to_numpy(dtype=np.float64)
+        if truth is not None:
+            noisy = truth.reindex(part["sample_id"].to_numpy()).fillna(False).to_numpy(dtype=bool)
+            ax.hist(a[~noisy], bins=bins, alpha=0.6, density=True, label="clean", color="tab:blue")
+            if noisy.any():
+                ax.hist(a[noisy], bins=bins, alpha=0.6, density=True, label="mislabeled", color="tab:red")
+            ax.legend(fontsize=7)
+        else:
+            ax.hist(a[np.isfinite(a)], bins=bins, color="tab:blue")
+        ax.axvline(0, color="k", linewidth=0.8)
+        ax.set_title(f"epoch {epoch}", fontsize=9)
+        ax.set_xlabel("alignment")
+    return _save(fig, path)
+
+
+def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if x.size <= _CURVE_POINTS:
+        return x, y
+    keep = np.unique(np.r_[np.linspace(0, x.size - 1, _CURVE_POINTS).astype(np.int64), x.size - 1])
+    return x[keep], y[keep]
+
+
+def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: pd.DataFrame) -> tuple[Path, Path]:
+    common = summary.index.intersection(truth.index)
+    y = truth.loc[common].to_numpy(dtype=bool)
+    roc_fig, pr_fig = _figure(6, 5), _figure(6, 5)
+    roc_ax, pr_ax = roc_fig.add_subplot(1, 1, 1), pr_fig.add_subplot(1, 1, 1)
+    for name in SCORERS:
+        if name not in summary.columns or name not in detection.index:
+            continue
+        scores = summary.loc[common, name].to_numpy(dtype=np.float64, na_value=np.nan)
+        row = detection.loc[name]
+        if y.any() and not y.all():
+            fpr, tpr = _thin(*roc_points(scores, y))
+            roc_ax.plot(fpr, tpr, label=f"{name} ({row['auroc']:.3f})", linewidth=1)
+        if y.any():
+            recall, precision = _thin(*pr_points(scores, y))
+            # Steps, not lines: average precision is the area under this step function.
+            pr_ax.plot(recall, precision, label=f"{name} ({row['ap']:.3f})", linewidth=1, drawstyle="steps-pre")
+    roc_ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC: finding mislabeled samples (AUROC)")
+    pr_ax.axhline(float(y.mean()), color="0.6", linestyle=":", linewidth=1)
+    pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (AP)")
+    if RULE_ROW in detection.index:
+        rule = detection.loc[RULE_ROW]
+        if np.isfinite(rule["precision"]) and np.isfinite(rule["recall"]):
+            pr_ax.plot([rule["recall"]], [rule["precision"]], "k*", markersize=10, label="alignment < 0 rule")
+    roc_ax.legend(fontsize=7, loc="lower right")
+    pr_ax.legend(fontsize=7, loc="lower left")
+    return _save(roc_fig, out / "roc.png"), _save(pr_fig, out / "pr.png")

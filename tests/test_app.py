@@ -1,0 +1,434 @@
+"""The Streamlit app on small run directories (streamlit.testing.v1.AppTest), its data
+helpers, and the ``gwa-diag app`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from gwa_diag import relabel  # noqa: E402
+from gwa_diag.store import RunWriter  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+APP = REPO / "app" / "streamlit_app.py"
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "app"))
+from app_speed import write_synthetic_run  # noqa: E402
+from gwa_app import data as appdata  # noqa: E402
+from gwa_app.detection import NO_TRUTH  # noqa: E402
+from gwa_app.grid import GRID_NAME  # noqa: E402
+
+N_SAMPLES = 60
+N_EPOCHS = 4
+N_CLASSES = 10
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Small runs: finished with ground truth, without ground truth, in progress, empty."""
+    root = tmp_path_factory.mktemp("app-runs")
+    out = {
+        "truth": write_synthetic_run(root / "truth", samples=N_SAMPLES, epochs=N_EPOCHS, noise_rate=0.25, seed=1),
+        "no_truth": write_synthetic_run(root / "no_truth", samples=N_SAMPLES, epochs=N_EPOCHS, seed=2, clean_labels=False),
+    }
+    # In progress: 3 of 6 planned epochs, and epoch 3's part written without its epoch row
+    # (what a reader sees between the two writes, or after a crash there).
+    progress = write_synthetic_run(root / "progress", samples=N_SAMPLES, epochs=3, seed=3)
+    writer = RunWriter(progress, resume=True)
+    writer.update_meta(status="running", config={**writer.meta["config"], "epochs": 6})
+    (progress / "samples" / "epoch=3").mkdir()
+    shutil.copy(progress / "samples" / "epoch=2" / "part-0.parquet", progress / "samples" / "epoch=3" / "part-0.parquet")
+    out["progress"] = progress
+    empty = root / "empty"
+    RunWriter(empty, meta={"num_classes": N_CLASSES, "class_names": [f"c{i}" for i in range(N_CLASSES)],
+                           "config": {"epochs": 5}})
+    out["empty"] = empty
+    return out
+
+
+def _app(run: Path | str | None, monkeypatch, page: str = "overview") -> AppTest:
+    if run is None:
+        monkeypatch.delenv("GWA_DIAG_RUN", raising=False)
+    else:
+        monkeypatch.setenv("GWA_DIAG_RUN", str(run))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["page"] = page
+    return at.run()
+
+
+def _clean(at: AppTest) -> None:
+    """No exception element and no error box: the page rendered."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.body for e in at.error]
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.body for group in (at.info, at.warning, at.success, at.markdown, at.caption) for e in group]
+    return "\n".join(parts)
+
+
+def _images(at: AppTest) -> int:
+    return len(at.get("image"))
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def _grid(at: AppTest) -> list[dict]:
+    """The Browse grid's cells (sample_id, src, caption, flags) as sent to the browser."""
+    grids = [g for g in at.get("bidi_component") if g.proto.component_name == GRID_NAME]
+    return json.loads(grids[0].proto.json)["cells"] if grids else []
+
+
+def _grid_ids(at: AppTest) -> list[int]:
+    return [c["sample_id"] for c in _grid(at)]
+
+
+def _open(at: AppTest, sample_id: int) -> AppTest:
+    """What clicking a thumbnail does: open the sample (here through the id field)."""
+    return at.number_input(key="browse_goto").set_value(sample_id).run()
+
+
+# --------------------------------------------------------------------------------------
+# pages
+# --------------------------------------------------------------------------------------
+
+
+def test_overview_shows_curve_selection_and_metadata(runs, monkeypatch):
+    run = runs["truth"]
+    # Make epoch 1 undefined, as the recorder does for a degenerate distribution.
+    writer = RunWriter(run, resume=True)
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    row = epochs[epochs["epoch"] == 1].iloc[0].to_dict()
+    row.update(gwa=None, valid=False, reason="kurtosis + 1.2 = 0.01 <= 0.05: GWA would explode or flip sign")
+    writer.write_epoch(row)
+    at = _app(run, monkeypatch)
+    _clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Complete epochs"] == f"{N_EPOCHS} of {N_EPOCHS}"
+    assert metrics["Samples"] == str(N_SAMPLES) and metrics["Classes"] == str(N_CLASSES)
+    assert metrics["GWA-selected epoch"] != "none"
+    assert "GWA is undefined at 1 epoch(s)" in _texts(at)
+    undefined = at.dataframe[0].value
+    assert list(undefined["epoch"]) == [1] and "explode" in undefined["reason"].iloc[0]
+    charts = _charts(at)
+    assert len(charts) == 3  # GWA curve, accuracy, histogram
+    # The GWA line leaves a gap at the undefined epoch and marks the selected epoch.
+    line, gap, rule = charts[0]["layer"][:3]
+    assert 1 not in [r["epoch"] for r in line["data"]["values"]]
+    assert [r["epoch"] for r in gap["data"]["values"]] == [1]
+    assert rule["data"]["values"][0]["epoch"] == int(metrics["GWA-selected epoch"])
+    assert charts[1]["encoding"]["y"]["field"] == "accuracy"
+    assert at.select_slider(key="overview_epoch").value in range(N_EPOCHS)
+    assert "have alignment < 0" in _texts(at)
+    at.select_slider(key="overview_epoch").set_value(0).run()
+    _clean(at)
+
+
+def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
+    at = _app(runs["truth"], monkeypatch, page="browse")
+    _clean(at)
+    cells = _grid(at)
+    assert len(cells) == 48  # one page of thumbnails, never the whole dataset
+    assert all(c["src"].startswith("data:image/png;base64,") for c in cells)
+    assert "Page **1 of 2**" in _texts(at)
+    first_page = _grid_ids(at)
+    at.button(key="browse_page_next").click().run()
+    _clean(at)
+    assert len(_grid(at)) == N_SAMPLES - 48
+    assert not set(first_page) & set(_grid_ids(at))
+
+    # Filters narrow the grid and bring the page back to 1.
+    labels = pd.read_parquet(runs["truth"] / "labels.parquet")
+    at.multiselect(key="browse_given").set_value([3]).run()
+    _clean(at)
+    assert sorted(_grid_ids(at)) == sorted(labels.loc[labels["label"] == 3, "sample_id"])
+    assert at.number_input(key="browse_page").value == 1
+    at.multiselect(key="browse_given").set_value([]).run()
+    at.selectbox(key="browse_mislabeled").set_value("mislabeled").run()
+    _clean(at)
+    noisy = set(labels.loc[labels["label"] != labels["clean_label"], "sample_id"])
+    assert set(_grid_ids(at)) == noisy
+    at.selectbox(key="browse_mislabeled").set_value("all").run()
+    at.toggle(key="browse_flagged").set_value(True).run()
+    assert all(c["flagged"] for c in _grid(at)) and _grid(at)
+
+    # Sorting by alignment at an epoch puts the lowest alignment first.
+    at.toggle(key="browse_flagged").set_value(False).run()
+    at.select_slider(key="browse_epoch").set_value(N_EPOCHS - 1).run()
+    epoch_rows = pd.read_parquet(runs["truth"] / "samples" / f"epoch={N_EPOCHS - 1}")
+    ordered = epoch_rows.sort_values(["alignment", "sample_id"])
+    lowest = int(ordered.iloc[0]["sample_id"])
+    assert _grid_ids(at) == [int(i) for i in ordered["sample_id"].iloc[:48]]
+    assert f"a {ordered.iloc[0]['alignment']:+.2f}" in _grid(at)[0]["subcaption"]
+
+    # Opening a sample shows it large with its trajectory and the relabel buttons.
+    _open(at, lowest)
+    _clean(at)
+    assert any(s.body == f"Sample {lowest}" for s in at.subheader)
+    assert at.query_params.get("sample") == str(lowest)
+    assert [c["sample_id"] for c in _grid(at) if c["selected"]] == [lowest]
+    assert len(at.get("image")) == 1 and len(_charts(at)) == 1  # the large image, the trajectory
+    at.button(key=f"detail_fine_{lowest}").click().run()
+    _clean(at)
+    decisions = relabel.read_decisions(runs["truth"])
+    assert list(decisions["sample_id"]) == [lowest] and decisions["decision"].iloc[0] == "fine"
+    assert any("label is fine" in s.body for s in at.success)
+    assert [c["sample_id"] for c in _grid(at) if c["decided"]] == [lowest]
+
+
+def test_browse_sorts_by_any_scorer(runs, monkeypatch):
+    from gwa_diag.summaries import SCORERS, summarize
+
+    at = _app(runs["no_truth"], monkeypatch, page="browse")
+    _clean(at)
+    assert at.selectbox(key="browse_sort").options[1:] == [f"{s} (highest first)" for s in SCORERS]
+    at.selectbox(key="browse_sort").set_value("aum").run()
+    _clean(at)
+    summary = summarize(runs["no_truth"])
+    top = summary.sort_values(["aum"], ascending=False, kind="stable").index[0]
+    assert _grid_ids(at)[0] == top
+    assert "True class: no ground truth in this run" in _texts(at)
+
+
+def test_simple_to_complex_shows_top_images_per_class_and_epoch(runs, monkeypatch):
+    at = _app(runs["truth"], monkeypatch, page="simple")
+    _clean(at)
+    epochs = at.multiselect(key="simple_epochs").value
+    assert epochs == list(range(N_EPOCHS))
+    labels = pd.read_parquet(runs["truth"] / "labels.parquet")["label"]
+    assert _images(at) == labels.nunique() * len(epochs)  # one strip per (class, epoch)
+    at.multiselect(key="simple_epochs").set_value([N_EPOCHS - 1]).run()
+    at.slider(key="simple_k").set_value(2).run()
+    _clean(at)
+    assert _images(at) == labels.nunique()
+    strips = at.get("image")
+    assert strips and strips[0].captions[0].count("#") == 2
+
+
+def test_detection_with_and_without_ground_truth(runs, monkeypatch):
+    from gwa_diag.metrics import RULE_ROW
+
+    at = _app(runs["truth"], monkeypatch, page="detection")
+    _clean(at)
+    table = at.dataframe[0].value
+    assert "align_mean" in table.index and RULE_ROW in table.index
+    assert table.loc["align_mean", "auroc"] > 0.5
+    assert len(_charts(at)) == 2  # ROC and PR
+    at.selectbox(key="detection_scorer").set_value("aum").run()
+    _clean(at)
+
+    at = _app(runs["no_truth"], monkeypatch, page="detection")
+    _clean(at)
+    assert NO_TRUTH in _texts(at)
+    assert not at.dataframe
+
+
+def test_relabel_queue_records_and_survives_restart(runs, monkeypatch, tmp_path):
+    run = write_synthetic_run(tmp_path / "queue", samples=N_SAMPLES, epochs=N_EPOCHS, noise_rate=0.3, seed=4)
+    at = _app(run, monkeypatch, page="queue")
+    _clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    flagged = int(metrics["Flagged"].replace(",", ""))
+    assert flagged > 0 and metrics["Decided"] == "0"
+    accept = [b for b in at.button if b.key and b.key.startswith("queue_accept_") and not b.disabled][0]
+    sample = int(accept.key.rsplit("_", 1)[1])
+    accept.click().run()
+    _clean(at)
+    assert {m.label: m.value for m in at.metric}["Decided"] == "1"
+    # The decided sample leaves the "undecided" view.
+    assert f"queue_accept_{sample}" not in {b.key for b in at.button}
+    other = [b for b in at.button if b.key and b.key.startswith("queue_relabel_")][0]
+    other_id = int(other.key.rsplit("_", 1)[1])
+    at.selectbox(key=f"queue_new_{other_id}").set_value(7).run()
+    at.button(key=f"queue_relabel_{other_id}").click().run()
+    latest = relabel.latest_decisions(run)
+    assert latest.loc[other_id, "new_label"] == 7 and latest.loc[sample, "decision"] == "accept"
+
+    # A new app process (a restart) finds both decisions.
+    restarted = _app(run, monkeypatch, page="queue")
+    assert {m.label: m.value for m in restarted.metric}["Decided"] == "2"
+    restarted.segmented_control(key="queue_show").set_value("decided").run()
+    _clean(restarted)
+    assert any("accept →" in s.body for s in restarted.success)
+    restarted.button(key="queue_write").click().run()
+    _clean(restarted)
+    written = relabel.read_csv(run / "analysis" / "relabels.csv")
+    assert sorted(written["sample_id"]) == sorted([sample, other_id])
+    assert any("Wrote" in s.body for s in restarted.success)
+
+
+def test_empty_run_every_page_explains(runs, monkeypatch):
+    for page in ("overview", "browse", "simple", "detection", "queue"):
+        at = _app(runs["empty"], monkeypatch, page=page)
+        _clean(at)
+        assert "No complete epoch yet" in _texts(at), page
+        assert "Training in progress: 0 of 5 epochs complete" in _texts(at)
+
+
+def test_run_in_progress_shows_complete_epochs_only(runs, monkeypatch):
+    at = _app(runs["progress"], monkeypatch)
+    _clean(at)
+    assert "Training in progress: 3 of 6 epochs complete" in _texts(at)
+    assert {m.label: m.value for m in at.metric}["Complete epochs"] == "3 of 6"
+    assert at.select_slider(key="overview_epoch").options == ["0", "1", "2"]
+    at = _app(runs["progress"], monkeypatch, page="browse")
+    _clean(at)
+    assert at.select_slider(key="browse_epoch").options == ["0", "1", "2"]
+    assert len(_grid(at)) == 48
+
+
+def test_moved_images_show_tables_and_a_message(runs, monkeypatch, tmp_path):
+    run = write_synthetic_run(tmp_path / "moved", samples=N_SAMPLES, epochs=N_EPOCHS, seed=5)
+    (run.parent / f".{run.name}-dataset.npz").rename(tmp_path / "elsewhere.npz")
+    at = _app(run, monkeypatch, page="browse")
+    _clean(at)
+    assert "could not be loaded" in _texts(at)
+    assert len(_grid(at)) == 48 and all(c["src"] is None for c in _grid(at))
+    _open(at, _grid_ids(at)[0])
+    _clean(at)
+    assert any(s.body.startswith("Sample ") for s in at.subheader)
+    for page in ("simple", "queue"):
+        at = _app(run, monkeypatch, page=page)
+        _clean(at)
+        assert "could not be loaded" in _texts(at)
+
+
+def test_reload_reopens_the_sample_in_the_url(runs, monkeypatch):
+    monkeypatch.setenv("GWA_DIAG_RUN", str(runs["no_truth"]))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"page": "browse", "sample": "5"})
+    at.run()
+    _clean(at)
+    assert any(s.body == "Sample 5" for s in at.subheader)
+
+
+def test_not_a_run_and_no_run(monkeypatch, tmp_path):
+    at = _app(tmp_path, monkeypatch)
+    assert not at.exception
+    assert "not a gwa-diag run directory" in at.error[0].body
+    at = _app(tmp_path / "missing", monkeypatch)
+    assert "not found" in at.error[0].body
+    at = _app(None, monkeypatch)
+    assert not at.exception and "Give a run directory" in _texts(at)
+
+
+# --------------------------------------------------------------------------------------
+# data helpers
+# --------------------------------------------------------------------------------------
+
+
+def _table() -> pd.DataFrame:
+    ids = pd.Index([10, 11, 12, 13, 14], name="sample_id")
+    return pd.DataFrame({
+        "label": [0, 1, 1, 2, 0],
+        "suggested_label": pd.array([0, 2, 1, pd.NA, 1], dtype="Int64"),
+        "clean_label": pd.array([0, 2, 1, 2, pd.NA], dtype="Int64"),
+        "flagged": [False, True, False, True, True],
+        "alignment": [0.3, -0.2, 0.1, -0.5, np.nan],
+    }, index=ids)
+
+
+def test_apply_filters():
+    table = _table()
+    assert list(appdata.apply_filters(table, appdata.Filters()).index) == [10, 11, 12, 13, 14]
+    assert list(appdata.apply_filters(table, appdata.Filters(given=(1,))).index) == [11, 12]
+    assert list(appdata.apply_filters(table, appdata.Filters(suggested=(1,))).index) == [12, 14]
+    assert list(appdata.apply_filters(table, appdata.Filters(flagged_only=True)).index) == [11, 13, 14]
+    assert list(appdata.apply_filters(table, appdata.Filters(true_class=(2,))).index) == [11, 13]
+    # Unknown ground truth (sample 14) is neither mislabeled nor correct.
+    assert list(appdata.apply_filters(table, appdata.Filters(mislabeled="mislabeled")).index) == [11]
+    assert list(appdata.apply_filters(table, appdata.Filters(mislabeled="correct")).index) == [10, 12, 13]
+    with pytest.raises(ValueError, match="valid: all, mislabeled, correct"):
+        appdata.apply_filters(table, appdata.Filters(mislabeled="wrong"))
+
+
+def test_pages_and_order():
+    table = _table()
+    assert appdata.page_count(0, 48) == 1 and appdata.page_count(97, 48) == 3
+    assert list(appdata.page_slice(table, 2, 2).index) == [12, 13]
+    assert list(appdata.page_slice(table, 99, 2).index) == [14]  # clamped to the last page
+    summary = table[["label", "suggested_label", "clean_label"]].assign(
+        suggested_prob=0.5, alignment_selected=[0.3, -0.2, 0.1, -0.5, 0.2], align_mean=[0.1, 0.2, 0.3, 0.4, 0.5],
+        aum=0.0,
+    )
+    at = table[["alignment"]]
+    order = appdata.browse_order(summary, at, sort_by="alignment")
+    assert list(order.index) == [13, 11, 12, 10, 14]  # lowest alignment first, NaN last
+    assert list(order["flagged"]) == [True, True, False, False, False]  # alignment_selected < 0
+    by_scorer = appdata.browse_order(summary, at, sort_by="align_mean")
+    assert list(by_scorer.index) == [14, 13, 12, 11, 10]
+
+
+def test_thumbnails_upscale_with_nearest_neighbour():
+    from gwa_diag.data import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    ds = ArrayDataset(images, np.zeros(5, dtype=np.int64), sample_ids=np.array([7, 3, 9, 1, 5]))
+    thumbs = appdata.thumbnails(ds, [9, 7], 96)
+    assert [t.shape for t in thumbs] == [(96, 96, 3), (96, 96, 3)]
+    # Every source pixel becomes a crisp 3x3 block.
+    assert np.array_equal(thumbs[0][::3, ::3], images[2]) and np.array_equal(thumbs[0][1::3, 2::3], images[2])
+    assert np.array_equal(thumbs[1][::3, ::3], images[0])
+    big = ArrayDataset(rng.integers(0, 256, size=(1, 300, 200, 3), dtype=np.uint8), np.zeros(1, dtype=np.int64))
+    assert appdata.thumbnail(big, 0, 96).shape == (96, 64, 3)
+    with pytest.raises(ValueError, match="not in this dataset"):
+        appdata.thumbnails(ds, [42], 96)
+
+
+def test_run_argument_from_argv_or_env():
+    from streamlit_app import run_argument
+
+    assert run_argument([str(APP), "/runs/a"], {}) == "/runs/a"
+    assert run_argument([str(APP)], {"GWA_DIAG_RUN": "/runs/b"}) == "/runs/b"
+    # Under another program (pytest, AppTest) argv is not ours.
+    assert run_argument(["pytest", "-q"], {}) is None
+
+
+# --------------------------------------------------------------------------------------
+# gwa-diag app
+# --------------------------------------------------------------------------------------
+
+
+def test_cli_app_command(runs, monkeypatch):
+    import gwa_diag
+    from gwa_diag import cli_app
+
+    parser = argparse.ArgumentParser()
+    cli_app.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["app", str(runs["truth"]), "--port", "8600", "--no-browser"])
+    assert (args.port, args.host, args.no_browser) == (8600, "127.0.0.1", True)
+    cmd = cli_app.streamlit_command(args.run, port=args.port, host=args.host)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == APP
+    assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[-2:] == ["--", str(runs["truth"].resolve())]
+    calls = []
+
+    class FakePopen:
+        def __init__(self, command):
+            calls.append(command)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(cli_app.subprocess, "Popen", FakePopen)
+    assert args.func(args) == 0 and calls[0][4] == str(APP)
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        cli_app.run_app(runs["truth"] / "nope", open_browser=False)
+    # An install without the app/ folder says how to get it.
+    monkeypatch.setattr(gwa_diag, "__file__", str(Path("/nonexistent/site-packages/gwa_diag/__init__.py")))
+    with pytest.raises(FileNotFoundError, match="app is not installed"):
+        cli_app.app_script()

@@ -1,0 +1,164 @@
+"""Detection metrics against scikit-learn, hand-computed precision/recall, ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from analysis_fixtures import noisy_rows, write_run
+from gwa_diag.metrics import (
+    RULE_ROW,
+    auroc,
+    average_precision,
+    detection_table,
+    ground_truth,
+    per_class_table,
+    pr_points,
+    precision_recall_at_k,
+    roc_points,
+    rule_scores,
+)
+from gwa_diag.summaries import SCORERS, AnalysisError, summarize
+
+CASES = [
+    # (scores, is_noisy): hand-made, with ties inside and across classes
+    ([0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 0, 1, 0]),
+    ([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0]),
+    ([1.0, 1.0, 0.2, 0.2, 0.2, -3.0], [1, 0, 1, 0, 0, 1]),
+    ([3, 2, 2, 2, 1, 1, 0], [0, 1, 1, 0, 1, 0, 0]),
+    ([0.1, 0.9], [0, 1]),
+]
+
+
+@pytest.mark.parametrize("scores, y", CASES)
+def test_auroc_and_ap_agree_with_sklearn_on_hand_made_cases(scores, y):
+    assert auroc(scores, y) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert average_precision(scores, y) == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_and_ap_agree_with_sklearn_on_random_tied_scores(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(500) < 0.2
+    scores = np.round(rng.standard_normal(500) + y, 1)  # coarse rounding: many ties
+    assert auroc(scores, y) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert average_precision(scores, y) == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+    fpr, tpr = roc_points(scores, y)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    recall, precision = pr_points(scores, y)
+    assert np.sum(np.diff(np.r_[0, recall]) * precision) == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
+def test_nan_scores_count_as_least_suspicious():
+    y = [1, 0, 1, 0]
+    assert auroc([0.9, np.nan, 0.8, 0.1], y) == pytest.approx(roc_auc_score(y, [0.9, -1e9, 0.8, 0.1]))
+
+
+def test_precision_recall_at_k_by_hand():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    y = [1, 0, 1, 1, 0, 0]
+    # k defaults to the number of noisy samples (3): top 3 hold 2 noisy
+    assert precision_recall_at_k(scores, y) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert precision_recall_at_k(scores, y, k=1) == (1.0, pytest.approx(1 / 3))
+    assert precision_recall_at_k(scores, y, k=6) == (0.5, 1.0)
+
+
+def test_rule_scores_by_hand():
+    out = rule_scores([True, True, False, False, True], [True, False, True, False, True])
+    assert out["precision"] == pytest.approx(2 / 3)
+    assert out["recall"] == pytest.approx(2 / 3)
+    assert out["f1"] == pytest.approx(2 / 3)
+    assert out["n_flagged"] == 3
+    assert np.isnan(rule_scores([False, False], [True, False])["precision"])
+
+
+def test_single_class_and_bad_inputs_raise():
+    with pytest.raises(ValueError, match="both noisy and clean"):
+        auroc([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="same length"):
+        auroc([0.1, 0.2], [0, 1, 1])
+    with pytest.raises(ValueError, match="boolean"):
+        auroc([0.1, 0.2], [0, 2])
+
+
+def _run_with_truth(tmp_path, **kwargs):
+    rows, given, clean = noisy_rows(n=200, epochs=8, seed=7)
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, **kwargs)
+    return path, given, clean
+
+
+def test_ground_truth_from_labels_parquet_and_from_a_csv(tmp_path):
+    path, given, clean = _run_with_truth(tmp_path)
+    truth = ground_truth(path)
+    expected = pd.Series({i: given[i] != clean[i] for i in given}).sort_index()
+    np.testing.assert_array_equal(truth.to_numpy(), expected.to_numpy())
+    assert truth.index.name == "sample_id" and truth.dtype == bool
+    # A truth file with every sample clean except two flipped ones
+    csv = tmp_path / "truth.csv"
+    other = {i: given[i] for i in given}
+    other[3], other[5] = (given[3] + 1) % 4, (given[5] + 1) % 4
+    pd.DataFrame({"sample_id": list(other), "clean_label": list(other.values())}).to_csv(csv, index=False)
+    from_file = ground_truth(path, truth_file=csv)
+    assert from_file[from_file].index.tolist() == [3, 5]
+
+
+def test_ground_truth_errors_are_clear(tmp_path):
+    rows, given, _ = noisy_rows(n=30, epochs=3, seed=7)
+    path = write_run(tmp_path / "run", rows, num_classes=4, labels=given)
+    with pytest.raises(AnalysisError, match="no ground truth.*--truth"):
+        ground_truth(path)
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"id": [1], "label": [2]}).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="sample_id and clean_label"):
+        ground_truth(path, truth_file=bad)
+    with pytest.raises(FileNotFoundError):
+        ground_truth(path, truth_file=tmp_path / "missing.csv")
+
+
+def test_ground_truth_without_labels_parquet_reads_labels_from_the_rows(tmp_path):
+    rows, given, clean = noisy_rows(n=40, epochs=3, seed=8)
+    path = write_run(tmp_path / "run", rows, num_classes=4)
+    csv = tmp_path / "truth.csv"
+    pd.DataFrame({"sample_id": list(clean), "clean_label": list(clean.values())}).to_csv(csv, index=False)
+    truth = ground_truth(path, truth_file=csv)
+    assert truth.sum() == sum(given[i] != clean[i] for i in given)
+
+
+def test_detection_table_matches_the_metric_functions(tmp_path):
+    path, given, clean = _run_with_truth(tmp_path)
+    summary = summarize(path)
+    truth = ground_truth(path)
+    table = detection_table(summary, truth)
+    assert list(table.index) == [*SCORERS, RULE_ROW]
+    y = truth.loc[summary.index].to_numpy()
+    for name in SCORERS:
+        s = summary[name].to_numpy(float)
+        assert table.loc[name, "auroc"] == pytest.approx(roc_auc_score(y, np.nan_to_num(s, nan=-np.inf)))
+        assert table.loc[name, "ap"] == pytest.approx(average_precision_score(y, np.nan_to_num(s, nan=-np.inf)))
+        p, r = precision_recall_at_k(s, y)
+        assert table.loc[name, "p_at_k"] == pytest.approx(p) and table.loc[name, "r_at_k"] == pytest.approx(r)
+    rule = rule_scores(summary["alignment_selected"].to_numpy() < 0, y)
+    assert table.loc[RULE_ROW, "precision"] == pytest.approx(rule["precision"])
+    assert table.loc[RULE_ROW, "n_flagged"] == rule["n_flagged"]
+    # the injected noise has lower alignment: the default scorer finds it
+    assert table.loc["align_mean", "auroc"] > 0.9
+    assert table.attrs == {"n": 200, "n_noisy": int(y.sum()), "k": int(y.sum())}
+    with pytest.raises(ValueError, match="valid scorers"):
+        detection_table(summary, truth, scorers=["nope"])
+
+
+def test_per_class_table(tmp_path):
+    path, given, clean = _run_with_truth(tmp_path)
+    summary = summarize(path)
+    truth = ground_truth(path)
+    table = per_class_table(summary, truth)
+    assert table["n"].sum() == len(summary)
+    for label, row in table.iterrows():
+        members = summary.index[summary["label"] == label]
+        y = truth.loc[members].to_numpy()
+        assert row["n_noisy"] == y.sum()
+        assert row["auroc"] == pytest.approx(roc_auc_score(y, summary.loc[members, "align_mean"]))
+    with pytest.raises(ValueError, match="valid scorers"):
+        per_class_table(summary, truth, scorer="nope")

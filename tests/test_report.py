@@ -1,0 +1,123 @@
+"""End to end: a synthetic run with injected label noise through the analysis CLI
+(rank, score, report), the report files, and clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_fixtures import noisy_rows, write_run
+from gwa_diag.cli_analysis import register
+from gwa_diag.rank import read_suspects
+from gwa_diag.report import markdown_table, write_report
+from gwa_diag.store import RunWriter
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gwa-diag")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def noisy_run(tmp_path):
+    rows, given, clean = noisy_rows(n=400, epochs=10, num_classes=4, noise=0.2, seed=11)
+    # eval accuracy on a second axis, and one epoch whose GWA is undefined (a gap in the curve)
+    extra = {e: {"eval_acc": 0.5 + 0.03 * e} for e in range(10)}
+    path = write_run(
+        tmp_path / "run", rows, num_classes=4, clean_labels=clean, gwa={3: None}, extra_epoch=extra,
+        meta={"class_names": ["cat", "dog", "car", "ship"], "config": {"epochs": 10, "mode": "scratch"}},
+    )
+    return path, given, clean
+
+
+def test_cli_report_rank_and_score_on_a_noisy_run(noisy_run, capsys):
+    path, given, clean = noisy_run
+    assert _cli(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "report written to" in out and "report.md" in out
+    analysis = path / "analysis"
+    report = json.loads((analysis / "report.json").read_text())
+    auroc = {row["method"]: row["auroc"] for row in report["detection"]}
+    assert auroc["align_mean"] > 0.9  # the injected noise has clearly lower alignment
+    assert report["ground_truth"]["n_noisy"] == sum(given[i] != clean[i] for i in given)
+    assert report["early_stopping"]["used_epoch"] == report["early_stopping"]["gwa_epoch"] != 3
+    md = (analysis / "report.md").read_text()
+    assert "| align_mean |" in md and "Early stopping" in md and "![ROC curves](roc.png)" in md
+    for name in ("gwa_curve.png", "alignment_hist.png", "roc.png", "pr.png"):
+        assert (analysis / name).read_bytes()[:8] == PNG, name
+    ranking = pd.read_parquet(analysis / "ranking.parquet")
+    assert len(ranking) == 400 and ranking["rank"].tolist() == list(range(1, 401))
+    suspects = read_suspects(analysis / "suspects.csv")
+    assert len(suspects) == report["n_flagged"] > 0
+    flagged_noisy = np.mean([given[i] != clean[i] for i in suspects["sample_id"]])
+    assert flagged_noisy > 0.5  # negative alignment mostly marks the injected noise
+
+    assert _cli(["rank", str(path), "--k", "25", "--scorer", "aum", "--out", str(path / "top.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "25 of 400 samples flagged (rule topk, ranked by aum" in out
+    top = read_suspects(path / "top.csv")
+    assert len(top) == 25 and set(top["scorer"]) == {"aum"}
+    assert set(top["given_name"]) <= {"cat", "dog", "car", "ship"}
+
+    assert _cli(["score", str(path), "--window", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "align_mean" in out and "per given label" in out
+    scores = json.loads((analysis / "scores.json").read_text())
+    assert scores["window"]["name"] == "all"
+    assert {row["method"] for row in scores["detection"]} >= {"align_mean", "forgetting", "el2n"}
+
+
+def test_report_without_ground_truth_says_so(tmp_path):
+    rows, given, _ = noisy_rows(n=60, epochs=4, seed=12)
+    path = write_run(tmp_path / "run", rows, num_classes=4, labels=given)
+    report = write_report(path, rule="noise_rate", noise_rate=0.1)
+    assert report["ground_truth"]["available"] is False
+    assert report["detection"] is None and report["n_flagged"] == 6
+    assert "roc" not in report["files"] and not (path / "analysis" / "roc.png").exists()
+    assert "No ground truth" in (path / "analysis" / "report.md").read_text()
+    # a truth file that is asked for but broken is an error, not a silent skip
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n1,2\n")
+    with pytest.raises(ValueError, match="sample_id and clean_label"):
+        write_report(path, truth_file=bad)
+
+
+def test_empty_run_is_a_clear_cli_error(tmp_path, capsys):
+    RunWriter(tmp_path / "empty", meta={"num_classes": 3})
+    for command in ("rank", "score", "report"):
+        assert _cli([command, str(tmp_path / "empty")]) == 2
+        err = capsys.readouterr().err
+        assert f"gwa-diag {command}: error:" in err and "no complete epoch" in err
+    assert _cli(["rank", str(tmp_path / "nowhere")]) == 2
+    assert "not a gwa-diag run directory" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_scorer(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _cli(["rank", str(tmp_path), "--scorer", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_write_report_validates_names(noisy_run):
+    path, _, _ = noisy_run
+    with pytest.raises(ValueError, match="valid scorers"):
+        write_report(path, scorer="nope")
+    with pytest.raises(ValueError, match="valid rules"):
+        write_report(path, rule="nope")
+    with pytest.raises(ValueError, match="valid windows"):
+        write_report(path, window="nope")
+
+
+def test_markdown_table():
+    frame = pd.DataFrame({"a": [0.12345, np.nan], "b": ["x|y", "z"]}, index=pd.Index(["r1", "r2"], name="m"))
+    assert markdown_table(frame).splitlines() == [
+        "| m | a | b |", "|---|---|---|", "| r1 | 0.123 | x\\|y |", "| r2 | - | z |",
+    ]
