@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 from .alignment import gwa_from_scores, per_sample_alignment, select_epoch
 from .recorder import AlignmentRecorder
 from .store import open_run
-from .train import TrainConfig, train
+from .engine import TrainConfig, train
 
 __all__ = [
     "__version__",

@@ -71,10 +71,11 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
     if args.label_set and args.data != "sample":
         if args.cifar10n is None:
             raise SystemExit("--label-set needs --cifar10n PATH/TO/CIFAR-10_human.pt")
-        labels, clean = data.cifar10n_labels(args.cifar10n, args.label_set)
-        train_set = data.with_label_set(train_set, labels, clean_labels_by_index=clean, name=args.label_set)
+        # with_cifar10n/with_label_file record the label source in the dataset spec, so the
+        # app and the analysis can rebuild the same dataset from run.json.
+        train_set = data.with_cifar10n(train_set, args.cifar10n, label_set=args.label_set)
     if args.labels is not None:
-        train_set = data.with_label_set(train_set, data.load_label_file(args.labels), name=str(args.labels))
+        train_set = data.with_label_file(train_set, args.labels)
     if args.noise_rate:
         train_set = data.with_noise(train_set, rate=args.noise_rate, kind=args.noise_kind, seed=args.noise_seed)
     if args.eval_data is not None:
@@ -83,7 +84,7 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
 
 
 def _config(args: argparse.Namespace):
-    from .train import TrainConfig
+    from .engine import TrainConfig
 
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -118,7 +119,7 @@ def _init_distributed(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .models import build_model
-    from .train import train
+    from .engine import train
 
     rank = _init_distributed(args)
     if rank != 0:

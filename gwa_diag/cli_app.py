@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-__all__ = ["register", "app_script", "streamlit_command", "run_app"]
+__all__ = ["register", "app_script", "streamlit_command", "run_app", "READY_MESSAGE"]
+
+#: Printed (followed by the URL) once the server answers and the app has run once.
+READY_MESSAGE = "gwa-diag app: ready at"
+_START_TIMEOUT_S = 90.0
+_WARMUP_TIMEOUT_S = 120.0
 
 
 def app_script() -> Path:
@@ -35,8 +45,9 @@ def streamlit_command(run: str | os.PathLike, *, port: int = 8501, host: str = "
         "--server.port", str(int(port)),
         "--server.address", host,
         "--server.headless", "true",
-        # Headless mode never opens a browser itself; we open one below when asked.
         "--browser.gatherUsageStats", "false",
+        # Lets the launcher run the app once before anyone opens it (see _warm_up).
+        "--server.scriptHealthCheckEnabled", "true",
         "--", str(Path(run).resolve()),
     ]
 
@@ -49,12 +60,52 @@ def _check_run(run: Path) -> None:
     open_run(run)  # RunDirError with a clear message when it is not a run directory
 
 
-def _open_browser_later(url: str) -> None:
-    import threading
-    import webbrowser
+def _get(url: str, timeout: float) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
 
-    # Give the server a moment to bind before the browser asks for the page.
-    threading.Timer(1.5, lambda: webbrowser.open(url)).start()
+
+def _wait_until_up(proc: subprocess.Popen, base: str) -> bool:
+    """Poll the server's health endpoint until it answers (False if the server exits)."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if _get(f"{base}/_stcore/health", 2.0)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _warm_up(base: str) -> None:
+    """Run the app once inside the server before the first visit.
+
+    The first run imports the analysis stack (pandas, pyarrow, DuckDB, torch) and starts
+    computing the run's per-sample scores in the background; done here, the first page a
+    person opens is drawn from warm caches. Best effort: a server without the health-check
+    route, or an app error (which the app itself will show), only skips the warm-up.
+    """
+    try:
+        status, body = _get(f"{base}/_stcore/script-health-check", _WARMUP_TIMEOUT_S)
+    except OSError as exc:
+        print(f"gwa-diag app: warm-up skipped ({exc})", file=sys.stderr, flush=True)
+        return
+    if status != 200:
+        print(f"gwa-diag app: warm-up run reported {status} {body.strip()!r}; the page will show why",
+              file=sys.stderr, flush=True)
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def run_app(run: str | os.PathLike, *, port: int = 8501, host: str = "127.0.0.1", open_browser: bool = True) -> int:
@@ -66,22 +117,33 @@ def run_app(run: str | os.PathLike, *, port: int = 8501, host: str = "127.0.0.1"
         return 2
     run_path = Path(run)
     _check_run(run_path)
-    cmd = streamlit_command(run_path, port=port, host=host)
-    # A wildcard bind address is not something a browser can open.
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-    print(f"gwa-diag app: serving {run_path} at {url}  (Ctrl+C to stop)", flush=True)
-    if open_browser:
-        _open_browser_later(url)
-    proc = subprocess.Popen(cmd)
+    # A wildcard bind address is not something a browser (or the warm-up) can open.
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{int(port)}"
+    print(f"gwa-diag app: starting the server for {run_path} ...", flush=True)
+    proc = subprocess.Popen(streamlit_command(run_path, port=port, host=host))
+
+    def on_term(signum: int, frame: Any) -> None:
+        # Stopped by a signal (a service manager, a test): take the server down too. Only
+        # signal it here; the proc.wait() below returns once it has stopped (waiting inside
+        # a signal handler that interrupted that wait would deadlock).
+        proc.terminate()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
+        if _wait_until_up(proc, base):
+            _warm_up(base)
+            print(f"{READY_MESSAGE} {base}/  (Ctrl+C to stop)", flush=True)
+            if open_browser:
+                import webbrowser
+
+                webbrowser.open(f"{base}/")
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+        return _stop(proc)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            _stop(proc)
 
 
 def _cmd_app(args: argparse.Namespace) -> int:

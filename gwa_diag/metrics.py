@@ -61,26 +61,49 @@ def auroc(scores: Any, is_noisy: Any) -> float:
     return _auroc(s, y)
 
 
+class _Sorted:
+    """Scores sorted once, highest first (stable: ties keep their input order), with the
+    cumulative true / false positives at each distinct score. Every metric here reads it."""
+
+    def __init__(self, s: np.ndarray, y: np.ndarray) -> None:
+        order = np.argsort(-s, kind="stable")
+        s_sorted = s[order]
+        self.y = y[order]
+        # Last position of each run of equal scores: tied samples cross a threshold together.
+        last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s_sorted.size - 1]
+        self.tp = np.cumsum(self.y)[last].astype(np.float64)
+        self.fp = (last + 1) - self.tp
+        self.n_pos = float(y.sum())
+        self.n_neg = float(y.size) - self.n_pos
+
+    def auroc(self) -> float:
+        # Trapezoids between distinct thresholds: a tie between a noisy and a clean sample
+        # counts one half, exactly the Mann-Whitney statistic.
+        fpr = np.r_[0.0, self.fp / self.n_neg]
+        tpr = np.r_[0.0, self.tp / self.n_pos]
+        return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+    def average_precision(self) -> float:
+        precision = self.tp / (self.tp + self.fp)
+        recall = self.tp / self.n_pos
+        return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+    def at_k(self, k: int) -> tuple[float, float]:
+        k = min(k, self.y.size)
+        if k == 0:
+            return float("nan"), 0.0
+        hits = float(self.y[:k].sum())
+        return hits / k, hits / self.n_pos
+
+
 def _auroc(s: np.ndarray, y: np.ndarray) -> float:
-    # Mann-Whitney U with average ranks for ties.
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average_rank = ends - (counts - 1) / 2.0  # 1-based mean rank of each distinct value
-    ranks = average_rank[inverse]
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return _Sorted(s, y).auroc()
 
 
 def _threshold_counts(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative true / false positives at each distinct score, highest score first."""
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    # Last position of each run of equal scores: all tied samples enter together.
-    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), s_sorted.size - 1]
-    tp = np.cumsum(y_sorted)[last].astype(np.float64)
-    fp = (last + 1) - tp
-    return tp, fp
+    ranked = _Sorted(s, y)
+    return ranked.tp, ranked.fp
 
 
 def average_precision(scores: Any, is_noisy: Any) -> float:
@@ -93,10 +116,7 @@ def average_precision(scores: Any, is_noisy: Any) -> float:
 
 
 def _average_precision(s: np.ndarray, y: np.ndarray) -> float:
-    tp, fp = _threshold_counts(s, y)
-    precision = tp / (tp + fp)
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return _Sorted(s, y).average_precision()
 
 
 def precision_recall_at_k(scores: Any, is_noisy: Any, *, k: int | None = None) -> tuple[float, float]:
@@ -114,12 +134,7 @@ def precision_recall_at_k(scores: Any, is_noisy: Any, *, k: int | None = None) -
 
 
 def _precision_recall_at_k(s: np.ndarray, y: np.ndarray, k: int) -> tuple[float, float]:
-    k = min(k, s.size)
-    if k == 0:
-        return float("nan"), 0.0
-    top = np.argsort(-s, kind="stable")[:k]
-    hits = float(y[top].sum())
-    return hits / k, hits / float(y.sum())
+    return _Sorted(s, y).at_k(k)
 
 
 def rule_scores(flags: Any, is_noisy: Any) -> dict[str, float]:
@@ -253,14 +268,16 @@ def _align(summary: pd.DataFrame, is_noisy: pd.Series) -> tuple[pd.DataFrame, np
 
 
 def _score_row(s: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    both = bool(y.any() and not y.all())
-    row = {
-        "auroc": _auroc(s, y) if both else float("nan"),
-        "ap": _average_precision(s, y) if y.any() else float("nan"),
+    if not y.any():
+        return {"auroc": float("nan"), "ap": float("nan"), "p_at_k": float("nan"), "r_at_k": float("nan")}
+    ranked = _Sorted(s, y)
+    p, r = ranked.at_k(int(y.sum()))
+    return {
+        "auroc": ranked.auroc() if not y.all() else float("nan"),
+        "ap": ranked.average_precision(),
+        "p_at_k": p,
+        "r_at_k": r,
     }
-    p, r = _precision_recall_at_k(s, y, int(y.sum())) if y.any() else (float("nan"), float("nan"))
-    row.update({"p_at_k": p, "r_at_k": r})
-    return row
 
 
 def detection_table(

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         n_train = 2500
 
     print(f"wrote {args.out} ({size_mb:.2f} MB): {n_train} train images "
-          f"({n_train // 10} per class), {args.n_test} test images ({args.n_test // 10} per class), seed {args.seed}")
+          f"({n_train // 10} per class), {args.n_test} test images "
+          f"({args.n_test // 10} per class), seed {args.seed}")
     print("noise rates in the subset (label != clean_label):")
     for name, key in (("aggre", "aggre_label"), ("random1", "random_label1"),
                       ("random2", "random_label2"), ("random3", "random_label3"),

@@ -180,7 +180,8 @@ def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
     assert any(s.body == f"Sample {lowest}" for s in at.subheader)
     assert at.query_params.get("sample") == str(lowest)
     assert [c["sample_id"] for c in _grid(at) if c["selected"]] == [lowest]
-    assert len(at.get("image")) == 1 and len(_charts(at)) == 1  # the large image, the trajectory
+    assert len(at.get("image")) == 1  # the large image
+    assert [c["title"]["text"].split(" ")[0] for c in _charts(at)] == ["alignment", "margin", "p(given"]
     at.button(key=f"detail_fine_{lowest}").click().run()
     _clean(at)
     decisions = relabel.read_decisions(runs["truth"])
@@ -415,13 +416,19 @@ def test_cli_app_command(runs, monkeypatch):
     assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == APP
     assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[-2:] == ["--", str(runs["truth"].resolve())]
+    assert cmd[cmd.index("--server.scriptHealthCheckEnabled") + 1] == "true"
     calls = []
 
     class FakePopen:
+        """A server that exits at once (never answers): run_app returns its status."""
+
         def __init__(self, command):
             calls.append(command)
 
-        def wait(self):
+        def poll(self):
+            return 0
+
+        def wait(self, timeout=None):
             return 0
 
     monkeypatch.setattr(cli_app.subprocess, "Popen", FakePopen)

@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from app_speed import ensure_synthetic_run  # noqa: E402
 
 from gwa_diag import relabel  # noqa: E402
+from gwa_diag.cli_app import READY_MESSAGE  # noqa: E402
 
 # The app is idle (script finished) and the page's content is on screen.
 _IDLE = "document.querySelector('[data-test-script-state]')?.getAttribute('data-test-script-state') === 'notRunning'"
@@ -87,7 +88,7 @@ def _app_command(run: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "gwa_diag", "app", str(run), "--port", str(port), "--no-browser"]
     except SystemExit:
         code = f"import sys; from gwa_diag.cli_app import run_app; sys.exit(run_app({str(run)!r}, port={port}, open_browser=False))"
-        return [sys.executable, "-c", code]
+        return [sys.executable, "-u", "-c", code]
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +111,14 @@ def server(big_run, tmp_path_factory) -> Iterator[str]:
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
+        # `gwa-diag app` says it is ready once the server answers and has run the app once
+        # (what a person waits for before the browser opens).
+        deadline = time.monotonic() + 180
+        while READY_MESSAGE not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the app server did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
+        assert urllib.request.urlopen(f"{url}/_stcore/health", timeout=5).read() == b"ok"
         yield url
     finally:
         # The server runs in its own process group: stop it and its streamlit child.

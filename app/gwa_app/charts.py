@@ -139,18 +139,19 @@ def histogram(values: np.ndarray, groups: np.ndarray | None = None, *, bins: int
     }
 
 
-def trajectory(traj: pd.DataFrame, *, marks: Sequence[tuple[int, str]] = ()) -> dict[str, Any]:
-    """One sample's alignment, margin and p(label) over epochs (three stacked panels), with
-    vertical rules at ``marks`` ((epoch, label) pairs: the selected epoch, the slider's)."""
-    panels = []
+def trajectory(traj: pd.DataFrame, *, marks: Sequence[tuple[int, str]] = ()) -> list[dict[str, Any]]:
+    """One sample's alignment, margin and p(label) over epochs: three small charts (one per
+    signal, each on its own scale), with dashed vertical rules at ``marks`` ((epoch, label)
+    pairs, at most two: red for the first, grey for the second)."""
     titles = {"alignment": "alignment (< 0: pulls against the head)", "margin": "margin (logit[label] - max other)",
               "p_label": "p(given label)"}
     rules = [{"epoch": int(e), "what": w} for e, w in marks]
+    specs = []
     for col, title in titles.items():
         layer: list[dict[str, Any]] = [{
             "data": {"values": _records(traj[["epoch", col]])},
             "mark": {"type": "line", "point": True},
-            "encoding": {"x": {"field": "epoch", "type": "quantitative"},
+            "encoding": {"x": {"field": "epoch", "type": "quantitative", "title": None},
                          "y": {"field": col, "type": "quantitative", "title": None},
                          "tooltip": [{"field": "epoch"}, {"field": col, "format": ".4f"}]},
         }]
@@ -160,11 +161,14 @@ def trajectory(traj: pd.DataFrame, *, marks: Sequence[tuple[int, str]] = ()) -> 
         if rules:
             layer.append({"data": {"values": rules}, "mark": {"type": "rule", "strokeDash": [4, 3]},
                           "encoding": {"x": {"field": "epoch", "type": "quantitative"},
-                                       "color": {"field": "what", "type": "nominal", "title": None,
-                                                 "legend": {"orient": "bottom"}},
+                                       # Fixed colours, no legend (it would squeeze these small
+                                       # charts); the caption under them names the rules.
+                                       "color": {"field": "what", "type": "nominal", "legend": None,
+                                                 "scale": {"domain": [w for _, w in marks],
+                                                           "range": [_RED, "#7f7f7f"][: len(marks)]}},
                                        "tooltip": [{"field": "what"}, {"field": "epoch"}]}})
-        panels.append({"title": {"text": title, "fontSize": 11}, "layer": layer, "height": 90, "width": "container"})
-    return {"vconcat": panels, "resolve": {"scale": {"color": "shared"}}}
+        specs.append({"title": {"text": title, "fontSize": 11, "anchor": "start"}, "layer": layer, "height": 90})
+    return specs
 
 
 def roc_pr(points: pd.DataFrame, curve: str, *, baseline: float | None = None) -> dict[str, Any]:

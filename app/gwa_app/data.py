@@ -208,13 +208,27 @@ def _spec_json(state: RunState) -> str | None:
     return json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else None
 
 
+_first_prefetch = True
+
+
 def prefetch(state: RunState, window: str) -> None:
-    """Start loading the summaries and the images in the background (idempotent)."""
+    """Start loading the summaries and the images in the background (idempotent).
+
+    The first call in a server process also waits for them: that run is normally the
+    launcher's warm-up (``gwa-diag app``), so the first person to open the app finds
+    everything loaded instead of competing with the loading for the CPU.
+    """
+    global _first_prefetch
+    jobs = []
     if not state.empty:
-        _summary_job(state.path, state.generation, window)
+        jobs.append(_summary_job(state.path, state.generation, window))
     spec = _spec_json(state)
     if spec is not None:
-        _dataset_job(state.path, spec)
+        jobs.append(_dataset_job(state.path, spec))
+    if _first_prefetch:
+        _first_prefetch = False
+        for job in jobs:
+            job.exception()  # waits; errors are reported where the result is used
 
 
 def compute_summary(path: str, generation: str, window: str = "second_half") -> pd.DataFrame:
@@ -308,7 +322,7 @@ def selection(state: RunState, window: str) -> Selection:
     if state.finished and isinstance(recorded, dict) and (
         recorded.get("epoch") is None or int(recorded["epoch"]) in state.completed
     ):
-        # A finished training run recorded the same rule's result (gwa_diag.train); reading
+        # A finished training run recorded the same rule's result (gwa_diag.engine.train); reading
         # it avoids importing torch before the first page is drawn.
         epoch = recorded.get("epoch")
         return Selection(epoch, epoch if epoch is not None else last, str(recorded.get("reason", "")), "run.json")

@@ -113,7 +113,8 @@ def _metadata(state: RunState) -> None:
         "mode": config.get("mode", "scratch"),
         "device": meta.get("device", "?"),
     }
-    st.table(pd.DataFrame({"value": [str(v) for v in facts.values()]}, index=list(facts)))
+    # Markdown rather than a table element: the first page then needs no table renderer.
+    st.markdown("\n".join(f"- **{name}**: `{value}`" for name, value in facts.items()))
     with st.expander("run.json"):
         st.json(meta, expanded=1)
 

@@ -159,26 +159,26 @@ def decision_controls(state: RunState, sample_id: int, given: Any, suggested: An
     if error and f"sample {sample_id} " in error:
         st.error(error)
     note_key = f"{key}_note_{sample_id}"
-    st.text_input("Note (optional)", key=note_key, placeholder="why, for the labeling team")
-    accept_col, other_col, fine_col = st.columns([1.3, 1.6, 1], vertical_alignment="bottom")
     can_accept = suggested_i is not None and suggested_i != given_i
+    accept_col, fine_col = st.columns(2)
     accept_col.button(
         f"Accept {state.class_name(suggested_i)}" if suggested_i is not None else "Accept suggested",
         key=f"{key}_accept_{sample_id}", type="primary", disabled=not can_accept,
         help="Relabel to the suggested label (the model's most frequent prediction)",
         on_click=_record, args=(state, sample_id, "accept", given_i, suggested_i, None, note_key), width="stretch",
     )
+    fine_col.button("Label is fine", key=f"{key}_fine_{sample_id}", help="Keep the given label",
+                    on_click=_record, args=(state, sample_id, "fine", given_i, suggested_i, None, note_key),
+                    width="stretch")
     new_key = f"{key}_new_{sample_id}"
     choices = list(range(state.num_classes))
     default = choices.index(suggested_i) if suggested_i in choices else 0
-    with other_col:
-        st.selectbox("Other label", choices, index=default, format_func=state.class_name, key=new_key)
-        st.button("Relabel", key=f"{key}_relabel_{sample_id}", disabled=not choices,
-                  on_click=_record, args=(state, sample_id, "relabel", given_i, suggested_i, new_key, note_key),
-                  width="stretch")
-    fine_col.button("Label is fine", key=f"{key}_fine_{sample_id}",
-                    on_click=_record, args=(state, sample_id, "fine", given_i, suggested_i, None, note_key),
-                    width="stretch")
+    choose_col, relabel_col = st.columns(2, vertical_alignment="bottom")
+    choose_col.selectbox("Or another label", choices, index=default, format_func=state.class_name, key=new_key)
+    relabel_col.button("Relabel", key=f"{key}_relabel_{sample_id}", disabled=not choices,
+                       on_click=_record, args=(state, sample_id, "relabel", given_i, suggested_i, new_key, note_key),
+                       width="stretch")
+    st.text_input("Note (optional)", key=note_key, placeholder="why, for the labeling team")
 
 
 # --------------------------------------------------------------------------------------
@@ -226,7 +226,10 @@ def sample_detail(state: RunState, sample_id: int, summ: pd.DataFrame, *, datase
     traj = data.compute_trajectory(state.path, state.generation, sample_id)
     marks = [(epoch, f"epoch shown ({epoch})")]
     if selection.used_epoch is not None:
-        marks.insert(0, (selection.used_epoch, f"selected epoch ({selection.used_epoch})"))
+        which = "last epoch (GWA selected none)" if selection.fallback else "GWA-selected epoch"
+        marks.insert(0, (selection.used_epoch, f"{which} ({selection.used_epoch})"))
+    for spec in charts.trajectory(traj, marks=marks) if len(traj) else []:
+        st.vega_lite_chart(spec=spec, width="stretch", height=130)
     if len(traj):
-        st.vega_lite_chart(spec=charts.trajectory(traj, marks=marks), width="stretch")
+        st.caption(" · ".join(f"{colour} dashed line: {what}" for colour, (_, what) in zip(("red", "grey"), marks)))
     decision_controls(state, sample_id, row.get("label"), row.get("suggested_label"), key=key)
