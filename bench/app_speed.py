@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(why)
         return 1
-    table = _time("browse table (flag + sort by alignment)", lambda: appdata.browse_order(summ, at, sort_by="alignment"),
-                  results)
+    table = _time("browse table (flag + sort by alignment)",
+                  lambda: appdata.browse_order(summ, at, sort_by="alignment"), results)
     _time("browse table (sort by a scorer)", lambda: appdata.browse_order(summ, at, sort_by="aum"), results)
     shown = _time("filter (flagged, given label 3)", lambda: appdata.apply_filters(
         table, appdata.Filters(given=(3,), flagged_only=True)), results)

@@ -13,6 +13,7 @@ once and batches are gathered there, so no DataLoader workers or host copies per
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -203,6 +204,17 @@ def _evaluate(model: nn.Module, dataset: Any, device: torch.device, mean, std, d
     return {"eval_acc": correct / max(n, 1), "eval_loss": loss_sum / max(n, 1)}
 
 
+def _snapshot(obj: Any) -> Any:
+    """A deep copy of a (nested) state dict whose tensors stay on their device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -348,21 +360,22 @@ def train(
         selected = select_epoch(
             [r["epoch"] for r in history], [r.get("gwa") for r in history], mode=cfg.mode, total_epochs=cfg.epochs
         )
-        if rank == 0 and selected.epoch == epoch:
-            _atomic_save({"model": model.state_dict(), "epoch": epoch}, out / "checkpoints" / "selected.pt")
         if rank == 0:
-            _atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "epoch": epoch,
-                },
-                ckpt_path,
-            )
-        writer.update_meta(early_stopping=selected.as_dict())
+            # Snapshot now (training goes on), save on the recorder's writer thread after the
+            # epoch's records are on disk: a checkpoint never claims an unrecorded epoch.
+            state = {
+                "model": _snapshot(model.state_dict()),
+                "optimizer": _snapshot(opt.state_dict()),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+            }
+            if selected.epoch == epoch:
+                recorder.submit(_atomic_save, {"model": state["model"], "epoch": epoch}, out / "checkpoints" / "selected.pt")
+            recorder.submit(_atomic_save, state, ckpt_path)
+        # run.json is rewritten by the writer thread too: keep its updates on that thread.
+        recorder.submit(functools.partial(writer.update_meta, early_stopping=selected.as_dict()))
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(_postfix(row))

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pyarrow as pa
 import torch
@@ -103,6 +105,8 @@ class AlignmentRecorder:
         self._floats: list[torch.Tensor] = []  # per batch [B, 5] float32: alignment, margin, loss, p_label, p_pred
         self._bad_targets: torch.Tensor | None = None
         self._epoch_start = time.perf_counter()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwa-diag-writer")
+        self._inflight: list[Future] = []
         self._handle = head.register_forward_hook(self._hook)
 
     # -- capture ---------------------------------------------------------------------------
@@ -196,9 +200,9 @@ class AlignmentRecorder:
 
     # -- flush -----------------------------------------------------------------------------
     def end_epoch(self, epoch: int, **extra: Any) -> dict[str, Any]:
-        """Write this epoch's part and summary row; returns the summary (GWA, moments ...).
-
-        ``extra`` keys (lr, eval_acc, ...) are stored in the epoch row.
+        """Close the epoch: returns its summary (GWA, moments, loss, accuracy) at once and
+        writes the Parquet part, then the epoch row, in the background (``flush`` waits;
+        ``close`` flushes). ``extra`` keys (lr, eval_acc, ...) are stored in the epoch row.
         """
         if self._bad_targets is not None and bool(self._bad_targets):
             self._ints.clear()
@@ -226,7 +230,28 @@ class AlignmentRecorder:
 
             dist.all_reduce(totals)
         totals = totals.cpu()
+        # The one host sync of the epoch. Encoding and writing the Parquet part happen on a
+        # background thread so the next epoch's first steps do not wait for the disk.
         ints_h, floats_h = ints.cpu().numpy(), floats.cpu().numpy()
+        del ints, floats
+        result = Moments(totals[:6]).compute(beta=BETA, min_denominator=MIN_DENOMINATOR)
+        n_rows = result.n + result.n_nan
+        row: dict[str, Any] = {
+            "epoch": int(epoch),
+            **result.as_dict(),
+            "train_loss": float(totals[6]) / n_rows if n_rows else float("nan"),
+            "train_acc": float(totals[7]) / n_rows if n_rows else float("nan"),
+            "end_step": self.step,
+            "seconds": time.perf_counter() - self._epoch_start,
+            **extra,
+        }
+        # At most one epoch in flight: host memory stays bounded and errors surface here.
+        self.flush()
+        self.submit(self._write, int(epoch), ints_h, floats_h, row, self.step)
+        self._epoch_start = time.perf_counter()
+        return row
+
+    def _write(self, epoch: int, ints_h, floats_h, row: dict[str, Any], next_step: int) -> None:
         table = pa.Table.from_arrays(
             [
                 pa.array(ints_h[:, 0]),
@@ -242,29 +267,31 @@ class AlignmentRecorder:
             schema=SAMPLE_SCHEMA,
         )
         self.writer.write_samples(epoch, table)
-        if self.world_size > 1:
-            import torch.distributed as dist
+        if self.rank == 0:
+            # Parts are renamed into place atomically, so their presence means complete:
+            # only then is the epoch's row published (readers treat it as the commit mark).
+            _wait_for_parts(self.writer.path / "samples" / f"epoch={epoch}", self.world_size)
+            self.writer.write_epoch(row)
+            self.writer.update_meta(next_step=next_step, last_epoch=epoch)
 
-            dist.barrier()  # every rank's part is on disk before rank 0 marks the epoch done
-        result = Moments(totals[:6]).compute(beta=BETA, min_denominator=MIN_DENOMINATOR)
-        n_rows = result.n + result.n_nan
-        row: dict[str, Any] = {
-            "epoch": int(epoch),
-            **result.as_dict(),
-            "train_loss": float(totals[6]) / n_rows if n_rows else float("nan"),
-            "train_acc": float(totals[7]) / n_rows if n_rows else float("nan"),
-            "end_step": self.step,
-            "seconds": time.perf_counter() - self._epoch_start,
-            **extra,
-        }
-        self.writer.write_epoch(row)
-        self.writer.update_meta(next_step=self.step, last_epoch=int(epoch))
-        self._epoch_start = time.perf_counter()
-        return row
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the writer thread after every epoch submitted so far is on
+        disk (the engine saves its checkpoints this way, so a checkpoint never claims an
+        epoch whose records are missing)."""
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def flush(self) -> None:
+        """Wait until everything submitted is written (re-raises a failed write)."""
+        pending, self._inflight = self._inflight, []
+        for future in pending:
+            future.result()
 
     def close(self, **meta: Any) -> None:
-        """Detach the hook and mark the run finished (extra keys go into run.json)."""
+        """Write what is pending, detach the hook and mark the run finished (extra keys go
+        into run.json)."""
         self._handle.remove()
+        self.flush()
+        self._pool.shutdown(wait=True)
         self.writer.update_meta(status="finished", **meta)
 
     def __enter__(self) -> "AlignmentRecorder":
@@ -272,6 +299,22 @@ class AlignmentRecorder:
 
     def __exit__(self, *exc: Any) -> None:
         self._handle.remove()
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _wait_for_parts(folder: Path, world_size: int, timeout_s: float = 3600.0) -> None:
+    """Block until every rank's part of one epoch exists (rank 0's writer thread)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = [r for r in range(world_size) if not (folder / f"part-{r}.parquet").exists()]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ranks {missing} never wrote their part in {folder}; did a rank die?")
+        time.sleep(0.05)
 
 
 def _dist_info() -> tuple[int, int]:

@@ -284,7 +284,8 @@ def _class_names(run_dir: Path) -> list[str]:
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV written by :func:`export_csv` back with the recorded dtypes."""
-    text_cols = {c: str for c in ("decision", "note", "session", "new_label_name", "given_label_name", "suggested_label_name")}
+    names = ("new_label_name", "given_label_name", "suggested_label_name")
+    text_cols = {c: str for c in ("decision", "note", "session", *names)}
     frame = pd.read_csv(path, dtype=text_cols, keep_default_na=False,
                         na_values={c: [""] for c in ("new_label", "given_label", "suggested_label")})
     for col in ("sample_id", "new_label", "given_label", "suggested_label"):

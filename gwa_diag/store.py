@@ -244,14 +244,23 @@ class RunWriter:
         return atomic_write_table(self.path / "labels.parquet", pa.table(cols))
 
     def drop_epochs_from(self, epoch: int) -> None:
-        """Forget summary rows of ``epoch`` and later (used when resuming from a checkpoint
-        taken before them; their sample parts are overwritten when re-recorded)."""
+        """Forget epochs ``epoch`` and later: their summary rows and sample parts (used when
+        resuming from a checkpoint taken before them; they are recorded again)."""
         if self.rank != 0:
             return
         path = self.path / "epochs.parquet"
         if path.exists():
             old = pd.read_parquet(path)
             atomic_write_table(path, _epoch_table(old[old["epoch"] < int(epoch)].reset_index(drop=True)))
+        # Rows first, then parts: a reader never sees a complete epoch without its parts.
+        for folder in (self.path / "samples").glob("epoch=*"):
+            try:
+                e = int(folder.name.split("=", 1)[1])
+            except ValueError:
+                continue
+            if e >= int(epoch):
+                for part in folder.glob("part-*.parquet"):
+                    part.unlink()
 
 
 def _json_default(obj: Any) -> Any:

@@ -127,7 +127,9 @@ _DENSE_RANGE_SLACK = 1 << 20
 # Per-class prediction counts are kept as a dense samples x classes matrix up to this many
 # cells (two float64 matrices: at most 128 MiB); beyond it DuckDB groups (sample, pred).
 _DENSE_CLASS_CELLS = 1 << 23
-_BATCH_ROWS = 1 << 18
+# Rows per Arrow batch: small enough that the per-batch buffers are recycled instead of
+# faulting in fresh pages (measured: 1 << 18 cost ~0.5 s more CPU on a first call).
+_BATCH_ROWS = 1 << 16
 # Accumulators up to this size are updated with numpy.bincount, larger ones with add.at.
 _BINCOUNT_MAX = 1 << 17
 _FORGET_CHUNK = 1 << 16

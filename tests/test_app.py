@@ -40,7 +40,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("app-runs")
     out = {
         "truth": write_synthetic_run(root / "truth", samples=N_SAMPLES, epochs=N_EPOCHS, noise_rate=0.25, seed=1),
-        "no_truth": write_synthetic_run(root / "no_truth", samples=N_SAMPLES, epochs=N_EPOCHS, seed=2, clean_labels=False),
+        "no_truth": write_synthetic_run(root / "no_truth", samples=N_SAMPLES, epochs=N_EPOCHS, seed=2,
+                                        clean_labels=False),
     }
     # In progress: 3 of 6 planned epochs, and epoch 3's part written without its epoch row
     # (what a reader sees between the two writes, or after a crash there).
@@ -48,7 +49,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     writer = RunWriter(progress, resume=True)
     writer.update_meta(status="running", config={**writer.meta["config"], "epochs": 6})
     (progress / "samples" / "epoch=3").mkdir()
-    shutil.copy(progress / "samples" / "epoch=2" / "part-0.parquet", progress / "samples" / "epoch=3" / "part-0.parquet")
+    parts = progress / "samples"
+    shutil.copy(parts / "epoch=2" / "part-0.parquet", parts / "epoch=3" / "part-0.parquet")
     out["progress"] = progress
     empty = root / "empty"
     RunWriter(empty, meta={"num_classes": N_CLASSES, "class_names": [f"c{i}" for i in range(N_CLASSES)],
@@ -221,12 +223,15 @@ def test_simple_to_complex_shows_top_images_per_class_and_epoch(runs, monkeypatc
 
 def test_detection_with_and_without_ground_truth(runs, monkeypatch):
     from gwa_diag.metrics import RULE_ROW
+    from gwa_diag.summaries import SCORERS
 
     at = _app(runs["truth"], monkeypatch, page="detection")
     _clean(at)
     table = at.dataframe[0].value
-    assert "align_mean" in table.index and RULE_ROW in table.index
+    assert list(table.index) == list(SCORERS) and RULE_ROW not in table.index
     assert table.loc["align_mean", "auroc"] > 0.5
+    rule = {m.label: m.value for m in at.metric}
+    assert set(rule) == {"Precision", "Recall", "F1", "Flagged"} and int(rule["Flagged"].replace(",", "")) > 0
     assert len(_charts(at)) == 2  # ROC and PR
     at.selectbox(key="detection_scorer").set_value("aum").run()
     _clean(at)

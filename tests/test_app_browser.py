@@ -87,7 +87,8 @@ def _app_command(run: Path, port: int) -> list[str]:
         build_parser().parse_args(["app", str(run)])
         return [sys.executable, "-m", "gwa_diag", "app", str(run), "--port", str(port), "--no-browser"]
     except SystemExit:
-        code = f"import sys; from gwa_diag.cli_app import run_app; sys.exit(run_app({str(run)!r}, port={port}, open_browser=False))"
+        code = ("import sys; from gwa_diag.cli_app import run_app; "
+                f"sys.exit(run_app({str(run)!r}, port={port}, open_browser=False))")
         return [sys.executable, "-u", "-c", code]
 
 
@@ -188,7 +189,8 @@ def test_browse_flip_open_relabel_reload(big_run, server, tmp_path):
                 && document.body.innerText.includes('Sample {sample_id}')
                 && document.body.innerText.includes('Decision:')""")
             page.screenshot(path=str(tmp_path / "after_reload.png"), full_page=False)
-            assert ("accept →" if chosen == "accept" else "label is fine") in page.locator(".st-key-sample_detail").inner_text()
+            shown = page.locator(".st-key-sample_detail").inner_text()
+            assert ("accept →" if chosen == "accept" else "label is fine") in shown
         finally:
             browser.close()
 

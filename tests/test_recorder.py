@@ -1,6 +1,5 @@
 """AlignmentRecorder in real training loops on synthetic data with injected label noise."""
 
-import copy
 
 import numpy as np
 import pandas as pd
@@ -100,6 +99,7 @@ def test_recorded_values_match_reference(tmp_path):
     logits = model(x[:50])
     rec.update(torch.arange(50), yn[:50])
     rec.end_epoch(0)
+    rec.flush()
     df = open_run(tmp_path / "r").epoch_scores(0)
     with torch.no_grad():
         feats = model[1](model[0](x[:50]))
@@ -133,6 +133,7 @@ def test_autocast_bf16_and_grad_accumulation_and_repeats(tmp_path):
             opt.step()
             opt.zero_grad()
     row = rec.end_epoch(0)
+    rec.flush()
     df = open_run(tmp_path / "r").epoch_scores(0)
     assert len(df) == 300 and row["n"] == 300
     assert df.groupby("sample_id").size().max() == 2  # both presentations kept
@@ -163,6 +164,7 @@ def test_nan_logits_recorded_and_counted(tmp_path):
     rec.update(torch.arange(20, 40), yn[20:40])
     row = rec.end_epoch(0)
     assert row["n_nan"] == 1 and row["n"] == 39 and row["valid"]
+    rec.close()
     df = open_run(tmp_path / "r").epoch_scores(0)
     assert df.loc[df.sample_id == 3, "alignment"].isna().all()
 
@@ -185,8 +187,55 @@ def test_bad_inputs(tmp_path):
         rec.update(torch.arange(8), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]))
     # A directory that holds another run is refused and left untouched.
     rec.end_epoch(0)
+    rec.flush()
     before = (tmp_path / "b" / "run.json").read_bytes()
     with pytest.raises(RunDirError, match="already holds run"):
-        AlignmentRecorder(copy.deepcopy(model), tmp_path / "b")
+        AlignmentRecorder(_model(), tmp_path / "b")
     assert (tmp_path / "b" / "run.json").read_bytes() == before
     assert open_run(tmp_path / "b").completed_epochs() == [0]
+
+
+def test_background_write_failure_surfaces_and_keeps_earlier_epochs(tmp_path, monkeypatch):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    for epoch in range(2):
+        model(x[:10])
+        rec.update(torch.arange(10), yn[:10])
+        rec.end_epoch(epoch)
+    rec.flush()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rec.writer, "write_samples", disk_full)
+    model(x[:10])
+    rec.update(torch.arange(10), yn[:10])
+    rec.end_epoch(2)  # returns at once; the write fails on the writer thread
+    with pytest.raises(OSError, match="No space left"):
+        rec.flush()
+    run = open_run(tmp_path / "r")
+    assert run.completed_epochs() == [0, 1] and len(run.samples()) == 20
+
+
+def test_end_epoch_returns_before_the_write_and_flush_waits(tmp_path, monkeypatch):
+    import threading
+
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    gate = threading.Event()
+    real = rec.writer.write_samples
+
+    def slow_write(*args, **kwargs):
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rec.writer, "write_samples", slow_write)
+    model(x[:10])
+    rec.update(torch.arange(10), yn[:10])
+    row = rec.end_epoch(0)
+    assert row["n"] == 10 and open_run(tmp_path / "r").completed_epochs() == []  # not yet on disk
+    gate.set()
+    rec.close()
+    assert open_run(tmp_path / "r").completed_epochs() == [0]

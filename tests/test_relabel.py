@@ -93,7 +93,8 @@ def test_concurrent_threads_lose_nothing(tmp_path):
 
 def test_concurrent_processes_lose_nothing(tmp_path):
     run = _run_dir(tmp_path)
-    ctx = mp.get_context("spawn")
+    # fork (where available) reuses this process's imports: spawn would import torch twice.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     procs = [ctx.Process(target=_write_many, args=(str(run), k * 100, 100, f"p{k}")) for k in range(2)]
     for p in procs:
         p.start()

@@ -85,7 +85,7 @@ def gwa_curve(epochs: pd.DataFrame, selected: int | None, *, fallback: bool = Fa
 
 def accuracy_curve(epochs: pd.DataFrame) -> dict[str, Any] | None:
     """Training (and evaluation, when recorded) accuracy per epoch; None without either."""
-    cols = [c for c in ("train_acc", "eval_acc") if c in epochs and pd.to_numeric(epochs[c], errors="coerce").notna().any()]
+    cols = [c for c in ("train_acc", "eval_acc") if c in epochs and np.isfinite(_numeric(epochs, c)).any()]
     if not cols:
         return None
     long = epochs[["epoch", *cols]].melt("epoch", var_name="series", value_name="accuracy")
@@ -191,7 +191,8 @@ def roc_pr(points: pd.DataFrame, curve: str, *, baseline: float | None = None) -
     if curve == "roc":
         layers.append({"data": {"values": [{"x": 0, "y": 0}, {"x": 1, "y": 1}]},
                        "mark": {"type": "line", "color": _GREY, "strokeDash": [2, 2]},
-                       "encoding": {"x": {"field": "x", "type": "quantitative"}, "y": {"field": "y", "type": "quantitative"}}})
+                       "encoding": {"x": {"field": "x", "type": "quantitative"},
+                                    "y": {"field": "y", "type": "quantitative"}}})
     elif baseline is not None:
         layers.append({"data": {"values": [{"y": float(baseline)}]},
                        "mark": {"type": "rule", "color": _GREY, "strokeDash": [2, 2]},

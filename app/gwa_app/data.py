@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,7 +89,6 @@ class RunState:
     planned_epochs: int | None
     has_truth: bool
     num_samples: int | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def empty(self) -> bool:
@@ -112,7 +111,8 @@ class RunState:
         if label is None or label is pd.NA or (isinstance(label, float) and math.isnan(label)):
             return "?"
         i = int(label)
-        return f"{i} {self.class_names[i]}" if 0 <= i < len(self.class_names) and self.class_names[i] != str(i) else str(i)
+        named = 0 <= i < len(self.class_names) and self.class_names[i] != str(i)
+        return f"{i} {self.class_names[i]}" if named else str(i)
 
 
 def _generation(path: Path, completed: Sequence[int]) -> str:
@@ -466,7 +466,8 @@ def _upscale(img: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     scale = size / max(h, w)
-    resized = Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    new_size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = Image.fromarray(img).resize(new_size, Image.Resampling.BILINEAR)
     return np.asarray(resized)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from . import charts, data
 from .data import RunState
+from .widgets import fmt
 
 __all__ = ["render", "NO_TRUTH"]
 
@@ -30,15 +32,28 @@ def render(state: RunState, window: str) -> None:
         data.summary(state, window)
     table, counts = data.detection(state.path, state.generation, window)
     st.subheader("Side by side: every scorer against the ground truth")
+    n, n_noisy = int(counts.get("n", 0)), int(counts.get("n_noisy", 0))
     st.caption(
-        f"{counts.get('n', 0):,} samples with ground truth, {counts.get('n_noisy', 0):,} mislabeled "
-        f"({counts.get('n_noisy', 0) / max(counts.get('n', 1), 1):.1%}); k = {counts.get('k', 0):,} for precision/recall "
-        f"at k. Scores averaged over the '{window}' window. Every scorer: higher = more suspicious."
+        f"{n:,} samples with ground truth, {n_noisy:,} mislabeled ({n_noisy / max(n, 1):.1%}); "
+        f"k = {counts.get('k', 0):,} for precision/recall at k. Scores averaged over the '{window}' window. "
+        "Every scorer: higher = more suspicious."
     )
+    from gwa_diag.metrics import RULE_ROW
+
+    scores = table.drop(index=[RULE_ROW], errors="ignore")[["auroc", "ap", "p_at_k", "r_at_k"]]
     st.dataframe(
-        table.style.format(precision=4, na_rep="—").highlight_max(subset=["auroc", "ap", "p_at_k"], color="#d4edda"),
-        width="stretch",
+        scores.style.format(precision=4, na_rep="—").highlight_max(color="#d4edda"),
+        width="stretch", height=36 * (len(scores) + 1) + 3,
+        column_config={"auroc": "AUROC", "ap": "AP", "p_at_k": "precision@k", "r_at_k": "recall@k"},
     )
+    if RULE_ROW in table.index:
+        rule = table.loc[RULE_ROW]
+        st.markdown("**The paper's rule: alignment < 0 at the selected epoch**")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Precision", fmt(rule["precision"], ".3f"))
+        c2.metric("Recall", fmt(rule["recall"], ".3f"))
+        c3.metric("F1", fmt(rule["f1"], ".3f"))
+        c4.metric("Flagged", f"{int(rule['n_flagged']):,}" if not pd.isna(rule["n_flagged"]) else "—")
     scorers = data.scorer_names()
     with st.expander("What each scorer measures"):
         for name, text in scorers.items():
@@ -53,8 +68,7 @@ def render(state: RunState, window: str) -> None:
             st.vega_lite_chart(spec=charts.roc_pr(points, "roc"), width="stretch")
         with pr_col:
             st.markdown("**Precision-recall** (AP in the table)")
-            base = counts.get("n_noisy", 0) / max(counts.get("n", 1), 1)
-            st.vega_lite_chart(spec=charts.roc_pr(points, "pr", baseline=base), width="stretch")
+            st.vega_lite_chart(spec=charts.roc_pr(points, "pr", baseline=n_noisy / max(n, 1)), width="stretch")
     st.subheader("Per class")
     scorer = st.selectbox("Scorer", list(scorers), key="detection_scorer")
     per = data.per_class(state.path, state.generation, window, scorer).copy()

@@ -54,7 +54,10 @@ export default function (component) {
   };
   root.onkeydown = (e) => {
     const cell = e.target.closest('[data-id]');
-    if (cell && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); setTriggerValue('open', Number(cell.dataset.id)); }
+    if (cell && (e.key === 'Enter' || e.key === ' ')) {
+      e.preventDefault();
+      setTriggerValue('open', Number(cell.dataset.id));
+    }
   };
   if (root.dataset.signature === data.signature) return;
   root.dataset.signature = data.signature;
@@ -144,7 +147,9 @@ def image_grid(cells: Sequence[Cell], *, key: str, on_open: Callable[[int], None
 
     payload = [asdict(c) for c in cells]
     # Everything shown except the pixels (an id always has the same image).
-    signature = "|".join(f"{c.sample_id}:{c.caption}:{c.subcaption}:{c.flagged:d}{c.decided:d}{c.selected:d}{c.src is not None:d}"
-                         for c in cells)
+    signature = "|".join(
+        f"{c.sample_id}:{c.caption}:{c.subcaption}:{c.flagged:d}{c.decided:d}{c.selected:d}{c.src is not None:d}"
+        for c in cells
+    )
     _grid_component()(data={"cells": payload, "columns": int(columns), "signature": signature}, key=key,
                       on_open_change=opened)

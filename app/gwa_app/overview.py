@@ -45,7 +45,7 @@ def _headline(state: RunState, sel: Selection) -> None:
 
 
 def _undefined_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
-    gwa = pd.to_numeric(epochs.get("gwa"), errors="coerce") if "gwa" in epochs else pd.Series(np.nan, index=epochs.index)
+    gwa = pd.to_numeric(epochs["gwa"], errors="coerce") if "gwa" in epochs else pd.Series(np.nan, index=epochs.index)
     valid = epochs["valid"].fillna(False).astype(bool) if "valid" in epochs else gwa.notna()
     bad = ~(valid & gwa.notna())
     cols = [c for c in ("epoch", "reason", "kurtosis", "mean") if c in epochs]

@@ -63,7 +63,8 @@ def _item(state: RunState, sample_id: int, row: Any, dataset: Any) -> None:
         lines = [
             f"**#{sample_id}** · rank {int(row['rank']):,}",
             f"given: **{state.class_name(row['label'])}**",
-            f"suggested: **{state.class_name(row['suggested_label'])}** (p {widgets.fmt(row['suggested_prob'], '.2f')})",
+            f"suggested: **{state.class_name(row['suggested_label'])}** "
+            f"(p {widgets.fmt(row['suggested_prob'], '.2f')})",
         ]
         if "clean_label" in row.index and not pd.isna(row["clean_label"]):
             lines.append(f"true: {state.class_name(row['clean_label'])}")

@@ -64,7 +64,8 @@ def render(state: RunState, window: str) -> None:
         "Early on they are the simple, prototypical ones; later the model aligns with more complex but typical images."
     )
     c1, c2 = st.columns([4, 1])
-    epochs = c1.multiselect("Epochs", list(state.completed), default=default_epochs(state.completed), key="simple_epochs")
+    epochs = c1.multiselect("Epochs", list(state.completed), default=default_epochs(state.completed),
+                            key="simple_epochs")
     k = c2.slider("Images per class", 1, 12, 6, key="simple_k")
     if not epochs:
         st.info("Choose at least one epoch.")

@@ -14,7 +14,10 @@ from gwa_diag import relabel
 from . import charts, data
 from .data import RunState, Selection
 
-__all__ = ["session_id", "open_sample", "selected_sample", "goto_sample_input", "pager", "decision_controls", "sample_detail", "fmt"]
+__all__ = [
+    "session_id", "open_sample", "selected_sample", "goto_sample_input", "pager", "decision_controls",
+    "sample_detail", "fmt",
+]
 
 SAMPLE_PARAM = "sample"
 
@@ -190,11 +193,14 @@ def _facts(state: RunState, sample_id: int, row: pd.Series, at_epoch: float | No
            selection: Selection) -> pd.DataFrame:
     rows = [
         ("given label", state.class_name(row.get("label"))),
-        ("suggested label", f"{state.class_name(row.get('suggested_label'))} (p {fmt(row.get('suggested_prob'), '.2f')})"),
+        ("suggested label",
+         f"{state.class_name(row.get('suggested_label'))} (p {fmt(row.get('suggested_prob'), '.2f')})"),
     ]
     if "clean_label" in row.index:
         clean = row.get("clean_label")
-        verdict = "" if pd.isna(clean) else (" — given label is wrong" if int(clean) != int(row["label"]) else " — given label is right")
+        verdict = ""
+        if not pd.isna(clean):
+            verdict = " — given label is wrong" if int(clean) != int(row["label"]) else " — given label is right"
         rows.append(("true label", state.class_name(clean) + verdict))
     rows.append((f"alignment at epoch {epoch}", fmt(at_epoch)))
     if selection.used_epoch is not None:
