@@ -62,12 +62,19 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     rule = _rule(args)
     flagged = flag(summary, rule=rule, k=args.k, noise_rate=args.noise_rate, scorer=args.scorer)
     out = Path(args.out) if args.out is not None else run.path / "analysis" / "suspects.csv"
-    path = write_suspects(out, flagged, class_names=class_names(run))
+    names = class_names(run)
+    path = write_suspects(out, flagged, class_names=names)
     print(summary.attrs["selection"]["note"])
     print(f"{len(flagged)} of {len(summary)} samples flagged (rule {rule}, ranked by {args.scorer}; higher = more suspicious)")
     if len(flagged):
         cols = ["rank", "label", "suggested_label", "suggested_prob", "score", "alignment_selected", "reason"]
         top = flagged.head(args.show)[cols].rename(columns={"label": "given_label"})
+        if names:
+            def name(v: Any) -> str:
+                return names[int(v)] if not pd.isna(v) and 0 <= int(v) < len(names) else ""
+
+            top.insert(2, "given_name", [name(v) for v in top["given_label"]])
+            top.insert(4, "suggested_name", [name(v) for v in top["suggested_label"]])
         with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.float_format", "{:.3f}".format):
             print(top.to_string())
     print(f"suspects written to {path}")

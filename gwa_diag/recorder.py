@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn as nn
@@ -101,7 +102,11 @@ class AlignmentRecorder:
             self.writer = RunWriter(run_dir, meta=meta, rank=self.rank, world_size=self.world_size, resume=resume)
         self.step = int(self.writer.meta.get("next_step", 0)) if resume else 0
         self._pending: _Forward | None = None
-        self._ints: list[torch.Tensor] = []  # per batch [B, 4] int64: sample_id, step, label, pred
+        # Per batch: ids stay where the caller keeps them (usually the CPU, so no copy per
+        # step), steps are plain ints, labels/preds and the float scores stay on the device.
+        self._ids: list[torch.Tensor] = []
+        self._steps: list[tuple[int, int]] = []  # (step, batch size)
+        self._ints: list[torch.Tensor] = []  # per batch [B, 2] int64: label, pred
         self._floats: list[torch.Tensor] = []  # per batch [B, 5] float32: alignment, margin, loss, p_label, p_pred
         self._bad_targets: torch.Tensor | None = None
         self._epoch_start = time.perf_counter()
@@ -193,8 +198,9 @@ class AlignmentRecorder:
             p_label = logp.gather(1, idx).squeeze(1).exp()
             top = logp.max(dim=1)
             pred, p_pred = top.indices, top.values.exp()
-            steps = torch.full((batch,), self.step, dtype=torch.int64, device=device)
-            self._ints.append(torch.stack([ids.to(device, non_blocking=True).long(), steps, labels.long(), pred], 1))
+            self._ids.append(ids.detach())
+            self._steps.append((self.step, batch))
+            self._ints.append(torch.stack([labels.long(), pred], 1))
             self._floats.append(torch.stack([align, margin, loss, p_label, p_pred], 1))
         self.step += 1
 
@@ -205,9 +211,7 @@ class AlignmentRecorder:
         ``close`` flushes). ``extra`` keys (lr, eval_acc, ...) are stored in the epoch row.
         """
         if self._bad_targets is not None and bool(self._bad_targets):
-            self._ints.clear()
-            self._floats.clear()
-            self._bad_targets = None
+            self._clear()
             raise ValueError(
                 f"targets outside [0, {self.num_classes}) were passed during epoch {epoch}; nothing "
                 "was written for this epoch. Check the labels or the head size"
@@ -215,15 +219,19 @@ class AlignmentRecorder:
         if self._floats:
             ints = torch.cat(self._ints)
             floats = torch.cat(self._floats)
+            ids_h = torch.cat([i.cpu().long() for i in self._ids]).numpy()
+            steps_h = np.repeat(
+                np.array([s for s, _ in self._steps], dtype=np.int64), [b for _, b in self._steps]
+            )
         else:
             device = self.head.weight.device
-            ints = torch.zeros((0, 4), dtype=torch.int64, device=device)
+            ints = torch.zeros((0, 2), dtype=torch.int64, device=device)
             floats = torch.zeros((0, 5), dtype=torch.float32, device=device)
-        self._ints.clear()
-        self._floats.clear()
+            ids_h = steps_h = np.zeros(0, dtype=np.int64)
+        self._clear()
         moments = Moments.from_scores(floats[:, 0])
         loss_sum = torch.nan_to_num(floats[:, 2], nan=0.0).double().sum()
-        correct = (ints[:, 3] == ints[:, 2]).double().sum()
+        correct = (ints[:, 1] == ints[:, 0]).double().sum()
         totals = torch.cat([moments.as_tensor().to(floats.device), torch.stack([loss_sum, correct])])
         if self.world_size > 1:
             import torch.distributed as dist
@@ -247,21 +255,28 @@ class AlignmentRecorder:
         }
         # At most one epoch in flight: host memory stays bounded and errors surface here.
         self.flush()
-        self.submit(self._write, int(epoch), ints_h, floats_h, row, self.step)
+        self.submit(self._write, int(epoch), ids_h, steps_h, ints_h, floats_h, row, self.step)
         self._epoch_start = time.perf_counter()
         return row
 
-    def _write(self, epoch: int, ints_h, floats_h, row: dict[str, Any], next_step: int) -> None:
+    def _clear(self) -> None:
+        self._ids.clear()
+        self._steps.clear()
+        self._ints.clear()
+        self._floats.clear()
+        self._bad_targets = None
+
+    def _write(self, epoch: int, ids_h, steps_h, ints_h, floats_h, row: dict[str, Any], next_step: int) -> None:
         table = pa.Table.from_arrays(
             [
-                pa.array(ints_h[:, 0]),
-                pa.array(ints_h[:, 1]),
-                pa.array(ints_h[:, 2].astype("int32")),
+                pa.array(ids_h),
+                pa.array(steps_h),
+                pa.array(ints_h[:, 0].astype("int32")),
                 pa.array(floats_h[:, 0]),
                 pa.array(floats_h[:, 1]),
                 pa.array(floats_h[:, 2]),
                 pa.array(floats_h[:, 3]),
-                pa.array(ints_h[:, 3].astype("int32")),
+                pa.array(ints_h[:, 1].astype("int32")),
                 pa.array(floats_h[:, 4]),
             ],
             schema=SAMPLE_SCHEMA,

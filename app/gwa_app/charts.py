@@ -1,20 +1,23 @@
-"""Vega-Lite specs (plain dicts with inline data) for the app's charts.
+"""The app's charts.
 
-Plain specs instead of Altair objects: nothing to import on the first page, and each
-function is a pure mapping from a small frame to a spec that tests can inspect.
+Overview (the first page): PNGs drawn with matplotlib on the server, cheap for the browser.
+Elsewhere: Vega-Lite specs (plain dicts with inline data, no Altair objects) for hover and
+zoom; each function maps a small frame to a spec that tests can inspect.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["gwa_curve", "accuracy_curve", "histogram", "trajectory", "roc_pr"]
+__all__ = ["defined_segments", "gwa_curve_png", "accuracy_png", "histogram_png", "trajectory", "roc_pr"]
 
 _RED = "#d62728"
+_BLUE = "#1f77b4"
 _GREY = "#9e9e9e"
 
 
@@ -33,110 +36,100 @@ def _numeric(frame: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
 
 
-def gwa_curve(epochs: pd.DataFrame, selected: int | None, *, fallback: bool = False) -> dict[str, Any]:
-    """GWA per epoch. Undefined epochs are gaps in the line (never a made-up value), marked
-    by grey bars whose tooltip gives the reason; the selected epoch is a red dashed rule."""
+def defined_segments(epochs: pd.DataFrame) -> list[pd.DataFrame]:
+    """Runs of consecutive epochs with a defined GWA (columns epoch, gwa), in order.
+
+    Drawn as separate lines, so an undefined epoch is a gap, never a made-up value.
+    """
     gwa = _numeric(epochs, "gwa")
     valid = epochs["valid"].fillna(False).to_numpy(dtype=bool) if "valid" in epochs else np.isfinite(gwa)
     defined = np.isfinite(gwa) & valid
-    # One line per run of defined epochs: Vega-Lite would otherwise join across the gaps.
     segment = np.cumsum(~defined)
-    frame = pd.DataFrame({
-        "epoch": epochs["epoch"].to_numpy(dtype=np.int64),
-        "gwa": np.where(defined, gwa, np.nan),
-        "segment": segment,
-        "mean alignment": _numeric(epochs, "mean"),
-        "kurtosis": _numeric(epochs, "kurtosis"),
-        "reason": epochs["reason"].astype("string").fillna("") if "reason" in epochs else "",
-    })
-    line = {
-        "data": {"values": _records(frame[defined])},
-        "mark": {"type": "line", "point": True},
-        "encoding": {
-            "x": {"field": "epoch", "type": "quantitative", "title": "epoch"},
-            "y": {"field": "gwa", "type": "quantitative", "title": "GWA = mean / (kurtosis + 1.2)"},
-            "detail": {"field": "segment", "type": "nominal"},
-            "tooltip": [{"field": "epoch"}, {"field": "gwa", "format": ".4f"},
-                        {"field": "mean alignment", "format": ".4f"}, {"field": "kurtosis", "format": ".3f"}],
-        },
-    }
-    layers: list[dict[str, Any]] = [line]
-    if (~defined).any():
-        layers.append({
-            "data": {"values": _records(frame[~defined])},
-            "mark": {"type": "rule", "color": _GREY, "strokeWidth": 8, "opacity": 0.35},
-            "encoding": {"x": {"field": "epoch", "type": "quantitative"},
-                         "tooltip": [{"field": "epoch"}, {"field": "reason", "title": "GWA undefined"}]},
-        })
+    frame = pd.DataFrame({"epoch": epochs["epoch"].to_numpy(dtype=np.int64), "gwa": gwa, "segment": segment})
+    return [part[["epoch", "gwa"]].reset_index(drop=True)
+            for _, part in frame[defined].groupby("segment", sort=True)]
+
+
+# The first page draws its charts as PNGs on the server: a chart library in the browser
+# costs seconds on a slow machine before the first page is complete.
+_DPI = 110
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig, ax
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def gwa_curve_png(epochs: pd.DataFrame, selected: int | None, *, fallback: bool = False) -> bytes:
+    """GWA per epoch: gaps (grey bands) at undefined epochs, the selected epoch as a red
+    dashed line."""
+    fig, ax = _figure(10, 3.2)
+    for i, part in enumerate(defined_segments(epochs)):
+        ax.plot(part["epoch"], part["gwa"], marker="o", markersize=3, color=_BLUE, label="GWA" if i == 0 else None)
+    gwa = _numeric(epochs, "gwa")
+    valid = epochs["valid"].fillna(False).to_numpy(dtype=bool) if "valid" in epochs else np.isfinite(gwa)
+    undefined = epochs["epoch"].to_numpy()[~(np.isfinite(gwa) & valid)]
+    for j, e in enumerate(undefined):
+        ax.axvspan(e - 0.5, e + 0.5, color="#dddddd", zorder=0, label="GWA undefined" if j == 0 else None)
     if selected is not None:
-        label = f"last epoch {selected} (GWA selected none)" if fallback else f"selected epoch {selected}"
-        layers.append({
-            "data": {"values": [{"epoch": int(selected), "label": label}]},
-            "mark": {"type": "rule", "color": _RED, "strokeDash": [6, 4], "strokeWidth": 2},
-            "encoding": {"x": {"field": "epoch", "type": "quantitative"}, "tooltip": [{"field": "label"}]},
-        })
-        layers.append({
-            "data": {"values": [{"epoch": int(selected), "label": label}]},
-            "mark": {"type": "text", "color": _RED, "align": "left", "dx": 4, "dy": -4, "baseline": "top", "y": 0},
-            "encoding": {"x": {"field": "epoch", "type": "quantitative"}, "text": {"field": "label"}},
-        })
-    return {"layer": layers, "height": 280}
+        label = f"last epoch {selected} (GWA selected none)" if fallback else f"GWA-selected epoch {selected}"
+        ax.axvline(selected, color=_RED, linestyle="--", linewidth=1.5, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("GWA = mean / (kurtosis + 1.2)")
+    ax.legend(loc="best", fontsize=8, frameon=False)
+    return _png(fig)
 
 
-def accuracy_curve(epochs: pd.DataFrame) -> dict[str, Any] | None:
+def accuracy_png(epochs: pd.DataFrame) -> bytes | None:
     """Training (and evaluation, when recorded) accuracy per epoch; None without either."""
-    cols = [c for c in ("train_acc", "eval_acc") if c in epochs and np.isfinite(_numeric(epochs, c)).any()]
+    series = {"train_acc": "train accuracy", "eval_acc": "eval accuracy"}
+    cols = [c for c in series if c in epochs and np.isfinite(_numeric(epochs, c)).any()]
     if not cols:
         return None
-    long = epochs[["epoch", *cols]].melt("epoch", var_name="series", value_name="accuracy")
-    long["series"] = long["series"].map({"train_acc": "train accuracy", "eval_acc": "eval accuracy"})
-    long = long[pd.to_numeric(long["accuracy"], errors="coerce").notna()]
-    return {
-        "data": {"values": _records(long)},
-        "mark": {"type": "line", "point": True},
-        "encoding": {
-            "x": {"field": "epoch", "type": "quantitative"},
-            "y": {"field": "accuracy", "type": "quantitative", "scale": {"domain": [0, 1]}},
-            "color": {"field": "series", "type": "nominal", "title": None},
-            "tooltip": [{"field": "epoch"}, {"field": "series"}, {"field": "accuracy", "format": ".4f"}],
-        },
-        "height": 200,
-    }
+    fig, ax = _figure(10, 2.4)
+    for col, colour in zip(cols, ("#9ecae1", _BLUE)):
+        ax.plot(epochs["epoch"], _numeric(epochs, col), marker="o", markersize=3, color=colour, label=series[col])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(fig)
 
 
-def histogram(values: np.ndarray, groups: np.ndarray | None = None, *, bins: int = 50) -> dict[str, Any]:
-    """Histogram of alignments in [-1, 1], binned here so the browser gets 50 bars, not
-    50,000 points; ``groups`` (e.g. clean / mislabeled) overlays one histogram per group."""
-    edges = np.linspace(-1.0, 1.0, bins + 1)
+def histogram_png(values: np.ndarray, groups: np.ndarray | None = None, *, bins: int = 50) -> bytes:
+    """Histogram of alignments in [-1, 1]; with ``groups`` ("clean" / "mislabeled") one
+    overlaid histogram per group."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
-    group_values = np.asarray(groups)[finite] if groups is not None else np.full(finite.sum(), "all samples")
-    values = values[finite]
-    rows = []
-    for name in pd.unique(group_values):
-        counts, _ = np.histogram(values[group_values == name], bins=edges)
-        rows.extend({"start": float(a), "end": float(b), "count": int(c), "group": str(name)}
-                    for a, b, c in zip(edges[:-1], edges[1:], counts))
-    return {
-        "layer": [
-            {
-                "data": {"values": rows},
-                "mark": {"type": "bar", "opacity": 0.6, "binSpacing": 0},
-                "encoding": {
-                    "x": {"field": "start", "type": "quantitative", "title": "alignment", "scale": {"domain": [-1, 1]}},
-                    "x2": {"field": "end"},
-                    "y": {"field": "count", "type": "quantitative", "stack": None, "title": "samples"},
-                    "color": {"field": "group", "type": "nominal", "title": None,
-                              "scale": {"domain": ["clean", "mislabeled"], "range": ["#1f77b4", _RED]}
-                              if groups is not None else {"range": ["#1f77b4"]}},
-                    "tooltip": [{"field": "group"}, {"field": "start", "format": ".2f"}, {"field": "count"}],
-                },
-            },
-            {"data": {"values": [{"x": 0}]}, "mark": {"type": "rule", "color": "black"},
-             "encoding": {"x": {"field": "x", "type": "quantitative"}}},
-        ],
-        "height": 240,
-    }
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    fig, ax = _figure(10, 2.8)
+    if groups is None:
+        ax.hist(values[finite], bins=edges, color=_BLUE, alpha=0.8, label="all samples")
+    else:
+        kinds = np.asarray(groups)[finite]
+        for name, colour in (("clean", _BLUE), ("mislabeled", _RED)):
+            chosen = values[finite][kinds == name]
+            if chosen.size:
+                ax.hist(chosen, bins=edges, color=colour, alpha=0.55, label=f"{name} ({chosen.size:,})")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("alignment (< 0: the sample pulls the head against its direction)")
+    ax.set_ylabel("samples")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return _png(fig)
 
 
 def trajectory(traj: pd.DataFrame, *, marks: Sequence[tuple[int, str]] = ()) -> list[dict[str, Any]]:

@@ -28,6 +28,35 @@ def _truth(path: str, generation: str) -> pd.Series | None:
         return None
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _curve_png(path: str, generation: str, selected: int | None, fallback: bool) -> bytes:
+    from gwa_diag.store import open_run
+
+    return charts.gwa_curve_png(open_run(path).epochs(), selected, fallback=fallback)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _accuracy_png(path: str, generation: str) -> bytes | None:
+    from gwa_diag.store import open_run
+
+    return charts.accuracy_png(open_run(path).epochs())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _histogram_png(path: str, generation: str, epoch: int, with_truth: bool) -> tuple[bytes | None, int, int]:
+    """(PNG, samples with alignment < 0, samples) at ``epoch``; no PNG when it has no rows."""
+    rows = data.compute_epoch_alignment(path, generation, epoch)
+    if rows.empty:
+        return None, 0, 0
+    values = rows["alignment"].to_numpy(dtype=np.float64)
+    truth = _truth(path, generation) if with_truth else None
+    groups = None
+    if truth is not None:
+        noisy = truth.reindex(rows.index).fillna(False).to_numpy(dtype=bool)
+        groups = np.where(noisy, "mislabeled", "clean")
+    return charts.histogram_png(values, groups), int(np.sum(values < 0)), len(values)
+
+
 def _headline(state: RunState, sel: Selection) -> None:
     epochs = state.epochs
     cols = st.columns(5)
@@ -54,7 +83,7 @@ def _undefined_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
 
 def _curve(state: RunState, sel: Selection) -> None:
     st.subheader("Gradient-weight alignment per epoch")
-    st.vega_lite_chart(spec=charts.gwa_curve(state.epochs, sel.used_epoch, fallback=sel.fallback), width="stretch")
+    st.image(_curve_png(state.path, state.generation, sel.used_epoch, sel.fallback), width="stretch")
     if sel.epoch is not None:
         st.caption(f"Early stopping without a validation set: epoch **{sel.epoch}** — {sel.reason}.")
     else:
@@ -66,10 +95,10 @@ def _curve(state: RunState, sel: Selection) -> None:
             icon="⚠️",
         )
         st.dataframe(undefined, hide_index=True, width="stretch")
-    accuracy = charts.accuracy_curve(state.epochs)
+    accuracy = _accuracy_png(state.path, state.generation)
     if accuracy is not None:
         st.subheader("Accuracy")
-        st.vega_lite_chart(spec=accuracy, width="stretch")
+        st.image(accuracy, width="stretch")
         if "eval_acc" not in state.epochs:
             st.caption("No evaluation set was recorded: training accuracy only.")
 
@@ -78,22 +107,15 @@ def _histogram(state: RunState, sel: Selection) -> None:
     st.subheader("Alignment of every sample at one epoch")
     default = sel.used_epoch if sel.used_epoch in state.completed else state.completed[-1]
     epoch = st.select_slider("Epoch", options=list(state.completed), value=default, key="overview_epoch")
-    rows = data.compute_epoch_alignment(state.path, state.generation, int(epoch))
-    if rows.empty:
+    png, negative, total = _histogram_png(state.path, state.generation, int(epoch), state.has_truth)
+    if png is None:
         st.info(f"Epoch {epoch} has no sample rows on disk (its part file is missing).")
         return
-    values = rows["alignment"].to_numpy(dtype=np.float64)
-    truth = _truth(state.path, state.generation) if state.has_truth else None
-    groups = None
-    if truth is not None:
-        noisy = truth.reindex(rows.index).fillna(False).to_numpy(dtype=bool)
-        groups = np.where(noisy, "mislabeled", "clean")
-    st.vega_lite_chart(spec=charts.histogram(values, groups), width="stretch")
-    negative = int(np.sum(values < 0))
+    st.image(png, width="stretch")
     st.caption(
-        f"{negative:,} of {len(values):,} samples ({negative / max(len(values), 1):.1%}) have alignment < 0 at "
+        f"{negative:,} of {total:,} samples ({negative / max(total, 1):.1%}) have alignment < 0 at "
         f"epoch {epoch}: they pull the classifier head against its direction."
-        + (" Colours: ground truth from labels.parquet." if groups is not None else "")
+        + (" Colours: ground truth from labels.parquet." if state.has_truth else "")
     )
 
 

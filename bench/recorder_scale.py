@@ -1,0 +1,84 @@
+"""Recorder memory and flush time at ImageNet scale (N = 1.28 million presentations per epoch).
+
+    python bench/recorder_scale.py                     # CPU: N = 1,281,167, 10 classes
+    python bench/recorder_scale.py --classes 1000      # ImageNet head (slow on CPU, quick on GPU)
+
+A linear head on random features stands in for the network: the recorder's cost does not
+depend on what comes before the head. For each of ``--epochs`` epochs it prints the memory
+the recorder holds at the end of the epoch (device bytes on CUDA, the buffers' bytes on CPU),
+the time ``end_epoch`` blocks the training loop (one host copy), and the time of the
+background Parquet write. Memory must stay flat across epochs (no growth), the blocking
+part must be small, and the write must take seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+
+from gwa_diag.recorder import AlignmentRecorder
+from gwa_diag.store import open_run
+
+
+def _buffer_bytes(rec: AlignmentRecorder) -> int:
+    return sum(t.numel() * t.element_size() for t in (*rec._ids, *rec._ints, *rec._floats))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_281_167, help="presentations per epoch (ImageNet train: 1,281,167)")
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    head = nn.Linear(args.dim, args.classes).to(device)
+    out = tempfile.mkdtemp(prefix="gwa-scale-") + "/run"
+    rec = AlignmentRecorder(head, out)
+    z = torch.randn(args.batch, args.dim, device=device, requires_grad=False)
+    y = torch.randint(0, args.classes, (args.batch,), device=device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
+    print(f"{'epoch':>5s} {'held at end (MB)':>17s} {'B/sample':>9s} {'end_epoch blocks':>17s} {'write (bg)':>11s} "
+          f"{'steps/s':>8s}" + (f" {'cuda peak MB':>12s}" if device.type == "cuda" else ""))
+    for epoch in range(args.epochs):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        t0 = time.perf_counter()
+        done = 0
+        while done < args.n:
+            b = min(args.batch, args.n - done)
+            with torch.enable_grad():
+                head(z[:b])
+            rec.update(torch.arange(done, done + b), y[:b])
+            done += b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        steps_s = (args.n / args.batch) / (time.perf_counter() - t0)
+        held = _buffer_bytes(rec)
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
+        t1 = time.perf_counter()
+        rec.end_epoch(epoch)
+        blocked = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        rec.flush()
+        write = time.perf_counter() - t2 + blocked
+        print(f"{epoch:5d} {held / 2**20:17.1f} {held / args.n:9.1f} {blocked:16.2f}s {write:10.2f}s {steps_s:8.0f}"
+              + (f" {peak:12.1f}" if peak is not None else ""))
+    rec.close()
+    rows = len(open_run(out).epoch_scores(args.epochs - 1))
+    print(f"rows in the last epoch's part: {rows:,} (expected {args.n:,})")
+    print("note: 'write (bg)' is the end_epoch call plus the background write it starts; "
+          "training continues during the background part")
+
+
+if __name__ == "__main__":
+    main()
