@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         args.dir / f"run-{args.samples}x{args.epochs}", samples=args.samples, epochs=args.epochs), results)
     state = _time("open run + epochs", lambda: appdata.load_run_state(run_dir), results)
     path, gen = state.path, state.generation
-    summ = _time("summaries (all scorers, incl. imports)", lambda: appdata.compute_summary(path, gen), results)
+    summ = _time("summaries (all scorers, DuckDB)", lambda: appdata.compute_summary(path, gen), results)
     epoch = state.completed[-1]
     at = _time("one epoch's alignment", lambda: appdata.compute_epoch_alignment(path, gen, epoch), results)
     dataset, why = _time("load dataset (images)", lambda: appdata.open_dataset(state), results)

@@ -1,22 +1,37 @@
 """gwa-diag: find mislabeled training samples with gradient-weight alignment.
 
-The public API is a handful of verbs; everything else lives in task-named modules.
+The public API is a handful of verbs; everything else lives in task-named modules. They are
+imported on first use, so the analysis commands start without loading torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .alignment import gwa_from_scores, per_sample_alignment, select_epoch
-from .recorder import AlignmentRecorder
-from .store import open_run
-from .engine import TrainConfig, train
+_EXPORTS = {
+    "AlignmentRecorder": "recorder",
+    "TrainConfig": "engine",
+    "train": "engine",
+    "open_run": "store",
+    "per_sample_alignment": "alignment",
+    "gwa_from_scores": "alignment",
+    "select_epoch": "early_stopping",
+    "summarize": "summaries",
+    "flag": "rank",
+    "detection_table": "metrics",
+    "write_report": "report",
+}
 
-__all__ = [
-    "__version__",
-    "AlignmentRecorder",
-    "TrainConfig",
-    "gwa_from_scores",
-    "open_run",
-    "per_sample_alignment",
-    "select_epoch",
-    "train",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gwa_diag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # cache: the next access skips this function
+    return value

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
+
+# The early-stopping rule needs no torch; it lives apart so the analysis can import it
+# without loading torch, and is re-exported here with the rest of the math.
+from .early_stopping import EarlyStopResult, select_epoch
 
 __all__ = [
     "BETA",
@@ -210,66 +214,3 @@ def gwa_from_scores(
     """GWA of one set of per-sample alignments (population moments). Higher = better."""
     t = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(list(scores), dtype=torch.float64)
     return Moments.from_scores(t).compute(beta=beta, min_denominator=min_denominator)
-
-
-@dataclass(frozen=True)
-class EarlyStopResult:
-    """Which epoch the GWA rule keeps. ``epoch`` is None when no defined epoch qualifies."""
-
-    epoch: int | None
-    mode: str
-    reason: str
-    candidates: list[int]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def select_epoch(
-    epochs: Sequence[int],
-    gwa: Sequence[float | None],
-    *,
-    mode: Literal["scratch", "finetune"] = "scratch",
-    total_epochs: int | None = None,
-    warmup_fraction: float = 0.1,
-) -> EarlyStopResult:
-    """Pick the early-stopping epoch from the GWA curve (no validation set).
-
-    ``scratch``: ignore epochs inside the first ``warmup_fraction`` of training (by the
-    planned ``total_epochs``, default the number of epochs given), then take the highest
-    GWA. ``finetune``: GWA of a pre-trained model first falls, then rises: find the first
-    local minimum and take the highest GWA after it. Undefined epochs (None/NaN) are
-    skipped, never selected.
-    """
-    if mode not in ("scratch", "finetune"):
-        raise ValueError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
-    if len(epochs) != len(gwa):
-        raise ValueError(f"{len(epochs)} epochs but {len(gwa)} GWA values")
-    if not 0.0 <= warmup_fraction < 1.0:
-        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
-    pairs = sorted(
-        (int(e), float(g))
-        for e, g in zip(epochs, gwa)
-        if g is not None and not (isinstance(g, float) and math.isnan(g)) and math.isfinite(float(g))
-    )
-    if mode == "scratch":
-        total = total_epochs if total_epochs is not None else (max(epochs) + 1 if len(epochs) else 0)
-        # Epoch e (0-based) ends after (e + 1) / total of training; skip those within warm-up.
-        cands = [(e, g) for e, g in pairs if (e + 1) > warmup_fraction * total + 1e-9]
-        if not cands:
-            return EarlyStopResult(None, mode, "no defined GWA after the warm-up fraction", [])
-        best = max(cands, key=lambda eg: (eg[1], -eg[0]))
-        return EarlyStopResult(best[0], mode, f"highest GWA ({best[1]:.4g}) after warm-up", [e for e, _ in cands])
-    values = [g for _, g in pairs]
-    minimum = next(
-        (i for i in range(1, len(values) - 1) if values[i] < values[i - 1] and values[i] <= values[i + 1]),
-        None,
-    )
-    if minimum is None:
-        return EarlyStopResult(None, mode, "no local minimum of GWA yet (curve still falling or too short)", [])
-    cands = pairs[minimum + 1 :]
-    best = max(cands, key=lambda eg: (eg[1], -eg[0]))
-    return EarlyStopResult(
-        best[0], mode, f"highest GWA ({best[1]:.4g}) after the first local minimum at epoch {pairs[minimum][0]}",
-        [e for e, _ in cands],
-    )

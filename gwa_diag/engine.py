@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import __version__
-from .alignment import EarlyStopResult, select_epoch
+from .early_stopping import EarlyStopResult, select_epoch
 from .recorder import AlignmentRecorder, _dist_info, find_linear_head
 from .store import RunWriter, open_run
 

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from .store import Run, RunDirError, open_run
 
 if TYPE_CHECKING:  # alignment imports torch; only selected_epoch needs it, imported lazily
-    from .alignment import EarlyStopResult
+    from .early_stopping import EarlyStopResult
 
 __all__ = [
     "SCORERS",
@@ -175,7 +175,7 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
     epochs.parquet). ``mode`` defaults to run.json's ``config.mode`` (else ``scratch``);
     the warm-up is measured against the planned ``config.epochs`` when recorded.
     ``epoch`` is None when no defined GWA qualifies (then the reason says why)."""
-    from .alignment import select_epoch  # lazy: keeps torch out of analysis-only imports
+    from .early_stopping import select_epoch
 
     run = _as_run(run_or_path)
     epochs = run.epochs()

@@ -50,10 +50,12 @@ from gwa_diag.cli_app import READY_MESSAGE  # noqa: E402
 
 # The app is idle (script finished) and the page's content is on screen.
 _IDLE = "document.querySelector('[data-test-script-state]')?.getAttribute('data-test-script-state') === 'notRunning'"
+# Overview complete: headline, metadata, and its three charts (PNGs) decoded.
 _OVERVIEW_READY = f"""() => {_IDLE}
     && document.body.innerText.includes('GWA-selected epoch')
-    && [...document.querySelectorAll('[data-testid=stVegaLiteChart]')]
-         .filter(c => c.querySelector('canvas, svg')).length >= 3"""
+    && document.body.innerText.includes('run.json')
+    && [...document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img')]
+         .filter(i => i.complete && i.naturalWidth > 0).length >= 3"""
 # The grid's thumbnails live in the component's shadow root.
 _GRID_IMAGES = """(() => {
     const main = document.querySelector('[data-testid=stMain]');

@@ -17,6 +17,7 @@ __all__ = ["render", "RULE_LABELS", "queue_rows"]
 
 PAGE_KEY = "queue_page"
 PER_PAGE = 10
+# Short names for the flag rules of gwa_diag.rank.RULES (its text is the help).
 RULE_LABELS = {
     "negative": "alignment < 0 at the selected epoch",
     "topk": "the k most suspicious",
@@ -27,14 +28,17 @@ SHOW_CHOICES = ("undecided", "decided", "all")
 
 def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
     c1, c2, c3 = st.columns([2, 2, 2])
-    rule = c1.selectbox("Flag", list(RULE_LABELS), format_func=RULE_LABELS.get, key="queue_rule")
+    from gwa_diag.rank import RULES
+
+    rule = c1.selectbox("Flag", list(RULES), format_func=lambda r: RULE_LABELS.get(r, r), key="queue_rule",
+                        help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))
     scorer = c2.selectbox("Order by", list(data.scorer_names()), key="queue_scorer",
                           help="Most suspicious first (higher = more suspicious)")
     k: int | None = None
     rate: float | None = None
     if rule == "topk":
-        k = int(c3.number_input("k", min_value=1, max_value=max(1, int(state.num_samples or 1_000_000)), value=100,
-                                step=50, key="queue_k"))
+        most = max(1, int(state.num_samples or 1_000_000))
+        k = int(c3.number_input("k", min_value=1, max_value=most, value=min(100, most), step=50, key="queue_k"))
     elif rule == "noise_rate":
         rate = float(c3.slider("Expected noise rate", 0.0, 0.6, 0.1, 0.01, key="queue_rate"))
     return rule, scorer, k, rate
