@@ -36,7 +36,7 @@ def _sort_label(name: str) -> str:
 
 
 def controls(state: RunState, sel: Selection) -> BrowseControls:
-    """Sort, epoch, filters and page size; returns the selection."""
+    """Sort, epoch, filters and page size, as chosen in the widgets."""
     scorers = data.scorer_names()
     sort_col, epoch_col, size_col = st.columns([2, 3, 1])
     sort_by = sort_col.selectbox(
@@ -62,8 +62,9 @@ def controls(state: RunState, sel: Selection) -> BrowseControls:
                                                "correct": "correctly labeled only"}.get)
     else:
         f3.caption("True class: no ground truth in this run")
-    used = sel.used_epoch
-    flagged_only = f5.toggle(f"Flagged only (alignment < 0 at epoch {used})", key="browse_flagged")
+    flagged_only = f5.toggle("Flagged only", key="browse_flagged",
+                             help=f"alignment < 0 at epoch {sel.used_epoch} "
+                                  f"({'last epoch: GWA selected none' if sel.fallback else 'GWA-selected'})")
     filters = Filters(tuple(given), tuple(suggested), tuple(true_class), bool(flagged_only), str(mislabeled))
     return BrowseControls(str(sort_by), int(epoch), int(per_page), filters)
 
@@ -124,7 +125,8 @@ def _results(state: RunState, shown: pd.DataFrame, summ: pd.DataFrame, dataset: 
 
 def _reset_page_on_change(ctl: BrowseControls) -> None:
     """A new sort, epoch or filter starts again at page 1 (page 7 of another order means nothing)."""
-    signature = (ctl.sort_by, ctl.epoch, ctl.per_page, ctl.filters)
+    # The epoch changes the order only when sorting by the alignment at that epoch.
+    signature = (ctl.sort_by, ctl.epoch if ctl.sort_by == SORT_ALIGNMENT else None, ctl.per_page, ctl.filters)
     if st.session_state.get("browse_signature") != signature:
         st.session_state["browse_signature"] = signature
         st.session_state[PAGE_KEY] = 1
@@ -134,10 +136,11 @@ def render(state: RunState, window: str) -> None:
     if state.empty:
         st.info("No complete epoch yet: samples appear here once the first epoch is written.")
         return
-    sel = data.selection(state, window)
+    sel = data.selection(state)
     with st.spinner("Computing the per-sample scores (once per run state)…"):
         summ = data.summary(state, window)
-    dataset, why = data.open_dataset(state)
+    with st.spinner("Loading the images…"):
+        dataset, why = data.open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
     ctl = controls(state, sel)

@@ -38,7 +38,6 @@ __all__ = [
     "load_run_state",
     "prefetch",
     "summary",
-    "summary_ready",
     "selection",
     "scorer_names",
     "windows",
@@ -248,11 +247,6 @@ def summary(state: RunState, window: str) -> pd.DataFrame:
     return compute_summary(state.path, state.generation, window)
 
 
-def summary_ready(state: RunState, window: str) -> bool:
-    job = _summary_job(state.path, state.generation, window)
-    return job.done() and job.exception() is None
-
-
 def scorer_names() -> dict[str, str]:
     from gwa_diag.summaries import SCORERS
 
@@ -295,7 +289,6 @@ class Selection:
     epoch: int | None  # GWA-selected epoch; None when the rule selects none
     used_epoch: int | None  # selected epoch, else the last complete epoch
     reason: str
-    source: str
 
     @property
     def fallback(self) -> bool:
@@ -309,26 +302,14 @@ def _selected_epoch(path: str, generation: str) -> dict[str, Any]:
     return selected_epoch(path).as_dict()
 
 
-def selection(state: RunState, window: str) -> Selection:
-    """Read the selection from the cheapest place that has it for this state of the run."""
+def selection(state: RunState) -> Selection:
+    """``gwa_diag.summaries.selected_epoch`` (reads epochs.parquet only), and the epoch the
+    flags use: the selected one, else the last complete epoch (as the summaries do)."""
     if state.empty:
-        return Selection(None, None, "no complete epoch yet", "none")
-    last = state.completed[-1]
-    if summary_ready(state, window):
-        attrs = summary(state, window).attrs.get("selection", {})
-        epoch = attrs.get("gwa_epoch")
-        return Selection(epoch, epoch if epoch is not None else last, str(attrs.get("reason", "")), "summaries")
-    recorded = state.meta.get("early_stopping")
-    if state.finished and isinstance(recorded, dict) and (
-        recorded.get("epoch") is None or int(recorded["epoch"]) in state.completed
-    ):
-        # A finished training run recorded the same rule's result (gwa_diag.engine.train); reading
-        # it avoids importing torch before the first page is drawn.
-        epoch = recorded.get("epoch")
-        return Selection(epoch, epoch if epoch is not None else last, str(recorded.get("reason", "")), "run.json")
+        return Selection(None, None, "no complete epoch yet")
     result = _selected_epoch(state.path, state.generation)
     epoch = result.get("epoch")
-    return Selection(epoch, epoch if epoch is not None else last, str(result.get("reason", "")), "summaries")
+    return Selection(epoch, epoch if epoch is not None else state.completed[-1], str(result.get("reason", "")))
 
 
 # --------------------------------------------------------------------------------------
@@ -353,7 +334,9 @@ def compute_epoch_alignment(path: str, generation: str, epoch: int) -> pd.DataFr
 @st.cache_data(max_entries=512, show_spinner=False)
 def compute_trajectory(path: str, generation: str, sample_id: int) -> pd.DataFrame:
     """One sample's signals per complete epoch (means over repeated presentations)."""
-    rows = open_run(path).trajectory(int(sample_id))
+    # Only the plotted columns: the scan reads every epoch's part, so fewer columns is faster.
+    rows = open_run(path).samples(sample_ids=[int(sample_id)],
+                                  columns=["sample_id", "step", "alignment", "margin", "p_label", "loss", "pred"])
     if rows.empty:
         return pd.DataFrame(columns=["epoch", "alignment", "margin", "p_label", "loss", "pred"])
     numeric = rows.groupby("epoch")[["alignment", "margin", "p_label", "loss"]].mean()

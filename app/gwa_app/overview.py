@@ -149,7 +149,7 @@ def render(state: RunState, window: str) -> None:
         )
         _metadata(state)
         return
-    sel = data.selection(state, window)
+    sel = data.selection(state)
     _headline(state, sel)
     _curve(state, sel)
     _histogram(state, sel)

@@ -124,7 +124,8 @@ def render(state: RunState, window: str) -> None:
     if st.session_state.get("queue_signature") != signature:
         st.session_state["queue_signature"] = signature
         st.session_state[PAGE_KEY] = 1
-    dataset, why = data.open_dataset(state)
+    with st.spinner("Loading the images…"):
+        dataset, why = data.open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
     if rows.empty:

@@ -71,7 +71,8 @@ def render(state: RunState, window: str) -> None:
         st.info("Choose at least one epoch.")
         return
     epochs = sorted(int(e) for e in epochs)
-    dataset, why = data.open_dataset(state)
+    with st.spinner("Loading the images…"):
+        dataset, why = data.open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
     tops = {e: data.top_aligned(state.path, state.generation, e, int(k)) for e in epochs}

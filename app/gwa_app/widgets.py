@@ -124,9 +124,9 @@ def _record(state: RunState, sample_id: int, decision: str, given: int | None, s
             session=session_id(), num_classes=state.num_classes or None,
         )
     except (ValueError, TypeError, OSError) as exc:
-        st.session_state["decision_error"] = f"Decision for sample {sample_id} not saved: {exc}"
+        st.session_state.setdefault("decision_errors", {})[int(sample_id)] = f"Decision not saved: {exc}"
         return
-    st.session_state.pop("decision_error", None)
+    st.session_state.setdefault("decision_errors", {}).pop(int(sample_id), None)
     # Shown by the next render: elements drawn inside a callback of a fragment would land
     # at the top of the page.
     st.session_state["decision_saved"] = f"Saved: sample {sample_id} → {decision}"
@@ -158,8 +158,8 @@ def decision_controls(state: RunState, sample_id: int, given: Any, suggested: An
     latest = data.latest_decisions(state.path)
     if int(sample_id) in latest.index:
         st.success(describe_decision(state, latest.loc[int(sample_id)]), icon="✅")
-    error = st.session_state.get("decision_error")
-    if error and f"sample {sample_id} " in error:
+    error = st.session_state.get("decision_errors", {}).get(int(sample_id))
+    if error:
         st.error(error)
     note_key = f"{key}_note_{sample_id}"
     can_accept = suggested_i is not None and suggested_i != given_i

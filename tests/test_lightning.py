@@ -1,0 +1,59 @@
+"""GWACallback inside a real Lightning Trainer.fit on synthetic data with injected noise."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+L = pytest.importorskip("lightning.pytorch")
+
+from gwa_diag.lightning import GWACallback  # noqa: E402
+from gwa_diag.store import open_run  # noqa: E402
+
+N, D, C = 600, 16, 4
+
+
+class _Data(torch.utils.data.Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        centers = torch.randn(C, D, generator=g) * 1.5
+        y = torch.randint(0, C, (N,), generator=g)
+        self.x = centers[y] + torch.randn(N, D, generator=g)
+        self.noisy = torch.rand(N, generator=g) < 0.2
+        self.y = torch.where(self.noisy, (y + torch.randint(1, C, (N,), generator=g)) % C, y)
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], i
+
+
+class _Module(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(D, 32), nn.ReLU(), nn.Linear(32, C))
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def test_callback_records_every_sample_each_epoch(tmp_path):
+    torch.manual_seed(0)
+    data = _Data()
+    loader = torch.utils.data.DataLoader(data, batch_size=50, shuffle=True)
+    trainer = L.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=2,
+                        callbacks=[GWACallback(tmp_path / "run")])
+    trainer.fit(_Module(), loader)
+    run = open_run(tmp_path / "run")
+    assert run.completed_epochs() == [0, 1, 2, 3] and run.meta["status"] == "finished"
+    df = run.samples()
+    assert (df.groupby(["epoch", "sample_id"]).size() == 1).all() and len(df) == 4 * N
+    mean_align = df[df.epoch >= 2].groupby("sample_id")["alignment"].mean()
+    assert roc_auc_score(data.noisy.numpy()[mean_align.index], -mean_align.values) > 0.85
