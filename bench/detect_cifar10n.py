@@ -265,9 +265,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
     ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
     ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation, data order and augmentation (default 0)")
     ap.add_argument("--window", choices=list(WINDOWS), default="second_half",
-                    help="epochs the mean-over-epochs scorers average: " + "; ".join(f"{k}: {v}" for k, v in WINDOWS.items()))
+                    help="epochs the mean-over-epochs scorers average: "
+                    + "; ".join(f"{k}: {v}" for k, v in WINDOWS.items()).replace("%", "%%"))
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/ and cifar10n/ (default: ../shared/data from the repo root)")
     ap.add_argument("--out", default="bench_out/detect", help="output folder: runs/<label set>/ and results.md")
     ap.add_argument("--reuse", action="store_true", help="analyse the finished runs already in OUT/runs instead of training")

@@ -1,0 +1,243 @@
+"""Training throughput of the gwa-diag engine (images per second), recorder on and off.
+
+    python bench/train_speed.py                      # CPU: tiny CNN, batch 256 (+ the GPU case when CUDA exists)
+    python bench/train_speed.py --skip-cpu           # only the GPU case
+    python bench/train_speed.py --cpu-epochs 4 --repeats 9
+
+Two measurements per case:
+
+1. **engine end to end**: ``gwa_diag.engine.train`` (recorder on, checkpoints, Parquet
+   writes, no evaluation set) for a fixed number of epochs into a temporary run directory.
+   The first epoch is warm-up (allocator, cuDNN autotuning, thread pools) and is left out:
+   the per-epoch seconds are the median of the later epochs' wall time as the run recorded
+   it (``seconds`` in epochs.parquet: the steps plus the epoch's flush), and images/s =
+   images per epoch / that. The total wall time of the call (setup and first epoch
+   included) is printed too.
+2. **raw step loop**: the engine's step alone (on-device batch gather, crop+flip, normalise,
+   forward under autocast, cross-entropy, backward, ``recorder.update``, SGD step, LR
+   schedule step) on the same data, in blocks of ``--steps`` steps after a few warm-up
+   steps. Blocks with the recorder on and off alternate (the "off" blocks detach the
+   recorder's hook and skip ``update``) so that machine noise hits both alike; the median
+   block gives images/s and the on/off ratio.
+
+Cases:
+
+* CPU: tiny CNN, batch 256, fp32, on the first ``--cpu-n`` images of the shared CIFAR-10
+  subset (``../shared/data/cifar10/train_first20000.npz`` from the repo root), or random
+  uint8 images of the same shape when that file is absent.
+* GPU (only when CUDA is available; skipped with a message otherwise): CIFAR ResNet-18 on
+  all 20,000 shared images (random images if the file is absent), batch 512, bf16, the
+  engine's GPU-resident fast path (the uint8 images sit on the device, batches are gathered
+  there). For orientation: about 0.52 s per epoch (about 38,000 images/s) was measured for
+  this setting on one H200; numbers from other cards or loaded machines differ.
+
+CPU numbers are sensitive to other processes on the machine: read the spread, not only the
+median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gwa_diag.data import ArrayDataset, load_npz
+from gwa_diag.engine import TrainConfig, _augment, _Batches, _channel_stats, _lr_factor, train
+from gwa_diag.models import resnet18_cifar, tiny_cnn
+from gwa_diag.recorder import AlignmentRecorder
+from gwa_diag.store import open_run
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "train_first20000.npz"
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        line += f"; GPU: {', '.join(names)} (CUDA {torch.version.cuda})"
+    else:
+        line += "; GPU: none (no CUDA)"
+    return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
+
+
+def dataset(path: Path, n: int) -> tuple[ArrayDataset, str]:
+    if path.is_file():
+        full = load_npz(path)
+        n = min(n, len(full))
+        ds = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n], num_classes=10)
+        return ds, f"first {n} images of {path.name}"
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return ArrayDataset(images, labels, num_classes=10), f"{n} random uint8 images ({path} not found)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batch: int, lr: float,
+                      precision: str) -> dict[str, Any]:
+    """Wall time of gwa_diag.engine.train; per-epoch seconds from the run's epoch rows."""
+    torch.manual_seed(0)
+    model = make_model()
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_epochs=min(2.0, epochs / 2), schedule="linear",
+                      precision=precision, device=str(device), progress=False)
+    with tempfile.TemporaryDirectory(prefix="gwa-speed-") as tmp:
+        _sync(device)
+        t0 = time.perf_counter()
+        train(model, ds, Path(tmp) / "run", config=cfg)
+        _sync(device)
+        total = time.perf_counter() - t0
+        seconds = open_run(Path(tmp) / "run").epochs().sort_values("epoch")["seconds"].tolist()
+    steady = seconds[1:] if len(seconds) > 1 else seconds
+    per_epoch = statistics.median(steady)
+    return {"total_s": total, "epochs": epochs, "first_s": seconds[0], "per_epoch_s": per_epoch,
+            "min_s": min(steady), "max_s": max(steady), "images_s": len(ds) / per_epoch, "n": len(ds)}
+
+
+def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float, dtype, steps: int,
+                  repeats: int, warmup: int) -> dict[str, Any]:
+    """The engine's training step in isolation; recorder-on and -off blocks alternate."""
+    torch.manual_seed(0)
+    model = make_model().to(device).train()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    total_steps = (warmup + 2 * repeats * steps) + 1
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, 0, "constant"))
+    batches = _Batches(ds, device, batch, num_workers=0)
+    mean, std = _channel_stats(batches.images)
+    mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
+    tmp = tempfile.TemporaryDirectory(prefix="gwa-speed-")
+    rec = AlignmentRecorder(model, Path(tmp.name) / "run")
+    rec._handle.remove()  # start detached; "on" blocks attach the hook
+    gen = torch.Generator().manual_seed(0)
+    epoch = 0
+    stream = iter(())
+
+    def next_batch():
+        nonlocal stream, epoch
+        while True:
+            for item in stream:
+                if len(item[1]) == batch:  # full batches only: every block does the same work
+                    return item
+            epoch += 1
+            stream = batches.epoch(torch.Generator().manual_seed(epoch))
+
+    def block(on: bool, n_steps: int) -> float:
+        if on:
+            rec._handle = rec.head.register_forward_hook(rec._hook)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            images, labels, ids = next_batch()
+            images = _augment(images, gen)
+            x = (images.float().div_(255) - mean) / std
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if on:
+                rec.update(ids, labels)
+            opt.step()
+            sched.step()
+        _sync(device)
+        dt = time.perf_counter() - t0
+        if on:
+            rec._handle.remove()
+        return dt
+
+    block(False, warmup)
+    block(True, warmup)
+    off, on = [], []
+    for r in range(repeats):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        for flag in order:
+            (on if flag else off).append(block(flag, steps))
+    rec.end_epoch(0)  # flush what the "on" blocks recorded (not timed here)
+    rec.close()
+    tmp.cleanup()
+    med_off, med_on = statistics.median(off), statistics.median(on)
+    imgs = steps * batch
+    return {"on_images_s": imgs / med_on, "off_images_s": imgs / med_off, "ratio": med_on / med_off,
+            "on_spread": (imgs / max(on), imgs / min(on)), "off_spread": (imgs / max(off), imgs / min(off)),
+            "on_step_ms": 1000 * med_on / steps, "off_step_ms": 1000 * med_off / steps}
+
+
+def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | None, raw: dict[str, Any]) -> None:
+    print(f"\n== {label} on {device_name}; data: {data_desc}")
+    if e2e is not None:
+        print(f"engine end to end (gwa_diag.engine.train, recorder on, {e2e['epochs']} epochs of {e2e['n']} images, "
+              f"first epoch excluded):")
+        print(f"  {e2e['per_epoch_s']:.3f} s/epoch (median; min {e2e['min_s']:.3f}, max {e2e['max_s']:.3f}) -> "
+              f"{e2e['images_s']:,.0f} images/s; first epoch {e2e['first_s']:.3f} s; whole call {e2e['total_s']:.1f} s")
+    print(f"raw step loop (median of alternating blocks):")
+    lo, hi = raw["on_spread"]
+    print(f"  recorder on : {raw['on_images_s']:,.0f} images/s ({raw['on_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
+    lo, hi = raw["off_spread"]
+    print(f"  recorder off: {raw['off_images_s']:,.0f} images/s ({raw['off_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
+    print(f"  step-time ratio on/off: {raw['ratio']:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="train_first20000.npz (random images when missing)")
+    ap.add_argument("--skip-cpu", action="store_true", help="skip the CPU case")
+    ap.add_argument("--skip-gpu", action="store_true", help="skip the GPU case even when CUDA exists")
+    ap.add_argument("--skip-engine", action="store_true", help="only the raw step loop, no end-to-end engine run")
+    ap.add_argument("--cpu-n", type=int, default=5000, help="images for the CPU case (default 5000)")
+    ap.add_argument("--cpu-batch", type=int, default=256)
+    ap.add_argument("--cpu-epochs", type=int, default=3, help="engine epochs on CPU; the first is warm-up (default 3)")
+    ap.add_argument("--gpu-n", type=int, default=20000, help="images for the GPU case (default 20000)")
+    ap.add_argument("--gpu-batch", type=int, default=512)
+    ap.add_argument("--gpu-epochs", type=int, default=6, help="engine epochs on GPU; the first is warm-up (default 6)")
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed block on CPU (GPU: 4x this)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed blocks per recorder setting")
+    ap.add_argument("--warmup-steps", type=int, default=3, help="untimed steps before the blocks (GPU: 4x this)")
+    args = ap.parse_args()
+    if min(args.cpu_epochs, args.gpu_epochs) < 2:
+        raise SystemExit("--cpu-epochs/--gpu-epochs must be >= 2 (the first epoch is excluded as warm-up)")
+    print(hardware())
+
+    if not args.skip_cpu:
+        device = torch.device("cpu")
+        ds, desc = dataset(Path(args.data), args.cpu_n)
+        make = lambda: tiny_cnn(10)  # noqa: E731
+        e2e = None if args.skip_engine else engine_end_to_end(
+            make, ds, device, epochs=args.cpu_epochs, batch=args.cpu_batch, lr=0.1, precision="fp32")
+        raw = raw_step_loop(make, ds, device, batch=args.cpu_batch, lr=0.1, dtype=None, steps=args.steps,
+                            repeats=args.repeats, warmup=args.warmup_steps)
+        report(f"tiny CNN, batch {args.cpu_batch}, fp32", f"cpu ({torch.get_num_threads()} threads)", desc, e2e, raw)
+
+    if args.skip_gpu:
+        print("\nGPU case skipped (--skip-gpu)")
+    elif not torch.cuda.is_available():
+        print("\nno CUDA device: GPU case (CIFAR ResNet-18, 20,000 images, batch 512, bf16) skipped")
+    else:
+        device = torch.device("cuda")
+        ds, desc = dataset(Path(args.data), args.gpu_n)
+        make = lambda: resnet18_cifar(10)  # noqa: E731
+        e2e = None if args.skip_engine else engine_end_to_end(
+            make, ds, device, epochs=args.gpu_epochs, batch=args.gpu_batch, lr=0.2, precision="bf16")
+        raw = raw_step_loop(make, ds, device, batch=args.gpu_batch, lr=0.2, dtype=torch.bfloat16, steps=4 * args.steps,
+                            repeats=args.repeats, warmup=4 * args.warmup_steps)
+        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", torch.cuda.get_device_name(device), desc, e2e, raw)
+
+
+if __name__ == "__main__":
+    main()
