@@ -32,7 +32,7 @@ presentation, evaluating on the 1,000 test images after each epoch. It then prin
 
 Modes:
 
-* ``cpu``: tiny CNN, first 5,000 images, 12 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
+* ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
   epochs then linear decay, fp32. A few minutes for three label sets on 2 CPU cores.
 * ``gpu``: CIFAR ResNet-18, all 20,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
   2 warm-up epochs then linear decay, bf16 (the setting of docs GWA.md sec. 6).
@@ -72,7 +72,7 @@ CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
 
 #: Per-mode defaults; every entry can be overridden on the command line.
 MODES: dict[str, dict[str, Any]] = {
-    "cpu": dict(model="tiny", n=5000, epochs=12, batch_size=256, lr=0.1, warmup_epochs=2.0,
+    "cpu": dict(model="tiny", n=5000, epochs=15, batch_size=256, lr=0.1, warmup_epochs=2.0,
                 precision="fp32", device="cpu"),
     "gpu": dict(model="resnet18_cifar", n=20000, epochs=40, batch_size=512, lr=0.2, warmup_epochs=2.0,
                 precision="bf16", device="cuda"),
@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--label-sets", default="worst,aggre,random1",
                     help=f"comma-separated CIFAR-10-N label sets (of {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')})")
     ap.add_argument("--n", type=int, help="train on the first N of the 20,000 images (default: cpu 5000, gpu 20000)")
-    ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 12, gpu 40)")
+    ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, gpu 40)")
     ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
     ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
     ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
