@@ -165,6 +165,16 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
         meta = open_run(run_dir).meta if (run_dir / "run.json").exists() else {}
         if meta.get("status") != "finished":
             raise SystemExit(f"--reuse: {run_dir} holds no finished run; run without --reuse first")
+        if meta.get("num_samples") != len(train_set):
+            raise SystemExit(f"--reuse: {run_dir} was trained on {meta.get('num_samples')} samples, this command "
+                             f"asks for --n {len(train_set)}: pass the same --n (and --mode) as the training command")
+        cfg = meta.get("config", {})
+        wanted = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+        differ = {k: (cfg.get(k), v) for k, v in wanted.items() if cfg.get(k) != v}
+        if differ or meta.get("model") != type(MODEL_BUILDERS[args.model](10)).__name__:
+            recorded = [f"model {meta.get('model')}", *(f"{k} {a}" for k, (a, _) in differ.items())]
+            print(f"warning: {run_dir} was trained with another setting than this command's (recorded: "
+                  f"{', '.join(recorded)}); the tables describe the recorded run")
     else:
         if run_dir.exists():
             if not (run_dir / "run.json").exists():

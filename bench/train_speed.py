@@ -206,7 +206,7 @@ def main() -> None:
     ap.add_argument("--gpu-n", type=int, default=20000, help="images for the GPU case (default 20000)")
     ap.add_argument("--gpu-batch", type=int, default=512)
     ap.add_argument("--gpu-epochs", type=int, default=6, help="engine epochs on GPU; the first is warm-up (default 6)")
-    ap.add_argument("--steps", type=int, default=5, help="steps per timed block on CPU (GPU: 4x this)")
+    ap.add_argument("--steps", type=int, default=8, help="steps per timed block on CPU (GPU: 4x this)")
     ap.add_argument("--repeats", type=int, default=7, help="timed blocks per recorder setting")
     ap.add_argument("--warmup-steps", type=int, default=3, help="untimed steps before the blocks (GPU: 4x this)")
     args = ap.parse_args()

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from . import __version__
 from .early_stopping import EarlyStopResult, select_epoch
-from .recorder import AlignmentRecorder, _dist_info, find_linear_head
+from .models import check_num_classes
+from .recorder import AlignmentRecorder, _dist_info
 from .store import RunWriter, open_run
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -243,13 +244,8 @@ def train(
     cfg.validate()
     out = Path(out_dir)
     device = _resolve_device(cfg.device)
-    head = head or find_linear_head(model)
     num_classes = int(getattr(train_set, "num_classes"))
-    if head.out_features != num_classes:
-        raise ValueError(
-            f"the model's head has {head.out_features} outputs but the dataset has {num_classes} classes; "
-            f"build the model with num_classes={num_classes}"
-        )
+    head = check_num_classes(model, num_classes, head=head)
     torch.manual_seed(cfg.seed)
     rank, world = _dist_info()
     model.to(device)

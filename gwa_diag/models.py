@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .recorder import find_linear_head
+
 __all__ = [
     "PRESETS",
     "build_model",
@@ -266,25 +268,8 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
     return torchvision_model(tv_name, num_classes, **kw)
 
 
-def find_head(model: nn.Module) -> nn.Linear:
-    """The classifier head: the last ``nn.Linear`` in ``model.modules()`` order.
-
-    Raises:
-        TypeError: if ``model`` is not an ``nn.Module`` or contains no ``nn.Linear``.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    head: nn.Linear | None = None
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            head = module
-    if head is None:
-        raise TypeError(
-            f"{type(model).__name__} has no nn.Linear layer to use as the classifier head: "
-            "pass head=... explicitly (the nn.Linear whose outputs are the class logits), or "
-            "end the model in an nn.Linear"
-        )
-    return head
+# One definition of "the head" for presets, engine and recorder.
+find_head = find_linear_head
 
 
 def check_num_classes(

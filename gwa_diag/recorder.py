@@ -37,14 +37,16 @@ __all__ = ["AlignmentRecorder", "find_linear_head"]
 
 def find_linear_head(model: nn.Module) -> nn.Linear:
     """The last ``nn.Linear`` of ``model`` in module order (its classifier head)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     head = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
             head = module
     if head is None:
         raise TypeError(
-            f"{type(model).__name__} has no nn.Linear layer to record; pass the classifier head "
-            "explicitly with head=model.<your linear head>"
+            f"{type(model).__name__} has no nn.Linear layer to use as the classifier head: pass "
+            "head=... explicitly (the nn.Linear whose outputs are the class logits)"
         )
     return head
 
