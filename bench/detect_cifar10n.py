@@ -64,7 +64,7 @@ from gwa_diag.engine import TrainConfig, _channel_stats, train
 from gwa_diag.metrics import RULE_ROW, auroc, average_precision, detection_table, ground_truth, precision_recall_at_k, rule_scores
 from gwa_diag.models import resnet18_cifar, tiny_cnn
 from gwa_diag.store import open_run
-from gwa_diag.summaries import SCORERS, WINDOWS, summarize
+from gwa_diag.summaries import WINDOWS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -72,10 +72,10 @@ CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
 
 #: Per-mode defaults; every entry can be overridden on the command line.
 MODES: dict[str, dict[str, Any]] = {
-    "cpu": dict(model="tiny", n=5000, epochs=15, batch_size=256, lr=0.1, warmup_epochs=2.0,
-                precision="fp32", device="cpu"),
-    "gpu": dict(model="resnet18_cifar", n=20000, epochs=40, batch_size=512, lr=0.2, warmup_epochs=2.0,
-                precision="bf16", device="cuda"),
+    "cpu": {"model": "tiny", "n": 5000, "epochs": 15, "batch_size": 256, "lr": 0.1, "warmup_epochs": 2.0,
+            "precision": "fp32", "device": "cpu"},
+    "gpu": {"model": "resnet18_cifar", "n": 20000, "epochs": 40, "batch_size": 512, "lr": 0.2, "warmup_epochs": 2.0,
+            "precision": "bf16", "device": "cuda"},
 }
 MODEL_BUILDERS = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
 COLUMNS = [("auroc", "AUROC"), ("ap", "AP"), ("p_at_k", "P@k"), ("r_at_k", "R@k"),
@@ -234,7 +234,7 @@ def text_table(table: pd.DataFrame) -> str:
     width = max(len(str(i)) for i in table.index) + 2
     lines = [f"{'method':{width}s}" + "".join(f"{h:>8s}" for _, h in COLUMNS)]
     for name, row in table.iterrows():
-        lines.append(f"{str(name):{width}s}" + "".join(f"{_fmt(row.get(c), c):>8s}" for c, _ in COLUMNS))
+        lines.append(f"{name!s:{width}s}" + "".join(f"{_fmt(row.get(c), c):>8s}" for c, _ in COLUMNS))
     return "\n".join(lines)
 
 
@@ -316,14 +316,14 @@ def main() -> None:
 
     notes = [
         "Every score is oriented higher = more suspicious; k = number of truly mislabeled samples (P@k = R@k then).",
-        f"Scorer rows: gwa_diag.summaries.SCORERS, means over the '{args.window}' window. "
-        f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch.",
-        f"'{CLEANLAB_ROW}': one extra forward pass of the last-epoch checkpoint over the un-augmented training "
-        "images; AUROC/AP/P@k/R@k rank by cleanlab's self-confidence label-quality score (= p(given label)), "
-        "P/R/F1 are of the set cleanlab.filter.find_label_issues flags (prune_by_noise_rate). "
-        "In-sample probabilities, not the cross-validated ones cleanlab recommends.",
+        (f"Scorer rows: gwa_diag.summaries.SCORERS, means over the '{args.window}' window. "
+         f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch."),
+        (f"'{CLEANLAB_ROW}': one extra forward pass of the last-epoch checkpoint over the un-augmented training "
+         "images; AUROC/AP/P@k/R@k rank by cleanlab's self-confidence label-quality score (= p(given label)), "
+         "P/R/F1 are of the set cleanlab.filter.find_label_issues flags (prune_by_noise_rate). "
+         "In-sample probabilities, not the cross-validated ones cleanlab recommends."),
     ]
-    summary_cols = [c for c in ("align_mean", "aum", "loss_mean", "confidence", "forgetting", "el2n", CLEANLAB_ROW)]
+    summary_cols = ["align_mean", "aum", "loss_mean", "confidence", "forgetting", "el2n", CLEANLAB_ROW]
     summary_lines = ["| label set (noise) | " + " | ".join(summary_cols) + " |", "|---|" + "---|" * len(summary_cols)]
     for r in results:
         cells = []

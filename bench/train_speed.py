@@ -38,6 +38,7 @@ median.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -47,7 +48,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -186,7 +186,7 @@ def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | N
               f"first epoch excluded):")
         print(f"  {e2e['per_epoch_s']:.3f} s/epoch (median; min {e2e['min_s']:.3f}, max {e2e['max_s']:.3f}) -> "
               f"{e2e['images_s']:,.0f} images/s; first epoch {e2e['first_s']:.3f} s; whole call {e2e['total_s']:.1f} s")
-    print(f"raw step loop (median of alternating blocks):")
+    print("raw step loop (median of alternating blocks):")
     lo, hi = raw["on_spread"]
     print(f"  recorder on : {raw['on_images_s']:,.0f} images/s ({raw['on_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
     lo, hi = raw["off_spread"]
@@ -217,7 +217,7 @@ def main() -> None:
     if not args.skip_cpu:
         device = torch.device("cpu")
         ds, desc = dataset(Path(args.data), args.cpu_n)
-        make = lambda: tiny_cnn(10)  # noqa: E731
+        make = functools.partial(tiny_cnn, 10)
         e2e = None if args.skip_engine else engine_end_to_end(
             make, ds, device, epochs=args.cpu_epochs, batch=args.cpu_batch, lr=0.1, precision="fp32")
         raw = raw_step_loop(make, ds, device, batch=args.cpu_batch, lr=0.1, dtype=None, steps=args.steps,
@@ -231,7 +231,7 @@ def main() -> None:
     else:
         device = torch.device("cuda")
         ds, desc = dataset(Path(args.data), args.gpu_n)
-        make = lambda: resnet18_cifar(10)  # noqa: E731
+        make = functools.partial(resnet18_cifar, 10)
         e2e = None if args.skip_engine else engine_end_to_end(
             make, ds, device, epochs=args.gpu_epochs, batch=args.gpu_batch, lr=0.2, precision="bf16")
         raw = raw_step_loop(make, ds, device, batch=args.gpu_batch, lr=0.2, dtype=torch.bfloat16, steps=4 * args.steps,
