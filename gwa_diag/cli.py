@@ -8,6 +8,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_analysis import register as register_analysis
+from .cli_app import register as register_app
+from .demo import register as register_demo
+from .store import RunDirError
+
 __all__ = ["main", "build_parser"]
 
 
@@ -145,24 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model and record per-sample alignment")
     _add_train_args(p)
     p.set_defaults(func=_cmd_train)
-    try:
-        from .demo import register as register_demo
-    except ImportError:  # pragma: no cover - during partial installs
-        register_demo = None
-    if register_demo is not None:
-        register_demo(sub)
-    try:
-        from .cli_analysis import register as register_analysis
-    except ImportError:  # pragma: no cover
-        register_analysis = None
-    if register_analysis is not None:
-        register_analysis(sub)
-    try:
-        from .cli_app import register as register_app
-    except ImportError:  # pragma: no cover
-        register_app = None
-    if register_app is not None:
-        register_app(sub)
+    register_demo(sub)
+    register_analysis(sub)
+    register_app(sub)
     return parser
 
 
@@ -171,18 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        from .store import RunDirError  # noqa: F401  (RunDirError is a RuntimeError)
-
+    except (ValueError, FileNotFoundError, TypeError, RunDirError) as exc:
+        # Bad input: one clear line (what is wrong and how to fix it), no traceback.
         print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # RunDirError and friends: clear message, no traceback
-        from .store import RunDirError
-
-        if isinstance(exc, RunDirError):
-            print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
