@@ -11,6 +11,8 @@ pytest.importorskip("accelerate")
 
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
+from noisy_blobs import noisy_blobs  # noqa: E402
+
 from gwa_diag import AlignmentRecorder, open_run  # noqa: E402
 
 N, D, C = 600, 16, 4
@@ -18,12 +20,7 @@ N, D, C = 600, 16, 4
 
 class Data(torch.utils.data.Dataset):
     def __init__(self):
-        g = torch.Generator().manual_seed(0)
-        centers = torch.randn(C, D, generator=g) * 1.5
-        y = torch.randint(0, C, (N,), generator=g)
-        self.x = centers[y] + torch.randn(N, D, generator=g)
-        self.noisy = torch.rand(N, generator=g) < 0.2
-        self.y = torch.where(self.noisy, (y + torch.randint(1, C, (N,), generator=g)) % C, y)
+        self.x, self.y, self.noisy = noisy_blobs(N, D, C)
 
     def __len__(self):
         return N

@@ -8,6 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 L = pytest.importorskip("lightning.pytorch")
 
+from noisy_blobs import noisy_blobs  # noqa: E402
+
 from gwa_diag.lightning import GWACallback  # noqa: E402
 from gwa_diag.store import open_run  # noqa: E402
 
@@ -16,12 +18,7 @@ N, D, C = 600, 16, 4
 
 class _Data(torch.utils.data.Dataset):
     def __init__(self):
-        g = torch.Generator().manual_seed(0)
-        centers = torch.randn(C, D, generator=g) * 1.5
-        y = torch.randint(0, C, (N,), generator=g)
-        self.x = centers[y] + torch.randn(N, D, generator=g)
-        self.noisy = torch.rand(N, generator=g) < 0.2
-        self.y = torch.where(self.noisy, (y + torch.randint(1, C, (N,), generator=g)) % C, y)
+        self.x, self.y, self.noisy = noisy_blobs(N, D, C)
 
     def __len__(self):
         return N
