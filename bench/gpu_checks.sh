@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every CUDA-only check in one command, for a machine with an NVIDIA GPU. Needs torch, pyarrow, pandas and pytest; no install of gwa-diag, no dataset.
+# Every CUDA-only check in one command, for a machine with an NVIDIA GPU.
+# Needs torch, pyarrow, pandas and pytest; no install of gwa-diag, no dataset.
 #
 #     bash bench/gpu_checks.sh                # log in bench_out/gpu/gpu_checks.log
 #     OUT=/some/dir bash bench/gpu_checks.sh  # log in /some/dir/gpu_checks.log
