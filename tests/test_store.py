@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gwa_diag.store import SAMPLE_SCHEMA, SCHEMA_VERSION, RunDirError, RunWriter, atomic_write_bytes, open_run
+from gwa_diag.store import PART_ROW_GROUP, SAMPLE_SCHEMA, SCHEMA_VERSION, RunDirError, RunWriter, atomic_write_bytes, open_run
 
 
 def _part(ids, epoch, step0=0):
@@ -59,6 +59,32 @@ def test_layout_and_readers(tmp_path):
     # Parquet metadata carries the schema version.
     md = pq.read_schema(root / "samples" / "epoch=0" / "part-0.parquet").metadata
     assert md[b"gwa_diag.schema_version"] == str(SCHEMA_VERSION).encode()
+
+
+def test_parts_sorted_by_id_in_row_groups_that_trajectories_skip(tmp_path):
+    """Parts are sorted by (sample_id, step) in row groups with disjoint id ranges, so a
+    trajectory read touches one row group per epoch; rows and values are unchanged."""
+    n = 3 * PART_ROW_GROUP + 17
+    rng = np.random.default_rng(1)
+    ids = np.r_[rng.permutation(n - 17), rng.integers(0, n - 17, 17)] * 7 + 3  # repeats; sparse ids
+    table = _part(ids, 0)
+    writer = RunWriter(tmp_path / "run", meta={"num_classes": 2})
+    path = writer.write_samples(0, table)
+    writer.write_epoch({"epoch": 0, "n": n, "gwa": 0.1, "valid": True, "reason": "ok"})
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 4
+    ranges = [(meta.row_group(g).column(0).statistics.min, meta.row_group(g).column(0).statistics.max)
+              for g in range(meta.num_row_groups)]
+    assert all(hi < lo for (_, hi), (lo, _) in zip(ranges, ranges[1:]))  # disjoint, ascending
+    stored = pq.read_table(path).to_pandas()
+    assert stored.sort_values(["sample_id", "step"]).index.equals(stored.index)
+    expected = table.to_pandas().sort_values(["sample_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(stored, expected)
+    repeated = int(ids[-1])
+    traj = open_run(tmp_path / "run").trajectory(repeated)
+    want = expected[expected["sample_id"] == repeated]
+    assert len(want) >= 2 and list(traj["step"]) == list(want["step"])
+    np.testing.assert_array_equal(traj["alignment"].to_numpy(), want["alignment"].to_numpy())
 
 
 def test_duckdb_and_pandas_read_directly(tmp_path):
