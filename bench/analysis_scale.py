@@ -5,9 +5,9 @@
     python bench/analysis_scale.py --workdir /data/bench --keep   # build once, reuse later
 
 Each case builds a synthetic run directory in the store layout (sample parts written with
-pyarrow directly, zstd like the recorder; run.json, epochs.parquet and labels.parquet via
-RunWriter), then measures in a fresh subprocess: the imports, and ``--repeats`` times
-summarize() + rank() + flag() + detection_table() against the injected ground truth. The
+RunWriter, as the recorder writes them), then measures in a fresh subprocess: the imports, and ``--repeats`` times
+summarize() + rank() + flag() + detection_table() against the injected ground truth, and
+reads of single samples' trajectories (what the app does when a sample is opened). The
 child reports its own peak RSS from /proc/self/status VmHWM (imports included). (Not
 ru_maxrss / RUSAGE_CHILDREN: on Linux those carry the forking parent's high-water mark
 across exec, and the parent here holds torch and the data generator.)
@@ -41,7 +41,6 @@ def build_run(path: Path, n_samples: int, n_epochs: int, *, noise: float = 0.2, 
     """A synthetic recorded run: ``n_samples`` shuffled every epoch, 20% label noise; noisy
     samples have lower alignment, margin and p(label) until they are memorised late."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
 
     from gwa_diag.alignment import gwa_from_scores
@@ -76,9 +75,7 @@ def build_run(path: Path, n_samples: int, n_epochs: int, *, noise: float = 0.2, 
              pa.array(p_label), pa.array(pred), pa.array(p_pred)],
             schema=SAMPLE_SCHEMA,
         )
-        part = path / "samples" / f"epoch={epoch}" / "part-0.parquet"
-        part.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, part, compression="zstd")
+        writer.write_samples(epoch, table)  # the recorder's layout: sorted by id, row groups
         result = gwa_from_scores(torch.from_numpy(a))
         writer.write_epoch({
             "epoch": epoch, **result.as_dict(), "train_loss": float(-np.log(p_label).mean()),
@@ -125,7 +122,16 @@ def measure(path: Path, repeats: int) -> dict:
         times.append(t3 - t0)
         cpu.append(time.process_time() - c0)
         parts.append((t1 - t0, t2 - t1, t3 - t2))
+    from gwa_diag.store import open_run
+
+    run = open_run(path)
+    traj = []
+    for sid in np.linspace(0, len(summary) - 1, 7).astype(int):
+        t0 = time.perf_counter()
+        run.trajectory(int(sid))
+        traj.append(time.perf_counter() - t0)
     return {
+        "trajectory_s": sorted(traj)[len(traj) // 2],
         "rows": int(summary["n_epochs"].sum()), "samples": len(summary), "flagged": len(flagged), "ranked": len(ranked),
         "auroc_align_mean": float(table.loc["align_mean", "auroc"]),
         "import_s": import_s, "times_s": times, "cpu_s": cpu, "parts_s": parts,
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         s, rk, sc = (min(p[i] for p in r["parts_s"]) for i in range(3))
         print(f"{size}: best split summarize {s:.2f} s, rank+flag {rk:.2f} s, ground truth+scoring {sc:.2f} s; "
               f"RSS after imports {r['rss_after_imports_mb']:.0f} MB; align_mean AUROC {r['auroc_align_mean']:.3f}; "
-              f"load average {r['loadavg']:.1f}")
+              f"one sample's trajectory {r['trajectory_s']:.3f} s (median of 7); load average {r['loadavg']:.1f}")
     header = ("case", "samples x epochs", "rows", "first s", "best s", "cpu s", "import s", "peak MB", "target", "met")
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print()

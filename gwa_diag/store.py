@@ -61,7 +61,7 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 # Rows per row group of a sample part (parts are sorted by sample_id, then step).
-PART_ROW_GROUP = 32_768
+PART_ROW_GROUP = 8_192
 
 _EPOCH_TYPES = {
     "epoch": pa.int32(),
