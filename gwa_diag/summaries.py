@@ -706,9 +706,9 @@ def _el2n(p_label: np.ndarray, pred: np.ndarray, label: np.ndarray, p_pred: np.n
 def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
     """Suggested label for many classes: DuckDB groups (sample, pred) instead of a dense
     samples x classes matrix."""
-    # Sort key: count first, then mean p(pred), then the lower class (counts are integers
-    # and the other two terms add less than 1 between them).
-    order = "n + 0.5 * coalesce(mp, 0) + 0.25 / (2 + pred)"
+    # The dense path's order, lexicographic: most frequent prediction, then the higher mean
+    # p(pred), then the lower class (a single weighted sum of the three cannot keep a small
+    # p(pred) difference from being outweighed by the class term).
     query = f"""
         WITH counts AS (
             SELECT {plan.pos_sql()} AS pos, pred, count(*) AS n, avg(p_pred) AS mp
@@ -716,8 +716,8 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
             WHERE {_FINITE} AND pred >= 0
             GROUP BY ALL
         )
-        SELECT pos, arg_max(pred, {order}) AS pred, arg_max(mp, {order}) AS prob
-        FROM counts GROUP BY pos
+        SELECT pos, pred, mp AS prob FROM counts
+        QUALIFY row_number() OVER (PARTITION BY pos ORDER BY n DESC, coalesce(mp, 0) DESC, pred ASC) = 1
     """
     out = con.sql(query).fetchnumpy()
     slot = plan.slots(np.asarray(out["pos"], dtype=np.int64))

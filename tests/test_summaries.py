@@ -141,16 +141,27 @@ def test_in_place_accumulation_for_many_samples_gives_the_same_answer(tmp_path, 
     pd.testing.assert_frame_equal(summarize(path), by_bincount, rtol=1e-12)
 
 
-def test_suggested_label_ties_go_to_the_higher_mean_probability(tmp_path):
-    label = {0: 0}
-    spec = {0: [
-        {"epoch": 0, "pred": 1, "p_pred": 0.9}, {"epoch": 1, "pred": 2, "p_pred": 0.6},
-        {"epoch": 2, "pred": 2, "p_pred": 0.5}, {"epoch": 3, "pred": 1, "p_pred": 0.8},
-    ]}
-    path = write_run(tmp_path / "run", trajectory_rows(spec, label=label), num_classes=3)
+@pytest.mark.parametrize("path_taken", ["dense", "duckdb"])
+def test_suggested_label_ties_go_to_the_higher_mean_probability(tmp_path, monkeypatch, path_taken):
+    if path_taken == "duckdb":
+        monkeypatch.setattr(summaries, "_DENSE_CLASS_CELLS", 0)  # the many-classes path
+    label = {0: 0, 1: 0, 2: 0}
+    spec = {
+        0: [{"epoch": 0, "pred": 1, "p_pred": 0.9}, {"epoch": 1, "pred": 2, "p_pred": 0.6},
+            {"epoch": 2, "pred": 2, "p_pred": 0.5}, {"epoch": 3, "pred": 1, "p_pred": 0.8}],
+        # A tie where the higher class has a slightly higher mean p(pred): it must win.
+        1: [{"epoch": 0, "pred": 1, "p_pred": 0.30}, {"epoch": 1, "pred": 9, "p_pred": 0.32},
+            {"epoch": 2, "pred": 1, "p_pred": 0.30}, {"epoch": 3, "pred": 9, "p_pred": 0.32}],
+        # An exact tie in count and probability goes to the lower class.
+        2: [{"epoch": 0, "pred": 7, "p_pred": 0.5}, {"epoch": 1, "pred": 3, "p_pred": 0.5},
+            {"epoch": 2, "pred": 7, "p_pred": 0.5}, {"epoch": 3, "pred": 3, "p_pred": 0.5}],
+    }
+    path = write_run(tmp_path / "run", trajectory_rows(spec, label=label), num_classes=10)
     s = summarize(path, window="all")
     assert s.loc[0, "suggested_label"] == 1  # 2 votes each; class 1 has mean p 0.85 > 0.55
     assert s.loc[0, "suggested_prob"] == pytest.approx(0.85, abs=1e-6)
+    assert s.loc[1, "suggested_label"] == 9 and s.loc[1, "suggested_prob"] == pytest.approx(0.32, abs=1e-6)
+    assert s.loc[2, "suggested_label"] == 3
 
 
 def test_only_complete_epochs_are_read(tmp_path):
