@@ -391,8 +391,10 @@ def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: 
     pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (AP)")
     if RULE_ROW in detection.index:
         rule = detection.loc[RULE_ROW]
-        if np.isfinite(rule["precision"]) and np.isfinite(rule["recall"]):
-            pr_ax.plot([rule["recall"]], [rule["precision"]], "k*", markersize=10, label="alignment < 0 rule")
+        # precision is NA when the rule flags nothing: nothing to mark then.
+        precision, recall = pd.to_numeric(rule[["precision", "recall"]], errors="coerce").astype(float)
+        if np.isfinite(precision) and np.isfinite(recall):
+            pr_ax.plot([recall], [precision], "k*", markersize=10, label="alignment < 0 rule")
     roc_ax.legend(fontsize=7, loc="lower right")
     pr_ax.legend(fontsize=7, loc="lower left")
     return _save(roc_fig, out / "roc.png"), _save(pr_fig, out / "pr.png")

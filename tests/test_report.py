@@ -90,6 +90,20 @@ def test_report_without_ground_truth_says_so(tmp_path):
         write_report(path, truth_file=bad)
 
 
+def test_report_when_the_rule_flags_nothing(tmp_path):
+    """A well-fit run where no sample has negative alignment: the rule's precision is
+    undefined, and the report says so instead of failing."""
+    rows, given, clean = noisy_rows(n=200, epochs=4, num_classes=3, noise=0.2, seed=5)
+    rows["alignment"] = rows["alignment"].abs() + 0.01
+    path = write_run(tmp_path / "run", rows, num_classes=3, clean_labels=clean)
+    result = write_report(path)
+    assert result["n_flagged"] == 0 and result["n_alignment_negative"] == 0
+    report = json.loads((path / "analysis" / "report.json").read_text())
+    rule = next(r for r in report["detection"] if r["method"].startswith("rule"))
+    assert rule["precision"] is None and rule["recall"] == 0
+    assert (path / "analysis" / "pr.png").read_bytes().startswith(PNG)
+
+
 def test_empty_run_is_a_clear_cli_error(tmp_path, capsys):
     RunWriter(tmp_path / "empty", meta={"num_classes": 3})
     for command in ("rank", "score", "report"):
