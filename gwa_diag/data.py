@@ -25,6 +25,7 @@ import copy
 import difflib
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -605,6 +606,61 @@ def cifar10n_labels(
     return arrays[key].copy(), arrays["clean_label"].copy()
 
 
+# A dense array indexed by sample id is built only up to this size; sparser ids (hashes,
+# database keys) are joined through a sorted id list instead.
+_DENSE_LABEL_IDS = 50_000_000
+
+
+@dataclass(frozen=True)
+class _LabelMap:
+    """Labels of a CSV label file: ``ids`` sorted ascending, ``labels`` in the same order."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+
+
+def _read_label_csv(p: Path) -> _LabelMap:
+    import pandas as pd
+
+    df = pd.read_csv(p)
+    missing_cols = [c for c in ("sample_id", "label") if c not in df.columns]
+    if missing_cols:
+        raise ValueError(
+            f"{p} lacks column(s) {', '.join(missing_cols)}; its columns are "
+            f"{', '.join(map(str, df.columns))}: a label CSV needs a header 'sample_id,label'"
+        )
+    if df[["sample_id", "label"]].isna().any().any():
+        raise ValueError(f"{p} has empty sample_id or label cells: fill or drop those rows")
+    ids = _as_int_array(df["sample_id"].to_numpy(), f"{p.name} sample_id column")
+    labels = _as_int_array(df["label"].to_numpy(), f"{p.name} label column")
+    if ids.size and ids.min() < 0:
+        raise ValueError(f"{p} has negative sample ids (e.g. {_fmt_ids(ids[ids < 0])})")
+    order = np.argsort(ids, kind="stable")
+    ids, labels = ids[order], labels[order]
+    dup = ids[1:] == ids[:-1]
+    if dup.any():
+        uniq = np.unique(ids[1:][dup])
+        raise ValueError(
+            f"{p} lists {len(uniq)} sample id(s) more than once (e.g. "
+            f"{_fmt_ids(uniq)}): keep one label per sample id"
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{p} has negative labels: labels must be class indices >= 0")
+    return _LabelMap(ids, labels)
+
+
+def _read_label_file(path: str | os.PathLike[str]) -> np.ndarray | _LabelMap:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"label file not found: {p}: check the path")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        return _as_int_array(np.load(p, allow_pickle=False), f"label file {p.name}")
+    if suffix == ".csv":
+        return _read_label_csv(p)
+    raise ValueError(f"unsupported label file type {suffix!r} ({p}): use .csv or .npy")
+
+
 def load_label_file(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a user label file into an int64 array indexed by sample id.
 
@@ -614,63 +670,47 @@ def load_label_file(path: str | os.PathLike[str]) -> np.ndarray:
         * ``.npy``: a 1-D integer array of length N, entry ``k`` is the label of sample id
           ``k``.
 
-    Use the result with :func:`with_label_set`, or call :func:`with_label_file`.
+    Use the result with :func:`with_label_set`, or call :func:`with_label_file`, which
+    also takes CSV files whose ids are too large for an array indexed by id.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"label file not found: {p}: check the path")
-    suffix = p.suffix.lower()
-    if suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        return _as_int_array(arr, f"label file {p.name}")
-    if suffix == ".csv":
-        import pandas as pd
-
-        df = pd.read_csv(p)
-        missing_cols = [c for c in ("sample_id", "label") if c not in df.columns]
-        if missing_cols:
-            raise ValueError(
-                f"{p} lacks column(s) {', '.join(missing_cols)}; its columns are "
-                f"{', '.join(map(str, df.columns))}: a label CSV needs a header 'sample_id,label'"
-            )
-        if df[["sample_id", "label"]].isna().any().any():
-            raise ValueError(f"{p} has empty sample_id or label cells: fill or drop those rows")
-        ids = _as_int_array(df["sample_id"].to_numpy(), f"{p.name} sample_id column")
-        labels = _as_int_array(df["label"].to_numpy(), f"{p.name} label column")
-        if ids.size and ids.min() < 0:
-            raise ValueError(f"{p} has negative sample ids (e.g. {_fmt_ids(ids[ids < 0])})")
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(
-                f"{p} lists {int((counts > 1).sum())} sample id(s) more than once (e.g. "
-                f"{_fmt_ids(uniq[counts > 1])}): keep one label per sample id"
-            )
-        if labels.size and labels.min() < 0:
-            raise ValueError(f"{p} has negative labels: labels must be class indices >= 0")
-        out = np.full(int(ids.max()) + 1 if ids.size else 0, -1, dtype=np.int64)
-        out[ids] = labels
-        return out
-    raise ValueError(f"unsupported label file type {suffix!r} ({p}): use .csv or .npy")
+    labels = _read_label_file(path)
+    if isinstance(labels, np.ndarray):
+        return labels
+    size = int(labels.ids[-1]) + 1 if labels.ids.size else 0
+    if size > max(_DENSE_LABEL_IDS, 4 * labels.ids.size):
+        raise ValueError(
+            f"{path} has sample ids up to {size - 1:,} for {labels.ids.size:,} labels: too sparse "
+            "for an array indexed by id; use with_label_file(dataset, path), which joins on the ids"
+        )
+    out = np.full(size, -1, dtype=np.int64)
+    out[labels.ids] = labels.labels
+    return out
 
 
 def _gather_by_id(
     values_by_index: Any, dataset: SampleDataset, name: str
 ) -> np.ndarray:
     """``values_by_index[sample_id]`` for every sample; clear error for uncovered ids."""
-    arr = _as_int_array(values_by_index, name)
     ids = dataset.sample_ids
-    in_range = (ids >= 0) & (ids < len(arr))
-    covered = in_range.copy()
-    covered[in_range] = arr[ids[in_range]] != -1  # -1 marks an id a CSV did not list
+    if isinstance(values_by_index, _LabelMap):
+        known = values_by_index.ids
+        pos = np.searchsorted(known, ids).clip(0, max(len(known) - 1, 0))
+        covered = known[pos] == ids if len(known) else np.zeros(len(ids), dtype=bool)
+        where = f"lists {len(known)} sample ids but"
+    else:
+        arr = _as_int_array(values_by_index, name)
+        in_range = (ids >= 0) & (ids < len(arr))
+        covered = in_range.copy()
+        covered[in_range] = arr[ids[in_range]] != -1  # -1 marks an id a CSV did not list
+        where = f"has {len(arr)} entries (ids 0..{len(arr) - 1}) but"
     if not covered.all():
         n_missing = int((~covered).sum())
         raise ValueError(
-            f"{name} has {len(arr)} entries (ids 0..{len(arr) - 1}) but {n_missing} of the "
-            f"dataset's {len(ids)} sample ids have no label there (e.g. "
-            f"{_fmt_ids(ids[~covered])}; the dataset's ids go up to {int(ids.max())}): a label "
-            "file must cover every sample id"
+            f"{name} {where} {n_missing} of the dataset's {len(ids)} sample ids have no label "
+            f"there (e.g. {_fmt_ids(ids[~covered])}; the dataset's ids go up to {int(ids.max())}): "
+            "a label file must cover every sample id"
         )
-    out = arr[ids]
+    out = values_by_index.labels[pos] if isinstance(values_by_index, _LabelMap) else arr[ids]
     bad = out >= dataset.num_classes
     if bad.any() or (out < 0).any():
         bad = (out < 0) | bad
@@ -733,7 +773,7 @@ def with_cifar10n(
 def with_label_file(dataset: SampleDataset, path: str | os.PathLike[str]) -> SampleDataset:
     """A copy of ``dataset`` trained on the labels of a user label file (see
     :func:`load_label_file`); known clean labels are kept."""
-    labels = load_label_file(path)
+    labels = _read_label_file(path)
     p = Path(path).expanduser().resolve()
     return with_label_set(
         dataset, labels, name=p.name, origin={"op": "label_file", "path": str(p)}

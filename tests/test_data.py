@@ -358,6 +358,21 @@ def test_label_file_csv_and_npy(tmp_path: Path) -> None:
     _assert_same(rebuilt, _roundtrip(rebuilt))
 
 
+def test_label_file_csv_with_huge_sparse_ids(tmp_path: Path) -> None:
+    """Ids such as hashes or database keys: joined on the ids, no array indexed by id."""
+    ids = [5_000_000_000_123, 17, 4_611_686_018_427_387_000]
+    base = ArrayDataset(_rng_images(3), [0, 1, 2], sample_ids=ids)
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"sample_id,label\n{ids[2]},0\n{ids[0]},2\n99,1\n{ids[1]},1\n")
+    np.testing.assert_array_equal(with_label_file(base, csv).labels, [2, 1, 0])
+    with pytest.raises(ValueError, match="too sparse.*with_label_file"):
+        load_label_file(csv)
+    gap = tmp_path / "gap.csv"
+    gap.write_text(f"sample_id,label\n{ids[0]},2\n{ids[1]},1\n")
+    with pytest.raises(ValueError, match=r"lists 2 sample ids but 1 of the dataset's 3 sample ids have no label"):
+        with_label_file(base, gap)
+
+
 def test_label_file_wrong_length_or_gaps(tmp_path: Path) -> None:
     base = ArrayDataset(_rng_images(4), [0, 1, 2, 0])
     npy = tmp_path / "short.npy"
