@@ -131,6 +131,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.quiet = True
     train_set, eval_set = load_train_data(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    import torch
+
+    torch.manual_seed(args.seed)  # the model's initial weights are part of what --seed fixes
     model = build_model(args.model, train_set.num_classes)
     t0 = time.perf_counter()
     result = train(model, train_set, out, config=_config(args), eval_set=eval_set, resume=args.resume,

@@ -120,7 +120,7 @@ class _Batches:
             self.labels_dev = self.labels.to(device)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return len(_batch_bounds(len(self.labels), self.batch_size))
 
     def epoch(
         self, gen: torch.Generator, rank: int = 0, world: int = 1
@@ -133,7 +133,7 @@ class _Batches:
         order = torch.randperm(len(self.labels), generator=gen)
         if world > 1 and len(order) % world:
             order = torch.cat([order, order[: world - len(order) % world]])
-        chunks = [order[s : s + self.batch_size][rank::world] for s in range(0, len(order), self.batch_size)]
+        chunks = [order[a:b][rank::world] for a, b in _batch_bounds(len(order), self.batch_size, world)]
         if self.images is not None:
             for idx in chunks:
                 idx_dev = idx.to(self.device)
@@ -147,6 +147,18 @@ class _Batches:
         )
         for images, labels, ids in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), ids
+
+
+def _batch_bounds(n: int, batch_size: int, world: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of each global batch over ``n`` samples (padded to a multiple of
+    ``world`` first). A last batch too small to give every rank two samples joins the one
+    before it: BatchNorm cannot train on a single sample, and a rank with none would stall."""
+    if world > 1 and n % world:
+        n += world - n % world
+    bounds = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2 * world:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 class _Consecutive:
@@ -163,6 +175,47 @@ class _Consecutive:
         for n in self.sizes:
             yield list(range(start, start + n))
             start += n
+
+
+def _check_eval_labels(eval_set: Any, num_classes: int) -> None:
+    labels = np.asarray(getattr(eval_set, "labels", []))
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"the evaluation set has labels in [{int(labels.min())}, {int(labels.max())}] but the "
+            f"training set has {num_classes} classes: pass an evaluation set with the same classes"
+        )
+
+
+# Settings that may differ when a run is resumed: where and how fast it runs, not what.
+_RESUME_FREE = {"device", "num_workers", "progress"}
+
+
+def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module) -> None:
+    """Refuse to resume a run with other data, labels or settings: its remaining epochs would
+    be recorded against a different problem than the ones before (and labels.parquet)."""
+    run = open_run(out)
+    stored = run.meta.get("config") or {}
+    changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUME_FREE and k in stored and stored[k] != v)
+    if changed:
+        diffs = ", ".join(f"{k}: {stored[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
+        raise ValueError(
+            f"cannot resume {out} with other settings ({diffs}): resume with the run's own "
+            "settings, or start a new run in a new directory"
+        )
+    if run.meta.get("model") not in (None, type(model).__name__):
+        raise ValueError(f"cannot resume {out}: it trained a {run.meta['model']}, not a {type(model).__name__}")
+    labels = run.labels()
+    if labels is not None:
+        ids = np.asarray(train_set.sample_ids, dtype=np.int64)
+        same = len(labels) == len(ids) and np.array_equal(labels["sample_id"].to_numpy(), ids) and np.array_equal(
+            labels["label"].to_numpy(), np.asarray(train_set.labels)
+        )
+        if not same:
+            raise ValueError(
+                f"cannot resume {out}: the training set's sample ids or labels differ from the run's "
+                "labels.parquet (another dataset, label file or noise setting?). Resume with the "
+                "same data options, or start a new run in a new directory"
+            )
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -246,6 +299,8 @@ def train(
     device = _resolve_device(cfg.device)
     num_classes = int(getattr(train_set, "num_classes"))
     head = check_num_classes(model, num_classes, head=head)
+    if eval_set is not None:
+        _check_eval_labels(eval_set, num_classes)
     torch.manual_seed(cfg.seed)
     rank, world = _dist_info()
     model.to(device)
@@ -257,7 +312,7 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = len(_batch_bounds(len(train_set), cfg.batch_size, world))
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     params_decay = [p for p in model.parameters() if p.ndim > 1]
@@ -300,6 +355,8 @@ def train(
         },
         **(meta or {}),
     }
+    if resume and (out / "run.json").exists():
+        _check_resume(out, cfg, train_set, model)  # every rank: all of them stop on a mismatch
     if rank != 0:
         import torch.distributed as dist
 
@@ -311,9 +368,16 @@ def train(
         dist.barrier()
     start_epoch = 0
     ckpt_path = out / "checkpoints" / "last.pt"
+    if resume and not ckpt_path.exists():
+        if open_run(out).completed_epochs():
+            raise FileNotFoundError(
+                f"cannot resume {out}: it has recorded epochs but no checkpoints/last.pt to continue "
+                "from; start a new run in a new directory"
+            )
+        # Stopped before its first checkpoint (e.g. a crash in epoch 0): start it over.
+        resume = False
+        writer.drop_epochs_from(0)
     if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"cannot resume {out}: no checkpoints/last.pt (the run never finished an epoch)")
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])

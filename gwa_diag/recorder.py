@@ -232,9 +232,12 @@ class AlignmentRecorder:
             ids_h = steps_h = np.zeros(0, dtype=np.int64)
         self._clear()
         moments = Moments.from_scores(floats[:, 0])
-        loss_sum = torch.nan_to_num(floats[:, 2], nan=0.0).double().sum()
+        finite_loss = torch.isfinite(floats[:, 2])
+        loss_sum = torch.where(finite_loss, floats[:, 2], 0.0).double().sum()
         correct = (ints[:, 1] == ints[:, 0]).double().sum()
-        totals = torch.cat([moments.as_tensor().to(floats.device), torch.stack([loss_sum, correct])])
+        totals = torch.cat(
+            [moments.as_tensor().to(floats.device), torch.stack([loss_sum, correct, finite_loss.double().sum()])]
+        )
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -249,7 +252,8 @@ class AlignmentRecorder:
         row: dict[str, Any] = {
             "epoch": int(epoch),
             **result.as_dict(),
-            "train_loss": float(totals[6]) / n_rows if n_rows else float("nan"),
+            # Mean over the finite losses: a diverged epoch reads NaN, never a perfect 0.
+            "train_loss": float(totals[6]) / float(totals[8]) if float(totals[8]) else float("nan"),
             "train_acc": float(totals[7]) / n_rows if n_rows else float("nan"),
             "end_step": self.step,
             "seconds": time.perf_counter() - self._epoch_start,

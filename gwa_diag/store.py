@@ -185,8 +185,8 @@ class RunWriter:
                 )
             _check_version(existing, self.path)
             self.meta = existing
-            if meta:
-                self.update_meta(**{k: v for k, v in meta.items() if k not in ("run_id", "created")})
+            # A resumed run is training again, also one that had finished (more epochs).
+            self.update_meta(status="running", **{k: v for k, v in (meta or {}).items() if k not in ("run_id", "created")})
             return
         if resume:
             raise RunDirError(f"cannot resume: {self.path} holds no run (no run.json). Start a new run instead.")

@@ -111,3 +111,73 @@ def test_augment_is_crop_and_flip():
             for dy in range(5) for dx in range(5)
         )
         assert found
+
+
+def test_batch_bounds_never_leave_a_batch_of_one():
+    assert train_mod._batch_bounds(130, 64) == [(0, 64), (64, 128), (128, 130)]  # 2 left over: a batch
+    assert train_mod._batch_bounds(129, 64) == [(0, 64), (64, 129)]  # 1 left over joins the last batch
+    assert train_mod._batch_bounds(131, 64) == [(0, 64), (64, 128), (128, 131)]
+    assert train_mod._batch_bounds(1, 64) == [(0, 1)]
+    # 2 ranks: 129 samples pad to 130; the last global batch (2 samples) cannot give each rank 2.
+    assert train_mod._batch_bounds(129, 64, world=2) == [(0, 64), (64, 130)]
+    assert train_mod._batch_bounds(132, 64, world=2) == [(0, 64), (64, 128), (128, 132)]
+
+
+def test_a_last_batch_of_one_sample_trains_with_batchnorm(tmp_path):
+    """65 images, batch 64: BatchNorm cannot train on the single last sample, so it joins
+    the batch before; every sample is still recorded once."""
+    imgs, labels = _images(n=65)
+    ds = ArrayDataset(imgs, labels)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, C)
+    )
+    train(model, ds, tmp_path / "run", config=TrainConfig(**{**CFG, "epochs": 2}))
+    run = open_run(tmp_path / "run")
+    df = run.samples()
+    assert len(df) == 2 * 65 and (df.groupby(["epoch", "sample_id"]).size() == 1).all()
+    assert df.groupby("epoch")["step"].nunique().tolist() == [1, 1]
+    assert run.meta["steps_per_epoch"] == 1
+
+
+def test_eval_set_with_other_classes_is_refused_before_anything_is_written(tmp_path):
+    imgs, _ = _images(n=20)
+    bad_eval = ArrayDataset(imgs, np.arange(20) % 6)  # 6 classes; the training set has 4
+    with pytest.raises(ValueError, match="evaluation set has labels in \\[0, 5\\].*4 classes"):
+        train(tiny_cnn(C, width=8), _dataset(), tmp_path / "run", config=TrainConfig(**CFG), eval_set=bad_eval)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_other_labels_or_settings(tmp_path):
+    cfg = TrainConfig(**{**CFG, "epochs": 2})
+    out = tmp_path / "run"
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg)
+    before = (out / "run.json").read_text(), open_run(out).samples()
+    with pytest.raises(ValueError, match="labels differ from the run's labels.parquet"):
+        train(tiny_cnn(C, width=8), _dataset(noise=0.1), out, config=cfg, resume=True)
+    with pytest.raises(ValueError, match=r"other settings \(batch_size: 64 -> 32, lr: 0.05 -> 0.1\)"):
+        train(tiny_cnn(C, width=8), _dataset(), out, config=TrainConfig(**{**CFG, "epochs": 2, "batch_size": 32, "lr": 0.1}), resume=True)
+    # Refused without touching the run.
+    assert (out / "run.json").read_text() == before[0]
+    pd.testing.assert_frame_equal(open_run(out).samples(), before[1])
+    # Where it runs may change.
+    train(tiny_cnn(C, width=8), _dataset(), out, config=TrainConfig(**{**CFG, "epochs": 2, "device": "cpu"}), resume=True)
+    assert open_run(out).meta["status"] == "finished"
+
+
+def test_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, monkeypatch):
+    cfg = TrainConfig(**{**CFG, "epochs": 2})
+    torch.manual_seed(0)
+    train(tiny_cnn(C, width=8), _dataset(), tmp_path / "full", config=cfg)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill in epoch 0")
+
+    monkeypatch.setattr(train_mod.AlignmentRecorder, "end_epoch", crash)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cnn(C, width=8), _dataset(), tmp_path / "crash", config=cfg)
+    monkeypatch.undo()
+    assert open_run(tmp_path / "crash").completed_epochs() == []
+    torch.manual_seed(0)
+    train(tiny_cnn(C, width=8), _dataset(), tmp_path / "crash", config=cfg, resume=True)
+    pd.testing.assert_frame_equal(open_run(tmp_path / "full").samples(), open_run(tmp_path / "crash").samples())

@@ -167,6 +167,20 @@ def test_nan_logits_recorded_and_counted(tmp_path):
     rec.close()
     df = open_run(tmp_path / "r").epoch_scores(0)
     assert df.loc[df.sample_id == 3, "alignment"].isna().all()
+    # train_loss is the mean of the finite losses, not diluted by the NaN one.
+    assert row["train_loss"] == pytest.approx(df["loss"].dropna().astype(float).mean(), rel=1e-5)
+
+
+def test_diverged_epoch_reports_nan_loss_not_zero(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    model(torch.full_like(x[:20], float("nan")))
+    rec.update(torch.arange(20), yn[:20])
+    row = rec.end_epoch(0)
+    rec.close()
+    assert row["n_nan"] == 20 and not row["valid"]
+    assert np.isnan(row["train_loss"])
 
 
 def test_bad_inputs(tmp_path):
