@@ -94,6 +94,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    # Reading the umask means setting it; done once at import, before any writer thread
+    # exists, since a set-and-restore racing another thread's file creation could leave
+    # that file with mode 0666.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +113,7 @@ def _atomic(path: Path, write) -> Path:
     os.close(fd)
     # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask) so
     # a labeling team can read suspects.csv and the run files.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:

@@ -171,3 +171,15 @@ def test_empty_run_reads_as_empty(tmp_path):
     RunWriter(tmp_path / "run", meta={"num_classes": 3})
     run = open_run(tmp_path / "run")
     assert run.completed_epochs() == [] and run.samples().empty and run.labels() is None
+
+
+def test_written_files_get_the_mode_a_plain_open_would(tmp_path):
+    """0666 & ~umask (readable by a labeling team), not mkstemp's 0600."""
+    import os
+    import stat
+
+    from gwa_diag import store
+
+    path = atomic_write_bytes(tmp_path / "suspects.csv", b"x\n")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~store._UMASK
+    assert stat.S_IMODE(os.stat(path).st_mode) & 0o044  # group/other can read under a usual umask
