@@ -57,16 +57,29 @@ def select_epoch(
             return EarlyStopResult(None, mode, "no defined GWA after the warm-up fraction", [])
         best = max(cands, key=lambda eg: (eg[1], -eg[0]))
         return EarlyStopResult(best[0], mode, f"highest GWA ({best[1]:.4g}) after warm-up", [e for e, _ in cands])
-    values = [g for _, g in pairs]
-    minimum = next(
-        (i for i in range(1, len(values) - 1) if values[i] < values[i - 1] and values[i] <= values[i + 1]),
-        None,
-    )
+    minimum = _first_local_minimum([g for _, g in pairs])
     if minimum is None:
-        return EarlyStopResult(None, mode, "no local minimum of GWA yet (curve still falling or too short)", [])
+        rising = len(pairs) > 1 and all(b[1] >= a[1] for a, b in zip(pairs, pairs[1:])) and pairs[-1][1] > pairs[0][1]
+        why = "GWA has only risen since the first epoch, no fall seen" if rising else "curve still falling or too short"
+        return EarlyStopResult(None, mode, f"no local minimum of GWA yet ({why})", [])
     cands = pairs[minimum + 1 :]
     best = max(cands, key=lambda eg: (eg[1], -eg[0]))
     return EarlyStopResult(
         best[0], mode, f"highest GWA ({best[1]:.4g}) after the first local minimum at epoch {pairs[minimum][0]}",
         [e for e, _ in cands],
     )
+
+
+def _first_local_minimum(values: Sequence[float]) -> int | None:
+    """Index of the last point of the first run of equal values that is lower than the run
+    before it and the run after it (a flat step inside a fall is not a minimum)."""
+    runs: list[tuple[int, int]] = []  # (first, last) index of each run of equal values
+    for i, v in enumerate(values):
+        if runs and values[runs[-1][0]] == v:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    for before, run, after in zip(runs, runs[1:], runs[2:]):
+        if values[before[0]] > values[run[0]] < values[after[0]]:
+            return run[1]
+    return None

@@ -154,7 +154,19 @@ def test_select_epoch_finetune():
     r = select_epoch(list(range(7)), gwa, mode="finetune")
     assert r.epoch == 5 and "local minimum at epoch 2" in r.reason
     falling = select_epoch([0, 1, 2], [0.9, 0.8, 0.7], mode="finetune")
-    assert falling.epoch is None
+    assert falling.epoch is None and "still falling" in falling.reason
+
+
+def test_select_epoch_finetune_plateaus():
+    # A flat step inside the fall is not the minimum: the minimum is epoch 3, then epoch 4.
+    r = select_epoch(list(range(5)), [3, 2, 2, 1, 1.5], mode="finetune")
+    assert r.epoch == 4 and "local minimum at epoch 3" in r.reason
+    # A flat bottom counts once the curve rises after it; candidates start after the flat.
+    r = select_epoch(list(range(5)), [3, 1, 1, 2, 1.5], mode="finetune")
+    assert r.epoch == 3 and r.candidates == [3, 4]
+    assert select_epoch([0, 1, 2], [3, 1, 1], mode="finetune").epoch is None  # no rise yet
+    rising = select_epoch(list(range(4)), [0.1, 0.2, 0.3, 0.4], mode="finetune")
+    assert rising.epoch is None and "only risen" in rising.reason
 
 
 def test_select_epoch_bad_mode():
