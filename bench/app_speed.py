@@ -73,13 +73,15 @@ def write_synthetic_run(
     noise_rate: float = 0.2,
     seed: int = 0,
     clean_labels: bool = True,
+    id_base: int = 0,
 ) -> Path:
     """Write a finished synthetic run at ``path`` (run.json, labels, epochs, parts, .npz).
 
     Returns ``path``. The dataset file is ``path/dataset.npz`` and run.json's ``dataset``
-    spec points at it, so ``gwa_diag.data.load_dataset`` finds the images.
+    spec points at it, so ``gwa_diag.data.load_dataset`` finds the images. Sample ids are
+    ``id_base + 0..samples-1``.
     """
-    from gwa_diag.store import SAMPLE_SCHEMA, RunWriter, atomic_write_table
+    from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
 
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -93,7 +95,7 @@ def write_synthetic_run(
     memorise = rng.uniform(0.5, 1.3, size=n)
     npz = path.parent / f".{path.name}-dataset.npz"
     npz.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(npz, images=_images(n, clean, rng), labels=given, sample_ids=np.arange(n),
+    np.savez(npz, images=_images(n, clean, rng), labels=given, sample_ids=id_base + np.arange(n),
              clean_labels=clean, class_names=np.array(CLASS_NAMES))
     spec = {"source": "npz", "path": str(npz.resolve()), "label_key": "labels", "image_key": "images",
             "id_key": "sample_ids", "clean_label_key": "clean_labels", "class_names": CLASS_NAMES,
@@ -105,7 +107,7 @@ def write_synthetic_run(
         "num_classes": c, "class_names": CLASS_NAMES, "num_samples": n, "dataset": spec,
         "model": "synthetic", "steps_per_epoch": steps_per_epoch,
     })
-    writer.write_labels(np.arange(n), given, clean if clean_labels else None)
+    writer.write_labels(id_base + np.arange(n), given, clean if clean_labels else None)
     for e in range(epochs):
         t = (e + 1) / epochs
         learn = 1.0 - np.exp(-4.0 * t)
@@ -122,11 +124,11 @@ def write_synthetic_run(
         order = rng.permutation(n)
         step = e * steps_per_epoch + np.arange(n) // batch
         table = pa.table({
-            "sample_id": order.astype(np.int64), "step": step.astype(np.int64), "label": given[order].astype(np.int32),
+            "sample_id": id_base + order.astype(np.int64), "step": step.astype(np.int64), "label": given[order].astype(np.int32),
             "alignment": align[order], "margin": margin[order], "loss": loss[order], "p_label": p_label[order],
             "pred": pred[order], "p_pred": p_pred[order],
         }, schema=SAMPLE_SCHEMA)
-        atomic_write_table(path / "samples" / f"epoch={e}" / "part-0.parquet", table)
+        writer.write_samples(e, table)
         row = {"epoch": e, **_moments(align), "train_loss": float(loss.mean()),
                "train_acc": float((pred == given).mean()), "eval_acc": float(0.3 + 0.5 * learn - 0.1 * t * t),
                "lr": 0.1 * (1 - t), "seconds": 1.0}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,14 @@ class AlignmentRecorder:
         head: the linear head, when it is not the last ``nn.Linear`` of the model.
         meta: extra keys for run.json (config, dataset spec, class names ...).
         resume: continue the run already in ``run_dir``.
+        record_eval_mode: also record forwards made with the head in eval mode (for training
+            loops that keep the model in ``eval()``, e.g. fine-tuning with frozen BatchNorm).
+            By default only training-mode forwards with gradients on are recorded, so an
+            evaluation pass that forgot ``torch.no_grad()`` is never taken for a training batch.
+
+    Exactly one recorded forward of the head belongs to each ``update``: call ``update`` after
+    every training forward (two augmented views: two forwards, two updates). A second forward
+    before ``update`` replaces the first, with a warning.
 
     Distributed: when ``torch.distributed`` is initialised, each rank writes its own part
     and the epoch moments are combined with one all-reduce of power sums.
@@ -85,6 +94,7 @@ class AlignmentRecorder:
         head: nn.Module | None = None,
         meta: dict[str, Any] | None = None,
         resume: bool = False,
+        record_eval_mode: bool = False,
     ) -> None:
         if head is None:
             head = find_linear_head(model)
@@ -104,6 +114,9 @@ class AlignmentRecorder:
             self.writer = RunWriter(run_dir, meta=meta, rank=self.rank, world_size=self.world_size, resume=resume)
         self.step = int(self.writer.meta.get("next_step", 0)) if resume else 0
         self._pending: _Forward | None = None
+        self.record_eval_mode = bool(record_eval_mode)
+        self._skipped_eval = False  # the last grad-enabled forward was in eval mode (not recorded)
+        self._warned_overwrite = False
         # Per batch: ids stay where the caller keeps them (usually the CPU, so no copy per
         # step), steps are plain ints, labels/preds and the float scores stay on the device.
         self._ids: list[torch.Tensor] = []
@@ -118,9 +131,23 @@ class AlignmentRecorder:
 
     # -- capture ---------------------------------------------------------------------------
     def _hook(self, module: nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        # Only training forwards (grad enabled) are recorded; evaluation under no_grad is not.
+        # Only training forwards are recorded: gradients on, and the head in training mode
+        # (an evaluation pass without no_grad must not pass for the training batch).
         if not torch.is_grad_enabled():
             return
+        if not module.training and not self.record_eval_mode:
+            self._skipped_eval = True
+            return
+        self._skipped_eval = False
+        if self._pending is not None and not self._warned_overwrite:
+            self._warned_overwrite = True
+            warnings.warn(
+                "two training forwards of the head without update() in between: only the last "
+                "is recorded. Call recorder.update(ids, targets) after each forward (with two "
+                "augmented views: after each view)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         z = inputs[0]
         if z.ndim != 2:
             z = z.reshape(-1, z.shape[-1])
@@ -141,6 +168,12 @@ class AlignmentRecorder:
         """
         fwd = self._pending
         if fwd is None:
+            if self._skipped_eval:
+                raise RuntimeError(
+                    "update() called after a forward with the head in eval mode, which is not "
+                    "recorded: call model.train() before training forwards, or create the recorder "
+                    "with record_eval_mode=True if you train in eval mode on purpose"
+                )
             raise RuntimeError(
                 "update() called before a training forward pass of the head; call it after "
                 "logits = model(x) (with gradients enabled) for the same batch"
@@ -212,6 +245,14 @@ class AlignmentRecorder:
         writes the Parquet part, then the epoch row, in the background (``flush`` waits;
         ``close`` flushes). ``extra`` keys (lr, eval_acc, ...) are stored in the epoch row.
         """
+        rank, world = _dist_info()
+        if (rank, world) != (self.rank, self.world_size):
+            self._clear()
+            raise RuntimeError(
+                f"torch.distributed was set up after the AlignmentRecorder was created (made as rank "
+                f"{self.rank} of {self.world_size}, now rank {rank} of {world}): create the recorder "
+                "after init_process_group (with Hugging Face's Trainer: after Trainer(...))"
+            )
         if self._bad_targets is not None and bool(self._bad_targets):
             self._clear()
             raise ValueError(

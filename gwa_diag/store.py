@@ -181,9 +181,10 @@ class RunWriter:
         self.world_size = int(world_size)
         meta_path = self.path / "run.json"
         if self.rank != 0:
-            # Rank 0 creates the directory; other ranks only add their own parts.
+            # Rank 0 creates the directory; other ranks only add their own parts. Resuming,
+            # they read run.json too (next_step: steps must go on counting on every rank).
             self.path.mkdir(parents=True, exist_ok=True)
-            self.meta = dict(meta or {})
+            self.meta = {**(json.loads(meta_path.read_text()) if resume and meta_path.exists() else {}), **(meta or {})}
             return
         if meta_path.exists():
             existing = json.loads(meta_path.read_text())

@@ -95,12 +95,12 @@ def _grid(at: AppTest) -> list[dict]:
 
 
 def _grid_ids(at: AppTest) -> list[int]:
-    return [c["sample_id"] for c in _grid(at)]
+    return [int(c["sample_id"]) for c in _grid(at)]
 
 
 def _open(at: AppTest, sample_id: int) -> AppTest:
     """What clicking a thumbnail does: open the sample (here through the id field)."""
-    return at.number_input(key="browse_goto").set_value(sample_id).run()
+    return at.text_input(key="browse_goto").set_value(str(sample_id)).run()
 
 
 # --------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
     _clean(at)
     assert any(s.body == f"Sample {lowest}" for s in at.subheader)
     assert at.query_params.get("sample") == str(lowest)
-    assert [c["sample_id"] for c in _grid(at) if c["selected"]] == [lowest]
+    assert [int(c["sample_id"]) for c in _grid(at) if c["selected"]] == [lowest]
     assert len(at.get("image")) == 1  # the large image
     assert [c["title"]["text"].split(" ")[0] for c in _charts(at)] == ["alignment", "margin", "p(given"]
     at.button(key=f"detail_fine_{lowest}").click().run()
@@ -187,7 +187,26 @@ def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
     decisions = relabel.read_decisions(runs["truth"])
     assert list(decisions["sample_id"]) == [lowest] and decisions["decision"].iloc[0] == "fine"
     assert any("label is fine" in s.body for s in at.success)
-    assert [c["sample_id"] for c in _grid(at) if c["decided"]] == [lowest]
+    assert [int(c["sample_id"]) for c in _grid(at) if c["decided"]] == [lowest]
+
+
+def test_ids_above_2_to_the_53_reach_the_browser_and_come_back_exact(monkeypatch, tmp_path):
+    """Hash-like ids: a JavaScript number would round them, so the grid sends strings and
+    the id field is text."""
+    base = 2**62 + 1  # every id here is odd and above 2**53: a float cannot hold one
+    run = write_synthetic_run(tmp_path / "big", samples=20, epochs=2, seed=5, id_base=base)
+    at = _app(run, monkeypatch, page="browse")
+    _clean(at)
+    cells = _grid(at)
+    assert all(isinstance(c["sample_id"], str) for c in cells)
+    assert sorted(int(c["sample_id"]) for c in cells) == list(range(base, base + 20))
+    target = base + 7
+    _open(at, target)
+    _clean(at)
+    assert any(s.body == f"Sample {target}" for s in at.subheader)
+    assert at.query_params.get("sample") == str(target)
+    at.text_input(key="browse_goto").set_value("12x").run()
+    assert "'12x' is not a sample id" in _texts(at)
 
 
 def test_browse_sorts_by_any_scorer(runs, monkeypatch):

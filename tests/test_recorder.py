@@ -152,6 +152,78 @@ def test_eval_forward_under_no_grad_is_not_recorded(tmp_path):
     assert rec.end_epoch(0)["n"] == 10
 
 
+def test_eval_mode_forward_with_grad_on_is_not_taken_for_the_training_batch(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    logits = model(x[:10])
+    model.eval()
+    model(x[500:510])  # validation that forgot no_grad, between forward and update
+    model.train()
+    rec.update(torch.arange(10), yn[:10])
+    rec.end_epoch(0)
+    rec.close()
+    df = open_run(tmp_path / "r").epoch_scores(0)
+    np.testing.assert_array_equal(df["pred"].to_numpy(), logits.argmax(1).numpy())
+    z, w = _head_parts(model, x[:10])
+    expected = per_sample_alignment(z, logits.detach(), yn[:10], w)
+    np.testing.assert_allclose(df["alignment"].to_numpy(), expected.numpy(), atol=1e-5)
+
+
+def _head_parts(model, x):
+    z = model[1](model[0](x)).detach()
+    return z, model[2].weight.detach()
+
+
+def test_training_in_eval_mode_needs_the_opt_in(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    model.eval()  # e.g. fine-tuning with frozen BatchNorm statistics
+    rec = AlignmentRecorder(model, tmp_path / "a")
+    model(x[:10])
+    with pytest.raises(RuntimeError, match="eval mode.*record_eval_mode=True"):
+        rec.update(torch.arange(10), yn[:10])
+    rec.close()
+    rec = AlignmentRecorder(model, tmp_path / "b", record_eval_mode=True)
+    model(x[:10])
+    rec.update(torch.arange(10), yn[:10])
+    assert rec.end_epoch(0)["n"] == 10
+    rec.close()
+
+
+def test_two_forwards_before_one_update_warn_once(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    with pytest.warns(RuntimeWarning, match="two training forwards"):
+        model(x[:10])
+        model(x[10:20])  # a second view; the recipe is one update per forward
+    rec.update(torch.arange(10, 20), yn[10:20])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per recorder, not once per step
+        model(x[:10])
+        model(x[10:20])
+    rec.update(torch.arange(10, 20), yn[10:20])
+    rec.close()
+
+
+def test_process_group_set_up_after_the_recorder_is_an_error(tmp_path, monkeypatch):
+    import gwa_diag.recorder as recorder_mod
+
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")  # made as rank 0 of 1
+    model(x[:10])
+    rec.update(torch.arange(10), yn[:10])
+    monkeypatch.setattr(recorder_mod, "_dist_info", lambda: (1, 2))  # then torchrun's group appears
+    with pytest.raises(RuntimeError, match="after init_process_group"):
+        rec.end_epoch(0)
+    rec.close()
+    assert open_run(tmp_path / "r").completed_epochs() == []
+
+
 def test_nan_logits_recorded_and_counted(tmp_path):
     model = _model()
     x, yn, _ = _data()

@@ -182,3 +182,11 @@ def test_written_files_get_the_mode_a_plain_open_would(tmp_path):
 
     path = atomic_write_bytes(tmp_path / "suspects.csv", b"x\n")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~store._UMASK
+
+
+def test_other_ranks_read_run_json_when_resuming(tmp_path):
+    """Every rank continues the step count of a resumed run, not only rank 0."""
+    w0 = _run(tmp_path, epochs=2)
+    w0.update_meta(next_step=123)
+    assert RunWriter(tmp_path / "run", rank=1, world_size=2, resume=True).meta["next_step"] == 123
+    assert "next_step" not in RunWriter(tmp_path / "run", rank=1, world_size=2).meta

@@ -50,13 +50,13 @@ export default function (component) {
   root.style.setProperty('--gwa-columns', String(data.columns || 6));
   root.onclick = (e) => {
     const cell = e.target.closest('[data-id]');
-    if (cell) setTriggerValue('open', Number(cell.dataset.id));
+    if (cell) setTriggerValue('open', cell.dataset.id);
   };
   root.onkeydown = (e) => {
     const cell = e.target.closest('[data-id]');
     if (cell && (e.key === 'Enter' || e.key === ' ')) {
       e.preventDefault();
-      setTriggerValue('open', Number(cell.dataset.id));
+      setTriggerValue('open', cell.dataset.id);
     }
   };
   if (root.dataset.signature === data.signature) return;
@@ -145,7 +145,8 @@ def image_grid(cells: Sequence[Cell], *, key: str, on_open: Callable[[int], None
         if value is not None:
             on_open(int(value))
 
-    payload = [asdict(c) for c in cells]
+    # Ids travel as strings: a JavaScript number is a float and rounds ids above 2**53.
+    payload = [{**asdict(c), "sample_id": str(c.sample_id)} for c in cells]
     # Everything shown except the pixels (an id always has the same image).
     signature = "|".join(
         f"{c.sample_id}:{c.caption}:{c.subcaption}:{c.flagged:d}{c.decided:d}{c.selected:d}{c.src is not None:d}"

@@ -67,15 +67,24 @@ def selected_sample() -> int | None:
 
 
 def _goto(key: str) -> None:
-    value = st.session_state.get(key)
-    if value is not None:
-        open_sample(int(value))
+    raw = str(st.session_state.get(key) or "").strip().replace(",", "").replace("_", "")
+    st.session_state.pop(key + "_error", None)
+    if not raw:
+        return
+    try:
+        open_sample(int(raw))
+    except ValueError:
+        st.session_state[key + "_error"] = f"{raw!r} is not a sample id: type a whole number"
 
 
 def goto_sample_input(key: str) -> None:
-    """Open any sample by typing its id (also the keyboard path to the detail panel)."""
-    st.number_input("Open sample by id", value=None, step=1, format="%d", key=key, on_change=_goto, args=(key,),
-                    placeholder="sample id")
+    """Open any sample by typing its id (also the keyboard path to the detail panel).
+
+    A text field, not a number field: a browser number is a float, and ids above 2**53
+    (hashes, database keys) would come back as a neighbouring id."""
+    st.text_input("Open sample by id", key=key, on_change=_goto, args=(key,), placeholder="sample id")
+    if key + "_error" in st.session_state:
+        st.caption(f":red[{st.session_state[key + '_error']}]")
 
 
 # --------------------------------------------------------------------------------------
