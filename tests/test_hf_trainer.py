@@ -42,11 +42,10 @@ class Net(nn.Module):
 
 # --- the recipe (README, "Hugging Face Trainer") -----------------------------------------
 class GWATrainer(Trainer):
-    """Trainer that hands each training batch's ids and labels to the recorder."""
-
-    def __init__(self, *args, recorder, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.recorder = recorder
+    def __init__(self, *args, run_dir, head, **kwargs):
+        super().__init__(*args, **kwargs)   # sets up torch.distributed under torchrun first
+        self.recorder = AlignmentRecorder(self.model, run_dir, head=head)
+        self.add_callback(GWAEpochEnd(self.recorder))
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         ids = inputs.pop("sample_id")
@@ -71,17 +70,52 @@ class GWAEpochEnd(TrainerCallback):
 def test_trainer_recipe_records_every_sample(tmp_path):
     torch.manual_seed(0)
     data, model = Data(), Net()
-    recorder = AlignmentRecorder(model, tmp_path / "run", head=model.head)
     args = TrainingArguments(
         output_dir=str(tmp_path / "hf"), num_train_epochs=4, per_device_train_batch_size=50,
         learning_rate=0.1, optim="sgd", remove_unused_columns=False, report_to=[], use_cpu=True,
         save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
     )
-    GWATrainer(model=model, args=args, train_dataset=data, recorder=recorder,
-               callbacks=[GWAEpochEnd(recorder)]).train()
+    GWATrainer(model=model, args=args, train_dataset=data, run_dir=tmp_path / "run", head=model.head).train()
     run = open_run(tmp_path / "run")
     assert run.completed_epochs() == [0, 1, 2, 3] and run.meta["status"] == "finished"
     df = run.samples()
     assert (df.groupby(["epoch", "sample_id"]).size() == 1).all() and len(df) == 4 * N
     mean_align = df[df.epoch >= 2].groupby("sample_id")["alignment"].mean()
     assert roc_auc_score(data.noisy.numpy()[mean_align.index], -mean_align.values) > 0.85
+
+
+_TORCHRUN_SCRIPT = """
+import sys, torch
+from test_hf_trainer import Data, Net, GWATrainer
+from transformers import TrainingArguments
+torch.manual_seed(0)
+data, model = Data(), Net()
+args = TrainingArguments(output_dir=sys.argv[1] + "_hf", num_train_epochs=2, per_device_train_batch_size=25,
+    learning_rate=0.1, optim="sgd", remove_unused_columns=False, report_to=[], use_cpu=True,
+    save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0, ddp_backend="gloo")
+GWATrainer(model=model, args=args, train_dataset=data, run_dir=sys.argv[1], head=model.head).train()
+"""
+
+
+def test_trainer_recipe_under_torchrun(tmp_path):
+    """Two CPU processes (gloo): the recipe's recorder sees the process group, so each rank
+    writes its own part and the epoch counts every sample once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "hf_ddp.py"
+    script.write_text(_TORCHRUN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(script), str(tmp_path / "run")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = open_run(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "samples" / "epoch=1").iterdir()) == ["part-0.parquet", "part-1.parquet"]
+    assert run.meta["world_size"] == 2 and run.completed_epochs() == [0, 1]
+    df = run.samples()
+    assert len(df) == 2 * N and (df.groupby(["epoch", "sample_id"]).size() == 1).all()
+    assert (run.epochs()["n"] == N).all()
