@@ -5,12 +5,14 @@
 
 The batch must carry stable sample ids. By default a batch is ``(x, y, ids)`` or a mapping
 with ``"label"`` and ``"sample_id"`` keys; pass ``ids_targets=fn(batch) -> (ids, targets)``
-for anything else. Works with gradient accumulation and DDP (each rank writes its part).
+for anything else. Works with gradient accumulation and DDP (each rank writes its part), and
+``trainer.fit(..., ckpt_path=...)`` continues the run in ``run_dir``.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 try:
@@ -64,10 +66,16 @@ class GWACallback(Callback):
         self.meta = meta
         self.recorder: AlignmentRecorder | None = None
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # Here, not in on_fit_start: a checkpoint given to fit(ckpt_path=...) is restored by
+        # now, so current_epoch says where training resumes.
         head = pl_module.get_submodule(self.head_name) if self.head_name else None
         meta = {"config": {"epochs": trainer.max_epochs}, **(self.meta or {})}
-        self.recorder = AlignmentRecorder(pl_module, self.run_dir, head=head, meta=meta)
+        resume = getattr(trainer, "ckpt_path", None) is not None and (Path(self.run_dir) / "run.json").exists()
+        self.recorder = AlignmentRecorder(pl_module, self.run_dir, head=head, meta=meta, resume=resume)
+        if resume:
+            # Epochs after the checkpoint are trained (and recorded) again: none is doubled.
+            self.recorder.writer.drop_epochs_from(trainer.current_epoch)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.recorder is None:

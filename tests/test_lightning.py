@@ -54,3 +54,29 @@ def test_callback_records_every_sample_each_epoch(tmp_path):
     assert (df.groupby(["epoch", "sample_id"]).size() == 1).all() and len(df) == 4 * N
     mean_align = df[df.epoch >= 2].groupby("sample_id")["alignment"].mean()
     assert roc_auc_score(data.noisy.numpy()[mean_align.index], -mean_align.values) > 0.85
+
+
+def test_fit_from_a_checkpoint_continues_the_run(tmp_path):
+    """Train 2 epochs with checkpoints, then resume to 4 from the last one: epochs 0-3 each
+    recorded once, the resumed epochs appended to the same run."""
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(_Data(), batch_size=50, shuffle=True)
+
+    def trainer(epochs):
+        ckpt = L.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+        return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[GWACallback(tmp_path / "run"), ckpt])
+
+    trainer(2).fit(_Module(), loader)
+    first = open_run(tmp_path / "run")
+    assert first.completed_epochs() == [0, 1]
+    run_id, before = first.meta["run_id"], first.samples()
+    trainer(4).fit(_Module(), loader, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    run = open_run(tmp_path / "run")
+    assert run.completed_epochs() == [0, 1, 2, 3] and run.meta["run_id"] == run_id and run.meta["status"] == "finished"
+    df = run.samples()
+    assert (df.groupby(["epoch", "sample_id"]).size() == 1).all() and len(df) == 4 * N
+    assert df[df.epoch >= 2]["step"].min() > before["step"].max()
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(df[df.epoch < 2].reset_index(drop=True), before)
