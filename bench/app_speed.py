@@ -2,8 +2,8 @@
 
     python bench/app_speed.py [--samples 50000] [--epochs 40] [--dir /tmp/gwa-app-bench]
 
-Builds (once, then reuses) a synthetic run directory straight in the store layout with
-pyarrow, plus an .npz of 32x32 images as its dataset, and times what the app does on a
+Builds (once, then reuses) a synthetic run directory through RunWriter, as the recorder
+writes one, plus an .npz of 32x32 images as its dataset, and times what the app does on a
 cold cache: summaries, one epoch's alignment, one browse page (filter, sort, slice,
 thumbnails), one sample's trajectory. The browser test (tests/test_app_browser.py) uses
 :func:`write_synthetic_run` to build its run.
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         table, appdata.Filters(given=(3,), flagged_only=True)), results)
     page = appdata.page_slice(shown, 2, 48)
     _time("48 thumbnails (decode + upscale)", lambda: appdata.thumbnails(dataset, page.index.to_numpy()), results)
-    _time("one trajectory (40 epochs)", lambda: appdata.compute_trajectory(path, gen, int(page.index[0])), results)
+    _time(f"one trajectory ({len(state.completed)} epochs)",
+          lambda: appdata.compute_trajectory(path, gen, int(page.index[0])), results)
     return 0
 
 
