@@ -190,9 +190,10 @@ def _check_eval_labels(eval_set: Any, num_classes: int) -> None:
 _RESUME_FREE = {"device", "num_workers", "progress"}
 
 
-def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module) -> None:
-    """Refuse to resume a run with other data, labels or settings: its remaining epochs would
-    be recorded against a different problem than the ones before (and labels.parquet)."""
+def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Refuse to resume a run with another model, other data, labels or settings: its
+    remaining epochs would be recorded against a different problem than the ones before
+    (and labels.parquet). Runs before anything in the run directory is touched."""
     run = open_run(out)
     stored = run.meta.get("config") or {}
     changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUME_FREE and k in stored and stored[k] != v)
@@ -202,8 +203,22 @@ def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Modul
             f"cannot resume {out} with other settings ({diffs}): resume with the run's own "
             "settings, or start a new run in a new directory"
         )
-    if run.meta.get("model") not in (None, type(model).__name__):
-        raise ValueError(f"cannot resume {out}: it trained a {run.meta['model']}, not a {type(model).__name__}")
+    stored_name, name = run.meta.get("model_name"), meta.get("model_name")
+    if run.meta.get("model") not in (None, type(model).__name__) or (None not in (stored_name, name) and stored_name != name):
+        raise ValueError(
+            f"cannot resume {out}: it trained {stored_name or run.meta['model']}, not {name or type(model).__name__}; "
+            "resume with the same --model"
+        )
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if ckpt_path.exists():
+        # Same class name is not the same network (resnet18 vs resnet34): compare shapes.
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"]
+        own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in saved.items()} != own:
+            raise ValueError(
+                f"cannot resume {out}: its checkpoint holds a different network than the model given "
+                "(parameter names or shapes differ); resume with the same --model"
+            )
     labels = run.labels()
     if labels is not None:
         ids = np.asarray(train_set.sample_ids, dtype=np.int64)
@@ -356,7 +371,7 @@ def train(
         **(meta or {}),
     }
     if resume and (out / "run.json").exists():
-        _check_resume(out, cfg, train_set, model)  # every rank: all of them stop on a mismatch
+        _check_resume(out, cfg, train_set, model, meta or {})  # every rank: all of them stop on a mismatch
     if rank != 0:
         import torch.distributed as dist
 
@@ -369,12 +384,8 @@ def train(
     start_epoch = 0
     ckpt_path = out / "checkpoints" / "last.pt"
     if resume and not ckpt_path.exists():
-        if open_run(out).completed_epochs():
-            raise FileNotFoundError(
-                f"cannot resume {out}: it has recorded epochs but no checkpoints/last.pt to continue "
-                "from; start a new run in a new directory"
-            )
-        # Stopped before its first checkpoint (e.g. a crash in epoch 0): start it over.
+        # Stopped before its first checkpoint (a crash in epoch 0, or between epoch 0's records
+        # and its checkpoint): start over. Same seed, same data: every epoch is recorded again.
         resume = False
         writer.drop_epochs_from(0)
     if resume:

@@ -6,7 +6,8 @@
 The batch must carry stable sample ids. By default a batch is ``(x, y, ids)`` or a mapping
 with ``"label"`` and ``"sample_id"`` keys; pass ``ids_targets=fn(batch) -> (ids, targets)``
 for anything else. Works with gradient accumulation and DDP (each rank writes its part), and
-``trainer.fit(..., ckpt_path=...)`` continues the run in ``run_dir``.
+``trainer.fit(..., ckpt_path=...)`` continues the run in ``run_dir`` from an end-of-epoch
+checkpoint (a mid-epoch checkpoint would re-record only the rest of that epoch).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ except ImportError:  # the older package name
         raise ImportError("gwa_diag.lightning needs PyTorch Lightning: pip install lightning") from exc
 
 from .recorder import AlignmentRecorder
+from .store import open_run
 
 __all__ = ["GWACallback"]
 
@@ -74,8 +76,12 @@ class GWACallback(Callback):
         resume = getattr(trainer, "ckpt_path", None) is not None and (Path(self.run_dir) / "run.json").exists()
         self.recorder = AlignmentRecorder(pl_module, self.run_dir, head=head, meta=meta, resume=resume)
         if resume:
-            # Epochs after the checkpoint are trained (and recorded) again: none is doubled.
-            self.recorder.writer.drop_epochs_from(trainer.current_epoch)
+            # Epochs after the checkpoint are trained (and recorded) again: none is doubled,
+            # and steps go on from the last kept epoch.
+            writer = self.recorder.writer
+            writer.drop_epochs_from(trainer.current_epoch)
+            kept = open_run(writer.path).epochs()
+            self.recorder.step = int(kept["end_step"].iloc[-1]) if len(kept) and "end_step" in kept else 0
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.recorder is None:

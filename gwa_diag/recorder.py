@@ -106,6 +106,10 @@ class AlignmentRecorder:
         self.head: nn.Linear = head
         self.num_classes = int(head.out_features)
         self.rank, self.world_size = _dist_info()
+        if self.world_size == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Launched by torchrun, but the process group is not up yet: every process would
+            # take itself for rank 0 of 1 and they would fight over the run directory.
+            raise RuntimeError(_LATE_GROUP.format(made="no process group yet", now=f"WORLD_SIZE={os.environ['WORLD_SIZE']}"))
         if isinstance(run_dir, RunWriter):
             self.writer = run_dir
         else:
@@ -248,11 +252,8 @@ class AlignmentRecorder:
         rank, world = _dist_info()
         if (rank, world) != (self.rank, self.world_size):
             self._clear()
-            raise RuntimeError(
-                f"torch.distributed was set up after the AlignmentRecorder was created (made as rank "
-                f"{self.rank} of {self.world_size}, now rank {rank} of {world}): create the recorder "
-                "after init_process_group (with Hugging Face's Trainer: after Trainer(...))"
-            )
+            raise RuntimeError(_LATE_GROUP.format(made=f"made as rank {self.rank} of {self.world_size}",
+                                                  now=f"now rank {rank} of {world}"))
         if self._bad_targets is not None and bool(self._bad_targets):
             self._clear()
             raise ValueError(
@@ -365,6 +366,12 @@ class AlignmentRecorder:
             self.flush()
         finally:
             self._pool.shutdown(wait=True)
+
+
+_LATE_GROUP = (
+    "the AlignmentRecorder was created before torch.distributed was set up ({made}, {now}): "
+    "create it after init_process_group (with Hugging Face's Trainer: after Trainer(...))"
+)
 
 
 def _wait_for_parts(folder: Path, world_size: int, timeout_s: float = 3600.0) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -94,26 +93,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _read_umask() -> int:
-    # Reading the umask means setting it; done once at import, before any writer thread
-    # exists, since a set-and-restore racing another thread's file creation could leave
-    # that file with mode 0666.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()
-
-
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask) so
-    # a labeling team can read suspects.csv and the run files.
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    # Created with mode 0666 and the kernel applies the process's current umask: the mode a
+    # plain open() gives (a labeling team can read suspects.csv), with no umask juggling
+    # that could race another thread. O_EXCL and a random name: no two writers share it.
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:

@@ -150,7 +150,7 @@ def test_eval_set_with_other_classes_is_refused_before_anything_is_written(tmp_p
 def test_resume_refuses_other_labels_or_settings(tmp_path):
     cfg = TrainConfig(**{**CFG, "epochs": 2})
     out = tmp_path / "run"
-    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg)
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, meta={"model_name": "tiny"})  # as the CLI records it
     before = (out / "run.json").read_text(), open_run(out).samples()
     with pytest.raises(ValueError, match="labels differ from the run's labels.parquet"):
         train(tiny_cnn(C, width=8), _dataset(noise=0.1), out, config=cfg, resume=True)
@@ -159,25 +159,36 @@ def test_resume_refuses_other_labels_or_settings(tmp_path):
     # Refused without touching the run.
     assert (out / "run.json").read_text() == before[0]
     pd.testing.assert_frame_equal(open_run(out).samples(), before[1])
+    # Another network of the same class (other shapes) is refused too, before run.json changes.
+    with pytest.raises(ValueError, match="different network"):
+        train(tiny_cnn(C, width=16), _dataset(), out, config=cfg, resume=True)
+    with pytest.raises(ValueError, match="resume with the same --model"):
+        train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True, meta={"model_name": "other"})
+    assert (out / "run.json").read_text() == before[0]
     # Where it runs may change.
     train(tiny_cnn(C, width=8), _dataset(), out, config=TrainConfig(**{**CFG, "epochs": 2, "device": "cpu"}), resume=True)
     assert open_run(out).meta["status"] == "finished"
 
 
-def test_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["in epoch 0", "after epoch 0's records, before its checkpoint"])
+def test_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, monkeypatch, where):
     cfg = TrainConfig(**{**CFG, "epochs": 2})
     torch.manual_seed(0)
     train(tiny_cnn(C, width=8), _dataset(), tmp_path / "full", config=cfg)
 
     def crash(*args, **kwargs):
-        raise KeyboardInterrupt("simulated kill in epoch 0")
+        raise KeyboardInterrupt(f"simulated kill {where}")
 
-    monkeypatch.setattr(train_mod.AlignmentRecorder, "end_epoch", crash)
+    if where == "in epoch 0":
+        monkeypatch.setattr(train_mod.AlignmentRecorder, "end_epoch", crash)
+    else:
+        monkeypatch.setattr(train_mod, "_atomic_save", crash)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cnn(C, width=8), _dataset(), tmp_path / "crash", config=cfg)
     monkeypatch.undo()
-    assert open_run(tmp_path / "crash").completed_epochs() == []
+    assert open_run(tmp_path / "crash").completed_epochs() == ([] if where == "in epoch 0" else [0])
     torch.manual_seed(0)
     train(tiny_cnn(C, width=8), _dataset(), tmp_path / "crash", config=cfg, resume=True)
     pd.testing.assert_frame_equal(open_run(tmp_path / "full").samples(), open_run(tmp_path / "crash").samples())
+    np.testing.assert_allclose(open_run(tmp_path / "full").epochs()["gwa"], open_run(tmp_path / "crash").epochs()["gwa"])

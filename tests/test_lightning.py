@@ -1,5 +1,6 @@
 """GWACallback inside a real Lightning Trainer.fit on synthetic data with injected noise."""
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -57,26 +58,28 @@ def test_callback_records_every_sample_each_epoch(tmp_path):
 
 
 def test_fit_from_a_checkpoint_continues_the_run(tmp_path):
-    """Train 2 epochs with checkpoints, then resume to 4 from the last one: epochs 0-3 each
-    recorded once, the resumed epochs appended to the same run."""
+    """Train 3 epochs with a checkpoint each, then resume from epoch 0's checkpoint to 4
+    epochs: epochs 1-3 are recorded again, each (epoch, sample) once, steps going on from
+    epoch 0's last step."""
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(_Data(), batch_size=50, shuffle=True)
 
     def trainer(epochs):
-        ckpt = L.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+        ckpt = L.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
         return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[GWACallback(tmp_path / "run"), ckpt])
 
-    trainer(2).fit(_Module(), loader)
+    trainer(3).fit(_Module(), loader)
     first = open_run(tmp_path / "run")
-    assert first.completed_epochs() == [0, 1]
+    assert first.completed_epochs() == [0, 1, 2]
     run_id, before = first.meta["run_id"], first.samples()
-    trainer(4).fit(_Module(), loader, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    (epoch0,) = (tmp_path / "ckpt").glob("epoch=0-*.ckpt")
+    trainer(4).fit(_Module(), loader, ckpt_path=str(epoch0))
     run = open_run(tmp_path / "run")
     assert run.completed_epochs() == [0, 1, 2, 3] and run.meta["run_id"] == run_id and run.meta["status"] == "finished"
     df = run.samples()
     assert (df.groupby(["epoch", "sample_id"]).size() == 1).all() and len(df) == 4 * N
-    assert df[df.epoch >= 2]["step"].min() > before["step"].max()
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(df[df.epoch < 2].reset_index(drop=True), before)
+    pd.testing.assert_frame_equal(df[df.epoch == 0].reset_index(drop=True), before[before.epoch == 0].reset_index(drop=True))
+    steps = df.groupby("epoch")["step"].agg(["min", "max"])
+    assert (steps["min"].iloc[1:].to_numpy() == steps["max"].iloc[:-1].to_numpy() + 1).all()  # no gap, no overlap
+    assert run.epochs()["end_step"].tolist() == (steps["max"] + 1).tolist()

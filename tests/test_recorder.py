@@ -224,6 +224,15 @@ def test_process_group_set_up_after_the_recorder_is_an_error(tmp_path, monkeypat
     assert open_run(tmp_path / "r").completed_epochs() == []
 
 
+def test_recorder_under_torchrun_before_the_process_group_is_an_error(tmp_path, monkeypatch):
+    """torchrun sets WORLD_SIZE; a recorder made before init_process_group would take every
+    process for rank 0 of 1: refused at once, before any file is written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="before torch.distributed was set up.*WORLD_SIZE=2"):
+        AlignmentRecorder(_model(), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
 def test_nan_logits_recorded_and_counted(tmp_path):
     model = _model()
     x, yn, _ = _data()

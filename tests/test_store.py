@@ -174,14 +174,21 @@ def test_empty_run_reads_as_empty(tmp_path):
 
 
 def test_written_files_get_the_mode_a_plain_open_would(tmp_path):
-    """0666 & ~umask (readable by a labeling team), not mkstemp's 0600."""
+    """0666 & ~umask (readable by a labeling team under a usual umask), not mkstemp's 0600,
+    and following the umask in force at the time of the write."""
     import os
     import stat
 
-    from gwa_diag import store
-
-    path = atomic_write_bytes(tmp_path / "suspects.csv", b"x\n")
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~store._UMASK
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_bytes(tmp_path / "suspects.csv", b"x\n")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        os.umask(0o077)  # tightened later in the process: new files follow
+        path = atomic_write_bytes(tmp_path / "report.md", b"x\n")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_other_ranks_read_run_json_when_resuming(tmp_path):
