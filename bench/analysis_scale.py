@@ -61,7 +61,7 @@ def build_run(path: Path, n_samples: int, n_epochs: int, *, noise: float = 0.2, 
         t = (epoch + 1) / n_epochs
         perm = rng.permutation(n_samples)
         nz, lab = noisy[perm], label[perm]
-        # Noisy samples start negative and are memorised towards the end (as in GWA.md sec. 6).
+        # Noisy samples start negative and are memorised towards the end (as in real runs).
         mu = np.where(nz, -0.3 + 0.55 * t * t, 0.05 + 0.45 * t) - difficulty[perm]
         a = np.clip(mu + 0.25 * rng.standard_normal(n_samples, dtype=np.float32), -1, 1).astype(np.float32)
         p_label = (1 / (1 + np.exp(-(4 * a + rng.standard_normal(n_samples, dtype=np.float32))))).astype(np.float32)

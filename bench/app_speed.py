@@ -10,7 +10,7 @@ thumbnails), one sample's trajectory. The browser test (tests/test_app_browser.p
 
 The synthetic run: 10 classes, a fraction of labels flipped; clean samples' alignment rises
 over training, flipped samples start negative and are partly memorised late, as in real
-runs (GWA.md section 4). Values are plausible, not a simulation of training.
+runs. Values are plausible, not a simulation of training.
 """
 
 from __future__ import annotations

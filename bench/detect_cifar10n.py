@@ -1,7 +1,7 @@
 """Real-data detection benchmark: which training signal finds the mislabeled CIFAR-10-N samples?
 
     python bench/detect_cifar10n.py                           # CPU: tiny CNN, first 5,000 images
-    python bench/detect_cifar10n.py --mode gpu                # ResNet-18, all 20,000 images (GWA.md sec. 6)
+    python bench/detect_cifar10n.py --mode gpu                # ResNet-18, all 20,000 images (reference setting)
     python bench/detect_cifar10n.py --label-sets worst --epochs 20 --window after_warmup
     python bench/detect_cifar10n.py --reuse                   # re-analyse finished runs, no training
 
@@ -35,7 +35,7 @@ Modes:
 * ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
   epochs then linear decay, fp32. A few minutes for three label sets on 2 CPU cores.
 * ``gpu``: CIFAR ResNet-18, all 20,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
-  2 warm-up epochs then linear decay, bf16 (the setting of docs GWA.md sec. 6).
+  2 warm-up epochs then linear decay, bf16 (the reference setting for CIFAR-10-N detection).
 
 Runs go to ``OUT/runs/<label set>`` (a previous gwa-diag run there is replaced unless
 ``--reuse``); the tables are also written as markdown to ``OUT/results.md``.

@@ -202,9 +202,15 @@ def ground_truth(
     else:
         labels = run.labels()
         if labels is None or "clean_label" not in labels.columns:
+            where = (
+                "it has no labels.parquet (a run recorded by AlignmentRecorder in your own loop: "
+                "write one with recorder.writer.write_labels(ids, labels, clean_labels))"
+                if labels is None
+                else "labels.parquet has no clean_label column"
+            )
             raise AnalysisError(
-                f"no ground truth for {run.path}: labels.parquet has no clean_label column. "
-                "Pass a truth file (--truth FILE, a CSV with columns sample_id, clean_label)."
+                f"no ground truth for {run.path}: {where}. "
+                "Or pass a truth file (--truth FILE, a CSV with columns sample_id, clean_label)."
             )
         clean = labels.set_index("sample_id")["clean_label"]
     if given is None:

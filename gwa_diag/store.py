@@ -373,8 +373,17 @@ class Run:
         return frame.sort_values(sort, kind="stable").reset_index(drop=True)
 
     def trajectory(self, sample_id: int) -> pd.DataFrame:
-        """One sample's rows over the run, sorted by epoch then step."""
-        return self.samples(sample_ids=[int(sample_id)])
+        """One sample's rows over the run, sorted by epoch then step.
+
+        Raises ValueError for an id with no rows in the complete epochs (sample ids are the
+        dataset's own, e.g. CIFAR-10 training indices, not positions)."""
+        rows = self.samples(sample_ids=[int(sample_id)])
+        if rows.empty and self.completed_epochs():
+            raise ValueError(
+                f"sample id {int(sample_id)} has no rows in the complete epochs of {self.path}; "
+                "ids are the dataset's own (see labels.parquet or samples(columns=['sample_id']))"
+            )
+        return rows
 
     def epoch_scores(self, epoch: int) -> pd.DataFrame:
         """Every row of one complete epoch."""

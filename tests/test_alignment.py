@@ -1,4 +1,4 @@
-"""Alignment math: GWA.md test vectors, torch.func cross-check, moments, early stopping."""
+"""Alignment math: reference test vectors, torch.func cross-check, moments, early stopping."""
 
 import math
 

@@ -107,8 +107,12 @@ def test_ground_truth_from_labels_parquet_and_from_a_csv(tmp_path):
 def test_ground_truth_errors_are_clear(tmp_path):
     rows, given, _ = noisy_rows(n=30, epochs=3, seed=7)
     path = write_run(tmp_path / "run", rows, num_classes=4, labels=given)
-    with pytest.raises(AnalysisError, match="no ground truth.*--truth"):
+    with pytest.raises(AnalysisError, match="no ground truth.*no clean_label column.*--truth"):
         ground_truth(path)
+    # A run recorded in a plain loop has no labels.parquet at all: the message says how to add one.
+    bare = write_run(tmp_path / "bare", rows, num_classes=4)
+    with pytest.raises(AnalysisError, match=r"no labels.parquet.*recorder.writer.write_labels.*--truth"):
+        ground_truth(bare)
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"id": [1], "label": [2]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="sample_id and clean_label"):

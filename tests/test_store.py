@@ -54,6 +54,8 @@ def test_layout_and_readers(tmp_path):
     assert len(df) == 60 and set(df["epoch"]) == {0, 1, 2}
     traj = run.trajectory(13)
     assert list(traj["epoch"]) == [0, 1, 2] and (traj["sample_id"] == 13).all()
+    with pytest.raises(ValueError, match="sample id 1234 has no rows"):
+        run.trajectory(1234)
     assert len(run.epoch_scores(1)) == 20
     assert run.labels()["clean_label"].sum() == 5
     # Parquet metadata carries the schema version.
