@@ -190,10 +190,13 @@ def _check_eval_labels(eval_set: Any, num_classes: int) -> None:
 _RESUME_FREE = {"device", "num_workers", "progress"}
 
 
-def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module, meta: dict[str, Any]) -> None:
+def _check_resume(
+    out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module, meta: dict[str, Any]
+) -> dict[str, Any] | None:
     """Refuse to resume a run with another model, other data, labels or settings: its
     remaining epochs would be recorded against a different problem than the ones before
-    (and labels.parquet). Runs before anything in the run directory is touched."""
+    (and labels.parquet). Runs before anything in the run directory is touched. Returns the
+    checkpoint (on the CPU), or None when the run has none yet."""
     run = open_run(out)
     stored = run.meta.get("config") or {}
     changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUME_FREE and k in stored and stored[k] != v)
@@ -210,11 +213,11 @@ def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Modul
             "resume with the same --model"
         )
     ckpt_path = out / "checkpoints" / "last.pt"
-    if ckpt_path.exists():
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None  # our own file
+    if ckpt is not None:
         # Same class name is not the same network (resnet18 vs resnet34): compare shapes.
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"]
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if {k: tuple(v.shape) for k, v in saved.items()} != own:
+        if {k: tuple(v.shape) for k, v in ckpt["model"].items()} != own:
             raise ValueError(
                 f"cannot resume {out}: its checkpoint holds a different network than the model given "
                 "(parameter names or shapes differ); resume with the same --model"
@@ -231,6 +234,7 @@ def _check_resume(out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Modul
                 "labels.parquet (another dataset, label file or noise setting?). Resume with the "
                 "same data options, or start a new run in a new directory"
             )
+    return ckpt
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -370,8 +374,9 @@ def train(
         },
         **(meta or {}),
     }
+    ckpt = None
     if resume and (out / "run.json").exists():
-        _check_resume(out, cfg, train_set, model, meta or {})  # every rank: all of them stop on a mismatch
+        ckpt = _check_resume(out, cfg, train_set, model, meta or {})  # every rank: all of them stop on a mismatch
     if rank != 0:
         import torch.distributed as dist
 
@@ -383,13 +388,13 @@ def train(
         dist.barrier()
     start_epoch = 0
     ckpt_path = out / "checkpoints" / "last.pt"
-    if resume and not ckpt_path.exists():
+    if resume and ckpt is None:
         # Stopped before its first checkpoint (a crash in epoch 0, or between epoch 0's records
         # and its checkpoint): start over. Same seed, same data: every epoch is recorded again.
         resume = False
         writer.drop_epochs_from(0)
     if resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
+        # load_state_dict copies into the model's and the optimizer's own devices.
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])

@@ -64,8 +64,8 @@ __all__ = [
 
 Window = Literal["second_half", "after_warmup", "all"]
 
-#: Averaging windows for the mean-over-epochs scorers (the second half of training beat
-#: "all epochs after warm-up" for every signal measured on CIFAR-10-N).
+#: Averaging windows for the mean-over-epochs scorers (in the reference measurements on
+#: CIFAR-10-N, the second half of training beat "all epochs after warm-up" for every signal).
 WINDOWS: dict[str, str] = {
     "second_half": "the last ceil(n/2) of the n complete epochs (default)",
     "after_warmup": "all complete epochs except the first 10% (warm-up), at least one kept",
