@@ -12,3 +12,17 @@ def noisy_blobs(n: int, d: int, c: int, *, noise: float = 0.2, seed: int = 0):
     is_noisy = torch.rand(n, generator=g) < noise
     y_noisy = torch.where(is_noisy, (y + torch.randint(1, c, (n,), generator=g)) % c, y)
     return x, y_noisy, is_noisy
+
+
+class BlobDataset(torch.utils.data.Dataset):
+    """``noisy_blobs`` as a Dataset; ``item(x, y, i)`` shapes one sample (tuple or dict)."""
+
+    def __init__(self, n: int, d: int, c: int, item=lambda x, y, i: (x, y, i)):
+        self.x, self.y, self.noisy = noisy_blobs(n, d, c)
+        self.item = item
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.item(self.x[i], self.y[i], i)

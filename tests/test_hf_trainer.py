@@ -11,22 +11,15 @@ pytest.importorskip("accelerate")
 
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-from noisy_blobs import noisy_blobs  # noqa: E402
+from noisy_blobs import BlobDataset  # noqa: E402
 
 from gwa_diag import AlignmentRecorder, open_run  # noqa: E402
 
 N, D, C = 600, 16, 4
 
 
-class Data(torch.utils.data.Dataset):
-    def __init__(self):
-        self.x, self.y, self.noisy = noisy_blobs(N, D, C)
-
-    def __len__(self):
-        return N
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "labels": self.y[i], "sample_id": i}
+def Data():
+    return BlobDataset(N, D, C, item=lambda x, y, i: {"x": x, "labels": y, "sample_id": i})
 
 
 class Net(nn.Module):

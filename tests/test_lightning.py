@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 L = pytest.importorskip("lightning.pytorch")
 
-from noisy_blobs import noisy_blobs  # noqa: E402
+from noisy_blobs import BlobDataset  # noqa: E402
 
 from gwa_diag.lightning import GWACallback  # noqa: E402
 from gwa_diag.store import open_run  # noqa: E402
@@ -17,15 +17,8 @@ from gwa_diag.store import open_run  # noqa: E402
 N, D, C = 600, 16, 4
 
 
-class _Data(torch.utils.data.Dataset):
-    def __init__(self):
-        self.x, self.y, self.noisy = noisy_blobs(N, D, C)
-
-    def __len__(self):
-        return N
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i], i
+def _Data():
+    return BlobDataset(N, D, C)  # items (x, y, sample id)
 
 
 class _Module(L.LightningModule):
