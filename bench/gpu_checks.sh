@@ -28,7 +28,7 @@ step() { echo; echo "== $*"; "$@" || { echo "!! failed ($?): $*"; status=1; }; }
   step "$PY" bench/recorder_scale.py --classes 1000
   step "$PY" bench/recorder_scale.py --classes 10
   step "$PY" - <<'PYEOF'
-import tempfile, time
+import shutil, tempfile, time
 from gwa_diag.data import sample_data
 from gwa_diag.engine import TrainConfig, train
 from gwa_diag.models import resnet18_cifar
@@ -42,6 +42,7 @@ ep = run.epochs()
 print(ep[["epoch", "gwa", "train_loss", "train_acc", "eval_acc", "seconds"]].to_string(index=False))
 rows = len(run.epoch_scores(int(ep["epoch"].max())))
 print(f"engine on GPU: {len(ep)} epochs in {time.perf_counter() - t0:.1f} s, {rows} rows in the last epoch, on {run.meta['device']} ({run.meta['environment']['cuda']})")
+shutil.rmtree(out.rsplit("/", 1)[0])
 assert rows == len(train_set), (rows, len(train_set))
 PYEOF
   exit "$status"

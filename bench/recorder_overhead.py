@@ -29,13 +29,19 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(model, device, *, batch: int, steps: int, repeats: int, dtype, label: str) -> dict:
+    # The run directory only exists for the recorder to write into; nothing is left behind.
+    with tempfile.TemporaryDirectory(prefix="gwa-bench-") as tmp:
+        return _measure(model, device, tmp + "/run", batch=batch, steps=steps, repeats=repeats, dtype=dtype, label=label)
+
+
+def _measure(model, device, run_dir: str, *, batch: int, steps: int, repeats: int, dtype, label: str) -> dict:
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     ids = torch.arange(batch)
-    rec = AlignmentRecorder(model, tempfile.mkdtemp(prefix="gwa-bench-") + "/run")
+    rec = AlignmentRecorder(model, run_dir)
     rec._handle.remove()  # start detached: "off" blocks run the plain loop
 
     def block(on: bool) -> float:
@@ -59,7 +65,7 @@ def measure(model, device, *, batch: int, steps: int, repeats: int, dtype, label
         return dt
 
     block(False), block(True)  # warm-up (allocator, cudnn autotune)
-    rec._ints.clear(), rec._floats.clear()
+    rec._clear()  # drop the warm-up rows
     off, on = [], []
     for r in range(repeats):
         # Alternate which goes first so drift in machine load does not favour one side.
@@ -88,6 +94,7 @@ def measure(model, device, *, batch: int, steps: int, repeats: int, dtype, label
     t0 = time.perf_counter()
     rec.end_epoch(0)
     flush = time.perf_counter() - t0
+    rec.close()  # wait for the background write before the directory is removed
     rows = repeats * steps * batch * 2
     med_off, med_on = statistics.median(off), statistics.median(on)
     return {
