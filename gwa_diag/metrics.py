@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .store import Run
-from .summaries import SCORERS, AnalysisError, _as_run
+from .store import Run, read_listed_parts
+from .summaries import SCORERS, AnalysisError, _as_run, vanished_parts_as_file_not_found
 
 __all__ = [
     "RULE_ROW",
@@ -246,16 +246,19 @@ def _given_labels(run: Run) -> pd.Series:
     labels = run.labels()
     if labels is not None:
         return labels.set_index("sample_id")["label"]
-    files = run.sample_files()
-    if not files:
-        raise AnalysisError(f"{run.path} has no labels.parquet and no complete epoch to read labels from")
     import duckdb
 
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    with duckdb.connect(":memory:") as con:
-        out = con.sql(
-            f"SELECT sample_id, arg_max(label, step) AS label FROM read_parquet([{listed}]) GROUP BY sample_id"
-        ).fetchnumpy()
+    def read() -> dict[str, Any]:
+        files = [str(f) for f in run.sample_files()]
+        if not files:
+            raise AnalysisError(f"{run.path} has no labels.parquet and no complete epoch to read labels from")
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        with vanished_parts_as_file_not_found(files), duckdb.connect(":memory:") as con:
+            return con.sql(
+                f"SELECT sample_id, arg_max(label, step) AS label FROM read_parquet([{listed}]) GROUP BY sample_id"
+            ).fetchnumpy()
+
+    out = read_listed_parts(read)
     return pd.Series(np.asarray(out["label"]), index=pd.Index(np.asarray(out["sample_id"]), name="sample_id"))
 
 

@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,30 @@ _EPOCH_TYPES = {
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (another run, missing, wrong version)."""
+
+
+_T = TypeVar("_T")
+
+# How often a read is retried when a part it listed vanished before it was opened.
+_READ_ATTEMPTS = 3
+
+
+def read_listed_parts(read: Callable[[], _T]) -> _T:
+    """Call ``read`` (which lists the complete epochs' parts and reads them) and call it
+    again when a listed part vanished in between.
+
+    Why: a resumed run forgets the epochs it re-records (:meth:`RunWriter.drop_epochs_from`)
+    by first removing their ``epochs.parquet`` rows and then their parts. A reader that
+    listed the parts just before can find one gone; listing again no longer includes that
+    epoch, so the retry reads a consistent set."""
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == _READ_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -362,12 +386,12 @@ class Run:
         sample_ids: Iterable[int] | None = None,
     ) -> pd.DataFrame:
         """All rows (or a filtered subset) as a pandas frame with an ``epoch`` column."""
-        ds = self.dataset(epochs)
         filt = None
         if sample_ids is not None:
             filt = pads.field("sample_id").isin(pa.array(np.asarray(list(sample_ids), dtype=np.int64)))
         cols = None if columns is None else list(dict.fromkeys(["epoch", *columns]))
-        table = ds.to_table(columns=cols, filter=filt)
+        wanted = None if epochs is None else list(epochs)  # an iterator would be spent by a retry
+        table = read_listed_parts(lambda: self.dataset(wanted).to_table(columns=cols, filter=filt))
         frame = table.to_pandas()
         sort = [c for c in ("epoch", "step", "sample_id") if c in frame.columns]
         return frame.sort_values(sort, kind="stable").reset_index(drop=True)

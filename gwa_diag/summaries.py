@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
@@ -47,7 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .store import Run, RunDirError, open_run
+from .store import Run, RunDirError, open_run, read_listed_parts
 
 if TYPE_CHECKING:  # alignment imports torch; only selected_epoch needs it, imported lazily
     from .early_stopping import EarlyStopResult
@@ -291,21 +292,38 @@ def summarize(
         raise ValueError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
     if threads is not None and int(threads) < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    files: dict[int, list[str]] = {}
-    for f in run.sample_files():
-        files.setdefault(int(f.parent.name.split("=", 1)[1]), []).append(str(f))
-    if not files:
-        raise AnalysisError(
-            f"{run.path} has no complete epoch with sample rows yet (epochs.parquet lists none, "
-            "or their samples/epoch=E parts are missing): nothing to summarise. Wait for the "
-            "first epoch to finish, or check that the recorder wrote this directory."
-        )
-    if el2n_at is not None and int(el2n_at) not in files:
-        raise ValueError(f"el2n_at={el2n_at} is not a complete epoch with data; complete epochs: {sorted(files)}")
-    return _summarize(
-        run, files, window=str(window), mode=mode, el2n_at=el2n_at, threads=threads,
-        memory_limit=memory_limit, temp_directory=temp_directory,
-    )
+    def read() -> pd.DataFrame:
+        files: dict[int, list[str]] = {}
+        for f in run.sample_files():
+            files.setdefault(int(f.parent.name.split("=", 1)[1]), []).append(str(f))
+        if not files:
+            raise AnalysisError(
+                f"{run.path} has no complete epoch with sample rows yet (epochs.parquet lists none, "
+                "or their samples/epoch=E parts are missing): nothing to summarise. Wait for the "
+                "first epoch to finish, or check that the recorder wrote this directory."
+            )
+        if el2n_at is not None and int(el2n_at) not in files:
+            raise ValueError(f"el2n_at={el2n_at} is not a complete epoch with data; complete epochs: {sorted(files)}")
+        with vanished_parts_as_file_not_found([f for fs in files.values() for f in fs]):
+            return _summarize(
+                run, files, window=str(window), mode=mode, el2n_at=el2n_at, threads=threads,
+                memory_limit=memory_limit, temp_directory=temp_directory,
+            )
+
+    return read_listed_parts(read)
+
+
+@contextmanager
+def vanished_parts_as_file_not_found(files: list[str]) -> Iterator[None]:
+    """Report a DuckDB read that failed because a listed part vanished (a resume removed it)
+    as FileNotFoundError, which :func:`gwa_diag.store.read_listed_parts` retries."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        gone = [f for f in files if not os.path.exists(f)]
+        if gone:
+            raise FileNotFoundError(f"{gone[0]} was removed while it was being read") from exc
+        raise
 
 
 def _summarize(

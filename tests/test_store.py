@@ -199,3 +199,71 @@ def test_other_ranks_read_run_json_when_resuming(tmp_path):
     w0.update_meta(next_step=123)
     assert RunWriter(tmp_path / "run", rank=1, world_size=2, resume=True).meta["next_step"] == 123
     assert "next_step" not in RunWriter(tmp_path / "run", rank=1, world_size=2).meta
+
+
+def _resume_during_first_listing(monkeypatch, w0, epoch):
+    """Make the first listing of parts race a resume: the parts are listed, then the resume
+    forgets ``epoch`` and later (rows, then parts) before the reader opens them."""
+    from gwa_diag.store import Run
+
+    listed = Run.sample_files
+    calls = []
+
+    def racing(self, epochs=None):
+        files = listed(self, epochs)
+        calls.append(len(files))
+        if len(calls) == 1:
+            w0.drop_epochs_from(epoch)
+        return files
+
+    monkeypatch.setattr(Run, "sample_files", racing)
+    return calls
+
+
+def test_reader_listing_parts_while_a_resume_removes_them_reads_again(tmp_path, monkeypatch):
+    w0 = _run(tmp_path, epochs=3)
+    calls = _resume_during_first_listing(monkeypatch, w0, 1)
+    df = open_run(tmp_path / "run").samples()
+    # The first listing had all 3 epochs' parts; the second reads what is complete now.
+    assert calls == [6, 2]
+    assert set(df["epoch"]) == {0} and len(df) == 20
+
+
+def test_summaries_and_given_labels_read_again_after_a_resume_removed_parts(tmp_path, monkeypatch):
+    from gwa_diag.metrics import _given_labels
+    from gwa_diag.summaries import summarize
+
+    w0 = _run(tmp_path, epochs=3)
+    (tmp_path / "run" / "labels.parquet").unlink()  # labels then come from the parts (DuckDB)
+    calls = _resume_during_first_listing(monkeypatch, w0, 2)
+    assert len(_given_labels(open_run(tmp_path / "run"))) == 20
+    assert calls == [6, 4]
+    calls.clear()
+    w0.write_samples(2, _part(range(10), 2))
+    w0.write_epoch({"epoch": 2, "n": 20, "gwa": 0.2, "valid": True, "reason": "ok"})
+    calls = _resume_during_first_listing(monkeypatch, w0, 1)
+    summary = summarize(tmp_path / "run")
+    assert calls[-1] == 2 and summary.attrs["n_epochs"] == 1 and len(summary) == 20
+
+
+def test_reads_that_keep_failing_are_not_retried_forever():
+    from gwa_diag.store import read_listed_parts
+
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("part-0.parquet")
+
+    with pytest.raises(FileNotFoundError):
+        read_listed_parts(missing)
+    assert len(calls) == 3
+
+    def broken():
+        calls.append(1)
+        raise ValueError("not a vanished part")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        read_listed_parts(broken)
+    assert len(calls) == 1  # only a vanished part is worth another listing
