@@ -90,7 +90,23 @@ def alignment_from_head(
         numerator = s_y - (q * scores).sum(dim=1)
         grad_norm = torch.sqrt(1.0 + (q * q).sum(dim=1))
     else:
-        diff = torch.softmax(logits, dim=1) - targets.float()
+        probs = torch.softmax(logits, dim=1)
+        soft = targets.float()
+        # The top class's entry p_top - q_top cancels when p_top rounds to 1 (a confidently
+        # fitted sample with a one-hot or near one-hot target), which loses the entry and can
+        # flip the sign of the alignment. (1 - q_top) - sum_{c != top} p_c is the same number
+        # without the cancellation: the probabilities sum to 1 and each small p_c is exact
+        # to float32's relative precision.
+        top = logits.argmax(dim=1, keepdim=True)
+        rest = probs.scatter(1, top, 0.0).sum(dim=1, keepdim=True)
+        off_top = 1.0 - soft.gather(1, top)
+        diff = (probs - soft).scatter(1, top, off_top - rest)
+        # A target with all its mass on the top class gives p - q = rest * (r - e_top), with
+        # r the softmax over the other logits: the class-index path's direction. Using it
+        # directly keeps the direction once rest underflows to 0 (logit gaps beyond ~87).
+        on_top = (off_top == 0) & (soft.scatter(1, top, 0.0) == 0).all(dim=1, keepdim=True)
+        fitted = torch.softmax(logits.scatter(1, top, float("-inf")), dim=1).scatter(1, top, -1.0)
+        diff = torch.where(on_top, fitted, diff)
         numerator = -(diff * scores).sum(dim=1)
         grad_norm = diff.norm(dim=1)
     denom = grad_norm * feature_norm.float() * weight_norm.float()

@@ -103,6 +103,40 @@ def test_saturated_softmax_keeps_direction():
     assert abs(naive.item() - expected) > 0.1
 
 
+@pytest.mark.parametrize("scale", [1.0, 10.0, 40.0, 300.0])
+def test_one_hot_soft_targets_match_class_indices_when_confident(scale):
+    # The same labels as one-hot float targets (a pipeline that yields one-hot vectors, mixup
+    # with lam = 1) must give the class-index values, also once the softmax saturates: at
+    # scale 40 p_top rounds to 1 in float32, at 300 the other probabilities underflow to 0.
+    g = torch.Generator().manual_seed(3)
+    n, d, c = 96, 8, 5
+    z = torch.randn(n, d, generator=g)
+    w = torch.randn(c, d, generator=g) * scale
+    logits = z @ w.T
+    pred = logits.argmax(1)
+    y = torch.where(torch.arange(n) % 4 == 0, (pred + 1) % c, pred)  # 3/4 fitted, 1/4 not
+    by_index = per_sample_alignment(z, logits, y, w)
+    by_one_hot = per_sample_alignment(z, logits, torch.nn.functional.one_hot(y, c).float(), w)
+    assert torch.isfinite(by_one_hot).all()
+    np.testing.assert_allclose(by_one_hot.numpy(), by_index.numpy(), atol=2e-6)
+
+
+def test_label_smoothed_targets_on_a_confident_head_match_float64():
+    # Near-one-hot targets (label smoothing 0.01) with p_top close to 1: float32 must agree
+    # with a float64 evaluation of the same formula to float32 accuracy.
+    g = torch.Generator().manual_seed(4)
+    n, d, c = 64, 8, 10
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(c, d, generator=g, dtype=torch.float64) * 20
+    logits = z @ w.T
+    smooth = torch.full((n, c), 0.01 / c, dtype=torch.float64)
+    smooth.scatter_(1, logits.argmax(1, keepdim=True), 1 - 0.01 + 0.01 / c)
+    ref = _reference_alignment(z, smooth, w, torch.zeros(c, dtype=torch.float64))
+    ours = per_sample_alignment(z.float(), logits.float(), smooth.float(), w.float())
+    assert torch.softmax(logits, 1).max(1).values.median() > 0.99999  # confident: the hard case
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=5e-4)
+
+
 def test_nan_logits_give_nan_not_crash():
     z = torch.randn(3, 4)
     w = torch.randn(2, 4)
