@@ -131,6 +131,11 @@ class AlignmentRecorder:
         self._epoch_start = time.perf_counter()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwa-diag-writer")
         self._inflight: list[Future] = []
+        self._last_epoch: int | None = None  # the last epoch this recorder closed
+        self._closed = False
+        # A model compiled and run before the hook existed keeps calling its compiled graph,
+        # which does not call hooks added later; update() then says so.
+        self._compiled = hasattr(model, "_orig_mod")
         self._handle = head.register_forward_hook(self._hook)
 
     # -- capture ---------------------------------------------------------------------------
@@ -172,6 +177,8 @@ class AlignmentRecorder:
         """
         fwd = self._pending
         if fwd is None:
+            if self._closed:
+                raise RuntimeError("update() called on a closed AlignmentRecorder; create a new one (resume=True continues the run)")
             if self._skipped_eval:
                 raise RuntimeError(
                     "update() called after a forward with the head in eval mode, which is not "
@@ -181,6 +188,13 @@ class AlignmentRecorder:
             raise RuntimeError(
                 "update() called before a training forward pass of the head; call it after "
                 "logits = model(x) (with gradients enabled) for the same batch"
+                + (
+                    ". The model is compiled (torch.compile): a compiled model that already ran "
+                    "does not call hooks added afterwards, so create the recorder before its "
+                    "first compiled forward"
+                    if self._compiled
+                    else ""
+                )
             )
         self._pending = None
         batch = fwd.logits.shape[0]
@@ -237,7 +251,9 @@ class AlignmentRecorder:
             p_label = logp.gather(1, idx).squeeze(1).exp()
             top = logp.max(dim=1)
             pred, p_pred = top.indices, top.values.exp()
-            self._ids.append(ids.detach())
+            # A copy: a loader that refills one id buffer in place (numpy or tensor) would
+            # otherwise rewrite the ids of batches already recorded.
+            self._ids.append(ids.detach().clone())
             self._steps.append((self.step, batch))
             self._ints.append(torch.stack([labels.long(), pred], 1))
             self._floats.append(torch.stack([align, margin, loss, p_label, p_pred], 1))
@@ -249,6 +265,20 @@ class AlignmentRecorder:
         writes the Parquet part, then the epoch row, in the background (``flush`` waits;
         ``close`` flushes). ``extra`` keys (lr, eval_acc, ...) are stored in the epoch row.
         """
+        if self._closed:
+            raise RuntimeError(f"end_epoch({epoch}) called on a closed AlignmentRecorder; create a new one "
+                               "(resume=True continues the run)")
+        epoch = _epoch_number(epoch)
+        if self._last_epoch is not None and epoch <= self._last_epoch:
+            # Writing it again would replace the epoch's part and row with what came after.
+            raise ValueError(
+                f"end_epoch({epoch}) after end_epoch({self._last_epoch}): epochs must increase, and an "
+                "epoch already written would be replaced. Call end_epoch once per epoch with that epoch's number"
+            )
+        extra = _scalar_extras(extra)
+        # A failed write of the previous epoch surfaces here, before this epoch's rows are
+        # taken out of memory.
+        self.flush()
         rank, world = _dist_info()
         if (rank, world) != (self.rank, self.world_size):
             self._clear()
@@ -276,7 +306,10 @@ class AlignmentRecorder:
         moments = Moments.from_scores(floats[:, 0])
         finite_loss = torch.isfinite(floats[:, 2])
         loss_sum = torch.where(finite_loss, floats[:, 2], 0.0).double().sum()
-        correct = (ints[:, 1] == ints[:, 0]).double().sum()
+        # Rows with non-finite logits have no prediction: they count as wrong, never as
+        # correct (their argmax would be class 0), and train_acc is NaN when no row has one.
+        finite = torch.isfinite(floats[:, 0])
+        correct = ((ints[:, 1] == ints[:, 0]) & finite).double().sum()
         totals = torch.cat(
             [moments.as_tensor().to(floats.device), torch.stack([loss_sum, correct, finite_loss.double().sum()])]
         )
@@ -296,14 +329,14 @@ class AlignmentRecorder:
             **result.as_dict(),
             # Mean over the finite losses: a diverged epoch reads NaN, never a perfect 0.
             "train_loss": float(totals[6]) / float(totals[8]) if float(totals[8]) else float("nan"),
-            "train_acc": float(totals[7]) / n_rows if n_rows else float("nan"),
+            "train_acc": float(totals[7]) / n_rows if result.n else float("nan"),
             "end_step": self.step,
             "seconds": time.perf_counter() - self._epoch_start,
             **extra,
         }
-        # At most one epoch in flight: host memory stays bounded and errors surface here.
-        self.flush()
+        # At most one epoch in flight (flushed above): host memory stays bounded.
         self.submit(self._write, int(epoch), ids_h, steps_h, ints_h, floats_h, row, self.step)
+        self._last_epoch = epoch
         self._epoch_start = time.perf_counter()
         return row
 
@@ -353,6 +386,7 @@ class AlignmentRecorder:
         """Write what is pending, detach the hook and mark the run finished (extra keys go
         into run.json)."""
         self._handle.remove()
+        self._closed = True
         self.flush()
         self._pool.shutdown(wait=True)
         self.writer.update_meta(status="finished", **meta)
@@ -360,12 +394,54 @@ class AlignmentRecorder:
     def __enter__(self) -> "AlignmentRecorder":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        """A clean exit closes the recorder (the run is marked finished); an exception
+        writes what was submitted and leaves the run marked running, so that it can be
+        resumed."""
+        if exc_type is None and not self._closed:
+            self.close()
+            return
         self._handle.remove()
+        self._closed = True
         try:
             self.flush()
         finally:
             self._pool.shutdown(wait=True)
+
+
+# The columns end_epoch computes itself; extra keys may not replace them.
+_EPOCH_KEYS = frozenset(
+    {"epoch", "n", "n_nan", "mean", "m2", "m4", "kurtosis", "gwa", "valid", "reason",
+     "train_loss", "train_acc", "end_step", "seconds"}
+)
+
+
+def _epoch_number(epoch: Any) -> int:
+    if isinstance(epoch, torch.Tensor) and epoch.numel() == 1:
+        epoch = epoch.item()
+    if isinstance(epoch, (bool, np.bool_)) or not isinstance(epoch, (int, np.integer)) or int(epoch) < 0:
+        raise TypeError(f"epoch must be a non-negative int, got {epoch!r}")
+    return int(epoch)
+
+
+def _scalar_extras(extra: dict[str, Any]) -> dict[str, Any]:
+    """``end_epoch``'s extra columns as plain Python scalars, checked before anything is
+    written (a tensor or array would only fail in the background write, losing the epoch)."""
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        if key in _EPOCH_KEYS:
+            raise ValueError(f"end_epoch extra {key!r} would replace the recorder's own {key!r} column; use another name")
+        if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+            size = value.numel() if isinstance(value, torch.Tensor) else np.size(value)
+            if size != 1:
+                raise TypeError(f"end_epoch extra {key!r} must be a scalar, got shape {tuple(value.shape)}")
+            value = value.item()
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise TypeError(
+                f"end_epoch extra {key!r} must be a number, bool, string or None, got {type(value).__name__}"
+            )
+        out[key] = value
+    return out
 
 
 _LATE_GROUP = (

@@ -25,11 +25,14 @@ def Data():
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
+        self.config = transformers.PretrainedConfig()  # what a Hugging Face model carries
         self.body = nn.Sequential(nn.Linear(D, 32), nn.ReLU())
         self.head = nn.Linear(32, C)
 
     def forward(self, x, labels=None):
         logits = self.head(self.body(x))
+        if labels is None:  # Trainer computes the loss itself (label smoothing)
+            return {"logits": logits}
         return {"loss": F.cross_entropy(logits, labels), "logits": logits}
 
 
@@ -41,10 +44,10 @@ class GWATrainer(Trainer):
         self.add_callback(GWAEpochEnd(self.recorder))
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-        ids = inputs.pop("sample_id")
+        ids, labels = inputs.pop("sample_id"), inputs["labels"]  # compute_loss may pop labels
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
         if model.training:
-            self.recorder.update(ids, inputs["labels"])
+            self.recorder.update(ids, labels)
         return out
 
 
@@ -53,7 +56,7 @@ class GWAEpochEnd(TrainerCallback):
         self.recorder = recorder
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.recorder.end_epoch(round(state.epoch) - 1)
+        self.recorder.end_epoch(int(state.epoch - 1e-6))  # epoch index; a cut-short last epoch keeps its own
 
     def on_train_end(self, args, state, control, **kwargs):
         self.recorder.close()
@@ -75,6 +78,25 @@ def test_trainer_recipe_records_every_sample(tmp_path):
     assert (df.groupby(["epoch", "sample_id"]).size() == 1).all() and len(df) == 4 * N
     mean_align = df[df.epoch >= 2].groupby("sample_id")["alignment"].mean()
     assert roc_auc_score(data.noisy.numpy()[mean_align.index], -mean_align.values) > 0.85
+
+
+def test_trainer_recipe_with_label_smoothing_and_a_cut_short_last_epoch(tmp_path):
+    """Label smoothing makes Trainer pop the labels from the inputs; a fractional epoch count
+    ends training inside an epoch. Neither may lose or replace a finished epoch."""
+    torch.manual_seed(0)
+    data, model = Data(), Net()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"), num_train_epochs=2.4, per_device_train_batch_size=50,
+        learning_rate=0.1, optim="sgd", remove_unused_columns=False, report_to=[], use_cpu=True,
+        save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0, label_smoothing_factor=0.1,
+    )
+    GWATrainer(model=model, args=args, train_dataset=data, run_dir=tmp_path / "run", head=model.head).train()
+    run = open_run(tmp_path / "run")
+    assert run.completed_epochs() == [0, 1, 2]
+    counts = run.samples().groupby("epoch")["sample_id"].agg(["size", "nunique"])
+    assert counts.loc[0].tolist() == [N, N] and counts.loc[1].tolist() == [N, N]
+    # 12 steps per epoch; 2.4 epochs is 29 steps, so the last epoch has 5 batches of 50.
+    assert counts.loc[2].tolist() == [250, 250]
 
 
 _TORCHRUN_SCRIPT = """

@@ -334,3 +334,116 @@ def test_end_epoch_returns_before_the_write_and_flush_waits(tmp_path, monkeypatc
     gate.set()
     rec.close()
     assert open_run(tmp_path / "r").completed_epochs() == [0]
+
+
+def _one_batch(model, rec, x, yn, lo, hi, ids=None):
+    model(x[lo:hi])
+    rec.update(torch.arange(lo, hi) if ids is None else ids, yn[lo:hi])
+
+
+def test_an_epoch_already_written_is_never_replaced(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    _one_batch(model, rec, x, yn, 0, 64)
+    rec.end_epoch(0)
+    _one_batch(model, rec, x, yn, 64, 96)
+    rec.end_epoch(1)
+    for again in (1, 0):
+        with pytest.raises(ValueError, match="epochs must increase"):
+            rec.end_epoch(again)
+    rec.close()
+    run = open_run(tmp_path / "r")
+    assert run.epochs()["n"].tolist() == [64, 32]
+    assert len(run.epoch_scores(1)) == 32
+    assert run.meta["status"] == "finished"
+
+
+def test_end_epoch_extras_are_checked_before_anything_is_lost(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    _one_batch(model, rec, x, yn, 0, 10)
+    # Scalar tensors and numpy scalars are stored as numbers.
+    row = rec.end_epoch(0, eval_acc=torch.tensor(0.75), lr=np.float32(0.1), note="warm-up")
+    assert row["eval_acc"] == 0.75 and isinstance(row["eval_acc"], float)
+    _one_batch(model, rec, x, yn, 10, 20)
+    with pytest.raises(TypeError, match="'eval_acc' must be a scalar"):
+        rec.end_epoch(1, eval_acc=torch.tensor([0.5, 0.6]))
+    with pytest.raises(TypeError, match="'cfg' must be a number"):
+        rec.end_epoch(1, cfg={"lr": 0.1})
+    with pytest.raises(ValueError, match="replace the recorder's own 'n'"):
+        rec.end_epoch(1, n=5)
+    # Nothing of epoch 1 was taken out of memory by the refused calls.
+    row = rec.end_epoch(1, eval_acc=0.5)
+    rec.close()
+    assert row["n"] == 10
+    run = open_run(tmp_path / "r")
+    assert run.completed_epochs() == [0, 1]
+    assert run.epochs()["eval_acc"].tolist() == [0.75, 0.5]
+    assert sorted(run.epoch_scores(1)["sample_id"]) == list(range(10, 20))
+
+
+def test_ids_buffer_refilled_in_place_keeps_each_batch_ids(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    ids_np = np.zeros(16, dtype=np.int64)
+    ids_t = torch.zeros(16, dtype=torch.int64)
+    for lo in range(0, 64, 16):
+        buf = ids_np if lo < 32 else ids_t
+        buf[:] = np.arange(lo, lo + 16) if buf is ids_np else torch.arange(lo, lo + 16)
+        _one_batch(model, rec, x, yn, lo, lo + 16, ids=buf)
+    rec.end_epoch(0)
+    rec.close()
+    df = open_run(tmp_path / "r").epoch_scores(0)
+    assert sorted(df["sample_id"]) == list(range(64))
+    assert (df.sort_values("sample_id")["label"].to_numpy() == yn[:64].numpy()).all()
+
+
+def test_diverged_rows_never_count_as_correct(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    model(torch.full_like(x[:20], float("nan")))
+    rec.update(torch.arange(20), torch.zeros(20, dtype=torch.long))  # argmax of NaN is 0
+    assert np.isnan(rec.end_epoch(0)["train_acc"])
+    model(torch.full_like(x[:20], float("nan")))
+    rec.update(torch.arange(20), torch.zeros(20, dtype=torch.long))
+    with torch.no_grad():
+        pred = model(x[20:40]).argmax(1)
+    model(x[20:40])
+    rec.update(torch.arange(20, 40), pred)  # 20 correct among 40 rows
+    assert rec.end_epoch(1)["train_acc"] == pytest.approx(0.5)
+    rec.close()
+
+
+def test_context_manager_finishes_the_run_or_leaves_it_resumable(tmp_path):
+    model = _model()
+    x, yn, _ = _data()
+    with AlignmentRecorder(model, tmp_path / "ok") as rec:
+        _one_batch(model, rec, x, yn, 0, 10)
+        rec.end_epoch(0)
+    assert open_run(tmp_path / "ok").meta["status"] == "finished"
+    with pytest.raises(RuntimeError, match="closed"):
+        rec.end_epoch(1)
+    with pytest.raises(RuntimeError, match="closed"):
+        rec.update(torch.arange(10), yn[:10])
+    with pytest.raises(KeyError):
+        with AlignmentRecorder(model, tmp_path / "crash") as rec:
+            _one_batch(model, rec, x, yn, 0, 10)
+            rec.end_epoch(0)
+            raise KeyError("the training loop failed")
+    run = open_run(tmp_path / "crash")
+    assert run.meta["status"] == "running" and run.completed_epochs() == [0]
+
+
+def test_compiled_model_run_before_the_recorder_is_explained(tmp_path):
+    class Compiled(nn.Module):  # what torch.compile returns: the original under _orig_mod
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+    rec = AlignmentRecorder(Compiled(_model()), tmp_path / "r")
+    with pytest.raises(RuntimeError, match="create the recorder before its first compiled forward"):
+        rec.update(torch.arange(4), torch.zeros(4, dtype=torch.long))
