@@ -190,14 +190,41 @@ def _check_eval_labels(eval_set: Any, num_classes: int) -> None:
 _RESUME_FREE = {"device", "num_workers", "progress"}
 
 
+# Images hashed for the data fingerprint: evenly spaced, so that a changed file, order or
+# preprocessing shows up without reading a whole image folder again.
+_FINGERPRINT_IMAGES = 32
+
+
+def data_fingerprint(dataset: Any) -> str:
+    """A short hash of the sample ids and of up to ``_FINGERPRINT_IMAGES`` evenly spaced
+    images (their pixels and shapes): equal for the same data wherever it is stored."""
+    import hashlib
+
+    n = len(dataset)
+    h = hashlib.sha256(f"n={n}".encode())
+    for pos in np.unique(np.linspace(0, max(n - 1, 0), min(n, _FINGERPRINT_IMAGES)).astype(np.int64)):
+        image = dataset.image(int(pos)) if hasattr(dataset, "image") else dataset[int(pos)][0]
+        arr = np.ascontiguousarray(np.asarray(image))
+        h.update(f"{int(np.asarray(dataset.sample_ids)[pos])}:{arr.shape}:{arr.dtype}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
 def _check_resume(
-    out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module, meta: dict[str, Any]
+    out: Path, cfg: "TrainConfig", train_set: Any, model: nn.Module, meta: dict[str, Any], fingerprint: str
 ) -> dict[str, Any] | None:
     """Refuse to resume a run with another model, other data, labels or settings: its
     remaining epochs would be recorded against a different problem than the ones before
-    (and labels.parquet). Runs before anything in the run directory is touched. Returns the
-    checkpoint (on the CPU), or None when the run has none yet."""
+    (and labels.parquet). Also refuse what a resume would wipe: a run recorded by another
+    loop, or one whose checkpoint is gone. Runs before anything in the run directory is
+    touched. Returns the checkpoint (on the CPU), or None when the run has none yet."""
     run = open_run(out)
+    if "config" not in run.meta:
+        raise ValueError(
+            f"cannot resume {out}: it was recorded by an AlignmentRecorder in another training loop, "
+            "not by gwa-diag train, so there is nothing to continue (resuming would replace its "
+            "epochs). Start a new run in a new directory"
+        )
     stored = run.meta.get("config") or {}
     changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUME_FREE and k in stored and stored[k] != v)
     if changed:
@@ -212,8 +239,24 @@ def _check_resume(
             f"cannot resume {out}: it trained {stored_name or run.meta['model']}, not {name or type(model).__name__}; "
             "resume with the same --model"
         )
+    stored_fp = run.meta.get("data_fingerprint")
+    if stored_fp is not None and stored_fp != fingerprint:
+        raise ValueError(
+            f"cannot resume {out}: the training images differ from the ones it was recorded on "
+            "(another file, another image folder content or order). Resume with the same data, "
+            "or start a new run in a new directory"
+        )
     ckpt_path = out / "checkpoints" / "last.pt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None  # our own file
+    done = run.completed_epochs()
+    if ckpt is None and any(e > 0 for e in done):
+        # A checkpoint is saved after every epoch, so one missing after epoch 1 was removed:
+        # starting over would replace the recorded epochs.
+        raise ValueError(
+            f"cannot resume {out}: it has {len(done)} recorded epochs but no checkpoints/last.pt "
+            "(removed?), so training cannot continue where it stopped. Restore the checkpoint, or "
+            "start a new run in a new directory; the recorded epochs are left as they are"
+        )
     if ckpt is not None:
         # Same class name is not the same network (resnet18 vs resnet34): compare shapes.
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -354,8 +397,10 @@ def train(
     mean, std = _channel_stats(stats_src)
     mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
 
+    fingerprint = data_fingerprint(train_set)
     run_meta = {
         "config": asdict(cfg),
+        "data_fingerprint": fingerprint,
         "num_classes": num_classes,
         "class_names": list(getattr(train_set, "class_names", []) or []),
         "num_samples": len(train_set),
@@ -376,7 +421,7 @@ def train(
     }
     ckpt = None
     if resume and (out / "run.json").exists():
-        ckpt = _check_resume(out, cfg, train_set, model, meta or {})  # every rank: all of them stop on a mismatch
+        ckpt = _check_resume(out, cfg, train_set, model, meta or {}, fingerprint)  # every rank: all of them stop on a mismatch
     if rank != 0:
         import torch.distributed as dist
 

@@ -192,3 +192,45 @@ def test_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path
     train(tiny_cnn(C, width=8), _dataset(), tmp_path / "crash", config=cfg, resume=True)
     pd.testing.assert_frame_equal(open_run(tmp_path / "full").samples(), open_run(tmp_path / "crash").samples())
     np.testing.assert_allclose(open_run(tmp_path / "full").epochs()["gwa"], open_run(tmp_path / "crash").epochs()["gwa"])
+
+
+def test_resume_never_replaces_epochs_it_cannot_continue(tmp_path):
+    import shutil
+
+    from gwa_diag.recorder import AlignmentRecorder
+
+    cfg = TrainConfig(**{**CFG, "epochs": 3})
+    # A run recorded in another training loop: nothing for gwa-diag train to continue.
+    plain = tmp_path / "plain"
+    model = tiny_cnn(C, width=8)
+    rec = AlignmentRecorder(model, plain)
+    imgs, labels = _images(64)
+    model(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255)
+    rec.update(torch.arange(64), torch.from_numpy(labels))
+    rec.end_epoch(0)
+    rec.close()
+    before = (plain / "run.json").read_text()
+    with pytest.raises(ValueError, match="recorded by an AlignmentRecorder in another training loop"):
+        train(tiny_cnn(C, width=8), _dataset(), plain, config=cfg, resume=True)
+    assert (plain / "run.json").read_text() == before and open_run(plain).completed_epochs() == [0]
+    # A gwa-diag run whose checkpoints were removed: its recorded epochs stay.
+    out = tmp_path / "run"
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg)
+    shutil.rmtree(out / "checkpoints")
+    rows = open_run(out).samples()
+    with pytest.raises(ValueError, match="3 recorded epochs but no checkpoints/last.pt"):
+        train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True)
+    pd.testing.assert_frame_equal(open_run(out).samples(), rows)
+
+
+def test_resume_refuses_other_images_with_the_same_ids_and_labels(tmp_path):
+    cfg = TrainConfig(**{**CFG, "epochs": 2})
+    out = tmp_path / "run"
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg)
+    ds = _dataset()
+    inverted = ArrayDataset(255 - _images()[0], ds.labels, sample_ids=ds.sample_ids)
+    with pytest.raises(ValueError, match="training images differ"):
+        train(tiny_cnn(C, width=8), inverted, out, config=cfg, resume=True)
+    # The same pixels from another object (a moved file) resume fine.
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True)
+    assert open_run(out).meta["status"] == "finished"
