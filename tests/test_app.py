@@ -333,6 +333,29 @@ def test_moved_images_show_tables_and_a_message(runs, monkeypatch, tmp_path):
         assert "could not be loaded" in _texts(at)
 
 
+def test_changed_images_are_not_shown_under_the_old_ids(monkeypatch, tmp_path):
+    from gwa_diag.data import load_dataset
+    from gwa_diag.engine import data_fingerprint
+
+    run = write_synthetic_run(tmp_path / "changed", samples=N_SAMPLES, epochs=N_EPOCHS, seed=6)
+    writer = RunWriter(run, resume=True)
+    writer.update_meta(data_fingerprint=data_fingerprint(load_dataset(writer.meta["dataset"])))
+    at = _app(run, monkeypatch, page="browse")
+    _clean(at)
+    assert all(c["src"] for c in _grid(at))  # the images trained on: shown
+    # The same file now holds other pixels (a re-export, files renamed in a folder ...).
+    npz = run.parent / f".{run.name}-dataset.npz"
+    with np.load(npz) as f:
+        arrays = dict(f)
+    arrays["images"] = 255 - arrays["images"]
+    np.savez(npz, **arrays)
+    appdata._dataset_job.clear()
+    at = _app(run, monkeypatch, page="browse")
+    _clean(at)
+    assert "not the ones this run trained on" in _texts(at)
+    assert len(_grid(at)) == 48 and all(c["src"] is None for c in _grid(at))
+
+
 def test_reload_reopens_the_sample_in_the_url(runs, monkeypatch):
     monkeypatch.setenv("GWA_DIAG_RUN", str(runs["no_truth"]))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)

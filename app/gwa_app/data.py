@@ -191,20 +191,35 @@ def _summary_job(path: str, generation: str, window: str) -> Future:
     return _POOL.submit(_summarize, path, window)
 
 
-def _load_dataset(spec_json: str) -> Any:
+def _load_dataset(spec_json: str, fingerprint: str | None) -> Any:
     from gwa_diag.data import load_dataset
+    from gwa_diag.engine import data_fingerprint
 
-    return load_dataset(json.loads(spec_json))
+    dataset = load_dataset(json.loads(spec_json))
+    # An image folder's ids are file positions: a file added or removed since training would
+    # put another image under every later id. Showing it beside that id's scores would
+    # mislead a relabeling decision, so a changed dataset shows no images at all.
+    if fingerprint is not None and data_fingerprint(dataset) != fingerprint:
+        raise ValueError(
+            f"the images found now ({len(dataset)} samples) are not the ones this run trained on "
+            "(files added, removed or replaced since), so an id could show another sample's image"
+        )
+    return dataset
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _dataset_job(path: str, spec_json: str) -> Future:
-    return _POOL.submit(_load_dataset, spec_json)
+def _dataset_job(path: str, spec_json: str, fingerprint: str | None) -> Future:
+    return _POOL.submit(_load_dataset, spec_json, fingerprint)
 
 
 def _spec_json(state: RunState) -> str | None:
     spec = state.meta.get("dataset")
     return json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else None
+
+
+def _fingerprint(state: RunState) -> str | None:
+    value = state.meta.get("data_fingerprint")
+    return str(value) if value else None
 
 
 _first_prefetch = True
@@ -223,7 +238,7 @@ def prefetch(state: RunState, window: str) -> None:
         jobs.append(_summary_job(state.path, state.generation, window))
     spec = _spec_json(state)
     if spec is not None:
-        jobs.append(_dataset_job(state.path, spec))
+        jobs.append(_dataset_job(state.path, spec, _fingerprint(state)))
     if _first_prefetch:
         _first_prefetch = False
         for job in jobs:
@@ -264,7 +279,7 @@ def open_dataset(state: RunState) -> tuple[Any | None, str | None]:
     spec = _spec_json(state)
     if spec is None:
         return None, "run.json records no dataset spec, so the images cannot be found."
-    job = _dataset_job(state.path, spec)
+    job = _dataset_job(state.path, spec, _fingerprint(state))
     try:
         return job.result(), None
     except Exception as exc:  # noqa: BLE001 - any loader error means "no images", never a traceback
