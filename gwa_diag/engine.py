@@ -13,6 +13,7 @@ once and batches are gathered there, so no DataLoader workers or host copies per
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -32,7 +33,7 @@ from . import __version__
 from .early_stopping import EarlyStopResult, select_epoch
 from .models import check_num_classes
 from .recorder import AlignmentRecorder, _dist_info
-from .store import RunWriter, open_run
+from .store import RunDirError, RunWriter, open_run
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -354,7 +355,45 @@ def train(
     ``train_set`` yields (uint8 image [3,H,W], label, sample_id) and has ``labels``,
     ``sample_ids`` and ``num_classes`` (see :mod:`gwa_diag.data`). ``resume=True`` continues
     a killed run from its last checkpoint without losing or duplicating recorded epochs.
+    While it trains, the run directory is locked: a second ``train`` on it (a ``--resume``
+    started while the first still runs) is refused instead of interleaving its writes.
     """
+    with contextlib.ExitStack() as held:
+        return _train(model, train_set, out_dir, config=config, eval_set=eval_set, head=head,
+                      resume=resume, meta=meta, held=held)
+
+
+def _lock_run_dir(out: Path, held: contextlib.ExitStack) -> None:
+    """Hold an exclusive lock on the run directory until ``held`` closes. The kernel drops
+    it when the process dies, so a killed run never leaves a stale lock behind."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, as before
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(
+            f"{out} is being written by another gwa-diag train right now: wait for it to finish, "
+            "or stop it before resuming (its recorded epochs are kept)"
+        ) from None
+    held.callback(os.close, fd)
+
+
+def _train(
+    model: nn.Module,
+    train_set: Any,
+    out_dir: str | os.PathLike,
+    *,
+    config: TrainConfig | None,
+    eval_set: Any | None,
+    head: nn.Linear | None,
+    resume: bool,
+    meta: dict[str, Any] | None,
+    held: contextlib.ExitStack,
+) -> TrainResult:
     cfg = config or TrainConfig()
     cfg.validate()
     out = Path(out_dir)
@@ -420,6 +459,10 @@ def train(
         **(meta or {}),
     }
     ckpt = None
+    # Lock before the resume checks read the run; a new run is locked once RunWriter made it.
+    locked = rank == 0 and resume and (out / "run.json").exists()
+    if locked:
+        _lock_run_dir(out, held)
     if resume and (out / "run.json").exists():
         ckpt = _check_resume(out, cfg, train_set, model, meta or {}, fingerprint)  # every rank: all of them stop on a mismatch
     if rank != 0:
@@ -427,6 +470,8 @@ def train(
 
         dist.barrier()  # rank 0 has created (or checked) the run directory
     writer = RunWriter(out, meta=run_meta, rank=rank, world_size=world, resume=resume)
+    if rank == 0 and not locked:
+        _lock_run_dir(out, held)
     if rank == 0 and world > 1:
         import torch.distributed as dist
 

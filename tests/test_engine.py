@@ -234,3 +234,30 @@ def test_resume_refuses_other_images_with_the_same_ids_and_labels(tmp_path):
     # The same pixels from another object (a moved file) resume fine.
     train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True)
     assert open_run(out).meta["status"] == "finished"
+
+
+def test_a_second_train_on_a_run_being_written_is_refused(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    cfg = TrainConfig(**{**CFG, "epochs": 2})
+    out = tmp_path / "run"
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg)
+    rows = open_run(out).samples()
+    # Another process holds the run (a first `train` still running) ...
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match="being written by another gwa-diag train"):
+            train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    pd.testing.assert_frame_equal(open_run(out).samples(), rows)
+    # ... and once it is gone (killed: the kernel drops its lock), resuming works.
+    train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True)
+    assert open_run(out).meta["status"] == "finished"
