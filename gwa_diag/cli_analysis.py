@@ -10,14 +10,16 @@ Each reads only the run directory (complete epochs) and writes into RUN/analysis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-from .metrics import detection_table, ground_truth, per_class_table
+from .metrics import TruthCoverageWarning, detection_table, ground_truth, per_class_table
 from .rank import flag, write_suspects
 from .report import json_ready, class_names, write_report
 from .store import RunDirError, atomic_write_bytes, open_run
@@ -37,6 +39,12 @@ def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[
             return body(args)
         except (RunDirError, ValueError, FileNotFoundError) as exc:
             print(f"gwa-diag {name}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            # A path that is a directory where a file goes (or the reverse), no permission ...
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"gwa-diag {name}: error: {exc.strerror or exc}{where}; check the --out/--out-dir/--truth "
+                  "paths: files must be files and folders folders, and writable", file=sys.stderr)
             return 2
 
     run.__name__ = f"cmd_{name}"
@@ -81,16 +89,29 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """gwa-diag's own warnings as one plain line each, not Python's file:line format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruthCoverageWarning)
+        yield
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """Detection scores of every scorer against ground truth."""
     run = open_run(args.run)
     summary = summarize(run, window=args.window)
-    truth = ground_truth(run, truth_file=args.truth, given=summary["label"])
+    with _warnings_to_stderr():
+        truth = ground_truth(run, truth_file=args.truth, given=summary["label"])
     table = detection_table(summary, truth)
     per_class = per_class_table(summary, truth, scorer=args.scorer)
     n, n_noisy = len(truth), int(truth.sum())
     print(summary.attrs["selection"]["note"])
-    print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}); "
+    cover = truth.attrs["coverage"]
+    covered = "" if cover["matched"] == cover["samples"] else f" (the truth covers {cover['matched']} of {cover['samples']} samples)"
+    print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}){covered}; "
           f"window {args.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "
           f"P@k and R@k at k = {n_noisy}")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
@@ -103,7 +124,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "window": {"name": args.window, "epochs": summary.attrs["window_epochs"]},
         "early_stopping": summary.attrs["selection"],
         "selected_epoch": summary.attrs["selected_epoch"],
-        "ground_truth": {"source": str(args.truth) if args.truth else "labels.parquet", "n": n, "n_noisy": n_noisy},
+        "ground_truth": {"source": str(args.truth) if args.truth else "labels.parquet", "n": n, "n_noisy": n_noisy,
+                         "coverage": cover},
         "detection": table.reset_index().to_dict(orient="records"),
         "per_class": per_class.reset_index().to_dict(orient="records"),
         "per_class_scorer": args.scorer,
@@ -116,10 +138,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     """Write report.md / report.json, plots, suspects.csv and ranking.parquet."""
     rule = _rule(args)
-    report = write_report(
-        args.run, out_dir=args.out_dir, scorer=args.scorer, truth_file=args.truth, window=args.window,
-        rule=rule, k=args.k, noise_rate=args.noise_rate,
-    )
+    with _warnings_to_stderr():
+        report = write_report(
+            args.run, out_dir=args.out_dir, scorer=args.scorer, truth_file=args.truth, window=args.window,
+            rule=rule, k=args.k, noise_rate=args.noise_rate,
+        )
     print(report["early_stopping"].get("note", ""))
     print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")
     if report["detection"]:

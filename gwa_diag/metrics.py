@@ -10,6 +10,7 @@ least suspicious (-inf).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from .store import Run, read_listed_parts
 from .summaries import SCORERS, AnalysisError, _as_run, vanished_parts_as_file_not_found
 
 __all__ = [
+    "TruthCoverageWarning",
     "RULE_ROW",
     "auroc",
     "average_precision",
@@ -198,7 +200,7 @@ def ground_truth(
     """
     run = _as_run(run_or_path)
     if truth_file is not None:
-        clean = _read_truth(Path(truth_file))
+        clean = _clean_as_indices(_read_truth(Path(truth_file)), run, Path(truth_file))
     else:
         labels = run.labels()
         if labels is None or "clean_label" not in labels.columns:
@@ -224,13 +226,59 @@ def ground_truth(
             f"{len(given)} labelled samples); check that the truth file uses the dataset's sample ids"
         )
     noisy = given.loc[common].astype("int64").to_numpy() != clean.loc[common].astype("int64").to_numpy()
-    return pd.Series(noisy, index=pd.Index(common, name="sample_id"), name="is_noisy").sort_index()
+    out = pd.Series(noisy, index=pd.Index(common, name="sample_id"), name="is_noisy").sort_index()
+    # Scores over a part of the run are easy to misread as scores over all of it: say so.
+    out.attrs["coverage"] = {"matched": int(len(common)), "samples": int(len(given)), "truth_rows": int(len(clean))}
+    if len(common) < len(given):
+        warnings.warn(
+            f"the ground truth covers {len(common)} of the run's {len(given)} samples; detection "
+            "scores are over those only (does the truth file use the dataset's sample ids?)",
+            TruthCoverageWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+class TruthCoverageWarning(UserWarning):
+    """The ground truth covers only part of the run's samples."""
+
+
+def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
+    """Clean labels as class indices in [0, num_classes): class names are mapped through
+    run.json's class_names; anything else is refused with the values that do not fit."""
+    names = [str(n) for n in (run.meta.get("class_names") or [])]
+    num_classes = run.num_classes or len(names) or None
+    values = clean.dropna()
+    if not pd.api.types.is_numeric_dtype(values):
+        lookup = {name: i for i, name in enumerate(names)}
+        as_text = values.astype(str)
+        unknown = sorted(set(as_text) - set(lookup))
+        if not names or unknown:
+            known = f"the run's class names are {', '.join(names)}" if names else "the run records no class names"
+            raise ValueError(
+                f"truth file {path}: clean_label holds {', '.join(map(repr, unknown[:5]))}, which are "
+                f"not class indices or class names ({known}); write class indices 0..{(num_classes or 1) - 1}"
+            )
+        values = as_text.map(lookup)
+    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values.to_numpy(), 1) == 0):
+        raise ValueError(f"truth file {path}: clean_label holds non-integer values; write class indices")
+    values = values.astype("int64")
+    bad = values[(values < 0) | (values >= num_classes)] if num_classes else values[values < 0]
+    if len(bad):
+        raise ValueError(
+            f"truth file {path}: clean_label {int(bad.iloc[0])} (sample {bad.index[0]}) is outside the "
+            f"run's classes [0, {num_classes}); {len(bad)} row(s) are out of range"
+        )
+    return values
 
 
 def _read_truth(path: Path) -> pd.Series:
     if not path.exists():
         raise FileNotFoundError(f"truth file {path} does not exist")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if path.is_dir():
+        raise ValueError(f"truth file {path} is a directory; pass the CSV or Parquet file itself")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     missing = [c for c in ("sample_id", "clean_label") if c not in frame.columns]
     if missing:
         raise ValueError(

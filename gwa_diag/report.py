@@ -96,11 +96,8 @@ def _write_report(
     ranked = rank(summary, scorer=scorer)
     flagged = flag(summary, rule=rule, k=k, noise_rate=noise_rate, scorer=scorer)
     names = class_names(run)
-    files: dict[str, str] = {}
-    files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
-    table = pa.Table.from_pandas(ranked.reset_index(), preserve_index=False)
-    files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
-
+    # Every input is checked (the truth file included) before the first file is written, so
+    # a refused report leaves the previous report's files together and unchanged.
     truth: pd.Series | None
     truth_note: str
     try:
@@ -110,6 +107,13 @@ def _write_report(
         if truth_file is not None:
             raise
         truth, truth_note = None, str(err)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; pass --out-dir a folder for the report files")
+
+    files: dict[str, str] = {}
+    files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
+    table = pa.Table.from_pandas(ranked.reset_index(), preserve_index=False)
+    files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
     epochs = run.epochs()
     selection = dict(summary.attrs.get("selection", {}))
@@ -143,7 +147,7 @@ def _write_report(
         "n_alignment_negative": int((summary["alignment_selected"] < 0).sum()),
         "ground_truth": (
             {"available": True, "source": truth_note, "n": int(len(truth)), "n_noisy": int(truth.sum()),
-             "noise_rate": float(truth.mean())}
+             "noise_rate": float(truth.mean()), "coverage": truth.attrs.get("coverage")}
             if truth is not None
             else {"available": False, "reason": truth_note}
         ),
@@ -257,6 +261,10 @@ def _markdown(
     if detection is None or per_class is None:
         lines += [f"No ground truth: {truth['reason']}", ""]
     else:
+        cover = truth.get("coverage") or {}
+        if cover and cover["matched"] < cover["samples"]:
+            lines += [f"**The ground truth covers {cover['matched']} of the run's {cover['samples']} samples**; "
+                      "the scores below are over those only.", ""]
         lines += [
             f"Ground truth {truth['source']}: {truth['n_noisy']} of {truth['n']} samples mislabeled "
             f"({truth['noise_rate']:.1%}). Higher scores = more suspicious; P@k and R@k at "

@@ -166,3 +166,37 @@ def test_per_class_table(tmp_path):
         assert row["auroc"] == pytest.approx(roc_auc_score(y, summary.loc[members, "align_mean"]))
     with pytest.raises(ValueError, match="valid scorers"):
         per_class_table(summary, truth, scorer="nope")
+
+
+def test_truth_files_partial_named_out_of_range_and_parquet(tmp_path):
+    from gwa_diag.metrics import TruthCoverageWarning
+    from gwa_diag.store import RunWriter
+
+    path, given, clean = _run_with_truth(tmp_path)
+    RunWriter(path, resume=True).update_meta(class_names=["cat", "dog", "car", "ship"])
+    ids = sorted(given)
+    part = tmp_path / "part.csv"
+    pd.DataFrame({"sample_id": ids[:50], "clean_label": [clean[i] for i in ids[:50]]}).to_csv(part, index=False)
+    with pytest.warns(TruthCoverageWarning, match="covers 50 of the run's 200 samples"):
+        truth = ground_truth(path, truth_file=part)
+    assert len(truth) == 50 and truth.attrs["coverage"] == {"matched": 50, "samples": 200, "truth_rows": 50}
+    # Class names map through run.json's class_names; an unknown name is refused.
+    names = tmp_path / "names.csv"
+    pd.DataFrame({"sample_id": ids, "clean_label": [["cat", "dog", "car", "ship"][clean[i]] for i in ids]}).to_csv(names, index=False)
+    by_name = ground_truth(path, truth_file=names)
+    np.testing.assert_array_equal(by_name.to_numpy(), ground_truth(path).to_numpy())
+    pd.DataFrame({"sample_id": ids[:2], "clean_label": ["cat", "truck"]}).to_csv(names, index=False)
+    with pytest.raises(ValueError, match="'truck'.*class names are cat, dog, car, ship"):
+        ground_truth(path, truth_file=names)
+    # A label outside the run's classes is an error, not a mislabeled sample.
+    wide = tmp_path / "wide.csv"
+    pd.DataFrame({"sample_id": ids, "clean_label": [42] + [clean[i] for i in ids[1:]]}).to_csv(wide, index=False)
+    with pytest.raises(ValueError, match=r"clean_label 42 .* outside the run's classes \[0, 4\)"):
+        ground_truth(path, truth_file=wide)
+    # Parquet by suffix, in any case, including .pq.
+    frame = pd.DataFrame({"sample_id": ids, "clean_label": [clean[i] for i in ids]})
+    for name in ("truth.PARQUET", "truth.pq"):
+        frame.to_parquet(tmp_path / name)
+        np.testing.assert_array_equal(ground_truth(path, truth_file=tmp_path / name).to_numpy(), ground_truth(path).to_numpy())
+    with pytest.raises(ValueError, match="is a directory"):
+        ground_truth(path, truth_file=tmp_path)

@@ -135,3 +135,33 @@ def test_markdown_table():
     assert markdown_table(frame).splitlines() == [
         "| m | a | b |", "|---|---|---|", "| r1 | 0.123 | x\\|y |", "| r2 | - | z |",
     ]
+
+
+def test_refused_report_leaves_the_previous_files_together(noisy_run, tmp_path, capsys):
+    path, _, _ = noisy_run
+    assert _cli(["report", str(path)]) == 0
+    analysis = path / "analysis"
+    before = {p.name: p.read_bytes() for p in analysis.iterdir()}
+    assert _cli(["report", str(path), "--scorer", "aum", "--flag", "topk", "--k", "5",
+                 "--truth", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in analysis.iterdir()} == before
+
+
+def test_partial_truth_is_reported_and_bad_paths_are_one_line_errors(noisy_run, tmp_path, capsys):
+    path, given, clean = noisy_run
+    ids = sorted(given)[:100]
+    part = tmp_path / "part.csv"
+    pd.DataFrame({"sample_id": ids, "clean_label": [clean[i] for i in ids]}).to_csv(part, index=False)
+    assert _cli(["score", str(path), "--truth", str(part)]) == 0
+    out, err = capsys.readouterr()
+    assert "the truth covers 100 of 400 samples" in out and "warning: the ground truth covers 100" in err
+    assert json.loads((path / "analysis" / "scores.json").read_text())["ground_truth"]["coverage"]["matched"] == 100
+    assert _cli(["report", str(path), "--truth", str(part)]) == 0
+    assert "covers 100 of the run's 400 samples" in (path / "analysis" / "report.md").read_text()
+    capsys.readouterr()
+    for argv in (["score", str(path), "--out", str(tmp_path)], ["rank", str(path), "--out", str(tmp_path)],
+                 ["report", str(path), "--out-dir", str(part)]):
+        assert _cli(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"gwa-diag {argv[0]}: error:") and "Traceback" not in err and len(err.splitlines()) == 1, err
