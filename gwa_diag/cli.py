@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import secrets
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -48,7 +50,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--workers", type=int, default=0, help="DataLoader workers (image folders)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="run directory (default runs/<time>)")
+    out.add_argument("--out", type=Path, help="run directory (default runs/<time>-<4 hex digits>)")
     out.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -57,6 +59,13 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
     """Build (train_set, eval_set) from the CLI data options."""
     from . import data
 
+    # Options that cannot go together are refused before any data is read.
+    if args.label_set and args.data == "folder":
+        # CIFAR-10-N labels are keyed by CIFAR-10 training index, not by a folder's file order.
+        raise ValueError("--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
+                         "npz, or train a folder on your own labels with --labels FILE")
+    if args.image_size is not None and args.data != "folder":
+        raise ValueError("--image-size resizes image folders only (--data folder); drop it for this data")
     eval_set = None
     if args.data == "sample":
         train_set, eval_set = data.sample_data(label_set=args.label_set or "worst")
@@ -130,7 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if rank != 0:
         args.quiet = True
     train_set, eval_set = load_train_data(args)
-    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    # The default name is unique even for two runs started in the same second.
+    out = args.out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     import torch
 
     torch.manual_seed(args.seed)  # the model's initial weights are part of what --seed fixes
@@ -142,8 +152,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     print(f"run directory: {out}  ({time.perf_counter() - t0:.1f} s)")
-    print(f"GWA-selected epoch: {sel.epoch} ({sel.reason}); weights in {out}/checkpoints/selected.pt")
-    print(f"next: gwa-diag rank {out}   |   gwa-diag report {out}   |   gwa-diag app {out}")
+    weights = Path(out) / "checkpoints" / "selected.pt"
+    if sel.epoch is not None and weights.exists():
+        print(f"GWA-selected epoch: {sel.epoch} ({sel.reason}); weights in {weights}")
+    else:
+        print(f"GWA selected no epoch ({sel.reason}); the last epoch's weights are in {Path(out) / 'checkpoints' / 'last.pt'}")
+    q = shlex.quote(str(out))
+    print(f"next: gwa-diag rank {q}   |   gwa-diag report {q}   |   gwa-diag app {q}")
     return 0
 
 
@@ -168,6 +183,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input: one clear line (what is wrong and how to fix it), no traceback.
         print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file where a folder goes (or the reverse), no permission, a full disk ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"gwa-diag {args.command}: error: {exc.strerror or exc}{where}; check the paths given "
+              "(--out, --data-path, ...): folders must be folders, files files, and writable", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.command == "train" and getattr(args, "out", None) is not None:
+            resume = shlex.join(["gwa-diag", *(argv if argv is not None else sys.argv[1:])])
+            resume += "" if getattr(args, "resume", False) else " --resume"
+            if "--out" not in resume:
+                resume += f" --out {shlex.quote(str(args.out))}"
+            print(f"\ninterrupted: the epochs recorded so far are kept in {args.out}; continue with:\n  {resume}",
+                  file=sys.stderr)
+        else:
+            print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

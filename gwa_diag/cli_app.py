@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,33 @@ def _check_run(run: Path) -> None:
     open_run(run)  # RunDirError with a clear message when it is not a run directory
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port that a server already listens on. Otherwise that server would answer
+    the readiness check and the browser would open its page, not this run's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: only a listening socket blocks the bind, not connections of a server
+        # that just stopped (TIME_WAIT).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise ValueError(
+                f"port {port} on {host} is not available ({exc.strerror or exc}): another gwa-diag app "
+                f"or server is using it? Pass --port with a free port, e.g. --port {int(port) + 1}"
+            ) from None
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range: use 1-65535")
+    return value
+
+
 def _get(url: str, timeout: float) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -74,7 +102,8 @@ def _wait_until_up(proc: subprocess.Popen, base: str) -> bool:
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             if _get(f"{base}/_stcore/health", 2.0)[0] == 200:
-                return True
+                # Our server, not one that took the port after the check: ours is alive.
+                return proc.poll() is None
         except OSError:
             pass
         time.sleep(0.2)
@@ -117,6 +146,7 @@ def run_app(run: str | os.PathLike, *, port: int = 8501, host: str = "127.0.0.1"
         return 2
     run_path = Path(run)
     _check_run(run_path)
+    _check_port_free(host, port)
     # A wildcard bind address is not something a browser (or the warm-up) can open.
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{int(port)}"
     print(f"gwa-diag app: starting the server for {run_path} ...", flush=True)
@@ -157,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Serve the Streamlit app for a run directory (it can still be training).",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
-    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--port", type=_port, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to share)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")

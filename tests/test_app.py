@@ -488,3 +488,24 @@ def test_cli_app_command(runs, monkeypatch):
     monkeypatch.setattr(gwa_diag, "__file__", str(Path("/nonexistent/site-packages/gwa_diag/__init__.py")))
     with pytest.raises(FileNotFoundError, match="app is not installed"):
         cli_app.app_script()
+
+
+def test_app_refuses_a_port_in_use_and_bad_ports(runs, monkeypatch, capsys):
+    import socket
+
+    from gwa_diag import cli_app
+    from gwa_diag.cli import main
+
+    started = []
+    monkeypatch.setattr(cli_app.subprocess, "Popen", lambda *a, **k: started.append(a))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert main(["app", str(runs["truth"]), "--port", str(port), "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is not available" in err and "--port" in err
+    assert started == []  # no server was started, no "ready" for someone else's
+    with pytest.raises(SystemExit):
+        main(["app", str(runs["truth"]), "--port", "99999"])
+    assert "out of range" in capsys.readouterr().err

@@ -72,3 +72,59 @@ def test_demo_runs_offline_and_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "align_mean" in out and "aum" in out and "run directory" in out
     assert (tmp_path / "demo" / "analysis" / "report.md").exists()
+
+
+def _one_line_error(capsys, command):
+    err = capsys.readouterr().err
+    assert err.startswith(f"gwa-diag {command}: error:") and "Traceback" not in err, err
+    return err
+
+
+def test_train_options_and_paths_that_cannot_work_are_one_line_errors(tmp_path, capsys):
+    data = _npz(tmp_path / "d.npz", n=60)
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    (tmp_path / "a_file").write_text("not a folder")
+    base = ["train", "--epochs", "1", "--batch-size", "20", "--quiet"]
+    cases = [
+        (["--data", "folder", "--data-path", str(tmp_path / "folder"), "--label-set", "worst",
+          "--cifar10n", str(tmp_path / "h.pt"), "--out", str(tmp_path / "r1")], "needs the CIFAR-10 images"),
+        (["--data", "npz", "--data-path", str(data), "--image-size", "8", "--out", str(tmp_path / "r2")], "--image-size"),
+        (["--data", "npz", "--data-path", str(data), "--device", "tpu", "--out", str(tmp_path / "r3")], "unknown device 'tpu'"),
+        (["--data", "npz", "--data-path", str(data), "--out", str(tmp_path / "a_file" / "run")], "check the paths"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        assert message in _one_line_error(capsys, "train"), extra
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_interrupted_train_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import gwa_diag.engine as engine
+
+    data = _npz(tmp_path / "my data.npz", n=60)
+    run = tmp_path / "my run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train", interrupted)
+    argv = ["train", "--data", "npz", "--data-path", str(data), "--epochs", "1", "--quiet", "--out", str(run)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "epochs recorded so far are kept" in err
+    # The command to continue, quoted for a shell, with --resume added.
+    assert f"--out '{run}' --resume" in err
+
+
+def test_default_run_names_do_not_collide_and_next_steps_are_quoted(tmp_path, capsys, monkeypatch):
+    data = _npz(tmp_path / "d.npz", n=60)
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--data", "npz", "--data-path", str(data), "--epochs", "1", "--batch-size", "30", "--quiet"]
+    assert main(argv) == 0 and main(argv) == 0  # same second: still two runs
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    out = capsys.readouterr().out
+    # The weights file named is one that exists.
+    named = [line.rsplit("weights in ", 1)[1].split(" ")[0] for line in out.splitlines() if "weights" in line]
+    assert len(named) == 2 and all((tmp_path / path).exists() for path in named), out
+    assert main(argv + ["--out", str(tmp_path / "with space")]) == 0
+    assert f"gwa-diag app '{tmp_path / 'with space'}'" in capsys.readouterr().out
