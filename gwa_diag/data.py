@@ -72,7 +72,7 @@ CIFAR10N_LABEL_SETS: dict[str, str] = {
 }
 
 #: Image file extensions :class:`ImageFolderDataset` reads (compared case-insensitively).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 #: Synthetic noise kinds of :func:`inject_noise`.
 NOISE_KINDS: tuple[str, ...] = ("symmetric", "pair")
@@ -857,7 +857,7 @@ def _is_hidden(rel: Path) -> bool:
 class ImageFolderDataset(SampleDataset):
     """Images in ``root/<class name>/**/<file>``, one sub-folder per class.
 
-    Class order is the sorted sub-folder names. Files (``.png .jpg .jpeg .bmp .webp``, any
+    Class order is the sorted sub-folder names. Files (``.png .jpg .jpeg .bmp .webp .tif .tiff``, any
     case; hidden files and folders ignored) are sorted by their path relative to ``root``
     and ``sample_id`` is the position in that list, so ids stay the same whenever the same
     files are listed again. Every file is checked with PIL at construction, so a corrupt
@@ -913,12 +913,16 @@ class ImageFolderDataset(SampleDataset):
             try:
                 with Image.open(f) as im:
                     size = im.size  # from the header; verify() below reads the file through
+                    mode = im.mode
                     im.verify()
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
                 raise ValueError(
                     f"cannot read image {f}: {type(e).__name__}: {e}; remove or replace the "
                     "file before training"
                 ) from e
+            if mode == "F":  # refused here, not in the middle of training
+                raise ValueError(f"image {f} holds 32-bit floats, which have no fixed value range; "
+                                 "save it as an 8- or 16-bit image")
             if image_size is None:
                 if first_size is None:
                     first_size, first_rel = size, rel
@@ -947,7 +951,7 @@ class ImageFolderDataset(SampleDataset):
         f = self.paths[i]
         try:
             with Image.open(f) as im:
-                im = im.convert("RGB")
+                im = _as_rgb8(im)
                 if self.image_size is not None and im.size != (self.image_size, self.image_size):
                     im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
                 return np.array(im, dtype=np.uint8)  # a writable copy, safe for torch
@@ -956,6 +960,21 @@ class ImageFolderDataset(SampleDataset):
                 f"cannot decode image {f} (sample id {int(self.sample_ids[i])}): {e}; it was "
                 "readable when the dataset was built, check whether it changed"
             ) from e
+
+
+def _as_rgb8(im: Any) -> Any:
+    """An image as 8-bit RGB. 16-bit grey images (modes I;16*, and I, which PIL uses for
+    them too) keep their top 8 bits: PIL's own convert("RGB") clips them to 255, which
+    would make almost every pixel white. 32-bit float images have no fixed range to map
+    from, so they are refused."""
+    from PIL import Image
+
+    if im.mode == "F":
+        raise ValueError("32-bit float images have no fixed value range; save them as 8- or 16-bit images")
+    if im.mode.startswith("I"):
+        wide = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        im = Image.fromarray((wide >> 8).astype(np.uint8), mode="L")
+    return im.convert("RGB")
 
 
 # --------------------------------------------------------------------------------------

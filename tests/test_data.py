@@ -505,6 +505,20 @@ def test_image_folder_sizes(tmp_path: Path) -> None:
     assert ds2.image(1)[0, 0].tolist() == [100, 100, 100]  # grayscale decoded to RGB
 
 
+def test_image_folder_16_bit_images_keep_their_range_and_floats_are_refused(tmp_path: Path) -> None:
+    ramp = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 0..65535
+    for c in "ab":
+        (tmp_path / c).mkdir()
+        Image.fromarray(ramp).save(tmp_path / c / "x.png")
+    assert Image.open(tmp_path / "a" / "x.png").mode.startswith("I")
+    img = ImageFolderDataset(tmp_path).image(0)
+    np.testing.assert_array_equal(img[..., 0], (ramp >> 8).astype(np.uint8))  # 0..255, not clipped white
+    assert (img[..., 0] == img[..., 2]).all()
+    Image.fromarray(np.full((16, 16), 0.5, dtype=np.float32)).save(tmp_path / "b" / "f.tiff")
+    with pytest.raises(ValueError, match=r"f\.tiff holds 32-bit floats"):
+        ImageFolderDataset(tmp_path)
+
+
 def test_image_folder_unreadable_file(tmp_path: Path) -> None:
     _save(tmp_path / "a" / "ok.png", (1, 1, 1))
     (tmp_path / "b").mkdir()
