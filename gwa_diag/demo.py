@@ -8,6 +8,7 @@ against the clean labels and writes the report.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
     if files:
         print(f"report: {files.get('report_md', out / 'analysis' / 'report.md')}")
         print(f"suspects (relabeling list): {files.get('suspects', out / 'analysis' / 'suspects.csv')}")
-    print(f"browse the images: gwa-diag app {out}")
+    print(f"browse the images: gwa-diag app {shlex.quote(str(out))}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
