@@ -5,6 +5,8 @@
     gwa-diag report RUN [--truth FILE]
 
 Each reads only the run directory (complete epochs) and writes into RUN/analysis/.
+Every path and option is checked before any work, and every expected failure is one line
+``gwa-diag <cmd>: error: <what> (<path>); <fix>`` on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from .summaries import SCORERS, WINDOWS, summarize
 __all__ = ["register"]
 
 _FLAGS = {"negative": "negative", "topk": "topk", "noise-rate": "noise_rate"}
+_FLAG_OF_RULE = {rule: flag for flag, rule in _FLAGS.items()}
 
 
 def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the expected failures (no complete epoch, bad option, missing file) into one
-    clear line on stderr and exit status 2, never a traceback."""
+    """Turn the expected failures (no complete epoch, bad option, bad path, missing file)
+    into one clear line on stderr and exit status 2, never a traceback."""
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -41,8 +44,11 @@ def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[
             print(f"gwa-diag {name}: error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:
-            # A path that is a directory where a file goes (or the reverse), no permission ...
-            where = f" ({exc.filename})" if exc.filename else ""
+            # Left after the up-front path checks: no permission, a full disk, a path that
+            # changed meanwhile. os.replace names the temporary file first and the
+            # destination (the user's path) second: name the user's path.
+            path = exc.filename2 if getattr(exc, "filename2", None) else exc.filename
+            where = f" ({path})" if path else ""
             print(f"gwa-diag {name}: error: {exc.strerror or exc}{where}; check the --out/--out-dir/--truth "
                   "paths: files must be files and folders folders, and writable", file=sys.stderr)
             return 2
@@ -53,21 +59,85 @@ def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[
 
 
 def _rule(args: argparse.Namespace) -> str:
+    """The flagging rule the options ask for, checked here so that errors name the CLI's
+    flags (--k, --noise-rate, --flag) rather than gwa_diag.rank.flag's Python arguments."""
     # --k alone means top-k, --noise-rate alone means noise-rate; otherwise the GWA rule.
     if args.flag is not None:
-        return _FLAGS[args.flag]
-    if args.k is not None:
-        return "topk"
-    if args.noise_rate is not None:
-        return "noise_rate"
-    return "negative"
+        rule, chosen_by = _FLAGS[args.flag], f"--flag {args.flag}"
+    elif args.k is not None:
+        rule, chosen_by = "topk", "--k"
+    elif args.noise_rate is not None:
+        rule, chosen_by = "noise_rate", "--noise-rate"
+    else:
+        rule, chosen_by = "negative", "the default --flag negative"
+    shown = f"--flag {_FLAG_OF_RULE[rule]}"
+    if rule == "topk":
+        if args.k is None:
+            raise ValueError("--flag topk needs --k N, the number of samples to flag")
+        if args.k < 0:
+            raise ValueError(f"--k must be a whole number >= 0, got {args.k}")
+    elif args.k is not None:
+        raise ValueError(f"--k applies only to --flag topk, but {chosen_by} selects {shown}; drop --k or pass --flag topk")
+    if rule == "noise_rate":
+        if args.noise_rate is None:
+            raise ValueError("--flag noise-rate needs --noise-rate R, the expected noise fraction in [0, 1]")
+        if not 0.0 <= args.noise_rate <= 1.0:  # False for NaN too
+            raise ValueError(f"--noise-rate must be a fraction in [0, 1], got {args.noise_rate}")
+    elif args.noise_rate is not None:
+        raise ValueError(
+            f"--noise-rate applies only to --flag noise-rate, but {chosen_by} selects {shown}; "
+            "drop --noise-rate or pass --flag noise-rate"
+        )
+    return rule
+
+
+def _first_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _check_output_file(path: Path | None, option: str, example: str) -> None:
+    """Refuse an output file path that cannot be written before any work is done (a
+    folder, or a path under a file); otherwise the failure would come at the very end,
+    naming the writer's temporary file."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"{option} is a folder, not a file ({path}); pass a file name, e.g. {path / example}")
+    parent = _first_existing(path.parent)
+    if not parent.is_dir():
+        raise ValueError(f"{option} lies under {parent}, which is a file, not a folder ({path}); pass a path in a folder")
+
+
+def _check_output_dir(path: Path | None, option: str) -> None:
+    if path is None:
+        return
+    existing = _first_existing(path)
+    if existing == path and not path.is_dir():
+        raise ValueError(f"{option} is a file, not a folder ({path}); pass a folder (it is created when missing)")
+    if not existing.is_dir():
+        raise ValueError(f"{option} lies under {existing}, which is a file, not a folder ({path}); pass a folder")
+
+
+def _check_truth(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"--truth is a folder, not a file ({path}); pass the CSV or Parquet file itself")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--truth file not found ({path}); pass a CSV or Parquet file with columns sample_id, clean_label"
+        )
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     """Flag suspicious labels and write the suspects CSV."""
+    rule = _rule(args)
+    _check_output_file(args.out, "--out", "suspects.csv")
     run = open_run(args.run)
     summary = summarize(run, window=args.window)
-    rule = _rule(args)
     flagged = flag(summary, rule=rule, k=args.k, noise_rate=args.noise_rate, scorer=args.scorer)
     out = Path(args.out) if args.out is not None else run.path / "analysis" / "suspects.csv"
     names = class_names(run)
@@ -101,6 +171,8 @@ def _warnings_to_stderr() -> Iterator[None]:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     """Detection scores of every scorer against ground truth."""
+    _check_truth(args.truth)
+    _check_output_file(args.out, "--out", "scores.json")
     run = open_run(args.run)
     summary = summarize(run, window=args.window)
     with _warnings_to_stderr():
@@ -138,6 +210,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     """Write report.md / report.json, plots, suspects.csv and ranking.parquet."""
     rule = _rule(args)
+    _check_truth(args.truth)
+    _check_output_dir(args.out_dir, "--out-dir")
     with _warnings_to_stderr():
         report = write_report(
             args.run, out_dir=args.out_dir, scorer=args.scorer, truth_file=args.truth, window=args.window,
@@ -145,6 +219,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     print(report["early_stopping"].get("note", ""))
     print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")
+    truth = report["ground_truth"]
+    cover = truth.get("coverage") or {}
+    if cover and cover["matched"] < cover["samples"]:
+        # Also on stderr as a warning; here it stays next to the numbers it qualifies.
+        print(f"ground truth: {truth['n_noisy']} of {truth['n']} samples mislabeled; the truth covers "
+              f"{cover['matched']} of {cover['samples']} samples and the detection scores are over those only")
     if report["detection"]:
         row = next((r for r in report["detection"] if r["method"] == args.scorer), None)
         if row is not None and row["auroc"] is not None:

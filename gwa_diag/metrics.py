@@ -30,6 +30,7 @@ __all__ = [
     "roc_points",
     "pr_points",
     "ground_truth",
+    "run_class_names",
     "detection_table",
     "per_class_table",
 ]
@@ -189,14 +190,28 @@ def ground_truth(
     """Which samples are truly mislabeled: bool Series indexed by sample_id (True = the
     given label differs from the clean label).
 
-    Sources, in order: ``truth_file`` (CSV or Parquet with columns sample_id, clean_label),
-    else labels.parquet's ``clean_label``. The given labels come from ``given`` (a Series
-    sample_id -> label, e.g. a summary's ``label`` column), else labels.parquet, else the
-    recorded rows. Samples whose clean label is unknown are left out.
+    Sources, in order: ``truth_file``, else labels.parquet's ``clean_label``. The given
+    labels come from ``given`` (a Series sample_id -> label, e.g. a summary's ``label``
+    column), else labels.parquet, else the recorded rows. Samples whose clean label is
+    unknown (missing from the truth, or an empty cell) are left out.
+
+    The truth file is Parquet when its name ends in ``.parquet`` or ``.pq`` (any case),
+    tab-separated for ``.tsv``/``.tab``, else CSV; columns ``sample_id, clean_label``.
+    ``clean_label`` holds class indices in ``[0, num_classes)``, or class names, which are
+    mapped to indices through run.json's ``class_names`` (or ``dataset.class_names``); a run
+    that records no class names accepts indices only.
+
+    Coverage: ``out.attrs["coverage"]`` is ``{"matched", "samples", "truth_rows"}`` (samples
+    scored, samples in the run, truth rows with a label). When the truth does not cover every
+    sample, or names samples the run does not have, a :class:`TruthCoverageWarning` says so.
 
     Raises:
-        AnalysisError: no ground truth anywhere (with how to provide it).
-        ValueError: a truth file without the needed columns.
+        AnalysisError: no ground truth anywhere (with how to provide it), or a truth that
+            shares no sample_id with the run.
+        FileNotFoundError: the truth file does not exist.
+        ValueError: a truth file that is a folder, unreadable as CSV/Parquet, without the
+            needed columns, with repeated sample ids, or with labels that are not the run's
+            classes (out of range, non-integer, unknown names).
     """
     run = _as_run(run_or_path)
     if truth_file is not None:
@@ -229,13 +244,17 @@ def ground_truth(
     out = pd.Series(noisy, index=pd.Index(common, name="sample_id"), name="is_noisy").sort_index()
     # Scores over a part of the run are easy to misread as scores over all of it: say so.
     out.attrs["coverage"] = {"matched": int(len(common)), "samples": int(len(given)), "truth_rows": int(len(clean))}
+    notes = []
     if len(common) < len(given):
-        warnings.warn(
+        notes.append(
             f"the ground truth covers {len(common)} of the run's {len(given)} samples; detection "
-            "scores are over those only (does the truth file use the dataset's sample ids?)",
-            TruthCoverageWarning,
-            stacklevel=2,
+            "scores are over those only (does the truth file use the dataset's sample ids?)"
         )
+    if len(common) < len(clean):
+        # Rows for samples the run never saw usually mean ids from another numbering.
+        notes.append(f"{len(clean) - len(common)} truth rows name sample ids the run does not have and are ignored")
+    if notes:
+        warnings.warn("; ".join(notes), TruthCoverageWarning, stacklevel=2)
     return out
 
 
@@ -243,10 +262,19 @@ class TruthCoverageWarning(UserWarning):
     """The ground truth covers only part of the run's samples."""
 
 
+def run_class_names(run: Run) -> list[str] | None:
+    """Class names from run.json (``class_names``, or ``dataset.class_names``), if recorded."""
+    names = run.meta.get("class_names")
+    if names is None and isinstance(run.meta.get("dataset"), dict):
+        names = run.meta["dataset"].get("class_names")
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) and len(names) else None
+
+
 def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
     """Clean labels as class indices in [0, num_classes): class names are mapped through
-    run.json's class_names; anything else is refused with the values that do not fit."""
-    names = [str(n) for n in (run.meta.get("class_names") or [])]
+    run.json's class names (:func:`run_class_names`); anything else is refused with the
+    values that do not fit."""
+    names = run_class_names(run) or []
     num_classes = run.num_classes or len(names) or None
     values = clean.dropna()
     if not pd.api.types.is_numeric_dtype(values):
@@ -254,7 +282,10 @@ def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
         as_text = values.astype(str)
         unknown = sorted(set(as_text) - set(lookup))
         if not names or unknown:
-            known = f"the run's class names are {', '.join(names)}" if names else "the run records no class names"
+            known = (
+                f"the run's class names are {', '.join(names)}" if names
+                else "the run records no class names in run.json, so labels must be class indices"
+            )
             raise ValueError(
                 f"truth file {path}: clean_label holds {', '.join(map(repr, unknown[:5]))}, which are "
                 f"not class indices or class names ({known}); write class indices 0..{(num_classes or 1) - 1}"
@@ -272,18 +303,44 @@ def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
     return values
 
 
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_TSV_SUFFIXES = (".tsv", ".tab")
+
+
 def _read_truth(path: Path) -> pd.Series:
     if not path.exists():
-        raise FileNotFoundError(f"truth file {path} does not exist")
+        raise FileNotFoundError(
+            f"truth file not found ({path}); pass a CSV or Parquet file with columns sample_id, clean_label"
+        )
     if path.is_dir():
-        raise ValueError(f"truth file {path} is a directory; pass the CSV or Parquet file itself")
-    parquet = path.suffix.lower() in (".parquet", ".pq")
-    frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+        raise ValueError(f"truth file is a directory ({path}); pass the CSV or Parquet file itself")
+    # The suffix decides the format, in any case: T.PARQUET and t.pq are Parquet too.
+    suffix = path.suffix.lower()
+    kind = "Parquet" if suffix in _PARQUET_SUFFIXES else "tab-separated" if suffix in _TSV_SUFFIXES else "CSV"
+    try:
+        if kind == "Parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep="\t" if kind == "tab-separated" else ",")
+    except (ValueError, pd.errors.ParserError) as exc:
+        # pandas / pyarrow say what broke but not in which file: name it, and the format tried.
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fix = (
+            "write a Parquet file with columns sample_id, clean_label" if kind == "Parquet"
+            else f"write a {kind} file whose first line is the header sample_id, clean_label "
+                 "(Parquet files must end in .parquet or .pq)"
+        )
+        raise ValueError(f"truth file could not be read as {kind}: {detail} ({path}); {fix}") from exc
     missing = [c for c in ("sample_id", "clean_label") if c not in frame.columns]
     if missing:
+        hint = (
+            "; the header looks tab- or semicolon-separated: write commas, or name a tab-separated file .tsv"
+            if kind == "CSV" and len(frame.columns) == 1 and any(c in str(frame.columns[0]) for c in "\t;")
+            else ""
+        )
         raise ValueError(
             f"truth file {path} lacks columns {missing}; it needs sample_id and clean_label "
-            f"(found: {', '.join(map(str, frame.columns))})"
+            f"(found: {', '.join(map(str, frame.columns))}){hint}"
         )
     if frame["sample_id"].duplicated().any():
         raise ValueError(f"truth file {path} lists some sample_id more than once")

@@ -11,42 +11,96 @@ Files written (each atomically, so a reader never sees half a file)::
                                eval accuracy on a second axis when recorded
     analysis/alignment_hist.png  alignment histograms at a few epochs (noisy vs clean when known)
     analysis/roc.png, pr.png   ROC and precision-recall curves per scorer (ground truth only)
+    analysis/.report.lock      held (fcntl.flock) while a report writes; see below
+
+The files of one report belong together: report.json (written last) records a random
+``report_id``, the scorer and rule options and the SHA-256 of every other file it wrote;
+ranking.parquet carries the same id in its Parquet metadata (``gwa_diag.report_id``) and
+report.md shows it. While a report writes it holds an exclusive lock on ``.report.lock`` in
+the output folder, so a second report on the same folder is refused instead of mixing its
+files with the first one's. The lock belongs to the open file, so the OS releases it when
+the process ends, however it ends: a killed report never blocks the next one.
 
 Scores follow :data:`gwa_diag.summaries.SCORERS`: higher = more suspicious.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import math
 import os
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from . import __version__
-from .metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points
+from .metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points, run_class_names
 from .rank import RULES, flag, rank, write_suspects
-from .store import Run, atomic_write_bytes, atomic_write_table, open_run
+from .store import Run, RunDirError, atomic_write_bytes, atomic_write_table, open_run
 from .summaries import SCORERS, WINDOWS, AnalysisError, summarize
 
-__all__ = ["write_report", "class_names", "markdown_table", "json_ready"]
+__all__ = ["write_report", "class_names", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
 
 _TOP_SUSPECTS = 20
 _CURVE_POINTS = 2000  # points kept per ROC/PR curve: the plot looks the same, the PNG stays small
 
+#: Lock file in the output folder, held while a report writes.
+LOCK_NAME = ".report.lock"
+#: Parquet metadata key of ranking.parquet holding the report_id of report.json.
+REPORT_ID_KEY = b"gwa_diag.report_id"
+
+
+class ReportBusyError(RunDirError):
+    """Another report is writing into the same folder right now."""
+
 
 def class_names(run: Run) -> list[str] | None:
     """Class names from run.json (``class_names``, or ``dataset.class_names``), if recorded."""
-    names = run.meta.get("class_names")
-    if names is None and isinstance(run.meta.get("dataset"), dict):
-        names = run.meta["dataset"].get("class_names")
-    return [str(n) for n in names] if isinstance(names, (list, tuple)) and len(names) else None
+    return run_class_names(run)
+
+
+@contextlib.contextmanager
+def _report_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out/.report.lock`` or raise :class:`ReportBusyError`.
+
+    Why flock on an open file rather than "create the lock file, delete it when done": the
+    OS drops the lock when the process dies (kill -9 included), so a stale lock file never
+    blocks later reports; the file itself is left in place, empty and harmless."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on this platform: reports are not serialized
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock_path = out / LOCK_NAME
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReportBusyError(
+                f"another `gwa-diag report` is writing the report files ({out}); wait for it to "
+                "finish and run again, or pass --out-dir another folder"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_report(
@@ -64,11 +118,19 @@ def write_report(
 
     Detection metrics, per-class breakdown and ROC/PR plots appear when ground truth exists
     (``truth_file``, or clean labels in labels.parquet); without it the report says so.
-    Returns the content of report.json (with the paths of every file written).
+    Returns the content of report.json (with the paths of every file written, their
+    SHA-256 and the ``report_id`` that ties them together).
+
+    Every input is checked before the first file is written: a refused report leaves the
+    previous report's files as they were.
 
     Raises:
-        AnalysisError: the run has no complete epoch.
-        ValueError: unknown scorer, window or rule, or a broken truth file.
+        AnalysisError: the run has no complete epoch, or the truth file shares no sample
+            with the run.
+        ReportBusyError: another report is writing into ``out_dir`` right now.
+        ValueError: unknown scorer, window or rule, bad ``k`` / ``noise_rate``, a broken
+            truth file (see :func:`gwa_diag.metrics.ground_truth`), or ``out_dir`` is a file.
+        FileNotFoundError: the truth file does not exist.
     """
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
@@ -108,13 +170,7 @@ def _write_report(
             raise
         truth, truth_note = None, str(err)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; pass --out-dir a folder for the report files")
-
-    files: dict[str, str] = {}
-    files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
-    table = pa.Table.from_pandas(ranked.reset_index(), preserve_index=False)
-    files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
-
+        raise ValueError(f"the report folder is a file ({out}); pass a folder as out_dir (--out-dir)")
     epochs = run.epochs()
     selection = dict(summary.attrs.get("selection", {}))
     selection["used_epoch"] = summary.attrs.get("selected_epoch")
@@ -122,15 +178,55 @@ def _write_report(
     if truth is not None:
         detection = detection_table(summary, truth)
         per_class = per_class_table(summary, truth, scorer=scorer)
+    with _report_lock(out):
+        return _write_files(
+            run, out, summary=summary, ranked=ranked, flagged=flagged, names=names, truth=truth,
+            truth_note=truth_note, epochs=epochs, selection=selection, detection=detection,
+            per_class=per_class, scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate,
+        )
+
+
+def _write_files(
+    run: Run,
+    out: Path,
+    *,
+    summary: pd.DataFrame,
+    ranked: pd.DataFrame,
+    flagged: pd.DataFrame,
+    names: list[str] | None,
+    truth: pd.Series | None,
+    truth_note: str,
+    epochs: pd.DataFrame,
+    selection: dict[str, Any],
+    detection: pd.DataFrame | None,
+    per_class: pd.DataFrame | None,
+    scorer: str,
+    window: str,
+    rule: str,
+    k: int | None,
+    noise_rate: float | None,
+) -> dict[str, Any]:
+    """Write every report file (the caller holds the report lock); report.json goes last,
+    so once it names a report_id, every file it lists with a checksum is that report's."""
+    report_id = uuid.uuid4().hex
+    files: dict[str, str] = {}
+    files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
+    table = pa.Table.from_pandas(ranked.reset_index(), preserve_index=False)
+    # The id in the Parquet metadata ties the ranking to its report.json without a new column.
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), REPORT_ID_KEY: report_id.encode()})
+    files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
     files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, summary.attrs.get("selected_epoch"), selection))
     files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
     if truth is not None:
         roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
         files["roc"], files["pr"] = str(roc), str(pr)
+    # Under the lock nobody else replaces these files, so the checksums are of this report's.
+    checksums = {key: _sha256(Path(p)) for key, p in files.items()}
 
     report: dict[str, Any] = {
         "gwa_diag_version": __version__,
+        "report_id": report_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run": str(run.path),
         "run_id": run.meta.get("run_id"),
@@ -156,6 +252,7 @@ def _write_report(
         "top_suspects": _records(_suspect_preview(flagged, names), None),
         "scorers": SCORERS,
         "files": files,
+        "sha256": checksums,
     }
     files["report_md"] = str(out / "report.md")
     files["report_json"] = str(out / "report.json")
@@ -222,6 +319,14 @@ def markdown_table(frame: pd.DataFrame, *, digits: int = 3, index: bool = True) 
     return "\n".join([header, rule, *rows])
 
 
+def _rule_options(rule: dict[str, Any]) -> str:
+    if rule.get("k") is not None:
+        return f" (k = {rule['k']})"
+    if rule.get("noise_rate") is not None:
+        return f" (noise rate = {rule['noise_rate']})"
+    return ""
+
+
 def _markdown(
     report: dict[str, Any],
     detection: pd.DataFrame | None,
@@ -235,7 +340,8 @@ def _markdown(
         "# gwa-diag report",
         "",
         f"Run `{report['run']}` (id {report['run_id']}): {report['n_samples']} samples, "
-        f"{report['n_epochs']} complete epochs, {report['num_classes']} classes. Written {report['created']}.",
+        f"{report['n_epochs']} complete epochs, {report['num_classes']} classes. Written {report['created']} "
+        f"(report id `{report['report_id']}`, also in report.json and ranking.parquet).",
         "",
         "## Early stopping (GWA, no validation set)",
         "",
@@ -246,7 +352,7 @@ def _markdown(
         "",
         "## Flagged samples",
         "",
-        f"- Rule: `{report['rule']['name']}` - {report['rule']['description']}.",
+        f"- Rule: `{report['rule']['name']}`{_rule_options(report['rule'])} - {report['rule']['description']}.",
         f"- Ranked by `{report['scorer']}`: {report['scorer_description']}",
         f"- Means average over the window `{win['name']}` (epochs {win['epochs'][0]}-{win['epochs'][1]}): {win['description']}.",
         f"- **{report['n_flagged']}** samples flagged; {report['n_alignment_negative']} have alignment < 0 "

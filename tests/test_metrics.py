@@ -200,3 +200,38 @@ def test_truth_files_partial_named_out_of_range_and_parquet(tmp_path):
         np.testing.assert_array_equal(ground_truth(path, truth_file=tmp_path / name).to_numpy(), ground_truth(path).to_numpy())
     with pytest.raises(ValueError, match="is a directory"):
         ground_truth(path, truth_file=tmp_path)
+
+
+def test_truth_names_from_the_dataset_spec_unreadable_files_and_extra_ids(tmp_path):
+    from gwa_diag.metrics import TruthCoverageWarning
+    from gwa_diag.store import RunWriter
+
+    path, given, clean = _run_with_truth(tmp_path)
+    ids = sorted(given)
+    names = ["cat", "dog", "car", "ship"]
+    by_name = tmp_path / "names.csv"
+    pd.DataFrame({"sample_id": ids, "clean_label": [names[clean[i]] for i in ids]}).to_csv(by_name, index=False)
+    # No class names recorded: names are refused, saying labels must be class indices.
+    with pytest.raises(ValueError, match=r"'(cat|dog|car|ship)'.*labels must be class indices.*0\.\.3"):
+        ground_truth(path, truth_file=by_name)
+    # Class names recorded only in the dataset spec (as `train --data ...` writes them) map too.
+    RunWriter(path, resume=True).update_meta(dataset={"source": "npz", "class_names": names})
+    np.testing.assert_array_equal(ground_truth(path, truth_file=by_name).to_numpy(), ground_truth(path).to_numpy())
+    # Tab-separated by suffix; unreadable files name the file and the format tried.
+    tsv = tmp_path / "truth.tsv"
+    pd.DataFrame({"sample_id": ids, "clean_label": [clean[i] for i in ids]}).to_csv(tsv, index=False, sep="\t")
+    np.testing.assert_array_equal(ground_truth(path, truth_file=tsv).to_numpy(), ground_truth(path).to_numpy())
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=rf"could not be read as CSV.*\({empty}\)"):
+        ground_truth(path, truth_file=empty)
+    broken = tmp_path / "broken.PQ"
+    broken.write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=rf"could not be read as Parquet.*\({broken}\)"):
+        ground_truth(path, truth_file=broken)
+    # Every sample covered, plus rows for ids the run does not have: scored, and said.
+    extra = tmp_path / "extra.csv"
+    pd.DataFrame({"sample_id": ids + [900, 901], "clean_label": [clean[i] for i in ids] + [0, 1]}).to_csv(extra, index=False)
+    with pytest.warns(TruthCoverageWarning, match="^2 truth rows name sample ids the run does not have"):
+        truth = ground_truth(path, truth_file=extra)
+    assert truth.attrs["coverage"] == {"matched": 200, "samples": 200, "truth_rows": 202}
