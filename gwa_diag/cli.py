@@ -18,6 +18,27 @@ from .store import RunDirError
 __all__ = ["main", "build_parser"]
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (refused while parsing, before any data is read)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--data", default="sample", choices=["sample", "cifar10", "npz", "folder"],
@@ -29,14 +50,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--cifar10n", type=Path, help="path to CIFAR-10_human.pt (for --label-set with cifar10/npz data)")
     data.add_argument("--labels", type=Path, help="label file to train on instead (CSV sample_id,label or .npy)")
     data.add_argument("--noise-rate", type=float, default=0.0, help="inject synthetic label noise at this rate")
-    data.add_argument("--noise-kind", default="symmetric", choices=["symmetric", "pair"])
-    data.add_argument("--noise-seed", type=int, default=0)
+    # None (not the real defaults) so a --noise-kind/--noise-seed without --noise-rate can be
+    # refused: it would otherwise be ignored and the user believe noise was injected.
+    data.add_argument("--noise-kind", choices=["symmetric", "pair"],
+                      help="with --noise-rate: symmetric (default) or pair (class c -> c+1)")
+    data.add_argument("--noise-seed", type=int, help="with --noise-rate: seed of the flips (default 0)")
     data.add_argument("--eval-data", type=Path, help=".npz evaluation set (accuracy each epoch)")
-    data.add_argument("--image-size", type=int, help="resize folder images to this size")
+    data.add_argument("--image-size", type=_positive_int, help="resize folder images to this size")
     model = p.add_argument_group("model and optimisation")
     model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
-    model.add_argument("--epochs", type=int, default=20)
-    model.add_argument("--batch-size", type=int, default=256)
+    model.add_argument("--epochs", type=_positive_int, default=20)
+    model.add_argument("--batch-size", type=_positive_int, default=256)
     model.add_argument("--lr", type=float, default=0.1)
     model.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     model.add_argument("--weight-decay", type=float, default=5e-4)
@@ -48,50 +72,107 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                        help="GWA early-stopping rule: from scratch, or fine-tuning a pre-trained model")
     model.add_argument("--device", default="auto")
     model.add_argument("--seed", type=int, default=0)
-    model.add_argument("--workers", type=int, default=0, help="DataLoader workers (image folders)")
+    model.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader workers (image folders)")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="run directory (default runs/<time>-<4 hex digits>)")
     out.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
-    """Build (train_set, eval_set) from the CLI data options."""
-    from . import data
+def _check_data_options(args: argparse.Namespace) -> None:
+    """Refuse data options that cannot go together, before any data is read.
 
-    # Options that cannot go together are refused before any data is read.
+    Every option here would otherwise be silently ignored or overridden, and the run would
+    train on other data or labels than the user asked for.
+
+    Raises:
+        ValueError: naming the options and what to pass instead.
+    """
+    if args.data == "sample" and args.data_path is not None:
+        # The default --data is sample: `--data-path my.npz` alone would train on the bundled subset.
+        raise ValueError("--data-path is not used with --data sample (the bundled subset): pass --data npz, "
+                         "folder or cifar10 to train on your data, or drop --data-path")
+    if args.data != "sample" and args.data_path is None:
+        need = {"cifar10": "the folder that holds or will hold cifar-10-batches-py",
+                "npz": "a FILE.npz", "folder": "a folder with one sub-folder per class"}[args.data]
+        raise ValueError(f"--data {args.data} needs --data-path ({need})")
+    if args.download and args.data != "cifar10":
+        raise ValueError("--download fetches CIFAR-10 only (--data cifar10); drop it for this data")
+    if args.image_size is not None and args.data != "folder":
+        raise ValueError("--image-size resizes image folders only (--data folder); drop it for this data")
     if args.label_set and args.data == "folder":
         # CIFAR-10-N labels are keyed by CIFAR-10 training index, not by a folder's file order.
         raise ValueError("--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
                          "npz, or train a folder on your own labels with --labels FILE")
-    if args.image_size is not None and args.data != "folder":
-        raise ValueError("--image-size resizes image folders only (--data folder); drop it for this data")
+    if args.label_set and args.labels is not None:
+        raise ValueError("--label-set and --labels both choose the labels to train on: pass one of them")
+    if args.cifar10n is not None and args.data == "sample":
+        raise ValueError("--data sample ships its own CIFAR-10-N label sets: drop --cifar10n and pick one "
+                         "with --label-set")
+    if args.cifar10n is not None and not args.label_set:
+        raise ValueError("--cifar10n is read only with --label-set: add --label-set worst (or clean, aggre, "
+                         "random1, random2, random3), or drop --cifar10n")
+    if args.label_set and args.data != "sample" and args.cifar10n is None:
+        raise ValueError("--label-set needs --cifar10n PATH/TO/CIFAR-10_human.pt (the official CIFAR-10-N "
+                         "label file)")
+    if not args.noise_rate and (args.noise_kind is not None or args.noise_seed is not None):
+        given = [f for f, v in (("--noise-kind", args.noise_kind), ("--noise-seed", args.noise_seed)) if v is not None]
+        verb, them = ("apply", "them") if len(given) > 1 else ("applies", "it")
+        raise ValueError(f"{' and '.join(given)} only {verb} with --noise-rate: add --noise-rate 0.2 (say) to "
+                         f"inject synthetic noise, or drop {them}")
+    if args.resume and args.out is None:
+        raise ValueError("--resume continues an existing run: pass its directory with --out DIR")
+
+
+def _check_classes(train_set: Any) -> None:
+    """Refuse training labels with fewer than two classes: the head's softmax then has
+    nothing to separate, every loss is zero after a few steps and alignment means nothing."""
+    import numpy as np
+
+    present = np.unique(np.asarray(train_set.labels))
+    if len(present) >= 2:
+        return
+    names = list(getattr(train_set, "class_names", []) or [])
+    which = (f"class {names[int(present[0])]!r}" if len(present) and int(present[0]) < len(names)
+             else f"label {int(present[0])}" if len(present) else "no label")
+    raise ValueError(
+        f"every one of the {len(train_set)} training samples has {which}: a classifier needs at least "
+        "two classes. Check --data-path (an image folder needs one sub-folder with images per class; "
+        "an .npz needs labels of two or more classes) and --labels"
+    )
+
+
+def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
+    """Build (train_set, eval_set) from the CLI data options.
+
+    Raises:
+        ValueError: options that cannot go together, or data that cannot be trained on.
+    """
+    from . import data
+
+    _check_data_options(args)
     eval_set = None
     if args.data == "sample":
         train_set, eval_set = data.sample_data(label_set=args.label_set or "worst")
     elif args.data == "cifar10":
-        if args.data_path is None:
-            raise SystemExit("--data cifar10 needs --data-path (the folder that holds or will hold cifar-10-batches-py)")
         train_set = data.cifar10(args.data_path, train=True, download=args.download)
         eval_set = data.cifar10(args.data_path, train=False, download=args.download)
     elif args.data == "npz":
-        if args.data_path is None:
-            raise SystemExit("--data npz needs --data-path FILE.npz")
         train_set = data.load_npz(args.data_path)
     else:
-        if args.data_path is None:
-            raise SystemExit("--data folder needs --data-path (one sub-folder per class)")
         train_set = data.ImageFolderDataset(args.data_path, image_size=args.image_size)
     if args.label_set and args.data != "sample":
-        if args.cifar10n is None:
-            raise SystemExit("--label-set needs --cifar10n PATH/TO/CIFAR-10_human.pt")
         # with_cifar10n/with_label_file record the label source in the dataset spec, so the
         # app and the analysis can rebuild the same dataset from run.json.
         train_set = data.with_cifar10n(train_set, args.cifar10n, label_set=args.label_set)
     if args.labels is not None:
         train_set = data.with_label_file(train_set, args.labels)
+    # Before noise: flipped labels would hide a dataset that has one class only.
+    _check_classes(train_set)
     if args.noise_rate:
-        train_set = data.with_noise(train_set, rate=args.noise_rate, kind=args.noise_kind, seed=args.noise_seed)
+        kind = args.noise_kind if args.noise_kind is not None else "symmetric"
+        seed = args.noise_seed if args.noise_seed is not None else 0
+        train_set = data.with_noise(train_set, rate=args.noise_rate, kind=kind, seed=seed)
     if args.eval_data is not None:
         eval_set = data.load_npz(args.eval_data)
     return train_set, eval_set
@@ -118,7 +199,7 @@ def _init_distributed(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     if args.out is None:
-        raise SystemExit("under torchrun pass --out: every rank must write into the same run directory")
+        raise ValueError("under torchrun pass --out: every rank must write into the same run directory")
     use_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -152,14 +233,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     print(f"run directory: {out}  ({time.perf_counter() - t0:.1f} s)")
-    weights = Path(out) / "checkpoints" / "selected.pt"
-    if sel.epoch is not None and weights.exists():
-        print(f"GWA-selected epoch: {sel.epoch} ({sel.reason}); weights in {weights}")
-    else:
-        print(f"GWA selected no epoch ({sel.reason}); the last epoch's weights are in {Path(out) / 'checkpoints' / 'last.pt'}")
+    print(_selection_line(Path(out), sel.epoch, sel.reason))
     q = shlex.quote(str(out))
     print(f"next: gwa-diag rank {q}   |   gwa-diag report {q}   |   gwa-diag app {q}")
     return 0
+
+
+def _selection_line(out: Path, epoch: int | None, reason: str) -> str:
+    """What the early-stopping rule chose and where weights are: only files that exist are
+    named, and a selected.pt left from another epoch is not passed off as this one's."""
+    weights, last = out / "checkpoints" / "selected.pt", out / "checkpoints" / "last.pt"
+    fallback = f"the last epoch's weights are in {last}" if last.exists() else "no weights were saved"
+    if epoch is None:
+        return f"GWA selected no epoch ({reason}); {fallback}"
+    saved = _checkpoint_epoch(weights)
+    if saved == epoch:
+        return f"GWA-selected epoch: {epoch} ({reason}); weights in {weights}"
+    why = "checkpoints/selected.pt is missing" if saved is None else f"checkpoints/selected.pt holds epoch {saved}"
+    return f"GWA-selected epoch: {epoch} ({reason}); its weights were not kept ({why}): {fallback}"
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The ``epoch`` stored in a checkpoint written by the engine; None if it cannot be read."""
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        # mmap: reads the small epoch entry without loading every tensor of a large model.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"])
+    except Exception:  # noqa: BLE001 - any unreadable file is "not kept" for this message
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,16 +295,26 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(--out, --data-path, ...): folders must be folders, files files, and writable", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command == "train" and getattr(args, "out", None) is not None:
-            resume = shlex.join(["gwa-diag", *(argv if argv is not None else sys.argv[1:])])
-            resume += "" if getattr(args, "resume", False) else " --resume"
-            if "--out" not in resume:
-                resume += f" --out {shlex.quote(str(args.out))}"
-            print(f"\ninterrupted: the epochs recorded so far are kept in {args.out}; continue with:\n  {resume}",
-                  file=sys.stderr)
-        else:
-            print("\ninterrupted", file=sys.stderr)
+        print("\n" + _interrupted_line(args, argv), file=sys.stderr)
         return 130
+
+
+def _interrupted_line(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
+    """One line after Ctrl-C: for ``train``, what was kept and the exact command to go on."""
+    out = getattr(args, "out", None)
+    if args.command != "train" or out is None:
+        return "interrupted"
+    command = list(argv if argv is not None else sys.argv[1:])
+    if not (Path(out) / "run.json").exists():
+        # Stopped before the run directory was written: --resume would be refused.
+        again = shlex.join(["gwa-diag", *(a for a in command if a != "--resume")])
+        return f"interrupted before {out} held a run, so there is nothing to resume: start again with {again}"
+    if not getattr(args, "resume", False):
+        command.append("--resume")
+    if not any(a == "--out" or a.startswith("--out=") for a in command):
+        command += ["--out", str(out)]  # the default name chosen for this run
+    return (f"interrupted; the epochs recorded so far are kept in {out}: continue with "
+            f"{shlex.join(['gwa-diag', *command])}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -61,21 +63,48 @@ def _check_run(run: Path) -> None:
     open_run(run)  # RunDirError with a clear message when it is not a run directory
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Refuse a port that a server already listens on. Otherwise that server would answer
-    the readiness check and the browser would open its page, not this run's."""
+def _bind_error(host: str, port: int) -> OSError | None:
+    """The error a server binding ``host:port`` would get now, or None when the bind works.
+
+    The probe binds the way Streamlit's server does (tornado, and its Starlette server
+    since): with SO_REUSEADDR on POSIX, where it only lets a port whose last server just
+    stopped (connections in TIME_WAIT) be bound again, while a port a server still listens
+    on stays refused. Without it, a restart of the app within a minute would be refused
+    although Streamlit could bind. Windows gets no SO_REUSEADDR, as in Streamlit: there it
+    would let the bind take a port that a server listens on.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # SO_REUSEADDR: only a listening socket blocks the bind, not connections of a server
-        # that just stopped (TIME_WAIT).
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, int(port)))
         except OSError as exc:
-            raise ValueError(
-                f"port {port} on {host} is not available ({exc.strerror or exc}): another gwa-diag app "
-                f"or server is using it? Pass --port with a free port, e.g. --port {int(port) + 1}"
-            ) from None
+            return exc
+    return None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port that a server already listens on. Otherwise that server would answer
+    the readiness check and the browser would open its page, not this run's.
+
+    Raises:
+        ValueError: the port is in use (with a free port to pass instead), or the address
+            cannot be bound at all.
+    """
+    exc = _bind_error(host, port)
+    if exc is None:
+        return
+    if exc.errno == errno.EADDRINUSE:
+        free = next((p for p in range(int(port) + 1, min(int(port) + 50, 65535) + 1)
+                     if _bind_error(host, p) is None), None)
+        hint = f"pass --port {free}" if free is not None else "pass --port with a free port"
+        raise ValueError(f"port {port} on {host} is not available: it is in use (another gwa-diag app?); {hint}")
+    if exc.errno == errno.EACCES:
+        raise ValueError(f"port {port} on {host} is not available: ports below 1024 need administrator "
+                         "rights; pass --port 1024 or above (default 8501)")
+    raise ValueError(f"cannot serve on {host}:{port} ({exc.strerror or exc}): pass --host with an address "
+                     "of this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
 
 
 def _port(text: str) -> int:
@@ -96,16 +125,54 @@ def _get(url: str, timeout: float) -> tuple[int, str]:
         return exc.code, exc.read().decode(errors="replace")
 
 
+def _listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (Linux: from /proc);
+    None where that cannot be told (another OS, no access)."""
+    proc = Path("/proc")
+    try:
+        fds = list((proc / str(pid) / "fd").iterdir())
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed since the listing: a starting server opens and closes many files
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    try:
+        for table in ("tcp", "tcp6"):
+            path = proc / "net" / table
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines()[1:]:
+                cols = line.split()
+                # local_address is ADDR:PORT in hex; state 0A is LISTEN; column 9 the inode.
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                    return True
+    except (OSError, ValueError, IndexError):
+        return None
+    return False
+
+
 def _wait_until_up(proc: subprocess.Popen, base: str) -> bool:
-    """Poll the server's health endpoint until it answers (False if the server exits)."""
+    """Poll the server's health endpoint until *our* server answers (False if it exits).
+
+    An answer alone does not prove that: a server that took the port after
+    :func:`_check_port_free` answers too, while ours is still starting and about to fail
+    its bind. So the answer counts only while our process is alive and, where the OS tells
+    (Linux), holds the listening socket of ``base``'s port.
+    """
+    port = urllib.parse.urlsplit(base).port
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if _get(f"{base}/_stcore/health", 2.0)[0] == 200:
-                # Our server, not one that took the port after the check: ours is alive.
-                return proc.poll() is None
+            answered = _get(f"{base}/_stcore/health", 2.0)[0] == 200
         except OSError:
-            pass
+            answered = False
+        if answered and proc.poll() is None and (port is None or _listens(proc.pid, port) is not False):
+            return True
         time.sleep(0.2)
     return False
 
@@ -162,6 +229,11 @@ def run_app(run: str | os.PathLike, *, port: int = 8501, host: str = "127.0.0.1"
     try:
         if _wait_until_up(proc, base):
             _warm_up(base)
+            if proc.poll() is not None:
+                # Ours stopped during the warm-up: whatever answered was not this run's app.
+                print(f"gwa-diag app: error: the server stopped (exit {proc.returncode}) before it was "
+                      "ready; see its messages above", file=sys.stderr, flush=True)
+                return proc.returncode or 1
             print(f"{READY_MESSAGE} {base}/  (Ctrl+C to stop)", flush=True)
             if open_browser:
                 import webbrowser

@@ -90,17 +90,22 @@ def _fmt_ids(ids: np.ndarray, limit: int = 5) -> str:
     return shown + (", ..." if len(ids) > limit else "")
 
 
-def _as_int_array(values: Any, name: str) -> np.ndarray:
-    """1-D int64 copy of ``values``; TypeError for non-integer input."""
+def _as_int_array(values: Any, name: str, fix: str | None = None) -> np.ndarray:
+    """1-D int64 copy of ``values``; TypeError for non-integer input.
+
+    ``fix`` says how to repair non-integer values where they came from (a file); the default
+    speaks to a Python caller.
+    """
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one entry per sample), got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iu":
+        got = f"text (e.g. {str(arr.flat[0])!r})" if arr.dtype.kind in "OSU" else f"dtype {arr.dtype}"
         raise TypeError(
-            f"{name} must hold integers, got dtype {arr.dtype}: convert with "
-            f"np.asarray({name}).astype(np.int64) if the values are whole numbers"
+            f"{name} must hold integers, got {got}: "
+            + (fix or "convert whole-number values with .astype(np.int64); classes are indices 0..K-1, not names")
         )
     return arr.astype(np.int64, copy=True)
 
@@ -108,10 +113,15 @@ def _as_int_array(values: Any, name: str) -> np.ndarray:
 def _check_label_range(labels: np.ndarray, num_classes: int, name: str) -> None:
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
+        if (labels < 0).any():
+            # More classes would not help: a negative value is no class at all.
+            hint = "negative values (e.g. -1 for 'unlabelled') are not classes: drop those samples or give them a class"
+        else:
+            hint = ("if the dataset has more classes, say how many: Python: num_classes= or class_names=; "
+                    "an .npz file: a class_names array with one name per class")
         raise ValueError(
             f"{name} has {int(bad.sum())} value(s) outside [0, {num_classes}) "
-            f"(e.g. {_fmt_ids(labels[bad])}): labels must be class indices 0..{num_classes - 1}; "
-            "pass num_classes=/class_names= if the dataset has more classes"
+            f"(e.g. {_fmt_ids(labels[bad])}): labels must be class indices 0..{num_classes - 1}; {hint}"
         )
 
 
@@ -217,8 +227,9 @@ class SampleDataset(Dataset):
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(
-                f"num_classes must be at least 1, got {num_classes}: an empty dataset has no "
-                "classes to infer, pass num_classes= or class_names="
+                f"num_classes must be at least 1, got {num_classes}: the dataset has no samples to "
+                "infer classes from; give it samples (an empty dataset built in Python needs "
+                "num_classes= or class_names=)"
             )
         if class_names is None:
             names = [str(c) for c in range(num_classes)]
@@ -441,12 +452,20 @@ def load_npz(
         keys = list(z.keys())
         for key, what in ((image_key, "image_key"), (label_key, "label_key")):
             if key not in keys:
+                # The CLI reads the default names only: say how to fix the file, and the
+                # keyword for a Python caller.
                 raise ValueError(
-                    f"{p} has no array {key!r}; its arrays are {', '.join(keys)}: "
-                    f"pass {what}= naming the right one"
+                    f"{p} has no array {key!r}; its arrays are {', '.join(keys) or '(none)'}: "
+                    f"save the array under the name {key!r} (Python: load_npz(path, {what}=...))"
                 )
         images = z[image_key]
         labels = z[label_key]
+        if labels.ndim == 1 and len(labels) == 0:
+            raise ValueError(f"{p} holds no samples: its {label_key!r} array is empty")
+        if labels.size and labels.dtype.kind not in "iu":
+            _as_int_array(labels.reshape(-1), f"{p} array {label_key!r}",
+                          fix="save it as integers (numpy: labels.astype(np.int64) for whole numbers); "
+                              "classes are indices 0..K-1, not names")
         ids = z[id_key] if id_key in keys else None
         clean = z[clean_label_key] if clean_label_key and clean_label_key in keys else None
         if class_names is None and "class_names" in keys:
@@ -631,8 +650,10 @@ def _read_label_csv(p: Path) -> _LabelMap:
         )
     if df[["sample_id", "label"]].isna().any().any():
         raise ValueError(f"{p} has empty sample_id or label cells: fill or drop those rows")
-    ids = _as_int_array(df["sample_id"].to_numpy(), f"{p.name} sample_id column")
-    labels = _as_int_array(df["label"].to_numpy(), f"{p.name} label column")
+    ids = _as_int_array(df["sample_id"].to_numpy(), f"{p.name} sample_id column",
+                        fix="write each sample id as a whole number")
+    labels = _as_int_array(df["label"].to_numpy(), f"{p.name} label column",
+                           fix="write each label as a class index 0..K-1 (whole numbers, not class names)")
     if ids.size and ids.min() < 0:
         raise ValueError(f"{p} has negative sample ids (e.g. {_fmt_ids(ids[ids < 0])})")
     order = np.argsort(ids, kind="stable")
@@ -655,7 +676,8 @@ def _read_label_file(path: str | os.PathLike[str]) -> np.ndarray | _LabelMap:
         raise FileNotFoundError(f"label file not found: {p}: check the path")
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        return _as_int_array(np.load(p, allow_pickle=False), f"label file {p.name}")
+        return _as_int_array(np.load(p, allow_pickle=False), f"label file {p.name}",
+                             fix="save it as integers: np.save(path, labels.astype(np.int64))")
     if suffix == ".csv":
         return _read_label_csv(p)
     raise ValueError(f"unsupported label file type {suffix!r} ({p}): use .csv or .npy")
@@ -809,7 +831,7 @@ def inject_noise(
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2 to flip labels, got {num_classes}")
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"rate must be a fraction in [0, 1], got {rate!r} (e.g. 0.2 for 20%)")
+        raise ValueError(f"noise rate must be a fraction in [0, 1], got {rate!r} (e.g. 0.2 for 20%)")
     arr = _as_int_array(labels, "labels")
     _check_label_range(arr, int(num_classes), "labels")
     rng = np.random.default_rng(seed)
@@ -861,7 +883,10 @@ class ImageFolderDataset(SampleDataset):
     case; hidden files and folders ignored) are sorted by their path relative to ``root``
     and ``sample_id`` is the position in that list, so ids stay the same whenever the same
     files are listed again. Every file is checked with PIL at construction, so a corrupt
-    file is reported before training starts. Images are decoded to RGB on access.
+    file is reported before training starts. Images are decoded to 8-bit RGB on access;
+    16-bit grey files (PIL modes ``I;16``, ``I;16B``, ``I;16L``, and ``I``, read as holding a
+    16-bit range: values clipped to 0..65535) keep their top 8 bits (``value >> 8``), and
+    32-bit float files (mode ``F``) are refused, since they have no fixed value range.
 
     Args:
         root: the folder holding the class sub-folders.
@@ -885,7 +910,7 @@ class ImageFolderDataset(SampleDataset):
         if image_size is not None and (
             isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
         ):
-            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+            raise ValueError(f"image_size (CLI: --image-size) must be a positive int or None, got {image_size!r}")
         classes = sorted(
             d.name for d in root_p.iterdir() if d.is_dir() and not d.name.startswith(".")
         )
@@ -930,7 +955,7 @@ class ImageFolderDataset(SampleDataset):
                     raise ValueError(
                         f"image {f} is {size[0]}x{size[1]} but {root_p / first_rel} is "
                         f"{first_size[0]}x{first_size[1]}: images of one dataset must share a "
-                        "size; pass image_size=N to resize all to NxN"
+                        "size; resize them all to NxN with --image-size N (Python: image_size=N)"
                     )
         self.root = root_p.resolve()
         self.image_size = image_size

@@ -104,7 +104,9 @@ def test_interrupted_train_says_how_to_resume(tmp_path, capsys, monkeypatch):
     data = _npz(tmp_path / "my data.npz", n=60)
     run = tmp_path / "my run"
 
-    def interrupted(*args, **kwargs):
+    def interrupted(model, train_set, out, **kwargs):
+        out.mkdir(parents=True)  # the run exists, so --resume can continue it
+        (out / "run.json").write_text("{}")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "train", interrupted)

@@ -519,6 +519,25 @@ def test_image_folder_16_bit_images_keep_their_range_and_floats_are_refused(tmp_
         ImageFolderDataset(tmp_path)
 
 
+def test_image_folder_big_endian_and_32_bit_int_grey_images(tmp_path: Path) -> None:
+    # TIFF keeps these modes as written (a PNG reopens as I;16): I;16B and I (32-bit int,
+    # read as holding a 16-bit range: values outside 0..65535 are clipped first).
+    ramp = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 0..65535
+    wide = ramp.astype(np.int32)
+    wide[0, :2] = [-5, 70_000]
+    for c in "ab":
+        (tmp_path / c).mkdir()
+    Image.fromarray(ramp.astype(">u2")).save(tmp_path / "a" / "big.tiff")
+    Image.fromarray(wide).save(tmp_path / "b" / "int.tiff")
+    assert Image.open(tmp_path / "a" / "big.tiff").mode == "I;16B" and Image.open(tmp_path / "b" / "int.tiff").mode == "I"
+    ds = ImageFolderDataset(tmp_path)
+    expected = (ramp >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(ds.image(0)[..., 1], expected)
+    expected[0, :2] = [0, 255]
+    np.testing.assert_array_equal(ds.image(1)[..., 1], expected)
+    assert ds.image(1).mean() < 130  # PIL's own convert("RGB") gives almost all 255 here
+
+
 def test_image_folder_unreadable_file(tmp_path: Path) -> None:
     _save(tmp_path / "a" / "ok.png", (1, 1, 1))
     (tmp_path / "b").mkdir()
