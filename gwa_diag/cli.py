@@ -12,31 +12,11 @@ from typing import Any, Sequence
 
 from .cli_analysis import register as register_analysis
 from .cli_app import register as register_app
+from .cli_common import int_in_range, os_error_line
 from .demo import register as register_demo
 from .store import RunDirError
 
 __all__ = ["main", "build_parser"]
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (refused while parsing, before any data is read)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -56,11 +36,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                       help="with --noise-rate: symmetric (default) or pair (class c -> c+1)")
     data.add_argument("--noise-seed", type=int, help="with --noise-rate: seed of the flips (default 0)")
     data.add_argument("--eval-data", type=Path, help=".npz evaluation set (accuracy each epoch)")
-    data.add_argument("--image-size", type=_positive_int, help="resize folder images to this size")
+    data.add_argument("--image-size", type=int_in_range(1), help="resize folder images to this size")
     model = p.add_argument_group("model and optimisation")
     model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
-    model.add_argument("--epochs", type=_positive_int, default=20)
-    model.add_argument("--batch-size", type=_positive_int, default=256)
+    model.add_argument("--epochs", type=int_in_range(1), default=20)
+    model.add_argument("--batch-size", type=int_in_range(1), default=256)
     model.add_argument("--lr", type=float, default=0.1)
     model.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     model.add_argument("--weight-decay", type=float, default=5e-4)
@@ -72,7 +52,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                        help="GWA early-stopping rule: from scratch, or fine-tuning a pre-trained model")
     model.add_argument("--device", default="auto")
     model.add_argument("--seed", type=int, default=0)
-    model.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader workers (image folders)")
+    model.add_argument("--workers", type=int_in_range(0), default=0, help="DataLoader workers (image folders)")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="run directory (default runs/<time>-<4 hex digits>)")
     out.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
@@ -289,10 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        # A file where a folder goes (or the reverse), no permission, a full disk ...
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"gwa-diag {args.command}: error: {exc.strerror or exc}{where}; check the paths given "
-              "(--out, --data-path, ...): folders must be folders, files files, and writable", file=sys.stderr)
+        print(os_error_line(args.command, exc, "the paths given (--out, --data-path, ...)"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\n" + _interrupted_line(args, argv), file=sys.stderr)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from .cli_common import os_error_line
 from .metrics import TruthCoverageWarning, detection_table, ground_truth, per_class_table
 from .rank import flag, write_suspects
 from .report import json_ready, class_names, write_report
@@ -45,12 +46,8 @@ def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[
             return 2
         except OSError as exc:
             # Left after the up-front path checks: no permission, a full disk, a path that
-            # changed meanwhile. os.replace names the temporary file first and the
-            # destination (the user's path) second: name the user's path.
-            path = exc.filename2 if getattr(exc, "filename2", None) else exc.filename
-            where = f" ({path})" if path else ""
-            print(f"gwa-diag {name}: error: {exc.strerror or exc}{where}; check the --out/--out-dir/--truth "
-                  "paths: files must be files and folders folders, and writable", file=sys.stderr)
+            # changed meanwhile.
+            print(os_error_line(name, exc, "the --out/--out-dir/--truth paths"), file=sys.stderr)
             return 2
 
     run.__name__ = f"cmd_{name}"

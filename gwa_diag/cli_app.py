@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .cli_common import int_in_range
+
 __all__ = ["register", "app_script", "streamlit_command", "run_app", "READY_MESSAGE"]
 
 #: Printed (followed by the URL) once the server answers and the app has run once.
@@ -105,16 +107,6 @@ def _check_port_free(host: str, port: int) -> None:
                          "rights; pass --port 1024 or above (default 8501)")
     raise ValueError(f"cannot serve on {host}:{port} ({exc.strerror or exc}): pass --host with an address "
                      "of this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is out of range: use 1-65535")
-    return value
 
 
 def _get(url: str, timeout: float) -> tuple[int, str]:
@@ -259,7 +251,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Serve the Streamlit app for a run directory (it can still be training).",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
-    p.add_argument("--port", type=_port, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--port", type=int_in_range(1, 65535, what="port"), default=8501, help="port to serve on (default 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to share)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")

@@ -33,7 +33,7 @@ from . import __version__
 from .early_stopping import EarlyStopResult, select_epoch
 from .models import check_num_classes
 from .recorder import AlignmentRecorder, _dist_info
-from .store import RunDirError, RunWriter, open_run
+from .store import RunDirError, RunWriter, exclusive_lock, open_run
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -366,23 +366,9 @@ def train(
                       resume=resume, meta=meta, held=held)
 
 
-def _lock_run_dir(out: Path, held: contextlib.ExitStack) -> None:
-    """Hold an exclusive lock on the run directory until ``held`` closes. The kernel drops
-    it when the process dies, so a killed run never leaves a stale lock behind."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock, as before
-        return
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirError(
-            f"{out} is being written by another gwa-diag train right now: wait for it to finish, "
-            "or stop it before resuming (its recorded epochs are kept)"
-        ) from None
-    held.callback(os.close, fd)
+def _busy(out: Path) -> str:
+    return (f"{out} is being written by another gwa-diag train right now: wait for it to finish, "
+            "or stop it before resuming (its recorded epochs are kept)")
 
 
 def _train(
@@ -465,7 +451,7 @@ def _train(
     # Lock before the resume checks read the run; a new run is locked once RunWriter made it.
     locked = rank == 0 and resume and (out / "run.json").exists()
     if locked:
-        _lock_run_dir(out, held)
+        held.enter_context(exclusive_lock(out, _busy(out)))
     if resume and (out / "run.json").exists():
         ckpt = _check_resume(out, cfg, train_set, model, meta or {}, fingerprint)  # every rank: all of them stop on a mismatch
     if rank != 0:
@@ -474,7 +460,7 @@ def _train(
         dist.barrier()  # rank 0 has created (or checked) the run directory
     writer = RunWriter(out, meta=run_meta, rank=rank, world_size=world, resume=resume)
     if rank == 0 and not locked:
-        _lock_run_dir(out, held)
+        held.enter_context(exclusive_lock(out, _busy(out)))
     if rank == 0 and world > 1:
         import torch.distributed as dist
 

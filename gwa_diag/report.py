@@ -26,7 +26,6 @@ Scores follow :data:`gwa_diag.summaries.SCORERS`: higher = more suspicious.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -35,7 +34,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +43,7 @@ import pyarrow as pa
 from . import __version__
 from .metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points, run_class_names
 from .rank import RULES, flag, rank, write_suspects
-from .store import Run, RunDirError, atomic_write_bytes, atomic_write_table, open_run
+from .store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, open_run
 from .summaries import SCORERS, WINDOWS, AnalysisError, summarize
 
 __all__ = ["write_report", "class_names", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -65,34 +64,6 @@ class ReportBusyError(RunDirError):
 def class_names(run: Run) -> list[str] | None:
     """Class names from run.json (``class_names``, or ``dataset.class_names``), if recorded."""
     return run_class_names(run)
-
-
-@contextlib.contextmanager
-def _report_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out/.report.lock`` or raise :class:`ReportBusyError`.
-
-    Why flock on an open file rather than "create the lock file, delete it when done": the
-    OS drops the lock when the process dies (kill -9 included), so a stale lock file never
-    blocks later reports; the file itself is left in place, empty and harmless."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no flock on this platform: reports are not serialized
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    lock_path = out / LOCK_NAME
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ReportBusyError(
-                f"another `gwa-diag report` is writing the report files ({out}); wait for it to "
-                "finish and run again, or pass --out-dir another folder"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _sha256(path: Path) -> str:
@@ -178,7 +149,11 @@ def _write_report(
     if truth is not None:
         detection = detection_table(summary, truth)
         per_class = per_class_table(summary, truth, scorer=scorer)
-    with _report_lock(out):
+    out.mkdir(parents=True, exist_ok=True)
+    busy = (f"another `gwa-diag report` is writing the report files ({out}); wait for it to "
+            "finish and run again, or pass --out-dir another folder")
+    # The lock file is left in place, empty: removing it could race a report taking it.
+    with exclusive_lock(out / LOCK_NAME, busy, ReportBusyError):
         return _write_files(
             run, out, summary=summary, ranked=ranked, flagged=flagged, names=names, truth=truth,
             truth_note=truth_note, epochs=epochs, selection=selection, detection=detection,

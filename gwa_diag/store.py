@@ -15,12 +15,13 @@ writing can be opened at any time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,30 @@ _EPOCH_TYPES = {
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (another run, missing, wrong version)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str, error: type[Exception] = RunDirError) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (a folder, or a file created when missing)
+    for the ``with`` block; raise ``error(busy)`` when another process holds it.
+
+    Why flock rather than a lock file that is deleted afterwards: the kernel drops the lock
+    when the process dies (kill -9 included), so a crash never leaves a stale lock behind.
+    Where flock does not exist (not POSIX), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error(busy) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 _T = TypeVar("_T")
