@@ -1,8 +1,8 @@
 """gwa-diag app: explore one run directory in the browser.
 
     gwa-diag app RUN                      (or)
-    streamlit run app/streamlit_app.py -- RUN      (or)
-    GWA_DIAG_RUN=RUN streamlit run app/streamlit_app.py
+    streamlit run "$(python -c 'from gwa_diag.cli.app import app_script; print(app_script())')" -- RUN
+    (or the run in the GWA_DIAG_RUN environment variable)
 
 Pages: Overview (GWA curve, early stopping, histogram, metadata), Browse (every image,
 most suspicious first), Simple to complex, Detection (with ground truth) and Relabel queue.
@@ -17,16 +17,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-# Streamlit puts this folder on sys.path when it runs the script; AppTest and plain
-# imports may not, and the pages live next to this file.
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from gwa_app import browse, data, detection, overview, relabel_queue, simple  # noqa: E402
-from gwa_app.data import RunState  # noqa: E402
+from gwa_diag.app.views import browse, data, detection, overview, relabel_queue, simple
+from gwa_diag.app.views.data import RunState
 
 PAGES: dict[str, tuple[str, Callable[[RunState, str], None]]] = {
     "overview": ("Overview", overview.render),
@@ -106,7 +100,7 @@ def _sidebar_status(state: RunState) -> None:
 
 
 def _render_page(page: str, state: RunState, window: str) -> None:
-    from gwa_diag.summaries import AnalysisError
+    from gwa_diag.analysis.summaries import AnalysisError
 
     title, render = PAGES[page]
     st.title(title)

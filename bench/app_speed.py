@@ -78,7 +78,7 @@ def write_synthetic_run(
     """Write a finished synthetic run at ``path`` (run.json, labels, epochs, parts, .npz).
 
     Returns ``path``. The dataset file is ``path/dataset.npz`` and run.json's ``dataset``
-    spec points at it, so ``gwa_diag.data.load_dataset`` finds the images. Sample ids are
+    spec points at it, so ``gwa_diag.training.data.load_dataset`` finds the images. Sample ids are
     ``id_base + 0..samples-1``.
     """
     from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
@@ -134,7 +134,7 @@ def write_synthetic_run(
                "lr": 0.1 * (1 - t), "seconds": 1.0}
         writer.write_epoch(row)
     # What gwa_diag.train records at the end of a run: the GWA early-stopping choice.
-    from gwa_diag.summaries import selected_epoch
+    from gwa_diag.analysis.summaries import selected_epoch
 
     writer.update_meta(status="finished", early_stopping=selected_epoch(path).as_dict())
     return path
@@ -170,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/gwa-app-bench"))
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO / "app"))
     from streamlit.logger import set_log_level
 
     # Outside `streamlit run` the caches fall back to memory and say so on every call.
     set_log_level("error")
-    from gwa_app import data as appdata
+    from gwa_diag.app.views import data as appdata
 
     results: dict[str, float] = {}
     run_dir = _time("build synthetic run (first time only)", lambda: ensure_synthetic_run(

@@ -11,11 +11,11 @@ Data: ``cifar10/train_first20000.npz`` (sample id = row index = CIFAR-10 trainin
 (``--data`` to point elsewhere). The first ``--n`` training images are used.
 
 For each CIFAR-10-N label set (``--label-sets``, default worst, aggre, random1) the script
-trains one model with ``gwa_diag.engine.train`` while the recorder scores every sample
+trains one model with ``gwa_diag.training.engine.train`` while the recorder scores every sample
 presentation, evaluating on the 1,000 test images after each epoch. It then prints:
 
 * the detection table: AUROC, average precision, and precision / recall at k (k = number of
-  truly mislabeled samples) for every per-sample scorer of ``gwa_diag.summaries.SCORERS``
+  truly mislabeled samples) for every per-sample scorer of ``gwa_diag.analysis.summaries.SCORERS``
   (means over ``--window``), plus precision / recall / F1 of the rule "alignment < 0 at the
   GWA-selected epoch";
 * an external peer, cleanlab (confident learning): the last-epoch checkpoint is run once more
@@ -59,12 +59,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from gwa_diag.data import CIFAR10N_LABEL_SETS, load_npz, with_cifar10n
-from gwa_diag.engine import TrainConfig, _channel_stats, train
-from gwa_diag.metrics import RULE_ROW, auroc, average_precision, detection_table, ground_truth, precision_recall_at_k, rule_scores
-from gwa_diag.models import resnet18_cifar, tiny_cnn
+from gwa_diag.training.data import CIFAR10N_LABEL_SETS, load_npz, with_cifar10n
+from gwa_diag.training.engine import TrainConfig, _channel_stats, train
+from gwa_diag.analysis.metrics import RULE_ROW, auroc, average_precision, detection_table, ground_truth, precision_recall_at_k, rule_scores
+from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.store import open_run
-from gwa_diag.summaries import WINDOWS, summarize
+from gwa_diag.analysis.summaries import WINDOWS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -107,7 +107,7 @@ def load_sets(data: Path, n: int):
     if not 1 <= n <= len(full):
         raise SystemExit(f"--n must be between 1 and {len(full)}, got {n}")
     if n < len(full):
-        from gwa_diag.data import ArrayDataset
+        from gwa_diag.training.data import ArrayDataset
 
         # The first n rows: ids 0..n-1 stay CIFAR-10 training indices.
         sub = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
@@ -316,7 +316,7 @@ def main() -> None:
 
     notes = [
         "Every score is oriented higher = more suspicious; k = number of truly mislabeled samples (P@k = R@k then).",
-        (f"Scorer rows: gwa_diag.summaries.SCORERS, means over the '{args.window}' window. "
+        (f"Scorer rows: gwa_diag.analysis.summaries.SCORERS, means over the '{args.window}' window. "
          f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch."),
         (f"'{CLEANLAB_ROW}': one extra forward pass of the last-epoch checkpoint over the un-augmented training "
          "images; AUROC/AP/P@k/R@k rank by cleanlab's self-confidence label-quality score (= p(given label)), "

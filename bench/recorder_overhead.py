@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gwa_diag.models import resnet18_cifar, tiny_cnn
+from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 
 

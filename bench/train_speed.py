@@ -6,7 +6,7 @@
 
 Two measurements per case:
 
-1. **engine end to end**: ``gwa_diag.engine.train`` (recorder on, checkpoints, Parquet
+1. **engine end to end**: ``gwa_diag.training.engine.train`` (recorder on, checkpoints, Parquet
    writes, no evaluation set) for a fixed number of epochs into a temporary run directory.
    The first epoch is warm-up (allocator, cuDNN autotuning, thread pools) and is left out:
    the per-epoch seconds are the median of the later epochs' wall time as the run recorded
@@ -51,9 +51,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gwa_diag.data import ArrayDataset, load_npz
-from gwa_diag.engine import TrainConfig, _augment, _Batches, _channel_stats, _lr_factor, train
-from gwa_diag.models import resnet18_cifar, tiny_cnn
+from gwa_diag.training.data import ArrayDataset, load_npz
+from gwa_diag.training.engine import TrainConfig, _augment, _Batches, _channel_stats, _lr_factor, train
+from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
 
@@ -91,7 +91,7 @@ def _sync(device: torch.device) -> None:
 
 def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batch: int, lr: float,
                       precision: str) -> dict[str, Any]:
-    """Wall time of gwa_diag.engine.train; per-epoch seconds from the run's epoch rows."""
+    """Wall time of gwa_diag.training.engine.train; per-epoch seconds from the run's epoch rows."""
     torch.manual_seed(0)
     model = make_model()
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_epochs=min(2.0, epochs / 2), schedule="linear",
@@ -182,7 +182,7 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
 def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | None, raw: dict[str, Any]) -> None:
     print(f"\n== {label} on {device_name}; data: {data_desc}")
     if e2e is not None:
-        print(f"engine end to end (gwa_diag.engine.train, recorder on, {e2e['epochs']} epochs of {e2e['n']} images, "
+        print(f"engine end to end (gwa_diag.training.engine.train, recorder on, {e2e['epochs']} epochs of {e2e['n']} images, "
               f"first epoch excluded):")
         print(f"  {e2e['per_epoch_s']:.3f} s/epoch (median; min {e2e['min_s']:.3f}, max {e2e['max_s']:.3f}) -> "
               f"{e2e['images_s']:,.0f} images/s; first epoch {e2e['first_s']:.3f} s; whole call {e2e['total_s']:.1f} s")

@@ -13,16 +13,16 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AlignmentRecorder": "recorder",
-    "TrainConfig": "engine",
-    "train": "engine",
+    "TrainConfig": "training.engine",
+    "train": "training.engine",
     "open_run": "store",
     "per_sample_alignment": "alignment",
     "gwa_from_scores": "alignment",
     "select_epoch": "early_stopping",
-    "summarize": "summaries",
-    "flag": "rank",
-    "detection_table": "metrics",
-    "write_report": "report",
+    "summarize": "analysis.summaries",
+    "flag": "analysis.rank",
+    "detection_table": "analysis.metrics",
+    "write_report": "analysis.report",
 }
 
 __all__ = ["__version__", *_EXPORTS]

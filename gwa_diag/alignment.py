@@ -23,7 +23,7 @@ import torch
 
 # The early-stopping rule needs no torch; it lives apart so the analysis can import it
 # without loading torch, and is re-exported here with the rest of the math.
-from .early_stopping import EarlyStopResult, select_epoch
+from gwa_diag.early_stopping import EarlyStopResult, select_epoch
 
 __all__ = [
     "BETA",

@@ -30,8 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .alignment import BETA, MIN_DENOMINATOR, Moments, alignment_from_head
-from .store import SAMPLE_SCHEMA, RunWriter
+from gwa_diag.alignment import BETA, MIN_DENOMINATOR, Moments, alignment_from_head
+from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
 
 __all__ = ["AlignmentRecorder", "find_linear_head"]
 

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     # The safe loader (explicit numpy allow-list, no arbitrary unpickling).
-    from gwa_diag.data import load_cifar10n
+    from gwa_diag.training.data import load_cifar10n
 
     for p in (args.train_npz, args.test_npz, args.cifar10n):
         if not p.is_file():

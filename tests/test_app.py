@@ -16,17 +16,18 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from gwa_diag import relabel  # noqa: E402
+from gwa_diag.analysis import relabel  # noqa: E402
 from gwa_diag.store import RunWriter  # noqa: E402
 
+from gwa_diag.app.views import data as appdata  # noqa: E402
+from gwa_diag.app.views.detection import NO_TRUTH  # noqa: E402
+from gwa_diag.app.views.grid import GRID_NAME  # noqa: E402
+from gwa_diag.cli.app import app_script  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-APP = REPO / "app" / "streamlit_app.py"
+APP = app_script()
 sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "app"))
 from app_speed import write_synthetic_run  # noqa: E402
-from gwa_app import data as appdata  # noqa: E402
-from gwa_app.detection import NO_TRUTH  # noqa: E402
-from gwa_app.grid import GRID_NAME  # noqa: E402
 
 N_SAMPLES = 60
 N_EPOCHS = 4
@@ -127,7 +128,7 @@ def test_overview_shows_curve_selection_and_metadata(runs, monkeypatch):
     assert list(undefined["epoch"]) == [1] and "explode" in undefined["reason"].iloc[0]
     assert len(at.get("image")) == 3  # GWA curve, accuracy, histogram (PNGs)
     # The curve leaves a gap at the undefined epoch instead of joining across it.
-    from gwa_app.charts import defined_segments
+    from gwa_diag.app.views.charts import defined_segments
 
     segments = defined_segments(pd.read_parquet(run / "epochs.parquet"))
     assert [list(part["epoch"]) for part in segments] == [[0], list(range(2, N_EPOCHS))]
@@ -210,7 +211,7 @@ def test_ids_above_2_to_the_53_reach_the_browser_and_come_back_exact(monkeypatch
 
 
 def test_browse_sorts_by_any_scorer(runs, monkeypatch):
-    from gwa_diag.summaries import SCORERS, summarize
+    from gwa_diag.analysis.summaries import SCORERS, summarize
 
     at = _app(runs["no_truth"], monkeypatch, page="browse")
     _clean(at)
@@ -239,8 +240,8 @@ def test_simple_to_complex_shows_top_images_per_class_and_epoch(runs, monkeypatc
 
 
 def test_detection_with_and_without_ground_truth(runs, monkeypatch):
-    from gwa_diag.metrics import RULE_ROW
-    from gwa_diag.summaries import SCORERS
+    from gwa_diag.analysis.metrics import RULE_ROW
+    from gwa_diag.analysis.summaries import SCORERS
 
     at = _app(runs["truth"], monkeypatch, page="detection")
     _clean(at)
@@ -334,8 +335,8 @@ def test_moved_images_show_tables_and_a_message(runs, monkeypatch, tmp_path):
 
 
 def test_changed_images_are_not_shown_under_the_old_ids(monkeypatch, tmp_path):
-    from gwa_diag.data import load_dataset
-    from gwa_diag.engine import data_fingerprint
+    from gwa_diag.training.data import load_dataset
+    from gwa_diag.training.engine import data_fingerprint
 
     run = write_synthetic_run(tmp_path / "changed", samples=N_SAMPLES, epochs=N_EPOCHS, seed=6)
     writer = RunWriter(run, resume=True)
@@ -423,7 +424,7 @@ def test_pages_and_order():
 
 
 def test_thumbnails_upscale_with_nearest_neighbour():
-    from gwa_diag.data import ArrayDataset
+    from gwa_diag.training.data import ArrayDataset
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
@@ -440,7 +441,7 @@ def test_thumbnails_upscale_with_nearest_neighbour():
 
 
 def test_run_argument_from_argv_or_env():
-    from streamlit_app import run_argument
+    from gwa_diag.app.streamlit_app import run_argument
 
     assert run_argument([str(APP), "/runs/a"], {}) == "/runs/a"
     assert run_argument([str(APP)], {"GWA_DIAG_RUN": "/runs/b"}) == "/runs/b"
@@ -454,8 +455,7 @@ def test_run_argument_from_argv_or_env():
 
 
 def test_cli_app_command(runs, monkeypatch):
-    import gwa_diag
-    from gwa_diag import cli_app
+    from gwa_diag.cli import app as cli_app
 
     parser = argparse.ArgumentParser()
     cli_app.register(parser.add_subparsers(dest="command"))
@@ -484,8 +484,10 @@ def test_cli_app_command(runs, monkeypatch):
     assert args.func(args) == 0 and calls[0][4] == str(APP)
     with pytest.raises(FileNotFoundError, match="run directory not found"):
         cli_app.run_app(runs["truth"] / "nope", open_browser=False)
-    # An install without the app/ folder says how to get it.
-    monkeypatch.setattr(gwa_diag, "__file__", str(Path("/nonexistent/site-packages/gwa_diag/__init__.py")))
+    # An installation without the app says how to get it.
+    import importlib.resources
+
+    monkeypatch.setattr(importlib.resources, "files", lambda name: Path("/nonexistent/site-packages/gwa_diag/app"))
     with pytest.raises(FileNotFoundError, match="app is not installed"):
         cli_app.app_script()
 
@@ -493,7 +495,7 @@ def test_cli_app_command(runs, monkeypatch):
 def test_app_refuses_a_port_in_use_and_bad_ports(runs, monkeypatch, capsys):
     import socket
 
-    from gwa_diag import cli_app
+    from gwa_diag.cli import app as cli_app
     from gwa_diag.cli import main
 
     started = []

@@ -45,8 +45,8 @@ pytest.importorskip("streamlit")
 sys.path.insert(0, str(REPO / "bench"))
 from app_speed import ensure_synthetic_run  # noqa: E402
 
-from gwa_diag import relabel  # noqa: E402
-from gwa_diag.cli_app import READY_MESSAGE  # noqa: E402
+from gwa_diag.analysis import relabel  # noqa: E402
+from gwa_diag.cli.app import READY_MESSAGE  # noqa: E402
 
 # The app is idle (script finished) and the page's content is on screen.
 _IDLE = "document.querySelector('[data-test-script-state]')?.getAttribute('data-test-script-state') === 'notRunning'"
@@ -89,7 +89,7 @@ def _app_command(run: Path, port: int) -> list[str]:
         build_parser().parse_args(["app", str(run)])
         return [sys.executable, "-m", "gwa_diag", "app", str(run), "--port", str(port), "--no-browser"]
     except SystemExit:
-        code = ("import sys; from gwa_diag.cli_app import run_app; "
+        code = ("import sys; from gwa_diag.cli.app import run_app; "
                 f"sys.exit(run_app({str(run)!r}, port={port}, open_browser=False))")
         return [sys.executable, "-u", "-c", code]
 

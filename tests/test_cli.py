@@ -37,8 +37,8 @@ def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "align_mean" in out
     # The injected noisy samples are found: mean-alignment AUROC clearly above chance.
-    from gwa_diag.metrics import auroc, ground_truth
-    from gwa_diag.summaries import summarize
+    from gwa_diag.analysis.metrics import auroc, ground_truth
+    from gwa_diag.analysis.summaries import summarize
 
     summary = summarize(run)
     truth = ground_truth(run)
@@ -99,7 +99,7 @@ def test_train_options_and_paths_that_cannot_work_are_one_line_errors(tmp_path, 
 
 
 def test_interrupted_train_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    import gwa_diag.engine as engine
+    import gwa_diag.training.engine as engine
 
     data = _npz(tmp_path / "my data.npz", n=60)
     run = tmp_path / "my run"

@@ -22,7 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gwa_diag import cli, cli_app
+from gwa_diag.cli import train as cli_train
+
+from gwa_diag.cli import app as cli_app
 from gwa_diag.cli import main
 
 
@@ -44,7 +46,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refusals must come before training: fail the test if training starts."""
-    from gwa_diag import engine
+    from gwa_diag.training import engine
 
     def train(*args, **kwargs):
         raise AssertionError("training started although the options should have been refused")
@@ -178,7 +180,7 @@ def test_data_errors_name_the_file_fix_or_the_cli_flag(tmp_path, capsys, no_trai
 def _fake_train(selected_epoch: int | None, write: dict[str, int]):
     """An engine.train stand-in that writes the named checkpoints ({file: epoch})."""
     from gwa_diag.early_stopping import EarlyStopResult
-    from gwa_diag.engine import TrainResult
+    from gwa_diag.training.engine import TrainResult
 
     def train(model, train_set, out, **kwargs):
         (Path(out) / "checkpoints").mkdir(parents=True)
@@ -200,7 +202,7 @@ def _fake_train(selected_epoch: int | None, write: dict[str, int]):
     ],
 )
 def test_train_names_only_weights_that_exist(tmp_path, capsys, monkeypatch, selected, files, expected, not_expected):
-    from gwa_diag import engine
+    from gwa_diag.training import engine
 
     monkeypatch.setattr(engine, "train", _fake_train(selected, files))
     data = _npz(tmp_path / "d.npz")
@@ -210,10 +212,10 @@ def test_train_names_only_weights_that_exist(tmp_path, capsys, monkeypatch, sele
 
 
 def test_default_run_names_differ_within_one_second(tmp_path, capsys, monkeypatch):
-    from gwa_diag import engine
+    from gwa_diag.training import engine
 
     monkeypatch.setattr(engine, "train", _fake_train(None, {"last.pt": 0}))
-    monkeypatch.setattr(cli.time, "strftime", lambda fmt, *a: "20260101-000000")  # the same second
+    monkeypatch.setattr(cli_train.time, "strftime", lambda fmt, *a: "20260101-000000")  # the same second
     monkeypatch.chdir(tmp_path)
     data = _npz(tmp_path / "d.npz")
     for _ in range(2):
@@ -223,7 +225,7 @@ def test_default_run_names_differ_within_one_second(tmp_path, capsys, monkeypatc
 
 
 def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path, capsys, monkeypatch):
-    from gwa_diag import engine
+    from gwa_diag.training import engine
 
     calls = []
     real_select = engine.select_epoch
@@ -255,7 +257,7 @@ def test_ctrl_c_prints_one_line_with_the_command_that_resumes(tmp_path, capsys, 
 
 
 def test_ctrl_c_before_the_run_exists_does_not_suggest_resume(tmp_path, capsys, monkeypatch):
-    from gwa_diag import engine
+    from gwa_diag.training import engine
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

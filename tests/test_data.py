@@ -1,4 +1,4 @@
-"""Tests of gwa_diag.data: every source, spec round trips, label sets, noise, bad inputs."""
+"""Tests of gwa_diag.training.data: every source, spec round trips, label sets, noise, bad inputs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gwa_diag import data as gd
-from gwa_diag.data import (
+from gwa_diag.training import data as gd
+from gwa_diag.training.data import (
     CIFAR10N_LABEL_SETS,
     ArrayDataset,
     ImageFolderDataset,

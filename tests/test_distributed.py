@@ -10,9 +10,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from gwa_diag.data import ArrayDataset, with_noise
+from gwa_diag.training.data import ArrayDataset, with_noise
 from gwa_diag.store import open_run
-from gwa_diag.engine import TrainConfig, _Batches, train
+from gwa_diag.training.engine import TrainConfig, _Batches, train
 
 N, C = 480, 4
 CFG = dict(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, augment=False, device="cpu")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import gwa_diag.engine as train_mod
-from gwa_diag.data import ArrayDataset, with_noise
-from gwa_diag.models import tiny_cnn
+import gwa_diag.training.engine as train_mod
+from gwa_diag.training.data import ArrayDataset, with_noise
+from gwa_diag.training.models import tiny_cnn
 from gwa_diag.store import RunDirError, open_run
-from gwa_diag.engine import TrainConfig, train
+from gwa_diag.training.engine import TrainConfig, train
 
 C = 4
 

@@ -11,7 +11,7 @@ L = pytest.importorskip("lightning.pytorch")
 
 from noisy_blobs import BlobDataset  # noqa: E402
 
-from gwa_diag.lightning import GWACallback  # noqa: E402
+from gwa_diag.training.lightning import GWACallback  # noqa: E402
 from gwa_diag.store import open_run  # noqa: E402
 
 N, D, C = 600, 16, 4

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from analysis_fixtures import noisy_rows, write_run
-from gwa_diag.metrics import (
+from gwa_diag.analysis.metrics import (
     RULE_ROW,
     auroc,
     average_precision,
@@ -20,7 +20,7 @@ from gwa_diag.metrics import (
     roc_points,
     rule_scores,
 )
-from gwa_diag.summaries import SCORERS, AnalysisError, summarize
+from gwa_diag.analysis.summaries import SCORERS, AnalysisError, summarize
 
 CASES = [
     # (scores, is_noisy): hand-made, with ties inside and across classes
@@ -169,7 +169,7 @@ def test_per_class_table(tmp_path):
 
 
 def test_truth_files_partial_named_out_of_range_and_parquet(tmp_path):
-    from gwa_diag.metrics import TruthCoverageWarning
+    from gwa_diag.analysis.metrics import TruthCoverageWarning
     from gwa_diag.store import RunWriter
 
     path, given, clean = _run_with_truth(tmp_path)
@@ -203,7 +203,7 @@ def test_truth_files_partial_named_out_of_range_and_parquet(tmp_path):
 
 
 def test_truth_names_from_the_dataset_spec_unreadable_files_and_extra_ids(tmp_path):
-    from gwa_diag.metrics import TruthCoverageWarning
+    from gwa_diag.analysis.metrics import TruthCoverageWarning
     from gwa_diag.store import RunWriter
 
     path, given, clean = _run_with_truth(tmp_path)

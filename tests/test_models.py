@@ -1,4 +1,4 @@
-"""Tests of gwa_diag.models: presets, head replacement, head lookup and class-count checks."""
+"""Tests of gwa_diag.training.models: presets, head replacement, head lookup and class-count checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gwa_diag.models import (
+from gwa_diag.training.models import (
     build_model,
     check_num_classes,
     find_head,

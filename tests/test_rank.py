@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gwa_diag.rank import RULES, flag, rank, read_suspects, write_suspects
+from gwa_diag.analysis.rank import RULES, flag, rank, read_suspects, write_suspects
 
 
 def _summary() -> pd.DataFrame:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gwa_diag import relabel
+from gwa_diag.analysis import relabel
 from gwa_diag.store import RunWriter
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from analysis_fixtures import noisy_rows, write_run
-from gwa_diag.cli_analysis import register
-from gwa_diag.rank import read_suspects
-from gwa_diag.report import markdown_table, write_report
+from gwa_diag.cli.analysis import register
+from gwa_diag.analysis.rank import read_suspects
+from gwa_diag.analysis.report import markdown_table, write_report
 from gwa_diag.store import RunWriter
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -230,8 +230,8 @@ def test_reader_listing_parts_while_a_resume_removes_them_reads_again(tmp_path, 
 
 
 def test_summaries_and_given_labels_read_again_after_a_resume_removed_parts(tmp_path, monkeypatch):
-    from gwa_diag.metrics import _given_labels
-    from gwa_diag.summaries import summarize
+    from gwa_diag.analysis.metrics import _given_labels
+    from gwa_diag.analysis.summaries import summarize
 
     w0 = _run(tmp_path, epochs=3)
     (tmp_path / "run" / "labels.parquet").unlink()  # labels then come from the parts (DuckDB)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from analysis_fixtures import noisy_rows, reference_summary, trajectory_rows, write_run
-from gwa_diag import summaries
+from gwa_diag.analysis import summaries
 from gwa_diag.store import RunWriter
-from gwa_diag.summaries import SCORERS, AnalysisError, el2n_epoch, selected_epoch, summarize, window_epochs
+from gwa_diag.analysis.summaries import SCORERS, AnalysisError, el2n_epoch, selected_epoch, summarize, window_epochs
 
 
 def _three_samples(tmp_path, **kwargs):

@@ -1,5 +1,5 @@
 """Relabel queue: the flagged samples one by one, each decision saved immediately
-(``gwa_diag.relabel``), with a CSV export for the labeling team."""
+(``gwa_diag.analysis.relabel``), with a CSV export for the labeling team."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from gwa_diag import relabel
+from gwa_diag.analysis import relabel
 
 from . import data, widgets
 from .data import RunState
@@ -17,7 +17,7 @@ __all__ = ["render", "RULE_LABELS", "queue_rows"]
 
 PAGE_KEY = "queue_page"
 PER_PAGE = 10
-# Short names for the flag rules of gwa_diag.rank.RULES (its text is the help).
+# Short names for the flag rules of gwa_diag.analysis.rank.RULES (its text is the help).
 RULE_LABELS = {
     "negative": "alignment < 0 at the selected epoch",
     "topk": "the k most suspicious",
@@ -28,7 +28,7 @@ SHOW_CHOICES = ("undecided", "decided", "all")
 
 def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
     c1, c2, c3 = st.columns([2, 2, 2])
-    from gwa_diag.rank import RULES
+    from gwa_diag.analysis.rank import RULES
 
     rule = c1.selectbox("Flag", list(RULES), format_func=lambda r: RULE_LABELS.get(r, r), key="queue_rule",
                         help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))

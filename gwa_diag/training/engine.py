@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import __version__
-from .early_stopping import EarlyStopResult, select_epoch
-from .models import check_num_classes
-from .recorder import AlignmentRecorder, _dist_info
-from .store import RunDirError, RunWriter, exclusive_lock, open_run
+from gwa_diag import __version__
+from gwa_diag.early_stopping import EarlyStopResult, select_epoch
+from gwa_diag.training.models import check_num_classes
+from gwa_diag.recorder import AlignmentRecorder, _dist_info
+from gwa_diag.store import RunDirError, RunWriter, exclusive_lock, open_run
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -356,7 +356,7 @@ def train(
     """Train ``model`` on ``train_set`` while recording alignment into ``out_dir``.
 
     ``train_set`` yields (uint8 image [3,H,W], label, sample_id) and has ``labels``,
-    ``sample_ids`` and ``num_classes`` (see :mod:`gwa_diag.data`). ``resume=True`` continues
+    ``sample_ids`` and ``num_classes`` (see :mod:`gwa_diag.training.data`). ``resume=True`` continues
     a killed run from its last checkpoint without losing or duplicating recorded epochs.
     While it trains, the run directory is locked: a second ``train`` on it (a ``--resume``
     started while the first still runs) is refused instead of interleaving its writes.

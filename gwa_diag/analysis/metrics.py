@@ -1,7 +1,7 @@
 """Detection metrics: how well each scorer finds the truly mislabeled samples.
 
 Inputs are scores oriented **higher = more suspicious** (every column of
-:data:`gwa_diag.summaries.SCORERS`) and a boolean ``is_noisy`` (given label != clean
+:data:`gwa_diag.analysis.summaries.SCORERS`) and a boolean ``is_noisy`` (given label != clean
 label). Implemented with numpy; the definitions match scikit-learn's
 ``roc_auc_score`` and ``average_precision_score`` (ties included). NaN scores count as
 least suspicious (-inf).
@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .store import Run, read_listed_parts
-from .summaries import SCORERS, AnalysisError, _as_run, vanished_parts_as_file_not_found
+from gwa_diag.store import Run, read_listed_parts
+from gwa_diag.analysis.summaries import SCORERS, AnalysisError, _as_run, vanished_parts_as_file_not_found
 
 __all__ = [
     "TruthCoverageWarning",

@@ -38,7 +38,7 @@ def render(state: RunState, window: str) -> None:
         f"k = {counts.get('k', 0):,} for precision/recall at k. Scores averaged over the '{window}' window. "
         "Every scorer: higher = more suspicious."
     )
-    from gwa_diag.metrics import RULE_ROW
+    from gwa_diag.analysis.metrics import RULE_ROW
 
     scores = table.drop(index=[RULE_ROW], errors="ignore")[["auroc", "ap", "p_at_k", "r_at_k"]]
     st.dataframe(

@@ -5,7 +5,7 @@ Files written (each atomically, so a reader never sees half a file)::
 
     analysis/report.md         human summary: early stopping, detection table, top suspects
     analysis/report.json       the same numbers, machine-readable
-    analysis/suspects.csv      flagged samples for relabeling (gwa_diag.rank.write_suspects)
+    analysis/suspects.csv      flagged samples for relabeling (gwa_diag.analysis.rank.write_suspects)
     analysis/ranking.parquet   every sample's summary, rank and score
     analysis/gwa_curve.png     GWA per epoch (undefined epochs as gaps), selected epoch marked,
                                eval accuracy on a second axis when recorded
@@ -21,7 +21,7 @@ the output folder, so a second report on the same folder is refused instead of m
 files with the first one's. The lock belongs to the open file, so the OS releases it when
 the process ends, however it ends: a killed report never blocks the next one.
 
-Scores follow :data:`gwa_diag.summaries.SCORERS`: higher = more suspicious.
+Scores follow :data:`gwa_diag.analysis.summaries.SCORERS`: higher = more suspicious.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import __version__
-from .metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points, run_class_names
-from .rank import RULES, flag, rank, write_suspects
-from .store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, open_run
-from .summaries import SCORERS, WINDOWS, AnalysisError, summarize
+from gwa_diag import __version__
+from gwa_diag.analysis.metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points, run_class_names
+from gwa_diag.analysis.rank import RULES, flag, rank, write_suspects
+from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, open_run
+from gwa_diag.analysis.summaries import SCORERS, WINDOWS, AnalysisError, summarize
 
 __all__ = ["write_report", "class_names", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
 
@@ -100,7 +100,7 @@ def write_report(
             with the run.
         ReportBusyError: another report is writing into ``out_dir`` right now.
         ValueError: unknown scorer, window or rule, bad ``k`` / ``noise_rate``, a broken
-            truth file (see :func:`gwa_diag.metrics.ground_truth`), or ``out_dir`` is a file.
+            truth file (see :func:`gwa_diag.analysis.metrics.ground_truth`), or ``out_dir`` is a file.
         FileNotFoundError: the truth file does not exist.
     """
     if scorer not in SCORERS:

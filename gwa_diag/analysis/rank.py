@@ -1,6 +1,6 @@
 """Rank samples by a scorer, flag the suspicious ones, and write the suspects file.
 
-Every scorer in :data:`gwa_diag.summaries.SCORERS` is oriented so that **higher = more
+Every scorer in :data:`gwa_diag.analysis.summaries.SCORERS` is oriented so that **higher = more
 suspicious**; ``rank`` 1 is the most suspicious sample. Ties are broken by ascending
 ``sample_id`` so that the order is reproducible; NaN scores (a sample absent from the
 epochs a scorer reads) rank last.
@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .store import atomic_write_bytes
-from .summaries import SCORERS
+from gwa_diag.store import atomic_write_bytes
+from gwa_diag.analysis.summaries import SCORERS
 
 __all__ = ["RULES", "SUSPECT_COLUMNS", "rank", "flag", "suspects_frame", "write_suspects", "read_suspects"]
 
@@ -45,7 +45,7 @@ def _check_scorer(summary: pd.DataFrame, scorer: str) -> None:
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
     if scorer not in summary.columns:
-        raise ValueError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.summaries.summarize")
+        raise ValueError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.analysis.summaries.summarize")
 
 
 def rank(summary: pd.DataFrame, *, scorer: str = "align_mean") -> pd.DataFrame:
@@ -149,7 +149,7 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     needed = {"label", "suggested_label", "suggested_prob", "score", "rank", "scorer", "reason"}
     missing = sorted(needed - set(flagged.columns))
     if missing:
-        raise ValueError(f"flagged frame lacks columns {missing}; pass the output of gwa_diag.rank.flag")
+        raise ValueError(f"flagged frame lacks columns {missing}; pass the output of gwa_diag.analysis.rank.flag")
     frame = flagged.reset_index() if "sample_id" not in flagged.columns else flagged.reset_index(drop=True)
     out = pd.DataFrame(
         {

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .cli_common import int_in_range
+from gwa_diag.cli.common import int_in_range
 
 __all__ = ["register", "app_script", "streamlit_command", "run_app", "READY_MESSAGE"]
 
@@ -27,18 +27,23 @@ _WARMUP_TIMEOUT_S = 120.0
 
 
 def app_script() -> Path:
-    """``app/streamlit_app.py`` of the source checkout (next to the ``gwa_diag`` package).
+    """The Streamlit script ``gwa-diag app`` serves, found through the installed package
+    (``gwa_diag.app``; in a source checkout that is the top-level ``app/`` folder).
 
     Raises:
-        FileNotFoundError: when gwa_diag was installed without the ``app/`` folder.
+        FileNotFoundError: when the installed package lacks the app.
     """
-    import gwa_diag
+    import importlib.resources
 
-    script = Path(gwa_diag.__file__).resolve().parent.parent / "app" / "streamlit_app.py"
-    if not script.is_file():
+    try:
+        script = Path(str(importlib.resources.files("gwa_diag.app") / "streamlit_app.py"))
+    except ModuleNotFoundError:
+        script = None
+    if script is None or not script.is_file():
         raise FileNotFoundError(
-            f"the app is not installed: {script} is missing. The app ships in the source checkout's "
-            "app/ folder: install gwa-diag from a checkout with `pip install -e .[app]`"
+            "the app is not installed: gwa_diag.app/streamlit_app.py is missing from this "
+            "installation of gwa-diag; reinstall it with `pip install gwa-diag[app]` (or, from a "
+            "checkout, `pip install -e .[app]`)"
         )
     return script
 
@@ -58,7 +63,7 @@ def streamlit_command(run: str | os.PathLike, *, port: int = 8501, host: str = "
 
 
 def _check_run(run: Path) -> None:
-    from .store import open_run
+    from gwa_diag.store import open_run
 
     if not run.exists():
         raise FileNotFoundError(f"run directory not found: {run}: pass the --out directory of `gwa-diag train`")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gwa_diag import relabel
+from gwa_diag.analysis import relabel
 
 from . import charts, data
 from .data import RunState, Selection
@@ -124,7 +124,7 @@ def pager(key: str, n_rows: int, per_page: int, *, label: str = "samples") -> in
 
 def _record(state: RunState, sample_id: int, decision: str, given: int | None, suggested: int | None,
             new_key: str | None, note_key: str) -> None:
-    """Button callback: write the decision through gwa_diag.relabel right away."""
+    """Button callback: write the decision through gwa_diag.analysis.relabel right away."""
     new_label = int(st.session_state[new_key]) if new_key is not None else None
     try:
         relabel.record_decision(

@@ -1008,8 +1008,15 @@ def _as_rgb8(im: Any) -> Any:
 
 
 def sample_data_path() -> Path:
-    """Path of the shipped ``sample_data/cifar10n_subset.npz`` (it may not exist)."""
-    return Path(__file__).resolve().parents[1] / "sample_data" / _SAMPLE_DATA_FILE
+    """Path of the bundled ``cifar10n_subset.npz``, found through the installed package
+    ``gwa_diag.sample_data`` (the top-level ``sample_data/`` folder of a checkout); it may
+    not exist in an installation that left it out."""
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files("gwa_diag.sample_data") / _SAMPLE_DATA_FILE))
+    except ModuleNotFoundError:  # installed without it: name where it belongs
+        return Path(__file__).resolve().parents[1] / "sample_data" / _SAMPLE_DATA_FILE
 
 
 def _load_sample_split(split: str, label_set: str, path: str | None) -> ArrayDataset:
@@ -1018,8 +1025,8 @@ def _load_sample_split(split: str, label_set: str, path: str | None) -> ArrayDat
     p = Path(path).expanduser() if path is not None else sample_data_path()
     if not p.is_file():
         raise FileNotFoundError(
-            f"sample data not found at {p}: it ships in the source checkout's sample_data/ "
-            "folder; regenerate it with python sample_data/make_sample_data.py, or pass path="
+            f"sample data not found at {p}: it ships inside the gwa-diag package "
+            "(gwa_diag.sample_data); reinstall gwa-diag, or pass path= another file in its format"
         )
     spec = {"source": "sample_data", "split": split, "label_set": label_set,
             "path": str(p.resolve()) if path is not None else None}

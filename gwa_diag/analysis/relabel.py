@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from .store import atomic_write_bytes, atomic_write_table, open_run
+from gwa_diag.store import atomic_write_bytes, atomic_write_table, open_run
 
 __all__ = [
     "DECISIONS",

@@ -1,6 +1,6 @@
 """PyTorch Lightning callback: record alignment from a ``Trainer.fit`` run.
 
-    from gwa_diag.lightning import GWACallback
+    from gwa_diag.training.lightning import GWACallback
     trainer = Trainer(callbacks=[GWACallback("runs/mine")])
 
 The batch must carry stable sample ids. By default a batch is ``(x, y, ids)`` or a mapping
@@ -22,10 +22,10 @@ except ImportError:  # the older package name
     try:
         from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("gwa_diag.lightning needs PyTorch Lightning: pip install lightning") from exc
+        raise ImportError("gwa_diag.training.lightning needs PyTorch Lightning: pip install lightning") from exc
 
-from .recorder import AlignmentRecorder
-from .store import open_run
+from gwa_diag.recorder import AlignmentRecorder
+from gwa_diag.store import open_run
 
 __all__ = ["GWACallback"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .recorder import find_linear_head
+from gwa_diag.recorder import find_linear_head
 
 __all__ = [
     "PRESETS",

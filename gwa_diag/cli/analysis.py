@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-from .cli_common import os_error_line
-from .metrics import TruthCoverageWarning, detection_table, ground_truth, per_class_table
-from .rank import flag, write_suspects
-from .report import json_ready, class_names, write_report
-from .store import RunDirError, atomic_write_bytes, open_run
-from .summaries import SCORERS, WINDOWS, summarize
+from gwa_diag.cli.common import os_error_line
+from gwa_diag.analysis.metrics import TruthCoverageWarning, detection_table, ground_truth, per_class_table
+from gwa_diag.analysis.rank import flag, write_suspects
+from gwa_diag.analysis.report import json_ready, class_names, write_report
+from gwa_diag.store import RunDirError, atomic_write_bytes, open_run
+from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
 
 __all__ = ["register"]
 
@@ -57,7 +57,7 @@ def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[
 
 def _rule(args: argparse.Namespace) -> str:
     """The flagging rule the options ask for, checked here so that errors name the CLI's
-    flags (--k, --noise-rate, --flag) rather than gwa_diag.rank.flag's Python arguments."""
+    flags (--k, --noise-rate, --flag) rather than gwa_diag.analysis.rank.flag's Python arguments."""
     # --k alone means top-k, --noise-rate alone means noise-rate; otherwise the GWA rule.
     if args.flag is not None:
         rule, chosen_by = _FLAGS[args.flag], f"--flag {args.flag}"

@@ -30,10 +30,10 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train, record, rank, score and report; returns the report summary (a dict)."""
-    from .data import sample_data
-    from .models import tiny_cnn
-    from .report import write_report
-    from .engine import TrainConfig, train
+    from gwa_diag.training.data import sample_data
+    from gwa_diag.training.models import tiny_cnn
+    from gwa_diag.analysis.report import write_report
+    from gwa_diag.training.engine import TrainConfig, train
 
     out = Path(out)
     if (out / "run.json").exists():
@@ -58,8 +58,8 @@ def run_demo(
 
 
 def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
-    from .metrics import detection_table, ground_truth
-    from .summaries import summarize
+    from gwa_diag.analysis.metrics import detection_table, ground_truth
+    from gwa_diag.analysis.summaries import summarize
 
     summary = summarize(out)
     table = detection_table(summary, ground_truth(out, given=summary["label"]))

@@ -10,7 +10,7 @@ in a background thread (:func:`prefetch`), so the first page renders while they 
 shared by every browser session. They are shared objects: callers never modify them.
 
 Nothing here computes a score: summaries, rankings, flags, detection metrics and relabel
-decisions come from ``gwa_diag.summaries``, ``rank``, ``metrics`` and ``relabel``. This
+decisions come from ``gwa_diag.analysis.summaries``, ``rank``, ``metrics`` and ``relabel``. This
 module selects, sorts, filters, pages and decodes thumbnails.
 """
 
@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import streamlit as st
 
-from gwa_diag import relabel
+from gwa_diag.analysis import relabel
 from gwa_diag.store import RunDirError, open_run
 
 __all__ = [
@@ -122,7 +122,7 @@ def _generation(path: Path, completed: Sequence[int]) -> str:
 
 
 def _class_names(run: Any, labels_max: int | None) -> tuple[str, ...]:
-    from gwa_diag.report import class_names
+    from gwa_diag.analysis.report import class_names
 
     names = class_names(run)
     if names:
@@ -181,7 +181,7 @@ def load_run_state(path: str | Path) -> RunState:
 
 
 def _summarize(path: str, window: str) -> pd.DataFrame:
-    from gwa_diag.summaries import summarize
+    from gwa_diag.analysis.summaries import summarize
 
     return summarize(path, window=window)
 
@@ -192,8 +192,8 @@ def _summary_job(path: str, generation: str, window: str) -> Future:
 
 
 def _load_dataset(spec_json: str, fingerprint: str | None) -> Any:
-    from gwa_diag.data import load_dataset
-    from gwa_diag.engine import data_fingerprint
+    from gwa_diag.training.data import load_dataset
+    from gwa_diag.training.engine import data_fingerprint
 
     dataset = load_dataset(json.loads(spec_json))
     # An image folder's ids are file positions: a file added or removed since training would
@@ -246,7 +246,7 @@ def prefetch(state: RunState, window: str) -> None:
 
 
 def compute_summary(path: str, generation: str, window: str = "second_half") -> pd.DataFrame:
-    """``gwa_diag.summaries.summarize`` of the run, computed once per (run, generation, window).
+    """``gwa_diag.analysis.summaries.summarize`` of the run, computed once per (run, generation, window).
 
     A failed computation is not kept, so the next script run tries again.
     """
@@ -263,13 +263,13 @@ def summary(state: RunState, window: str) -> pd.DataFrame:
 
 
 def scorer_names() -> dict[str, str]:
-    from gwa_diag.summaries import SCORERS
+    from gwa_diag.analysis.summaries import SCORERS
 
     return dict(SCORERS)
 
 
 def windows() -> dict[str, str]:
-    from gwa_diag.summaries import WINDOWS
+    from gwa_diag.analysis.summaries import WINDOWS
 
     return dict(WINDOWS)
 
@@ -312,13 +312,13 @@ class Selection:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _selected_epoch(path: str, generation: str) -> dict[str, Any]:
-    from gwa_diag.summaries import selected_epoch
+    from gwa_diag.analysis.summaries import selected_epoch
 
     return selected_epoch(path).as_dict()
 
 
 def selection(state: RunState) -> Selection:
-    """``gwa_diag.summaries.selected_epoch`` (reads epochs.parquet only), and the epoch the
+    """``gwa_diag.analysis.summaries.selected_epoch`` (reads epochs.parquet only), and the epoch the
     flags use: the selected one, else the last complete epoch (as the summaries do)."""
     if state.empty:
         return Selection(None, None, "no complete epoch yet")
@@ -365,7 +365,7 @@ def compute_trajectory(path: str, generation: str, sample_id: int) -> pd.DataFra
 
 
 def _flag_ids(summ: pd.DataFrame) -> pd.Index:
-    from gwa_diag.rank import flag
+    from gwa_diag.analysis.rank import flag
 
     return flag(summ, rule="negative").index
 
@@ -374,11 +374,11 @@ def browse_order(summ: pd.DataFrame, at_epoch: pd.DataFrame, *, sort_by: str) ->
     """The browse table, most suspicious first.
 
     ``sort_by="alignment"``: raw alignment at the chosen epoch, lowest first (negative =
-    pulls against the head); any scorer name: that scorer's ranking (``gwa_diag.rank``).
+    pulls against the head); any scorer name: that scorer's ranking (``gwa_diag.analysis.rank``).
     Columns: label, suggested_label, suggested_prob, [clean_label], alignment (at the
     chosen epoch), alignment_selected, flagged, score.
     """
-    from gwa_diag.rank import rank
+    from gwa_diag.analysis.rank import rank
 
     keep = [c for c in ("label", "suggested_label", "suggested_prob", "clean_label", "alignment_selected") if c in summ]
     table = summ[keep].copy()
@@ -521,19 +521,19 @@ def top_aligned(path: str, generation: str, epoch: int, k: int) -> pd.DataFrame:
 
 
 def _truth(path: str, summ: pd.DataFrame) -> pd.Series:
-    from gwa_diag.metrics import ground_truth
+    from gwa_diag.analysis.metrics import ground_truth
 
     return ground_truth(path, given=summ["label"])
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def detection(path: str, generation: str, window: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """``gwa_diag.metrics.detection_table`` and its counts (n, n_noisy, k).
+    """``gwa_diag.analysis.metrics.detection_table`` and its counts (n, n_noisy, k).
 
     Raises:
-        gwa_diag.summaries.AnalysisError: the run has no ground truth.
+        gwa_diag.analysis.summaries.AnalysisError: the run has no ground truth.
     """
-    from gwa_diag.metrics import detection_table
+    from gwa_diag.analysis.metrics import detection_table
 
     summ = compute_summary(path, generation, window)
     table = detection_table(summ, _truth(path, summ))
@@ -542,7 +542,7 @@ def detection(path: str, generation: str, window: str) -> tuple[pd.DataFrame, di
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def per_class(path: str, generation: str, window: str, scorer: str) -> pd.DataFrame:
-    from gwa_diag.metrics import per_class_table
+    from gwa_diag.analysis.metrics import per_class_table
 
     summ = compute_summary(path, generation, window)
     return per_class_table(summ, _truth(path, summ), scorer=scorer)
@@ -557,9 +557,9 @@ def _thin(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> tuple[np.
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def curves(path: str, generation: str, window: str, scorers: tuple[str, ...]) -> pd.DataFrame:
-    """ROC and PR points per scorer (``gwa_diag.metrics.roc_points`` / ``pr_points``),
+    """ROC and PR points per scorer (``gwa_diag.analysis.metrics.roc_points`` / ``pr_points``),
     thinned for drawing: columns curve (roc|pr), scorer, x, y."""
-    from gwa_diag.metrics import pr_points, roc_points
+    from gwa_diag.analysis.metrics import pr_points, roc_points
 
     summ = compute_summary(path, generation, window)
     truth = _truth(path, summ)
@@ -585,8 +585,8 @@ def curves(path: str, generation: str, window: str, scorers: tuple[str, ...]) ->
 @st.cache_resource(max_entries=8, show_spinner=False)
 def flagged(path: str, generation: str, window: str, rule: str, scorer: str, k: int | None,
             noise_rate: float | None) -> pd.DataFrame:
-    """``gwa_diag.rank.flag`` on the summaries (most suspicious first); shared, read-only."""
-    from gwa_diag.rank import flag
+    """``gwa_diag.analysis.rank.flag`` on the summaries (most suspicious first); shared, read-only."""
+    from gwa_diag.analysis.rank import flag
 
     return flag(compute_summary(path, generation, window), rule=rule, scorer=scorer, k=k, noise_rate=noise_rate)
 
@@ -603,7 +603,7 @@ def _latest(path: str, key: tuple[int, str]) -> pd.DataFrame:
 
 
 def latest_decisions(path: str) -> pd.DataFrame:
-    """The last decision per sample (``gwa_diag.relabel.latest_decisions``), re-read only
+    """The last decision per sample (``gwa_diag.analysis.relabel.latest_decisions``), re-read only
     when a decision file was added (by this or any other session or process)."""
     return _latest(path, decisions_key(path))
 

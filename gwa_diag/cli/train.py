@@ -1,4 +1,5 @@
-"""Command line: ``gwa-diag train | demo | rank | score | report | app``."""
+"""``gwa-diag train``: build the data from the command-line options, train with the engine
+and record; print where the run and the selected weights are."""
 
 from __future__ import annotations
 
@@ -10,13 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_analysis import register as register_analysis
-from .cli_app import register as register_app
-from .cli_common import int_in_range, os_error_line
-from .demo import register as register_demo
-from .store import RunDirError
+from gwa_diag.cli.common import int_in_range
 
-__all__ = ["main", "build_parser"]
+__all__ = ["register", "load_train_data", "interrupted_line"]
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -128,8 +125,7 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
     Raises:
         ValueError: options that cannot go together, or data that cannot be trained on.
     """
-    from . import data
-
+    from gwa_diag.training import data
     _check_data_options(args)
     eval_set = None
     if args.data == "sample":
@@ -159,7 +155,7 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
 
 
 def _config(args: argparse.Namespace):
-    from .engine import TrainConfig
+    from gwa_diag.training.engine import TrainConfig
 
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -193,8 +189,8 @@ def _init_distributed(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .models import build_model
-    from .engine import train
+    from gwa_diag.training.models import build_model
+    from gwa_diag.training.engine import train
 
     rank = _init_distributed(args)
     if rank != 0:
@@ -247,36 +243,14 @@ def _checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gwa-diag", description="Find mislabeled training samples with gradient-weight alignment.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a model and record per-sample alignment")
+def register(subparsers: Any) -> None:
+    """Add ``train`` to the main CLI's subparsers."""
+    p = subparsers.add_parser("train", help="train a model and record per-sample alignment")
     _add_train_args(p)
     p.set_defaults(func=_cmd_train)
-    register_demo(sub)
-    register_analysis(sub)
-    register_app(sub)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, RunDirError) as exc:
-        # Bad input: one clear line (what is wrong and how to fix it), no traceback.
-        print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(os_error_line(args.command, exc, "the paths given (--out, --data-path, ...)"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\n" + _interrupted_line(args, argv), file=sys.stderr)
-        return 130
-
-
-def _interrupted_line(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
+def interrupted_line(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
     """One line after Ctrl-C: for ``train``, what was kept and the exact command to go on."""
     out = getattr(args, "out", None)
     if args.command != "train" or out is None:
@@ -292,7 +266,3 @@ def _interrupted_line(args: argparse.Namespace, argv: Sequence[str] | None) -> s
         command += ["--out", str(out)]  # the default name chosen for this run
     return (f"interrupted; the epochs recorded so far are kept in {out}: continue with "
             f"{shlex.join(['gwa-diag', *command])}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

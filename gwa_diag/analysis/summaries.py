@@ -48,10 +48,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .store import Run, RunDirError, open_run, read_listed_parts
+from gwa_diag.store import Run, RunDirError, open_run, read_listed_parts
 
 if TYPE_CHECKING:  # alignment imports torch; only selected_epoch needs it, imported lazily
-    from .early_stopping import EarlyStopResult
+    from gwa_diag.early_stopping import EarlyStopResult
 
 __all__ = [
     "SCORERS",
@@ -176,7 +176,7 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
     epochs.parquet). ``mode`` defaults to run.json's ``config.mode`` (else ``scratch``);
     the warm-up is measured against the planned ``config.epochs`` when recorded.
     ``epoch`` is None when no defined GWA qualifies (then the reason says why)."""
-    from .early_stopping import select_epoch
+    from gwa_diag.early_stopping import select_epoch
 
     run = _as_run(run_or_path)
     epochs = run.epochs()
