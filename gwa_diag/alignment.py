@@ -24,6 +24,7 @@ import torch
 # The early-stopping rule needs no torch; it lives apart so the analysis can import it
 # without loading torch, and is re-exported here with the rest of the math.
 from gwa_diag.early_stopping import EarlyStopResult, select_epoch
+from gwa_diag.checks import InputError
 
 __all__ = [
     "BETA",
@@ -46,21 +47,21 @@ MIN_DENOMINATOR = 0.05
 
 def _check_inputs(logits: torch.Tensor, targets: torch.Tensor) -> None:
     if logits.ndim != 2:
-        raise ValueError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
+        raise InputError(f"logits must be [batch, classes], got shape {tuple(logits.shape)}")
     if targets.ndim == 1:
         if targets.shape[0] != logits.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"targets has {targets.shape[0]} entries but the batch has {logits.shape[0]}"
             )
         if targets.is_floating_point() or targets.is_complex():
             raise TypeError("class-index targets must be an integer tensor (or pass soft targets [B, C])")
     elif targets.ndim == 2:
         if targets.shape != logits.shape:
-            raise ValueError(
+            raise InputError(
                 f"soft targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}"
             )
     else:
-        raise ValueError("targets must be class indices [B] or soft targets [B, C]")
+        raise InputError("targets must be class indices [B] or soft targets [B, C]")
 
 
 def alignment_from_head(
@@ -133,11 +134,11 @@ def per_sample_alignment(
     """
     _check_inputs(logits, targets)
     if features.ndim != 2 or features.shape[0] != logits.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"features must be [batch={logits.shape[0]}, dim], got {tuple(features.shape)}"
         )
     if weight.shape != (logits.shape[1], features.shape[1]):
-        raise ValueError(
+        raise InputError(
             f"weight must be [classes={logits.shape[1]}, dim={features.shape[1]}], got {tuple(weight.shape)}"
         )
     with torch.no_grad():

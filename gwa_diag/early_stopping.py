@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Literal, Sequence
+from gwa_diag.checks import InputError
 
 __all__ = ["EarlyStopResult", "select_epoch"]
 
@@ -39,11 +40,11 @@ def select_epoch(
     skipped, never selected.
     """
     if mode not in ("scratch", "finetune"):
-        raise ValueError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
+        raise InputError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
     if len(epochs) != len(gwa):
-        raise ValueError(f"{len(epochs)} epochs but {len(gwa)} GWA values")
+        raise InputError(f"{len(epochs)} epochs but {len(gwa)} GWA values")
     if not 0.0 <= warmup_fraction < 1.0:
-        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        raise InputError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
     pairs = sorted(
         (int(e), float(g))
         for e, g in zip(epochs, gwa)

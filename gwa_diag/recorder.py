@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from gwa_diag.alignment import BETA, MIN_DENOMINATOR, Moments, alignment_from_head
 from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
+from gwa_diag.checks import InputError
 
 __all__ = ["AlignmentRecorder", "find_linear_head"]
 
@@ -200,7 +201,7 @@ class AlignmentRecorder:
         batch = fwd.logits.shape[0]
         ids = torch.as_tensor(sample_ids)
         if ids.ndim != 1 or ids.shape[0] != batch:
-            raise ValueError(
+            raise InputError(
                 f"sample_ids has shape {tuple(ids.shape)} but the batch has {batch} samples; "
                 "pass one integer id per sample of this forward pass"
             )
@@ -210,14 +211,14 @@ class AlignmentRecorder:
         device = fwd.logits.device
         if targets.ndim == 1:
             if targets.shape[0] != batch:
-                raise ValueError(f"targets has {targets.shape[0]} entries but the batch has {batch}")
+                raise InputError(f"targets has {targets.shape[0]} entries but the batch has {batch}")
             if targets.is_floating_point():
                 raise TypeError("class-index targets must be integers (or pass soft targets [B, C])")
             if targets.device.type == "cpu":
                 # A range check on CPU costs no device sync; on an accelerator it is deferred
                 # to end_epoch so that the training loop never waits on the device.
                 if batch and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
-                    raise ValueError(
+                    raise InputError(
                         f"targets must lie in [0, {self.num_classes}) for this head, got "
                         f"min {int(targets.min())}, max {int(targets.max())}; check the labels or the head size"
                     )
@@ -232,7 +233,7 @@ class AlignmentRecorder:
             target_arg = targets.to(device)
             labels = target_arg.argmax(dim=1)
         else:
-            raise ValueError(
+            raise InputError(
                 f"targets must be class indices [{batch}] or soft targets {tuple(fwd.logits.shape)}, "
                 f"got {tuple(targets.shape)}"
             )
@@ -271,7 +272,7 @@ class AlignmentRecorder:
         epoch = _epoch_number(epoch)
         if self._last_epoch is not None and epoch <= self._last_epoch:
             # Writing it again would replace the epoch's part and row with what came after.
-            raise ValueError(
+            raise InputError(
                 f"end_epoch({epoch}) after end_epoch({self._last_epoch}): epochs must increase, and an "
                 "epoch already written would be replaced. Call end_epoch once per epoch with that epoch's number"
             )
@@ -286,7 +287,7 @@ class AlignmentRecorder:
                                                   now=f"now rank {rank} of {world}"))
         if self._bad_targets is not None and bool(self._bad_targets):
             self._clear()
-            raise ValueError(
+            raise InputError(
                 f"targets outside [0, {self.num_classes}) were passed during epoch {epoch}; nothing "
                 "was written for this epoch. Check the labels or the head size"
             )
@@ -430,7 +431,7 @@ def _scalar_extras(extra: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in extra.items():
         if key in _EPOCH_KEYS:
-            raise ValueError(f"end_epoch extra {key!r} would replace the recorder's own {key!r} column; use another name")
+            raise InputError(f"end_epoch extra {key!r} would replace the recorder's own {key!r} column; use another name")
         if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
             size = value.numel() if isinstance(value, torch.Tensor) else np.size(value)
             if size != 1:

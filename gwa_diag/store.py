@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from gwa_diag.checks import InputError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -296,14 +297,14 @@ class RunWriter:
         ids = np.asarray(sample_ids, dtype=np.int64)
         lab = np.asarray(labels, dtype=np.int32)
         if ids.shape != lab.shape or ids.ndim != 1:
-            raise ValueError(f"sample_ids {ids.shape} and labels {lab.shape} must be 1-D of equal length")
+            raise InputError(f"sample_ids {ids.shape} and labels {lab.shape} must be 1-D of equal length")
         if len(np.unique(ids)) != len(ids):
-            raise ValueError("sample_ids must be unique in labels.parquet")
+            raise InputError("sample_ids must be unique in labels.parquet")
         cols = {"sample_id": pa.array(ids), "label": pa.array(lab)}
         if clean_labels is not None:
             clean = np.asarray(clean_labels, dtype=np.int32)
             if clean.shape != ids.shape:
-                raise ValueError(f"clean_labels {clean.shape} must match sample_ids {ids.shape}")
+                raise InputError(f"clean_labels {clean.shape} must match sample_ids {ids.shape}")
             cols["clean_label"] = pa.array(clean)
         return atomic_write_table(self.path / "labels.parquet", pa.table(cols))
 
@@ -428,7 +429,7 @@ class Run:
         dataset's own, e.g. CIFAR-10 training indices, not positions)."""
         rows = self.samples(sample_ids=[int(sample_id)])
         if rows.empty and self.completed_epochs():
-            raise ValueError(
+            raise InputError(
                 f"sample id {int(sample_id)} has no rows in the complete epochs of {self.path}; "
                 "ids are the dataset's own (see labels.parquet or samples(columns=['sample_id']))"
             )
@@ -437,7 +438,7 @@ class Run:
     def epoch_scores(self, epoch: int) -> pd.DataFrame:
         """Every row of one complete epoch."""
         if int(epoch) not in set(self.completed_epochs()):
-            raise ValueError(f"epoch {epoch} is not complete in {self.path}; complete epochs: {self.completed_epochs()}")
+            raise InputError(f"epoch {epoch} is not complete in {self.path}; complete epochs: {self.completed_epochs()}")
         return self.samples(epochs=[int(epoch)])
 
 

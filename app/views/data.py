@@ -30,6 +30,7 @@ import streamlit as st
 
 from gwa_diag.analysis import relabel
 from gwa_diag.store import RunDirError, open_run
+from gwa_diag.checks import InputError, MissingFileError
 
 __all__ = [
     "RunState",
@@ -155,7 +156,7 @@ def load_run_state(path: str | Path) -> RunState:
     """
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"run directory not found: {p}")
+        raise MissingFileError(f"run directory not found: {p}")
     run = open_run(p)
     epochs = run.epochs()
     completed = tuple(int(e) for e in epochs["epoch"].tolist())
@@ -200,7 +201,7 @@ def _load_dataset(spec_json: str, fingerprint: str | None) -> Any:
     # put another image under every later id. Showing it beside that id's scores would
     # mislead a relabeling decision, so a changed dataset shows no images at all.
     if fingerprint is not None and data_fingerprint(dataset) != fingerprint:
-        raise ValueError(
+        raise InputError(
             f"the images found now ({len(dataset)} samples) are not the ones this run trained on "
             "(files added, removed or replaced since), so an id could show another sample's image"
         )
@@ -422,7 +423,7 @@ MISLABELED_CHOICES = ("all", "mislabeled", "correct")
 def apply_filters(table: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     """Rows of ``table`` passing every filter, order kept."""
     if filters.mislabeled not in MISLABELED_CHOICES:
-        raise ValueError(f"unknown mislabeled filter {filters.mislabeled!r}; valid: {', '.join(MISLABELED_CHOICES)}")
+        raise InputError(f"unknown mislabeled filter {filters.mislabeled!r}; valid: {', '.join(MISLABELED_CHOICES)}")
     mask = np.ones(len(table), dtype=bool)
     if filters.given:
         mask &= table["label"].isin(filters.given).to_numpy()

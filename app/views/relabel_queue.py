@@ -12,6 +12,7 @@ from gwa_diag.analysis import relabel
 
 from . import data, widgets
 from .data import RunState
+from gwa_diag.checks import InputError
 
 __all__ = ["render", "RULE_LABELS", "queue_rows"]
 
@@ -47,7 +48,7 @@ def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]
 def queue_rows(flagged: pd.DataFrame, latest: pd.DataFrame, show: str) -> pd.DataFrame:
     """The flagged rows to list: undecided, decided or all (order kept)."""
     if show not in SHOW_CHOICES:
-        raise ValueError(f"unknown queue view {show!r}; valid: {', '.join(SHOW_CHOICES)}")
+        raise InputError(f"unknown queue view {show!r}; valid: {', '.join(SHOW_CHOICES)}")
     decided = flagged.index.isin(latest.index)
     if show == "undecided":
         return flagged[~decided]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from gwa_diag.store import Run, read_listed_parts
 from gwa_diag.analysis.summaries import SCORERS, AnalysisError, _as_run, vanished_parts_as_file_not_found
+from gwa_diag.checks import InputError, MissingFileError
 
 __all__ = [
     "TruthCoverageWarning",
@@ -43,17 +44,17 @@ def _arrays(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(is_noisy).reshape(-1)
     if s.shape != y.shape:
-        raise ValueError(f"scores ({s.size}) and is_noisy ({y.size}) must have the same length")
+        raise InputError(f"scores ({s.size}) and is_noisy ({y.size}) must have the same length")
     if y.dtype != np.bool_:
         if not np.isin(y, [0, 1]).all():
-            raise ValueError("is_noisy must be boolean (or 0/1)")
+            raise InputError("is_noisy must be boolean (or 0/1)")
         y = y.astype(bool)
     return np.where(np.isnan(s), -np.inf, s), y
 
 
 def _both_classes(y: np.ndarray, what: str) -> None:
     if y.all() or not y.any():
-        raise ValueError(f"{what} needs both noisy and clean samples; got {int(y.sum())} noisy of {y.size}")
+        raise InputError(f"{what} needs both noisy and clean samples; got {int(y.sum())} noisy of {y.size}")
 
 
 def auroc(scores: Any, is_noisy: Any) -> float:
@@ -114,7 +115,7 @@ def average_precision(scores: Any, is_noisy: Any) -> float:
     grouped) of (R_n - R_{n-1}) * P_n, without interpolation."""
     s, y = _arrays(scores, is_noisy)
     if not y.any():
-        raise ValueError("average precision needs at least one noisy sample")
+        raise InputError("average precision needs at least one noisy sample")
     return _average_precision(s, y)
 
 
@@ -130,9 +131,9 @@ def precision_recall_at_k(scores: Any, is_noisy: Any, *, k: int | None = None) -
     if k is None:
         k = int(y.sum())
     if int(k) != k or k < 0:
-        raise ValueError(f"k must be a whole number >= 0, got {k!r}")
+        raise InputError(f"k must be a whole number >= 0, got {k!r}")
     if not y.any():
-        raise ValueError("recall at k needs at least one noisy sample")
+        raise InputError("recall at k needs at least one noisy sample")
     return _precision_recall_at_k(s, y, int(k))
 
 
@@ -146,7 +147,7 @@ def rule_scores(flags: Any, is_noisy: Any) -> dict[str, float]:
     f = np.asarray(flags).reshape(-1)
     y = np.asarray(is_noisy).reshape(-1)
     if f.shape != y.shape:
-        raise ValueError(f"flags ({f.size}) and is_noisy ({y.size}) must have the same length")
+        raise InputError(f"flags ({f.size}) and is_noisy ({y.size}) must have the same length")
     f, y = f.astype(bool), y.astype(bool)
     tp = float((f & y).sum())
     precision = tp / f.sum() if f.any() else float("nan")
@@ -171,7 +172,7 @@ def pr_points(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) at every distinct threshold, highest threshold first."""
     s, y = _arrays(scores, is_noisy)
     if not y.any():
-        raise ValueError("a precision-recall curve needs at least one noisy sample")
+        raise InputError("a precision-recall curve needs at least one noisy sample")
     tp, fp = _threshold_counts(s, y)
     return tp / y.sum(), tp / (tp + fp)
 
@@ -286,17 +287,17 @@ def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
                 f"the run's class names are {', '.join(names)}" if names
                 else "the run records no class names in run.json, so labels must be class indices"
             )
-            raise ValueError(
+            raise InputError(
                 f"truth file {path}: clean_label holds {', '.join(map(repr, unknown[:5]))}, which are "
                 f"not class indices or class names ({known}); write class indices 0..{(num_classes or 1) - 1}"
             )
         values = as_text.map(lookup)
     if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values.to_numpy(), 1) == 0):
-        raise ValueError(f"truth file {path}: clean_label holds non-integer values; write class indices")
+        raise InputError(f"truth file {path}: clean_label holds non-integer values; write class indices")
     values = values.astype("int64")
     bad = values[(values < 0) | (values >= num_classes)] if num_classes else values[values < 0]
     if len(bad):
-        raise ValueError(
+        raise InputError(
             f"truth file {path}: clean_label {int(bad.iloc[0])} (sample {bad.index[0]}) is outside the "
             f"run's classes [0, {num_classes}); {len(bad)} row(s) are out of range"
         )
@@ -309,11 +310,11 @@ _TSV_SUFFIXES = (".tsv", ".tab")
 
 def _read_truth(path: Path) -> pd.Series:
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"truth file not found ({path}); pass a CSV or Parquet file with columns sample_id, clean_label"
         )
     if path.is_dir():
-        raise ValueError(f"truth file is a directory ({path}); pass the CSV or Parquet file itself")
+        raise InputError(f"truth file is a directory ({path}); pass the CSV or Parquet file itself")
     # The suffix decides the format, in any case: T.PARQUET and t.pq are Parquet too.
     suffix = path.suffix.lower()
     kind = "Parquet" if suffix in _PARQUET_SUFFIXES else "tab-separated" if suffix in _TSV_SUFFIXES else "CSV"
@@ -330,7 +331,7 @@ def _read_truth(path: Path) -> pd.Series:
             else f"write a {kind} file whose first line is the header sample_id, clean_label "
                  "(Parquet files must end in .parquet or .pq)"
         )
-        raise ValueError(f"truth file could not be read as {kind}: {detail} ({path}); {fix}") from exc
+        raise InputError(f"truth file could not be read as {kind}: {detail} ({path}); {fix}") from exc
     missing = [c for c in ("sample_id", "clean_label") if c not in frame.columns]
     if missing:
         hint = (
@@ -338,12 +339,12 @@ def _read_truth(path: Path) -> pd.Series:
             if kind == "CSV" and len(frame.columns) == 1 and any(c in str(frame.columns[0]) for c in "\t;")
             else ""
         )
-        raise ValueError(
+        raise InputError(
             f"truth file {path} lacks columns {missing}; it needs sample_id and clean_label "
             f"(found: {', '.join(map(str, frame.columns))}){hint}"
         )
     if frame["sample_id"].duplicated().any():
-        raise ValueError(f"truth file {path} lists some sample_id more than once")
+        raise InputError(f"truth file {path} lists some sample_id more than once")
     return frame.set_index("sample_id")["clean_label"]
 
 
@@ -377,7 +378,7 @@ def _align(summary: pd.DataFrame, is_noisy: pd.Series) -> tuple[pd.DataFrame, np
         raise TypeError("summary must be a DataFrame and is_noisy a Series, both indexed by sample_id")
     common = summary.index.intersection(is_noisy.index)
     if len(common) == 0:
-        raise ValueError("summary and is_noisy share no sample_id")
+        raise InputError("summary and is_noisy share no sample_id")
     return summary.loc[common], is_noisy.loc[common].to_numpy(dtype=bool)
 
 
@@ -404,12 +405,12 @@ def detection_table(
     names = list(SCORERS) if scorers is None else list(scorers)
     unknown = [s for s in names if s not in SCORERS]
     if unknown:
-        raise ValueError(f"unknown scorer(s) {unknown}; valid scorers: {', '.join(SCORERS)}")
+        raise InputError(f"unknown scorer(s) {unknown}; valid scorers: {', '.join(SCORERS)}")
     frame, y = _align(summary, is_noisy)
     rows: dict[str, dict[str, float]] = {}
     for name in names:
         if name not in frame.columns:
-            raise ValueError(f"the summary has no {name!r} column")
+            raise InputError(f"the summary has no {name!r} column")
         v = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         rows[name] = _score_row(np.where(np.isnan(v), -np.inf, v), y)
     if "alignment_selected" in frame.columns:
@@ -429,7 +430,7 @@ def per_class_table(summary: pd.DataFrame, is_noisy: pd.Series, *, scorer: str =
     ``scorer`` within the class, and precision / recall of the rule "alignment < 0 at the
     selected epoch"."""
     if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+        raise InputError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
     frame, y = _align(summary, is_noisy)
     labels = frame["label"].to_numpy()
     v = frame[scorer].to_numpy(dtype=np.float64, na_value=np.nan)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from gwa_diag.store import atomic_write_bytes
 from gwa_diag.analysis.summaries import SCORERS
+from gwa_diag.checks import InputError, MissingFileError
 
 __all__ = ["RULES", "SUSPECT_COLUMNS", "rank", "flag", "suspects_frame", "write_suspects", "read_suspects"]
 
@@ -43,9 +44,9 @@ SUSPECT_COLUMNS = [
 
 def _check_scorer(summary: pd.DataFrame, scorer: str) -> None:
     if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+        raise InputError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
     if scorer not in summary.columns:
-        raise ValueError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.analysis.summaries.summarize")
+        raise InputError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.analysis.summaries.summarize")
 
 
 def rank(summary: pd.DataFrame, *, scorer: str = "align_mean") -> pd.DataFrame:
@@ -85,22 +86,22 @@ def flag(
     < 0 at the selected epoch), ``topk`` (needs ``k``), ``noise_rate`` (needs
     ``noise_rate`` in [0, 1])."""
     if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+        raise InputError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
     if not isinstance(summary, pd.DataFrame):
         raise TypeError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
     _check_scorer(summary, scorer)
     if rule == "topk":
         if k is None or int(k) != k or k < 0:
-            raise ValueError(f"rule 'topk' needs a whole number k >= 0, got {k!r}")
+            raise InputError(f"rule 'topk' needs a whole number k >= 0, got {k!r}")
     elif k is not None:
-        raise ValueError(f"k applies only to rule 'topk', not {rule!r}")
+        raise InputError(f"k applies only to rule 'topk', not {rule!r}")
     if rule == "noise_rate":
         if noise_rate is None or not 0.0 <= float(noise_rate) <= 1.0:
-            raise ValueError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}")
+            raise InputError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}")
     elif noise_rate is not None:
-        raise ValueError(f"noise_rate applies only to rule 'noise_rate', not {rule!r}")
+        raise InputError(f"noise_rate applies only to rule 'noise_rate', not {rule!r}")
     if rule == "negative" and "alignment_selected" not in summary.columns:
-        raise ValueError("rule 'negative' needs the summary's alignment_selected column")
+        raise InputError("rule 'negative' needs the summary's alignment_selected column")
     return _flag(summary, rule=rule, k=k, noise_rate=noise_rate, scorer=scorer)
 
 
@@ -149,7 +150,7 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     needed = {"label", "suggested_label", "suggested_prob", "score", "rank", "scorer", "reason"}
     missing = sorted(needed - set(flagged.columns))
     if missing:
-        raise ValueError(f"flagged frame lacks columns {missing}; pass the output of gwa_diag.analysis.rank.flag")
+        raise InputError(f"flagged frame lacks columns {missing}; pass the output of gwa_diag.analysis.rank.flag")
     frame = flagged.reset_index() if "sample_id" not in flagged.columns else flagged.reset_index(drop=True)
     out = pd.DataFrame(
         {
@@ -186,14 +187,14 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
     """Read a suspects CSV written by :func:`write_suspects` (same columns and dtypes)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
+        raise MissingFileError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
     # Only empty cells are missing values: a class named "NA" or "null" stays a name.
     blank = {col: [""] for col in ("suggested_label", "suggested_prob", "score", "given_name", "suggested_name")}
     text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name")}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
     missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and not c.endswith("_name")]
     if missing:
-        raise ValueError(f"{path} is not a suspects file: missing columns {missing}")
+        raise InputError(f"{path} is not a suspects file: missing columns {missing}")
     types = {
         "sample_id": "int64", "given_label": "int64", "suggested_label": "Int64",
         "suggested_prob": "float64", "score": "float64", "rank": "int64",

@@ -32,6 +32,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from gwa_diag.store import atomic_write_bytes, atomic_write_table, open_run
+from gwa_diag.checks import InputError
 
 __all__ = [
     "DECISIONS",
@@ -110,7 +111,7 @@ def _check_label(value: int | None, num_classes: int | None, name: str) -> None:
         return
     if value < 0 or (num_classes is not None and value >= num_classes):
         upper = f"{num_classes}" if num_classes is not None else "num_classes"
-        raise ValueError(f"{name}={value} is out of range: class indices are in [0, {upper})")
+        raise InputError(f"{name}={value} is out of range: class indices are in [0, {upper})")
 
 
 def record_decision(
@@ -142,7 +143,7 @@ def record_decision(
         ValueError: unknown decision, missing or out-of-range label.
     """
     if decision not in DECISIONS:
-        raise ValueError(
+        raise InputError(
             f"unknown decision {decision!r}; valid decisions: {', '.join(repr(d) for d in DECISIONS)}"
         )
     if isinstance(sample_id, (bool, np.bool_)) or not isinstance(sample_id, (int, np.integer)):
@@ -158,7 +159,7 @@ def record_decision(
         # "fine" keeps the given label; a stray new_label would contradict it.
         new = None
     elif new is None:
-        raise ValueError(
+        raise InputError(
             f"decision {decision!r} needs new_label"
             + (" (or suggested_label to accept)" if decision == "accept" else "")
         )

@@ -45,6 +45,7 @@ from gwa_diag.analysis.metrics import RULE_ROW, detection_table, ground_truth, p
 from gwa_diag.analysis.rank import RULES, flag, rank, write_suspects
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, open_run
 from gwa_diag.analysis.summaries import SCORERS, WINDOWS, AnalysisError, summarize
+from gwa_diag.checks import InputError
 
 __all__ = ["write_report", "class_names", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
 
@@ -104,11 +105,11 @@ def write_report(
         FileNotFoundError: the truth file does not exist.
     """
     if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+        raise InputError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
     if window not in WINDOWS:
-        raise ValueError(f"unknown window {window!r}; valid windows: {', '.join(WINDOWS)}")
+        raise InputError(f"unknown window {window!r}; valid windows: {', '.join(WINDOWS)}")
     if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+        raise InputError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
     run = open_run(run_path)
     out = Path(out_dir) if out_dir is not None else run.path / "analysis"
     return _write_report(run, out, scorer=scorer, truth_file=truth_file, window=window, rule=rule, k=k, noise_rate=noise_rate)
@@ -141,7 +142,7 @@ def _write_report(
             raise
         truth, truth_note = None, str(err)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"the report folder is a file ({out}); pass a folder as out_dir (--out-dir)")
+        raise InputError(f"the report folder is a file ({out}); pass a folder as out_dir (--out-dir)")
     epochs = run.epochs()
     selection = dict(summary.attrs.get("selection", {}))
     selection["used_epoch"] = summary.attrs.get("selected_epoch")

@@ -49,6 +49,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from gwa_diag.store import Run, RunDirError, open_run, read_listed_parts
+from gwa_diag.checks import InputError
 
 if TYPE_CHECKING:  # alignment imports torch; only selected_epoch needs it, imported lazily
     from gwa_diag.early_stopping import EarlyStopResult
@@ -192,7 +193,7 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
 def window_epochs(epochs: list[int], window: str) -> list[int]:
     """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`)."""
     if window not in WINDOWS:
-        raise ValueError(f"unknown window {window!r}; valid windows: {', '.join(map(repr, WINDOWS))}")
+        raise InputError(f"unknown window {window!r}; valid windows: {', '.join(map(repr, WINDOWS))}")
     n = len(epochs)
     if n == 0:
         return []
@@ -287,11 +288,11 @@ def summarize(
     """
     run = _as_run(run_or_path)
     if window not in WINDOWS:
-        raise ValueError(f"unknown window {window!r}; valid windows: {', '.join(map(repr, WINDOWS))}")
+        raise InputError(f"unknown window {window!r}; valid windows: {', '.join(map(repr, WINDOWS))}")
     if mode is not None and mode not in ("scratch", "finetune"):
-        raise ValueError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
+        raise InputError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
     if threads is not None and int(threads) < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise InputError(f"threads must be >= 1, got {threads}")
     def read() -> pd.DataFrame:
         files: dict[int, list[str]] = {}
         for f in run.sample_files():
@@ -303,7 +304,7 @@ def summarize(
                 "first epoch to finish, or check that the recorder wrote this directory."
             )
         if el2n_at is not None and int(el2n_at) not in files:
-            raise ValueError(f"el2n_at={el2n_at} is not a complete epoch with data; complete epochs: {sorted(files)}")
+            raise InputError(f"el2n_at={el2n_at} is not a complete epoch with data; complete epochs: {sorted(files)}")
         with vanished_parts_as_file_not_found([f for fs in files.values() for f in fs]):
             return _summarize(
                 run, files, window=str(window), mode=mode, el2n_at=el2n_at, threads=threads,

@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from gwa_diag import __version__
+from gwa_diag.checks import InputError
 from gwa_diag.cli import analysis, app, demo, train
 from gwa_diag.cli.common import os_error_line
 from gwa_diag.store import RunDirError
@@ -38,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, RunDirError) as exc:
-        # Bad input: one clear line (what is wrong and how to fix it), no traceback.
+    except (InputError, RunDirError) as exc:
+        # Bad input: one clear line (what is wrong and how to fix it), no traceback. Any
+        # other exception is a bug in gwa-diag and keeps its traceback.
         print(f"gwa-diag {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

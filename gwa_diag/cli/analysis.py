@@ -27,6 +27,7 @@ from gwa_diag.analysis.rank import flag, write_suspects
 from gwa_diag.analysis.report import json_ready, class_names, write_report
 from gwa_diag.store import RunDirError, atomic_write_bytes, open_run
 from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
+from gwa_diag.checks import InputError, MissingFileError
 
 __all__ = ["register"]
 
@@ -41,7 +42,7 @@ def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[
     def run(args: argparse.Namespace) -> int:
         try:
             return body(args)
-        except (RunDirError, ValueError, FileNotFoundError) as exc:
+        except (RunDirError, InputError) as exc:
             print(f"gwa-diag {name}: error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:
@@ -70,18 +71,18 @@ def _rule(args: argparse.Namespace) -> str:
     shown = f"--flag {_FLAG_OF_RULE[rule]}"
     if rule == "topk":
         if args.k is None:
-            raise ValueError("--flag topk needs --k N, the number of samples to flag")
+            raise InputError("--flag topk needs --k N, the number of samples to flag")
         if args.k < 0:
-            raise ValueError(f"--k must be a whole number >= 0, got {args.k}")
+            raise InputError(f"--k must be a whole number >= 0, got {args.k}")
     elif args.k is not None:
-        raise ValueError(f"--k applies only to --flag topk, but {chosen_by} selects {shown}; drop --k or pass --flag topk")
+        raise InputError(f"--k applies only to --flag topk, but {chosen_by} selects {shown}; drop --k or pass --flag topk")
     if rule == "noise_rate":
         if args.noise_rate is None:
-            raise ValueError("--flag noise-rate needs --noise-rate R, the expected noise fraction in [0, 1]")
+            raise InputError("--flag noise-rate needs --noise-rate R, the expected noise fraction in [0, 1]")
         if not 0.0 <= args.noise_rate <= 1.0:  # False for NaN too
-            raise ValueError(f"--noise-rate must be a fraction in [0, 1], got {args.noise_rate}")
+            raise InputError(f"--noise-rate must be a fraction in [0, 1], got {args.noise_rate}")
     elif args.noise_rate is not None:
-        raise ValueError(
+        raise InputError(
             f"--noise-rate applies only to --flag noise-rate, but {chosen_by} selects {shown}; "
             "drop --noise-rate or pass --flag noise-rate"
         )
@@ -102,10 +103,10 @@ def _check_output_file(path: Path | None, option: str, example: str) -> None:
     if path is None:
         return
     if path.is_dir():
-        raise ValueError(f"{option} is a folder, not a file ({path}); pass a file name, e.g. {path / example}")
+        raise InputError(f"{option} is a folder, not a file ({path}); pass a file name, e.g. {path / example}")
     parent = _first_existing(path.parent)
     if not parent.is_dir():
-        raise ValueError(f"{option} lies under {parent}, which is a file, not a folder ({path}); pass a path in a folder")
+        raise InputError(f"{option} lies under {parent}, which is a file, not a folder ({path}); pass a path in a folder")
 
 
 def _check_output_dir(path: Path | None, option: str) -> None:
@@ -113,18 +114,18 @@ def _check_output_dir(path: Path | None, option: str) -> None:
         return
     existing = _first_existing(path)
     if existing == path and not path.is_dir():
-        raise ValueError(f"{option} is a file, not a folder ({path}); pass a folder (it is created when missing)")
+        raise InputError(f"{option} is a file, not a folder ({path}); pass a folder (it is created when missing)")
     if not existing.is_dir():
-        raise ValueError(f"{option} lies under {existing}, which is a file, not a folder ({path}); pass a folder")
+        raise InputError(f"{option} lies under {existing}, which is a file, not a folder ({path}); pass a folder")
 
 
 def _check_truth(path: Path | None) -> None:
     if path is None:
         return
     if path.is_dir():
-        raise ValueError(f"--truth is a folder, not a file ({path}); pass the CSV or Parquet file itself")
+        raise InputError(f"--truth is a folder, not a file ({path}); pass the CSV or Parquet file itself")
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--truth file not found ({path}); pass a CSV or Parquet file with columns sample_id, clean_label"
         )
 

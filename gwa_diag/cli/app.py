@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gwa_diag.cli.common import int_in_range
+from gwa_diag.checks import InputError, MissingFileError
 
 __all__ = ["register", "app_script", "streamlit_command", "run_app", "READY_MESSAGE"]
 
@@ -40,7 +41,7 @@ def app_script() -> Path:
     except ModuleNotFoundError:
         script = None
     if script is None or not script.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             "the app is not installed: gwa_diag.app/streamlit_app.py is missing from this "
             "installation of gwa-diag; reinstall it with `pip install gwa-diag[app]` (or, from a "
             "checkout, `pip install -e .[app]`)"
@@ -66,7 +67,7 @@ def _check_run(run: Path) -> None:
     from gwa_diag.store import open_run
 
     if not run.exists():
-        raise FileNotFoundError(f"run directory not found: {run}: pass the --out directory of `gwa-diag train`")
+        raise MissingFileError(f"run directory not found: {run}: pass the --out directory of `gwa-diag train`")
     open_run(run)  # RunDirError with a clear message when it is not a run directory
 
 
@@ -106,11 +107,11 @@ def _check_port_free(host: str, port: int) -> None:
         free = next((p for p in range(int(port) + 1, min(int(port) + 50, 65535) + 1)
                      if _bind_error(host, p) is None), None)
         hint = f"pass --port {free}" if free is not None else "pass --port with a free port"
-        raise ValueError(f"port {port} on {host} is not available: it is in use (another gwa-diag app?); {hint}")
+        raise InputError(f"port {port} on {host} is not available: it is in use (another gwa-diag app?); {hint}")
     if exc.errno == errno.EACCES:
-        raise ValueError(f"port {port} on {host} is not available: ports below 1024 need administrator "
+        raise InputError(f"port {port} on {host} is not available: ports below 1024 need administrator "
                          "rights; pass --port 1024 or above (default 8501)")
-    raise ValueError(f"cannot serve on {host}:{port} ({exc.strerror or exc}): pass --host with an address "
+    raise InputError(f"cannot serve on {host}:{port} ({exc.strerror or exc}): pass --host with an address "
                      "of this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
 
 

@@ -12,6 +12,7 @@ import shlex
 import time
 from pathlib import Path
 from typing import Any
+from gwa_diag.checks import InputError
 
 __all__ = ["run_demo", "register"]
 
@@ -37,7 +38,7 @@ def run_demo(
 
     out = Path(out)
     if (out / "run.json").exists():
-        raise ValueError(f"{out} already holds a run; pass --out NEW_DIR (or delete {out})")
+        raise InputError(f"{out} already holds a run; pass --out NEW_DIR (or delete {out})")
     train_set, test_set = sample_data(label_set=label_set)
     t0 = time.perf_counter()
     config = TrainConfig(

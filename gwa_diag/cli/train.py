@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gwa_diag.cli.common import int_in_range
+from gwa_diag.checks import InputError
 
 __all__ = ["register", "load_train_data", "interrupted_line"]
 
@@ -67,38 +68,38 @@ def _check_data_options(args: argparse.Namespace) -> None:
     """
     if args.data == "sample" and args.data_path is not None:
         # The default --data is sample: `--data-path my.npz` alone would train on the bundled subset.
-        raise ValueError("--data-path is not used with --data sample (the bundled subset): pass --data npz, "
+        raise InputError("--data-path is not used with --data sample (the bundled subset): pass --data npz, "
                          "folder or cifar10 to train on your data, or drop --data-path")
     if args.data != "sample" and args.data_path is None:
         need = {"cifar10": "the folder that holds or will hold cifar-10-batches-py",
                 "npz": "a FILE.npz", "folder": "a folder with one sub-folder per class"}[args.data]
-        raise ValueError(f"--data {args.data} needs --data-path ({need})")
+        raise InputError(f"--data {args.data} needs --data-path ({need})")
     if args.download and args.data != "cifar10":
-        raise ValueError("--download fetches CIFAR-10 only (--data cifar10); drop it for this data")
+        raise InputError("--download fetches CIFAR-10 only (--data cifar10); drop it for this data")
     if args.image_size is not None and args.data != "folder":
-        raise ValueError("--image-size resizes image folders only (--data folder); drop it for this data")
+        raise InputError("--image-size resizes image folders only (--data folder); drop it for this data")
     if args.label_set and args.data == "folder":
         # CIFAR-10-N labels are keyed by CIFAR-10 training index, not by a folder's file order.
-        raise ValueError("--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
+        raise InputError("--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
                          "npz, or train a folder on your own labels with --labels FILE")
     if args.label_set and args.labels is not None:
-        raise ValueError("--label-set and --labels both choose the labels to train on: pass one of them")
+        raise InputError("--label-set and --labels both choose the labels to train on: pass one of them")
     if args.cifar10n is not None and args.data == "sample":
-        raise ValueError("--data sample ships its own CIFAR-10-N label sets: drop --cifar10n and pick one "
+        raise InputError("--data sample ships its own CIFAR-10-N label sets: drop --cifar10n and pick one "
                          "with --label-set")
     if args.cifar10n is not None and not args.label_set:
-        raise ValueError("--cifar10n is read only with --label-set: add --label-set worst (or clean, aggre, "
+        raise InputError("--cifar10n is read only with --label-set: add --label-set worst (or clean, aggre, "
                          "random1, random2, random3), or drop --cifar10n")
     if args.label_set and args.data != "sample" and args.cifar10n is None:
-        raise ValueError("--label-set needs --cifar10n PATH/TO/CIFAR-10_human.pt (the official CIFAR-10-N "
+        raise InputError("--label-set needs --cifar10n PATH/TO/CIFAR-10_human.pt (the official CIFAR-10-N "
                          "label file)")
     if not args.noise_rate and (args.noise_kind is not None or args.noise_seed is not None):
         given = [f for f, v in (("--noise-kind", args.noise_kind), ("--noise-seed", args.noise_seed)) if v is not None]
         verb, them = ("apply", "them") if len(given) > 1 else ("applies", "it")
-        raise ValueError(f"{' and '.join(given)} only {verb} with --noise-rate: add --noise-rate 0.2 (say) to "
+        raise InputError(f"{' and '.join(given)} only {verb} with --noise-rate: add --noise-rate 0.2 (say) to "
                          f"inject synthetic noise, or drop {them}")
     if args.resume and args.out is None:
-        raise ValueError("--resume continues an existing run: pass its directory with --out DIR")
+        raise InputError("--resume continues an existing run: pass its directory with --out DIR")
 
 
 def _check_classes(train_set: Any) -> None:
@@ -112,7 +113,7 @@ def _check_classes(train_set: Any) -> None:
     names = list(getattr(train_set, "class_names", []) or [])
     which = (f"class {names[int(present[0])]!r}" if len(present) and int(present[0]) < len(names)
              else f"label {int(present[0])}" if len(present) else "no label")
-    raise ValueError(
+    raise InputError(
         f"every one of the {len(train_set)} training samples has {which}: a classifier needs at least "
         "two classes. Check --data-path (an image folder needs one sub-folder with images per class; "
         "an .npz needs labels of two or more classes) and --labels"
@@ -175,7 +176,7 @@ def _init_distributed(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     if args.out is None:
-        raise ValueError("under torchrun pass --out: every rank must write into the same run directory")
+        raise InputError("under torchrun pass --out: every rank must write into the same run directory")
     use_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from gwa_diag.checks import InputError, InputTypeError, MissingFileError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -100,10 +101,10 @@ def _as_int_array(values: Any, name: str, fix: str | None = None) -> np.ndarray:
         values = values.detach().cpu().numpy()
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one entry per sample), got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D (one entry per sample), got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iu":
         got = f"text (e.g. {str(arr.flat[0])!r})" if arr.dtype.kind in "OSU" else f"dtype {arr.dtype}"
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must hold integers, got {got}: "
             + (fix or "convert whole-number values with .astype(np.int64); classes are indices 0..K-1, not names")
         )
@@ -119,7 +120,7 @@ def _check_label_range(labels: np.ndarray, num_classes: int, name: str) -> None:
         else:
             hint = ("if the dataset has more classes, say how many: Python: num_classes= or class_names=; "
                     "an .npz file: a class_names array with one name per class")
-        raise ValueError(
+        raise InputError(
             f"{name} has {int(bad.sum())} value(s) outside [0, {num_classes}) "
             f"(e.g. {_fmt_ids(labels[bad])}): labels must be class indices 0..{num_classes - 1}; {hint}"
         )
@@ -135,7 +136,7 @@ def _infer_num_classes(labels: np.ndarray, clean_labels: np.ndarray | None) -> i
 def _check_options(given: Mapping[str, Any], valid: Sequence[str], what: str) -> None:
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown {what} key(s) {', '.join(repr(u) for u in unknown)}: "
             f"valid keys are {', '.join(repr(v) for v in valid)}"
         )
@@ -145,7 +146,7 @@ def _check_choice(value: Any, valid: Sequence[str], what: str) -> str:
     if not isinstance(value, str) or value not in valid:
         close = difflib.get_close_matches(str(value), list(valid), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
+        raise InputError(
             f"unknown {what} {value!r}{hint}: valid names are {', '.join(repr(v) for v in valid)}"
         )
     return value
@@ -192,13 +193,13 @@ class SampleDataset(Dataset):
         else:
             ids = _as_int_array(sample_ids, "sample_ids")
             if len(ids) != n:
-                raise ValueError(
+                raise InputError(
                     f"sample_ids has {len(ids)} entries but labels has {n}: "
                     "give one sample id per sample"
                 )
             uniq, counts = np.unique(ids, return_counts=True)
             if len(uniq) != n:
-                raise ValueError(
+                raise InputError(
                     f"sample_ids must be unique, but {int((counts > 1).sum())} id(s) repeat "
                     f"(e.g. {_fmt_ids(uniq[counts > 1])}): give each sample its own id"
                 )
@@ -206,16 +207,16 @@ class SampleDataset(Dataset):
         if clean_labels is not None:
             clean = _as_int_array(clean_labels, "clean_labels")
             if len(clean) != n:
-                raise ValueError(
+                raise InputError(
                     f"clean_labels has {len(clean)} entries but labels has {n}: "
                     "give one clean label per sample, in the same order"
                 )
         if class_names is not None:
             if isinstance(class_names, str):
-                raise TypeError("class_names must be a list of names, not a single string")
+                raise InputTypeError("class_names must be a list of names, not a single string")
             names = [str(c) for c in class_names]
             if num_classes is not None and num_classes != len(names):
-                raise ValueError(
+                raise InputError(
                     f"num_classes={num_classes} but {len(names)} class_names were given: "
                     "pass one name per class"
                 )
@@ -223,10 +224,10 @@ class SampleDataset(Dataset):
         if num_classes is None:
             num_classes = _infer_num_classes(labels_arr, clean)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+            raise InputTypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
         num_classes = int(num_classes)
         if num_classes < 1:
-            raise ValueError(
+            raise InputError(
                 f"num_classes must be at least 1, got {num_classes}: the dataset has no samples to "
                 "infer classes from; give it samples (an empty dataset built in Python needs "
                 "num_classes= or class_names=)"
@@ -276,7 +277,7 @@ class SampleDataset(Dataset):
         """
         ids = np.asarray(sample_ids)
         if ids.size and ids.dtype.kind not in "iu":
-            raise TypeError(f"sample ids must be integers, got dtype {ids.dtype}")
+            raise InputTypeError(f"sample ids must be integers, got dtype {ids.dtype}")
         ids = ids.astype(np.int64)
         if self._id_index is None:
             # Sorted copy + argsort: lookups are a vectorised searchsorted, no Python dict.
@@ -285,13 +286,13 @@ class SampleDataset(Dataset):
         sorted_ids, order = self._id_index
         if len(sorted_ids) == 0:
             if ids.size:
-                raise ValueError(f"{ids.size} sample id(s) requested from an empty dataset")
+                raise InputError(f"{ids.size} sample id(s) requested from an empty dataset")
             return np.zeros(ids.shape, dtype=np.int64)
         at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
         found = sorted_ids[at] == ids
         if not found.all():
             missing = ids[~found]
-            raise ValueError(
+            raise InputError(
                 f"{missing.size} sample id(s) are not in this dataset (e.g. "
                 f"{_fmt_ids(missing.ravel())}); valid ids are dataset.sample_ids "
                 f"({len(sorted_ids)} ids from {int(sorted_ids[0])} to {int(sorted_ids[-1])})"
@@ -333,7 +334,7 @@ class SampleDataset(Dataset):
 def _to_nchw_uint8(images: Any) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8:
-            raise TypeError(
+            raise InputTypeError(
                 f"images must be uint8, got {images.dtype}: convert 0..1 floats with "
                 "(images * 255).round().to(torch.uint8)"
             )
@@ -341,7 +342,7 @@ def _to_nchw_uint8(images: Any) -> torch.Tensor:
     else:
         arr = np.asarray(images)
         if arr.dtype != np.uint8:
-            raise TypeError(
+            raise InputTypeError(
                 f"images must be uint8, got {arr.dtype}: convert 0..1 floats with "
                 "(images * 255).round().astype(np.uint8)"
             )
@@ -354,12 +355,12 @@ def _to_nchw_uint8(images: Any) -> torch.Tensor:
         if last in (1, 3):
             t = t.permute(0, 3, 1, 2)
         elif second not in (1, 3):
-            raise ValueError(
+            raise InputError(
                 f"cannot find the channel axis of images with shape {tuple(t.shape)}: "
                 "give [N, H, W, C] or [N, C, H, W] with C = 1 (grayscale) or 3 (RGB)"
             )
     else:
-        raise ValueError(
+        raise InputError(
             f"images must be [N, H, W, C], [N, C, H, W] or [N, H, W], got shape {tuple(t.shape)}"
         )
     if t.shape[1] == 1:
@@ -409,7 +410,7 @@ class ArrayDataset(SampleDataset):
             spec=spec if spec is not None else {"source": "arrays"},
         )
         if images_nchw.shape[0] != len(self.labels):
-            raise ValueError(
+            raise InputError(
                 f"images has {images_nchw.shape[0]} samples but labels has {len(self.labels)}: "
                 "give one label per image"
             )
@@ -447,21 +448,21 @@ def load_npz(
     """
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"npz file not found: {p}: check the path")
+        raise MissingFileError(f"npz file not found: {p}: check the path")
     with np.load(p, allow_pickle=False) as z:
         keys = list(z.keys())
         for key, what in ((image_key, "image_key"), (label_key, "label_key")):
             if key not in keys:
                 # The CLI reads the default names only: say how to fix the file, and the
                 # keyword for a Python caller.
-                raise ValueError(
+                raise InputError(
                     f"{p} has no array {key!r}; its arrays are {', '.join(keys) or '(none)'}: "
                     f"save the array under the name {key!r} (Python: load_npz(path, {what}=...))"
                 )
         images = z[image_key]
         labels = z[label_key]
         if labels.ndim == 1 and len(labels) == 0:
-            raise ValueError(f"{p} holds no samples: its {label_key!r} array is empty")
+            raise InputError(f"{p} holds no samples: its {label_key!r} array is empty")
         if labels.size and labels.dtype.kind not in "iu":
             _as_int_array(labels.reshape(-1), f"{p} array {label_key!r}",
                           fix="save it as integers (numpy: labels.astype(np.int64) for whole numbers); "
@@ -509,7 +510,7 @@ def cifar10(root: str | os.PathLike[str], *, train: bool = True, download: bool 
         ds = CIFAR10(str(root_p), train=bool(train), download=bool(download))
     except RuntimeError as e:
         # torchvision signals missing/corrupt files with a bare RuntimeError.
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"CIFAR-10 not found under {root_p}: put the extracted 'cifar-10-batches-py' "
             f"folder there ({root_p / 'cifar-10-batches-py'}), or pass download=True on a "
             f"machine with a network ({e})"
@@ -571,7 +572,7 @@ def load_cifar10n(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"CIFAR-10-N label file not found: {p}: download CIFAR-10_human.pt from "
             "https://github.com/UCSC-REAL/cifar-10-100n (data/) and pass its path"
         )
@@ -579,13 +580,13 @@ def load_cifar10n(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         with torch.serialization.safe_globals(_cifar10n_safe_globals()):
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError/RuntimeError/...
-        raise ValueError(
+        raise InputError(
             f"{p} is not a CIFAR-10-N label file that can be read safely (it must be a "
             "torch-saved dict of int64 numpy arrays; other pickled objects are refused, "
             f"never executed): {_unpickling_reason(e)}"
         ) from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{p} holds a {type(obj).__name__}, expected a dict of label arrays")
+        raise InputError(f"{p} holds a {type(obj).__name__}, expected a dict of label arrays")
     out: dict[str, np.ndarray] = {}
     lengths = set()
     for key, value in obj.items():
@@ -597,12 +598,12 @@ def load_cifar10n(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         lengths.add(len(value))
     missing = [k for k in CIFAR10N_LABEL_SETS.values() if k not in out]
     if len(missing) == len(CIFAR10N_LABEL_SETS):
-        raise ValueError(
+        raise InputError(
             f"{p} has none of the CIFAR-10-N label arrays ({', '.join(CIFAR10N_LABEL_SETS.values())}); "
             f"its keys are {', '.join(map(str, obj))}: is this CIFAR-10_human.pt?"
         )
     if len(lengths) > 1:
-        raise ValueError(f"{p}: label arrays have different lengths {sorted(lengths)}")
+        raise InputError(f"{p}: label arrays have different lengths {sorted(lengths)}")
     return out
 
 
@@ -621,7 +622,7 @@ def cifar10n_labels(
     key = CIFAR10N_LABEL_SETS[label_set]
     for needed in (key, "clean_label"):
         if needed not in arrays:
-            raise ValueError(f"{path} lacks the {needed!r} array needed for label set {label_set!r}")
+            raise InputError(f"{path} lacks the {needed!r} array needed for label set {label_set!r}")
     return arrays[key].copy(), arrays["clean_label"].copy()
 
 
@@ -644,43 +645,43 @@ def _read_label_csv(p: Path) -> _LabelMap:
     df = pd.read_csv(p)
     missing_cols = [c for c in ("sample_id", "label") if c not in df.columns]
     if missing_cols:
-        raise ValueError(
+        raise InputError(
             f"{p} lacks column(s) {', '.join(missing_cols)}; its columns are "
             f"{', '.join(map(str, df.columns))}: a label CSV needs a header 'sample_id,label'"
         )
     if df[["sample_id", "label"]].isna().any().any():
-        raise ValueError(f"{p} has empty sample_id or label cells: fill or drop those rows")
+        raise InputError(f"{p} has empty sample_id or label cells: fill or drop those rows")
     ids = _as_int_array(df["sample_id"].to_numpy(), f"{p.name} sample_id column",
                         fix="write each sample id as a whole number")
     labels = _as_int_array(df["label"].to_numpy(), f"{p.name} label column",
                            fix="write each label as a class index 0..K-1 (whole numbers, not class names)")
     if ids.size and ids.min() < 0:
-        raise ValueError(f"{p} has negative sample ids (e.g. {_fmt_ids(ids[ids < 0])})")
+        raise InputError(f"{p} has negative sample ids (e.g. {_fmt_ids(ids[ids < 0])})")
     order = np.argsort(ids, kind="stable")
     ids, labels = ids[order], labels[order]
     dup = ids[1:] == ids[:-1]
     if dup.any():
         uniq = np.unique(ids[1:][dup])
-        raise ValueError(
+        raise InputError(
             f"{p} lists {len(uniq)} sample id(s) more than once (e.g. "
             f"{_fmt_ids(uniq)}): keep one label per sample id"
         )
     if labels.size and labels.min() < 0:
-        raise ValueError(f"{p} has negative labels: labels must be class indices >= 0")
+        raise InputError(f"{p} has negative labels: labels must be class indices >= 0")
     return _LabelMap(ids, labels)
 
 
 def _read_label_file(path: str | os.PathLike[str]) -> np.ndarray | _LabelMap:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"label file not found: {p}: check the path")
+        raise MissingFileError(f"label file not found: {p}: check the path")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         return _as_int_array(np.load(p, allow_pickle=False), f"label file {p.name}",
                              fix="save it as integers: np.save(path, labels.astype(np.int64))")
     if suffix == ".csv":
         return _read_label_csv(p)
-    raise ValueError(f"unsupported label file type {suffix!r} ({p}): use .csv or .npy")
+    raise InputError(f"unsupported label file type {suffix!r} ({p}): use .csv or .npy")
 
 
 def load_label_file(path: str | os.PathLike[str]) -> np.ndarray:
@@ -700,7 +701,7 @@ def load_label_file(path: str | os.PathLike[str]) -> np.ndarray:
         return labels
     size = int(labels.ids[-1]) + 1 if labels.ids.size else 0
     if size > max(_DENSE_LABEL_IDS, 4 * labels.ids.size):
-        raise ValueError(
+        raise InputError(
             f"{path} has sample ids up to {size - 1:,} for {labels.ids.size:,} labels: too sparse "
             "for an array indexed by id; use with_label_file(dataset, path), which joins on the ids"
         )
@@ -727,7 +728,7 @@ def _gather_by_id(
         where = f"has {len(arr)} entries (ids 0..{len(arr) - 1}) but"
     if not covered.all():
         n_missing = int((~covered).sum())
-        raise ValueError(
+        raise InputError(
             f"{name} {where} {n_missing} of the dataset's {len(ids)} sample ids have no label "
             f"there (e.g. {_fmt_ids(ids[~covered])}; the dataset's ids go up to {int(ids.max())}): "
             "a label file must cover every sample id"
@@ -736,7 +737,7 @@ def _gather_by_id(
     bad = out >= dataset.num_classes
     if bad.any() or (out < 0).any():
         bad = (out < 0) | bad
-        raise ValueError(
+        raise InputError(
             f"{name} gives {int(bad.sum())} sample(s) a label outside [0, {dataset.num_classes}) "
             f"(e.g. sample id {int(ids[bad][0])} -> {int(out[bad][0])}): labels must be class "
             f"indices of this dataset's {dataset.num_classes} classes"
@@ -827,11 +828,11 @@ def inject_noise(
     """
     _check_choice(kind, NOISE_KINDS, "noise kind")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+        raise InputTypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2 to flip labels, got {num_classes}")
+        raise InputError(f"num_classes must be at least 2 to flip labels, got {num_classes}")
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"noise rate must be a fraction in [0, 1], got {rate!r} (e.g. 0.2 for 20%)")
+        raise InputError(f"noise rate must be a fraction in [0, 1], got {rate!r} (e.g. 0.2 for 20%)")
     arr = _as_int_array(labels, "labels")
     _check_label_range(arr, int(num_classes), "labels")
     rng = np.random.default_rng(seed)
@@ -904,18 +905,18 @@ class ImageFolderDataset(SampleDataset):
 
         root_p = Path(root).expanduser()
         if not root_p.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"image folder not found: {root_p}: pass a folder with one sub-folder per class"
             )
         if image_size is not None and (
             isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
         ):
-            raise ValueError(f"image_size (CLI: --image-size) must be a positive int or None, got {image_size!r}")
+            raise InputError(f"image_size (CLI: --image-size) must be a positive int or None, got {image_size!r}")
         classes = sorted(
             d.name for d in root_p.iterdir() if d.is_dir() and not d.name.startswith(".")
         )
         if not classes:
-            raise ValueError(
+            raise InputError(
                 f"{root_p} has no class sub-folders: put each class's images in "
                 f"{root_p}/<class name>/"
             )
@@ -926,7 +927,7 @@ class ImageFolderDataset(SampleDataset):
                 if f.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(rel) and f.is_file():
                     entries.append((rel.as_posix(), c))
         if not entries:
-            raise ValueError(
+            raise InputError(
                 f"{root_p} has no images with extensions {', '.join(IMAGE_EXTENSIONS)} in its "
                 f"class sub-folders ({', '.join(classes)})"
             )
@@ -941,18 +942,18 @@ class ImageFolderDataset(SampleDataset):
                     mode = im.mode
                     im.verify()
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
-                raise ValueError(
+                raise InputError(
                     f"cannot read image {f}: {type(e).__name__}: {e}; remove or replace the "
                     "file before training"
                 ) from e
             if mode == "F":  # refused here, not in the middle of training
-                raise ValueError(f"image {f} holds 32-bit floats, which have no fixed value range; "
+                raise InputError(f"image {f} holds 32-bit floats, which have no fixed value range; "
                                  "save it as an 8- or 16-bit image")
             if image_size is None:
                 if first_size is None:
                     first_size, first_rel = size, rel
                 elif size != first_size:
-                    raise ValueError(
+                    raise InputError(
                         f"image {f} is {size[0]}x{size[1]} but {root_p / first_rel} is "
                         f"{first_size[0]}x{first_size[1]}: images of one dataset must share a "
                         "size; resize them all to NxN with --image-size N (Python: image_size=N)"
@@ -981,7 +982,7 @@ class ImageFolderDataset(SampleDataset):
                     im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
                 return np.array(im, dtype=np.uint8)  # a writable copy, safe for torch
         except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(
+            raise InputError(
                 f"cannot decode image {f} (sample id {int(self.sample_ids[i])}): {e}; it was "
                 "readable when the dataset was built, check whether it changed"
             ) from e
@@ -995,7 +996,7 @@ def _as_rgb8(im: Any) -> Any:
     from PIL import Image
 
     if im.mode == "F":
-        raise ValueError("32-bit float images have no fixed value range; save them as 8- or 16-bit images")
+        raise InputError("32-bit float images have no fixed value range; save them as 8- or 16-bit images")
     if im.mode.startswith("I"):
         wide = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
         im = Image.fromarray((wide >> 8).astype(np.uint8), mode="L")
@@ -1024,7 +1025,7 @@ def _load_sample_split(split: str, label_set: str, path: str | None) -> ArrayDat
     _check_choice(label_set, list(CIFAR10N_LABEL_SETS), "CIFAR-10-N label set")
     p = Path(path).expanduser() if path is not None else sample_data_path()
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"sample data not found at {p}: it ships inside the gwa-diag package "
             "(gwa_diag.sample_data); reinstall gwa-diag, or pass path= another file in its format"
         )
@@ -1100,7 +1101,7 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
     if not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a dict (dataset.spec), got {type(spec).__name__}")
     if "source" not in spec:
-        raise ValueError(
+        raise InputError(
             f"spec has no 'source' key (keys: {', '.join(map(str, spec))}); valid sources are "
             f"{', '.join(repr(s) for s in _SOURCE_KEYS if s != 'arrays')}"
         )
@@ -1114,30 +1115,30 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
     ds: SampleDataset
     if source == "npz":
         if "path" not in opts:
-            raise ValueError("an 'npz' spec needs 'path', the .npz file")
+            raise InputError("an 'npz' spec needs 'path', the .npz file")
         path = opts.pop("path")
         ds = load_npz(path, **{k: v for k, v in opts.items()})
     elif source == "cifar10":
         if "root" not in opts:
-            raise ValueError("a 'cifar10' spec needs 'root', the folder with cifar-10-batches-py")
+            raise InputError("a 'cifar10' spec needs 'root', the folder with cifar-10-batches-py")
         ds = cifar10(opts["root"], train=bool(opts.get("train", True)))
     elif source == "image_folder":
         if "root" not in opts:
-            raise ValueError("an 'image_folder' spec needs 'root', the folder of class folders")
+            raise InputError("an 'image_folder' spec needs 'root', the folder of class folders")
         ds = ImageFolderDataset(opts["root"], image_size=opts.get("image_size"))
     elif source == "sample_data":
         ds = _load_sample_split(
             opts.get("split", "train"), opts.get("label_set", "worst"), opts.get("path")
         )
     else:  # arrays
-        raise ValueError(
+        raise InputError(
             "this dataset was built from in-memory arrays, which a spec cannot reload: save "
             "them with np.savez(path, images=..., labels=..., sample_ids=...) and use load_npz"
         )
 
     for step in steps if with_labels else []:
         if not isinstance(step, Mapping) or "op" not in step:
-            raise ValueError(f"each spec step must be a dict with an 'op' key, got {step!r}")
+            raise InputError(f"each spec step must be a dict with an 'op' key, got {step!r}")
         op = _check_choice(step["op"], list(_STEP_KEYS), "spec step op")
         args = {k: v for k, v in step.items() if k != "op"}
         _check_options(args, _STEP_KEYS[op], f"{op!r} step")
@@ -1150,7 +1151,7 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
                 ds, rate=args["rate"], kind=args.get("kind", "symmetric"), seed=args.get("seed", 0)
             )
         else:
-            raise ValueError(
+            raise InputError(
                 f"the labels of this dataset were set from in-memory arrays (label set "
                 f"{args.get('name')!r}), which a spec cannot reload: use with_cifar10n or "
                 "with_label_file, or pass origin= to with_label_set; to load only the images "

@@ -34,6 +34,7 @@ from gwa_diag.early_stopping import EarlyStopResult, select_epoch
 from gwa_diag.training.models import check_num_classes
 from gwa_diag.recorder import AlignmentRecorder, _dist_info
 from gwa_diag.store import RunDirError, RunWriter, exclusive_lock, open_run
+from gwa_diag.checks import InputError
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -67,11 +68,11 @@ class TrainConfig:
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+                raise InputError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+            raise InputError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"lr must be > 0, got {self.lr}")
 
 
 @dataclass
@@ -181,7 +182,7 @@ class _Consecutive:
 def _check_eval_labels(eval_set: Any, num_classes: int) -> None:
     labels = np.asarray(getattr(eval_set, "labels", []))
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
+        raise InputError(
             f"the evaluation set has labels in [{int(labels.min())}, {int(labels.max())}] but the "
             f"training set has {num_classes} classes: pass an evaluation set with the same classes"
         )
@@ -221,7 +222,7 @@ def _check_resume(
     touched. Returns the checkpoint (on the CPU), or None when the run has none yet."""
     run = open_run(out)
     if "config" not in run.meta:
-        raise ValueError(
+        raise InputError(
             f"cannot resume {out}: it was recorded by an AlignmentRecorder in another training loop, "
             "not by gwa-diag train, so there is nothing to continue (resuming would replace its "
             "epochs). Start a new run in a new directory"
@@ -230,19 +231,19 @@ def _check_resume(
     changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUME_FREE and k in stored and stored[k] != v)
     if changed:
         diffs = ", ".join(f"{k}: {stored[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
-        raise ValueError(
+        raise InputError(
             f"cannot resume {out} with other settings ({diffs}): resume with the run's own "
             "settings, or start a new run in a new directory"
         )
     stored_name, name = run.meta.get("model_name"), meta.get("model_name")
     if run.meta.get("model") not in (None, type(model).__name__) or (None not in (stored_name, name) and stored_name != name):
-        raise ValueError(
+        raise InputError(
             f"cannot resume {out}: it trained {stored_name or run.meta['model']}, not {name or type(model).__name__}; "
             "resume with the same --model"
         )
     stored_fp = run.meta.get("data_fingerprint")
     if stored_fp is not None and stored_fp != fingerprint:
-        raise ValueError(
+        raise InputError(
             f"cannot resume {out}: the training images differ from the ones it was recorded on "
             "(another file, another image folder content or order). Resume with the same data, "
             "or start a new run in a new directory"
@@ -253,7 +254,7 @@ def _check_resume(
     if ckpt is None and any(e > 0 for e in done):
         # A checkpoint is saved after every epoch, so one missing after epoch 1 was removed:
         # starting over would replace the recorded epochs.
-        raise ValueError(
+        raise InputError(
             f"cannot resume {out}: it has {len(done)} recorded epochs but no checkpoints/last.pt "
             "(removed?), so training cannot continue where it stopped. Restore the checkpoint, or "
             "start a new run in a new directory; the recorded epochs are left as they are"
@@ -262,7 +263,7 @@ def _check_resume(
         # Same class name is not the same network (resnet18 vs resnet34): compare shapes.
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if {k: tuple(v.shape) for k, v in ckpt["model"].items()} != own:
-            raise ValueError(
+            raise InputError(
                 f"cannot resume {out}: its checkpoint holds a different network than the model given "
                 "(parameter names or shapes differ); resume with the same --model"
             )
@@ -273,7 +274,7 @@ def _check_resume(
             labels["label"].to_numpy(), np.asarray(train_set.labels)
         )
         if not same:
-            raise ValueError(
+            raise InputError(
                 f"cannot resume {out}: the training set's sample ids or labels differ from the run's "
                 "labels.parquet (another dataset, label file or noise setting?). Resume with the "
                 "same data options, or start a new run in a new directory"
@@ -298,9 +299,9 @@ def _resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+        raise InputError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
     return device
 
 

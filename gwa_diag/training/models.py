@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gwa_diag.recorder import find_linear_head
+from gwa_diag.checks import InputError
 
 __all__ = [
     "PRESETS",
@@ -44,7 +45,7 @@ def _check_num_classes_arg(num_classes: Any) -> int:
             "of classes in the dataset, e.g. dataset.num_classes"
         )
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise InputError(f"num_classes must be at least 1, got {num_classes}")
     return num_classes
 
 
@@ -110,7 +111,7 @@ def tiny_cnn(num_classes: int, *, in_channels: int = 3, width: int = 32) -> nn.M
     _check_num_classes_arg(num_classes)
     for name, value in (("in_channels", in_channels), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {value!r}")
     return TinyCNN(num_classes, in_channels=in_channels, width=width)
 
 
@@ -183,7 +184,7 @@ def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
     if isinstance(head, nn.Linear):
         _replace_linear(model, "head", num_classes)
         return
-    raise ValueError(
+    raise InputError(
         f"torchvision model {name!r} does not end in an nn.Linear classifier (e.g. squeezenet "
         "classifies with a convolution), so gradient-weight alignment has no linear head to "
         "measure: choose a model with a linear classifier such as 'resnet18' or "
@@ -212,7 +213,7 @@ def torchvision_model(name: str, num_classes: int, *, weights: Any = None) -> nn
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
+        raise InputError(
             f"unknown torchvision model {name!r}.{hint} Valid names: {', '.join(valid)}"
         )
     import torchvision.models as tvm
@@ -247,14 +248,14 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     key = "tv" if name.startswith("tv:") else name
     if key not in _PRESET_OPTIONS:
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r}: valid names are {', '.join(PRESETS)} "
             "(e.g. 'tv:resnet50')"
         )
     valid_opts = _PRESET_OPTIONS[key]
     unknown = sorted(set(kw) - set(valid_opts))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown option(s) {', '.join(unknown)} for model {name!r}: valid options are "
             f"{', '.join(valid_opts) if valid_opts else '(none)'}"
         )
@@ -264,7 +265,7 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
         return resnet18_cifar(num_classes)
     tv_name = name[len("tv:"):]
     if not tv_name:
-        raise ValueError("model name 'tv:' lacks the torchvision model name, e.g. 'tv:resnet50'")
+        raise InputError("model name 'tv:' lacks the torchvision model name, e.g. 'tv:resnet50'")
     return torchvision_model(tv_name, num_classes, **kw)
 
 
@@ -291,7 +292,7 @@ def check_num_classes(
     elif not isinstance(head, nn.Linear):
         raise TypeError(f"head must be an nn.Linear, got {type(head).__name__}")
     if head.out_features != num_classes:
-        raise ValueError(
+        raise InputError(
             f"the model's head has {head.out_features} outputs but the dataset has "
             f"{num_classes} classes: build the model with num_classes={num_classes} "
             f"(e.g. build_model(name, {num_classes})) or replace its final nn.Linear"
