@@ -1,0 +1,115 @@
+"""Rebuilding a dataset from its ``spec`` (as saved in a run's ``run.json``).
+
+Owns the spec format: a ``source`` with its options, then label ``steps`` applied in order.
+Unknown sources, options and steps are refused by name (a misspelt key would otherwise be
+ignored and other data loaded). Imports :mod:`gwa_diag.checks` and the source and label
+modules of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gwa_diag.checks import InputError, check_choice, check_keys
+from gwa_diag.training.data.arrays import NPZ_OPTIONS, cifar10, load_npz
+from gwa_diag.training.data.base import SampleDataset
+from gwa_diag.training.data.cifar10n import with_cifar10n
+from gwa_diag.training.data.folders import ImageFolderDataset
+from gwa_diag.training.data.labels import with_label_file
+from gwa_diag.training.data.noise import with_noise
+from gwa_diag.training.data.sample import load_sample_split
+
+__all__ = ["load_dataset"]
+
+_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "npz": ("path", *NPZ_OPTIONS),
+    "cifar10": ("root", "train"),
+    "image_folder": ("root", "image_size"),
+    "sample_data": ("split", "label_set", "path"),
+    "arrays": (),
+}
+_STEP_KEYS: dict[str, tuple[str, ...]] = {
+    "label_set": ("name", "path"),
+    "label_file": ("path",),
+    "noise": ("rate", "kind", "seed"),
+    "labels": ("name",),
+}
+
+
+def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> SampleDataset:
+    """Rebuild a dataset from its ``spec`` (as saved in a run's ``run.json``).
+
+    A spec names a ``source`` (``npz``, ``cifar10``, ``image_folder``, ``sample_data``) with
+    its options, and a list of label ``steps`` applied in order (``label_set``,
+    ``label_file``, ``noise``). ``dataset.spec`` of any dataset made by this module has
+    this form.
+
+    Args:
+        spec: the dataset's ``spec``.
+        with_labels: apply the label steps. Pass False when only the images (found by
+            sample id) are needed, e.g. to show them next to a run that already stores its
+            labels: then label files need not be present and labels set from in-memory
+            arrays are no obstacle; the result has the source's own labels.
+    """
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"spec must be a dict (dataset.spec), got {type(spec).__name__}")
+    if "source" not in spec:
+        raise InputError(
+            f"spec has no 'source' key (keys: {', '.join(map(str, spec))}); valid sources are "
+            f"{', '.join(repr(s) for s in _SOURCE_KEYS if s != 'arrays')}"
+        )
+    source = check_choice(spec["source"], list(_SOURCE_KEYS), "dataset source")
+    opts = {k: v for k, v in spec.items() if k not in ("source", "steps")}
+    check_keys(opts, _SOURCE_KEYS[source], f"{source!r} spec")
+    steps = spec.get("steps") or []
+    if not isinstance(steps, Sequence) or isinstance(steps, (str, bytes)):
+        raise TypeError("spec['steps'] must be a list of step dicts")
+
+    ds: SampleDataset
+    if source == "npz":
+        if "path" not in opts:
+            raise InputError("an 'npz' spec needs 'path', the .npz file")
+        path = opts.pop("path")
+        ds = load_npz(path, **{k: v for k, v in opts.items()})
+    elif source == "cifar10":
+        if "root" not in opts:
+            raise InputError("a 'cifar10' spec needs 'root', the folder with cifar-10-batches-py")
+        ds = cifar10(opts["root"], train=bool(opts.get("train", True)))
+    elif source == "image_folder":
+        if "root" not in opts:
+            raise InputError("an 'image_folder' spec needs 'root', the folder of class folders")
+        ds = ImageFolderDataset(opts["root"], image_size=opts.get("image_size"))
+    elif source == "sample_data":
+        ds = load_sample_split(
+            opts.get("split", "train"), label_set=opts.get("label_set", "worst"), path=opts.get("path")
+        )
+    else:  # arrays
+        raise InputError(
+            "this dataset was built from in-memory arrays, which a spec cannot reload: save "
+            "them with np.savez(path, images=..., labels=..., sample_ids=...) and use load_npz"
+        )
+
+    for step in steps if with_labels else []:
+        if not isinstance(step, Mapping) or "op" not in step:
+            raise InputError(f"each spec step must be a dict with an 'op' key, got {step!r}")
+        op = check_choice(step["op"], list(_STEP_KEYS), "spec step op")
+        args = {k: v for k, v in step.items() if k != "op"}
+        check_keys(args, _STEP_KEYS[op], f"{op!r} step")
+        if op == "label_set":
+            ds = with_cifar10n(ds, args["path"], label_set=args["name"])
+        elif op == "label_file":
+            ds = with_label_file(ds, args["path"])
+        elif op == "noise":
+            ds = with_noise(
+                ds, rate=args["rate"], kind=args.get("kind", "symmetric"), seed=args.get("seed", 0)
+            )
+        else:
+            raise InputError(
+                f"the labels of this dataset were set from in-memory arrays (label set "
+                f"{args.get('name')!r}), which a spec cannot reload: use with_cifar10n or "
+                "with_label_file, or pass origin= to with_label_set; to load only the images "
+                "pass with_labels=False"
+            )
+    return ds
+
