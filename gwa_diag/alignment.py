@@ -8,6 +8,11 @@ cross-entropy gradient of one sample w.r.t. the head weight ``W`` (C x D) and ``
 Direction: **lower is more suspicious**. ``a < 0`` means the sample pulls the head against
 its current direction (mislabeled, atypical or being memorised).
 
+The formulas as the paper writes them are ``alignment_reference`` and ``gwa_reference``:
+a few readable lines each, float64, used by the tests as the reference. The fast path
+(``alignment_from_head``, ``per_sample_alignment``, ``Moments``) computes the same numbers in
+O(B (C + D)) from values the forward pass already has, without per-sample gradients.
+
 The dataset-level score of one epoch is ``GWA = mean(a) / (K + 1.2)`` with ``K`` the
 population excess kurtosis of that epoch's scores. Moments are kept as float64 power sums
 so that batches, epochs-in-progress and distributed workers merge exactly.
@@ -31,9 +36,11 @@ __all__ = [
     "MIN_DENOMINATOR",
     "per_sample_alignment",
     "alignment_from_head",
+    "alignment_reference",
     "Moments",
     "GWAResult",
     "gwa_from_scores",
+    "gwa_reference",
     "EarlyStopResult",
     "select_epoch",
 ]
@@ -116,6 +123,47 @@ def alignment_from_head(
     safe = torch.where(denom > 0, denom, torch.ones_like(denom))
     out = torch.where(denom > 0, numerator / safe, torch.zeros_like(numerator))
     return torch.where(torch.isfinite(logits).all(dim=1), out, torch.full_like(out, float("nan")))
+
+
+def alignment_reference(
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Textbook per-sample alignment, float64, shape [B]; lower is more suspicious.
+
+    The slow, readable reference for tests and for reading: it forms every sample's
+    last-layer gradient ``dL_i/dW = (p_i - y_i) z_i^T`` explicitly (O(B C D) memory) and
+    takes its cosine with ``W``::
+
+        a_i = cos(-dL_i/dW, W) = -<(p_i - y_i) z_i^T, W>_F / (||(p_i - y_i) z_i^T||_F ||W||_F)
+
+    ``a_i < 0``: the sample pulls the head against its current direction. Never use it for
+    recording: use ``per_sample_alignment`` / ``alignment_from_head``, which need no per-sample
+    gradients and keep the direction when the softmax saturates. Here, once ``1 - p_y``
+    rounds to 0 (a label-logit margin beyond about 37 in float64), ``p - y`` loses its label
+    entry and the result is wrong, often with the wrong sign.
+
+    Args:
+        logits: head outputs [B, C] (``W z + b``) that give the softmax ``p``.
+        features: head inputs ``z`` [B, D].
+        weight: head weight ``W`` [C, D], the one that produced ``logits`` (no bias).
+        targets: class indices [B] (int) or soft targets [B, C].
+    """
+    _check_inputs(logits, targets)
+    p = torch.softmax(logits.detach().double(), dim=1)
+    if targets.ndim == 1:
+        y = torch.nn.functional.one_hot(targets.long(), p.shape[1]).double()
+    else:
+        y = targets.double()
+    z, w = features.detach().double(), weight.detach().double()
+    grads = (p - y)[:, :, None] * z[:, None, :]  # [B, C, D]: one C x D gradient per sample
+    numerator = -(grads * w).sum(dim=(1, 2))
+    denom = grads.flatten(1).norm(dim=1) * w.norm()
+    # Same conventions as the fast path: no gradient (or no features) means no pull, 0;
+    # NaN logits stay NaN.
+    return torch.where(denom == 0, 0.0, numerator / denom)
 
 
 def per_sample_alignment(
@@ -231,3 +279,18 @@ def gwa_from_scores(
     """GWA of one set of per-sample alignments (population moments). Higher = better."""
     t = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(list(scores), dtype=torch.float64)
     return Moments.from_scores(t).compute(beta=beta, min_denominator=min_denominator)
+
+
+def gwa_reference(scores: Sequence[float] | torch.Tensor, *, beta: float = BETA) -> float:
+    """Textbook GWA of one epoch's alignments: ``mean / (excess kurtosis + beta)``.
+
+    Population (biased) moments, computed directly in float64 from the scores. Higher = better
+    aligned training set. The readable reference for tests: unlike ``gwa_from_scores`` it has
+    no guards, so zero variance gives NaN and ``K + beta <= 0`` gives inf or a flipped sign.
+    """
+    a = torch.as_tensor(scores, dtype=torch.float64).reshape(-1)
+    mu = a.mean()
+    m2 = ((a - mu) ** 2).mean()
+    m4 = ((a - mu) ** 4).mean()
+    kurtosis = m4 / m2**2 - 3.0
+    return float(mu / (kurtosis + beta))
