@@ -34,13 +34,11 @@ from gwa_diag.alignment import BETA, MIN_DENOMINATOR, Moments, alignment_from_he
 from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
 from gwa_diag.checks import InputError
 
-__all__ = ["AlignmentRecorder", "find_linear_head"]
+__all__ = ["AlignmentRecorder", "dist_info", "find_linear_head"]
 
 
 def find_linear_head(model: nn.Module) -> nn.Linear:
     """The last ``nn.Linear`` of ``model`` in module order (its classifier head)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     head = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -106,7 +104,7 @@ class AlignmentRecorder:
             )
         self.head: nn.Linear = head
         self.num_classes = int(head.out_features)
-        self.rank, self.world_size = _dist_info()
+        self.rank, self.world_size = dist_info()
         if self.world_size == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Launched by torchrun, but the process group is not up yet: every process would
             # take itself for rank 0 of 1 and they would fight over the run directory.
@@ -138,6 +136,18 @@ class AlignmentRecorder:
         # which does not call hooks added later; update() then says so.
         self._compiled = hasattr(model, "_orig_mod")
         self._handle = head.register_forward_hook(self._hook)
+
+    # -- the hook --------------------------------------------------------------------------
+    def detach(self) -> None:
+        """Remove the hook from the head: forwards are no longer recorded (what is buffered
+        stays). Calling it twice is harmless."""
+        self._handle.remove()
+
+    def attach(self) -> None:
+        """Hook the head again after :meth:`detach` (e.g. to time a loop with and without
+        recording)."""
+        self._handle.remove()  # never two hooks: each forward would be captured twice
+        self._handle = self.head.register_forward_hook(self._hook)
 
     # -- capture ---------------------------------------------------------------------------
     def _hook(self, module: nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -280,7 +290,7 @@ class AlignmentRecorder:
         # A failed write of the previous epoch surfaces here, before this epoch's rows are
         # taken out of memory.
         self.flush()
-        rank, world = _dist_info()
+        rank, world = dist_info()
         if (rank, world) != (self.rank, self.world_size):
             self._clear()
             raise RuntimeError(_LATE_GROUP.format(made=f"made as rank {self.rank} of {self.world_size}",
@@ -386,7 +396,7 @@ class AlignmentRecorder:
     def close(self, **meta: Any) -> None:
         """Write what is pending, detach the hook and mark the run finished (extra keys go
         into run.json)."""
-        self._handle.remove()
+        self.detach()
         self._closed = True
         self.flush()
         self._pool.shutdown(wait=True)
@@ -402,7 +412,7 @@ class AlignmentRecorder:
         if exc_type is None and not self._closed:
             self.close()
             return
-        self._handle.remove()
+        self.detach()
         self._closed = True
         try:
             self.flush()
@@ -463,7 +473,8 @@ def _wait_for_parts(folder: Path, world_size: int, timeout_s: float = 3600.0) ->
         time.sleep(0.05)
 
 
-def _dist_info() -> tuple[int, int]:
+def dist_info() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` unless torch.distributed is up."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from gwa_diag.training.data import ArrayDataset, with_noise
 from gwa_diag.store import open_run
-from gwa_diag.training.engine import TrainConfig, _Batches, train
+from gwa_diag.training.batches import Batches
+from gwa_diag.training.engine import TrainConfig, train
 
 N, C = 480, 4
 CFG = dict(epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, augment=False, device="cpu")
@@ -56,7 +57,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
 
 def test_sharding_pads_like_distributed_sampler():
     ds = ArrayDataset(np.zeros((7, 4, 4, 3), dtype=np.uint8), np.arange(7) % 2)
-    batches = _Batches(ds, torch.device("cpu"), 4, num_workers=0)
+    batches = Batches(ds, torch.device("cpu"), 4, num_workers=0)
     seen = []
     for rank in range(2):
         seen += [i for _, _, ids in batches.epoch(torch.Generator().manual_seed(3), rank, 2) for i in ids.tolist()]

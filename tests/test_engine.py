@@ -12,6 +12,7 @@ import gwa_diag.training.engine as train_mod
 from gwa_diag.training.data import ArrayDataset, with_noise
 from gwa_diag.training.models import tiny_cnn
 from gwa_diag.store import RunDirError, open_run
+from gwa_diag.training.batches import augment, batch_bounds
 from gwa_diag.training.engine import TrainConfig, train
 
 C = 4
@@ -95,13 +96,13 @@ def test_class_count_mismatch_is_refused(tmp_path):
 
 
 def test_bad_config_names_valid_choices(tmp_path):
-    with pytest.raises(ValueError, match="valid: sgd, adamw"):
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lamb'.*'sgd', 'adamw'"):
         train(tiny_cnn(C), _dataset(), tmp_path / "run", config=TrainConfig(optimizer="lamb"))
 
 
 def test_augment_is_crop_and_flip():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
-    out = train_mod._augment(x, torch.Generator().manual_seed(0), pad=2)
+    out = augment(x, torch.Generator().manual_seed(0), pad=2)
     assert out.shape == x.shape
     # Every output row is a (possibly flipped, shifted) window of the zero-padded input.
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
@@ -114,13 +115,13 @@ def test_augment_is_crop_and_flip():
 
 
 def test_batch_bounds_never_leave_a_batch_of_one():
-    assert train_mod._batch_bounds(130, 64) == [(0, 64), (64, 128), (128, 130)]  # 2 left over: a batch
-    assert train_mod._batch_bounds(129, 64) == [(0, 64), (64, 129)]  # 1 left over joins the last batch
-    assert train_mod._batch_bounds(131, 64) == [(0, 64), (64, 128), (128, 131)]
-    assert train_mod._batch_bounds(1, 64) == [(0, 1)]
+    assert batch_bounds(130, 64) == [(0, 64), (64, 128), (128, 130)]  # 2 left over: a batch
+    assert batch_bounds(129, 64) == [(0, 64), (64, 129)]  # 1 left over joins the last batch
+    assert batch_bounds(131, 64) == [(0, 64), (64, 128), (128, 131)]
+    assert batch_bounds(1, 64) == [(0, 1)]
     # 2 ranks: 129 samples pad to 130; the last global batch (2 samples) cannot give each rank 2.
-    assert train_mod._batch_bounds(129, 64, world=2) == [(0, 64), (64, 130)]
-    assert train_mod._batch_bounds(132, 64, world=2) == [(0, 64), (64, 128), (128, 132)]
+    assert batch_bounds(129, 64, world=2) == [(0, 64), (64, 130)]
+    assert batch_bounds(132, 64, world=2) == [(0, 64), (64, 128), (128, 132)]
 
 
 def test_a_last_batch_of_one_sample_trains_with_batchnorm(tmp_path):

@@ -217,7 +217,7 @@ def test_process_group_set_up_after_the_recorder_is_an_error(tmp_path, monkeypat
     rec = AlignmentRecorder(model, tmp_path / "r")  # made as rank 0 of 1
     model(x[:10])
     rec.update(torch.arange(10), yn[:10])
-    monkeypatch.setattr(recorder_mod, "_dist_info", lambda: (1, 2))  # then torchrun's group appears
+    monkeypatch.setattr(recorder_mod, "dist_info", lambda: (1, 2))  # then torchrun's group appears
     with pytest.raises(RuntimeError, match="after init_process_group"):
         rec.end_epoch(0)
     rec.close()

@@ -1,5 +1,11 @@
 """``gwa-diag train``: build the data from the command-line options, train with the engine
-and record; print where the run and the selected weights are."""
+and record; print where the run and the selected weights are.
+
+The data options are defined here; the training options are built from the engine's
+:class:`~gwa_diag.training.config.TrainConfig` fields (their defaults, help, minimums and
+valid names), so they are written once. Torch is imported only inside the functions that
+train, so ``gwa-diag --help`` and the analysis commands stay fast.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,13 @@ import secrets
 import shlex
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_origin, get_type_hints
 
+from gwa_diag.checks import InputError, NoiseKind, values
 from gwa_diag.cli.common import int_in_range
-from gwa_diag.checks import InputError
+from gwa_diag.training.config import TrainConfig  # no torch: building the parser stays fast
 
 __all__ = ["register", "load_train_data", "interrupted_line"]
 
@@ -30,31 +38,47 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--noise-rate", type=float, default=0.0, help="inject synthetic label noise at this rate")
     # None (not the real defaults) so a --noise-kind/--noise-seed without --noise-rate can be
     # refused: it would otherwise be ignored and the user believe noise was injected.
-    data.add_argument("--noise-kind", choices=["symmetric", "pair"],
+    data.add_argument("--noise-kind", choices=list(values(NoiseKind)),
                       help="with --noise-rate: symmetric (default) or pair (class c -> c+1)")
     data.add_argument("--noise-seed", type=int, help="with --noise-rate: seed of the flips (default 0)")
     data.add_argument("--eval-data", type=Path, help=".npz evaluation set (accuracy each epoch)")
     data.add_argument("--image-size", type=int_in_range(1), help="resize folder images to this size")
     model = p.add_argument_group("model and optimisation")
     model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
-    model.add_argument("--epochs", type=int_in_range(1), default=20)
-    model.add_argument("--batch-size", type=int_in_range(1), default=256)
-    model.add_argument("--lr", type=float, default=0.1)
-    model.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    model.add_argument("--weight-decay", type=float, default=5e-4)
-    model.add_argument("--warmup-epochs", type=float, default=2.0)
-    model.add_argument("--schedule", default="linear", choices=["cosine", "linear", "constant"])
-    model.add_argument("--no-augment", action="store_true", help="disable crop+flip augmentation")
-    model.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    model.add_argument("--mode", default="scratch", choices=["scratch", "finetune"],
-                       help="GWA early-stopping rule: from scratch, or fine-tuning a pre-trained model")
-    model.add_argument("--device", default="auto")
-    model.add_argument("--seed", type=int, default=0)
-    model.add_argument("--workers", type=int_in_range(0), default=0, help="DataLoader workers (image folders)")
+    _add_config_args(model, "model and optimisation")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="run directory (default runs/<time>-<4 hex digits>)")
     out.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
-    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(out, "output")
+
+
+def _add_config_args(group: Any, name: str) -> None:
+    """One option per :class:`~gwa_diag.training.config.TrainConfig` field of group ``name``:
+    the default, help, minimum and valid names come from the field, so they are never
+    restated here. ``dest`` is the field's name, so :func:`_config` passes the parsed
+    values on as they are."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True) or meta.get("group", "model and optimisation") != name:
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        options: dict[str, Any] = {"dest": f.name, "default": f.default}
+        if meta.get("help"):
+            options["help"] = meta["help"]
+        if kind is bool:
+            # A switch away from the default: --no-augment sets augment False, --quiet progress False.
+            options.update(action="store_const", const=not f.default)
+        elif get_origin(kind) is Literal:
+            options["choices"] = list(values(kind))
+        else:
+            options["metavar"] = flag[2:].upper().replace("-", "_")
+            if kind is int:
+                options["type"] = int_in_range(meta["minimum"]) if meta.get("minimum") is not None else int
+            elif kind is float:
+                options["type"] = float
+        group.add_argument(flag, **options)
 
 
 def _check_data_options(args: argparse.Namespace) -> None:
@@ -155,15 +179,9 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
     return train_set, eval_set
 
 
-def _config(args: argparse.Namespace):
-    from gwa_diag.training.engine import TrainConfig
-
-    return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, schedule=args.schedule,
-        augment=not args.no_augment, precision=args.precision, device=args.device, seed=args.seed,
-        mode=args.mode, num_workers=args.workers, progress=not args.quiet,
-    )
+def _config(args: argparse.Namespace) -> Any:
+    """The engine's config from the parsed options (each option's dest is its field)."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
 
 
 def _init_distributed(args: argparse.Namespace) -> int:
@@ -195,7 +213,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     rank = _init_distributed(args)
     if rank != 0:
-        args.quiet = True
+        args.progress = False  # one progress bar, rank 0's
     train_set, eval_set = load_train_data(args)
     # The default name is unique even for two runs started in the same second.
     out = args.out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"

@@ -7,7 +7,9 @@ The batch must carry stable sample ids. By default a batch is ``(x, y, ids)`` or
 with ``"label"`` and ``"sample_id"`` keys; pass ``ids_targets=fn(batch) -> (ids, targets)``
 for anything else. Works with gradient accumulation and DDP (each rank writes its part), and
 ``trainer.fit(..., ckpt_path=...)`` continues the run in ``run_dir`` from an end-of-epoch
-checkpoint (a mid-epoch checkpoint would re-record only the rest of that epoch).
+checkpoint (a mid-epoch checkpoint would re-record only the rest of that epoch), through
+:func:`gwa_diag.training.resume.continue_run` as the engine does. Imports Lightning, the
+recording core and :mod:`gwa_diag.training.resume`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ except ImportError:  # the older package name
         raise ImportError("gwa_diag.training.lightning needs PyTorch Lightning: pip install lightning") from exc
 
 from gwa_diag.recorder import AlignmentRecorder
-from gwa_diag.store import open_run
+from gwa_diag.training.resume import continue_run
 
 __all__ = ["GWACallback"]
 
@@ -78,10 +80,7 @@ class GWACallback(Callback):
         if resume:
             # Epochs after the checkpoint are trained (and recorded) again: none is doubled,
             # and steps go on from the last kept epoch.
-            writer = self.recorder.writer
-            writer.drop_epochs_from(trainer.current_epoch)
-            kept = open_run(writer.path).epochs()
-            self.recorder.step = int(kept["end_step"].iloc[-1]) if len(kept) and "end_step" in kept else 0
+            continue_run(self.recorder, trainer.current_epoch)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.recorder is None:
@@ -103,5 +102,5 @@ class GWACallback(Callback):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         # Finished epochs stay on disk; the hook must not outlive the fit.
         if self.recorder is not None:
-            self.recorder._handle.remove()
+            self.recorder.detach()
             self.recorder.flush()
