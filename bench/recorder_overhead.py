@@ -42,11 +42,11 @@ def _measure(model, device, run_dir: str, *, batch: int, steps: int, repeats: in
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     ids = torch.arange(batch)
     rec = AlignmentRecorder(model, run_dir)
-    rec._handle.remove()  # start detached: "off" blocks run the plain loop
+    rec.detach()  # start detached: "off" blocks run the plain loop
 
     def block(on: bool) -> float:
         if on:
-            rec._handle = rec.head.register_forward_hook(rec._hook)
+            rec.attach()
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -61,7 +61,7 @@ def _measure(model, device, run_dir: str, *, batch: int, steps: int, repeats: in
         _sync(device)
         dt = time.perf_counter() - t0
         if on:
-            rec._handle.remove()
+            rec.detach()
         return dt
 
     block(False), block(True)  # warm-up (allocator, cudnn autotune)

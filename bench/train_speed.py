@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from gwa_diag.training.data import ArrayDataset, load_npz
-from gwa_diag.training.engine import TrainConfig, _augment, _Batches, _channel_stats, _lr_factor, train
+from gwa_diag.training.batches import Batches as _Batches, augment as _augment, channel_stats as _channel_stats
+from gwa_diag.training.engine import TrainConfig, lr_factor as _lr_factor, train
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
@@ -124,7 +125,7 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
     mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
     tmp = tempfile.TemporaryDirectory(prefix="gwa-speed-")
     rec = AlignmentRecorder(model, Path(tmp.name) / "run")
-    rec._handle.remove()  # start detached; "on" blocks attach the hook
+    rec.detach()  # start detached; "on" blocks attach the hook
     gen = torch.Generator().manual_seed(0)
     epoch = 0
     stream = iter(())
@@ -140,7 +141,7 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
 
     def block(on: bool, n_steps: int) -> float:
         if on:
-            rec._handle = rec.head.register_forward_hook(rec._hook)
+            rec.attach()
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(n_steps):
@@ -159,7 +160,7 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
         _sync(device)
         dt = time.perf_counter() - t0
         if on:
-            rec._handle.remove()
+            rec.detach()
         return dt
 
     block(False, warmup)
