@@ -101,7 +101,8 @@ def measure(path: Path, repeats: int) -> dict:
     """Runs in the child process: time the imports, then the analysis ``repeats`` times."""
     t0 = time.perf_counter()
     import gwa_diag.alignment  # noqa: F401  (select_epoch's module imports torch: an import cost)
-    from gwa_diag.analysis.metrics import detection_table, ground_truth
+    from gwa_diag.analysis.metrics import detection_table
+    from gwa_diag.analysis.truth import ground_truth
     from gwa_diag.analysis.rank import flag, rank
     from gwa_diag.analysis.summaries import summarize
 

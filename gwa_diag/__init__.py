@@ -20,6 +20,8 @@ _EXPORTS = {
     "gwa_from_scores": "alignment",
     "select_epoch": "early_stopping",
     "summarize": "analysis.summaries",
+    "analyze": "analysis.pipeline",
+    "Analysis": "analysis.pipeline",
     "flag": "analysis.rank",
     "detection_table": "analysis.metrics",
     "write_report": "analysis.report",

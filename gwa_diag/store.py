@@ -371,6 +371,15 @@ class Run:
     def num_classes(self) -> int | None:
         return self.meta.get("num_classes")
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Class names from run.json (``class_names``, or ``dataset.class_names``), None when
+        neither is recorded: then labels are shown and accepted as class indices only."""
+        names = self.meta.get("class_names")
+        if names is None and isinstance(self.meta.get("dataset"), dict):
+            names = self.meta["dataset"].get("class_names")
+        return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) and len(names) else None
+
     def epochs(self) -> pd.DataFrame:
         """One row per complete epoch, sorted by epoch (empty frame before the first)."""
         path = self.path / "epochs.parquet"
@@ -442,6 +451,9 @@ class Run:
         return self.samples(epochs=[int(epoch)])
 
 
-def open_run(path: str | os.PathLike) -> Run:
-    """Open a run directory for reading."""
+def open_run(path: str | os.PathLike | Run) -> Run:
+    """Open a run directory for reading; an already open :class:`Run` is returned as it is
+    (so every reader can take either, without opening run.json twice)."""
+    if isinstance(path, Run):
+        return path
     return Run(path)

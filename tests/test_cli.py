@@ -37,7 +37,8 @@ def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "align_mean" in out
     # The injected noisy samples are found: mean-alignment AUROC clearly above chance.
-    from gwa_diag.analysis.metrics import auroc, ground_truth
+    from gwa_diag.analysis.metrics import auroc
+    from gwa_diag.analysis.truth import ground_truth
     from gwa_diag.analysis.summaries import summarize
 
     summary = summarize(run)

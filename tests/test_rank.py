@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gwa_diag.analysis.rank import RULES, flag, rank, read_suspects, write_suspects
+from gwa_diag.analysis.rank import RULES, flag, flag_ranking, rank, read_suspects, write_suspects
+from gwa_diag.checks import InputError, Rule, values
 
 
 def _summary() -> pd.DataFrame:
@@ -58,9 +59,9 @@ def test_flag_topk_and_noise_rate():
 
 
 def test_unknown_names_and_bad_options_raise():
-    with pytest.raises(ValueError, match="valid scorers: align_mean, align_selected"):
+    with pytest.raises(InputError, match="scorer 'nope'.*'align_mean', 'align_selected'"):
         rank(_summary(), scorer="nope")
-    with pytest.raises(ValueError, match="valid rules: " + ", ".join(RULES)):
+    with pytest.raises(InputError, match="rule 'nope'.*" + ", ".join(map(repr, RULES))):
         flag(_summary(), rule="nope")
     with pytest.raises(ValueError, match="needs a whole number k"):
         flag(_summary(), rule="topk")
@@ -101,3 +102,16 @@ def test_suspects_file_without_class_names(tmp_path):
     assert back["sample_id"].tolist() == flagged.index.tolist()
     with pytest.raises(FileNotFoundError, match="no suspects file"):
         read_suspects(tmp_path / "missing.csv")
+
+
+def test_rule_descriptions_cover_exactly_the_rule_names():
+    # RULES describes each name of gwa_diag.checks.Rule, the one list of valid rules.
+    assert tuple(RULES) == values(Rule)
+
+
+def test_flag_ranking_flags_a_ranking_as_flag_does():
+    for options in ({"rule": "negative"}, {"rule": "topk", "k": 2}, {"rule": "noise_rate", "noise_rate": 0.5}):
+        ranked = rank(_summary(), scorer="aum")
+        pd.testing.assert_frame_equal(flag_ranking(ranked, **options), flag(_summary(), scorer="aum", **options))
+    with pytest.raises(InputError, match="noise_rate"):
+        flag_ranking(rank(_summary()), rule="noise_rate", noise_rate=float("nan"))

@@ -14,6 +14,7 @@ from analysis_fixtures import noisy_rows, write_run
 from gwa_diag.cli.analysis import register
 from gwa_diag.analysis.rank import read_suspects
 from gwa_diag.analysis.report import markdown_table, write_report
+from gwa_diag.checks import InputError
 from gwa_diag.store import RunWriter
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -122,12 +123,13 @@ def test_cli_rejects_unknown_scorer(tmp_path, capsys):
 
 def test_write_report_validates_names(noisy_run):
     path, _, _ = noisy_run
-    with pytest.raises(ValueError, match="valid scorers"):
+    with pytest.raises(InputError, match="scorer 'nope'"):
         write_report(path, scorer="nope")
-    with pytest.raises(ValueError, match="valid rules"):
+    with pytest.raises(InputError, match="rule 'nope'"):
         write_report(path, rule="nope")
-    with pytest.raises(ValueError, match="valid windows"):
+    with pytest.raises(InputError, match="window 'nope'"):
         write_report(path, window="nope")
+    assert not (path / "analysis").exists()
 
 
 def test_markdown_table():

@@ -230,13 +230,13 @@ def test_reader_listing_parts_while_a_resume_removes_them_reads_again(tmp_path, 
 
 
 def test_summaries_and_given_labels_read_again_after_a_resume_removed_parts(tmp_path, monkeypatch):
-    from gwa_diag.analysis.metrics import _given_labels
+    from gwa_diag.analysis.truth import given_labels
     from gwa_diag.analysis.summaries import summarize
 
     w0 = _run(tmp_path, epochs=3)
     (tmp_path / "run" / "labels.parquet").unlink()  # labels then come from the parts (DuckDB)
     calls = _resume_during_first_listing(monkeypatch, w0, 2)
-    assert len(_given_labels(open_run(tmp_path / "run"))) == 20
+    assert len(given_labels(open_run(tmp_path / "run"))) == 20
     assert calls == [6, 4]
     calls.clear()
     w0.write_samples(2, _part(range(10), 2))
@@ -267,3 +267,14 @@ def test_reads_that_keep_failing_are_not_retried_forever():
     with pytest.raises(ValueError):
         read_listed_parts(broken)
     assert len(calls) == 1  # only a vanished part is worth another listing
+
+
+def test_class_names_come_from_run_json_or_the_dataset_spec_and_open_run_takes_a_run(tmp_path):
+    RunWriter(tmp_path / "a", meta={"class_names": ["cat", "dog"], "dataset": {"class_names": ["x", "y"]}})
+    run = open_run(tmp_path / "a")
+    assert run.class_names == ("cat", "dog")
+    assert open_run(run) is run  # an open run is used as it is, not opened again
+    RunWriter(tmp_path / "b", meta={"dataset": {"class_names": [0, 1]}})
+    assert open_run(tmp_path / "b").class_names == ("0", "1")
+    RunWriter(tmp_path / "c", meta={"num_classes": 3})
+    assert open_run(tmp_path / "c").class_names is None

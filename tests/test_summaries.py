@@ -12,6 +12,7 @@ import pytest
 
 from analysis_fixtures import noisy_rows, reference_summary, trajectory_rows, write_run
 from gwa_diag.analysis import summaries
+from gwa_diag.checks import InputError, Window, values
 from gwa_diag.store import RunWriter
 from gwa_diag.analysis.summaries import SCORERS, AnalysisError, el2n_epoch, selected_epoch, summarize, window_epochs
 
@@ -203,17 +204,22 @@ def test_windows():
     assert window_epochs([3, 1, 2], "all") == [1, 2, 3]
     assert el2n_epoch(list(range(200))) == 20
     assert el2n_epoch([0]) == 0
-    with pytest.raises(ValueError, match="valid windows: 'second_half', 'after_warmup', 'all'"):
+    with pytest.raises(InputError, match="window 'late'.*'second_half', 'after_warmup', 'all'"):
         window_epochs([0, 1], "late")
 
 
 def test_unknown_options_raise(tmp_path):
     rows, _, _ = noisy_rows(n=20, epochs=3, seed=2)
     path = write_run(tmp_path / "run", rows, num_classes=4)
-    with pytest.raises(ValueError, match="valid windows"):
+    with pytest.raises(InputError, match="window 'late'"):
         summarize(path, window="late")
-    with pytest.raises(ValueError, match="valid modes"):
+    with pytest.raises(InputError, match="mode 'pretrain'"):
         summarize(path, mode="pretrain")
+
+
+def test_window_descriptions_cover_exactly_the_window_names():
+    # WINDOWS describes each name of gwa_diag.checks.Window, the one list of valid windows.
+    assert tuple(summaries.WINDOWS) == values(Window)
 
 
 def test_every_scorer_is_a_documented_column_with_a_direction(tmp_path):

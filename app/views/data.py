@@ -9,9 +9,11 @@ Heavy results (the per-sample summaries, the image dataset) are computed once pe
 in a background thread (:func:`prefetch`), so the first page renders while they load, and
 shared by every browser session. They are shared objects: callers never modify them.
 
-Nothing here computes a score: summaries, rankings, flags, detection metrics and relabel
-decisions come from ``gwa_diag.analysis.summaries``, ``rank``, ``metrics`` and ``relabel``. This
-module selects, sorts, filters, pages and decodes thumbnails.
+Nothing here computes a score: summaries, flags and detection metrics come from one cached
+:func:`gwa_diag.analysis.pipeline.analyze` per (run state, window, scorer, rule), sharing the
+summaries computed in the background; relabel decisions come from
+``gwa_diag.analysis.relabel``. This module selects, sorts, filters, pages and decodes
+thumbnails.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,9 @@ import streamlit as st
 from gwa_diag.analysis import relabel
 from gwa_diag.store import RunDirError, open_run
 from gwa_diag.checks import InputError, MissingFileError
+
+if TYPE_CHECKING:  # imported where used: the first page renders before the analysis modules load
+    from gwa_diag.analysis.pipeline import Analysis
 
 __all__ = [
     "RunState",
@@ -55,6 +60,7 @@ __all__ = [
     "thumbnail",
     "grid_images",
     "top_aligned",
+    "analysis",
     "detection",
     "per_class",
     "curves",
@@ -123,11 +129,9 @@ def _generation(path: Path, completed: Sequence[int]) -> str:
 
 
 def _class_names(run: Any, labels_max: int | None) -> tuple[str, ...]:
-    from gwa_diag.analysis.report import class_names
-
-    names = class_names(run)
+    names = run.class_names
     if names:
-        return tuple(names)
+        return names
     count = int(run.meta.get("num_classes") or ((labels_max + 1) if labels_max is not None else 0))
     return tuple(str(i) for i in range(count))
 
@@ -521,32 +525,45 @@ def top_aligned(path: str, generation: str, epoch: int, k: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
-def _truth(path: str, summ: pd.DataFrame) -> pd.Series:
-    from gwa_diag.analysis.metrics import ground_truth
+@st.cache_resource(max_entries=8, show_spinner=False)
+def analysis(path: str, generation: str, window: str, scorer: str = "align_mean", rule: str = "negative",
+             k: int | None = None, noise_rate: float | None = None) -> "Analysis":
+    """:func:`gwa_diag.analysis.pipeline.analyze` of the run, once per (run state, window,
+    scorer, rule, k, noise_rate), on the shared summaries; shared, read-only. Its detection
+    tables are computed on first use."""
+    from gwa_diag.analysis.pipeline import analyze
 
-    return ground_truth(path, given=summ["label"])
+    summ = compute_summary(path, generation, window)
+    return analyze(path, window=window, scorer=scorer, rule=rule, k=k, noise_rate=noise_rate, summary=summ)
+
+
+def _no_truth(result: "Analysis") -> Exception:
+    from gwa_diag.analysis.summaries import AnalysisError
+
+    return AnalysisError(str(result.truth_reason))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def detection(path: str, generation: str, window: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """``gwa_diag.analysis.metrics.detection_table`` and its counts (n, n_noisy, k).
+    """The analysis's detection table (``gwa_diag.analysis.metrics.detection_table``) and
+    its counts (n, n_noisy, k).
 
     Raises:
         gwa_diag.analysis.summaries.AnalysisError: the run has no ground truth.
     """
-    from gwa_diag.analysis.metrics import detection_table
-
-    summ = compute_summary(path, generation, window)
-    table = detection_table(summ, _truth(path, summ))
-    return table, dict(table.attrs)
+    result = analysis(path, generation, window)
+    if result.detection is None:
+        raise _no_truth(result)
+    return result.detection, dict(result.detection.attrs)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def per_class(path: str, generation: str, window: str, scorer: str) -> pd.DataFrame:
-    from gwa_diag.analysis.metrics import per_class_table
-
-    summ = compute_summary(path, generation, window)
-    return per_class_table(summ, _truth(path, summ), scorer=scorer)
+    """The analysis's per-class table for ``scorer`` (``gwa_diag.analysis.metrics.per_class_table``)."""
+    result = analysis(path, generation, window, scorer)
+    if result.per_class is None:
+        raise _no_truth(result)
+    return result.per_class
 
 
 def _thin(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -562,8 +579,10 @@ def curves(path: str, generation: str, window: str, scorers: tuple[str, ...]) ->
     thinned for drawing: columns curve (roc|pr), scorer, x, y."""
     from gwa_diag.analysis.metrics import pr_points, roc_points
 
-    summ = compute_summary(path, generation, window)
-    truth = _truth(path, summ)
+    result = analysis(path, generation, window)
+    summ, truth = result.summary, result.truth
+    if truth is None:
+        raise _no_truth(result)
     common = summ.index.intersection(truth.index)
     y = truth.loc[common].to_numpy(dtype=bool)
     parts = []
@@ -586,10 +605,9 @@ def curves(path: str, generation: str, window: str, scorers: tuple[str, ...]) ->
 @st.cache_resource(max_entries=8, show_spinner=False)
 def flagged(path: str, generation: str, window: str, rule: str, scorer: str, k: int | None,
             noise_rate: float | None) -> pd.DataFrame:
-    """``gwa_diag.analysis.rank.flag`` on the summaries (most suspicious first); shared, read-only."""
-    from gwa_diag.analysis.rank import flag
-
-    return flag(compute_summary(path, generation, window), rule=rule, scorer=scorer, k=k, noise_rate=noise_rate)
+    """The analysis's flagged samples (most suspicious first, ``gwa_diag.analysis.rank.flag``);
+    shared, read-only."""
+    return analysis(path, generation, window, scorer, rule, k, noise_rate).flagged
 
 
 def decisions_key(path: str) -> tuple[int, str]:

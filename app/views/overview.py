@@ -18,8 +18,8 @@ __all__ = ["render"]
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _truth(path: str, generation: str) -> pd.Series | None:
-    """Which samples are mislabeled (``gwa_diag.analysis.metrics.ground_truth``), or None."""
-    from gwa_diag.analysis.metrics import ground_truth
+    """Which samples are mislabeled (``gwa_diag.analysis.truth.ground_truth``), or None."""
+    from gwa_diag.analysis.truth import ground_truth
     from gwa_diag.analysis.summaries import AnalysisError
 
     try:

@@ -30,8 +30,9 @@ SHOW_CHOICES = ("undecided", "decided", "all")
 def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
     c1, c2, c3 = st.columns([2, 2, 2])
     from gwa_diag.analysis.rank import RULES
+    from gwa_diag.checks import Rule, values
 
-    rule = c1.selectbox("Flag", list(RULES), format_func=lambda r: RULE_LABELS.get(r, r), key="queue_rule",
+    rule = c1.selectbox("Flag", list(values(Rule)), format_func=lambda r: RULE_LABELS.get(r, r), key="queue_rule",
                         help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))
     scorer = c2.selectbox("Order by", list(data.scorer_names()), key="queue_scorer",
                           help="Most suspicious first (higher = more suspicious)")

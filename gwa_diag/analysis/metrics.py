@@ -2,27 +2,22 @@
 
 Inputs are scores oriented **higher = more suspicious** (every column of
 :data:`gwa_diag.analysis.summaries.SCORERS`) and a boolean ``is_noisy`` (given label != clean
-label). Implemented with numpy; the definitions match scikit-learn's
-``roc_auc_score`` and ``average_precision_score`` (ties included). NaN scores count as
-least suspicious (-inf).
+label, as :func:`gwa_diag.analysis.truth.ground_truth` reads it). Implemented with numpy;
+the definitions match scikit-learn's ``roc_auc_score`` and ``average_precision_score`` (ties
+included). NaN scores count as least suspicious (-inf).
 """
 
 from __future__ import annotations
 
-import os
-import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from gwa_diag.store import Run, read_listed_parts
-from gwa_diag.analysis.summaries import SCORERS, AnalysisError, _as_run, vanished_parts_as_file_not_found
-from gwa_diag.checks import InputError, MissingFileError
+from gwa_diag.analysis.summaries import SCORERS
+from gwa_diag.checks import InputError, check_choice
 
 __all__ = [
-    "TruthCoverageWarning",
     "RULE_ROW",
     "auroc",
     "average_precision",
@@ -30,8 +25,6 @@ __all__ = [
     "rule_scores",
     "roc_points",
     "pr_points",
-    "ground_truth",
-    "run_class_names",
     "detection_table",
     "per_class_table",
 ]
@@ -178,204 +171,11 @@ def pr_points(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------
-# ground truth
-# --------------------------------------------------------------------------------------
-
-
-def ground_truth(
-    run_or_path: Run | str | os.PathLike,
-    *,
-    truth_file: str | os.PathLike | None = None,
-    given: pd.Series | None = None,
-) -> pd.Series:
-    """Which samples are truly mislabeled: bool Series indexed by sample_id (True = the
-    given label differs from the clean label).
-
-    Sources, in order: ``truth_file``, else labels.parquet's ``clean_label``. The given
-    labels come from ``given`` (a Series sample_id -> label, e.g. a summary's ``label``
-    column), else labels.parquet, else the recorded rows. Samples whose clean label is
-    unknown (missing from the truth, or an empty cell) are left out.
-
-    The truth file is Parquet when its name ends in ``.parquet`` or ``.pq`` (any case),
-    tab-separated for ``.tsv``/``.tab``, else CSV; columns ``sample_id, clean_label``.
-    ``clean_label`` holds class indices in ``[0, num_classes)``, or class names, which are
-    mapped to indices through run.json's ``class_names`` (or ``dataset.class_names``); a run
-    that records no class names accepts indices only.
-
-    Coverage: ``out.attrs["coverage"]`` is ``{"matched", "samples", "truth_rows"}`` (samples
-    scored, samples in the run, truth rows with a label). When the truth does not cover every
-    sample, or names samples the run does not have, a :class:`TruthCoverageWarning` says so.
-
-    Raises:
-        AnalysisError: no ground truth anywhere (with how to provide it), or a truth that
-            shares no sample_id with the run.
-        FileNotFoundError: the truth file does not exist.
-        ValueError: a truth file that is a folder, unreadable as CSV/Parquet, without the
-            needed columns, with repeated sample ids, or with labels that are not the run's
-            classes (out of range, non-integer, unknown names).
-    """
-    run = _as_run(run_or_path)
-    if truth_file is not None:
-        clean = _clean_as_indices(_read_truth(Path(truth_file)), run, Path(truth_file))
-    else:
-        labels = run.labels()
-        if labels is None or "clean_label" not in labels.columns:
-            where = (
-                "it has no labels.parquet (a run recorded by AlignmentRecorder in your own loop: "
-                "write one with recorder.writer.write_labels(ids, labels, clean_labels))"
-                if labels is None
-                else "labels.parquet has no clean_label column"
-            )
-            raise AnalysisError(
-                f"no ground truth for {run.path}: {where}. "
-                "Or pass a truth file (--truth FILE, a CSV with columns sample_id, clean_label)."
-            )
-        clean = labels.set_index("sample_id")["clean_label"]
-    if given is None:
-        given = _given_labels(run)
-    given = given.dropna()
-    clean = clean.dropna()
-    common = given.index.intersection(clean.index)
-    if len(common) == 0:
-        raise AnalysisError(
-            f"the ground truth shares no sample_id with the run's labels ({len(clean)} truth rows, "
-            f"{len(given)} labelled samples); check that the truth file uses the dataset's sample ids"
-        )
-    noisy = given.loc[common].astype("int64").to_numpy() != clean.loc[common].astype("int64").to_numpy()
-    out = pd.Series(noisy, index=pd.Index(common, name="sample_id"), name="is_noisy").sort_index()
-    # Scores over a part of the run are easy to misread as scores over all of it: say so.
-    out.attrs["coverage"] = {"matched": int(len(common)), "samples": int(len(given)), "truth_rows": int(len(clean))}
-    notes = []
-    if len(common) < len(given):
-        notes.append(
-            f"the ground truth covers {len(common)} of the run's {len(given)} samples; detection "
-            "scores are over those only (does the truth file use the dataset's sample ids?)"
-        )
-    if len(common) < len(clean):
-        # Rows for samples the run never saw usually mean ids from another numbering.
-        notes.append(f"{len(clean) - len(common)} truth rows name sample ids the run does not have and are ignored")
-    if notes:
-        warnings.warn("; ".join(notes), TruthCoverageWarning, stacklevel=2)
-    return out
-
-
-class TruthCoverageWarning(UserWarning):
-    """The ground truth covers only part of the run's samples."""
-
-
-def run_class_names(run: Run) -> list[str] | None:
-    """Class names from run.json (``class_names``, or ``dataset.class_names``), if recorded."""
-    names = run.meta.get("class_names")
-    if names is None and isinstance(run.meta.get("dataset"), dict):
-        names = run.meta["dataset"].get("class_names")
-    return [str(n) for n in names] if isinstance(names, (list, tuple)) and len(names) else None
-
-
-def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
-    """Clean labels as class indices in [0, num_classes): class names are mapped through
-    run.json's class names (:func:`run_class_names`); anything else is refused with the
-    values that do not fit."""
-    names = run_class_names(run) or []
-    num_classes = run.num_classes or len(names) or None
-    values = clean.dropna()
-    if not pd.api.types.is_numeric_dtype(values):
-        lookup = {name: i for i, name in enumerate(names)}
-        as_text = values.astype(str)
-        unknown = sorted(set(as_text) - set(lookup))
-        if not names or unknown:
-            known = (
-                f"the run's class names are {', '.join(names)}" if names
-                else "the run records no class names in run.json, so labels must be class indices"
-            )
-            raise InputError(
-                f"truth file {path}: clean_label holds {', '.join(map(repr, unknown[:5]))}, which are "
-                f"not class indices or class names ({known}); write class indices 0..{(num_classes or 1) - 1}"
-            )
-        values = as_text.map(lookup)
-    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values.to_numpy(), 1) == 0):
-        raise InputError(f"truth file {path}: clean_label holds non-integer values; write class indices")
-    values = values.astype("int64")
-    bad = values[(values < 0) | (values >= num_classes)] if num_classes else values[values < 0]
-    if len(bad):
-        raise InputError(
-            f"truth file {path}: clean_label {int(bad.iloc[0])} (sample {bad.index[0]}) is outside the "
-            f"run's classes [0, {num_classes}); {len(bad)} row(s) are out of range"
-        )
-    return values
-
-
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-_TSV_SUFFIXES = (".tsv", ".tab")
-
-
-def _read_truth(path: Path) -> pd.Series:
-    if not path.exists():
-        raise MissingFileError(
-            f"truth file not found ({path}); pass a CSV or Parquet file with columns sample_id, clean_label"
-        )
-    if path.is_dir():
-        raise InputError(f"truth file is a directory ({path}); pass the CSV or Parquet file itself")
-    # The suffix decides the format, in any case: T.PARQUET and t.pq are Parquet too.
-    suffix = path.suffix.lower()
-    kind = "Parquet" if suffix in _PARQUET_SUFFIXES else "tab-separated" if suffix in _TSV_SUFFIXES else "CSV"
-    try:
-        if kind == "Parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep="\t" if kind == "tab-separated" else ",")
-    except (ValueError, pd.errors.ParserError) as exc:
-        # pandas / pyarrow say what broke but not in which file: name it, and the format tried.
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        fix = (
-            "write a Parquet file with columns sample_id, clean_label" if kind == "Parquet"
-            else f"write a {kind} file whose first line is the header sample_id, clean_label "
-                 "(Parquet files must end in .parquet or .pq)"
-        )
-        raise InputError(f"truth file could not be read as {kind}: {detail} ({path}); {fix}") from exc
-    missing = [c for c in ("sample_id", "clean_label") if c not in frame.columns]
-    if missing:
-        hint = (
-            "; the header looks tab- or semicolon-separated: write commas, or name a tab-separated file .tsv"
-            if kind == "CSV" and len(frame.columns) == 1 and any(c in str(frame.columns[0]) for c in "\t;")
-            else ""
-        )
-        raise InputError(
-            f"truth file {path} lacks columns {missing}; it needs sample_id and clean_label "
-            f"(found: {', '.join(map(str, frame.columns))}){hint}"
-        )
-    if frame["sample_id"].duplicated().any():
-        raise InputError(f"truth file {path} lists some sample_id more than once")
-    return frame.set_index("sample_id")["clean_label"]
-
-
-def _given_labels(run: Run) -> pd.Series:
-    labels = run.labels()
-    if labels is not None:
-        return labels.set_index("sample_id")["label"]
-    import duckdb
-
-    def read() -> dict[str, Any]:
-        files = [str(f) for f in run.sample_files()]
-        if not files:
-            raise AnalysisError(f"{run.path} has no labels.parquet and no complete epoch to read labels from")
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        with vanished_parts_as_file_not_found(files), duckdb.connect(":memory:") as con:
-            return con.sql(
-                f"SELECT sample_id, arg_max(label, step) AS label FROM read_parquet([{listed}]) GROUP BY sample_id"
-            ).fetchnumpy()
-
-    out = read_listed_parts(read)
-    return pd.Series(np.asarray(out["label"]), index=pd.Index(np.asarray(out["sample_id"]), name="sample_id"))
-
-
-# --------------------------------------------------------------------------------------
 # tables
 # --------------------------------------------------------------------------------------
 
 
 def _align(summary: pd.DataFrame, is_noisy: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
-    if not isinstance(summary, pd.DataFrame) or not isinstance(is_noisy, pd.Series):
-        raise TypeError("summary must be a DataFrame and is_noisy a Series, both indexed by sample_id")
     common = summary.index.intersection(is_noisy.index)
     if len(common) == 0:
         raise InputError("summary and is_noisy share no sample_id")
@@ -402,10 +202,7 @@ def detection_table(
     samples) and one row, :data:`RULE_ROW`, for the rule "alignment < 0 at the selected
     epoch" (precision, recall, F1, number flagged). Samples without ground truth are left
     out; ``frame.attrs`` holds n, n_noisy and k."""
-    names = list(SCORERS) if scorers is None else list(scorers)
-    unknown = [s for s in names if s not in SCORERS]
-    if unknown:
-        raise InputError(f"unknown scorer(s) {unknown}; valid scorers: {', '.join(SCORERS)}")
+    names = list(SCORERS) if scorers is None else [check_choice(s, SCORERS, "scorer") for s in scorers]
     frame, y = _align(summary, is_noisy)
     rows: dict[str, dict[str, float]] = {}
     for name in names:
@@ -429,8 +226,7 @@ def per_class_table(summary: pd.DataFrame, is_noisy: pd.Series, *, scorer: str =
     """Breakdown by given label: samples, noisy samples, noise rate, AUROC and AP of
     ``scorer`` within the class, and precision / recall of the rule "alignment < 0 at the
     selected epoch"."""
-    if scorer not in SCORERS:
-        raise InputError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+    check_choice(scorer, SCORERS, "scorer")
     frame, y = _align(summary, is_noisy)
     labels = frame["label"].to_numpy()
     v = frame[scorer].to_numpy(dtype=np.float64, na_value=np.nan)

@@ -22,11 +22,14 @@ import pandas as pd
 
 from gwa_diag.store import atomic_write_bytes
 from gwa_diag.analysis.summaries import SCORERS
-from gwa_diag.checks import InputError, MissingFileError
+from gwa_diag.checks import InputError, MissingFileError, Rule, check_choice, check_fraction
 
-__all__ = ["RULES", "SUSPECT_COLUMNS", "rank", "flag", "suspects_frame", "write_suspects", "read_suspects"]
+__all__ = [
+    "RULES", "SUSPECT_COLUMNS", "rank", "flag", "flag_ranking", "check_rule_options",
+    "suspects_frame", "write_suspects", "read_suspects",
+]
 
-#: Flagging rules: name -> description.
+#: Flagging rules: name -> description. The valid names are :data:`gwa_diag.checks.Rule`.
 RULES: dict[str, str] = {
     "negative": (
         "alignment < 0 at the GWA-selected epoch (the last epoch when GWA selects none): the "
@@ -43,8 +46,7 @@ SUSPECT_COLUMNS = [
 
 
 def _check_scorer(summary: pd.DataFrame, scorer: str) -> None:
-    if scorer not in SCORERS:
-        raise InputError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
+    check_choice(scorer, SCORERS, "scorer")
     if scorer not in summary.columns:
         raise InputError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.analysis.summaries.summarize")
 
@@ -53,8 +55,6 @@ def rank(summary: pd.DataFrame, *, scorer: str = "align_mean") -> pd.DataFrame:
     """The summary sorted most suspicious first (higher ``scorer`` first, ties by ascending
     sample_id, NaN last), with ``rank`` (1..N), ``score`` and ``scorer`` columns in front.
     The index stays ``sample_id``."""
-    if not isinstance(summary, pd.DataFrame):
-        raise TypeError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
     _check_scorer(summary, scorer)
     return _rank(summary, scorer)
 
@@ -85,34 +85,59 @@ def flag(
     a human-readable ``reason`` column. Rules (:data:`RULES`): ``negative`` (raw alignment
     < 0 at the selected epoch), ``topk`` (needs ``k``), ``noise_rate`` (needs
     ``noise_rate`` in [0, 1])."""
-    if rule not in RULES:
-        raise InputError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
-    if not isinstance(summary, pd.DataFrame):
-        raise TypeError(f"summary must be a pandas DataFrame, got {type(summary).__name__}")
+    check_rule_options(rule, k=k, noise_rate=noise_rate)
     _check_scorer(summary, scorer)
+    if rule == "negative" and "alignment_selected" not in summary.columns:
+        raise InputError("rule 'negative' needs the summary's alignment_selected column")
+    return _flag(_rank(summary, scorer), rule=rule, k=k, noise_rate=noise_rate)
+
+
+def check_rule_options(rule: str, *, k: int | None = None, noise_rate: float | None = None) -> Rule:
+    """``rule`` when it is a known rule (:data:`RULES`) and ``k`` / ``noise_rate`` fit it: a
+    whole ``k >= 0`` for ``topk`` only, a ``noise_rate`` in [0, 1] for ``noise_rate`` only.
+    Reads no data, so callers check their options before any work."""
+    check_choice(rule, Rule, "rule")
     if rule == "topk":
-        if k is None or int(k) != k or k < 0:
+        if not _whole(k):
             raise InputError(f"rule 'topk' needs a whole number k >= 0, got {k!r}")
     elif k is not None:
         raise InputError(f"k applies only to rule 'topk', not {rule!r}")
     if rule == "noise_rate":
-        if noise_rate is None or not 0.0 <= float(noise_rate) <= 1.0:
-            raise InputError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}")
+        try:
+            check_fraction(noise_rate, "noise_rate")
+        except InputError:
+            raise InputError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}") from None
     elif noise_rate is not None:
         raise InputError(f"noise_rate applies only to rule 'noise_rate', not {rule!r}")
-    if rule == "negative" and "alignment_selected" not in summary.columns:
+    return rule  # type: ignore[return-value]
+
+
+def _whole(k: object) -> bool:
+    try:
+        return k is not None and not isinstance(k, bool) and int(k) == k and k >= 0  # type: ignore[call-overload, operator]
+    except (TypeError, ValueError):
+        return False
+
+
+def flag_ranking(ranking: pd.DataFrame, *, rule: str = "negative", k: int | None = None,
+                 noise_rate: float | None = None) -> pd.DataFrame:
+    """The flagged rows of a :func:`rank` frame (most suspicious first, the ranking's order
+    and columns, plus ``reason``): :func:`flag` without sorting again, for callers that keep
+    the ranking too. The ranking's ``attrs`` (from the summary) name the selected epoch."""
+    check_rule_options(rule, k=k, noise_rate=noise_rate)
+    if rule == "negative" and "alignment_selected" not in ranking.columns:
         raise InputError("rule 'negative' needs the summary's alignment_selected column")
-    return _flag(summary, rule=rule, k=k, noise_rate=noise_rate, scorer=scorer)
+    return _flag(ranking, rule=rule, k=k, noise_rate=noise_rate)
 
 
-def _flag(summary: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float | None, scorer: str) -> pd.DataFrame:
-    ranked = _rank(summary, scorer)
+def _flag(ranked: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float | None) -> pd.DataFrame:
     n = len(ranked)
+    scorer = str(ranked["scorer"].iloc[0]) if n else ""
     if rule == "negative":
         align = ranked["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan)
         out = ranked[align < 0].copy()
-        epoch = summary.attrs.get("selected_epoch")
-        fallback = bool(summary.attrs.get("selection", {}).get("fallback", False))
+        epoch = ranked.attrs.get("selected_epoch")
+        fallback = bool(ranked.attrs.get("selection", {}).get("fallback", False))
         where = (
             "at the selected epoch" if epoch is None
             else f"at epoch {epoch} (last epoch; GWA selected none)" if fallback

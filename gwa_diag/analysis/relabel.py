@@ -87,15 +87,14 @@ def _relabel_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def _num_classes(run_dir: Path) -> int | None:
-    """Class count from run.json (num_classes, else class_names), or None when unknown."""
+    """Class count from run.json (num_classes, else the class names), or None when unknown."""
     try:
-        meta = open_run(run_dir).meta
+        run = open_run(run_dir)
     except Exception:  # noqa: BLE001 - a bare directory without run.json: no range known
         return None
-    if meta.get("num_classes"):
-        return int(meta["num_classes"])
-    names = meta.get("class_names")
-    return len(names) if names else None
+    if run.num_classes:
+        return int(run.num_classes)
+    return len(run.class_names) if run.class_names else None
 
 
 def _optional_label(value: Any, name: str) -> int | None:
@@ -276,11 +275,11 @@ def decisions_csv(run_dir: str | os.PathLike, *, all_decisions: bool = False) ->
     return frame.to_csv(index=False).encode()
 
 
-def _class_names(run_dir: Path) -> list[str]:
+def _class_names(run_dir: Path) -> tuple[str, ...]:
     try:
-        return [str(n) for n in open_run(run_dir).meta.get("class_names") or []]
+        return open_run(run_dir).class_names or ()
     except Exception:  # noqa: BLE001 - no run.json: indices only
-        return []
+        return ()
 
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:

@@ -41,13 +41,14 @@ import pandas as pd
 import pyarrow as pa
 
 from gwa_diag import __version__
-from gwa_diag.analysis.metrics import RULE_ROW, detection_table, ground_truth, per_class_table, pr_points, roc_points, run_class_names
-from gwa_diag.analysis.rank import RULES, flag, rank, write_suspects
-from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, open_run
-from gwa_diag.analysis.summaries import SCORERS, WINDOWS, AnalysisError, summarize
+from gwa_diag.analysis.metrics import RULE_ROW, pr_points, roc_points
+from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
+from gwa_diag.analysis.rank import RULES, write_suspects
+from gwa_diag.analysis.summaries import SCORERS, WINDOWS
 from gwa_diag.checks import InputError
+from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock
 
-__all__ = ["write_report", "class_names", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
+__all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
 
 _TOP_SUSPECTS = 20
 _CURVE_POINTS = 2000  # points kept per ROC/PR curve: the plot looks the same, the PNG stays small
@@ -62,11 +63,6 @@ class ReportBusyError(RunDirError):
     """Another report is writing into the same folder right now."""
 
 
-def class_names(run: Run) -> list[str] | None:
-    """Class names from run.json (``class_names``, or ``dataset.class_names``), if recorded."""
-    return run_class_names(run)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -76,7 +72,7 @@ def _sha256(path: Path) -> str:
 
 
 def write_report(
-    run_path: str | os.PathLike,
+    run: str | os.PathLike | Run | Analysis,
     *,
     out_dir: str | os.PathLike | None = None,
     scorer: str = "align_mean",
@@ -86,7 +82,9 @@ def write_report(
     k: int | None = None,
     noise_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Analyse a run and write the report files into ``out_dir`` (default RUN/analysis).
+    """Analyse a run (:func:`gwa_diag.analysis.pipeline.analyze`) and write the report files
+    into ``out_dir`` (default RUN/analysis); or write the report of an :class:`Analysis`
+    already made, whose options then apply (an option given here must agree with them).
 
     Detection metrics, per-class breakdown and ROC/PR plots appear when ground truth exists
     (``truth_file``, or clean labels in labels.parquet); without it the report says so.
@@ -101,89 +99,63 @@ def write_report(
             with the run.
         ReportBusyError: another report is writing into ``out_dir`` right now.
         ValueError: unknown scorer, window or rule, bad ``k`` / ``noise_rate``, a broken
-            truth file (see :func:`gwa_diag.analysis.metrics.ground_truth`), or ``out_dir`` is a file.
+            truth file (see :func:`gwa_diag.analysis.truth.ground_truth`), options that
+            disagree with the given Analysis, or ``out_dir`` is a file.
         FileNotFoundError: the truth file does not exist.
     """
-    if scorer not in SCORERS:
-        raise InputError(f"unknown scorer {scorer!r}; valid scorers: {', '.join(SCORERS)}")
-    if window not in WINDOWS:
-        raise InputError(f"unknown window {window!r}; valid windows: {', '.join(WINDOWS)}")
-    if rule not in RULES:
-        raise InputError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
-    run = open_run(run_path)
-    out = Path(out_dir) if out_dir is not None else run.path / "analysis"
-    return _write_report(run, out, scorer=scorer, truth_file=truth_file, window=window, rule=rule, k=k, noise_rate=noise_rate)
-
-
-def _write_report(
-    run: Run,
-    out: Path,
-    *,
-    scorer: str,
-    truth_file: str | os.PathLike | None,
-    window: str,
-    rule: str,
-    k: int | None,
-    noise_rate: float | None,
-) -> dict[str, Any]:
-    summary = summarize(run, window=window)
-    ranked = rank(summary, scorer=scorer)
-    flagged = flag(summary, rule=rule, k=k, noise_rate=noise_rate, scorer=scorer)
-    names = class_names(run)
-    # Every input is checked (the truth file included) before the first file is written, so
-    # a refused report leaves the previous report's files together and unchanged.
-    truth: pd.Series | None
-    truth_note: str
-    try:
-        truth = ground_truth(run, truth_file=truth_file, given=summary["label"])
-        truth_note = f"from {truth_file}" if truth_file is not None else "from labels.parquet clean_label"
-    except AnalysisError as err:
-        if truth_file is not None:
-            raise
-        truth, truth_note = None, str(err)
+    asked = check_options(scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth_file)
+    if isinstance(run, Analysis):
+        _check_same_options(run, asked)
+        analysis = run
+    else:
+        analysis = analyze(run, scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth_file)
+    out = Path(out_dir) if out_dir is not None else analysis.run.path / "analysis"
+    # Every input is checked (the truth file included, by analyze) before the first file is
+    # written, so a refused report leaves the previous report's files together and unchanged.
     if out.exists() and not out.is_dir():
         raise InputError(f"the report folder is a file ({out}); pass a folder as out_dir (--out-dir)")
-    epochs = run.epochs()
-    selection = dict(summary.attrs.get("selection", {}))
-    selection["used_epoch"] = summary.attrs.get("selected_epoch")
-    detection = per_class = None
-    if truth is not None:
-        detection = detection_table(summary, truth)
-        per_class = per_class_table(summary, truth, scorer=scorer)
+    epochs = analysis.run.epochs()
+    # The detection tables are computed on first use: use them now, so that nothing left
+    # to compute can fail between the first file written and the last.
+    detection, per_class = analysis.detection, analysis.per_class
     out.mkdir(parents=True, exist_ok=True)
     busy = (f"another `gwa-diag report` is writing the report files ({out}); wait for it to "
             "finish and run again, or pass --out-dir another folder")
     # The lock file is left in place, empty: removing it could race a report taking it.
     with exclusive_lock(out / LOCK_NAME, busy, ReportBusyError):
-        return _write_files(
-            run, out, summary=summary, ranked=ranked, flagged=flagged, names=names, truth=truth,
-            truth_note=truth_note, epochs=epochs, selection=selection, detection=detection,
-            per_class=per_class, scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate,
-        )
+        return _write_files(analysis, out, epochs=epochs, detection=detection, per_class=per_class)
+
+
+_DEFAULTS = check_options()
+
+
+def _check_same_options(analysis: Analysis, asked: Any) -> None:
+    # An option passed beside an Analysis must not silently lose to the Analysis's own.
+    for name in ("scorer", "window", "rule", "k", "noise_rate", "truth_file"):
+        value, made = getattr(asked, name), getattr(analysis.options, name)
+        if value != getattr(_DEFAULTS, name) and value != made:
+            raise InputError(
+                f"{name}={value!r} disagrees with the Analysis given ({name}={made!r}); "
+                f"pass analyze(..., {name}=...) instead, or leave {name} out here"
+            )
 
 
 def _write_files(
-    run: Run,
+    analysis: Analysis,
     out: Path,
     *,
-    summary: pd.DataFrame,
-    ranked: pd.DataFrame,
-    flagged: pd.DataFrame,
-    names: list[str] | None,
-    truth: pd.Series | None,
-    truth_note: str,
     epochs: pd.DataFrame,
-    selection: dict[str, Any],
     detection: pd.DataFrame | None,
     per_class: pd.DataFrame | None,
-    scorer: str,
-    window: str,
-    rule: str,
-    k: int | None,
-    noise_rate: float | None,
 ) -> dict[str, Any]:
     """Write every report file (the caller holds the report lock); report.json goes last,
     so once it names a report_id, every file it lists with a checksum is that report's."""
+    run, summary, ranked, flagged = analysis.run, analysis.summary, analysis.ranking, analysis.flagged
+    names, truth = analysis.class_names, analysis.truth
+    opts = analysis.options
+    scorer, window, rule = opts.scorer, opts.window, opts.rule
+    selection = analysis.selection.as_dict()
+    truth_note = f"from {analysis.truth_source}" if truth is not None else str(analysis.truth_reason)
     report_id = uuid.uuid4().hex
     files: dict[str, str] = {}
     files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
@@ -192,7 +164,7 @@ def _write_files(
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), REPORT_ID_KEY: report_id.encode()})
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
-    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, summary.attrs.get("selected_epoch"), selection))
+    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, analysis.selection.used_epoch, selection))
     files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
     if truth is not None:
         roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
@@ -214,12 +186,12 @@ def _write_files(
         "el2n_epoch": summary.attrs.get("el2n_epoch"),
         "scorer": scorer,
         "scorer_description": SCORERS[scorer],
-        "rule": {"name": rule, "k": k, "noise_rate": noise_rate, "description": RULES[rule]},
+        "rule": {"name": rule, "k": opts.k, "noise_rate": opts.noise_rate, "description": RULES[rule]},
         "n_flagged": int(len(flagged)),
         "n_alignment_negative": int((summary["alignment_selected"] < 0).sum()),
         "ground_truth": (
             {"available": True, "source": truth_note, "n": int(len(truth)), "n_noisy": int(truth.sum()),
-             "noise_rate": float(truth.mean()), "coverage": truth.attrs.get("coverage")}
+             "noise_rate": float(truth.mean()), "coverage": analysis.truth_coverage}
             if truth is not None
             else {"available": False, "reason": truth_note}
         ),

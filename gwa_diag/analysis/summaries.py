@@ -41,7 +41,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator
 
 import duckdb
 import numpy as np
@@ -49,7 +49,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from gwa_diag.store import Run, RunDirError, open_run, read_listed_parts
-from gwa_diag.checks import InputError
+from gwa_diag.checks import InputError, Mode, Window, check_choice
 
 if TYPE_CHECKING:  # alignment imports torch; only selected_epoch needs it, imported lazily
     from gwa_diag.early_stopping import EarlyStopResult
@@ -64,10 +64,9 @@ __all__ = [
     "el2n_epoch",
 ]
 
-Window = Literal["second_half", "after_warmup", "all"]
-
 #: Averaging windows for the mean-over-epochs scorers (in the reference measurements on
 #: CIFAR-10-N, the second half of training beat "all epochs after warm-up" for every signal).
+#: The valid names are :data:`gwa_diag.checks.Window`; this dict describes each one.
 WINDOWS: dict[str, str] = {
     "second_half": "the last ceil(n/2) of the n complete epochs (default)",
     "after_warmup": "all complete epochs except the first 10% (warm-up), at least one kept",
@@ -164,14 +163,6 @@ def _run_mode(run: Run) -> str:
     return str(mode)
 
 
-def _as_run(run_or_path: Run | str | os.PathLike) -> Run:
-    if isinstance(run_or_path, Run):
-        return run_or_path
-    if isinstance(run_or_path, (str, os.PathLike)):
-        return open_run(run_or_path)
-    raise TypeError(f"expected a Run or a run-directory path, got {type(run_or_path).__name__}")
-
-
 def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = None) -> "EarlyStopResult":
     """The GWA early-stopping epoch of a run (:func:`gwa_diag.alignment.select_epoch` on
     epochs.parquet). ``mode`` defaults to run.json's ``config.mode`` (else ``scratch``);
@@ -179,7 +170,7 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
     ``epoch`` is None when no defined GWA qualifies (then the reason says why)."""
     from gwa_diag.early_stopping import select_epoch
 
-    run = _as_run(run_or_path)
+    run = open_run(run_or_path)
     epochs = run.epochs()
     use_mode = mode if mode is not None else _run_mode(run)
     ep = [int(e) for e in epochs["epoch"].tolist()]
@@ -192,8 +183,7 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
 
 def window_epochs(epochs: list[int], window: str) -> list[int]:
     """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`)."""
-    if window not in WINDOWS:
-        raise InputError(f"unknown window {window!r}; valid windows: {', '.join(map(repr, WINDOWS))}")
+    check_choice(window, Window, "window")
     n = len(epochs)
     if n == 0:
         return []
@@ -286,11 +276,10 @@ def summarize(
         AnalysisError: the run has no complete epoch yet.
         ValueError: unknown window or mode, or ``el2n_at`` not a complete epoch.
     """
-    run = _as_run(run_or_path)
-    if window not in WINDOWS:
-        raise InputError(f"unknown window {window!r}; valid windows: {', '.join(map(repr, WINDOWS))}")
-    if mode is not None and mode not in ("scratch", "finetune"):
-        raise InputError(f"unknown mode {mode!r}; valid modes: 'scratch', 'finetune'")
+    check_choice(window, Window, "window")
+    if mode is not None:
+        check_choice(mode, Mode, "mode")
+    run = open_run(run_or_path)
     if threads is not None and int(threads) < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     def read() -> pd.DataFrame:

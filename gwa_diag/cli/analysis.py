@@ -21,17 +21,19 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from gwa_diag.analysis.pipeline import Analysis, analyze
+from gwa_diag.analysis.rank import write_suspects
+from gwa_diag.analysis.report import json_ready, write_report
+from gwa_diag.analysis.summaries import SCORERS, AnalysisError
+from gwa_diag.analysis.truth import TruthCoverageWarning
+from gwa_diag.checks import InputError, MissingFileError, Rule, Window, values
 from gwa_diag.cli.common import os_error_line
-from gwa_diag.analysis.metrics import TruthCoverageWarning, detection_table, ground_truth, per_class_table
-from gwa_diag.analysis.rank import flag, write_suspects
-from gwa_diag.analysis.report import json_ready, class_names, write_report
-from gwa_diag.store import RunDirError, atomic_write_bytes, open_run
-from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
-from gwa_diag.checks import InputError, MissingFileError
+from gwa_diag.store import RunDirError, atomic_write_bytes
 
 __all__ = ["register"]
 
-_FLAGS = {"negative": "negative", "topk": "topk", "noise-rate": "noise_rate"}
+# CLI spelling (dashes) -> rule name; the rules themselves are gwa_diag.checks.Rule.
+_FLAGS = {rule.replace("_", "-"): rule for rule in values(Rule)}
 _FLAG_OF_RULE = {rule: flag for flag, rule in _FLAGS.items()}
 
 
@@ -89,6 +91,24 @@ def _rule(args: argparse.Namespace) -> str:
     return rule
 
 
+def _analyze(args: argparse.Namespace, *, rule: str = "negative", truth: Path | None = None) -> Analysis:
+    """The run's :class:`~gwa_diag.analysis.pipeline.Analysis` with the command's options
+    (the rule and its --k / --noise-rate already checked by :func:`_rule`)."""
+    # `score` has no --k / --noise-rate (it flags with the default rule): read them only
+    # for the rule that takes them.
+    k = args.k if rule == "topk" else None
+    noise_rate = args.noise_rate if rule == "noise_rate" else None
+    return analyze(args.run, scorer=args.scorer, window=args.window, rule=rule, k=k, noise_rate=noise_rate,
+                   truth=truth)
+
+
+def _without_used_epoch(analysis: Analysis) -> dict[str, Any]:
+    # scores.json (schema version 1) keeps the used epoch apart, as "selected_epoch".
+    early = analysis.selection.as_dict()
+    early.pop("used_epoch")
+    return early
+
+
 def _first_existing(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():
@@ -134,13 +154,11 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     """Flag suspicious labels and write the suspects CSV."""
     rule = _rule(args)
     _check_output_file(args.out, "--out", "suspects.csv")
-    run = open_run(args.run)
-    summary = summarize(run, window=args.window)
-    flagged = flag(summary, rule=rule, k=args.k, noise_rate=args.noise_rate, scorer=args.scorer)
-    out = Path(args.out) if args.out is not None else run.path / "analysis" / "suspects.csv"
-    names = class_names(run)
+    analysis = _analyze(args, rule=rule)
+    summary, flagged, names = analysis.summary, analysis.flagged, analysis.class_names
+    out = Path(args.out) if args.out is not None else analysis.run.path / "analysis" / "suspects.csv"
     path = write_suspects(out, flagged, class_names=names)
-    print(summary.attrs["selection"]["note"])
+    print(analysis.selection.note)
     print(f"{len(flagged)} of {len(summary)} samples flagged (rule {rule}, ranked by {args.scorer}; higher = more suspicious)")
     if len(flagged):
         cols = ["rank", "label", "suggested_label", "suggested_prob", "score", "alignment_selected", "reason"]
@@ -171,29 +189,30 @@ def _cmd_score(args: argparse.Namespace) -> int:
     """Detection scores of every scorer against ground truth."""
     _check_truth(args.truth)
     _check_output_file(args.out, "--out", "scores.json")
-    run = open_run(args.run)
-    summary = summarize(run, window=args.window)
     with _warnings_to_stderr():
-        truth = ground_truth(run, truth_file=args.truth, given=summary["label"])
-    table = detection_table(summary, truth)
-    per_class = per_class_table(summary, truth, scorer=args.scorer)
+        analysis = _analyze(args, truth=args.truth)
+    truth, cover = analysis.truth, analysis.truth_coverage
+    table, per_class = analysis.detection, analysis.per_class
+    if truth is None or cover is None or table is None or per_class is None:
+        # Scores are what this command is for: no truth is an error here, with how to give one.
+        raise AnalysisError(str(analysis.truth_reason))
+    summary, run = analysis.summary, analysis.run
     n, n_noisy = len(truth), int(truth.sum())
-    print(summary.attrs["selection"]["note"])
-    cover = truth.attrs["coverage"]
+    print(analysis.selection.note)
     covered = "" if cover["matched"] == cover["samples"] else f" (the truth covers {cover['matched']} of {cover['samples']} samples)"
     print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}){covered}; "
           f"window {args.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "
           f"P@k and R@k at k = {n_noisy}")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(table.to_string())
-        print(f"\nper given label ({args.scorer}; rule = alignment < 0 at epoch {summary.attrs['selected_epoch']}):")
+        print(f"\nper given label ({args.scorer}; rule = alignment < 0 at epoch {analysis.selection.used_epoch}):")
         print(per_class.to_string())
     out = Path(args.out) if args.out is not None else run.path / "analysis" / "scores.json"
     payload = {
         "run": str(run.path),
         "window": {"name": args.window, "epochs": summary.attrs["window_epochs"]},
-        "early_stopping": summary.attrs["selection"],
-        "selected_epoch": summary.attrs["selected_epoch"],
+        "early_stopping": _without_used_epoch(analysis),
+        "selected_epoch": analysis.selection.used_epoch,
         "ground_truth": {"source": str(args.truth) if args.truth else "labels.parquet", "n": n, "n_noisy": n_noisy,
                          "coverage": cover},
         "detection": table.reset_index().to_dict(orient="records"),
@@ -211,10 +230,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     _check_truth(args.truth)
     _check_output_dir(args.out_dir, "--out-dir")
     with _warnings_to_stderr():
-        report = write_report(
-            args.run, out_dir=args.out_dir, scorer=args.scorer, truth_file=args.truth, window=args.window,
-            rule=rule, k=args.k, noise_rate=args.noise_rate,
-        )
+        report = write_report(_analyze(args, rule=rule, truth=args.truth), out_dir=args.out_dir)
     print(report["early_stopping"].get("note", ""))
     print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")
     truth = report["ground_truth"]
@@ -236,7 +252,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
     p.add_argument("--scorer", default="align_mean", choices=list(SCORERS), help=scorer_help)
-    p.add_argument("--window", default="second_half", choices=list(WINDOWS),
+    p.add_argument("--window", default="second_half", choices=list(values(Window)),
                    help="epochs the mean scores average over (default second_half: "
                         "found better than all epochs after warm-up)")
 

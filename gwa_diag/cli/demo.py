@@ -30,11 +30,14 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, record, rank, score and report; returns the report summary (a dict)."""
-    from gwa_diag.training.data import sample_data
-    from gwa_diag.training.models import tiny_cnn
+    """Train, record, rank, score and report; returns the report summary (a dict), with
+    the :class:`~gwa_diag.analysis.pipeline.Analysis` it was written from under
+    ``"analysis"``."""
+    from gwa_diag.analysis.pipeline import analyze
     from gwa_diag.analysis.report import write_report
+    from gwa_diag.training.data import sample_data
     from gwa_diag.training.engine import TrainConfig, train
+    from gwa_diag.training.models import tiny_cnn
 
     out = Path(out)
     if (out / "run.json").exists():
@@ -50,7 +53,9 @@ def run_demo(
     result = train(tiny_cnn(train_set.num_classes), train_set, out, config=config, eval_set=test_set,
                    meta={"model_name": "tiny", "label_set": label_set})
     train_s = time.perf_counter() - t0
-    report = write_report(out)
+    analysis = analyze(out)
+    report = write_report(analysis)
+    report["analysis"] = analysis
     report["train_seconds"] = train_s
     report["total_seconds"] = time.perf_counter() - t0
     report["selected"] = result.selected
@@ -59,22 +64,24 @@ def run_demo(
 
 
 def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
-    from gwa_diag.analysis.metrics import detection_table, ground_truth
-    from gwa_diag.analysis.summaries import summarize
+    from gwa_diag.analysis.metrics import RULE_ROW
 
-    summary = summarize(out)
-    table = detection_table(summary, ground_truth(out, given=summary["label"]))
-    n, n_noisy = table.attrs["n"], table.attrs["n_noisy"]
-    print(f"\nDetection of the {n_noisy} wrong CIFAR-10-N '{label_set}' labels among {n} images "
-          "(higher AUROC/AP is better; chance AUROC = 0.5, chance AP = "
-          f"{n_noisy / n:.2f}):")
-    cols = ["auroc", "ap", "p_at_k", "r_at_k"]
-    print(table[cols].dropna(how="all").round(3).to_string())
-    rule = table.loc[table.index.difference(table[cols].dropna(how="all").index)]
-    if len(rule):
-        r = rule.iloc[0]
-        print(f"rule 'alignment < 0 at the selected epoch': precision {r['precision']:.3f}, "
-              f"recall {r['recall']:.3f}, F1 {r['f1']:.3f}, flagged {int(r['n_flagged'])}")
+    # The numbers of the report just written, not a second computation of them.
+    analysis = report["analysis"]
+    table = analysis.detection
+    if table is None:
+        print(f"\nNo detection scores: {analysis.truth_reason}")
+    else:
+        n, n_noisy = table.attrs["n"], table.attrs["n_noisy"]
+        print(f"\nDetection of the {n_noisy} wrong CIFAR-10-N '{label_set}' labels among {n} images "
+              "(higher AUROC/AP is better; chance AUROC = 0.5, chance AP = "
+              f"{n_noisy / n:.2f}):")
+        cols = ["auroc", "ap", "p_at_k", "r_at_k"]
+        print(table.drop(index=[RULE_ROW], errors="ignore")[cols].dropna(how="all").round(3).to_string())
+        if RULE_ROW in table.index:
+            r = table.loc[RULE_ROW]
+            print(f"rule 'alignment < 0 at the selected epoch': precision {r['precision']:.3f}, "
+                  f"recall {r['recall']:.3f}, F1 {r['f1']:.3f}, flagged {int(r['n_flagged'])}")
     hist = report["history"]
     sel = report["selected"]
     accs = {int(h["epoch"]): h.get("eval_acc") for h in hist}

@@ -1,0 +1,251 @@
+"""One analysis of a run, assembled in one place: :func:`analyze` -> :class:`Analysis`.
+
+The steps, each a public function of its own module::
+
+    summarize (summaries)  -> per-sample scores, the early-stopping selection
+    rank, flag (rank)      -> every sample most suspicious first, the flagged ones
+    ground_truth (truth)   -> which samples are truly mislabeled, when known
+    detection_table, per_class_table (metrics) -> how well the scores find them
+
+The report, the ``rank`` / ``score`` / ``report`` / ``demo`` commands and the app all read
+their numbers from an :class:`Analysis`, so they cannot disagree with each other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gwa_diag.analysis.metrics import detection_table, per_class_table
+from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
+from gwa_diag.analysis.summaries import SCORERS, AnalysisError, summarize
+from gwa_diag.analysis.truth import ground_truth
+from gwa_diag.checks import InputError, Rule, Window, check_choice
+from gwa_diag.store import Run, open_run
+
+__all__ = ["Analysis", "AnalysisOptions", "EpochSelection", "analyze", "check_options"]
+
+#: ``Analysis.truth_source`` when the clean labels come from the run itself.
+LABELS_SOURCE = "labels.parquet clean_label"
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """The options an :class:`Analysis` was made with (checked, see :func:`analyze`)."""
+
+    scorer: str
+    window: Window
+    rule: Rule
+    k: int | None
+    noise_rate: float | None
+    truth_file: Path | None
+
+
+@dataclass(frozen=True)
+class EpochSelection:
+    """The GWA early-stopping choice (no validation set) and the epoch the flags use."""
+
+    #: The GWA-selected epoch; None when the rule selects none (yet).
+    epoch: int | None
+    #: The epoch ``alignment_selected``, ``align_selected`` and the ``negative`` rule read:
+    #: the selected epoch, else the last complete epoch.
+    used_epoch: int
+    #: True when GWA selected no epoch with data and ``used_epoch`` is the last epoch.
+    fallback: bool
+    #: Why GWA selected this epoch, or none.
+    reason: str
+    #: The stopping rule: ``scratch`` or ``finetune``.
+    mode: str
+    #: One sentence for people, e.g. "GWA-selected epoch 7: ...".
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """report.json's ``early_stopping`` object (schema version 1)."""
+        return {
+            "gwa_epoch": self.epoch, "mode": self.mode, "reason": self.reason, "fallback": self.fallback,
+            "note": self.note, "used_epoch": self.used_epoch,
+        }
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: frames have no single truth value to compare
+class Analysis:
+    """Everything one analysis of a run found, from :func:`analyze`. The reference for
+    what each part means and which direction is suspicious.
+
+    Direction: every **score** (the scorer columns of ``summary``, ``ranking["score"]``)
+    is oriented **higher = more suspicious**; **raw alignment** (``alignment_selected``)
+    is the other way round, **lower = more suspicious**, and < 0 (the sample pulls the
+    classifier head against its direction) is what the ``negative`` rule flags.
+
+    Attributes:
+        run: the run directory read (complete epochs only).
+        options: scorer, window, rule, k, noise_rate and truth file (checked).
+        summary: one row per sample (index ``sample_id``): every scorer of
+            :data:`gwa_diag.analysis.summaries.SCORERS`, ``label`` (given),
+            ``suggested_label`` / ``suggested_prob``, ``alignment_selected``, ``n_epochs``,
+            ``n_window`` and ``clean_label`` when labels.parquet has it. ``attrs`` hold the
+            window, selection and EL2N epoch (:func:`gwa_diag.analysis.summaries.summarize`).
+        selection: the early-stopping choice and the epoch the flags use.
+        ranking: ``summary`` sorted most suspicious first by ``options.scorer`` (ties by
+            ascending sample_id, NaN scores last), with ``rank`` (1 = most suspicious),
+            ``score`` and ``scorer`` in front (:func:`gwa_diag.analysis.rank.rank`).
+        flagged: the rows of ``ranking`` the rule flags, in ranking order, plus a ``reason``
+            for people (:func:`gwa_diag.analysis.rank.flag`); what suspects.csv holds.
+        class_names: from run.json, or None (labels are then class indices only).
+        truth: which samples are truly mislabeled (bool Series by sample_id, True = given
+            label != clean label), over the samples the truth covers; None without truth.
+        truth_source: where ``truth`` came from (the truth file, or
+            ``"labels.parquet clean_label"``); None without truth.
+        truth_coverage: ``{"matched", "samples", "truth_rows"}``: samples scored against the
+            truth, samples in the run, truth rows with a label; None without truth.
+        truth_reason: why there is no truth (and how to give one); None with truth.
+        detection: (computed on first use) one row per scorer (AUROC, AP, precision and
+            recall at k = number of mislabeled samples) and one for the rule "alignment < 0
+            at the selected epoch" (precision, recall, F1, flagged); None without truth
+            (:func:`gwa_diag.analysis.metrics.detection_table`).
+        per_class: (computed on first use) the same per given label for ``options.scorer``;
+            None without truth (:func:`gwa_diag.analysis.metrics.per_class_table`).
+    """
+
+    run: Run
+    options: AnalysisOptions
+    summary: pd.DataFrame
+    selection: EpochSelection
+    ranking: pd.DataFrame
+    flagged: pd.DataFrame
+    class_names: tuple[str, ...] | None
+    truth: pd.Series | None
+    truth_source: str | None
+    truth_coverage: dict[str, int] | None
+    truth_reason: str | None
+
+    # Lazy: the rank command and the app's pages that need no detection never pay for it.
+    # (cached_property writes the instance __dict__ directly, so it works on a frozen class.)
+    @cached_property
+    def detection(self) -> pd.DataFrame | None:
+        return None if self.truth is None else detection_table(self.summary, self.truth)
+
+    @cached_property
+    def per_class(self) -> pd.DataFrame | None:
+        return None if self.truth is None else per_class_table(self.summary, self.truth, scorer=self.options.scorer)
+
+    @property
+    def has_truth(self) -> bool:
+        return self.truth is not None
+
+
+def check_options(
+    *,
+    scorer: str = "align_mean",
+    window: str = "second_half",
+    rule: str = "negative",
+    k: int | None = None,
+    noise_rate: float | None = None,
+    truth: str | os.PathLike | None = None,
+) -> AnalysisOptions:
+    """The options of :func:`analyze`, checked without reading any data: an unknown scorer,
+    window or rule, or a ``k`` / ``noise_rate`` that does not fit the rule, is an
+    :class:`~gwa_diag.checks.InputError` naming the option and the valid values."""
+    check_choice(scorer, SCORERS, "scorer")
+    check_choice(window, Window, "window")
+    check_rule_options(rule, k=k, noise_rate=noise_rate)
+    return AnalysisOptions(
+        scorer=scorer, window=window, rule=rule, k=None if k is None else int(k),  # type: ignore[arg-type]
+        noise_rate=None if noise_rate is None else float(noise_rate),
+        truth_file=None if truth is None else Path(truth),
+    )
+
+
+def analyze(
+    run: Run | str | os.PathLike,
+    *,
+    scorer: str = "align_mean",
+    window: str = "second_half",
+    rule: str = "negative",
+    k: int | None = None,
+    noise_rate: float | None = None,
+    truth: str | os.PathLike | None = None,
+    summary: pd.DataFrame | None = None,
+) -> Analysis:
+    """Analyse a run: summaries, early-stopping selection, ranking, flags, ground truth and
+    (on first use) detection tables. See :class:`Analysis` for what each part means; every
+    score is higher = more suspicious, raw alignment lower = more suspicious.
+
+    Args:
+        run: a run directory, or an open :class:`gwa_diag.store.Run`.
+        scorer: what to rank by (:data:`gwa_diag.analysis.summaries.SCORERS`).
+        window: epochs the mean scores average (:data:`gwa_diag.checks.Window`).
+        rule: what to flag (:data:`gwa_diag.analysis.rank.RULES`): ``negative``
+            (alignment < 0 at the selected epoch), ``topk`` (needs ``k``) or ``noise_rate``
+            (needs ``noise_rate`` in [0, 1]).
+        truth: a truth file (CSV, TSV or Parquet; columns sample_id, clean_label); None uses
+            labels.parquet's clean_label when there is one, and no truth is not an error.
+        summary: a :func:`gwa_diag.analysis.summaries.summarize` frame of this run and
+            window to reuse instead of reading the run again (the app shares one).
+
+    Raises:
+        InputError: an unknown option or one that does not fit the rule (checked before any
+            data is read), a broken truth file, or a ``summary`` of another run or window.
+        MissingFileError: the truth file does not exist.
+        AnalysisError: the run has no complete epoch, or the truth file shares no sample
+            with the run.
+        RunDirError: not a run directory.
+    """
+    options = check_options(scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth)
+    the_run = open_run(run)
+    if summary is None:
+        summary = summarize(the_run, window=options.window)
+    else:
+        _check_summary(summary, the_run, options.window)
+    ranking = rank(summary, scorer=options.scorer)
+    flagged = flag_ranking(ranking, rule=options.rule, k=options.k, noise_rate=options.noise_rate)
+    is_noisy: pd.Series | None = None
+    source = reason = None
+    try:
+        is_noisy = ground_truth(the_run, truth_file=options.truth_file, given=summary["label"])
+        source = str(options.truth_file) if options.truth_file is not None else LABELS_SOURCE
+    except AnalysisError as err:
+        # A truth that was asked for must be there; one that was not is simply absent.
+        if options.truth_file is not None:
+            raise
+        reason = str(err)
+    return Analysis(
+        run=the_run,
+        options=options,
+        summary=summary,
+        selection=_selection(summary),
+        ranking=ranking,
+        flagged=flagged,
+        class_names=the_run.class_names,
+        truth=is_noisy,
+        truth_source=source,
+        truth_coverage=dict(is_noisy.attrs["coverage"]) if is_noisy is not None else None,
+        truth_reason=reason,
+    )
+
+
+def _check_summary(summary: pd.DataFrame, run: Run, window: str) -> None:
+    # A summary of another run or window would pair one run's scores with another's truth.
+    made_for = summary.attrs.get("window")
+    if made_for != window:
+        raise InputError(f"the summary averages the window {made_for!r}, not {window!r}; pass window={made_for!r}")
+    source = summary.attrs.get("run")
+    if source is not None and Path(source).resolve() != run.path.resolve():
+        raise InputError(f"the summary is of the run {source}, not of {run.path}")
+
+
+def _selection(summary: pd.DataFrame) -> EpochSelection:
+    chosen = summary.attrs["selection"]
+    return EpochSelection(
+        epoch=chosen["gwa_epoch"],
+        used_epoch=int(summary.attrs["selected_epoch"]),
+        fallback=bool(chosen["fallback"]),
+        reason=str(chosen["reason"]),
+        mode=str(chosen["mode"]),
+        note=str(chosen["note"]),
+    )
