@@ -61,7 +61,8 @@ import torch.nn.functional as F
 
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, load_npz, with_cifar10n
 from gwa_diag.training.engine import TrainConfig, _channel_stats, train
-from gwa_diag.analysis.metrics import RULE_ROW, auroc, average_precision, detection_table, ground_truth, precision_recall_at_k, rule_scores
+from gwa_diag.analysis.metrics import RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
+from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.store import open_run
 from gwa_diag.analysis.summaries import WINDOWS, summarize
