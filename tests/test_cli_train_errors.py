@@ -342,3 +342,61 @@ def test_app_readiness_needs_our_own_server_to_answer(monkeypatch):
         other.wait()
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------------------
+# unreadable files are input errors; a bug keeps its traceback
+# --------------------------------------------------------------------------------------
+
+
+def test_unreadable_data_and_label_files_are_one_line_errors(tmp_path, capsys, no_training):
+    (tmp_path / "text.npz").write_text("not an npz file\n" * 20)
+    whole = _npz(tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    np.savez(tmp_path / "objects.npz", images=np.zeros((2, 8, 8, 3), np.uint8), labels=np.array([0, "a"], dtype=object))
+    (tmp_path / "latin1.csv").write_bytes(b"sample_id,label\n0,\xe9t\xe9\n")
+    (tmp_path / "text.npy").write_text("0\n1\n")
+    (tmp_path / "cifar").mkdir()
+    ok = _npz(tmp_path / "ok.npz")
+    npz = ["train", "--data", "npz", "--out", str(tmp_path / "r"), "--data-path"]
+    cases = [
+        (npz + [str(tmp_path / "text.npz")], "cannot read"),
+        (npz + [str(tmp_path / "cut.npz")], "cannot read"),
+        (npz + [str(tmp_path / "objects.npz")], "cannot read"),
+        (npz + [str(ok), "--labels", str(tmp_path / "latin1.csv")], "as a CSV file"),
+        (npz + [str(ok), "--labels", str(tmp_path / "text.npy")], "as an .npy array"),
+        (["train", "--data", "cifar10", "--data-path", str(tmp_path / "cifar"), "--out", str(tmp_path / "r")],
+         "cifar-10-batches-py"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = _one_line_error(capsys, "train")
+        assert message in err, err
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), AttributeError("no attribute 'labels'")])
+def test_a_programming_error_keeps_its_traceback(tmp_path, capsys, monkeypatch, bug):
+    def broken(args):
+        raise bug
+
+    monkeypatch.setattr(cli_train, "load_train_data", broken)
+    with pytest.raises(type(bug)):
+        main(["train", "--out", str(tmp_path / "r")])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_train_options_are_the_config_fields_with_their_defaults():
+    from dataclasses import asdict
+
+    from gwa_diag.cli import build_parser
+    from gwa_diag.training.config import TrainConfig
+
+    args = build_parser().parse_args(["train"])
+    assert cli_train._config(args) == TrainConfig()
+    flipped = build_parser().parse_args(["train", "--no-augment", "--quiet", "--workers", "2", "--optimizer", "adamw",
+                                         "--batch-size", "8", "--warmup-epochs", "0.5"])
+    config = asdict(cli_train._config(flipped))
+    assert config == {**asdict(TrainConfig()), "augment": False, "progress": False, "num_workers": 2,
+                      "optimizer": "adamw", "batch_size": 8, "warmup_epochs": 0.5}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--momentum", "0.5"])  # a setting the CLI does not offer

@@ -600,3 +600,21 @@ def test_load_dataset_validates_spec(tmp_path: Path) -> None:
                       "steps": [{"op": "noise", "p": 0.1}]})
     with pytest.raises(TypeError):
         load_dataset("d.npz")  # type: ignore[arg-type]
+
+
+def test_unreadable_files_are_input_errors(tmp_path: Path) -> None:
+    from gwa_diag.checks import InputError
+
+    (tmp_path / "text.npz").write_text("not an npz file")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "bad.csv").write_bytes(b'sample_id,label\n"0,1\n')
+    (tmp_path / "pickled.npy").write_bytes(b"")
+    np.save(tmp_path / "objects.npy", np.array([0, "a"], dtype=object), allow_pickle=True)
+    for path in ("text.npz", "empty.npz"):
+        with pytest.raises(InputError, match=rf"cannot read .*{path} as an \.npz file"):
+            load_npz(tmp_path / path)
+    with pytest.raises(InputError, match=r"bad\.csv as a CSV file"):
+        load_label_file(tmp_path / "bad.csv")
+    for path in ("pickled.npy", "objects.npy"):  # no data, and pickled objects (never unpickled)
+        with pytest.raises(InputError, match=rf"{path} as an \.npy array"):
+            load_label_file(tmp_path / path)

@@ -1,6 +1,9 @@
-"""Training: datasets that carry stable sample ids, model presets, the training engine
-(with resume and the data fingerprint) and the PyTorch Lightning callback.
+"""Training: datasets that carry stable sample ids (:mod:`.data`), model presets
+(:mod:`.models`), the run settings (:mod:`.config`, torch-free: the CLI builds its options
+from them), batches on the device (:mod:`.batches`), resuming a stopped run (:mod:`.resume`),
+the training loop (:mod:`.engine`) and the PyTorch Lightning callback (:mod:`.lightning`).
 
-Everything here imports torch. It may import the recording core (``gwa_diag.alignment``,
-``early_stopping``, ``recorder``, ``store``), never ``gwa_diag.analysis`` or ``gwa_diag.cli``.
+Everything here but :mod:`.config` imports torch. It may import the recording core
+(``gwa_diag.alignment``, ``early_stopping``, ``recorder``, ``store``, ``checks``), never
+``gwa_diag.analysis`` or ``gwa_diag.cli``.
 """
