@@ -137,6 +137,13 @@ def noisy_rows(
     return rows, dict(zip(ids.tolist(), given.tolist())), dict(zip(ids.tolist(), clean.tolist()))
 
 
+def run_with_truth(tmp_path: Path, **kwargs: Any) -> tuple[Path, dict[int, int], dict[int, int]]:
+    """A 200-sample, 8-epoch, 4-class run with clean labels in labels.parquet: (path, given, clean)."""
+    rows, given, clean = noisy_rows(n=200, epochs=8, seed=7)
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, **kwargs)
+    return path, given, clean
+
+
 def reference_summary(
     rows: pd.DataFrame,
     *,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from analysis_fixtures import noisy_rows, write_run
+from analysis_fixtures import noisy_rows, run_with_truth, write_run
 from gwa_diag.checks import InputError
 from gwa_diag.analysis.metrics import (
     RULE_ROW,
@@ -83,14 +83,8 @@ def test_single_class_and_bad_inputs_raise():
         auroc([0.1, 0.2], [0, 2])
 
 
-def _run_with_truth(tmp_path, **kwargs):
-    rows, given, clean = noisy_rows(n=200, epochs=8, seed=7)
-    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, **kwargs)
-    return path, given, clean
-
-
 def test_detection_table_matches_the_metric_functions(tmp_path):
-    path, given, clean = _run_with_truth(tmp_path)
+    path, given, clean = run_with_truth(tmp_path)
     summary = summarize(path)
     truth = ground_truth(path)
     table = detection_table(summary, truth)
@@ -113,7 +107,7 @@ def test_detection_table_matches_the_metric_functions(tmp_path):
 
 
 def test_per_class_table(tmp_path):
-    path, given, clean = _run_with_truth(tmp_path)
+    path, given, clean = run_with_truth(tmp_path)
     summary = summarize(path)
     truth = ground_truth(path)
     table = per_class_table(summary, truth)

@@ -7,20 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_fixtures import noisy_rows, write_run
+from analysis_fixtures import noisy_rows, run_with_truth, write_run
 from gwa_diag.analysis.summaries import AnalysisError
 from gwa_diag.analysis.truth import TruthCoverageWarning, ground_truth
 from gwa_diag.store import RunWriter
 
 
-def _run_with_truth(tmp_path, **kwargs):
-    rows, given, clean = noisy_rows(n=200, epochs=8, seed=7)
-    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, **kwargs)
-    return path, given, clean
-
-
 def test_ground_truth_from_labels_parquet_and_from_a_csv(tmp_path):
-    path, given, clean = _run_with_truth(tmp_path)
+    path, given, clean = run_with_truth(tmp_path)
     truth = ground_truth(path)
     expected = pd.Series({i: given[i] != clean[i] for i in given}).sort_index()
     np.testing.assert_array_equal(truth.to_numpy(), expected.to_numpy())
@@ -61,7 +55,7 @@ def test_ground_truth_without_labels_parquet_reads_labels_from_the_rows(tmp_path
 
 
 def test_truth_files_partial_named_out_of_range_and_parquet(tmp_path):
-    path, given, clean = _run_with_truth(tmp_path)
+    path, given, clean = run_with_truth(tmp_path)
     RunWriter(path, resume=True).update_meta(class_names=["cat", "dog", "car", "ship"])
     ids = sorted(given)
     part = tmp_path / "part.csv"
@@ -92,7 +86,7 @@ def test_truth_files_partial_named_out_of_range_and_parquet(tmp_path):
 
 
 def test_truth_names_from_the_dataset_spec_unreadable_files_and_extra_ids(tmp_path):
-    path, given, clean = _run_with_truth(tmp_path)
+    path, given, clean = run_with_truth(tmp_path)
     ids = sorted(given)
     names = ["cat", "dog", "car", "ship"]
     by_name = tmp_path / "names.csv"
