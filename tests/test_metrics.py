@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from analysis_fixtures import noisy_rows, run_with_truth, write_run
+from analysis_fixtures import run_with_truth
 from gwa_diag.checks import InputError
 from gwa_diag.analysis.metrics import (
     RULE_ROW,
