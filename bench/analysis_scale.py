@@ -3,6 +3,7 @@
     python bench/analysis_scale.py                   # 50,000 x 200 (10M rows) and 500,000 x 200 (100M rows)
     python bench/analysis_scale.py --sizes small     # only the 10M-row case
     python bench/analysis_scale.py --workdir /data/bench --keep   # build once, reuse later
+    python bench/analysis_scale.py --sizes toy       # 2,000 x 4: seconds, checks the script works
 
 Each case builds a synthetic run directory in the store layout (sample parts written with
 RunWriter, as the recorder writes them), then measures in a fresh subprocess: the imports, and ``--repeats`` times
@@ -13,7 +14,8 @@ ru_maxrss / RUSAGE_CHILDREN: on Linux those carry the forking parent's high-wate
 across exec, and the parent here holds torch and the data generator.)
 
 Targets on a 2-core machine: 10M rows in under 2 s; 100M rows in under 2 GB peak RSS.
-A run is reused when its directory already holds the requested size.
+A run is reused when its directory already holds the requested size. The runs this
+invocation builds (up to 3 GB) are removed when it ends, pass, fail or Ctrl-C, unless --keep.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-SIZES = {"small": (50_000, 200), "large": (500_000, 200)}
-TARGETS = {"small": ("time", 2.0), "large": ("rss", 2048.0)}
+SIZES = {"small": (50_000, 200), "large": (500_000, 200), "toy": (2_000, 4)}
+TARGETS = {"small": ("time", 2.0), "large": ("rss", 2048.0), "toy": ("time", 2.0)}
 NUM_CLASSES = 10
 BATCH = 512
 
@@ -150,10 +153,33 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(path: Path, repeats: int) -> dict:
+def _child(path: Path, repeats: int, *, fail: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--_measure", str(path), "--repeats", str(repeats)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if fail:
+        # Stands in for a crashed measurement (tests check that the runs are removed anyway).
+        cmd = [sys.executable, "-c", "import sys; sys.exit('forced failure of the measuring child')"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM): ask the child to stop too, so that its own clean-up (the
+        # analysis' DuckDB spill folder) runs; kill it only if it does not.
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise SystemExit(f"the measuring child failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _exit_on_term(signum: int, frame) -> None:
+    # SIGTERM (a time limit, a job scheduler, the parent stopping its child) ends the process
+    # through its clean-up (main()'s finally, the analysis' own), as Ctrl-C does.
+    sys.exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,15 +189,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the built runs (with --workdir: reuse them)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per case (default 3)")
     parser.add_argument("--_measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--_fail-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_term)
     if args._measure is not None:
-        print(json.dumps(measure(args._measure, args.repeats)))
-        return 0
+        print(json.dumps(measure(args._measure, args.repeats)), flush=True)
+        # The result is out: skip interpreter teardown, where torch together with Arrow's
+        # reader threads has aborted ("terminate called without an active exception") in
+        # about half the runs on this 10M-row case.
+        os._exit(0)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         parser.error(f"unknown size(s) {unknown}; valid sizes: {', '.join(SIZES)}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gwa-analysis-bench-"))
+    built: list[Path] = []
+    try:
+        return _run_cases(args, sizes, workdir, built)
+    finally:
+        # Whatever this invocation made goes, however it ended: the temporary workdir whole,
+        # or, in a --workdir, the runs it built (reused ones stay).
+        if args.keep:
+            print(f"runs kept in {workdir}")
+        elif args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            for path in built:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_cases(args: argparse.Namespace, sizes: list[str], workdir: Path, built: list[Path]) -> int:
+    """Build (or reuse) and measure each case; ``built`` collects the runs made here, even
+    half-written ones, for main() to remove."""
     print(f"machine: {os.cpu_count()} cores; workdir {workdir}")
     rows = []
     for size in sizes:
@@ -179,16 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         path = workdir / f"run_{n}x{e}"
         if not _is_built(path, n, e):
             shutil.rmtree(path, ignore_errors=True)
+            built.append(path)
             t0 = time.perf_counter()
             build_run(path, n, e)
             print(f"built {size}: {n:,} samples x {e} epochs in {time.perf_counter() - t0:.0f} s "
                   f"({sum(f.stat().st_size for f in path.rglob('*.parquet')) / 2**20:.0f} MiB)")
-        r = _child(path, args.repeats)
+        r = _child(path, args.repeats, fail=args._fail_child)
         kind, limit = TARGETS[size]
         first, best = r["times_s"][0], min(r["times_s"])
         ok = best < limit if kind == "time" else r["peak_rss_mb"] < limit
         target = f"< {limit:.0f} s" if kind == "time" else f"< {limit:.0f} MB"
-        rows.append((size, f"{n:,} x {e}", f"{r['rows'] / 1e6:.0f}M", f"{first:.2f}", f"{best:.2f}",
+        rows.append((size, f"{n:,} x {e}", f"{r['rows'] / 1e6:.3g}M", f"{first:.2f}", f"{best:.2f}",
                      f"{min(r['cpu_s']):.2f}", f"{r['import_s']:.2f}", f"{r['peak_rss_mb']:.0f}", target,
                      "yes" if ok else "NO"))
         s, rk, sc = (min(p[i] for p in r["parts_s"]) for i in range(3))
@@ -203,8 +253,6 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     print("\ntime = summarize + rank + flag + ground truth + detection table (imports excluded; "
           "'first' is the first call in a fresh process). peak MB = the child's max RSS, imports included.")
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -2,8 +2,8 @@
 
     python bench/app_speed.py [--samples 50000] [--epochs 40] [--dir /tmp/gwa-app-bench]
 
-Builds (once, then reuses) a synthetic run directory through RunWriter, as the recorder
-writes one, plus an .npz of 32x32 images as its dataset, and times what the app does on a
+Builds a synthetic run directory through RunWriter, as the recorder writes one (in a
+temporary folder removed at the end, pass or fail; with --dir, once, kept and reused), plus an .npz of 32x32 images as its dataset, and times what the app does on a
 cold cache: summaries, one epoch's alignment, one browse page (filter, sort, slice,
 thumbnails), one sample's trajectory. The browser test (tests/test_app_browser.py) uses
 :func:`write_synthetic_run` to build its run.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -168,8 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/gwa-app-bench"))
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="build the run here once and keep it for later calls (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.dir is not None:
+        return _bench(args.dir, args)
+    # The run (about 300 MB at the default size) goes when this ends, pass, fail or Ctrl-C.
+    with tempfile.TemporaryDirectory(prefix="gwa-app-bench-") as tmp:
+        return _bench(Path(tmp), args)
+
+
+def _bench(workdir: Path, args: argparse.Namespace) -> int:
     from streamlit.logger import set_log_level
 
     # Outside `streamlit run` the caches fall back to memory and say so on every call.
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, float] = {}
     run_dir = _time("build synthetic run (first time only)", lambda: ensure_synthetic_run(
-        args.dir / f"run-{args.samples}x{args.epochs}", samples=args.samples, epochs=args.epochs), results)
+        workdir / f"run-{args.samples}x{args.epochs}", samples=args.samples, epochs=args.epochs), results)
     state = _time("open run + epochs", lambda: appdata.load_run_state(run_dir), results)
     path, gen = state.path, state.generation
     summ = _time("summaries (all scorers, DuckDB)", lambda: appdata.compute_summary(path, gen), results)

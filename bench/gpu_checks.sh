@@ -28,21 +28,25 @@ step() { echo; echo "== $*"; "$@" || { echo "!! failed ($?): $*"; status=1; }; }
   step "$PY" bench/recorder_scale.py --classes 1000
   step "$PY" bench/recorder_scale.py --classes 10
   step "$PY" - <<'PYEOF'
-import shutil, tempfile, time
-from gwa_diag.data import sample_data
-from gwa_diag.engine import TrainConfig, train
-from gwa_diag.models import resnet18_cifar
+import tempfile, time
+from pathlib import Path
+from gwa_diag.training.data import sample_data
+from gwa_diag.training.engine import TrainConfig, train
+from gwa_diag.training.models import resnet18_cifar
 from gwa_diag.store import open_run
-train_set, test_set = sample_data(label_set="worst")
-out = tempfile.mkdtemp(prefix="gwa-gpu-") + "/run"
-t0 = time.perf_counter()
-res = train(resnet18_cifar(10), train_set, out, config=TrainConfig(epochs=4, batch_size=256, lr=0.05, progress=False), eval_set=test_set)
-run = open_run(out)
-ep = run.epochs()
-print(ep[["epoch", "gwa", "train_loss", "train_acc", "eval_acc", "seconds"]].to_string(index=False))
-rows = len(run.epoch_scores(int(ep["epoch"].max())))
-print(f"engine on GPU: {len(ep)} epochs in {time.perf_counter() - t0:.1f} s, {rows} rows in the last epoch, on {run.meta['device']} ({run.meta['environment']['cuda']})")
-shutil.rmtree(out.rsplit("/", 1)[0])
+# Named by path: this script runs from the checkout without installing gwa-diag, where the
+# package gwa_diag.sample_data (the top-level sample_data/ folder, once installed) is absent.
+train_set, test_set = sample_data(label_set="worst", path="sample_data/cifar10n_subset.npz")
+# The run is removed when this block ends, pass or fail.
+with tempfile.TemporaryDirectory(prefix="gwa-gpu-") as tmp:
+    out = Path(tmp) / "run"
+    t0 = time.perf_counter()
+    res = train(resnet18_cifar(10), train_set, out, config=TrainConfig(epochs=4, batch_size=256, lr=0.05, progress=False), eval_set=test_set)
+    run = open_run(out)
+    ep = run.epochs()
+    print(ep[["epoch", "gwa", "train_loss", "train_acc", "eval_acc", "seconds"]].to_string(index=False))
+    rows = len(run.epoch_scores(int(ep["epoch"].max())))
+    print(f"engine on GPU: {len(ep)} epochs in {time.perf_counter() - t0:.1f} s, {rows} rows in the last epoch, on {run.meta['device']} ({run.meta['environment']['cuda']})")
 assert rows == len(train_set), (rows, len(train_set))
 PYEOF
   exit "$status"
