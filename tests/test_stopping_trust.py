@@ -98,3 +98,71 @@ def test_labelwave_without_a_minimum_selects_nothing():
     assert labelwave_epoch(EPOCHS, falling).epoch is None
     with pytest.raises(InputError, match="window"):
         labelwave_epoch(EPOCHS, falling, window=0)
+
+
+# --------------------------------------------------------------------------------------
+# from a run directory
+# --------------------------------------------------------------------------------------
+
+
+def _reference_changes(rows):
+    """Slow reference: last presentation per (sample, epoch), compared with the sample's
+    previous presented epoch, in plain Python."""
+    last = rows.sort_values("step").groupby(["sample_id", "epoch"])["pred"].last()
+    changes, compared = {}, {}
+    for sid in last.index.get_level_values(0).unique():
+        per = last.loc[sid].sort_index()
+        prev = None
+        for epoch, pred in per.items():
+            changes.setdefault(epoch, 0)
+            compared.setdefault(epoch, 0)
+            if prev is not None:
+                compared[epoch] += 1
+                changes[epoch] += int(pred != prev)
+            prev = pred
+    return changes, compared
+
+
+def test_prediction_changes_match_a_reference_with_repeats_and_gaps(tmp_path):
+    from analysis_fixtures import noisy_rows, write_run
+
+    from gwa_diag.analysis.stopping import prediction_changes
+
+    rows, _, _ = noisy_rows(n=120, epochs=6, seed=3, repeats=0.2, gaps=0.1)
+    path = write_run(tmp_path / "run", rows, num_classes=4, ranks=2)
+    got = prediction_changes(path)
+    changes, compared = _reference_changes(rows)
+    assert list(got["epoch"]) == sorted(changes)
+    assert dict(zip(got["epoch"], got["changes"])) == changes
+    assert dict(zip(got["epoch"], got["compared"])) == compared
+    assert got["compared"].iloc[0] == 0 and got["changes"].sum() > 0
+
+
+def test_stopping_reports_trust_labelwave_and_the_evaluation_correlation(tmp_path):
+    from analysis_fixtures import trajectory_rows, write_run
+
+    from gwa_diag.analysis.stopping import stopping
+
+    # 40 samples, 12 epochs: predictions settle (fewer changes) until epoch 6, then churn.
+    rng = np.random.default_rng(4)
+    n, epochs = 40, 12
+    label = {i: i % 4 for i in range(n)}
+    churn = [0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.1, 0.2, 0.3, 0.4, 0.5]
+    spec, pred = {}, {i: int(rng.integers(0, 4)) for i in range(n)}
+    for e in range(epochs):
+        for i in range(n):
+            if rng.random() < churn[e]:
+                pred[i] = (pred[i] + 1) % 4
+            spec.setdefault(i, []).append({"epoch": e, "pred": pred[i], "alignment": 0.05 * e - 0.2})
+    rows = trajectory_rows(spec, label=label)
+    curve = [math.exp(-(((e - 6) / 2) ** 2)) for e in range(epochs)]
+    acc = [0.3 + 0.4 * math.exp(-(((e - 7) / 3) ** 2)) for e in range(epochs)]
+    path = write_run(tmp_path / "run", rows, num_classes=4, gwa=dict(enumerate(curve)),
+                     extra_epoch={e: {"eval_acc": acc[e]} for e in range(epochs)}, meta={"config": {"epochs": epochs}})
+    result = stopping(path)
+    assert result.gwa.epoch == 6 and result.trust.level == "clear"
+    assert result.labelwave.epoch is not None and 5 <= result.labelwave.epoch <= 8
+    assert result.eval_acc["best_epoch"] == 7 and result.eval_acc["gwa"] == pytest.approx(acc[6])
+    assert result.eval_correlation == pytest.approx(rank_correlation(curve, acc))
+    text = "\n".join(result.lines())
+    assert "trust in the GWA choice: clear" in text and "LabelWave" in text and "rank correlation" in text
