@@ -60,7 +60,8 @@ import torch
 import torch.nn.functional as F
 
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, load_npz, with_cifar10n
-from gwa_diag.training.engine import TrainConfig, _channel_stats, train
+from gwa_diag.training.batches import channel_stats
+from gwa_diag.training.engine import TrainConfig, train
 from gwa_diag.analysis.metrics import RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
@@ -128,7 +129,7 @@ def in_sample_probs(run_dir: Path, model_name: str, train_set, device: torch.dev
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     images = train_set.images_nchw.to(device)
-    mean, std = _channel_stats(images)
+    mean, std = channel_stats(images)
     mean, std = mean[None, :, None, None], std[None, :, None, None]
     out = []
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
