@@ -138,12 +138,11 @@ def test_prediction_changes_match_a_reference_with_repeats_and_gaps(tmp_path):
     assert got["compared"].iloc[0] == 0 and got["changes"].sum() > 0
 
 
-def test_stopping_reports_trust_labelwave_and_the_evaluation_correlation(tmp_path):
+def _settling_run(tmp_path):
+    """40 samples, 12 epochs: predictions settle (fewer changes) until epoch 6, then churn;
+    GWA peaks at epoch 6, evaluation accuracy at epoch 7. Returns (path, gwa, eval acc)."""
     from analysis_fixtures import trajectory_rows, write_run
 
-    from gwa_diag.analysis.stopping import stopping
-
-    # 40 samples, 12 epochs: predictions settle (fewer changes) until epoch 6, then churn.
     rng = np.random.default_rng(4)
     n, epochs = 40, 12
     label = {i: i % 4 for i in range(n)}
@@ -159,6 +158,13 @@ def test_stopping_reports_trust_labelwave_and_the_evaluation_correlation(tmp_pat
     acc = [0.3 + 0.4 * math.exp(-(((e - 7) / 3) ** 2)) for e in range(epochs)]
     path = write_run(tmp_path / "run", rows, num_classes=4, gwa=dict(enumerate(curve)),
                      extra_epoch={e: {"eval_acc": acc[e]} for e in range(epochs)}, meta={"config": {"epochs": epochs}})
+    return path, curve, acc
+
+
+def test_stopping_reports_trust_labelwave_and_the_evaluation_correlation(tmp_path):
+    from gwa_diag.analysis.stopping import stopping
+
+    path, curve, acc = _settling_run(tmp_path)
     result = stopping(path)
     assert result.gwa.epoch == 6 and result.trust.level == "clear"
     assert result.labelwave.epoch is not None and 5 <= result.labelwave.epoch <= 8
@@ -166,3 +172,19 @@ def test_stopping_reports_trust_labelwave_and_the_evaluation_correlation(tmp_pat
     assert result.eval_correlation == pytest.approx(rank_correlation(curve, acc))
     text = "\n".join(result.lines())
     assert "trust in the GWA choice: clear" in text and "LabelWave" in text and "rank correlation" in text
+
+
+def test_the_report_states_trust_labelwave_and_the_correlation(tmp_path):
+    import json
+
+    from gwa_diag import analyze, write_report
+
+    path, curve, acc = _settling_run(tmp_path)
+    report = write_report(path)
+    md = (path / "analysis" / "report.md").read_text()
+    assert "Trust in the GWA choice: clear" in md and "LabelWave" in md and "rank correlation" in md
+    saved = json.loads((path / "analysis" / "report.json").read_text())["stopping"]
+    stop = analyze(path).stopping
+    assert saved["trust"]["level"] == "clear" and saved["labelwave"]["epoch"] == stop.labelwave.epoch
+    assert saved["eval_correlation"] == pytest.approx(rank_correlation(curve, acc))
+    assert report["stopping"]["eval_acc"]["best_epoch"] == 7

@@ -23,6 +23,7 @@ import pandas as pd
 
 from gwa_diag.analysis.metrics import detection_table, per_class_table
 from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
+from gwa_diag.analysis.stopping import Stopping, stopping
 from gwa_diag.analysis.summaries import SCORERS, AnalysisError, summarize
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.checks import InputError, Rule, Window, check_choice
@@ -110,6 +111,10 @@ class Analysis:
             (:func:`gwa_diag.analysis.metrics.detection_table`).
         per_class: (computed on first use) the same per given label for ``options.scorer``;
             None without truth (:func:`gwa_diag.analysis.metrics.per_class_table`).
+        stopping: (computed on first use) how far to trust the GWA choice, LabelWave's
+            choice from the recorded predictions and, with an evaluation set, evaluation
+            accuracy at each choice and its rank correlation with GWA
+            (:func:`gwa_diag.analysis.stopping.stopping`).
     """
 
     run: Run
@@ -133,6 +138,10 @@ class Analysis:
     @cached_property
     def per_class(self) -> pd.DataFrame | None:
         return None if self.truth is None else per_class_table(self.summary, self.truth, scorer=self.options.scorer)
+
+    @cached_property
+    def stopping(self) -> Stopping:
+        return stopping(self.run)
 
     @property
     def has_truth(self) -> bool:

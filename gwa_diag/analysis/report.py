@@ -164,7 +164,9 @@ def _write_files(
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), REPORT_ID_KEY: report_id.encode()})
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
-    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, analysis.selection.used_epoch, selection))
+    stop = analysis.stopping
+    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, analysis.selection.used_epoch, selection,
+                                       labelwave=stop.labelwave.epoch))
     files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
     if truth is not None:
         roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
@@ -183,6 +185,7 @@ def _write_files(
         "num_classes": summary.attrs.get("num_classes"),
         "window": {"name": window, "epochs": summary.attrs.get("window_epochs"), "description": WINDOWS[window]},
         "early_stopping": selection,
+        "stopping": stop.as_dict(),
         "el2n_epoch": summary.attrs.get("el2n_epoch"),
         "scorer": scorer,
         "scorer_description": SCORERS[scorer],
@@ -204,7 +207,8 @@ def _write_files(
     }
     files["report_md"] = str(out / "report.md")
     files["report_json"] = str(out / "report.json")
-    atomic_write_bytes(out / "report.md", _markdown(report, detection, per_class, flagged, names).encode("utf-8"))
+    markdown = _markdown({**report, "stopping_lines": stop.lines()}, detection, per_class, flagged, names)
+    atomic_write_bytes(out / "report.md", markdown.encode("utf-8"))
     atomic_write_bytes(out / "report.json", (json.dumps(json_ready(report), indent=2) + "\n").encode("utf-8"))
     return report
 
@@ -295,6 +299,7 @@ def _markdown(
         "",
         f"- Mode: {sel.get('mode')}. {sel.get('note', '')}.",
         f"- Epoch used for the alignment rule and `align_selected`: **{sel.get('used_epoch')}**.",
+        *(f"- {line[0].upper()}{line[1:]}." for line in report.get("stopping_lines", [])),
         "",
         "![GWA curve](gwa_curve.png)",
         "",
@@ -360,7 +365,9 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _plot_gwa(path: Path, epochs: pd.DataFrame, selected: int | None, selection: dict[str, Any]) -> Path:
+def _plot_gwa(
+    path: Path, epochs: pd.DataFrame, selected: int | None, selection: dict[str, Any], *, labelwave: int | None = None
+) -> Path:
     fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
     x = epochs["epoch"].to_numpy()
@@ -374,6 +381,8 @@ def _plot_gwa(path: Path, epochs: pd.DataFrame, selected: int | None, selection:
     if selected is not None:
         label = "last epoch (GWA selected none)" if selection.get("fallback") else f"GWA-selected epoch {selected}"
         ax.axvline(selected, color="tab:red", linestyle="--", label=label)
+    if labelwave is not None:
+        ax.axvline(labelwave, color="tab:purple", linestyle=":", label=f"LabelWave epoch {labelwave}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("GWA = mean / (kurtosis + 1.2)")
     handles, labels = ax.get_legend_handles_labels()
