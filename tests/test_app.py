@@ -124,6 +124,13 @@ def test_overview_shows_curve_selection_and_metadata(runs, monkeypatch):
     assert metrics["Samples"] == str(N_SAMPLES) and metrics["Classes"] == str(N_CLASSES)
     assert metrics["GWA-selected epoch"] != "none"
     assert "GWA is undefined at 1 epoch(s)" in _texts(at)
+    # How far to trust the choice, and LabelWave's choice from the same recording.
+    from gwa_diag.analysis.stopping import stopping
+
+    expected = stopping(run)
+    trust = [e.value for e in (*at.success, *at.warning) if "Trust in the GWA choice" in e.value]
+    assert trust == [f"Trust in the GWA choice: {expected.trust.note().split(': ', 1)[1]}."]
+    assert "LabelWave" in _texts(at)
     undefined = at.dataframe[0].value
     assert list(undefined["epoch"]) == [1] and "explode" in undefined["reason"].iloc[0]
     assert len(at.get("image")) == 3  # GWA curve, accuracy, histogram (PNGs)

@@ -25,7 +25,13 @@ def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):
                "--batch-size", "50", "--lr", "0.05", "--warmup-epochs", "0.5", "--no-augment", "--quiet",
                "--out", str(run)])
     assert rc == 0
-    assert "GWA-selected epoch" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "GWA-selected epoch" in printed
+    # How far to trust the choice and LabelWave's choice, as the report states them.
+    from gwa_diag.analysis.stopping import stopping
+
+    lines = stopping(run).lines()
+    assert lines[0].startswith("trust in the GWA choice: ") and all(line in printed for line in lines)
     labels = pd.read_parquet(run / "labels.parquet")
     assert (labels["label"] != labels["clean_label"]).sum() == 80
     assert main(["report", str(run)]) == 0

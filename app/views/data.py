@@ -322,6 +322,17 @@ def _selected_epoch(path: str, generation: str) -> dict[str, Any]:
     return selected_epoch(path).as_dict()
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def stopping_notes(path: str, generation: str) -> tuple[str, list[str]]:
+    """How far to trust the GWA choice (``clear``, ``weak`` or ``none``) and the early-stopping
+    sentences of :func:`gwa_diag.analysis.stopping.stopping` (trust, LabelWave's choice,
+    evaluation accuracy and its rank correlation with GWA)."""
+    from gwa_diag.analysis.stopping import stopping
+
+    result = stopping(path)
+    return result.trust.level, result.lines()
+
+
 def selection(state: RunState) -> Selection:
     """``gwa_diag.analysis.summaries.selected_epoch`` (reads epochs.parquet only), and the epoch the
     flags use: the selected one, else the last complete epoch (as the summaries do)."""

@@ -88,6 +88,11 @@ def _curve(state: RunState, sel: Selection) -> None:
         st.caption(f"Early stopping without a validation set: epoch **{sel.epoch}** — {sel.reason}.")
     else:
         st.caption(f"GWA selects no epoch yet ({sel.reason}); flags use the last complete epoch {sel.used_epoch}.")
+    level, notes = data.stopping_notes(state.path, state.generation)
+    trust, others = notes[0], notes[1:]
+    # A choice on a rising or flat curve looks as confident as a real peak: say which it is.
+    (st.success if level == "clear" else st.warning)(trust[0].upper() + trust[1:] + ".")
+    st.caption(" ".join(line[0].upper() + line[1:] + "." for line in others))
     undefined = _undefined_epochs(state.epochs)
     if len(undefined):
         st.warning(

@@ -229,6 +229,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"run directory: {out}  ({time.perf_counter() - t0:.1f} s)")
     print(_selection_line(Path(out), sel.epoch, sel.reason))
+    from gwa_diag.analysis.stopping import stopping
+
+    # A choice on a rising or flat GWA curve prints as confidently as a real peak: qualify it.
+    for line in stopping(out, selection=sel).lines():
+        print(line)
     q = shlex.quote(str(out))
     print(f"next: gwa-diag rank {q}   |   gwa-diag report {q}   |   gwa-diag app {q}")
     return 0
