@@ -54,6 +54,7 @@ def wheel_contents(wheel: Path, repo: Path) -> int:
         for path in sorted((repo / src).rglob("*.py")):
             if "__pycache__" not in path.parts:
                 required.append(f"{dest}/{path.relative_to(repo / src).as_posix()}")
+    required = sorted(set(required))  # the fixed list and the walk overlap (the __init__.py files)
     missing = [n for n in required if n not in names]
     # Nothing outside the package and its metadata: no tests/, bench/ or a stray top-level app/.
     stray = sorted(n for n in names if not (n.startswith("gwa_diag/") or n.startswith(dist_info + "/")))
