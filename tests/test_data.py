@@ -568,6 +568,20 @@ def test_image_folder_bad_roots(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+def test_sample_data_path_without_the_installed_package(monkeypatch) -> None:
+    """A source tree used without installing it still finds its top-level sample_data/."""
+    import importlib.resources
+
+    installed = gd.sample_data_path()
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    checkout = Path(__file__).resolve().parents[1] / "sample_data" / installed.name
+    assert gd.sample_data_path() == checkout and checkout.is_file()
+
+
 @pytest.mark.skipif(not gd.sample_data_path().is_file(), reason="sample_data/ not in this checkout")
 def test_sample_data() -> None:
     train, test = sample_data()

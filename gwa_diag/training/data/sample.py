@@ -29,8 +29,12 @@ def sample_data_path() -> Path:
 
     try:
         return Path(str(importlib.resources.files("gwa_diag.sample_data") / _SAMPLE_DATA_FILE))
-    except ModuleNotFoundError:  # installed without it: name where it belongs
-        return Path(__file__).resolve().parents[2] / "sample_data" / _SAMPLE_DATA_FILE
+    except ModuleNotFoundError:
+        # Not installed as a package: a source tree used as it is (PYTHONPATH=.) keeps the
+        # file in its top-level sample_data/; otherwise name where an installation puts it.
+        package = Path(__file__).resolve().parents[2]
+        checkout = package.parent / "sample_data" / _SAMPLE_DATA_FILE
+        return checkout if checkout.is_file() else package / "sample_data" / _SAMPLE_DATA_FILE
 
 
 def load_sample_split(split: str, *, label_set: str, path: str | None) -> ArrayDataset:
