@@ -207,8 +207,6 @@ def torchvision_model(name: str, num_classes: int, *, weights: Any = None) -> nn
     pretrained backbones can be fine-tuned on any label set.
     """
     _check_num_classes_arg(num_classes)
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
     valid = torchvision_model_names()
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=3)

@@ -174,8 +174,6 @@ def with_label_set(
             :func:`with_cifar10n` and :func:`with_label_file` fill it in. Without it the
             spec records the name only and cannot be rebuilt.
     """
-    if not isinstance(dataset, SampleDataset):
-        raise TypeError(f"dataset must be a SampleDataset, got {type(dataset).__name__}")
     labels = _gather_by_id(labels_by_index, dataset, f"label set {name!r}")
     clean = dataset.clean_labels
     if clean_labels_by_index is not None:

@@ -71,8 +71,6 @@ def with_noise(
     The new ``clean_labels`` are the dataset's known clean labels, or else its current
     labels; ``spec`` records rate, kind and seed so the same noise can be rebuilt.
     """
-    if not isinstance(dataset, SampleDataset):
-        raise TypeError(f"dataset must be a SampleDataset, got {type(dataset).__name__}")
     noisy = inject_noise(
         dataset.labels, rate=rate, num_classes=dataset.num_classes, kind=kind, seed=seed
     )
