@@ -20,7 +20,6 @@ so that batches, epochs-in-progress and distributed workers merge exactly.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 

@@ -168,7 +168,7 @@ def test_report_score_and_rank_commands_give_the_numbers_of_analyze(run, tmp_pat
     top = tmp_path / "top.csv"
     assert main(["rank", str(path), "--scorer", "aum", "--k", "15", "--out", str(top)]) == 0
     pd.testing.assert_frame_equal(read_suspects(top), suspects)
-    assert f"15 of 200 samples flagged (rule topk, ranked by aum" in capsys.readouterr().out
+    assert "15 of 200 samples flagged (rule topk, ranked by aum" in capsys.readouterr().out
 
 
 def test_write_report_takes_an_analysis_and_refuses_options_that_disagree(run):

@@ -1,10 +1,8 @@
 """Two CPU processes (gloo) record exactly what one process records on the same batches."""
 
-import os
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
