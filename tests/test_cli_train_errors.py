@@ -178,11 +178,14 @@ def test_data_errors_name_the_file_fix_or_the_cli_flag(tmp_path, capsys, no_trai
 
 
 def _fake_train(selected_epoch: int | None, write: dict[str, int]):
-    """An engine.train stand-in that writes the named checkpoints ({file: epoch})."""
+    """An engine.train stand-in that makes a run directory (no epochs recorded) and writes
+    the named checkpoints ({file: epoch})."""
     from gwa_diag.early_stopping import EarlyStopResult
+    from gwa_diag.store import RunWriter
     from gwa_diag.training.engine import TrainResult
 
     def train(model, train_set, out, **kwargs):
+        RunWriter(out, meta={"num_classes": 2})
         (Path(out) / "checkpoints").mkdir(parents=True)
         for name, epoch in write.items():
             torch.save({"model": {}, "epoch": epoch}, Path(out) / "checkpoints" / name)
