@@ -112,6 +112,14 @@ GWATrainer(model=model, args=args, train_dataset=data, run_dir=sys.argv[1], head
 """
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_trainer_recipe_under_torchrun(tmp_path):
     """Two CPU processes (gloo): the recipe's recorder sees the process group, so each rank
     writes its own part and the epoch counts every sample once."""
@@ -124,7 +132,9 @@ def test_trainer_recipe_under_torchrun(tmp_path):
     script.write_text(_TORCHRUN_SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(script), str(tmp_path / "run")],
+        # A free port, not torchrun's default 29500: two test runs at once must not meet.
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+         str(script), str(tmp_path / "run")],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
