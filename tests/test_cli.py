@@ -77,6 +77,7 @@ def test_demo_runs_offline_and_prints_the_table(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "align_mean" in out and "aum" in out and "run directory" in out
+    assert "trust in the GWA choice: " in out and "LabelWave" in out
     assert (tmp_path / "demo" / "analysis" / "report.md").exists()
 
 

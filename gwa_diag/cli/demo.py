@@ -89,6 +89,8 @@ def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
         best = max(accs, key=lambda e: accs[e] or 0)
         print(f"\nGWA-selected epoch {sel.epoch}: test accuracy {accs[sel.epoch]:.3f} "
               f"(best epoch {best}: {accs[best]:.3f}; last: {accs[max(accs)]:.3f})")
+    trust, labelwave = analysis.stopping.lines()[:2]
+    print(f"{trust}\n{labelwave}")
     print(f"\ntraining {report['train_seconds']:.0f} s, total {report['total_seconds']:.0f} s")
     print(f"run directory: {out}")
     files = report.get("files", {})
