@@ -108,6 +108,10 @@ def test_wheel_carries_app_and_sample_data(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = out.glob("gwa_diag-*.whl")
+    # The version is written once (gwa_diag.__version__): the wheel carries that one.
+    import gwa_diag
+
+    assert wheel.name.startswith(f"gwa_diag-{gwa_diag.__version__}-")
 
     spec = importlib.util.spec_from_file_location("install_checks", ROOT / ".ci" / "install_checks.py")
     install_checks = importlib.util.module_from_spec(spec)
