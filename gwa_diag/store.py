@@ -4,7 +4,8 @@ Layout (schema version ``SCHEMA_VERSION``)::
 
     run.json                          metadata: schema_version, run_id, config, dataset spec ...
     epochs.parquet                    one row per completed epoch (GWA, moments, loss, acc ...)
-    labels.parquet                    sample_id, label trained on, clean_label when known
+    labels.parquet                    sample_id, label trained on, clean_label when known,
+                                      path (the file, relative to the dataset's root) when known
     samples/epoch=E/part-R.parquet    one row per sample presentation in epoch E on rank R
 
 Every file is written to a temporary name and renamed into place, so a crash or a
@@ -288,10 +289,14 @@ class RunWriter:
         new = new.sort_values("epoch").reset_index(drop=True)
         atomic_write_table(path, _epoch_table(new))
 
-    def write_labels(self, sample_ids: Any, labels: Any, clean_labels: Any | None = None) -> Path | None:
+    def write_labels(
+        self, sample_ids: Any, labels: Any, clean_labels: Any | None = None, *, paths: Any | None = None
+    ) -> Path | None:
         """Write labels.parquet: the label each sample id was trained with and, when known,
-        its ground-truth label (CIFAR-10-N clean labels, or the labels before injected noise).
-        Rank 0 only."""
+        its ground-truth label (CIFAR-10-N clean labels, or the labels before injected noise)
+        and its file (``paths``: strings relative to the dataset's root, as an image folder's
+        or a manifest's ``relative_paths()`` gives them), which the suspects file and the app
+        show so a labeling team can find each image. Rank 0 only."""
         if self.rank != 0:
             return None
         ids = np.asarray(sample_ids, dtype=np.int64)
@@ -306,6 +311,11 @@ class RunWriter:
             if clean.shape != ids.shape:
                 raise InputError(f"clean_labels {clean.shape} must match sample_ids {ids.shape}")
             cols["clean_label"] = pa.array(clean)
+        if paths is not None:
+            files = [str(f) for f in paths]
+            if len(files) != len(ids):
+                raise InputError(f"paths has {len(files)} entries but sample_ids has {len(ids)}: give one path per sample")
+            cols["path"] = pa.array(files, type=pa.string())
         return atomic_write_table(self.path / "labels.parquet", pa.table(cols))
 
     def drop_epochs_from(self, epoch: int) -> None:
@@ -388,7 +398,7 @@ class Run:
         return pd.read_parquet(path).sort_values("epoch").reset_index(drop=True)
 
     def labels(self) -> pd.DataFrame | None:
-        """labels.parquet (sample_id, label[, clean_label]) or None when not written."""
+        """labels.parquet (sample_id, label[, clean_label][, path]) or None when not written."""
         path = self.path / "labels.parquet"
         return pd.read_parquet(path) if path.exists() else None
 

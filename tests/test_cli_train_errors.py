@@ -69,6 +69,8 @@ def test_option_combinations_the_help_rules_out_are_refused(tmp_path, capsys, mo
     human.write_bytes(b"never read")
     labels = tmp_path / "labels.csv"
     labels.write_text("sample_id,label\n" + "".join(f"{i},{i % 3}\n" for i in range(60)))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label\nfolder/a/x.png,a\nfolder/b/x.png,b\n")
     monkeypatch.chdir(tmp_path)  # a refused default-named run would show up in ./runs
     npz = ["--data", "npz", "--data-path", str(data)]
     cases = [
@@ -81,7 +83,10 @@ def test_option_combinations_the_help_rules_out_are_refused(tmp_path, capsys, mo
         (["--data-path", str(data)], "--data-path is not used with --data sample"),
         (["--cifar10n", str(human)], "--data sample ships its own CIFAR-10-N label sets"),
         (npz + ["--download"], "--download fetches CIFAR-10 only"),
-        (npz + ["--image-size", "8"], "--image-size resizes image folders only"),
+        (npz + ["--image-size", "8"], "--image-size resizes image folders and manifests only"),
+        (["--data", "manifest", "--data-path", str(manifest), "--label-set", "worst", "--cifar10n", str(human)],
+         "--label-set (CIFAR-10-N labels) needs the CIFAR-10 images"),
+        (["--data", "manifest"], "--data manifest needs --data-path"),
         (["--data", "npz"], "--data npz needs --data-path"),
         (npz + ["--noise-kind", "pair"], "--noise-kind only applies with --noise-rate"),
         (npz + ["--noise-seed", "3", "--noise-kind", "pair"], "--noise-kind and --noise-seed only apply"),

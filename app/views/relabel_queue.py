@@ -68,6 +68,7 @@ def _item(state: RunState, sample_id: int, row: Any, dataset: Any) -> None:
                 image_col.caption(f"no image: {exc}")
         lines = [
             f"**#{sample_id}** · rank {int(row['rank']):,}",
+            *([f"file: `{row['path']}`"] if "path" in row.index and not pd.isna(row["path"]) else []),
             f"given: **{state.class_name(row['label'])}**",
             f"suggested: **{state.class_name(row['suggested_label'])}** "
             f"(p {widgets.fmt(row['suggested_prob'], '.2f')})",

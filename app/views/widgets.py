@@ -200,7 +200,8 @@ def decision_controls(state: RunState, sample_id: int, given: Any, suggested: An
 
 def _facts(state: RunState, sample_id: int, row: pd.Series, at_epoch: float | None, epoch: int,
            selection: Selection) -> pd.DataFrame:
-    rows = [
+    rows = [("file", str(row["path"]))] if "path" in row.index and not pd.isna(row["path"]) else []
+    rows += [
         ("given label", state.class_name(row.get("label"))),
         ("suggested label",
          f"{state.class_name(row.get('suggested_label'))} (p {fmt(row.get('suggested_prob'), '.2f')})"),

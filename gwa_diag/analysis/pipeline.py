@@ -89,7 +89,8 @@ class Analysis:
         summary: one row per sample (index ``sample_id``): every scorer of
             :data:`gwa_diag.analysis.summaries.SCORERS`, ``label`` (given),
             ``suggested_label`` / ``suggested_prob``, ``alignment_selected``, ``n_epochs``,
-            ``n_window`` and ``clean_label`` when labels.parquet has it. ``attrs`` hold the
+            ``n_window``, ``clean_label`` and ``path`` (the sample's file) when labels.parquet
+            has them. ``attrs`` hold the
             window, selection and EL2N epoch (:func:`gwa_diag.analysis.summaries.summarize`).
         selection: the early-stopping choice and the epoch the flags use.
         ranking: ``summary`` sorted most suspicious first by ``options.scorer`` (ties by

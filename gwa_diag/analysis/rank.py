@@ -6,8 +6,9 @@ suspicious**; ``rank`` 1 is the most suspicious sample. Ties are broken by ascen
 epochs a scorer reads) rank last.
 
 The suspects file (CSV, one row per flagged sample, most suspicious first) is meant for a
-labeling team: ``sample_id, given_label[, given_name], suggested_label[, suggested_name],
-suggested_prob, score, rank, scorer, reason``.
+labeling team: ``sample_id[, path], given_label[, given_name], suggested_label[, suggested_name],
+suggested_prob, score, rank, scorer, reason``; ``path`` (the file, relative to the dataset's
+root) when the run knows it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ RULES: dict[str, str] = {
 }
 
 SUSPECT_COLUMNS = [
-    "sample_id", "given_label", "given_name", "suggested_label", "suggested_name",
+    "sample_id", "path", "given_label", "given_name", "suggested_label", "suggested_name",
     "suggested_prob", "score", "rank", "scorer", "reason",
 ]
 
@@ -192,13 +193,15 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     if class_names is not None:
         out.insert(2, "given_name", _names(out["given_label"], class_names))
         out.insert(4, "suggested_name", _names(out["suggested_label"], class_names))
+    if "path" in frame.columns:  # runs whose dataset knows its files
+        out.insert(1, "path", frame["path"].astype("string"))
     return out
 
 
 def write_suspects(
     path: str | os.PathLike, flagged: pd.DataFrame, class_names: Sequence[str] | None = None
 ) -> Path:
-    """Write the suspects CSV atomically (never half-written). Columns: sample_id,
+    """Write the suspects CSV atomically (never half-written). Columns: sample_id[, path],
     given_label[, given_name], suggested_label[, suggested_name], suggested_prob, score,
     rank, scorer, reason; one row per flagged sample, most suspicious first."""
     table = suspects_frame(flagged, class_names=class_names)
@@ -214,10 +217,10 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise MissingFileError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
     # Only empty cells are missing values: a class named "NA" or "null" stays a name.
-    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "score", "given_name", "suggested_name")}
-    text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name")}
+    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "score", "given_name", "suggested_name", "path")}
+    text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name", "path")}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
-    missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and not c.endswith("_name")]
+    missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and not c.endswith("_name") and c != "path"]
     if missing:
         raise InputError(f"{path} is not a suspects file: missing columns {missing}")
     types = {
@@ -225,7 +228,7 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
         "suggested_prob": "float64", "score": "float64", "rank": "int64",
     }
     frame = frame.astype({k: v for k, v in types.items() if k in frame.columns})
-    for col in ("given_name", "suggested_name"):
+    for col in ("given_name", "suggested_name", "path"):
         if col in frame.columns:
             frame[col] = frame[col].astype("string")
     return frame[[c for c in SUSPECT_COLUMNS if c in frame.columns]]

@@ -258,8 +258,9 @@ def summarize(
     mean p(pred), then the lower class), ``suggested_prob`` (mean p(pred) over the window
     epochs that predicted it), ``alignment_selected`` (raw alignment at the selected epoch:
     **lower = more suspicious**, < 0 is the paper's flag), ``n_epochs`` (epochs present),
-    ``n_window`` (window epochs with finite values) and ``clean_label`` when labels.parquet
-    has it.
+    ``n_window`` (window epochs with finite values), ``clean_label`` when labels.parquet
+    has it, and ``path`` (first; the sample's file relative to the dataset's root) when
+    labels.parquet has it.
 
     ``frame.attrs`` records the window, the selected epoch (and whether it fell back to the
     last epoch because GWA selected none), the EL2N epoch and the class count.
@@ -777,4 +778,7 @@ def _frame(
     if labels is not None and "clean_label" in labels.columns:
         clean = labels.set_index("sample_id")["clean_label"]
         frame.insert(1, "clean_label", clean.reindex(frame.index).astype("Int64"))
+    if labels is not None and "path" in labels.columns:
+        # First: the ranking, the suspects file and the app show each sample's file beside its id.
+        frame.insert(0, "path", labels.set_index("sample_id")["path"].reindex(frame.index).astype("string"))
     return frame

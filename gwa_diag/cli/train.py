@@ -27,10 +27,11 @@ __all__ = ["register", "load_train_data", "interrupted_line"]
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
-    data.add_argument("--data", default="sample", choices=["sample", "cifar10", "npz", "folder"],
+    data.add_argument("--data", default="sample", choices=["sample", "cifar10", "npz", "folder", "manifest"],
                       help="sample: the bundled CIFAR-10-N subset (offline); cifar10: torchvision CIFAR-10 "
-                           "under --data-path; npz: an .npz with images/labels; folder: one sub-folder per class")
-    data.add_argument("--data-path", type=Path, help="CIFAR-10 root, .npz file or image folder")
+                           "under --data-path; npz: an .npz with images/labels; folder: one sub-folder per class; "
+                           "manifest: a CSV with columns path,label[,split]")
+    data.add_argument("--data-path", type=Path, help="CIFAR-10 root, .npz file, image folder or manifest CSV")
     data.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 into --data-path")
     data.add_argument("--label-set", help="CIFAR-10-N label set: clean, aggre, worst, random1, random2, random3")
     data.add_argument("--cifar10n", type=Path, help="path to CIFAR-10_human.pt (for --label-set with cifar10/npz data)")
@@ -41,8 +42,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--noise-kind", choices=list(values(NoiseKind)),
                       help="with --noise-rate: symmetric (default) or pair (class c -> c+1)")
     data.add_argument("--noise-seed", type=int, help="with --noise-rate: seed of the flips (default 0)")
-    data.add_argument("--eval-data", type=Path, help=".npz evaluation set (accuracy each epoch)")
-    data.add_argument("--image-size", type=int_in_range(1), help="resize folder images to this size")
+    data.add_argument("--eval-data", type=Path,
+                      help="evaluation set (accuracy each epoch): an .npz, an image folder or a manifest CSV")
+    data.add_argument("--image-size", type=int_in_range(1), help="resize folder and manifest images to this size")
     model = p.add_argument_group("model and optimisation")
     model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
     _add_config_args(model, "model and optimisation")
@@ -93,19 +95,21 @@ def _check_data_options(args: argparse.Namespace) -> None:
     if args.data == "sample" and args.data_path is not None:
         # The default --data is sample: `--data-path my.npz` alone would train on the bundled subset.
         raise InputError("--data-path is not used with --data sample (the bundled subset): pass --data npz, "
-                         "folder or cifar10 to train on your data, or drop --data-path")
+                         "folder, manifest or cifar10 to train on your data, or drop --data-path")
     if args.data != "sample" and args.data_path is None:
         need = {"cifar10": "the folder that holds or will hold cifar-10-batches-py",
-                "npz": "a FILE.npz", "folder": "a folder with one sub-folder per class"}[args.data]
+                "npz": "a FILE.npz", "folder": "a folder with one sub-folder per class",
+                "manifest": "a FILE.csv with columns path,label"}[args.data]
         raise InputError(f"--data {args.data} needs --data-path ({need})")
     if args.download and args.data != "cifar10":
         raise InputError("--download fetches CIFAR-10 only (--data cifar10); drop it for this data")
-    if args.image_size is not None and args.data != "folder":
-        raise InputError("--image-size resizes image folders only (--data folder); drop it for this data")
-    if args.label_set and args.data == "folder":
+    if args.image_size is not None and args.data not in ("folder", "manifest"):
+        raise InputError("--image-size resizes image folders and manifests only (--data folder or manifest); "
+                         "drop it for this data")
+    if args.label_set and args.data in ("folder", "manifest"):
         # CIFAR-10-N labels are keyed by CIFAR-10 training index, not by a folder's file order.
-        raise InputError("--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
-                         "npz, or train a folder on your own labels with --labels FILE")
+        raise InputError(f"--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
+                         f"npz, or train a {args.data} on your own labels with --labels FILE")
     if args.label_set and args.labels is not None:
         raise InputError("--label-set and --labels both choose the labels to train on: pass one of them")
     if args.cifar10n is not None and args.data == "sample":
@@ -160,6 +164,10 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
         eval_set = data.cifar10(args.data_path, train=False, download=args.download)
     elif args.data == "npz":
         train_set = data.load_npz(args.data_path)
+    elif args.data == "manifest":
+        # With a split column: the train rows, and the val (else test) rows to evaluate on.
+        train_set, eval_set = data.load_manifest(args.data_path, image_size=args.image_size,
+                                                 with_eval=args.eval_data is None)
     else:
         train_set = data.ImageFolderDataset(args.data_path, image_size=args.image_size)
     if args.label_set and args.data != "sample":
@@ -175,7 +183,7 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
         seed = args.noise_seed if args.noise_seed is not None else 0
         train_set = data.with_noise(train_set, rate=args.noise_rate, kind=kind, seed=seed)
     if args.eval_data is not None:
-        eval_set = data.load_npz(args.eval_data)
+        eval_set = data.load_eval_set(args.eval_data, class_names=train_set.class_names, image_size=args.image_size)
     return train_set, eval_set
 
 

@@ -251,7 +251,9 @@ def _train(
     else:
         # A new run, or one stopped before its first checkpoint (a crash in epoch 0, or between
         # epoch 0's records and its checkpoint), which starts over: same seed, same data.
-        writer.write_labels(train_set.sample_ids, train_set.labels, getattr(train_set, "clean_labels", None))
+        files = getattr(train_set, "relative_paths", None)  # datasets read from files know each one's path
+        writer.write_labels(train_set.sample_ids, train_set.labels, getattr(train_set, "clean_labels", None),
+                            paths=files() if callable(files) else None)
     recorder = AlignmentRecorder(model, writer, head=head)
     history: list[dict[str, Any]] = []
     if resume:

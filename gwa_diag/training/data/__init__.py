@@ -1,7 +1,8 @@
 """Datasets that yield ``(image, label, sample_id)`` with stable sample ids, one module per
 source: :mod:`.base` (the :class:`SampleDataset` contract), :mod:`.arrays` (in-memory arrays,
 ``.npz`` files, CIFAR-10 through torchvision), :mod:`.sample` (the bundled CIFAR-10-N
-subset), :mod:`.folders` (one sub-folder per class), :mod:`.labels` (user label files and
+subset), :mod:`.folders` (one sub-folder per class), :mod:`.manifest` (a CSV listing
+image files with their labels), :mod:`.evaluation` (evaluation sets given apart), :mod:`.labels` (user label files and
 label arrays joined by sample id), :mod:`.cifar10n` (CIFAR-10-N label sets), :mod:`.noise`
 (synthetic noise) and :mod:`.spec` (:func:`load_dataset` rebuilds any of them, labels and
 noise included, from the ``spec`` saved in ``run.json``). Sample ids are the dataset's own
@@ -13,8 +14,10 @@ nothing else of gwa_diag; this file re-exports their public names.
 from gwa_diag.training.data.arrays import CIFAR10_CLASSES, ArrayDataset, cifar10, load_npz
 from gwa_diag.training.data.base import SampleDataset
 from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS, cifar10n_labels, load_cifar10n, with_cifar10n
+from gwa_diag.training.data.evaluation import load_eval_set
 from gwa_diag.training.data.folders import IMAGE_EXTENSIONS, ImageFolderDataset
 from gwa_diag.training.data.labels import load_label_file, with_label_file, with_label_set
+from gwa_diag.training.data.manifest import ManifestDataset, load_manifest
 from gwa_diag.training.data.noise import NOISE_KINDS, inject_noise, with_noise
 from gwa_diag.training.data.sample import sample_data, sample_data_path
 from gwa_diag.training.data.spec import load_dataset
@@ -26,13 +29,16 @@ __all__ = [
     "NOISE_KINDS",
     "ArrayDataset",
     "ImageFolderDataset",
+    "ManifestDataset",
     "SampleDataset",
     "cifar10",
     "cifar10n_labels",
     "inject_noise",
     "load_cifar10n",
     "load_dataset",
+    "load_eval_set",
     "load_label_file",
+    "load_manifest",
     "load_npz",
     "sample_data",
     "sample_data_path",

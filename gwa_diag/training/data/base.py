@@ -3,7 +3,8 @@
 :class:`SampleDataset` owns what makes a dataset usable here: item ``i`` is an uint8 image
 ``[3, H, W]`` (RGB, not normalised: the engine normalises and augments whole batches on the
 device), its training label and its stable sample id; ``labels``, ``sample_ids``,
-``clean_labels``, ``num_classes``, ``class_names`` and a ``spec`` that rebuilds it. The
+``clean_labels``, ``num_classes``, ``class_names``, a ``spec`` that rebuilds it and,
+for datasets read from files, :meth:`~SampleDataset.relative_paths`. The
 label and id checks below are used by every source module of this package. Imports numpy,
 torch and :mod:`gwa_diag.checks` only.
 """
@@ -84,6 +85,8 @@ class SampleDataset(Dataset):
         num_classes: number of classes.
         class_names: one name per class.
         spec: JSON-ready description; ``load_dataset(spec)`` rebuilds this dataset.
+
+    Datasets read from files also give each sample's path: :meth:`relative_paths`.
     """
 
     labels: np.ndarray
@@ -176,6 +179,13 @@ class SampleDataset(Dataset):
         if i < -n or i >= n:
             raise IndexError(f"position {i} out of range for a dataset of {n} samples")
         return i % n
+
+    def relative_paths(self) -> list[str] | None:
+        """Each sample's file path relative to the dataset's root, by position (aligned with
+        ``sample_ids``), for datasets read from files (image folders, manifests); None for
+        the others. Written to labels.parquet's ``path`` column, so a labeling team can find
+        each flagged file."""
+        return None
 
     def image(self, i: int) -> np.ndarray:
         """The raw image at position ``i`` as uint8 ``[H, W, 3]`` (RGB)."""

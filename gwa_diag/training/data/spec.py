@@ -17,6 +17,7 @@ from gwa_diag.training.data.base import SampleDataset
 from gwa_diag.training.data.cifar10n import with_cifar10n
 from gwa_diag.training.data.folders import ImageFolderDataset
 from gwa_diag.training.data.labels import with_label_file
+from gwa_diag.training.data.manifest import ManifestDataset
 from gwa_diag.training.data.noise import with_noise
 from gwa_diag.training.data.sample import load_sample_split
 
@@ -25,7 +26,8 @@ __all__ = ["load_dataset"]
 _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "npz": ("path", *NPZ_OPTIONS),
     "cifar10": ("root", "train"),
-    "image_folder": ("root", "image_size"),
+    "image_folder": ("root", "image_size", "class_names"),
+    "manifest": ("path", "split", "image_size", "class_names"),
     "sample_data": ("split", "label_set", "path"),
     "arrays": (),
 }
@@ -40,7 +42,8 @@ _STEP_KEYS: dict[str, tuple[str, ...]] = {
 def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> SampleDataset:
     """Rebuild a dataset from its ``spec`` (as saved in a run's ``run.json``).
 
-    A spec names a ``source`` (``npz``, ``cifar10``, ``image_folder``, ``sample_data``) with
+    A spec names a ``source`` (``npz``, ``cifar10``, ``image_folder``, ``manifest``,
+    ``sample_data``) with
     its options, and a list of label ``steps`` applied in order (``label_set``,
     ``label_file``, ``noise``). ``dataset.spec`` of any dataset made by this module has
     this form.
@@ -79,7 +82,12 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
     elif source == "image_folder":
         if "root" not in opts:
             raise InputError("an 'image_folder' spec needs 'root', the folder of class folders")
-        ds = ImageFolderDataset(opts["root"], image_size=opts.get("image_size"))
+        ds = ImageFolderDataset(opts["root"], image_size=opts.get("image_size"), class_names=opts.get("class_names"))
+    elif source == "manifest":
+        if "path" not in opts:
+            raise InputError("a 'manifest' spec needs 'path', the manifest CSV")
+        ds = ManifestDataset(opts["path"], split=opts.get("split"), image_size=opts.get("image_size"),
+                             class_names=opts.get("class_names"))
     elif source == "sample_data":
         ds = load_sample_split(
             opts.get("split", "train"), label_set=opts.get("label_set", "worst"), path=opts.get("path")
