@@ -128,3 +128,79 @@ def test_check_num_classes() -> None:
         check_num_classes(model, 10, head=nn.Conv2d(1, 1, 1))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="head="):
         check_num_classes(nn.Sequential(nn.Conv2d(3, 4, 3)), 10)
+
+
+# --------------------------------------------------------------------------------------
+# weights: a state-dict file or torchvision's pretrained weights (offline: no download)
+# --------------------------------------------------------------------------------------
+
+
+def _others_equal(model: nn.Module, state: dict[str, torch.Tensor], head: str) -> bool:
+    got = model.state_dict()
+    return all(torch.equal(got[k], v) for k, v in state.items() if not k.startswith(head + "."))
+
+
+def test_weights_file_is_loaded_and_the_head_fits_the_classes(tmp_path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(num_classes=1000).state_dict()  # an ImageNet-shaped file
+    torch.save(state, tmp_path / "r18.pt")
+    model = build_model("tv:resnet18", 5, weights=tmp_path / "r18.pt")
+    assert _others_equal(model, state, "fc")
+    assert model.fc.out_features == 5 and find_head(model) is model.fc
+    # gwa-diag's own checkpoint layout, from an earlier 5-class run: its head is kept as loaded.
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "selected.pt")
+    again = build_model("tv:resnet18", 5, weights=str(tmp_path / "selected.pt"))
+    assert torch.equal(again.fc.weight, model.fc.weight) and _others_equal(again, state, "fc")
+
+
+def test_weights_file_wrappers_for_the_small_presets(tmp_path) -> None:
+    torch.manual_seed(0)
+    state = build_model("tiny", 3, width=8).state_dict()
+    # A DistributedDataParallel save under a "state_dict" key: the prefix is removed.
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "ddp.pt")
+    model = build_model("tiny", 4, width=8, weights=tmp_path / "ddp.pt")
+    assert _others_equal(model, state, "head") and model.head.out_features == 4
+    assert not torch.equal(model.head.weight[:3], state["head.weight"])  # a fresh 4-way head
+
+
+def test_weights_that_do_not_fit_are_refused_naming_the_keys(tmp_path) -> None:
+    import torchvision
+
+    from gwa_diag.checks import InputError, MissingFileError
+
+    state = torchvision.models.resnet18().state_dict()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)
+    torch.save(state, tmp_path / "grey.pt")
+    with pytest.raises(InputError, match=r"conv1\.weight: file \(64, 1, 7, 7\) vs model \(64, 3, 7, 7\).*--model"):
+        build_model("tv:resnet18", 5, weights=tmp_path / "grey.pt")
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pt")
+    with pytest.raises(InputError, match=r"not in the model: layer1\.2\.\S+, .*\(and \d+ more\)") as exc:
+        build_model("tv:resnet18", 5, weights=tmp_path / "r34.pt")
+    assert "\n" not in str(exc.value)
+    (tmp_path / "junk.pt").write_text("not a tensor file")
+    with pytest.raises(InputError, match="cannot read weights file"):
+        build_model("tiny", 5, weights=tmp_path / "junk.pt")
+    torch.save({"epoch": 3}, tmp_path / "no_state.pt")
+    with pytest.raises(InputError, match="holds no state dict"):
+        build_model("tiny", 5, weights=tmp_path / "no_state.pt")
+    with pytest.raises(MissingFileError, match="missing.pt"):
+        build_model("tiny", 5, weights=tmp_path / "missing.pt")
+    with pytest.raises(InputError, match=r"--weights DEFAULT.*tv:<name>.*--weights FILE"):
+        build_model("resnet18_cifar", 5, weights="DEFAULT")
+
+
+def test_default_weights_whose_download_fails_name_the_file_option(monkeypatch) -> None:
+    from urllib.error import URLError
+
+    from torchvision.models._api import WeightsEnum
+
+    from gwa_diag.checks import InputError
+
+    def offline(self, *args, **kwargs):
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(InputError, match=r"download .*ResNet18_Weights.*failed.*--weights FILE"):
+        build_model("tv:resnet18", 5, weights="DEFAULT")

@@ -47,6 +47,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--image-size", type=int_in_range(1), help="resize folder and manifest images to this size")
     model = p.add_argument_group("model and optimisation")
     model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
+    model.add_argument("--weights", metavar="DEFAULT|FILE",
+                       help="fine-tune from these weights: DEFAULT (torchvision's pretrained, tv: models; "
+                            "downloads) or a state-dict FILE of --model; implies --mode finetune")
     _add_config_args(model, "model and optimisation")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="run directory (default runs/<time>-<4 hex digits>)")
@@ -67,6 +70,10 @@ def _add_config_args(group: Any, name: str) -> None:
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         options: dict[str, Any] = {"dest": f.name, "default": f.default}
+        if f.name == "mode":
+            # None tells "not given" apart from an explicit --mode scratch: --weights then picks
+            # finetune (_settle_weights), else _config leaves TrainConfig's default.
+            options["default"] = None
         if meta.get("help"):
             options["help"] = meta["help"]
         if kind is bool:
@@ -188,8 +195,67 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """The engine's config from the parsed options (each option's dest is its field)."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    """The engine's config from the parsed options (each option's dest is its field; one
+    left at None, i.e. not given, keeps TrainConfig's default)."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                          if getattr(args, f.name, None) is not None})
+
+
+def _settle_weights(args: argparse.Namespace, rank: int) -> str | None:
+    """The weights to load (``args.weights``, or None) and the mode they imply, settled
+    before any data is read or anything written.
+
+    Loaded weights make a fine-tuning run: without --mode, the mode becomes finetune (an
+    explicit --mode scratch stays), and a resumed run keeps its own mode. A resumed run with
+    a checkpoint takes its weights from the checkpoint, so --weights is not read again; one
+    that stopped before its first checkpoint starts over, from the same weights.
+    """
+    from gwa_diag.training.models import check_weights
+
+    run: dict[str, Any] = {}
+    checkpoint = False
+    if args.resume and args.out is not None and (Path(args.out) / "run.json").is_file():
+        import json
+
+        try:
+            run = json.loads((Path(args.out) / "run.json").read_text())
+        except (OSError, ValueError):
+            pass  # the engine's resume checks say what is wrong with the run
+        run = run if isinstance(run, dict) else {}
+        checkpoint = (Path(args.out) / "checkpoints" / "last.pt").is_file()
+    stored = run.get("weights") if isinstance(run.get("weights"), dict) else None
+    load = None if checkpoint else args.weights
+    if load is not None:
+        check_weights(args.model, load)
+    elif stored and not checkpoint:
+        again = stored.get("source") if stored.get("source") == "DEFAULT" else stored.get("file")
+        raise InputError(f"{args.out} started from loaded weights but stopped before its first checkpoint, so it "
+                         f"starts over: pass them again, --weights {again}")
+    if args.mode is None and isinstance(run.get("config"), dict) and run["config"].get("mode"):
+        args.mode = run["config"]["mode"]  # resuming: the run's own early-stopping rule
+    elif args.mode is None and args.weights is not None:
+        args.mode = "finetune"
+        if rank == 0:
+            print("loaded weights: GWA early stopping uses --mode finetune (pass --mode scratch for the "
+                  "from-scratch rule)")
+    return load
+
+
+def _weights_record(model_name: str, weights: str) -> dict[str, str]:
+    """What run.json says was loaded: torchvision's weights by name, or the file and its hash."""
+    from gwa_diag.training.models import PRETRAINED
+
+    if weights == PRETRAINED:
+        import torchvision.models as tvm
+
+        return {"source": PRETRAINED, "torchvision": str(tvm.get_model_weights(model_name[len("tv:"):]).DEFAULT)}
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"source": "file", "file": str(Path(weights).resolve()), "sha256": digest.hexdigest()}
 
 
 def _init_distributed(args: argparse.Namespace) -> int:
@@ -222,16 +288,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     rank = _init_distributed(args)
     if rank != 0:
         args.progress = False  # one progress bar, rank 0's
+    weights = _settle_weights(args, rank)
     train_set, eval_set = load_train_data(args)
     # The default name is unique even for two runs started in the same second.
     out = args.out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     import torch
 
     torch.manual_seed(args.seed)  # the model's initial weights are part of what --seed fixes
-    model = build_model(args.model, train_set.num_classes)
+    model = build_model(args.model, train_set.num_classes, weights=weights)
+    meta: dict[str, Any] = {"model_name": args.model}
+    if weights is not None:
+        meta["weights"] = _weights_record(args.model, weights)  # a resumed run keeps its own record
     t0 = time.perf_counter()
     result = train(model, train_set, out, config=_config(args), eval_set=eval_set, resume=args.resume,
-                   meta={"model_name": args.model})
+                   meta=meta)
     sel = result.selected
     if rank != 0:
         return 0

@@ -7,25 +7,31 @@ plain ``nn.Linear`` that :func:`find_head` can locate:
 * ``"resnet18_cifar"``  :func:`resnet18_cifar`, the usual ResNet-18 for 32x32 images;
 * ``"tv:<name>"``       :func:`torchvision_model`, any torchvision classification model.
 
-Use :func:`build_model` to pick one by name, and :func:`check_num_classes` before training
-to catch a head whose size does not match the dataset.
+Use :func:`build_model` to pick one by name (``weights=`` starts it from torchvision's
+pretrained weights or a state-dict file, for fine-tuning), and :func:`check_num_classes`
+before training to catch a head whose size does not match the dataset.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from gwa_diag.recorder import find_linear_head
-from gwa_diag.checks import InputError
+from gwa_diag.checks import InputError, MissingFileError
 
 __all__ = [
     "PRESETS",
+    "PRETRAINED",
     "build_model",
     "check_num_classes",
+    "check_weights",
     "find_head",
     "resnet18_cifar",
     "tiny_cnn",
@@ -154,7 +160,7 @@ def _replace_linear(parent: nn.Module, attr: str | int, num_classes: int) -> boo
     return True
 
 
-def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
+def _replace_aux_heads(model: nn.Module, num_classes: int) -> None:
     # Auxiliary heads (inception_v3, googlenet) only matter in training mode; resize them too
     # so that their loss, if a user adds it, has the right number of classes.
     aux = getattr(model, "AuxLogits", None)
@@ -165,6 +171,9 @@ def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
         if isinstance(aux, nn.Module) and isinstance(getattr(aux, "fc2", None), nn.Linear):
             _replace_linear(aux, "fc2", num_classes)
 
+
+def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
+    _replace_aux_heads(model, num_classes)
     fc = getattr(model, "fc", None)
     if isinstance(fc, nn.Linear):
         _replace_linear(model, "fc", num_classes)
@@ -192,6 +201,16 @@ def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
     )
 
 
+def _check_torchvision_name(name: str) -> None:
+    valid = torchvision_model_names()
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise InputError(
+            f"unknown torchvision model {name!r}.{hint} Valid names: {', '.join(valid)}"
+        )
+
+
 def torchvision_model(name: str, num_classes: int, *, weights: Any = None) -> nn.Module:
     """Any torchvision classification model with a new ``num_classes``-way linear head.
 
@@ -207,13 +226,7 @@ def torchvision_model(name: str, num_classes: int, *, weights: Any = None) -> nn
     pretrained backbones can be fine-tuned on any label set.
     """
     _check_num_classes_arg(num_classes)
-    valid = torchvision_model_names()
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise InputError(
-            f"unknown torchvision model {name!r}.{hint} Valid names: {', '.join(valid)}"
-        )
+    _check_torchvision_name(name)
     import torchvision.models as tvm
 
     model = tvm.get_model(name, weights=weights)
@@ -225,22 +238,37 @@ def torchvision_model(name: str, num_classes: int, *, weights: Any = None) -> nn
 _PRESET_OPTIONS: dict[str, tuple[str, ...]] = {
     "tiny": ("in_channels", "width"),
     "resnet18_cifar": (),
-    "tv": ("weights",),
+    "tv": (),
 }
 
+#: ``weights=`` value that asks for torchvision's pretrained weights (``tv:`` models).
+PRETRAINED = "DEFAULT"
 
-def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
-    """Build a model preset by name.
+
+def build_model(
+    name: str, num_classes: int, *, weights: str | os.PathLike[str] | None = None, **kw: Any
+) -> nn.Module:
+    """Build a model preset by name, with random or loaded weights.
 
     Args:
         name: ``"tiny"``, ``"resnet18_cifar"``, or ``"tv:<torchvision name>"`` (e.g.
             ``"tv:resnet50"``).
         num_classes: outputs of the model's linear head.
-        **kw: options of the preset: ``tiny`` takes ``in_channels``/``width``, ``tv:`` takes
-            ``weights``, ``resnet18_cifar`` takes none.
+        weights: ``None`` for random initial weights; ``"DEFAULT"`` for torchvision's
+            pretrained weights (``tv:`` models only; downloaded into the torch hub cache on
+            first use); or a local state-dict file saved from the same architecture (bare,
+            or under a ``model`` or ``state_dict`` key as in gwa-diag's own checkpoints; a
+            ``module.`` prefix from DistributedDataParallel is removed). The state dict is
+            loaded strictly; a head with another number of outputs (ImageNet's 1000) is then
+            replaced by a fresh ``num_classes``-way ``nn.Linear``, and a head that already
+            has ``num_classes`` outputs is kept as loaded.
+        **kw: options of the preset: ``tiny`` takes ``in_channels``/``width``; the others
+            take none.
 
     Raises:
-        ValueError: for an unknown preset name or an option the preset does not take.
+        InputError: an unknown preset name or option, ``"DEFAULT"`` for a model without
+            pretrained weights, a weights file that is missing, unreadable or of another
+            architecture (naming the mismatched keys), or a failed download.
     """
     key = "tv" if name.startswith("tv:") else name
     if key not in _PRESET_OPTIONS:
@@ -255,14 +283,166 @@ def build_model(name: str, num_classes: int, **kw: Any) -> nn.Module:
             f"unknown option(s) {', '.join(unknown)} for model {name!r}: valid options are "
             f"{', '.join(valid_opts) if valid_opts else '(none)'}"
         )
+    if weights is not None:
+        check_weights(name, weights)
     if key == "tiny":
-        return tiny_cnn(num_classes, **kw)
-    if key == "resnet18_cifar":
-        return resnet18_cifar(num_classes)
-    tv_name = name[len("tv:"):]
-    if not tv_name:
-        raise InputError("model name 'tv:' lacks the torchvision model name, e.g. 'tv:resnet50'")
-    return torchvision_model(tv_name, num_classes, **kw)
+        model = tiny_cnn(num_classes, **kw)
+    elif key == "resnet18_cifar":
+        model = resnet18_cifar(num_classes)
+    else:
+        tv_name = name[len("tv:"):]
+        if not tv_name:
+            raise InputError("model name 'tv:' lacks the torchvision model name, e.g. 'tv:resnet50'")
+        if weights == PRETRAINED:
+            return _pretrained_torchvision(tv_name, num_classes)
+        model = torchvision_model(tv_name, num_classes)
+    if weights is not None:
+        _load_weights_file(model, Path(weights), name, num_classes)
+    return model
+
+
+def check_weights(name: str, weights: str | os.PathLike[str]) -> None:
+    """Check, without reading it, that ``weights`` can be asked of model ``name``:
+    ``"DEFAULT"`` for a ``tv:`` model, or else an existing file. :func:`build_model` checks
+    this too; call it first to refuse before slow work (reading the data).
+
+    Raises:
+        InputError: ``"DEFAULT"`` for a model without pretrained weights, or a path that is
+            missing or a directory.
+    """
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"weights must be None, {PRETRAINED!r} or the path of a state-dict file, got "
+            f"{type(weights).__name__}"
+        )
+    if weights == PRETRAINED:
+        if not name.startswith("tv:"):
+            raise InputError(
+                f"--weights {PRETRAINED} (torchvision's pretrained weights) is for tv:<name> models; "
+                f"{name!r} has none: pass --weights FILE (a state dict saved from {name}), or a "
+                "torchvision model such as --model tv:resnet18"
+            )
+        return
+    path = Path(weights)
+    if not path.exists():
+        raise MissingFileError(
+            f"weights file {path} does not exist: pass a state-dict file saved with "
+            f"torch.save(model.state_dict(), FILE), or {PRETRAINED} for torchvision's pretrained weights"
+        )
+    if not path.is_file():
+        raise InputError(f"weights {path} is a directory, not a state-dict file: pass the file itself")
+
+
+def _pretrained_torchvision(name: str, num_classes: int) -> nn.Module:
+    """torchvision's DEFAULT weights for ``name``; the head fits ``num_classes`` outputs."""
+    import torchvision.models as tvm
+
+    _check_num_classes_arg(num_classes)
+    _check_torchvision_name(name)
+    enum = tvm.get_model_weights(name).DEFAULT
+    try:
+        # Downloads into the torch hub cache; get_model below then reads the cached file.
+        # Apart from the download, this cannot fail for torchvision's own weights.
+        enum.get_state_dict(progress=True, check_hash=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the download's
+        raise InputError(
+            f"the download of torchvision's pretrained weights {enum} for tv:{name} failed "
+            f"({type(exc).__name__}: {_first_line(exc)}): pass a local state-dict file instead, "
+            "--weights FILE (e.g. one saved with torch.save(model.state_dict(), FILE) where the "
+            "download works)"
+        ) from None
+    # get_model with the enum, not our own build: some models take other constructor
+    # arguments with pretrained weights (inception_v3's transform_input).
+    model = tvm.get_model(name, weights=enum)
+    try:
+        keep = find_head(model).out_features == num_classes
+    except TypeError:
+        keep = False  # no nn.Linear head (squeezenet): _replace_head refuses it, saying why
+    if not keep:
+        _replace_head(model, name, num_classes)
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no details"
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``: bare, or under a ``model``/``state_dict`` key."""
+    try:
+        # weights_only: a weights file from elsewhere must not run code when it is read.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line refusal
+        raise InputError(
+            f"cannot read weights file {path} as a PyTorch state dict ({type(exc).__name__}: "
+            f"{_first_line(exc)}): pass a file saved with torch.save(model.state_dict(), FILE)"
+        ) from None
+    state = obj
+    if isinstance(obj, Mapping):
+        # gwa-diag's checkpoints keep the weights under "model", Lightning's under "state_dict".
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                state = obj[key]
+                break
+    if not (isinstance(state, Mapping) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise InputError(
+            f"weights file {path} holds no state dict (parameter names mapped to tensors, bare or "
+            "under a 'model' or 'state_dict' key): save one with torch.save(model.state_dict(), FILE)"
+        )
+    if all(k.startswith("module.") for k in state):
+        # Saved from a DistributedDataParallel wrapper: its keys name the wrapped model's.
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _capped(names: list[str], limit: int = 3) -> str:
+    more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _load_weights_file(model: nn.Module, path: Path, name: str, num_classes: int) -> None:
+    """Load ``path`` strictly into ``model`` (built as preset ``name``); then fit the head to
+    ``num_classes``. Every mismatch is reported in one line before anything is loaded."""
+    state = _read_state_dict(path)
+    head = find_head(model)
+    head_name = next(n for n, m in model.named_modules() if m is head)
+    file_head = state.get(f"{head_name}.weight")
+    if file_head is not None and file_head.ndim == 2 and file_head.shape[0] != head.out_features:
+        # The file's own head size (ImageNet's 1000): load it as saved, replace it afterwards.
+        _resize_head(model, file_head.shape[0])
+    own = model.state_dict()
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    # BatchNorm fills in a missing num_batches_tracked itself (files saved by older torch).
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    problems = [_capped(shapes)] if shapes else []
+    if missing:
+        problems.append(f"missing from the file: {_capped(missing)}")
+    if unexpected:
+        problems.append(f"not in the model: {_capped(unexpected)}")
+    if problems:
+        raise InputError(
+            f"weights file {path} does not fit model {name!r}: {'; '.join(problems)}. Pass the "
+            "--model the file was saved from (e.g. tv:resnet34 for a torchvision ResNet-34 state dict)"
+        )
+    model.load_state_dict(state, strict=True)
+    if find_head(model).out_features != num_classes:
+        _resize_head(model, num_classes)
+
+
+def _resize_head(model: nn.Module, num_classes: int) -> None:
+    """Replace the head (:func:`find_head`: the last ``nn.Linear``, the one the recorder
+    measures) and any auxiliary heads by fresh ``num_classes``-way ``nn.Linear`` layers."""
+    head = find_head(model)
+    path = next(n for n, m in model.named_modules() if m is head)
+    parent_name, _, attr = path.rpartition(".")
+    # setattr also replaces an nn.Sequential's item: its children are named "0", "1", ...
+    setattr(model.get_submodule(parent_name), attr,
+            nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+    _replace_aux_heads(model, num_classes)
 
 
 # One definition of "the head" for presets, engine and recorder.
