@@ -1,9 +1,9 @@
 """Input checks and option names, in one place.
 
 Every choice a user makes by name (optimizer, schedule, precision, stopping mode, noise
-kind, averaging window, flag rule) is a ``Literal`` type here; the training config, the
-analysis functions and the CLI's ``choices=`` all read their valid values from it
-(:func:`values`), so a new option is added once.
+kind, averaging window, flag rule, automatic relabel policy) is a ``Literal`` type here; the
+training config, the analysis functions and the CLI's ``choices=`` all read their valid
+values from it (:func:`values`), so a new option is added once.
 
 Errors a user can fix (a bad option, path, file or value) are :class:`InputError`, a
 ``ValueError``; the CLI prints them as one line with exit status 2. Any other exception is a
@@ -28,6 +28,7 @@ __all__ = [
     "NoiseKind",
     "Window",
     "Rule",
+    "AutoPolicy",
     "values",
     "check_choice",
     "check_keys",
@@ -60,6 +61,9 @@ NoiseKind = Literal["symmetric", "pair"]
 Window = Literal["second_half", "after_warmup", "all"]
 #: Flag rules (descriptions: gwa_diag.analysis.rank.RULES).
 Rule = Literal["negative", "topk", "noise_rate"]
+#: What corrected labels do with flagged samples nobody reviewed (descriptions:
+#: gwa_diag.analysis.corrected.AUTO_POLICIES).
+AutoPolicy = Literal["keep", "drop", "relabel"]
 
 
 def values(options: Any) -> tuple[str, ...]:

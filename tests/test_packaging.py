@@ -52,6 +52,7 @@ def _run_cli_without(args: list[str], modules: list[str], cwd: Path) -> subproce
     ["rank", "--show", "3"],
     ["score"],
     ["report"],
+    ["labels", "--out", "corrected.csv", "--auto", "drop"],
 ])
 def test_analysis_commands_do_not_import_torch(small_run: Path, command: list[str], tmp_path: Path) -> None:
     args = [command[0], str(small_run), *command[1:]]

@@ -333,6 +333,15 @@ def stopping_notes(path: str, generation: str) -> tuple[str, list[str]]:
     return result.trust.level, result.lines()
 
 
+def label_origin(state: RunState) -> str | None:
+    """"trained on corrected labels from run ...", when the run trained on a
+    ``gwa-diag labels`` export (run.json's ``label_provenance``); else None."""
+    from gwa_diag.analysis.corrected import trained_on
+
+    info = trained_on(state.meta)
+    return None if info is None else str(info["line"])
+
+
 def selection(state: RunState) -> Selection:
     """``gwa_diag.analysis.summaries.selected_epoch`` (reads epochs.parquet only), and the epoch the
     flags use: the selected one, else the last complete epoch (as the summaries do)."""

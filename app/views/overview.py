@@ -140,6 +140,9 @@ def _metadata(state: RunState) -> None:
         "mode": config.get("mode", "scratch"),
         "device": meta.get("device", "?"),
     }
+    origin = data.label_origin(state)
+    if origin is not None:
+        facts["labels"] = origin
     # Markdown rather than a table element: the first page then needs no table renderer.
     st.markdown("\n".join(f"- **{name}**: `{value}`" for name, value in facts.items()))
     with st.expander("run.json"):

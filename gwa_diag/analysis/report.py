@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 
 from gwa_diag import __version__
+from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import RULE_ROW, pr_points, roc_points
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
@@ -180,6 +181,8 @@ def _write_files(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run": str(run.path),
         "run_id": run.meta.get("run_id"),
+        # Where the labels came from when the run trained on a `gwa-diag labels` export; else None.
+        "label_provenance": trained_on(run.meta),
         "n_samples": int(len(summary)),
         "n_epochs": int(summary.attrs.get("n_epochs", len(epochs))),
         "num_classes": summary.attrs.get("num_classes"),
@@ -288,12 +291,14 @@ def _markdown(
 ) -> str:
     sel = report["early_stopping"]
     win = report["window"]
+    trained = report.get("label_provenance")
     lines = [
         "# gwa-diag report",
         "",
         f"Run `{report['run']}` (id {report['run_id']}): {report['n_samples']} samples, "
         f"{report['n_epochs']} complete epochs, {report['num_classes']} classes. Written {report['created']} "
         f"(report id `{report['report_id']}`, also in report.json and ranking.parquet).",
+        *([] if trained is None else ["", f"T{trained['line'][1:]}."]),  # "trained on corrected labels ..."
         "",
         "## Early stopping (GWA, no validation set)",
         "",

@@ -1,11 +1,11 @@
-"""The ``gwa-diag`` command line: ``train | demo | rank | score | report | app``.
+"""The ``gwa-diag`` command line: ``train | demo | rank | score | report | labels | app``.
 
 One module per group of subcommands, each with a ``register(subparsers)``: ``train``
-(training options from the engine's config), ``demo``, ``analysis`` (rank, score, report)
-and ``app``; ``common`` holds what they share. This layer sits on top of everything else:
-it may import any part of gwa_diag, and nothing imports it. The analysis commands must not
-load torch (they start in well under a second), so training modules are imported inside
-the functions that need them.
+(training options from the engine's config), ``demo``, ``analysis`` (rank, score, report),
+``labels`` (corrected labels out of a reviewed run) and ``app``; ``common`` holds what they
+share. This layer sits on top of everything else: it may import any part of gwa_diag, and
+nothing imports it. The analysis commands must not load torch (they start in well under a
+second), so training modules are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 
 from gwa_diag import __version__
 from gwa_diag.checks import InputError
-from gwa_diag.cli import analysis, app, demo, train
+from gwa_diag.cli import analysis, app, demo, labels, train
 from gwa_diag.cli.common import os_error_line
 from gwa_diag.store import RunDirError
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     demo.register(sub)
     analysis.register(sub)
+    labels.register(sub)
     app.register(sub)
     return parser
 

@@ -36,6 +36,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--label-set", help="CIFAR-10-N label set: clean, aggre, worst, random1, random2, random3")
     data.add_argument("--cifar10n", type=Path, help="path to CIFAR-10_human.pt (for --label-set with cifar10/npz data)")
     data.add_argument("--labels", type=Path, help="label file to train on instead (CSV sample_id,label or .npy)")
+    data.add_argument("--exclude", type=Path, metavar="FILE",
+                      help="leave these samples out of training (CSV with a sample_id column, e.g. the "
+                           "FILE.excluded.csv of gwa-diag labels, or an .npy of ids)")
     data.add_argument("--noise-rate", type=float, default=0.0, help="inject synthetic label noise at this rate")
     # None (not the real defaults) so a --noise-kind/--noise-seed without --noise-rate can be
     # refused: it would otherwise be ignored and the user believe noise was injected.
@@ -183,6 +186,10 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
         train_set = data.with_cifar10n(train_set, args.cifar10n, label_set=args.label_set)
     if args.labels is not None:
         train_set = data.with_label_file(train_set, args.labels)
+    if args.exclude is not None:
+        # A dataset step (recorded in the spec), so load_dataset(run.json's spec) and the
+        # --resume data checks see the same samples.
+        train_set = data.without_samples(train_set, args.exclude)
     # Before noise: flipped labels would hide a dataset that has one class only.
     _check_classes(train_set)
     if args.noise_rate:
@@ -258,6 +265,38 @@ def _weights_record(model_name: str, weights: str) -> dict[str, str]:
     return {"source": "file", "file": str(Path(weights).resolve()), "sha256": digest.hexdigest()}
 
 
+def _label_records(args: argparse.Namespace, train_set: Any) -> dict[str, Any]:
+    """run.json's ``label_provenance`` (the sidecar a ``gwa-diag labels`` export wrote next
+    to --labels, with the label file's path and SHA-256) and ``exclusion`` (path, SHA-256 and
+    count of --exclude), so the new run says which reviewed run its labels came from."""
+    from gwa_diag.analysis.corrected import provenance_path, read_provenance
+
+    records: dict[str, Any] = {}
+    if args.labels is not None and provenance_path(args.labels).is_file():
+        label_file = Path(args.labels).expanduser().resolve()
+        sha = _sha256(label_file)
+        provenance = read_provenance(provenance_path(label_file))
+        records["label_provenance"] = {
+            **provenance, "label_file": str(label_file), "label_file_sha256": sha,
+            # False when the file was edited after the export: the counts then describe another file.
+            "label_file_matches": (provenance.get("sha256") or {}).get("labels") == sha,
+        }
+    step = next((s for s in reversed(train_set.spec.get("steps", [])) if s.get("op") == "exclude"), None)
+    if step is not None:
+        records["exclusion"] = {k: step[k] for k in ("path", "sha256", "count")}
+    return records
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _init_distributed(args: argparse.Namespace) -> int:
     """Under torchrun (WORLD_SIZE > 1): join the process group; returns this rank."""
     import os
@@ -297,6 +336,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the model's initial weights are part of what --seed fixes
     model = build_model(args.model, train_set.num_classes, weights=weights)
     meta: dict[str, Any] = {"model_name": args.model}
+    meta.update(_label_records(args, train_set))
     if weights is not None:
         meta["weights"] = _weights_record(args.model, weights)  # a resumed run keeps its own record
     t0 = time.perf_counter()

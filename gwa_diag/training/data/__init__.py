@@ -4,17 +4,19 @@ source: :mod:`.base` (the :class:`SampleDataset` contract), :mod:`.arrays` (in-m
 subset), :mod:`.folders` (one sub-folder per class), :mod:`.manifest` (a CSV listing
 image files with their labels), :mod:`.evaluation` (evaluation sets given apart), :mod:`.labels` (user label files and
 label arrays joined by sample id), :mod:`.cifar10n` (CIFAR-10-N label sets), :mod:`.noise`
-(synthetic noise) and :mod:`.spec` (:func:`load_dataset` rebuilds any of them, labels and
-noise included, from the ``spec`` saved in ``run.json``). Sample ids are the dataset's own
-indices (for CIFAR-10 the training index), so external ground truth joins on them and the
-app finds each image again. These modules import numpy, torch and :mod:`gwa_diag.checks`,
-nothing else of gwa_diag; this file re-exports their public names.
+(synthetic noise), :mod:`.exclude` (samples left out by an exclusion file) and :mod:`.spec`
+(:func:`load_dataset` rebuilds any of them, labels, noise and exclusions included, from the
+``spec`` saved in ``run.json``). Sample ids are the dataset's own indices (for CIFAR-10 the
+training index), so external ground truth joins on them and the app finds each image again.
+These modules import numpy, torch and :mod:`gwa_diag.checks`, nothing else of gwa_diag;
+this file re-exports their public names.
 """
 
 from gwa_diag.training.data.arrays import CIFAR10_CLASSES, ArrayDataset, cifar10, load_npz
 from gwa_diag.training.data.base import SampleDataset
 from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS, cifar10n_labels, load_cifar10n, with_cifar10n
 from gwa_diag.training.data.evaluation import load_eval_set
+from gwa_diag.training.data.exclude import SampleSubset, load_exclusion_file, without_samples
 from gwa_diag.training.data.folders import IMAGE_EXTENSIONS, ImageFolderDataset
 from gwa_diag.training.data.labels import load_label_file, with_label_file, with_label_set
 from gwa_diag.training.data.manifest import ManifestDataset, load_manifest
@@ -31,12 +33,14 @@ __all__ = [
     "ImageFolderDataset",
     "ManifestDataset",
     "SampleDataset",
+    "SampleSubset",
     "cifar10",
     "cifar10n_labels",
     "inject_noise",
     "load_cifar10n",
     "load_dataset",
     "load_eval_set",
+    "load_exclusion_file",
     "load_label_file",
     "load_manifest",
     "load_npz",
@@ -46,4 +50,5 @@ __all__ = [
     "with_label_file",
     "with_label_set",
     "with_noise",
+    "without_samples",
 ]

@@ -15,6 +15,7 @@ from gwa_diag.checks import InputError, check_choice, check_keys
 from gwa_diag.training.data.arrays import NPZ_OPTIONS, cifar10, load_npz
 from gwa_diag.training.data.base import SampleDataset
 from gwa_diag.training.data.cifar10n import with_cifar10n
+from gwa_diag.training.data.exclude import without_samples
 from gwa_diag.training.data.folders import ImageFolderDataset
 from gwa_diag.training.data.labels import with_label_file
 from gwa_diag.training.data.manifest import ManifestDataset
@@ -36,6 +37,7 @@ _STEP_KEYS: dict[str, tuple[str, ...]] = {
     "label_file": ("path",),
     "noise": ("rate", "kind", "seed"),
     "labels": ("name",),
+    "exclude": ("path", "sha256", "count"),
 }
 
 
@@ -45,15 +47,16 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
     A spec names a ``source`` (``npz``, ``cifar10``, ``image_folder``, ``manifest``,
     ``sample_data``) with
     its options, and a list of label ``steps`` applied in order (``label_set``,
-    ``label_file``, ``noise``). ``dataset.spec`` of any dataset made by this module has
-    this form.
+    ``label_file``, ``noise``, and ``exclude``, which leaves out the samples of an exclusion
+    file). ``dataset.spec`` of any dataset made by this module has this form.
 
     Args:
         spec: the dataset's ``spec``.
         with_labels: apply the label steps. Pass False when only the images (found by
             sample id) are needed, e.g. to show them next to a run that already stores its
             labels: then label files need not be present and labels set from in-memory
-            arrays are no obstacle; the result has the source's own labels.
+            arrays are no obstacle; the result has the source's own labels and all its
+            samples (excluded ones too: every recorded id still finds its image).
     """
     if not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a dict (dataset.spec), got {type(spec).__name__}")
@@ -108,6 +111,8 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
             ds = with_cifar10n(ds, args["path"], label_set=args["name"])
         elif op == "label_file":
             ds = with_label_file(ds, args["path"])
+        elif op == "exclude":
+            ds = _without_samples_again(ds, args)
         elif op == "noise":
             ds = with_noise(
                 ds, rate=args["rate"], kind=args.get("kind", "symmetric"), seed=args.get("seed", 0)
@@ -121,3 +126,17 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
             )
     return ds
 
+
+def _without_samples_again(ds: SampleDataset, step: Mapping[str, Any]) -> SampleDataset:
+    """Redo an ``exclude`` step; a file changed since the run would leave out other samples
+    than the ones it trained without, so a different SHA-256 is refused."""
+    if "path" not in step:
+        raise InputError("an 'exclude' step needs 'path', the exclusion file")
+    out = without_samples(ds, step["path"])
+    recorded, now = step.get("sha256"), out.spec["steps"][-1]["sha256"]
+    if recorded is not None and recorded != now:
+        raise InputError(
+            f"the exclusion file {step['path']} changed since the run was recorded (SHA-256 {now[:12]}..., "
+            f"recorded {str(recorded)[:12]}...): restore the file the run trained without"
+        )
+    return out
