@@ -11,6 +11,7 @@ is also copied to docs/browse.png.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -105,12 +106,12 @@ def big_run(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture(scope="module")
-def server(big_run, tmp_path_factory) -> Iterator[str]:
+@contextlib.contextmanager
+def _serve(run: Path, log: Path) -> Iterator[str]:
+    """`gwa-diag app RUN` on a free port until the block ends; yields its URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(_app_command(big_run, port), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(_app_command(run, port), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -130,6 +131,12 @@ def server(big_run, tmp_path_factory) -> Iterator[str]:
             proc.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(big_run, tmp_path_factory) -> Iterator[str]:
+    with _serve(big_run, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
 
 
 def _timed(action, page, script: str, arg=None) -> float:
@@ -208,3 +215,66 @@ def test_browse_flip_open_relabel_reload(big_run, server, tmp_path):
     )
     assert first < HEADROOM * FIRST_RENDER_TARGET_S, f"first page took {first:.2f} s"
     assert median_flip < HEADROOM * FLIP_TARGET_S, f"page flips took {flips}"
+
+
+# --------------------------------------------------------------------------------------
+# a run on an image folder: the app shows each sample's file
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A 2-epoch run on a tiny image folder; the folder's files relative to its root, by
+    sample id (a folder's ids are positions in its sorted file list)."""
+    import numpy as np
+    from PIL import Image
+
+    from gwa_diag.cli import main
+    from gwa_diag.training.data import ImageFolderDataset
+
+    base = tmp_path_factory.mktemp("folder_run")
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog", "fish"):
+        for i in range(10):
+            f = base / "images" / name / f"{name}_{i:02d}.png"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(f)
+    run = base / "run"
+    assert main(["train", "--data", "folder", "--data-path", str(base / "images"), "--epochs", "2",
+                 "--batch-size", "8", "--quiet", "--out", str(run)]) == 0
+    return run, ImageFolderDataset(base / "images").relative_paths()
+
+
+def test_sample_detail_and_relabel_queue_show_the_file_path(folder_run, tmp_path):
+    run, paths = folder_run
+    with _serve(run, tmp_path / "server.log") as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url + "/?page=browse")
+            page.wait_for_function(f"() => {_IDLE} && ({_GRID_IMAGES}).length >= 1", timeout=TIMEOUT_MS)
+            cell = page.locator(".gwa-cell").first
+            sample_id = int(cell.get_attribute("data-id"))
+            cell.click()
+            page.wait_for_function(f"() => {_IDLE} && document.body.innerText.includes('Sample {sample_id}')",
+                                   timeout=TIMEOUT_MS)
+            detail = page.locator(".st-key-sample_detail")
+            detail.get_by_text(paths[sample_id], exact=True).wait_for(timeout=TIMEOUT_MS)
+            page.screenshot(path=str(tmp_path / "detail_path.png"), full_page=False)
+
+            page.goto(url + "/?page=queue")
+            page.wait_for_function(f"() => {_IDLE} && document.body.innerText.includes('Flagged')", timeout=TIMEOUT_MS)
+            # Flag the k most suspicious: whatever the default rule flags in a 2-epoch run,
+            # the queue then lists samples.
+            page.locator(".st-key-queue_rule").click()
+            page.keyboard.type("the k most")
+            page.keyboard.press("Enter")
+            page.locator(".st-key-queue_k").wait_for(timeout=TIMEOUT_MS)  # the topk rule is in effect
+            page.wait_for_function(f"() => {_IDLE} && document.body.innerText.includes('file: ')", timeout=TIMEOUT_MS)
+            page.screenshot(path=str(tmp_path / "queue_path.png"), full_page=False)
+            first = page.locator("[class*='st-key-queue_item_']").first
+            queued = int(next(c for c in first.get_attribute("class").split() if c.startswith("st-key-queue_item_"))
+                         .rsplit("_", 1)[1])
+            assert f"file: {paths[queued]}" in first.inner_text()
+        finally:
+            browser.close()
