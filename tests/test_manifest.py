@@ -241,7 +241,7 @@ def test_eval_manifest_reads_its_val_rows_mapped_by_name(tmp_path: Path) -> None
         load_eval_set(tmp_path / "x.txt", class_names=["a"])
 
 
-def test_eval_data_on_the_command_line_replaces_the_manifest_val_rows(tmp_path: Path, capsys) -> None:
+def test_eval_data_on_the_command_line_replaces_the_manifest_val_rows(tmp_path: Path) -> None:
     csv = _manifest(tmp_path, ROWS)
     for name in ("cat", "dog"):
         _save(tmp_path / "other" / name / "1.png", 5)

@@ -45,7 +45,7 @@ def _read(csv: Path) -> Any:
 
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (ValueError, UnicodeDecodeError) as e:  # pandas' EmptyDataError and ParserError
+    except ValueError as e:  # pandas' EmptyDataError and ParserError, UnicodeDecodeError
         raise InputError(
             f"cannot read {csv} as a CSV file ({type(e).__name__}: {e}): write it as UTF-8 text "
             "with a header line 'path,label' (optional columns: split, sample_id)"
