@@ -124,3 +124,19 @@ def test_train_exclude_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("gwa-diag train: error: ") and "2000" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_subset_of_an_image_folder_keeps_each_file_with_its_id(tmp_path):
+    from PIL import Image
+
+    from gwa_diag.training.data import ImageFolderDataset
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 100 if cls == "a" else 200, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    ds = ImageFolderDataset(tmp_path / "imgs")
+    sub = without_samples(ds, _csv(tmp_path / "x.csv", [1, 4]))
+    paths = dict(zip(ds.sample_ids.tolist(), ds.relative_paths()))
+    assert sub.relative_paths() == [paths[i] for i in sub.sample_ids.tolist()]
+    assert (sub.image(1) == ds.image(2)).all()  # position 1 of the subset is id 2
