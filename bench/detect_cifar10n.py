@@ -4,6 +4,8 @@
     python bench/detect_cifar10n.py --mode gpu                # ResNet-18, all 20,000 images (reference setting)
     python bench/detect_cifar10n.py --label-sets worst --epochs 20 --window after_warmup
     python bench/detect_cifar10n.py --reuse                   # re-analyse finished runs, no training
+    python bench/detect_cifar10n.py --no-kfold                # skip cleanlab's K-fold row (K more trainings)
+    python bench/detect_cifar10n.py --folds 10                # K for the K-fold row (default 5, as cleanlab)
 
 Data: ``cifar10/train_first20000.npz`` (sample id = row index = CIFAR-10 training index),
 ``cifar10/test_first1000.npz`` (the held-out evaluation set) and the CIFAR-10-N label file
@@ -18,33 +20,54 @@ presentation, evaluating on the 1,000 test images after each epoch. It then prin
   truly mislabeled samples) for every per-sample scorer of ``gwa_diag.analysis.summaries.SCORERS``
   (means over ``--window``), plus precision / recall / F1 of the rule "alignment < 0 at the
   GWA-selected epoch";
-* an external peer, cleanlab (confident learning): the last-epoch checkpoint is run once more
-  over the *un-augmented training images* (one extra forward pass, done here in the
-  benchmark, not by the recorder) to get an N x C probability matrix. Its ranking metrics
-  use cleanlab's self-confidence label-quality score (lower quality = more suspicious), its
-  P / R / F1 use the set ``cleanlab.filter.find_label_issues`` flags. These probabilities
-  are in-sample (the model trained on these labels), so the row is labelled
-  "cleanlab (in-sample, last-epoch probs)"; published cleanlab numbers use out-of-sample
-  (cross-validated) probabilities, which cost k extra trainings. cleanlab is AGPL-licensed:
-  it is imported only here, is optional (``pip install -r bench/requirements.txt``), and
-  its row is skipped with a message when it is not installed;
+* two external peers, cleanlab (confident learning), both scored the same way: its ranking
+  metrics use ``cleanlab.rank.get_label_quality_scores`` (cleanlab's default method,
+  self-confidence = p(given label); lower quality = more suspicious), its P / R / F1 and count
+  use the set ``cleanlab.filter.find_label_issues`` flags (default settings, i.e.
+  ``filter_by="prune_by_noise_rate"``). They differ in where the N x C probability matrix
+  comes from:
+
+  - "cleanlab (in-sample, last-epoch probs)": the main run's last-epoch checkpoint is run once
+    more over the *un-augmented training images* (one extra forward pass, done here in the
+    benchmark, not by the recorder). Cheap (the one training plus that pass), but in-sample:
+    the model trained on these labels.
+  - "cleanlab (K-fold, out-of-sample)": cleanlab's recommended workflow (what its
+    ``estimate_cv_predicted_probabilities`` does, with its default of 5 folds): the n samples
+    are split into ``--folds`` K stratified folds (by given label, seeded with ``--seed``);
+    for each fold the same model is trained with the same recipe, epochs and seed on the
+    other K - 1 folds (``OUT/kfold/<label set>/fold<i>``, no evaluation set), and its
+    last-epoch checkpoint predicts the held-out fold on un-augmented images. This costs K
+    trainings, each on (K - 1) / K of the data: about K - 1 times the main run's training.
+    The out-of-fold matrix and the fold of every sample are cached in
+    ``OUT/kfold/<label set>/`` (``oof_probs.npy``, ``folds.npy``, ``kfold.json``), so
+    ``--reuse`` re-analyses without training. ``--no-kfold`` skips it.
+
+  cleanlab is AGPL-licensed: it is imported only here, is optional (``pip install -r
+  bench/requirements.txt``), and its rows are skipped with a message when it is not installed
+  (the K-fold trainings too). The K-fold split uses scikit-learn, a dependency of cleanlab;
+* the columns ``count`` (how many samples the method flags, i.e. its estimate of how many
+  labels are wrong; "-" for the per-sample scorers, which rank but do not flag; compare it
+  with the true count k in the header) and ``passes`` (full training runs the method costs: 1
+  for every in-run scorer and for cleanlab in-sample, K for the K-fold row);
 * the test accuracy at the GWA-selected epoch, at the best test epoch and at the last epoch.
 
 Modes:
 
 * ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
-  epochs then linear decay, fp32. A few minutes for three label sets on 2 CPU cores.
+  epochs then linear decay, fp32. A few minutes for three label sets on 2 CPU cores without
+  the K-fold row, roughly K times that with it.
 * ``gpu``: CIFAR ResNet-18, all 20,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
   2 warm-up epochs then linear decay, bf16 (the reference setting for CIFAR-10-N detection).
 
-Runs go to ``OUT/runs/<label set>`` (a previous gwa-diag run there is replaced unless
-``--reuse``); the tables are also written as markdown to ``OUT/results.md``.
+Runs go to ``OUT/runs/<label set>`` and ``OUT/kfold/<label set>`` (previous ones there are
+replaced unless ``--reuse``); the tables are also written as markdown to ``OUT/results.md``.
 One seed, one subset: the numbers vary from run to run and machine to machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -59,18 +82,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from gwa_diag.training.data import CIFAR10N_LABEL_SETS, load_npz, with_cifar10n
+from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_npz, with_cifar10n
 from gwa_diag.training.batches import channel_stats
 from gwa_diag.training.engine import TrainConfig, train
 from gwa_diag.analysis.metrics import RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.store import open_run
-from gwa_diag.analysis.summaries import WINDOWS, summarize
+from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
+KFOLD_ROW = "cleanlab (K-fold, out-of-sample)"
+INSTALL_HINT = "pip install -r bench/requirements.txt"
 
 #: Per-mode defaults; every entry can be overridden on the command line.
 MODES: dict[str, dict[str, Any]] = {
@@ -80,8 +105,13 @@ MODES: dict[str, dict[str, Any]] = {
             "precision": "bf16", "device": "cuda"},
 }
 MODEL_BUILDERS = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
+#: (key in a detection-table row, printed header). ``n_flagged`` is printed as ``count``: the
+#: number of samples a method flags, its estimate of how many labels are wrong.
 COLUMNS = [("auroc", "AUROC"), ("ap", "AP"), ("p_at_k", "P@k"), ("r_at_k", "R@k"),
-           ("precision", "P"), ("recall", "R"), ("f1", "F1"), ("n_flagged", "flagged")]
+           ("precision", "P"), ("recall", "R"), ("f1", "F1"), ("n_flagged", "count"), ("passes", "passes")]
+INTEGER_COLUMNS = {"n_flagged", "passes"}
+#: Training passes of a method computed from the one recorded run (every in-run scorer).
+IN_RUN_PASSES = 1
 
 
 # -- hardware --------------------------------------------------------------------------------
@@ -109,8 +139,6 @@ def load_sets(data: Path, n: int):
     if not 1 <= n <= len(full):
         raise SystemExit(f"--n must be between 1 and {len(full)}, got {n}")
     if n < len(full):
-        from gwa_diag.training.data import ArrayDataset
-
         # The first n rows: ids 0..n-1 stay CIFAR-10 training indices.
         sub = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
                            class_names=full.class_names, spec={"source": "arrays", "of": full.spec, "first": n})
@@ -119,27 +147,155 @@ def load_sets(data: Path, n: int):
     return sub, load_npz(test_path), label_path
 
 
-# -- the external peer ------------------------------------------------------------------------
+def subset(dataset, positions: np.ndarray, note: dict[str, Any]) -> ArrayDataset:
+    """The samples of an in-memory dataset at ``positions`` (labels, ids and clean labels kept)."""
+    clean = dataset.clean_labels[positions] if dataset.clean_labels is not None else None
+    return ArrayDataset(dataset.images_nchw[positions], dataset.labels[positions],
+                        sample_ids=dataset.sample_ids[positions], clean_labels=clean,
+                        class_names=dataset.class_names, spec={"source": "arrays", "of": dataset.spec, **note})
+
+
+def train_config(args) -> TrainConfig:
+    """The recipe of every training in this benchmark (main runs and K-fold runs alike)."""
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="sgd", momentum=0.9,
+        weight_decay=5e-4, warmup_epochs=args.warmup_epochs, schedule="linear", augment=True,
+        precision=args.precision, device=args.device, seed=args.seed, mode="scratch", progress=args.progress,
+    )
+
+
+def autocast_dtype(args, device: torch.device):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision) if device.type == "cuda" else None
+
+
+def cleanlab_installed() -> bool:
+    try:
+        import cleanlab.filter  # noqa: F401
+        import cleanlab.rank  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the external peer: predicted probabilities -------------------------------------------------
 @torch.no_grad()
-def in_sample_probs(run_dir: Path, model_name: str, train_set, device: torch.device, dtype, batch: int) -> np.ndarray:
-    """Softmax probabilities [N, C] of the last-epoch checkpoint on the un-augmented training
-    images, rows in ``train_set`` order (normalised exactly as the engine normalises)."""
+def predict_probs(run_dir: Path, model_name: str, dataset, device: torch.device, dtype, batch: int,
+                  *, positions: np.ndarray | None = None, stats_positions: np.ndarray | None = None) -> np.ndarray:
+    """Softmax probabilities ``[len(positions), C]`` of the last-epoch checkpoint of ``run_dir``
+    on the un-augmented images of ``dataset`` at ``positions`` (default: all, in order).
+
+    Images are normalised exactly as the engine normalised them while training that run: with
+    the channel statistics of its training images, ``dataset`` at ``stats_positions``
+    (default: all of ``dataset``)."""
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=True)
-    model = MODEL_BUILDERS[model_name](train_set.num_classes)
+    model = MODEL_BUILDERS[model_name](dataset.num_classes)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    images = train_set.images_nchw.to(device)
-    mean, std = channel_stats(images)
+    all_images = dataset.images_nchw
+    stats_src = all_images if stats_positions is None else all_images[torch.as_tensor(stats_positions)]
+    mean, std = channel_stats(stats_src.to(device))
     mean, std = mean[None, :, None, None], std[None, :, None, None]
+    images = all_images if positions is None else all_images[torch.as_tensor(positions)]
     out = []
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         for s in range(0, len(images), batch):
-            x = (images[s : s + batch].float().div_(255) - mean) / std
+            x = (images[s : s + batch].to(device).float().div_(255) - mean) / std
             out.append(F.softmax(model(x).float(), dim=1).cpu())
+    if not out:
+        return np.zeros((0, dataset.num_classes))
     return torch.cat(out).double().numpy()
 
 
-def cleanlab_row(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray) -> dict[str, float] | None:
+def in_sample_probs(run_dir: Path, model_name: str, train_set, device: torch.device, dtype, batch: int) -> np.ndarray:
+    """Softmax probabilities [N, C] of the last-epoch checkpoint on the un-augmented training
+    images, rows in ``train_set`` order (normalised exactly as the engine normalises)."""
+    return predict_probs(run_dir, model_name, train_set, device, dtype, batch)
+
+
+def _kfold_setting(name: str, args, train_set) -> dict[str, Any]:
+    return {"label_set": name, "n": len(train_set), "folds": args.folds, "seed": args.seed, "model": args.model,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "warmup_epochs": args.warmup_epochs, "precision": args.precision}
+
+
+def _clear_kfold_dir(kdir: Path) -> None:
+    """Remove a previous K-fold folder of this benchmark; refuse anything else."""
+    if not kdir.exists():
+        return
+    known = {"oof_probs.npy", "folds.npy", "kfold.json"}
+    for entry in kdir.iterdir():
+        ours = entry.name in known or (
+            entry.is_dir() and entry.name.startswith("fold") and entry.name[4:].isdigit()
+            and (not any(entry.iterdir()) or (entry / "run.json").exists()))
+        if not ours:
+            raise SystemExit(f"{kdir} holds {entry.name}, which this benchmark did not write: "
+                             "remove it or choose another --out")
+    shutil.rmtree(kdir)
+
+
+def kfold_probs(name: str, args, train_set, device: torch.device) -> dict[str, Any]:
+    """Out-of-fold probabilities [N, C] (rows in ``train_set`` order), the fold of every row and
+    timings: trained here, or read back from ``OUT/kfold/<name>`` with ``--reuse``."""
+    kdir = Path(args.out) / "kfold" / name
+    setting = _kfold_setting(name, args, train_set)
+    if args.reuse:
+        if not (kdir / "kfold.json").is_file():
+            raise SystemExit(f"--reuse: {kdir} holds no finished K-fold result; run without --reuse first, "
+                             "or pass --no-kfold")
+        saved = json.loads((kdir / "kfold.json").read_text())
+        if saved.get("n") != len(train_set) or saved.get("folds") != args.folds:
+            raise SystemExit(f"--reuse: {kdir} holds {saved.get('folds')} folds over {saved.get('n')} samples, this "
+                             f"command asks for --folds {args.folds} over --n {len(train_set)}: pass the same "
+                             "--n, --mode and --folds as the training command")
+        differ = [f"{k} {saved.get(k)}" for k, v in setting.items() if saved.get(k) != v]
+        if differ:
+            print(f"warning: {kdir} was made with another setting than this command's (recorded: "
+                  f"{', '.join(differ)}); the K-fold row describes the recorded folds")
+        probs, folds = np.load(kdir / "oof_probs.npy"), np.load(kdir / "folds.npy")
+        if probs.shape != (len(train_set), train_set.num_classes) or folds.shape != (len(train_set),):
+            raise SystemExit(f"--reuse: {kdir} holds arrays of the wrong shape; run without --reuse")
+        return {"probs": probs, "folds": folds, "k": int(saved["folds"]), "reused": True,
+                "t_train": saved.get("train_seconds"), "t_predict": saved.get("predict_seconds")}
+
+    from sklearn.model_selection import StratifiedKFold
+
+    _clear_kfold_dir(kdir)
+    n, k = len(train_set), args.folds
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=args.seed)
+    probs = np.full((n, train_set.num_classes), np.nan)
+    folds = np.full(n, -1, dtype=np.int64)
+    cfg = train_config(args)
+    dtype = autocast_dtype(args, device)
+    t_train, t_predict = [], []
+    for i, (fit_pos, held_pos) in enumerate(splitter.split(np.zeros(n), train_set.labels)):
+        fold_set = subset(train_set, fit_pos, {"kfold": {"folds": k, "fold": i, "seed": args.seed, "part": "train"}})
+        torch.manual_seed(args.seed)
+        model = MODEL_BUILDERS[args.model](train_set.num_classes)
+        t0 = time.perf_counter()
+        train(model, fold_set, kdir / f"fold{i}", config=cfg, eval_set=None,
+              meta={"benchmark": "bench/detect_cifar10n.py", "label_set": name, "kfold": {"folds": k, "fold": i}})
+        t_train.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        probs[held_pos] = predict_probs(kdir / f"fold{i}", args.model, train_set, device, dtype, batch=1024,
+                                        positions=held_pos, stats_positions=fit_pos)
+        folds[held_pos] = i
+        t_predict.append(time.perf_counter() - t0)
+        print(f"  {name}: fold {i + 1}/{k} trained on {len(fit_pos)} samples in {t_train[-1]:.0f} s, "
+              f"predicted {len(held_pos)} held-out samples in {t_predict[-1]:.1f} s", flush=True)
+    assert (folds >= 0).all() and np.isfinite(probs).all()
+    np.save(kdir / "oof_probs.npy", probs)
+    np.save(kdir / "folds.npy", folds)
+    # Written last: its presence marks a finished K-fold result for --reuse.
+    (kdir / "kfold.json").write_text(json.dumps(
+        {**setting, "rows": "sample ids 0..n-1 (the first n CIFAR-10 training images), in order",
+         "train_seconds": t_train, "predict_seconds": t_predict}, indent=1))
+    return {"probs": probs, "folds": folds, "k": k, "reused": False, "t_train": t_train, "t_predict": t_predict}
+
+
+def cleanlab_row(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray, *, passes: int) -> dict[str, float] | None:
+    """Detection metrics of cleanlab on one probability matrix (None when cleanlab is missing):
+    ranking by ``get_label_quality_scores`` (its default method, self-confidence), flags
+    (P / R / F1 / count) by ``find_label_issues`` with its default settings."""
     try:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
@@ -154,11 +310,28 @@ def cleanlab_row(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray) ->
     p_k, r_k = precision_recall_at_k(score, is_noisy)
     row = {"auroc": auroc(score, is_noisy), "ap": average_precision(score, is_noisy), "p_at_k": p_k, "r_at_k": r_k}
     row.update(rule_scores(flags, is_noisy))
+    row["passes"] = passes
     return row
 
 
+def add_rows(table: pd.DataFrame, rows: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
+    """``table`` with one more row per method (method -> {COLUMNS key: value}; missing keys
+    stay empty, None rows are left out); rows without ``passes`` cost the one recorded run."""
+    attrs = dict(table.attrs)
+    data = {m: {c: v for c, v in table.loc[m].items() if not pd.isna(v)} for m in table.index}
+    data.update({m: row for m, row in rows.items() if row is not None})
+    out = pd.DataFrame.from_dict(data, orient="index").reindex(columns=[c for c, _ in COLUMNS])
+    out["passes"] = out["passes"].fillna(IN_RUN_PASSES)
+    for c in out.columns:
+        out[c] = pd.to_numeric(out[c]).astype("Int64" if c in INTEGER_COLUMNS else "float64")
+    out.index.name = "method"
+    out.attrs = attrs
+    return out
+
+
 # -- one label set ----------------------------------------------------------------------------
-def run_label_set(name: str, args, train_base, test_set, label_path: Path, device: torch.device) -> dict[str, Any]:
+def run_label_set(name: str, args, train_base, test_set, label_path: Path, device: torch.device,
+                  *, with_cleanlab: bool) -> dict[str, Any]:
     run_dir = Path(args.out) / "runs" / name
     train_set = with_cifar10n(train_base, label_path, label_set=name)
     noise = float(np.mean(train_set.labels != train_set.clean_labels))
@@ -182,15 +355,10 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
             if not (run_dir / "run.json").exists():
                 raise SystemExit(f"{run_dir} exists and is not a gwa-diag run: remove it or choose another --out")
             shutil.rmtree(run_dir)
-        cfg = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="sgd", momentum=0.9,
-            weight_decay=5e-4, warmup_epochs=args.warmup_epochs, schedule="linear", augment=True,
-            precision=args.precision, device=args.device, seed=args.seed, mode="scratch", progress=args.progress,
-        )
         torch.manual_seed(args.seed)
         model = MODEL_BUILDERS[args.model](train_set.num_classes)
         t0 = time.perf_counter()
-        train(model, train_set, run_dir, config=cfg, eval_set=test_set,
+        train(model, train_set, run_dir, config=train_config(args), eval_set=test_set,
               meta={"benchmark": "bench/detect_cifar10n.py", "label_set": name})
         t_train = time.perf_counter() - t0
 
@@ -200,14 +368,21 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
     table = detection_table(summary, truth)
     t_analysis = time.perf_counter() - t0
 
-    # External peer on one extra forward pass of the last checkpoint.
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision) if device.type == "cuda" else None
-    probs = in_sample_probs(run_dir, args.model, train_set, device, dtype, batch=1024)
+    # External peers. In-sample: one extra forward pass of the last checkpoint.
+    probs = in_sample_probs(run_dir, args.model, train_set, device, autocast_dtype(args, device), batch=1024)
     pos = train_set.positions(truth.index.to_numpy())
-    peer = cleanlab_row(train_set.labels[pos], probs[pos], truth.to_numpy())
-    if peer is not None:
-        table.loc[CLEANLAB_ROW] = pd.Series(peer)
+    labels, is_noisy = train_set.labels[pos], truth.to_numpy()
+    extra: dict[str, dict[str, Any]] = {}
+    if with_cleanlab:
+        extra[CLEANLAB_ROW] = cleanlab_row(labels, probs[pos], is_noisy, passes=IN_RUN_PASSES)
     last_acc = float(np.mean(probs.argmax(1) == train_set.labels))
+    # Out-of-sample: K more trainings (cleanlab's recommended workflow).
+    kfold = None
+    if with_cleanlab and not args.no_kfold:
+        kfold = kfold_probs(name, args, train_set, device)
+        extra[KFOLD_ROW] = cleanlab_row(labels, kfold["probs"][pos], is_noisy, passes=kfold["k"])
+        kfold["fit"] = float(np.mean(kfold["probs"].argmax(1) == train_set.labels))
+    table = add_rows(table, extra)
 
     epochs = open_run(run_dir).epochs()
     sel = summary.attrs["selection"]
@@ -216,18 +391,18 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
     last_epoch = int(epochs["epoch"].max())
     return {
         "name": name, "noise": noise, "n": table.attrs["n"], "n_noisy": table.attrs["n_noisy"], "table": table,
-        "peer_missing": peer is None, "gwa_epoch": sel["gwa_epoch"], "selection_reason": sel["reason"],
+        "gwa_epoch": sel["gwa_epoch"], "selection_reason": sel["reason"],
         "selected_epoch": summary.attrs["selected_epoch"], "fallback": sel["fallback"],
         "acc": acc, "best_epoch": best_epoch, "last_epoch": last_epoch, "train_fit_last": last_acc,
-        "window": summary.attrs["window_epochs"], "t_train": t_train, "t_analysis": t_analysis,
+        "window": summary.attrs["window_epochs"], "t_train": t_train, "t_analysis": t_analysis, "kfold": kfold,
     }
 
 
 # -- output -----------------------------------------------------------------------------------
 def _fmt(v: Any, col: str) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return "-"
-    if col == "n_flagged":
+    if col in INTEGER_COLUMNS:
         return str(int(v))
     return f"{float(v):.3f}"
 
@@ -257,13 +432,65 @@ def accuracy_line(r: dict[str, Any]) -> str:
             f"last epoch {r['last_epoch']}: {acc[r['last_epoch']]:.3f}")
 
 
+def kfold_line(r: dict[str, Any]) -> str | None:
+    """Size and timings of the K-fold part of one label set (None when it did not run)."""
+    kf = r["kfold"]
+    if kf is None:
+        return None
+    k, n = kf["k"], len(kf["folds"])
+    fit_sizes = sorted({n - int((kf["folds"] == i).sum()) for i in range(k)})
+    text = (f"K-fold ({k} stratified folds, each model trained on {'-'.join(str(s) for s in fit_sizes)} of {n} "
+            f"samples; out-of-fold prediction = given label on {kf['fit']:.3f}): ")
+    if not kf["t_train"]:
+        return text + "reused, timings not recorded"
+    train_s, pred_s = sum(kf["t_train"]), sum(kf["t_predict"] or [])
+    ratio = f" = {train_s / r['t_train']:.1f}x the main run's training" if r["t_train"] else ""
+    return (text + ("reused; when made: " if kf["reused"] else "")
+            + f"train {train_s:.0f} s (per fold {', '.join(f'{t:.0f}' for t in kf['t_train'])} s){ratio}, "
+            f"predict held-out folds {pred_s:.1f} s")
+
+
 def header(r: dict[str, Any], window: str) -> str:
     w0, w1 = r["window"]
     sel = f"epoch {r['selected_epoch']}" + (" (fallback: last epoch)" if r["fallback"] else "")
     timing = f"train {r['t_train']:.0f} s, " if r["t_train"] is not None else "reused run, "
-    return (f"label set {r['name']}: {r['n']} samples, {r['n_noisy']} mislabeled ({r['noise']:.1%}), k = {r['n_noisy']}; "
-            f"window {window} = epochs {w0}..{w1}; rule at {sel}; {timing}analysis {r['t_analysis']:.1f} s; "
-            f"last-epoch train-set fit (un-augmented) {r['train_fit_last']:.3f}")
+    return (f"label set {r['name']}: {r['n']} samples, {r['n_noisy']} mislabeled ({r['noise']:.1%}): "
+            f"true count k = {r['n_noisy']}; window {window} = epochs {w0}..{w1}; rule at {sel}; "
+            f"{timing}analysis {r['t_analysis']:.1f} s; last-epoch train-set fit (un-augmented) {r['train_fit_last']:.3f}")
+
+
+def skipped_lines(args, with_cleanlab: bool) -> list[str]:
+    if not with_cleanlab:
+        return [f"cleanlab is not installed: rows '{CLEANLAB_ROW}' and '{KFOLD_ROW}' skipped, and no K-fold "
+                f"training done ({INSTALL_HINT})"]
+    if args.no_kfold:
+        return [f"--no-kfold: row '{KFOLD_ROW}' skipped"]
+    return []
+
+
+def summary_tables(results: list[dict[str, Any]], scorer_cols: list[str]) -> tuple[list[str], list[str]]:
+    """(AUROC / AP per label set and method, count per label set and flagging method), as
+    markdown lines. The first holds the given scorers plus every other ranking row that is not
+    a gwa-diag scorer (the external peers); the second every row that flags samples."""
+    extra_cols: list[str] = []
+    for r in results:
+        t = r["table"]
+        extra_cols += [m for m in t.index if m not in SCORERS and pd.notna(t.loc[m, "auroc"]) and m not in extra_cols]
+    cols = [c for c in scorer_cols if any(c in r["table"].index for r in results)] + extra_cols
+    rank = ["| label set (noise) | true count | " + " | ".join(cols) + " |", "|---|---:|" + "---|" * len(cols)]
+    for r in results:
+        t = r["table"]
+        cells = [f"{_fmt(t.loc[c, 'auroc'], 'auroc')} / {_fmt(t.loc[c, 'ap'], 'ap')}" if c in t.index else "-" for c in cols]
+        rank.append(f"| {r['name']} ({r['noise']:.1%}) AUROC / AP | {r['n_noisy']} | " + " | ".join(cells) + " |")
+    flaggers: list[str] = []
+    for r in results:
+        flaggers += [m for m in r["table"].index if pd.notna(r["table"].loc[m, "n_flagged"]) and m not in flaggers]
+    count = ["| label set (noise) | true count | " + " | ".join(flaggers) + " |", "|---|" + "---:|" * (len(flaggers) + 1)]
+    for r in results:
+        t = r["table"]
+        cells = [_fmt(t.loc[m, "n_flagged"], "n_flagged") if m in t.index else "-" for m in flaggers]
+        count.append(f"| {r['name']} ({r['noise']:.1%}) | {r['n_noisy']} | " + " | ".join(cells) + " |")
+    return rank, count
 
 
 def main() -> None:
@@ -277,13 +504,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
     ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
     ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation, data order and augmentation (default 0)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the initialisation, data order, augmentation and K-fold split (default 0)")
     ap.add_argument("--window", choices=list(WINDOWS), default="second_half",
                     help="epochs the mean-over-epochs scorers average: "
                     + "; ".join(f"{k}: {v}" for k, v in WINDOWS.items()).replace("%", "%%"))
+    ap.add_argument("--folds", type=int, default=5,
+                    help="K of cleanlab's K-fold row: K stratified folds, K trainings (default 5, cleanlab's default)")
+    ap.add_argument("--no-kfold", action="store_true",
+                    help="skip cleanlab's K-fold row (it costs K more trainings per label set)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/ and cifar10n/ (default: ../shared/data from the repo root)")
-    ap.add_argument("--out", default="bench_out/detect", help="output folder: runs/<label set>/ and results.md")
-    ap.add_argument("--reuse", action="store_true", help="analyse the finished runs already in OUT/runs instead of training")
+    ap.add_argument("--out", default="bench_out/detect", help="output folder: runs/<label set>/, kfold/<label set>/ and results.md")
+    ap.add_argument("--reuse", action="store_true",
+                    help="analyse the finished runs and K-fold results already in OUT instead of training")
     ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
     args = ap.parse_args()
     for key, value in MODES[args.mode].items():
@@ -293,58 +526,90 @@ def main() -> None:
     bad = [s for s in names if s not in CIFAR10N_LABEL_SETS or s == "clean"]
     if bad or not names:
         raise SystemExit(f"unknown label set(s) {bad}: choose from {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
+    if not args.no_kfold and not 2 <= args.folds <= args.n:
+        raise SystemExit(f"--folds must be between 2 and --n ({args.n}), got {args.folds}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--mode gpu needs a CUDA device; none is available here (use --mode cpu)")
     device = torch.device(args.device)
+    with_cleanlab = cleanlab_installed()
 
     hw = hardware(device)
     setting = (f"mode {args.mode}: {args.model}, first {args.n} training images, {args.epochs} epochs, batch {args.batch_size}, "
                f"SGD nesterov lr {args.lr}, {args.warmup_epochs:g} warm-up epochs then linear decay, {args.precision}, "
                f"crop+flip, seed {args.seed}; eval set: 1,000 test images")
+    if with_cleanlab and not args.no_kfold:
+        setting += f"; cleanlab K-fold: {args.folds} stratified folds, same recipe"
     print(hw)
     print(setting)
+    skipped = skipped_lines(args, with_cleanlab)
+    for line in skipped:
+        print(line)
     train_base, test_set, label_path = load_sets(Path(args.data), args.n)
 
     results = []
+    t_all = time.perf_counter()
     for name in names:
-        r = run_label_set(name, args, train_base, test_set, label_path, device)
+        r = run_label_set(name, args, train_base, test_set, label_path, device, with_cleanlab=with_cleanlab)
         results.append(r)
         print()
         print(header(r, args.window))
         print(text_table(r["table"]))
-        if r["peer_missing"]:
-            print(f"cleanlab is not installed: row '{CLEANLAB_ROW}' skipped (pip install -r bench/requirements.txt)")
+        for line in skipped:
+            print(line)
         print(accuracy_line(r))
+        if kfold_line(r):
+            print(kfold_line(r))
+    t_all = time.perf_counter() - t_all
 
     notes = [
-        "Every score is oriented higher = more suspicious; k = number of truly mislabeled samples (P@k = R@k then).",
+        "Every score is oriented higher = more suspicious; k = true count of mislabeled samples (P@k = R@k then).",
         (f"Scorer rows: gwa_diag.analysis.summaries.SCORERS, means over the '{args.window}' window. "
          f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch."),
-        (f"'{CLEANLAB_ROW}': one extra forward pass of the last-epoch checkpoint over the un-augmented training "
-         "images; AUROC/AP/P@k/R@k rank by cleanlab's self-confidence label-quality score (= p(given label)), "
-         "P/R/F1 are of the set cleanlab.filter.find_label_issues flags (prune_by_noise_rate). "
+        ("count: how many samples the method flags, i.e. its estimate of how many labels are wrong (compare with "
+         "the true count k); '-' for scorers that rank but do not flag. passes: full training runs the method "
+         f"costs; {IN_RUN_PASSES} for every in-run scorer (one recorded run)."),
+        (f"'{CLEANLAB_ROW}' (passes = 1): the one training plus one extra forward pass of the last-epoch checkpoint over the "
+         "un-augmented training images; AUROC/AP/P@k/R@k rank by cleanlab's self-confidence label-quality "
+         "score (= p(given label), the default method of cleanlab.rank.get_label_quality_scores), P/R/F1/count "
+         "are of the set cleanlab.filter.find_label_issues flags (default settings: prune_by_noise_rate). "
          "In-sample probabilities, not the cross-validated ones cleanlab recommends."),
     ]
-    summary_cols = ["align_mean", "aum", "loss_mean", "confidence", "forgetting", "el2n", CLEANLAB_ROW]
-    summary_lines = ["| label set (noise) | " + " | ".join(summary_cols) + " |", "|---|" + "---|" * len(summary_cols)]
-    for r in results:
-        cells = []
-        for c in summary_cols:
-            cells.append(f"{_fmt(r['table'].loc[c, 'auroc'], 'auroc')} / {_fmt(r['table'].loc[c, 'ap'], 'ap')}"
-                         if c in r["table"].index else "-")
-        summary_lines.append(f"| {r['name']} ({r['noise']:.1%}) AUROC / AP | " + " | ".join(cells) + " |")
+    if with_cleanlab and not args.no_kfold:
+        notes.append(
+            f"'{KFOLD_ROW}': cleanlab's recommended workflow, scored the same way on out-of-sample probabilities: "
+            f"K = {args.folds} stratified folds (by given label, seed {args.seed}); each fold's model is trained "
+            "with the same recipe, epochs and seed on the other K - 1 folds ((K - 1)/K of the data, no evaluation "
+            "set) and predicts its held-out fold on un-augmented images. Costs K trainings (passes = K), about "
+            "K - 1 times one full-data training.")
+    scorer_cols = ["align_mean", "aum", "loss_mean", "confidence", "forgetting", "el2n"]
+    rank_lines, count_lines = summary_tables(results, scorer_cols)
     print()
-    print("summary, AUROC / AP:")
-    print("\n".join(summary_lines))
+    print("summary, AUROC / AP (true count = number of mislabeled samples):")
+    print("\n".join(rank_lines))
+    print()
+    print("summary, count (number flagged) against the true count:")
+    print("\n".join(count_lines))
+    timing_lines = []
+    for r in results:
+        parts = [f"train {r['t_train']:.0f} s" if r["t_train"] is not None else "reused run"]
+        kf = r["kfold"]
+        if kf is not None:
+            parts.append(f"K-fold train {sum(kf['t_train']):.0f} s" + (" (reused; when made)" if kf["reused"] else "")
+                         if kf["t_train"] else "K-fold reused")
+        timing_lines.append(f"{r['name']}: " + ", ".join(parts))
+    print()
+    print(f"timings (total {t_all:.0f} s): " + "; ".join(timing_lines))
 
     md = ["# CIFAR-10-N detection benchmark", "", f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`", "",
           f"Hardware: {hw}", "", f"Setting: {setting}; window: {args.window}", ""]
     for r in results:
         md += [f"## {r['name']}", "", header(r, args.window), "", md_table(r["table"]), ""]
-        if r["peer_missing"]:
-            md += [f"cleanlab is not installed: row '{CLEANLAB_ROW}' skipped.", ""]
-        md += [accuracy_line(r), ""]
-    md += ["## Summary (AUROC / AP)", "", *summary_lines, "", *(f"* {n}" for n in notes), ""]
+        md += [*(line for s in skipped for line in (s, "")), accuracy_line(r), ""]
+        if kfold_line(r):
+            md += [kfold_line(r), ""]
+    md += ["## Summary (AUROC / AP)", "", *rank_lines, "", "## Summary (count against the true count)", "",
+           *count_lines, "", f"Timings (total {t_all:.0f} s): " + "; ".join(timing_lines), "",
+           *(f"* {n}" for n in notes), ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text("\n".join(md))

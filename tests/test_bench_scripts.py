@@ -63,3 +63,43 @@ def test_app_speed_runs_and_cleans_up(tmp_path: Path) -> None:
     pytest.importorskip("streamlit")
     out = _run_bench("app_speed.py", ["--samples", "300", "--epochs", "3"], tmp_path)
     assert "48 thumbnails" in out and "one trajectory (3 epochs)" in out, out
+
+
+DATA = ROOT.parent / "shared" / "data"
+DETECT_FILES = ("cifar10/train_first20000.npz", "cifar10/test_first1000.npz", "cifar10n/CIFAR-10_human.pt")
+
+
+def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
+    # The real-data benchmark at toy size: 300 images, 1 epoch, cleanlab's K-fold row with 2 folds;
+    # then --reuse analyses again from the cached out-of-fold probabilities, without training.
+    if not all((DATA / f).is_file() for f in DETECT_FILES):
+        pytest.skip(f"the CIFAR-10 / CIFAR-10-N files are not under {DATA}")
+    import numpy as np
+
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        cleanlab = None
+    out_dir = tmp_path / "out"
+    args = ["--n", "300", "--epochs", "1", "--folds", "2", "--label-sets", "worst", "--out", str(out_dir)]
+    out = _run_bench("detect_cifar10n.py", args, tmp_path)
+    assert "true count k = " in out and "| worst (" in out, out
+    header = next(line for line in out.splitlines() if line.startswith("method "))
+    assert header.split()[-2:] == ["count", "passes"], header
+    if cleanlab is None:
+        assert "cleanlab is not installed" in out and not (out_dir / "kfold").exists(), out
+        return
+    kfold_row = next(line for line in out.splitlines() if line.startswith("cleanlab (K-fold, out-of-sample)"))
+    assert kfold_row.split()[-1] == "2", kfold_row  # passes = K
+    assert next(line for line in out.splitlines() if line.startswith("cleanlab (in-sample")).split()[-1] == "1"
+    assert "fold 2/2 trained on 150 samples" in out and "K-fold (2 stratified folds" in out, out
+    kdir = out_dir / "kfold" / "worst"
+    probs, folds = np.load(kdir / "oof_probs.npy"), np.load(kdir / "folds.npy")
+    assert probs.shape == (300, 10) and np.allclose(probs.sum(axis=1), 1.0), probs.shape
+    assert sorted(np.bincount(folds).tolist()) == [150, 150]
+    assert all((kdir / f"fold{i}" / "checkpoints" / "last.pt").is_file() for i in range(2))
+
+    (tmp_path / "scratch").rename(tmp_path / "scratch_first")
+    again = _run_bench("detect_cifar10n.py", [*args, "--reuse"], tmp_path)
+    assert "fold 1/2 trained" not in again and "reused; when made" in again, again
+    assert next(line for line in again.splitlines() if line.startswith("cleanlab (K-fold")) == kfold_row
