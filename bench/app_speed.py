@@ -113,7 +113,9 @@ def write_synthetic_run(
         t = (e + 1) / epochs
         learn = 1.0 - np.exp(-4.0 * t)
         clean_a = 0.05 + 0.55 * learn * (1.0 - difficulty)
-        noisy_a = -0.35 * (1.0 - learn) - 0.25 * learn + 0.7 * np.clip(t * memorise - 0.55, 0, None)
+        # Memorisation starts late (past 80% of training for the quickest): before it, a
+        # flipped sample is predicted as its true class, as in real runs of a few epochs.
+        noisy_a = -0.35 * (1.0 - learn) - 0.25 * learn + 0.7 * np.clip(t * memorise - 0.8, 0, None)
         align = np.where(flipped, noisy_a, clean_a) + rng.normal(0, 0.12, size=n)
         align = np.clip(align, -1, 1).astype(np.float32)
         margin = (align * 8 + rng.normal(0, 0.5, size=n)).astype(np.float32)

@@ -28,6 +28,8 @@ __all__ = [
     "NoiseKind",
     "Window",
     "Rule",
+    "DEFAULT_SCORER",
+    "DEFAULT_RULE",
     "AutoPolicy",
     "values",
     "check_choice",
@@ -60,7 +62,13 @@ NoiseKind = Literal["symmetric", "pair"]
 #: Epochs the mean-over-epochs scorers average (descriptions: gwa_diag.analysis.summaries.WINDOWS).
 Window = Literal["second_half", "after_warmup", "all"]
 #: Flag rules (descriptions: gwa_diag.analysis.rank.RULES).
-Rule = Literal["negative", "topk", "noise_rate"]
+Rule = Literal["estimate", "negative", "topk", "noise_rate"]
+#: The ranking and flag rule used when none is named (the measurements behind the choice:
+#: README, "Detection on real CIFAR-10-N labels"). AUM ranked the wrong CIFAR-10-N labels a
+#: little better than mean alignment on every label set; the "estimate" rule flags the top
+#: of that ranking down to the estimated number of wrong labels.
+DEFAULT_SCORER = "aum"
+DEFAULT_RULE: Rule = "estimate"
 #: What corrected labels do with flagged samples nobody reviewed (descriptions:
 #: gwa_diag.analysis.corrected.AUTO_POLICIES).
 AutoPolicy = Literal["keep", "drop", "relabel"]

@@ -18,7 +18,7 @@ from gwa_diag.analysis.pipeline import LABELS_SOURCE, Analysis, analyze
 from gwa_diag.analysis.rank import read_suspects
 from gwa_diag.analysis.report import write_report
 from gwa_diag.analysis.summaries import selected_epoch, summarize
-from gwa_diag.checks import InputError, MissingFileError
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError
 from gwa_diag.cli import main
 
 NAMES = ["cat", "dog", "car", "ship"]
@@ -34,8 +34,12 @@ def run(tmp_path):
 
 def test_the_parts_of_an_analysis_agree_with_each_other(run):
     path, given, clean = run
-    a = analyze(path)
-    assert isinstance(a, Analysis) and a.options.scorer == "align_mean" and a.options.rule == "negative"
+    default = analyze(path)
+    assert default.options.scorer == DEFAULT_SCORER and default.options.rule == DEFAULT_RULE
+    # the default rule flags a top slice of the ranking, as many as the estimated count
+    assert default.flagged.index.tolist() == default.ranking.index[: default.estimate.total].tolist()
+    a = analyze(path, scorer="align_mean", rule="negative")
+    assert isinstance(a, Analysis)
     # ranking: every sample, most suspicious (highest score) first, ranks 1..N
     assert len(a.ranking) == len(a.summary) == 200
     assert a.ranking["rank"].tolist() == list(range(1, 201))

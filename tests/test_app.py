@@ -247,16 +247,19 @@ def test_simple_to_complex_shows_top_images_per_class_and_epoch(runs, monkeypatc
 
 
 def test_detection_with_and_without_ground_truth(runs, monkeypatch):
-    from gwa_diag.analysis.metrics import RULE_ROW
+    from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
     from gwa_diag.analysis.summaries import SCORERS
 
     at = _app(runs["truth"], monkeypatch, page="detection")
     _clean(at)
     table = at.dataframe[0].value
-    assert list(table.index) == list(SCORERS) and RULE_ROW not in table.index
+    assert list(table.index) == list(SCORERS) and RULE_ROW not in table.index and ESTIMATE_ROW not in table.index
     assert table.loc["align_mean", "auroc"] > 0.5
-    rule = {m.label: m.value for m in at.metric}
-    assert set(rule) == {"Precision", "Recall", "F1", "Flagged"} and int(rule["Flagged"].replace(",", "")) > 0
+    # two rules side by side: the default (estimated count) and the paper's (alignment < 0)
+    metrics = [(m.label, m.value) for m in at.metric]
+    assert [label for label, _ in metrics] == ["Precision", "Recall", "F1", "Flagged"] * 2
+    assert int(metrics[7][1].replace(",", "")) > 0
+    assert "estimated number of wrong labels" in _texts(at)
     assert len(_charts(at)) == 2  # ROC and PR
     at.selectbox(key="detection_scorer").set_value("aum").run()
     _clean(at)
@@ -420,12 +423,13 @@ def test_pages_and_order():
     assert list(appdata.page_slice(table, 99, 2).index) == [14]  # clamped to the last page
     summary = table[["label", "suggested_label", "clean_label"]].assign(
         suggested_prob=0.5, alignment_selected=[0.3, -0.2, 0.1, -0.5, 0.2], align_mean=[0.1, 0.2, 0.3, 0.4, 0.5],
-        aum=0.0,
+        aum=[0.1, 0.5, 0.2, 0.6, 0.0], disagreement=[0.0, 0.75, 1.0, 0.0, 0.0],
     )
     at = table[["alignment"]]
     order = appdata.browse_order(summary, at, sort_by="alignment")
     assert list(order.index) == [13, 11, 12, 10, 14]  # lowest alignment first, NaN last
-    assert list(order["flagged"]) == [True, True, False, False, False]  # alignment_selected < 0
+    # flagged by the default rule: the top 2 by aum (2 samples have disagreement > 0.5)
+    assert list(order["flagged"]) == [True, True, False, False, False]
     by_scorer = appdata.browse_order(summary, at, sort_by="align_mean")
     assert list(by_scorer.index) == [14, 13, 12, 11, 10]
 

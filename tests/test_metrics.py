@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from analysis_fixtures import run_with_truth
 from gwa_diag.checks import InputError
 from gwa_diag.analysis.metrics import (
+    ESTIMATE_ROW,
     RULE_ROW,
     auroc,
     average_precision,
@@ -88,7 +89,7 @@ def test_detection_table_matches_the_metric_functions(tmp_path):
     summary = summarize(path)
     truth = ground_truth(path)
     table = detection_table(summary, truth)
-    assert list(table.index) == [*SCORERS, RULE_ROW]
+    assert list(table.index) == [*SCORERS, ESTIMATE_ROW, RULE_ROW]
     y = truth.loc[summary.index].to_numpy()
     for name in SCORERS:
         s = summary[name].to_numpy(float)
@@ -101,7 +102,12 @@ def test_detection_table_matches_the_metric_functions(tmp_path):
     assert table.loc[RULE_ROW, "n_flagged"] == rule["n_flagged"]
     # the injected noise has lower alignment: the default scorer finds it
     assert table.loc["align_mean", "auroc"] > 0.9
-    assert table.attrs == {"n": 200, "n_noisy": int(y.sum()), "k": int(y.sum())}
+    estimated = int((summary["disagreement"] > 0.5).sum())
+    assert table.attrs == {"n": 200, "n_noisy": int(y.sum()), "k": int(y.sum()), "estimated": estimated}
+    # the default rule flags the top of the default ranking, as many as the estimate
+    top = set(summary.sort_values(["aum"], ascending=False).index[:estimated])
+    assert table.loc[ESTIMATE_ROW, "n_flagged"] == estimated
+    assert table.loc[ESTIMATE_ROW, "precision"] == pytest.approx(rule_scores(summary.index.isin(top), y)["precision"], nan_ok=True)
     with pytest.raises(InputError, match="scorer 'nope'"):
         detection_table(summary, truth, scorers=["nope"])
 
@@ -110,7 +116,7 @@ def test_per_class_table(tmp_path):
     path, given, clean = run_with_truth(tmp_path)
     summary = summarize(path)
     truth = ground_truth(path)
-    table = per_class_table(summary, truth)
+    table = per_class_table(summary, truth, scorer="align_mean")
     assert table["n"].sum() == len(summary)
     for label, row in table.iterrows():
         members = summary.index[summary["label"] == label]

@@ -44,7 +44,7 @@ def test_flag_negative_uses_the_selected_epoch_alignment():
     assert flagged.loc[40, "reason"] == "alignment -0.310 < 0 at epoch 12 (GWA-selected)"
     fallback = _summary()
     fallback.attrs["selection"] = {"fallback": True}
-    assert "last epoch; GWA selected none" in flag(fallback).iloc[0]["reason"]
+    assert "last epoch; GWA selected none" in flag(fallback, rule="negative").iloc[0]["reason"]
 
 
 def test_flag_topk_and_noise_rate():

@@ -41,7 +41,7 @@ def noisy_run(tmp_path):
 
 def test_cli_report_rank_and_score_on_a_noisy_run(noisy_run, capsys):
     path, given, clean = noisy_run
-    assert _cli(["report", str(path)]) == 0
+    assert _cli(["report", str(path), "--flag", "negative"]) == 0
     out = capsys.readouterr().out
     assert "report written to" in out and "report.md" in out
     analysis = path / "analysis"

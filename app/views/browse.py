@@ -63,8 +63,8 @@ def controls(state: RunState, sel: Selection) -> BrowseControls:
     else:
         f3.caption("True class: no ground truth in this run")
     flagged_only = f5.toggle("Flagged only", key="browse_flagged",
-                             help=f"alignment < 0 at epoch {sel.used_epoch} "
-                                  f"({'last epoch: GWA selected none' if sel.fallback else 'GWA-selected'})")
+                             help="flagged by the default rule: the top of the default ranking down to the "
+                                  "estimated number of wrong labels, as gwa-diag rank flags")
     filters = Filters(tuple(given), tuple(suggested), tuple(true_class), bool(flagged_only), str(mislabeled))
     return BrowseControls(str(sort_by), int(epoch), int(per_page), filters)
 
@@ -79,7 +79,7 @@ def _cell(state: RunState, sample_id: int, row: Any, src: str | None, decided: b
     if hasattr(row, "clean_label") and not pd.isna(row.clean_label):
         title.append(f"true: {state.class_name(row.clean_label)}")
     if row.flagged:
-        title.append("flagged: alignment < 0 at the selected epoch")
+        title.append("flagged: within the estimated number of wrong labels")
     if decided:
         title.append("has a relabel decision")
     return Cell(int(sample_id), src, caption, f"#{sample_id} · a {widgets.fmt(row.alignment, '+.2f')}",

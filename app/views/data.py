@@ -32,7 +32,7 @@ import streamlit as st
 
 from gwa_diag.analysis import relabel
 from gwa_diag.store import RunDirError, open_run
-from gwa_diag.checks import InputError, MissingFileError
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError
 
 if TYPE_CHECKING:  # imported where used: the first page renders before the analysis modules load
     from gwa_diag.analysis.pipeline import Analysis
@@ -392,7 +392,7 @@ def compute_trajectory(path: str, generation: str, sample_id: int) -> pd.DataFra
 def _flag_ids(summ: pd.DataFrame) -> pd.Index:
     from gwa_diag.analysis.rank import flag
 
-    return flag(summ, rule="negative").index
+    return flag(summ).index  # the default ranking and rule, as gwa-diag rank flags
 
 
 def browse_order(summ: pd.DataFrame, at_epoch: pd.DataFrame, *, sort_by: str) -> pd.DataFrame:
@@ -546,7 +546,7 @@ def top_aligned(path: str, generation: str, epoch: int, k: int) -> pd.DataFrame:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def analysis(path: str, generation: str, window: str, scorer: str = "align_mean", rule: str = "negative",
+def analysis(path: str, generation: str, window: str, scorer: str = DEFAULT_SCORER, rule: str = DEFAULT_RULE,
              k: int | None = None, noise_rate: float | None = None) -> "Analysis":
     """:func:`gwa_diag.analysis.pipeline.analyze` of the run, once per (run state, window,
     scorer, rule, k, noise_rate), on the shared summaries; shared, read-only. Its detection

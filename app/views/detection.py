@@ -38,17 +38,25 @@ def render(state: RunState, window: str) -> None:
         f"k = {counts.get('k', 0):,} for precision/recall at k. Scores averaged over the '{window}' window. "
         "Every scorer: higher = more suspicious."
     )
-    from gwa_diag.analysis.metrics import RULE_ROW
+    from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
 
-    scores = table.drop(index=[RULE_ROW], errors="ignore")[["auroc", "ap", "p_at_k", "r_at_k"]]
+    scores = table.drop(index=[ESTIMATE_ROW, RULE_ROW], errors="ignore")[["auroc", "ap", "p_at_k", "r_at_k"]]
     st.dataframe(
         scores.style.format(precision=4, na_rep="—").highlight_max(color="#d4edda"),
         width="stretch", height=36 * (len(scores) + 1) + 3,
         column_config={"auroc": "AUROC", "ap": "AP", "p_at_k": "precision@k", "r_at_k": "recall@k"},
     )
-    if RULE_ROW in table.index:
-        rule = table.loc[RULE_ROW]
-        st.markdown("**The paper's rule: alignment < 0 at the selected epoch**")
+    estimated = counts.get("estimated")
+    rules = (
+        (ESTIMATE_ROW, "**The default rule: the top of the ranking down to the estimated number of wrong labels** "
+                       f"(estimated {estimated if estimated is not None else '—'}, true {n_noisy:,})"),
+        (RULE_ROW, "**The paper's rule: alignment < 0 at the selected epoch**"),
+    )
+    for row_name, title in rules:
+        if row_name not in table.index:
+            continue
+        rule = table.loc[row_name]
+        st.markdown(title)
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Precision", fmt(rule["precision"], ".3f"))
         c2.metric("Recall", fmt(rule["recall"], ".3f"))

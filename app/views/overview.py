@@ -108,6 +108,30 @@ def _curve(state: RunState, sel: Selection) -> None:
             st.caption("No evaluation set was recorded: training accuracy only.")
 
 
+def _wrong_labels(state: RunState, window: str) -> None:
+    st.subheader("How many labels are wrong")
+    with st.spinner("Computing the per-sample scores…"):
+        data.summary(state, window)
+    result = data.analysis(state.path, state.generation, window)
+    estimate = result.estimate
+    if estimate is None:
+        return
+    true = f" (ground truth: {int(result.truth.sum()):,})" if result.truth is not None else ""
+    c1, c2 = st.columns(2)
+    c1.metric("Estimated wrong labels", f"{estimate.total:,}", help=estimate.line())
+    c2.metric("Share of the samples", f"{estimate.rate:.1%}")
+    st.caption(
+        f"Estimated{true}: the samples whose label the model confidently contradicted in most of the epochs "
+        "around the GWA-selected one; too high while the model has not yet fitted the correctly labelled samples. "
+        f"The default rule flags the top {estimate.total:,} of the ranking by "
+        f"**{result.options.scorer}** (area under the margin, which found wrong labels a little better than "
+        "mean alignment in every CIFAR-10-N measurement: alignment leaves out the head's bias and divides by "
+        "each sample's feature norm). Per given class: "
+        + estimate.per_class_text(list(state.class_names or []))
+        + "."
+    )
+
+
 def _histogram(state: RunState, sel: Selection) -> None:
     st.subheader("Alignment of every sample at one epoch")
     default = sel.used_epoch if sel.used_epoch in state.completed else state.completed[-1]
@@ -160,5 +184,6 @@ def render(state: RunState, window: str) -> None:
     sel = data.selection(state)
     _headline(state, sel)
     _curve(state, sel)
+    _wrong_labels(state, window)
     _histogram(state, sel)
     _metadata(state)

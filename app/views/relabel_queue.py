@@ -12,7 +12,7 @@ from gwa_diag.analysis import relabel
 
 from . import data, widgets
 from .data import RunState
-from gwa_diag.checks import InputError
+from gwa_diag.checks import DEFAULT_SCORER, InputError
 
 __all__ = ["render", "RULE_LABELS", "queue_rows"]
 
@@ -20,6 +20,7 @@ PAGE_KEY = "queue_page"
 PER_PAGE = 10
 # Short names for the flag rules of gwa_diag.analysis.rank.RULES (its text is the help).
 RULE_LABELS = {
+    "estimate": "the estimated number of wrong labels (default)",
     "negative": "alignment < 0 at the selected epoch",
     "topk": "the k most suspicious",
     "noise_rate": "the top fraction (expected noise rate)",
@@ -34,7 +35,9 @@ def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]
 
     rule = c1.selectbox("Flag", list(values(Rule)), format_func=lambda r: RULE_LABELS.get(r, r), key="queue_rule",
                         help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))
-    scorer = c2.selectbox("Order by", list(data.scorer_names()), key="queue_scorer",
+    names = list(data.scorer_names())
+    scorer = c2.selectbox("Order by", names, index=names.index(DEFAULT_SCORER) if DEFAULT_SCORER in names else 0,
+                          key="queue_scorer",
                           help="Most suspicious first (higher = more suspicious)")
     k: int | None = None
     rate: float | None = None

@@ -14,11 +14,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from gwa_diag.analysis.estimate import estimate_wrong_labels
+from gwa_diag.analysis.rank import flag
 from gwa_diag.analysis.summaries import SCORERS
-from gwa_diag.checks import InputError, check_choice
+from gwa_diag.checks import DEFAULT_SCORER, InputError, check_choice
 
 __all__ = [
     "RULE_ROW",
+    "ESTIMATE_ROW",
     "auroc",
     "average_precision",
     "precision_recall_at_k",
@@ -31,6 +34,9 @@ __all__ = [
 
 #: Name of the detection-table row for the paper's rule "alignment < 0 at the selected epoch".
 RULE_ROW = "rule: alignment < 0 at selected epoch"
+#: Name of the row for the default rule: the top of the default ranking down to the estimated
+#: number of wrong labels (gwa_diag.analysis.estimate).
+ESTIMATE_ROW = f"rule: top of {DEFAULT_SCORER} down to the estimated count"
 
 
 def _arrays(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -199,9 +205,11 @@ def detection_table(
     summary: pd.DataFrame, is_noisy: pd.Series, *, scorers: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """One row per scorer (AUROC, AP, precision and recall at k = number of noisy
-    samples) and one row, :data:`RULE_ROW`, for the rule "alignment < 0 at the selected
-    epoch" (precision, recall, F1, number flagged). Samples without ground truth are left
-    out; ``frame.attrs`` holds n, n_noisy and k."""
+    samples) and one row each for the flag rules: :data:`ESTIMATE_ROW`, the default (the
+    top of the default ranking down to the estimated number of wrong labels), and
+    :data:`RULE_ROW`, "alignment < 0 at the selected epoch" (precision, recall, F1, number
+    flagged). Samples without ground truth are left out; ``frame.attrs`` holds n, n_noisy,
+    k and ``estimated`` (the estimated number of wrong labels among them)."""
     names = list(SCORERS) if scorers is None else [check_choice(s, SCORERS, "scorer") for s in scorers]
     frame, y = _align(summary, is_noisy)
     rows: dict[str, dict[str, float]] = {}
@@ -210,6 +218,12 @@ def detection_table(
             raise InputError(f"the summary has no {name!r} column")
         v = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         rows[name] = _score_row(np.where(np.isnan(v), -np.inf, v), y)
+    estimated = None
+    if "disagreement" in summary.columns and DEFAULT_SCORER in summary.columns:
+        # Flagged over every sample (as suspects.csv is), then scored where truth exists.
+        flagged = flag(summary, rule="estimate", scorer=DEFAULT_SCORER).index
+        rows[ESTIMATE_ROW] = rule_scores(frame.index.isin(flagged), y)
+        estimated = estimate_wrong_labels(frame).total
     if "alignment_selected" in frame.columns:
         a = frame["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan)
         rows[RULE_ROW] = rule_scores(a < 0, y)
@@ -218,25 +232,30 @@ def detection_table(
     table = table.reindex(columns=columns)
     table["n_flagged"] = table["n_flagged"].astype("Int64")
     table.index.name = "method"
-    table.attrs = {"n": int(y.size), "n_noisy": int(y.sum()), "k": int(y.sum())}
+    table.attrs = {"n": int(y.size), "n_noisy": int(y.sum()), "k": int(y.sum()), "estimated": estimated}
     return table
 
 
-def per_class_table(summary: pd.DataFrame, is_noisy: pd.Series, *, scorer: str = "align_mean") -> pd.DataFrame:
-    """Breakdown by given label: samples, noisy samples, noise rate, AUROC and AP of
-    ``scorer`` within the class, and precision / recall of the rule "alignment < 0 at the
-    selected epoch"."""
+def per_class_table(summary: pd.DataFrame, is_noisy: pd.Series, *, scorer: str = DEFAULT_SCORER) -> pd.DataFrame:
+    """Breakdown by given label: samples, noisy samples, the estimated number of wrong
+    labels (``n_estimated``, when the summary has ``disagreement``), noise rate, AUROC and
+    AP of ``scorer`` within the class, and precision / recall of the rule "alignment < 0 at
+    the selected epoch"."""
     check_choice(scorer, SCORERS, "scorer")
     frame, y = _align(summary, is_noisy)
     labels = frame["label"].to_numpy()
     v = frame[scorer].to_numpy(dtype=np.float64, na_value=np.nan)
     s = np.where(np.isnan(v), -np.inf, v)
     a = frame["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan) if "alignment_selected" in frame else None
+    estimate = estimate_wrong_labels(frame) if "disagreement" in frame.columns else None
     rows = []
     for label in np.unique(labels):
         m = labels == label
         ys, ss = y[m], s[m]
-        row: dict[str, Any] = {"label": int(label), "n": int(m.sum()), "n_noisy": int(ys.sum()), "noise_rate": float(ys.mean())}
+        row: dict[str, Any] = {"label": int(label), "n": int(m.sum()), "n_noisy": int(ys.sum())}
+        if estimate is not None:
+            row["n_estimated"] = estimate.per_class.get(int(label), 0)
+        row["noise_rate"] = float(ys.mean())
         row.update({k: row_v for k, row_v in _score_row(ss, ys).items() if k in ("auroc", "ap")})
         if a is not None:
             rule = rule_scores(a[m] < 0, ys)

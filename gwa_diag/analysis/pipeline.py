@@ -26,7 +26,8 @@ from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
 from gwa_diag.analysis.stopping import Stopping, stopping
 from gwa_diag.analysis.summaries import SCORERS, AnalysisError, summarize
 from gwa_diag.analysis.truth import ground_truth
-from gwa_diag.checks import InputError, Rule, Window, check_choice
+from gwa_diag.analysis.estimate import NoiseEstimate, estimate_wrong_labels
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, Rule, Window, check_choice
 from gwa_diag.store import Run, open_run
 
 __all__ = ["Analysis", "AnalysisOptions", "EpochSelection", "analyze", "check_options"]
@@ -107,11 +108,15 @@ class Analysis:
             truth, samples in the run, truth rows with a label; None without truth.
         truth_reason: why there is no truth (and how to give one); None with truth.
         detection: (computed on first use) one row per scorer (AUROC, AP, precision and
-            recall at k = number of mislabeled samples) and one for the rule "alignment < 0
-            at the selected epoch" (precision, recall, F1, flagged); None without truth
+            recall at k = number of mislabeled samples) and one each for the default rule
+            and for "alignment < 0 at the selected epoch" (precision, recall, F1, flagged);
+            None without truth
             (:func:`gwa_diag.analysis.metrics.detection_table`).
         per_class: (computed on first use) the same per given label for ``options.scorer``;
             None without truth (:func:`gwa_diag.analysis.metrics.per_class_table`).
+        estimate: (computed on first use) the estimated number of wrong labels, in total
+            and per given class (:func:`gwa_diag.analysis.estimate.estimate_wrong_labels`);
+            the ``estimate`` rule flags that many from the top of the ranking.
         stopping: (computed on first use) how far to trust the GWA choice, LabelWave's
             choice from the recorded predictions and, with an evaluation set, evaluation
             accuracy at each choice and its rank correlation with GWA
@@ -137,6 +142,10 @@ class Analysis:
         return None if self.truth is None else detection_table(self.summary, self.truth)
 
     @cached_property
+    def estimate(self) -> NoiseEstimate | None:
+        return estimate_wrong_labels(self.summary) if "disagreement" in self.summary.columns else None
+
+    @cached_property
     def per_class(self) -> pd.DataFrame | None:
         return None if self.truth is None else per_class_table(self.summary, self.truth, scorer=self.options.scorer)
 
@@ -151,9 +160,9 @@ class Analysis:
 
 def check_options(
     *,
-    scorer: str = "align_mean",
+    scorer: str = DEFAULT_SCORER,
     window: str = "second_half",
-    rule: str = "negative",
+    rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,
     truth: str | os.PathLike | None = None,
@@ -174,9 +183,9 @@ def check_options(
 def analyze(
     run: Run | str | os.PathLike,
     *,
-    scorer: str = "align_mean",
+    scorer: str = DEFAULT_SCORER,
     window: str = "second_half",
-    rule: str = "negative",
+    rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,
     truth: str | os.PathLike | None = None,
@@ -190,9 +199,10 @@ def analyze(
         run: a run directory, or an open :class:`gwa_diag.store.Run`.
         scorer: what to rank by (:data:`gwa_diag.analysis.summaries.SCORERS`).
         window: epochs the mean scores average (:data:`gwa_diag.checks.Window`).
-        rule: what to flag (:data:`gwa_diag.analysis.rank.RULES`): ``negative``
-            (alignment < 0 at the selected epoch), ``topk`` (needs ``k``) or ``noise_rate``
-            (needs ``noise_rate`` in [0, 1]).
+        rule: what to flag (:data:`gwa_diag.analysis.rank.RULES`): ``estimate`` (the
+            top of the ranking down to the estimated number of wrong labels; the default),
+            ``negative`` (alignment < 0 at the selected epoch), ``topk`` (needs ``k``) or
+            ``noise_rate`` (needs ``noise_rate`` in [0, 1]).
         truth: a truth file (CSV, TSV or Parquet; columns sample_id, clean_label); None uses
             labels.parquet's clean_label when there is one, and no truth is not an error.
         summary: a :func:`gwa_diag.analysis.summaries.summarize` frame of this run and

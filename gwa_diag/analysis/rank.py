@@ -7,8 +7,14 @@ epochs a scorer reads) rank last.
 
 The suspects file (CSV, one row per flagged sample, most suspicious first) is meant for a
 labeling team: ``sample_id[, path], given_label[, given_name], suggested_label[, suggested_name],
-suggested_prob, score, rank, scorer, reason``; ``path`` (the file, relative to the dataset's
-root) when the run knows it.
+suggested_prob[, disagreement], score, rank, scorer, reason``; ``path`` (the file, relative to
+the dataset's root) when the run knows it; ``disagreement`` (the share of the epochs around the GWA-selected one
+in which the model confidently predicted another class; above 0.5 the sample counts towards
+the estimated number of wrong labels) for runs analysed since it was added.
+
+The default ranking is AUM and the default rule ``estimate`` flags its top down to the
+estimated number of wrong labels (:data:`gwa_diag.checks.DEFAULT_SCORER`, ``DEFAULT_RULE``),
+so the flagged samples are always ranks 1..n.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import pandas as pd
 
 from gwa_diag.store import atomic_write_bytes
 from gwa_diag.analysis.summaries import SCORERS
-from gwa_diag.checks import InputError, MissingFileError, Rule, check_choice, check_fraction
+from gwa_diag.analysis.estimate import estimate_wrong_labels
+from gwa_diag.checks import (
+    DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError, Rule, check_choice, check_fraction,
+)
 
 __all__ = [
     "RULES", "SUSPECT_COLUMNS", "rank", "flag", "flag_ranking", "check_rule_options",
@@ -32,6 +41,11 @@ __all__ = [
 
 #: Flagging rules: name -> description. The valid names are :data:`gwa_diag.checks.Rule`.
 RULES: dict[str, str] = {
+    "estimate": (
+        "the top of the ranking down to the estimated number of wrong labels: as many samples as "
+        "the model confidently contradicted in most of the epochs around the GWA-selected one "
+        "(gwa_diag.analysis.estimate); the default"
+    ),
     "negative": (
         "alignment < 0 at the GWA-selected epoch (the last epoch when GWA selects none): the "
         "sample pulls the classifier head against its direction (Hölzl et al. 2025)"
@@ -42,7 +56,7 @@ RULES: dict[str, str] = {
 
 SUSPECT_COLUMNS = [
     "sample_id", "path", "given_label", "given_name", "suggested_label", "suggested_name",
-    "suggested_prob", "score", "rank", "scorer", "reason",
+    "suggested_prob", "disagreement", "score", "rank", "scorer", "reason",
 ]
 
 
@@ -52,7 +66,7 @@ def _check_scorer(summary: pd.DataFrame, scorer: str) -> None:
         raise InputError(f"the summary has no {scorer!r} column; pass the frame from gwa_diag.analysis.summaries.summarize")
 
 
-def rank(summary: pd.DataFrame, *, scorer: str = "align_mean") -> pd.DataFrame:
+def rank(summary: pd.DataFrame, *, scorer: str = DEFAULT_SCORER) -> pd.DataFrame:
     """The summary sorted most suspicious first (higher ``scorer`` first, ties by ascending
     sample_id, NaN last), with ``rank`` (1..N), ``score`` and ``scorer`` columns in front.
     The index stays ``sample_id``."""
@@ -77,20 +91,28 @@ def _rank(summary: pd.DataFrame, scorer: str) -> pd.DataFrame:
 def flag(
     summary: pd.DataFrame,
     *,
-    rule: str = "negative",
+    rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,
-    scorer: str = "align_mean",
+    scorer: str = DEFAULT_SCORER,
 ) -> pd.DataFrame:
     """The flagged samples, most suspicious first (the :func:`rank` frame, filtered), with
-    a human-readable ``reason`` column. Rules (:data:`RULES`): ``negative`` (raw alignment
-    < 0 at the selected epoch), ``topk`` (needs ``k``), ``noise_rate`` (needs
-    ``noise_rate`` in [0, 1])."""
+    a human-readable ``reason`` column. Rules (:data:`RULES`): ``estimate`` (the top of the
+    ranking down to the estimated number of wrong labels; the default), ``negative`` (raw
+    alignment < 0 at the selected epoch, whatever the ranking), ``topk`` (needs ``k``),
+    ``noise_rate`` (needs ``noise_rate`` in [0, 1]). Every rule but ``negative`` flags a
+    top slice of the ranking."""
     check_rule_options(rule, k=k, noise_rate=noise_rate)
     _check_scorer(summary, scorer)
-    if rule == "negative" and "alignment_selected" not in summary.columns:
-        raise InputError("rule 'negative' needs the summary's alignment_selected column")
+    _check_rule_columns(summary, rule)
     return _flag(_rank(summary, scorer), rule=rule, k=k, noise_rate=noise_rate)
+
+
+def _check_rule_columns(frame: pd.DataFrame, rule: str) -> None:
+    needed = {"negative": "alignment_selected", "estimate": "disagreement"}.get(rule)
+    if needed is not None and needed not in frame.columns:
+        raise InputError(f"rule {rule!r} needs the summary's {needed} column; pass the frame from "
+                         "gwa_diag.analysis.summaries.summarize")
 
 
 def check_rule_options(rule: str, *, k: int | None = None, noise_rate: float | None = None) -> Rule:
@@ -120,14 +142,13 @@ def _whole(k: object) -> bool:
         return False
 
 
-def flag_ranking(ranking: pd.DataFrame, *, rule: str = "negative", k: int | None = None,
+def flag_ranking(ranking: pd.DataFrame, *, rule: str = DEFAULT_RULE, k: int | None = None,
                  noise_rate: float | None = None) -> pd.DataFrame:
     """The flagged rows of a :func:`rank` frame (most suspicious first, the ranking's order
     and columns, plus ``reason``): :func:`flag` without sorting again, for callers that keep
     the ranking too. The ranking's ``attrs`` (from the summary) name the selected epoch."""
     check_rule_options(rule, k=k, noise_rate=noise_rate)
-    if rule == "negative" and "alignment_selected" not in ranking.columns:
-        raise InputError("rule 'negative' needs the summary's alignment_selected column")
+    _check_rule_columns(ranking, rule)
     return _flag(ranking, rule=rule, k=k, noise_rate=noise_rate)
 
 
@@ -146,9 +167,15 @@ def _flag(ranked: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float |
         )
         out["reason"] = [f"alignment {a:.3f} < 0 {where}" for a in out["alignment_selected"]]
         return out
-    top = int(k) if rule == "topk" else int(round(float(noise_rate) * n))  # type: ignore[arg-type]
+    if rule == "estimate":
+        top = estimate_wrong_labels(ranked).total
+    else:
+        top = int(k) if rule == "topk" else int(round(float(noise_rate) * n))  # type: ignore[arg-type]
     out = ranked.iloc[: min(top, n)].copy()
-    if rule == "topk":
+    if rule == "estimate":
+        reasons = [f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top} = the estimated number "
+                   "of wrong labels" for r, s in zip(out["rank"], out["score"])]
+    elif rule == "topk":
         reasons = [f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top}" for r, s in zip(out["rank"], out["score"])]
     else:
         reasons = [
@@ -193,6 +220,10 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     if class_names is not None:
         out.insert(2, "given_name", _names(out["given_label"], class_names))
         out.insert(4, "suggested_name", _names(out["suggested_label"], class_names))
+    if "disagreement" in frame.columns:
+        # The evidence behind the estimated count: the share of window epochs in which the
+        # model confidently predicted another class (higher = more suspicious).
+        out.insert(out.columns.get_loc("suggested_prob") + 1, "disagreement", frame["disagreement"].astype("float64"))
     if "path" in frame.columns:  # runs whose dataset knows its files
         out.insert(1, "path", frame["path"].astype("string"))
     return out
@@ -202,7 +233,7 @@ def write_suspects(
     path: str | os.PathLike, flagged: pd.DataFrame, class_names: Sequence[str] | None = None
 ) -> Path:
     """Write the suspects CSV atomically (never half-written). Columns: sample_id[, path],
-    given_label[, given_name], suggested_label[, suggested_name], suggested_prob, score,
+    given_label[, given_name], suggested_label[, suggested_name], suggested_prob[, disagreement], score,
     rank, scorer, reason; one row per flagged sample, most suspicious first."""
     table = suspects_frame(flagged, class_names=class_names)
     buffer = io.StringIO()
@@ -217,15 +248,17 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise MissingFileError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
     # Only empty cells are missing values: a class named "NA" or "null" stays a name.
-    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "score", "given_name", "suggested_name", "path")}
+    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "disagreement", "score", "given_name",
+                                    "suggested_name", "path")}
     text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name", "path")}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
-    missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and not c.endswith("_name") and c != "path"]
+    optional = ("path", "given_name", "suggested_name", "disagreement")
+    missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and c not in optional]
     if missing:
         raise InputError(f"{path} is not a suspects file: missing columns {missing}")
     types = {
         "sample_id": "int64", "given_label": "int64", "suggested_label": "Int64",
-        "suggested_prob": "float64", "score": "float64", "rank": "int64",
+        "suggested_prob": "float64", "disagreement": "float64", "score": "float64", "rank": "int64",
     }
     frame = frame.astype({k: v for k, v in types.items() if k in frame.columns})
     for col in ("given_name", "suggested_name", "path"):

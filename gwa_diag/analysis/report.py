@@ -42,11 +42,11 @@ import pyarrow as pa
 
 from gwa_diag import __version__
 from gwa_diag.analysis.corrected import trained_on
-from gwa_diag.analysis.metrics import RULE_ROW, pr_points, roc_points
+from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, pr_points, roc_points
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.summaries import SCORERS, WINDOWS
-from gwa_diag.checks import InputError
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -76,10 +76,10 @@ def write_report(
     run: str | os.PathLike | Run | Analysis,
     *,
     out_dir: str | os.PathLike | None = None,
-    scorer: str = "align_mean",
+    scorer: str = DEFAULT_SCORER,
     truth_file: str | os.PathLike | None = None,
     window: str = "second_half",
-    rule: str = "negative",
+    rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,
 ) -> dict[str, Any]:
@@ -194,6 +194,7 @@ def _write_files(
         "scorer_description": SCORERS[scorer],
         "rule": {"name": rule, "k": opts.k, "noise_rate": opts.noise_rate, "description": RULES[rule]},
         "n_flagged": int(len(flagged)),
+        "estimate": analysis.estimate.as_dict() if analysis.estimate is not None else None,
         "n_alignment_negative": int((summary["alignment_selected"] < 0).sum()),
         "ground_truth": (
             {"available": True, "source": truth_note, "n": int(len(truth)), "n_noisy": int(truth.sum()),
@@ -313,6 +314,7 @@ def _markdown(
         f"- Rule: `{report['rule']['name']}`{_rule_options(report['rule'])} - {report['rule']['description']}.",
         f"- Ranked by `{report['scorer']}`: {report['scorer_description']}",
         f"- Means average over the window `{win['name']}` (epochs {win['epochs'][0]}-{win['epochs'][1]}): {win['description']}.",
+        *_estimate_lines(report, names),
         f"- **{report['n_flagged']}** samples flagged; {report['n_alignment_negative']} have alignment < 0 "
         f"at epoch {sel.get('used_epoch')}.",
         "- Files: `suspects.csv` (for relabeling), `ranking.parquet` (every sample).",
@@ -332,8 +334,9 @@ def _markdown(
         lines += [
             f"Ground truth {truth['source']}: {truth['n_noisy']} of {truth['n']} samples mislabeled "
             f"({truth['noise_rate']:.1%}). Higher scores = more suspicious; P@k and R@k at "
-            f"k = {truth['n_noisy']} (the number of mislabeled samples). The last row is the rule "
-            "alignment < 0 at the selected epoch (precision / recall / F1).",
+            f"k = {truth['n_noisy']} (the number of mislabeled samples). The last rows are the flag "
+            "rules (precision / recall / F1): the default, the top of the default ranking down to the "
+            "estimated number of wrong labels, and alignment < 0 at the selected epoch.",
             "",
             markdown_table(detection),
             "",
@@ -407,6 +410,20 @@ def _plot_gwa(
     return _save(fig, path)
 
 
+def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list[str]:
+    est = report.get("estimate")
+    if not est:
+        return []
+    truth = report["ground_truth"]
+    true = f" (true: {truth['n_noisy']})" if truth.get("available") else ""
+    per = ", ".join(f"{names[int(c)] if names and 0 <= int(c) < len(names) else c} {v}"
+                    for c, v in est["per_class"].items())
+    return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: the samples "
+            "whose label the model confidently contradicted in most of the GWA-selected epoch and its neighbours "
+            "(too high while the model has not fitted the correctly labelled samples). Per given "
+            f"class: {per}."]
+
+
 def _hist_epochs(summary: pd.DataFrame) -> list[int]:
     attrs = summary.attrs
     first = attrs.get("window_epochs", [None])[0]
@@ -418,7 +435,7 @@ def _plot_histograms(path: Path, run: Run, summary: pd.DataFrame, truth: pd.Seri
     epochs = _hist_epochs(summary)
     rows = run.samples(epochs=epochs, columns=["sample_id", "alignment"])
     fig = _figure(3.2 * max(len(epochs), 1), 3.2)
-    bins = np.linspace(-1, 1, 51)
+    bins = _hist_bins(rows["alignment"].to_numpy(dtype=np.float64))
     for i, epoch in enumerate(epochs):
         ax = fig.add_subplot(1, len(epochs), i + 1)
         part = rows[rows["epoch"] == epoch]
@@ -435,6 +452,20 @@ def _plot_histograms(path: Path, run: Run, summary: pd.DataFrame, truth: pd.Seri
         ax.set_title(f"epoch {epoch}", fontsize=9)
         ax.set_xlabel("alignment")
     return _save(fig, path)
+
+
+def _hist_bins(values: np.ndarray, count: int = 50) -> np.ndarray:
+    """Bin edges over the data's range (shared by every panel, so they compare), with 0 in
+    view: alignments often lie within +-0.2, which a fixed [-1, 1] axis squeezes into a few
+    bars. The 0.1% tails on each side are left out of the range (clipped into the end bins
+    would misstate them, so they are simply not drawn)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.linspace(-1.0, 1.0, count + 1)
+    lo, hi = np.quantile(finite, [0.001, 0.999])
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    pad = 0.03 * (hi - lo) if hi > lo else 0.05
+    return np.linspace(max(lo - pad, -1.0), min(hi + pad, 1.0), count + 1)
 
 
 def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,12 +496,15 @@ def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: 
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC: finding mislabeled samples (AUROC)")
     pr_ax.axhline(float(y.mean()), color="0.6", linestyle=":", linewidth=1)
     pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (AP)")
-    if RULE_ROW in detection.index:
-        rule = detection.loc[RULE_ROW]
+    for row_name, marker, text in ((ESTIMATE_ROW, "ks", "default rule (estimated count)"),
+                                   (RULE_ROW, "k*", "alignment < 0 rule")):
+        if row_name not in detection.index:
+            continue
+        rule = detection.loc[row_name]
         # precision is NA when the rule flags nothing: nothing to mark then.
         precision, recall = pd.to_numeric(rule[["precision", "recall"]], errors="coerce").astype(float)
         if np.isfinite(precision) and np.isfinite(recall):
-            pr_ax.plot([recall], [precision], "k*", markersize=10, label="alignment < 0 rule")
+            pr_ax.plot([recall], [precision], marker, markersize=8, label=text)
     roc_ax.legend(fontsize=7, loc="lower right")
     pr_ax.legend(fontsize=7, loc="lower left")
     return _save(roc_fig, out / "roc.png"), _save(pr_fig, out / "pr.png")

@@ -119,6 +119,14 @@ SCORERS: dict[str, str] = {
         "r = 1 - p_y - p_pred when pred != label, sqrt((1-p_y)^2 + (1-p_y)^2/(C-1)) when "
         "pred == label. Exact for C = 2 (and for C = 3 when pred != label)."
     ),
+    "disagreement": (
+        "share of three epochs around the GWA-selected one (the last three when GWA selects "
+        "none) in which the model confidently predicted another class "
+        "than the given label: pred != label and p(pred) >= that class's threshold, the mean "
+        "p(label) of the samples labelled with it in the same epoch (confident learning's "
+        "per-class threshold; Northcutt et al., JAIR 2021). Higher = more suspicious. Samples "
+        "above 0.5 are the estimated wrong labels (gwa_diag.analysis.estimate)."
+    ),
 }
 
 # Dense per-sample accumulators are indexed by sample_id - min_id when the id range is at
@@ -253,7 +261,7 @@ def summarize(
 
     Scorer columns (see :data:`SCORERS`; every one: **higher = more suspicious**):
     ``align_mean, align_selected, align_last, neg_frac, aum, loss_mean, confidence,
-    variability, forgetting, el2n``. Other columns: ``label`` (given, as trained on),
+    variability, forgetting, el2n, disagreement``. Other columns: ``label`` (given, as trained on),
     ``suggested_label`` (most frequent prediction over the window; ties go to the higher
     mean p(pred), then the lower class), ``suggested_prob`` (mean p(pred) over the window
     epochs that predicted it), ``alignment_selected`` (raw alignment at the selected epoch:
@@ -373,11 +381,12 @@ def _summarize(
             suggested, suggested_prob = _pick_suggestion(*acc.class_matrices(plan.num_classes))
         else:
             suggested, suggested_prob = _suggest_with_duckdb(con, plan, repeats)
+        disagreement = _disagreement(con, plan, repeats)
     finally:
         con.close()
         if own_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    frame = _frame(plan, acc, suggested, suggested_prob, run.labels())
+    frame = _frame(plan, acc, suggested, suggested_prob, disagreement, run.labels())
     frame.attrs.update(
         {
             "run": str(run.path),
@@ -737,11 +746,45 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
     return suggested, prob
 
 
+def disagreement_epochs(epochs: list[int], used: int) -> list[int]:
+    """The epochs ``disagreement`` reads: three consecutive epochs with data around the epoch
+    the flags use (GWA-selected, else the last): its neighbour on each side, or the two
+    before (after) it when it is the last (first); fewer only when fewer exist."""
+    ordered = sorted(epochs)
+    i = ordered.index(used)
+    lo = max(0, min(i - 1, len(ordered) - 3))
+    return ordered[lo : lo + 3]
+
+
+def _disagreement(con: Any, plan: _Plan, repeats: bool) -> np.ndarray:
+    """Per slot: the share of :func:`disagreement_epochs` in which the prediction was another
+    class than the label with p(pred) at least that class's confident-learning threshold
+    (the mean p(label) of the samples labelled with it in the same epoch). NaN: no finite row.
+
+    Why around the GWA-selected epoch: GWA peaks when the model has learned the correctly
+    labelled samples but not yet memorised the others, so its disagreement with the labels
+    says most there. A window late in a memorising run sees the wrong labels already fitted
+    (measured: 11 counted for 150 wrong labels, against 136 around the selected epoch)."""
+    source = _source(plan.files_of(disagreement_epochs(plan.epochs, plan.sel_epoch)), repeats=repeats)
+    query = f"""
+        WITH rows AS (SELECT {plan.pos_sql()} AS pos, epoch, label, pred, p_label, p_pred FROM {source}
+                      WHERE {_FINITE}),
+             limits AS (SELECT epoch, label AS cls, avg(p_label) AS t FROM rows GROUP BY ALL)
+        SELECT r.pos, avg(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS share
+        FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
+        GROUP BY r.pos"""
+    out = con.sql(query).fetchnumpy()
+    share = np.full(plan.size, np.nan)
+    share[plan.slots(np.asarray(out["pos"], dtype=np.int64))] = np.asarray(out["share"], dtype=np.float64)
+    return share
+
+
 def _frame(
     plan: _Plan,
     acc: _Accumulators,
     suggested: np.ndarray,
     suggested_prob: np.ndarray,
+    disagreement: np.ndarray,
     labels: pd.DataFrame | None,
 ) -> pd.DataFrame:
     present = acc.present_count()
@@ -771,6 +814,7 @@ def _frame(
         "variability": variability,
         "forgetting": acc.forgetting()[keep],
         "el2n": acc.el2n[keep],
+        "disagreement": disagreement[keep],
     }
     frame = pd.DataFrame(data, index=pd.Index(ids, name="sample_id"))
     if (sugg < 0).any():

@@ -26,7 +26,7 @@ from gwa_diag.analysis.rank import write_suspects
 from gwa_diag.analysis.report import json_ready, write_report
 from gwa_diag.analysis.summaries import SCORERS, AnalysisError
 from gwa_diag.analysis.truth import TruthCoverageWarning
-from gwa_diag.checks import InputError, MissingFileError, Rule, Window, values
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError, Rule, Window, values
 from gwa_diag.cli.common import os_error_line
 from gwa_diag.store import RunDirError, atomic_write_bytes
 
@@ -35,6 +35,10 @@ __all__ = ["register"]
 # CLI spelling (dashes) -> rule name; the rules themselves are gwa_diag.checks.Rule.
 _FLAGS = {rule.replace("_", "-"): rule for rule in values(Rule)}
 _FLAG_OF_RULE = {rule: flag for flag, rule in _FLAGS.items()}
+# Why the default ranking is what it is, for --help (the measurements: README).
+_DEFAULT_WHY = ("-(mean margin over the window); it found the wrong CIFAR-10-N labels a little better than mean "
+                "alignment (align_mean) on every label set measured, because alignment leaves out the head's bias "
+                "and divides by each sample's feature norm")
 
 
 def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -69,7 +73,7 @@ def _rule(args: argparse.Namespace) -> str:
     elif args.noise_rate is not None:
         rule, chosen_by = "noise_rate", "--noise-rate"
     else:
-        rule, chosen_by = "negative", "the default --flag negative"
+        rule, chosen_by = DEFAULT_RULE, f"the default --flag {_FLAG_OF_RULE[DEFAULT_RULE]}"
     shown = f"--flag {_FLAG_OF_RULE[rule]}"
     if rule == "topk":
         if args.k is None:
@@ -91,7 +95,7 @@ def _rule(args: argparse.Namespace) -> str:
     return rule
 
 
-def _analyze(args: argparse.Namespace, *, rule: str = "negative", truth: Path | None = None) -> Analysis:
+def _analyze(args: argparse.Namespace, *, rule: str = DEFAULT_RULE, truth: Path | None = None) -> Analysis:
     """The run's :class:`~gwa_diag.analysis.pipeline.Analysis` with the command's options
     (the rule and its --k / --noise-rate already checked by :func:`_rule`)."""
     # `score` has no --k / --noise-rate (it flags with the default rule): read them only
@@ -159,9 +163,13 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else analysis.run.path / "analysis" / "suspects.csv"
     path = write_suspects(out, flagged, class_names=names)
     print(analysis.selection.note)
+    if analysis.estimate is not None:
+        print(analysis.estimate.line())
+        print(f"  per given class: {analysis.estimate.per_class_text(names)}")
     print(f"{len(flagged)} of {len(summary)} samples flagged (rule {rule}, ranked by {args.scorer}; higher = more suspicious)")
     if len(flagged):
         cols = ["rank", "label", "suggested_label", "suggested_prob", "score", "alignment_selected", "reason"]
+        cols = [c for c in ("path", *cols) if c in flagged.columns]
         top = flagged.head(args.show)[cols].rename(columns={"label": "given_label"})
         if names:
             def name(v: Any) -> str:
@@ -205,7 +213,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
           f"P@k and R@k at k = {n_noisy}")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(table.to_string())
-        print(f"\nper given label ({args.scorer}; rule = alignment < 0 at epoch {analysis.selection.used_epoch}):")
+        if analysis.estimate is not None:
+            print(f"\nestimated wrong labels: {analysis.estimate.total}, true: {n_noisy}")
+        print(f"\nper given label ({args.scorer}; n_estimated = estimated wrong labels; rule = alignment < 0 at "
+              f"epoch {analysis.selection.used_epoch}):")
         print(per_class.to_string())
     out = Path(args.out) if args.out is not None else run.path / "analysis" / "scores.json"
     payload = {
@@ -218,6 +229,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "detection": table.reset_index().to_dict(orient="records"),
         "per_class": per_class.reset_index().to_dict(orient="records"),
         "per_class_scorer": args.scorer,
+        "estimate": analysis.estimate.as_dict() if analysis.estimate is not None else None,
     }
     atomic_write_bytes(out, (json.dumps(json_ready(payload), indent=2) + "\n").encode("utf-8"))
     print(f"scores written to {out}")
@@ -251,7 +263,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
-    p.add_argument("--scorer", default="align_mean", choices=list(SCORERS), help=scorer_help)
+    p.add_argument("--scorer", default=DEFAULT_SCORER, choices=list(SCORERS), help=scorer_help)
     p.add_argument("--window", default="second_half", choices=list(values(Window)),
                    help="epochs the mean scores average over (default second_half: "
                         "found better than all epochs after warm-up)")
@@ -259,8 +271,10 @@ def _common(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
 
 def _flag_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flag", choices=list(_FLAGS),
-                   help="negative: alignment < 0 at the GWA-selected epoch (default); topk: the --k "
-                        "most suspicious; noise-rate: the top --noise-rate fraction")
+                   help="estimate (default): the top of the ranking down to the estimated number of wrong "
+                        "labels (samples the model confidently contradicted around the GWA-selected epoch); negative: "
+                        "alignment < 0 at the GWA-selected epoch; topk: the --k most suspicious; noise-rate: "
+                        "the top --noise-rate fraction")
     p.add_argument("--k", type=int, help="number of samples to flag (implies --flag topk)")
     p.add_argument("--noise-rate", type=float, help="expected noise fraction in [0, 1] (implies --flag noise-rate)")
 
@@ -272,7 +286,7 @@ def register(subparsers: Any) -> None:
         description="Rank samples by a scorer (higher = more suspicious), flag them by a rule "
                     f"({', '.join(_FLAGS)}) and write a suspects CSV for relabeling.",
     )
-    _common(p, scorer_help="scorer to rank by (default align_mean: -mean alignment over the window)")
+    _common(p, scorer_help=f"scorer to rank by (default {DEFAULT_SCORER}: {_DEFAULT_WHY})")
     _flag_args(p)
     p.add_argument("--out", type=Path, help="suspects CSV (default RUN/analysis/suspects.csv)")
     p.add_argument("--show", type=int, default=10, help="rows to print (default 10)")
@@ -283,7 +297,7 @@ def register(subparsers: Any) -> None:
         description="Compare every scorer against ground truth (labels.parquet clean_label or --truth) "
                     "and write RUN/analysis/scores.json.",
     )
-    _common(p, scorer_help="scorer for the per-class breakdown (default align_mean)")
+    _common(p, scorer_help=f"scorer for the per-class breakdown (default {DEFAULT_SCORER})")
     p.add_argument("--truth", type=Path, help="CSV (or Parquet) with columns sample_id, clean_label")
     p.add_argument("--out", type=Path, help="scores JSON (default RUN/analysis/scores.json)")
     p.set_defaults(func=_guarded("score", _cmd_score))
@@ -293,7 +307,7 @@ def register(subparsers: Any) -> None:
         description="Full analysis report: early stopping, GWA curve, histograms, ROC/PR curves and "
                     "detection table (with ground truth), suspects.csv and ranking.parquet.",
     )
-    _common(p, scorer_help="scorer to rank and flag by (default align_mean)")
+    _common(p, scorer_help=f"scorer to rank and flag by (default {DEFAULT_SCORER})")
     _flag_args(p)
     p.add_argument("--truth", type=Path, help="CSV (or Parquet) with columns sample_id, clean_label")
     p.add_argument("--out-dir", type=Path, help="output folder (default RUN/analysis)")

@@ -1,0 +1,140 @@
+"""The estimated number of wrong labels: on recorded rows with a known noise rate, on a real
+training run with injected noise, and the default rule that flags the top of the ranking
+down to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_fixtures import write_run
+from gwa_diag.analysis.estimate import THRESHOLD, estimate_wrong_labels
+from gwa_diag.analysis.pipeline import analyze
+from gwa_diag.analysis.rank import flag, read_suspects
+from gwa_diag.analysis.summaries import summarize
+from gwa_diag.checks import InputError
+from gwa_diag.cli import main
+
+# The estimate must come within this fraction of the true count on the recorded rows below,
+# which imitate a model that has fitted the correctly labelled samples.
+TOLERANCE = 0.10
+
+
+def _fitted_model_rows(n: int, noise: float, *, classes: int = 5, epochs: int = 10, seed: int = 0):
+    """Rows of a model that predicts the true class: right (and confident) for a clean label
+    in 90% of epochs, else a low-confidence other class; for a wrong label it predicts the
+    true class, confidently, in 90% of epochs, else it has memorised the given label."""
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, classes, n)
+    wrong = rng.random(n) < noise
+    given = np.where(wrong, (clean + rng.integers(1, classes, n)) % classes, clean)
+    frames = []
+    for epoch in range(epochs):
+        hit = rng.random(n) < 0.9
+        pred = np.where(hit, clean, np.where(wrong, given, (clean + 1) % classes))
+        p_pred = np.where(hit, rng.uniform(0.8, 0.99, n), np.where(wrong, rng.uniform(0.5, 0.9, n), rng.uniform(0.2, 0.45, n)))
+        p_label = np.where(pred == given, p_pred, rng.uniform(0.01, 0.2, n))
+        frames.append(pd.DataFrame({
+            "epoch": epoch, "sample_id": np.arange(n), "step": epoch * n + np.arange(n), "label": given,
+            "alignment": np.where(pred == given, 0.2, -0.2), "margin": np.log(p_label / (1 - p_label)),
+            "loss": -np.log(p_label), "p_label": p_label, "pred": pred, "p_pred": p_pred,
+        }))
+    return pd.concat(frames, ignore_index=True), given, clean
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.3])
+def test_estimate_finds_the_known_number_of_wrong_labels(tmp_path, noise):
+    rows, given, clean = _fitted_model_rows(2000, noise, seed=int(noise * 10))
+    path = write_run(tmp_path / "run", rows, num_classes=5, clean_labels=dict(enumerate(clean.tolist())),
+                     labels=dict(enumerate(given.tolist())))
+    est = estimate_wrong_labels(summarize(path))
+    true = int((given != clean).sum())
+    # Both rates within the tolerance: an estimator blind to the data (a constant, or a fixed
+    # share of the samples) cannot meet it at 10% and at 30% noise.
+    assert abs(est.total - true) <= TOLERANCE * true, (est.total, true)
+    assert est.n == 2000 and est.rate == pytest.approx(est.total / 2000)
+    for c in range(5):
+        in_class = given == c
+        true_c = int((given != clean)[in_class].sum())
+        assert abs(est.per_class[c] - true_c) <= max(3, 0.2 * true_c), (c, est.per_class[c], true_c)
+    assert sum(est.per_class.values()) == est.total
+
+
+def test_disagreement_uses_each_class_threshold(tmp_path):
+    # Class 1 is predicted with p(label) 0.3 on its own samples: 0.35 for class 1 is confident,
+    # the same 0.35 for class 0 (whose samples have p(label) 0.9) is not.
+    spec = []
+    for epoch in range(4):
+        spec += [
+            {"epoch": epoch, "sample_id": i, "label": 0, "pred": 0, "p_label": 0.9, "p_pred": 0.9} for i in range(6)
+        ] + [
+            {"epoch": epoch, "sample_id": 10 + i, "label": 1, "pred": 1, "p_label": 0.3, "p_pred": 0.3} for i in range(6)
+        ] + [
+            {"epoch": epoch, "sample_id": 20, "label": 0, "pred": 1, "p_label": 0.1, "p_pred": 0.35},  # counts
+            {"epoch": epoch, "sample_id": 21, "label": 1, "pred": 0, "p_label": 0.1, "p_pred": 0.35},  # below 0.9
+        ]
+    rows = pd.DataFrame(spec)
+    rows["step"] = rows["epoch"] * 100 + rows["sample_id"]
+    rows["alignment"], rows["margin"] = 0.1, 0.0
+    rows["loss"] = -np.log(rows["p_label"])
+    summary = summarize(write_run(tmp_path / "run", rows, num_classes=2))
+    assert summary.loc[20, "disagreement"] == 1.0 and summary.loc[21, "disagreement"] == 0.0
+    assert (summary.loc[range(6), "disagreement"] == 0).all()
+    est = estimate_wrong_labels(summary)
+    assert est.total == 1 and est.per_class == {0: 1, 1: 0}
+
+
+def test_estimate_needs_the_disagreement_column():
+    with pytest.raises(InputError, match="disagreement"):
+        estimate_wrong_labels(pd.DataFrame({"label": [0, 1]}))
+
+
+def test_the_default_rule_flags_the_top_of_the_ranking_down_to_the_estimate(tmp_path):
+    rows, given, clean = _fitted_model_rows(600, 0.2, seed=5)
+    path = write_run(tmp_path / "run", rows, num_classes=5, clean_labels=dict(enumerate(clean.tolist())))
+    a = analyze(path)
+    n = a.estimate.total
+    assert n == int((a.summary["disagreement"] > THRESHOLD).sum()) > 0
+    # ranks 1..n, never a gap: the flagged set and the ranking agree
+    assert a.flagged["rank"].tolist() == list(range(1, n + 1))
+    assert a.flagged.index.tolist() == a.ranking.index[:n].tolist()
+    assert flag(a.summary).index.tolist() == a.flagged.index.tolist()
+    assert all("estimated number of wrong labels" in r for r in a.flagged["reason"])
+
+
+def test_rank_command_prints_the_estimate_and_writes_disagreement(tmp_path, capsys):
+    rows, given, clean = _fitted_model_rows(300, 0.2, seed=6)
+    path = write_run(tmp_path / "run", rows, num_classes=5, clean_labels=dict(enumerate(clean.tolist())))
+    assert main(["rank", str(path)]) == 0
+    out = capsys.readouterr().out
+    est = analyze(path).estimate
+    assert f"estimated wrong labels: {est.total} of 300" in out
+    suspects = read_suspects(path / "analysis" / "suspects.csv")
+    assert len(suspects) == est.total and suspects["rank"].tolist() == list(range(1, est.total + 1))
+    assert (suspects["disagreement"] > THRESHOLD).mean() > 0.9
+
+
+def _images(path, n: int, c: int, seed: int):
+    """Class = one of c colour templates plus pixel noise: the tiny model fits it in a few epochs."""
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(c, 1, 1, 3))
+    labels = rng.integers(0, c, size=n)
+    images = np.clip(templates[labels] + rng.normal(0, 40, size=(n, 12, 12, 3)), 0, 255).astype(np.uint8)
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+def test_estimate_on_a_real_run_with_injected_noise(tmp_path):
+    data = _images(tmp_path / "d.npz", n=600, c=4, seed=3)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "npz", "--data-path", str(data), "--noise-rate", "0.25", "--epochs", "6",
+                 "--batch-size", "50", "--lr", "0.05", "--warmup-epochs", "0.5", "--no-augment", "--quiet",
+                 "--out", str(out)]) == 0
+    a = analyze(out)
+    true = int(a.truth.sum())
+    # A model that fits easy data: the estimate lands near the injected count (measured within
+    # a few percent; the tolerance leaves room for other CPUs and library builds).
+    assert abs(a.estimate.total - true) <= 0.25 * true, (a.estimate.total, true)
+    flagged_wrong = a.truth.loc[a.flagged.index].mean()
+    assert flagged_wrong > 0.8
