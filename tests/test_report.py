@@ -167,3 +167,16 @@ def test_partial_truth_is_reported_and_bad_paths_are_one_line_errors(noisy_run, 
         assert _cli(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith(f"gwa-diag {argv[0]}: error:") and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_alignment_histograms_span_the_data_not_a_fixed_axis():
+    from gwa_diag.analysis.report import _hist_bins
+
+    rng = np.random.default_rng(0)
+    narrow = _hist_bins(rng.uniform(-0.15, 0.2, 5000))
+    # alignments within +-0.2 fill the axis instead of a few bars of [-1, 1]
+    assert -0.2 < narrow[0] < -0.14 and 0.19 < narrow[-1] < 0.22 and len(narrow) == 51
+    positive = _hist_bins(rng.uniform(0.3, 0.6, 5000))
+    assert positive[0] == pytest.approx(0.0, abs=0.02) and positive[-1] < 0.65  # 0 stays in view
+    assert _hist_bins(np.array([np.nan]))[[0, -1]].tolist() == [-1.0, 1.0]
+    assert _hist_bins(np.array([-1.0, 1.0]))[[0, -1]].tolist() == [-1.0, 1.0]  # never beyond [-1, 1]

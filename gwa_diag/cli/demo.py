@@ -64,7 +64,7 @@ def run_demo(
 
 
 def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
-    from gwa_diag.analysis.metrics import RULE_ROW
+    from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
 
     # The numbers of the report just written, not a second computation of them.
     analysis = report["analysis"]
@@ -77,11 +77,15 @@ def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
               "(higher AUROC/AP is better; chance AUROC = 0.5, chance AP = "
               f"{n_noisy / n:.2f}):")
         cols = ["auroc", "ap", "p_at_k", "r_at_k"]
-        print(table.drop(index=[RULE_ROW], errors="ignore")[cols].dropna(how="all").round(3).to_string())
-        if RULE_ROW in table.index:
-            r = table.loc[RULE_ROW]
-            print(f"rule 'alignment < 0 at the selected epoch': precision {r['precision']:.3f}, "
-                  f"recall {r['recall']:.3f}, F1 {r['f1']:.3f}, flagged {int(r['n_flagged'])}")
+        print(table.drop(index=[ESTIMATE_ROW, RULE_ROW], errors="ignore")[cols].dropna(how="all").round(3).to_string())
+        if analysis.estimate is not None:
+            print(f"estimated wrong labels: {analysis.estimate.total} (true: {n_noisy})")
+        for row, name in ((ESTIMATE_ROW, f"default rule (top of {analysis.options.scorer} down to the estimate)"),
+                          (RULE_ROW, "rule 'alignment < 0 at the selected epoch'")):
+            if row in table.index:
+                r = table.loc[row]
+                print(f"{name}: precision {r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}, "
+                      f"flagged {int(r['n_flagged'])}")
     hist = report["history"]
     sel = report["selected"]
     accs = {int(h["epoch"]): h.get("eval_acc") for h in hist}
