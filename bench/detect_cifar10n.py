@@ -12,14 +12,17 @@ Data: ``cifar10/train_first20000.npz`` (sample id = row index = CIFAR-10 trainin
 ``cifar10n/CIFAR-10_human.pt``, found under ``../shared/data`` from the repository root
 (``--data`` to point elsewhere). The first ``--n`` training images are used.
 
-For each CIFAR-10-N label set (``--label-sets``, default worst, aggre, random1) the script
+For each label set (``--label-sets``, default worst, aggre, random1: the sets any tuning of
+gwa-diag's defaults looked at; random2, random3 and ``pairNN``, NN% synthetic pair noise on the
+clean labels, are kept for held-out checks) the script
 trains one model with ``gwa_diag.training.engine.train`` while the recorder scores every sample
 presentation, evaluating on the 1,000 test images after each epoch. It then prints:
 
 * the detection table: AUROC, average precision, and precision / recall at k (k = number of
   truly mislabeled samples) for every per-sample scorer of ``gwa_diag.analysis.summaries.SCORERS``
-  (means over ``--window``), plus precision / recall / F1 of the rule "alignment < 0 at the
-  GWA-selected epoch";
+  (means over ``--window``), plus precision / recall / F1 and count of the two flag rules:
+  gwa-diag's default (the top of the default ranking down to its estimated number of wrong
+  labels; its count is that estimate) and "alignment < 0 at the GWA-selected epoch";
 * two external peers, cleanlab (confident learning), both scored the same way: its ranking
   metrics use ``cleanlab.rank.get_label_quality_scores`` (cleanlab's default method,
   self-confidence = p(given label); lower quality = more suspicious), its P / R / F1 and count
@@ -82,11 +85,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_npz, with_cifar10n
+from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_npz, with_cifar10n, with_noise
 from gwa_diag.training.batches import channel_stats
 from gwa_diag.training.engine import TrainConfig, train
-from gwa_diag.analysis.metrics import RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
+from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
 from gwa_diag.analysis.truth import ground_truth
+from gwa_diag.checks import DEFAULT_SCORER
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.store import open_run
 from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
@@ -330,10 +334,25 @@ def add_rows(table: pd.DataFrame, rows: dict[str, dict[str, Any] | None]) -> pd.
 
 
 # -- one label set ----------------------------------------------------------------------------
+def pair_rate(name: str) -> float | None:
+    """The rate of a synthetic pair-noise set named ``pair<percent>`` (e.g. pair30), else None."""
+    digits = name[4:] if name.startswith("pair") else ""
+    return int(digits) / 100 if digits.isdigit() and 0 < int(digits) < 100 else None
+
+
+def labelled(name: str, train_base, label_path: Path):
+    """The training images with a CIFAR-10-N label set, or with synthetic pair noise (class c
+    -> c + 1, a fixed share of every class, seed 0) on their clean CIFAR-10 labels."""
+    rate = pair_rate(name)
+    if rate is None:
+        return with_cifar10n(train_base, label_path, label_set=name)
+    return with_noise(with_cifar10n(train_base, label_path, label_set="clean"), rate=rate, kind="pair", seed=0)
+
+
 def run_label_set(name: str, args, train_base, test_set, label_path: Path, device: torch.device,
                   *, with_cleanlab: bool) -> dict[str, Any]:
     run_dir = Path(args.out) / "runs" / name
-    train_set = with_cifar10n(train_base, label_path, label_set=name)
+    train_set = labelled(name, train_base, label_path)
     noise = float(np.mean(train_set.labels != train_set.clean_labels))
     t_train = None
     if args.reuse:
@@ -498,7 +517,8 @@ def main() -> None:
     ap.add_argument("--mode", choices=sorted(MODES), default="cpu",
                     help="cpu: tiny CNN on a subset (minutes on 2 cores); gpu: CIFAR ResNet-18 on all 20,000 images, bf16")
     ap.add_argument("--label-sets", default="worst,aggre,random1",
-                    help=f"comma-separated CIFAR-10-N label sets (of {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')})")
+                    help=f"comma-separated CIFAR-10-N label sets (of {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}), "
+                         "or pairNN: NN%% synthetic pair noise (class c -> c+1) on the clean labels, e.g. pair30")
     ap.add_argument("--n", type=int, help="train on the first N of the 20,000 images (default: cpu 5000, gpu 20000)")
     ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, gpu 40)")
     ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
@@ -523,7 +543,7 @@ def main() -> None:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
-    bad = [s for s in names if s not in CIFAR10N_LABEL_SETS or s == "clean"]
+    bad = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
     if bad or not names:
         raise SystemExit(f"unknown label set(s) {bad}: choose from {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
     if not args.no_kfold and not 2 <= args.folds <= args.n:
@@ -564,7 +584,10 @@ def main() -> None:
     notes = [
         "Every score is oriented higher = more suspicious; k = true count of mislabeled samples (P@k = R@k then).",
         (f"Scorer rows: gwa_diag.analysis.summaries.SCORERS, means over the '{args.window}' window. "
-         f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch."),
+         f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch. "
+         f"'{ESTIMATE_ROW}': gwa-diag's default flags, the top of the default ranking ({DEFAULT_SCORER}) down to the "
+         "estimated number of wrong labels (samples the model confidently contradicted in at least two of three "
+         "epochs around the GWA-selected one); its count is that estimate."),
         ("count: how many samples the method flags, i.e. its estimate of how many labels are wrong (compare with "
          "the true count k); '-' for scorers that rank but do not flag. passes: full training runs the method "
          f"costs; {IN_RUN_PASSES} for every in-run scorer (one recorded run)."),
