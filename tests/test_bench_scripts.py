@@ -103,3 +103,40 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     again = _run_bench("detect_cifar10n.py", [*args, "--reuse"], tmp_path)
     assert "fold 1/2 trained" not in again and "reused; when made" in again, again
     assert next(line for line in again.splitlines() if line.startswith("cleanlab (K-fold")) == kfold_row
+
+
+def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
+    # Clean-and-retrain at toy size: 300 images, 1 epoch, one label set; every policy retrains.
+    if not all((DATA / f).is_file() for f in DETECT_FILES):
+        pytest.skip(f"the CIFAR-10 / CIFAR-10-N files are not under {DATA}")
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        cleanlab = None
+    out_dir = tmp_path / "out"
+    args = ["--n", "300", "--epochs", "1", "--label-sets", "worst", "--out", str(out_dir)]
+    notes = out_dir / "runs" / "worst" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("not a run")  # refused before any training, nothing removed
+    refused = _run_bench("clean_and_retrain.py", args, tmp_path, expect_fail=True)
+    assert "is not a gwa-diag run" in refused and notes.is_file(), refused
+    notes.unlink()
+    (tmp_path / "scratch").rename(tmp_path / "scratch_refused")
+    no_gpu = _run_bench("clean_and_retrain.py", [*args, "--mode", "gpu"], tmp_path, expect_fail=True)
+    assert "needs a CUDA device" in no_gpu, no_gpu  # the tests hide any GPU
+    (tmp_path / "scratch").rename(tmp_path / "scratch_no_gpu")
+    out = _run_bench("clean_and_retrain.py", args, tmp_path)
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("policy "))
+    for column in ("acc last", "acc@GWA", "changed", "dropped", "P acted", "R acted", "wrong left"):
+        assert column in header, header
+    rows = ["no cleaning", "drop flagged (gwa-diag)", "relabel flagged (gwa-diag)", "oracle (true labels)"]
+    rows += ["drop flagged (cleanlab)", "relabel flagged (cleanlab)"] if cleanlab is not None else []
+    for row in rows:
+        assert any(line.startswith(row) for line in lines), (row, out)
+    if cleanlab is None:
+        assert "cleanlab is not installed" in out, out
+    oracle = next(line for line in lines if line.startswith("oracle (true labels)")).split()
+    assert oracle[-4:] == ["1.000", "1.000", "0", "(0.0%)"], oracle  # precision, recall, no wrong label left
+    assert "total wall time" in out and (out_dir / "results.md").is_file()
+    assert (out_dir / "labels" / "worst" / "gwa_drop.provenance.json").is_file()

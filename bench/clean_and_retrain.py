@@ -1,0 +1,598 @@
+"""Does acting on the flagged list improve the model? Clean the labels, retrain, measure.
+
+    python bench/clean_and_retrain.py                 # CPU: tiny CNN, first 5,000 images, worst/aggre/random1
+    python bench/clean_and_retrain.py --quick         # worst + random1 on fewer images and epochs (< 10 min, 2 cores)
+    python bench/clean_and_retrain.py --mode gpu      # CIFAR ResNet-18, first 15,000 images, 40 epochs, bf16
+    python bench/clean_and_retrain.py --label-sets worst --policies gwa_drop,gwa_relabel
+
+For each CIFAR-10-N label set (``--label-sets``; default worst, aggre, random1; random2 and
+random3 are kept for a final held-out report and never run by default) the script:
+
+1. trains one model on the noisy labels with ``gwa_diag.training.engine.train`` (it records
+   alignment, evaluates the test set after each epoch and picks the GWA epoch): the
+   ``no cleaning`` row;
+2. builds cleaned label sets (``--policies``):
+
+   * ``gwa_drop`` / ``gwa_relabel``: ``gwa_diag.analysis.corrected.corrected_labels`` on that
+     run with the default analysis options (the project's default ranking and flag rule, the
+     flagged set ``gwa-diag rank`` lists) and ``auto="drop"`` / ``auto="relabel"`` (to the
+     suggested label), written with ``write_corrected_labels`` exactly as ``gwa-diag labels``
+     writes them; ``gwa_relabel_p50``: ``auto="relabel"`` with ``min_prob`` = ``--min-prob``
+     (default 0.5), only the confident suggestions;
+   * ``cleanlab_drop`` / ``cleanlab_relabel``: the set ``cleanlab.filter.find_label_issues``
+     flags (default settings) from the no-cleaning run's last-epoch softmax over the
+     un-augmented training images (one extra forward pass); its suggested label is the argmax
+     of those probabilities. Written in the same file format;
+   * ``oracle``: the true labels (CIFAR-10-N ``clean``), the ceiling cleaning can reach;
+
+3. retrains each from scratch with the same recipe and seed, through the library's real path:
+   ``with_label_file`` (``train --labels``) then ``without_samples`` (``train --exclude``, the
+   exclusion file ``FILE.excluded.csv``, possibly empty);
+4. reports the clean test accuracy at the last epoch and at the GWA-selected epoch of each
+   run, how many labels each policy changed and dropped, the precision and recall of the
+   acted-on set (acted on = changed or dropped; precision = share of those whose given label
+   was wrong; recall = share of the wrong labels acted on) and how many wrong labels are left
+   among the samples kept. Counts are taken from the dataset each run actually trained on.
+
+Data (``--data``, default ``../shared/data`` from the repository root): the first ``--n``
+images of ``cifar10/train_first20000.npz`` (sample id = CIFAR-10 training index) with the
+label set; test set = 6,000 clean images never trained on: the 1,000 CIFAR-10 test images
+(``cifar10/test_first1000.npz``) plus training images 15,000..19,999 with their clean labels
+(as in ``bench/early_stopping.py``), so ``--n`` is at most 15,000.
+
+Modes:
+
+* ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
+  epochs then linear decay, crop+flip, fp32, seed 0 (the detection benchmark's CPU recipe).
+  ``--quick``: label sets worst and random1, the first 3,000 images, 12 epochs, without
+  ``gwa_relabel_p50`` (2 x 6 trainings). Measured: 16.9 minutes on 2 CPU cores shared with two
+  other training jobs (the process got about 0.9 of a core); about a third of that on a quiet
+  2-core machine, by the detection benchmark's per-image rate. The default trains nearly 4
+  times as many image-epochs as ``--quick``.
+* ``gpu``: CIFAR ResNet-18, first 15,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
+  bf16; needs CUDA.
+
+cleanlab (AGPL, a benchmark-only dependency: ``pip install -r bench/requirements.txt``) is
+optional: without it the cleanlab rows are skipped with a message.
+
+Output: the tables on the console and as markdown in ``OUT/results.md`` (``--out``, default
+``bench_out/clean_and_retrain``), runs in ``OUT/runs/<label set>/<policy>``, label files in
+``OUT/labels/<label set>/<policy>.csv`` (with ``.excluded.csv`` and, for the gwa-diag
+policies, ``.provenance.json``). A rerun replaces those runs and label files; a folder there
+that this benchmark did not write is refused. One seed on one subset: the accuracies vary by
+a point or more from run to run and machine to machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from gwa_diag.analysis.corrected import corrected_labels, corrected_paths, write_corrected_labels
+from gwa_diag.store import open_run
+from gwa_diag.training.batches import channel_stats
+from gwa_diag.training.data import (
+    CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz, with_cifar10n, with_label_file, without_samples,
+)
+from gwa_diag.training.engine import TrainConfig, train
+from gwa_diag.training.models import resnet18_cifar, tiny_cnn
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+INSTALL_HINT = "pip install -r bench/requirements.txt"
+#: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
+TEST_BLOCK = (15_000, 20_000)
+DEFAULT_SETS = "worst,aggre,random1"
+QUICK_SETS = "worst,random1"
+
+MODES: dict[str, dict[str, Any]] = {
+    "cpu": {"model": "tiny", "n": 5000, "epochs": 15, "batch_size": 256, "lr": 0.1, "warmup_epochs": 2.0,
+            "precision": "fp32", "device": "cpu"},
+    "gpu": {"model": "resnet18_cifar", "n": 15000, "epochs": 40, "batch_size": 512, "lr": 0.2, "warmup_epochs": 2.0,
+            "precision": "bf16", "device": "cuda"},
+}
+#: What --quick changes in cpu mode (sized to finish in under 10 minutes on a quiet 2-core CPU).
+QUICK = {"n": 3000, "epochs": 12}
+MODEL_BUILDERS = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
+
+
+@dataclass(frozen=True)
+class Policy:
+    key: str      # file and run name
+    row: str      # table row
+    source: str   # none | gwa | cleanlab | oracle
+    action: str | None = None  # drop | relabel
+    thresholded: bool = False  # relabel only with suggested_prob >= --min-prob
+
+
+POLICIES = [
+    Policy("none", "no cleaning", "none"),
+    Policy("gwa_drop", "drop flagged (gwa-diag)", "gwa", "drop"),
+    Policy("gwa_relabel", "relabel flagged (gwa-diag)", "gwa", "relabel"),
+    Policy("gwa_relabel_p50", "relabel flagged, p >= {p} (gwa-diag)", "gwa", "relabel", thresholded=True),
+    Policy("cleanlab_drop", "drop flagged (cleanlab)", "cleanlab", "drop"),
+    Policy("cleanlab_relabel", "relabel flagged (cleanlab)", "cleanlab", "relabel"),
+    Policy("oracle", "oracle (true labels)", "oracle"),
+]
+BY_KEY = {p.key: p for p in POLICIES}
+QUICK_SKIP = {"gwa_relabel_p50"}
+
+#: (key of a result row, console header, markdown header)
+COLUMNS = [
+    ("acc_last", "acc last", "test acc (last epoch)"),
+    ("delta", "vs none", "vs no cleaning"),
+    ("acc_gwa", "acc@GWA", "test acc at GWA epoch"),
+    ("gwa_epoch", "GWA ep", "GWA epoch"),
+    ("changed", "changed", "labels changed"),
+    ("dropped", "dropped", "labels dropped"),
+    ("precision", "P acted", "precision (acted on)"),
+    ("recall", "R acted", "recall (acted on)"),
+    ("wrong_left", "wrong left", "wrong labels left (share of kept)"),
+]
+
+
+# -- hardware, data ----------------------------------------------------------------------------
+def hardware(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+    if device.type == "cuda":
+        line += f"; GPU: {torch.cuda.get_device_name(device)}"
+    elif torch.cuda.is_available():
+        line += f"; GPU present but unused: {torch.cuda.get_device_name(0)}"
+    else:
+        line += "; GPU: none"
+    return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
+
+
+def load_data(data: Path, n: int):
+    """(training pool = first n images, clean test set of 6,000 images, CIFAR-10-N label file)."""
+    train_path = data / "cifar10" / "train_first20000.npz"
+    test_path = data / "cifar10" / "test_first1000.npz"
+    label_path = data / "cifar10n" / "CIFAR-10_human.pt"
+    for p in (train_path, test_path, label_path):
+        if not p.is_file():
+            raise SystemExit(f"missing data file {p}: pass --data pointing at the folder with cifar10/ and cifar10n/")
+    full = load_npz(train_path)
+    pool = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
+                        class_names=full.class_names, spec={"source": "arrays", "of": full.spec, "first": n})
+    # Test: the 1,000 test images plus training rows 15,000..19,999 with their CLEAN labels
+    # (checked against CIFAR-10-N's clean_label), never trained on.
+    clean = load_cifar10n(label_path)["clean_label"]
+    lo, hi = TEST_BLOCK
+    block_labels = np.asarray(full.labels[lo:hi], dtype=np.int64)
+    if not np.array_equal(block_labels, clean[lo:hi]):
+        raise SystemExit(f"{train_path} rows {lo}..{hi - 1} do not hold the clean CIFAR-10 labels")
+    test = load_npz(test_path)
+    images = torch.cat([test.images_nchw, full.images_nchw[lo:hi]])
+    labels = np.concatenate([np.asarray(test.labels, dtype=np.int64), block_labels])
+    test_set = ArrayDataset(images, labels, sample_ids=np.arange(len(labels)), class_names=full.class_names,
+                            spec={"source": "arrays", "note": f"test_first1000 + training rows {lo}..{hi - 1} "
+                                  "(clean labels)"})
+    return pool, test_set, label_path
+
+
+def train_config(args) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="sgd", momentum=0.9,
+        weight_decay=5e-4, warmup_epochs=args.warmup_epochs, schedule="linear", augment=True,
+        precision=args.precision, device=args.device, seed=args.seed, mode="scratch", progress=args.progress,
+    )
+
+
+def cleanlab_installed() -> bool:
+    try:
+        import cleanlab.filter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- output folders -------------------------------------------------------------------------------
+def _label_file_names() -> set[str]:
+    names = set()
+    for p in POLICIES:
+        paths = corrected_paths(f"{p.key}.csv")
+        names |= {paths.labels.name, paths.excluded.name, paths.provenance.name}
+    return names
+
+
+def check_out(out: Path, names: list[str]) -> None:
+    """Refuse, before any training, to replace a folder this benchmark did not write."""
+    known = _label_file_names()
+    for name in names:
+        runs, labels = out / "runs" / name, out / "labels" / name
+        if runs.exists():
+            for entry in runs.iterdir():
+                if not (entry.is_dir() and ((entry / "run.json").is_file() or not any(entry.iterdir()))):
+                    raise SystemExit(f"{entry} exists and is not a gwa-diag run: remove it or choose another --out")
+        if labels.exists():
+            for entry in labels.iterdir():
+                if entry.name not in known:
+                    raise SystemExit(f"{labels} holds {entry.name}, which this benchmark did not write: "
+                                     "remove it or choose another --out")
+
+
+def clear_out(out: Path, name: str) -> None:
+    for folder in (out / "runs" / name, out / "labels" / name):
+        if folder.exists():
+            shutil.rmtree(folder)
+
+
+# -- cleanlab --------------------------------------------------------------------------------------
+@torch.no_grad()
+def last_epoch_probs(run_dir: Path, model_name: str, train_set, device: torch.device, dtype) -> np.ndarray:
+    """Softmax [N, C] of the run's last-epoch checkpoint on the un-augmented training images,
+    rows in ``train_set`` order, normalised as the engine normalised them (channel
+    statistics of the training images)."""
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=True)
+    model = MODEL_BUILDERS[model_name](train_set.num_classes)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    images = train_set.images_nchw
+    mean, std = channel_stats(images.to(device))
+    mean, std = mean[None, :, None, None], std[None, :, None, None]
+    out = []
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for s in range(0, len(images), 1024):
+            x = (images[s : s + 1024].to(device).float().div_(255) - mean) / std
+            out.append(F.softmax(model(x).float(), dim=1).cpu())
+    return torch.cat(out).double().numpy()
+
+
+def cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Boolean mask of the samples ``cleanlab.filter.find_label_issues`` flags (default settings)."""
+    from cleanlab.filter import find_label_issues
+
+    probs = probs / probs.sum(axis=1, keepdims=True)  # exact row sums for cleanlab's checks
+    return np.asarray(find_label_issues(labels, probs, n_jobs=1), dtype=bool)
+
+
+def write_label_files(out_csv: Path, ids: np.ndarray, given: np.ndarray, new: np.ndarray, dropped: np.ndarray,
+                      how: str) -> tuple[Path, Path]:
+    """A label file and exclusion file in the format ``gwa-diag labels`` writes (no provenance)."""
+    paths = corrected_paths(out_csv)
+    changed = new != given
+    changed_by = np.where(dropped, f"{how}:drop", np.where(changed, f"{how}:relabel", ""))
+    pd.DataFrame({"sample_id": ids, "label": new, "given_label": given, "changed_by": changed_by}).to_csv(
+        paths.labels, index=False)
+    pd.DataFrame({"sample_id": ids[dropped], "reason": f"{how}: find_label_issues"}).to_csv(paths.excluded, index=False)
+    return paths.labels, paths.excluded
+
+
+# -- one label set -----------------------------------------------------------------------------------
+def _digest(ds) -> str:
+    """Identity of a training set: ids and labels (two policies with the same set train once)."""
+    h = hashlib.sha256(np.asarray(ds.sample_ids, dtype=np.int64).tobytes())
+    h.update(np.asarray(ds.labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def test_accuracy(checkpoint: Path, model_name: str, ds, test_set, device: torch.device, dtype) -> tuple[float, int]:
+    """(accuracy on the test set, epoch) of a checkpoint of a run trained on ``ds``, in eval
+    mode, with the images normalised as the engine normalised them (channel statistics of
+    the training images), as the engine's per-epoch evaluation does."""
+    ckpt = torch.load(checkpoint, map_location=device, weights_only=True)
+    model = MODEL_BUILDERS[model_name](ds.num_classes)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    mean, std = channel_stats(ds.images_nchw.to(device))
+    mean, std = mean[None, :, None, None], std[None, :, None, None]
+    labels = torch.as_tensor(np.asarray(test_set.labels), dtype=torch.int64)
+    correct = 0
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for s in range(0, len(labels), 1024):
+            x = (test_set.images_nchw[s : s + 1024].to(device).float().div_(255) - mean) / std
+            correct += int((model(x).float().argmax(1).cpu() == labels[s : s + 1024]).sum())
+    return correct / len(labels), int(ckpt["epoch"])
+
+
+def train_one(args, ds, test_set, run_dir: Path, meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Train one run (no per-epoch evaluation), then evaluate its last-epoch weights and the
+    GWA-selected weights it kept (``checkpoints/selected.pt``) on the test set."""
+    torch.manual_seed(args.seed)
+    model = MODEL_BUILDERS[args.model](ds.num_classes)
+    t0 = time.perf_counter()
+    train(model, ds, run_dir, config=train_config(args), meta={"benchmark": "bench/clean_and_retrain.py", **meta})
+    seconds = time.perf_counter() - t0
+    dtype = _autocast(args, device)
+    acc_last, last_epoch = test_accuracy(run_dir / "checkpoints" / "last.pt", args.model, ds, test_set, device, dtype)
+    if last_epoch != args.epochs - 1:
+        raise SystemExit(f"{run_dir}: checkpoints/last.pt holds epoch {last_epoch}, not the last one")
+    sel = open_run(run_dir).meta.get("selected_epoch")
+    acc_gwa = None
+    if sel is not None:
+        acc_gwa, epoch = test_accuracy(run_dir / "checkpoints" / "selected.pt", args.model, ds, test_set, device, dtype)
+        if epoch != sel:
+            raise SystemExit(f"{run_dir}: checkpoints/selected.pt holds epoch {epoch}, run.json selected {sel}")
+    return {"acc_last": acc_last, "gwa_epoch": None if sel is None else int(sel), "acc_gwa": acc_gwa,
+            "seconds": seconds}
+
+
+def label_counts(noisy, ds) -> dict[str, Any]:
+    """What a policy did, from the dataset the run trained on: against the given (noisy) labels
+    and the true labels of the pool."""
+    ids, given, clean = noisy.sample_ids, np.asarray(noisy.labels), np.asarray(noisy.clean_labels)
+    wrong = given != clean
+    kept = np.isin(ids, ds.sample_ids)
+    pos = noisy.positions(ds.sample_ids)
+    changed = np.zeros(len(ids), dtype=bool)
+    changed[pos] = np.asarray(ds.labels) != given[pos]
+    acted = changed | ~kept
+    n_wrong_left = int(np.sum(np.asarray(ds.labels) != clean[pos]))
+    return {
+        "changed": int(changed.sum()), "dropped": int((~kept).sum()), "acted": int(acted.sum()),
+        "precision": float(wrong[acted].mean()) if acted.any() else None,
+        "recall": float(acted[wrong].mean()) if wrong.any() else None,
+        "wrong_left": n_wrong_left, "kept": int(kept.sum()),
+    }
+
+
+def run_label_set(name: str, args, pool, test_set, label_path: Path, device: torch.device, policies: list[Policy],
+                  with_cleanlab: bool) -> dict[str, Any]:
+    out = Path(args.out)
+    clear_out(out, name)
+    runs, labels_dir = out / "runs" / name, out / "labels" / name
+    labels_dir.mkdir(parents=True)
+    noisy = with_cifar10n(pool, label_path, label_set=name)
+    wrong = np.asarray(noisy.labels) != np.asarray(noisy.clean_labels)
+    rows: dict[str, dict[str, Any]] = {}
+    trained: dict[str, str] = {}  # digest of the training set -> policy key that trained on it
+    info: dict[str, Any] = {"name": name, "n": len(noisy), "n_wrong": int(wrong.sum()), "noise": float(wrong.mean())}
+
+    def fit(policy: Policy, ds) -> None:
+        counts = label_counts(noisy, ds)
+        same = trained.get(_digest(ds))
+        if same is not None:  # e.g. a policy that acted on nothing: the run would repeat
+            rows[policy.key] = {**rows[same], **counts, "same_as": same, "seconds": 0.0}
+            print(f"  {name}: {row_name(policy, args)}: same training set as '{row_name(BY_KEY[same], args)}', "
+                  "not trained again", flush=True)
+            return
+        res = train_one(args, ds, test_set, runs / policy.key, {"label_set": name, "policy": policy.key}, device)
+        trained[_digest(ds)] = policy.key
+        rows[policy.key] = {**res, **counts}
+        sel = "-" if res["acc_gwa"] is None else f"{res['acc_gwa']:.3f} (epoch {res['gwa_epoch']})"
+        print(f"  {name}: {row_name(policy, args)}: trained on {len(ds)} samples in {res['seconds']:.0f} s; "
+              f"test acc last {res['acc_last']:.3f}, at the GWA epoch {sel}", flush=True)
+
+    # 1. No cleaning (also the run every policy reads).
+    base_dir = runs / "none"
+    fit(BY_KEY["none"], noisy)
+    # 2.-3. Policies.
+    for policy in policies:
+        if policy.source == "gwa":
+            min_prob = args.min_prob if policy.thresholded else None
+            result = corrected_labels(base_dir, auto=policy.action, min_prob=min_prob)
+            paths = write_corrected_labels(result, labels_dir / f"{policy.key}.csv")
+            info["gwa"] = {**result.provenance["analysis"], "flagged": result.provenance["counts"]["flagged"]}
+            ds = without_samples(with_label_file(noisy, paths.labels), paths.excluded)
+            fit(policy, ds)
+        elif policy.source == "cleanlab":
+            if not with_cleanlab:
+                continue
+            if "cleanlab_flags" not in info:
+                probs = last_epoch_probs(base_dir, args.model, noisy, device, _autocast(args, device))
+                info["cleanlab_flags"] = cleanlab_flags(np.asarray(noisy.labels), probs)
+                info["cleanlab_pred"] = probs.argmax(1)
+                info["cleanlab"] = int(info["cleanlab_flags"].sum())
+            flags, given = info["cleanlab_flags"], np.asarray(noisy.labels, dtype=np.int64)
+            new = np.where(flags, info["cleanlab_pred"], given) if policy.action == "relabel" else given
+            dropped = flags if policy.action == "drop" else np.zeros(len(given), dtype=bool)
+            lab, exc = write_label_files(labels_dir / f"{policy.key}.csv", noisy.sample_ids, given, new, dropped,
+                                         "cleanlab")
+            fit(policy, without_samples(with_label_file(noisy, lab), exc))
+        elif policy.source == "oracle":
+            fit(policy, with_cifar10n(pool, label_path, label_set="clean"))
+    info["rows"] = rows
+    return info
+
+
+def _autocast(args, device: torch.device):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision) if device.type == "cuda" else None
+
+
+# -- tables -------------------------------------------------------------------------------------------
+def row_name(policy: Policy, args) -> str:
+    return policy.row.format(p=f"{args.min_prob:g}")
+
+
+def cells(r: dict[str, Any], base: dict[str, Any]) -> dict[str, str]:
+    def num(v, fmt="{:.3f}"):
+        return "-" if v is None else fmt.format(v)
+
+    left = f"{r['wrong_left']} ({r['wrong_left'] / r['kept']:.1%})" if r["kept"] else "-"
+    return {
+        "acc_last": num(r["acc_last"]),
+        "delta": "" if r is base else f"{r['acc_last'] - base['acc_last']:+.3f}",
+        "acc_gwa": num(r["acc_gwa"]),
+        "gwa_epoch": num(r["gwa_epoch"], "{}"),
+        "changed": str(r["changed"]), "dropped": str(r["dropped"]),
+        "precision": num(r["precision"]), "recall": num(r["recall"]),
+        "wrong_left": left,
+    }
+
+
+def table_rows(info: dict[str, Any], policies: list[Policy], args) -> list[tuple[str, dict[str, str]]]:
+    base = info["rows"]["none"]
+    out = []
+    for p in [BY_KEY["none"], *policies]:
+        if p.key in info["rows"]:
+            name = row_name(p, args) + (f" [= {row_name(BY_KEY[info['rows'][p.key]['same_as']], args)}]"
+                                        if info["rows"][p.key].get("same_as") else "")
+            out.append((name, cells(info["rows"][p.key], base)))
+    return out
+
+
+def text_table(rows: list[tuple[str, dict[str, str]]]) -> str:
+    width = max(len("policy"), *(len(n) for n, _ in rows)) + 2
+    widths = {k: max(len(h), *(len(c[k]) for _, c in rows)) + 2 for k, h, _ in COLUMNS}
+    lines = [f"{'policy':{width}s}" + "".join(f"{h:>{widths[k]}s}" for k, h, _ in COLUMNS)]
+    for name, c in rows:
+        lines.append(f"{name:{width}s}" + "".join(f"{c[k]:>{widths[k]}s}" for k, _, _ in COLUMNS))
+    return "\n".join(lines)
+
+
+def md_table(rows: list[tuple[str, dict[str, str]]]) -> str:
+    lines = ["| policy | " + " | ".join(h for _, _, h in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, c in rows:
+        lines.append(f"| {name} | " + " | ".join(c[k] or "" for k, _, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def header(info: dict[str, Any], with_cleanlab: bool) -> str:
+    text = (f"label set {info['name']}: {info['n']} training images, {info['n_wrong']} wrong labels "
+            f"({info['noise']:.1%})")
+    g = info.get("gwa")
+    if g:
+        read = "" if g.get("selected_epoch") is None else f", read at epoch {g['selected_epoch']}"
+        text += (f"; gwa-diag flagged {g['flagged']} (default analysis: ranking {g['scorer']}, rule {g['rule']}, "
+                 f"window {g['window']}{read})")
+    if "cleanlab" in info:
+        text += f"; cleanlab flagged {info['cleanlab']} (find_label_issues, last-epoch in-sample probabilities)"
+    elif not with_cleanlab:
+        text += "; cleanlab rows skipped (not installed)"
+    return text
+
+
+NOTES = [
+    "acc: accuracy on 6,000 clean test images never trained on (the 1,000 CIFAR-10 test images and training "
+    "images 15,000..19,999 with their clean labels), at the last epoch and at the epoch the run's own GWA rule "
+    "selected ('-' when it selected none). 'vs no cleaning': last-epoch accuracy minus that of the no-cleaning row.",
+    "changed / dropped: labels changed, samples left out of the retraining. Acted on = changed or dropped; "
+    "precision = share of acted-on samples whose given label was wrong; recall = share of the wrong labels "
+    "acted on. wrong labels left: samples kept whose training label differs from the true one (a relabel to "
+    "another wrong class counts), and their share of the samples kept.",
+    "gwa-diag rows: gwa_diag.analysis.corrected.corrected_labels(run, auto='drop' | 'relabel' [, min_prob]) with "
+    "the default analysis options on the no-cleaning run, written with write_corrected_labels and trained "
+    "through with_label_file + without_samples (train --labels/--exclude). cleanlab rows: "
+    "cleanlab.filter.find_label_issues (default settings) on the no-cleaning run's last-epoch softmax over the "
+    "un-augmented training images (in-sample); relabel = argmax of those probabilities.",
+    "Every run: same recipe, same seed, trained from scratch. One seed on one subset: the accuracies vary by a "
+    "point or more from run to run and machine to machine; read differences of a point or less as noise.",
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=sorted(MODES), default="cpu",
+                    help="cpu: tiny CNN on a subset; gpu: CIFAR ResNet-18, bf16 (needs CUDA)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"cpu: label sets {QUICK_SETS}, first {QUICK['n']} images, {QUICK['epochs']} epochs, "
+                    "no thresholded relabel (under 10 minutes on 2 CPU cores)")
+    ap.add_argument("--label-sets", help=f"comma-separated CIFAR-10-N label sets (default {DEFAULT_SETS}; "
+                    f"--quick {QUICK_SETS}; random2/random3 are held out for a final report)")
+    ap.add_argument("--policies", help="comma-separated policies besides 'none' (default: all; --quick: all but "
+                    f"{', '.join(sorted(QUICK_SKIP))}); of " + ", ".join(p.key for p in POLICIES[1:]))
+    ap.add_argument("--min-prob", type=float, default=0.5,
+                    help="min_prob of the thresholded relabel policy gwa_relabel_p50 (default 0.5)")
+    ap.add_argument("--n", type=int, help=f"train on the first N images, at most {TEST_BLOCK[0]} "
+                    "(default: cpu 5000, --quick 3000, gpu 15000)")
+    ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, --quick 12, gpu 40)")
+    ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
+    ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
+    ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA),
+                    help="folder with cifar10/ and cifar10n/ (default: ../shared/data from the repo root)")
+    ap.add_argument("--out", default="bench_out/clean_and_retrain",
+                    help="output folder: runs/<label set>/<policy>, labels/<label set>/, results.md")
+    ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    if args.quick and args.mode != "cpu":
+        raise SystemExit("--quick is a cpu-mode setting; drop it with --mode gpu")
+    defaults = {**MODES[args.mode], **(QUICK if args.quick else {})}
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    names = [s.strip() for s in (args.label_sets or (QUICK_SETS if args.quick else DEFAULT_SETS)).split(",")
+             if s.strip()]
+    bad = [s for s in names if s not in CIFAR10N_LABEL_SETS or s == "clean"]
+    if bad or not names:
+        raise SystemExit(f"unknown label set(s) {bad}: choose from "
+                         f"{', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
+    if args.policies is None:
+        policies = [p for p in POLICIES[1:] if not (args.quick and p.key in QUICK_SKIP)]
+    else:
+        keys = [s.strip() for s in args.policies.split(",") if s.strip()]
+        unknown = [k for k in keys if k not in BY_KEY or k == "none"]
+        if unknown:
+            raise SystemExit(f"unknown policy(ies) {unknown}: choose from {', '.join(p.key for p in POLICIES[1:])}")
+        policies = [p for p in POLICIES[1:] if p.key in keys]
+    if not 0.0 <= args.min_prob <= 1.0:
+        raise SystemExit(f"--min-prob must lie in [0, 1], got {args.min_prob}")
+    if not 2 <= args.n <= TEST_BLOCK[0]:
+        raise SystemExit(f"--n must be between 2 and {TEST_BLOCK[0]} (training images {TEST_BLOCK[0]:,}..19,999 are "
+                         f"test images here), got {args.n}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--mode gpu needs a CUDA device and none is available here: run the default cpu mode "
+                         "(or --quick) instead")
+    device = torch.device(args.device)
+    with_cleanlab = cleanlab_installed()
+    out = Path(args.out)
+    check_out(out, names)
+
+    hw = hardware(device)
+    setting = (f"mode {args.mode}{' --quick' if args.quick else ''}: {args.model}, first {args.n} training images, "
+               f"{args.epochs} epochs, batch {args.batch_size}, SGD nesterov lr {args.lr}, {args.warmup_epochs:g} "
+               f"warm-up epochs then linear decay, {args.precision}, crop+flip, seed {args.seed}; test: 6,000 clean "
+               "images never trained on")
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    print(hw)
+    print(setting)
+    skipped = []
+    if not with_cleanlab and any(p.source == "cleanlab" for p in policies):
+        skipped.append(f"cleanlab is not installed: the cleanlab rows are skipped ({INSTALL_HINT})")
+    for line in skipped:
+        print(line)
+    pool, test_set, label_path = load_data(Path(args.data), args.n)
+
+    results = []
+    for name in names:
+        info = run_label_set(name, args, pool, test_set, label_path, device, policies, with_cleanlab)
+        results.append(info)
+        print()
+        print(header(info, with_cleanlab))
+        print(text_table(table_rows(info, policies, args)))
+        print(flush=True)
+    wall = time.perf_counter() - t_start
+    n_trained = sum(1 for r in results for row in r["rows"].values() if not row.get("same_as"))
+    train_s = sum(row["seconds"] for r in results for row in r["rows"].values())
+    timing = (f"total wall time {wall / 60:.1f} min ({wall:.0f} s): {n_trained} trainings, {train_s:.0f} s of "
+              "training; on a shared machine timings vary with its load")
+
+    md = ["# Clean and retrain on CIFAR-10-N", "", f"Command: `{command}`", "", f"Hardware: {hw}", "",
+          f"Setting: {setting}", "", *(line for s in skipped for line in (s, ""))]
+    for info in results:
+        md += [f"## {info['name']}", "", header(info, with_cleanlab), "",
+               md_table(table_rows(info, policies, args)), ""]
+    md += [timing.capitalize() + ".", "", *(f"* {n}" for n in NOTES), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text("\n".join(md))
+    for n in NOTES:
+        print("note: " + n)
+    print(f"markdown: {out / 'results.md'}")
+    print(timing)
+
+
+if __name__ == "__main__":
+    main()
