@@ -41,6 +41,7 @@ __all__ = [
     "open_run",
     "atomic_write_bytes",
     "atomic_write_table",
+    "file_sha256",
 ]
 
 SCHEMA_VERSION = 1
@@ -165,6 +166,18 @@ def _atomic(path: Path, write) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (label files, checkpoints and reports that
+    run.json or report.json point at are recorded with it, so a changed file is noticed)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

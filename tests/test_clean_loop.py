@@ -4,11 +4,10 @@ corrected labels, and train again on them without the dropped samples."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from analysis_fixtures import colour_images_npz
 from gwa_diag.analysis import relabel
 from gwa_diag.analysis.rank import read_suspects
 from gwa_diag.cli import main
@@ -16,22 +15,12 @@ from gwa_diag.cli import main
 FAST = ["--batch-size", "50", "--lr", "0.05", "--warmup-epochs", "0.5", "--no-augment", "--quiet"]
 
 
-def _npz(path: Path, n: int = 400, c: int = 4, seed: int = 0) -> Path:
-    """Class = one of c colour templates plus pixel noise: the tiny model learns it in a few epochs."""
-    rng = np.random.default_rng(seed)
-    templates = rng.integers(0, 256, size=(c, 1, 1, 3))
-    labels = rng.integers(0, c, size=n)
-    images = np.clip(templates[labels] + rng.normal(0, 40, size=(n, 12, 12, 3)), 0, 255).astype(np.uint8)
-    np.savez(path, images=images, labels=labels)
-    return path
-
-
 def _wrong(labels: pd.Series, clean: pd.Series) -> int:
     return int((labels != clean.loc[labels.index]).sum())
 
 
 def test_train_rank_review_export_and_retrain(tmp_path, capsys):
-    data = _npz(tmp_path / "d.npz")
+    data = colour_images_npz(tmp_path / "d.npz")
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["train", "--data", "npz", "--data-path", str(data), "--noise-rate", "0.2", "--epochs", "4",
                  *FAST, "--out", str(first)]) == 0

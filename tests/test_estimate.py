@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_fixtures import write_run
+from analysis_fixtures import colour_images_npz, write_run
 from gwa_diag.analysis.estimate import THRESHOLD, estimate_wrong_labels
 from gwa_diag.analysis.pipeline import analyze
 from gwa_diag.analysis.rank import flag, read_suspects
@@ -115,18 +115,8 @@ def test_rank_command_prints_the_estimate_and_writes_disagreement(tmp_path, caps
     assert (suspects["disagreement"] > THRESHOLD).mean() > 0.9
 
 
-def _images(path, n: int, c: int, seed: int):
-    """Class = one of c colour templates plus pixel noise: the tiny model fits it in a few epochs."""
-    rng = np.random.default_rng(seed)
-    templates = rng.integers(0, 256, size=(c, 1, 1, 3))
-    labels = rng.integers(0, c, size=n)
-    images = np.clip(templates[labels] + rng.normal(0, 40, size=(n, 12, 12, 3)), 0, 255).astype(np.uint8)
-    np.savez(path, images=images, labels=labels)
-    return path
-
-
 def test_estimate_on_a_real_run_with_injected_noise(tmp_path):
-    data = _images(tmp_path / "d.npz", n=600, c=4, seed=3)
+    data = colour_images_npz(tmp_path / "d.npz", n=600, classes=4, seed=3)
     out = tmp_path / "run"
     assert main(["train", "--data", "npz", "--data-path", str(data), "--noise-rate", "0.25", "--epochs", "6",
                  "--batch-size", "50", "--lr", "0.05", "--warmup-epochs", "0.5", "--no-augment", "--quiet",

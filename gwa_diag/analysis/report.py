@@ -26,7 +26,6 @@ Scores follow :data:`gwa_diag.analysis.summaries.SCORERS`: higher = more suspici
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -47,7 +46,7 @@ from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.summaries import SCORERS, WINDOWS
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError
-from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock
+from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
 
@@ -62,14 +61,6 @@ REPORT_ID_KEY = b"gwa_diag.report_id"
 
 class ReportBusyError(RunDirError):
     """Another report is writing into the same folder right now."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_report(
@@ -173,7 +164,7 @@ def _write_files(
         roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
         files["roc"], files["pr"] = str(roc), str(pr)
     # Under the lock nobody else replaces these files, so the checksums are of this report's.
-    checksums = {key: _sha256(Path(p)) for key, p in files.items()}
+    checksums = {key: file_sha256(p) for key, p in files.items()}
 
     report: dict[str, Any] = {
         "gwa_diag_version": __version__,

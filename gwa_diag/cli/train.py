@@ -20,6 +20,7 @@ from typing import Any, Literal, Sequence, get_origin, get_type_hints
 
 from gwa_diag.checks import InputError, NoiseKind, values
 from gwa_diag.cli.common import int_in_range
+from gwa_diag.store import file_sha256
 from gwa_diag.training.config import TrainConfig  # no torch: building the parser stays fast
 
 __all__ = ["register", "load_train_data", "interrupted_line"]
@@ -256,13 +257,7 @@ def _weights_record(model_name: str, weights: str) -> dict[str, str]:
         import torchvision.models as tvm
 
         return {"source": PRETRAINED, "torchvision": str(tvm.get_model_weights(model_name[len("tv:"):]).DEFAULT)}
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"source": "file", "file": str(Path(weights).resolve()), "sha256": digest.hexdigest()}
+    return {"source": "file", "file": str(Path(weights).resolve()), "sha256": file_sha256(weights)}
 
 
 def _label_records(args: argparse.Namespace, train_set: Any) -> dict[str, Any]:
@@ -274,7 +269,7 @@ def _label_records(args: argparse.Namespace, train_set: Any) -> dict[str, Any]:
     records: dict[str, Any] = {}
     if args.labels is not None and provenance_path(args.labels).is_file():
         label_file = Path(args.labels).expanduser().resolve()
-        sha = _sha256(label_file)
+        sha = file_sha256(label_file)
         provenance = read_provenance(provenance_path(label_file))
         records["label_provenance"] = {
             **provenance, "label_file": str(label_file), "label_file_sha256": sha,
@@ -285,16 +280,6 @@ def _label_records(args: argparse.Namespace, train_set: Any) -> dict[str, Any]:
     if step is not None:
         records["exclusion"] = {k: step[k] for k in ("path", "sha256", "count")}
     return records
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _init_distributed(args: argparse.Namespace) -> int:

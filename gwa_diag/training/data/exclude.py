@@ -11,7 +11,6 @@ torch, :mod:`gwa_diag.checks` and :mod:`.base`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,17 +20,10 @@ import numpy as np
 import torch
 
 from gwa_diag.checks import InputError, MissingFileError
+from gwa_diag.store import file_sha256
 from gwa_diag.training.data.base import SampleDataset, as_int_array, format_ids
 
 __all__ = ["SampleSubset", "load_exclusion_file", "without_samples"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_exclusion_file(path: str | os.PathLike[str]) -> np.ndarray:
@@ -151,5 +143,5 @@ def without_samples(dataset: SampleDataset, path: str | os.PathLike[str]) -> Sam
             f"{dataset.class_names[int(remaining[0])]!r}: a classifier "
             "needs at least two classes; exclude fewer samples"
         )
-    step = {"op": "exclude", "path": str(p), "sha256": _sha256(p), "count": int(excluded.size)}
+    step = {"op": "exclude", "path": str(p), "sha256": file_sha256(p), "count": int(excluded.size)}
     return SampleSubset(dataset, keep, step)
