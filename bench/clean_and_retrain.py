@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -80,20 +79,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from cifar_bench import (
+    DEFAULT_DATA, INSTALL_HINT, MODEL_BUILDERS, REPO, autocast_dtype, cleanlab_installed, data_files, first_images,
+    hardware, load_model, normalisation, predict_probs, train_config,
+)
 from gwa_diag.analysis.corrected import corrected_labels, corrected_paths, write_corrected_labels
 from gwa_diag.store import open_run
-from gwa_diag.training.batches import channel_stats
 from gwa_diag.training.data import (
     CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz, with_cifar10n, with_label_file, without_samples,
 )
-from gwa_diag.training.engine import TrainConfig, train
-from gwa_diag.training.models import resnet18_cifar, tiny_cnn
+from gwa_diag.training.engine import train
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
-INSTALL_HINT = "pip install -r bench/requirements.txt"
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
 TEST_BLOCK = (15_000, 20_000)
 DEFAULT_SETS = "worst,aggre,random1"
@@ -107,7 +104,6 @@ MODES: dict[str, dict[str, Any]] = {
 }
 #: What --quick changes in cpu mode (sized to finish in under 10 minutes on a quiet 2-core CPU).
 QUICK = {"n": 3000, "epochs": 12}
-MODEL_BUILDERS = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
 
 
 @dataclass(frozen=True)
@@ -145,35 +141,12 @@ COLUMNS = [
 ]
 
 
-# -- hardware, data ----------------------------------------------------------------------------
-def hardware(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
-    if device.type == "cuda":
-        line += f"; GPU: {torch.cuda.get_device_name(device)}"
-    elif torch.cuda.is_available():
-        line += f"; GPU present but unused: {torch.cuda.get_device_name(0)}"
-    else:
-        line += "; GPU: none"
-    return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
-
-
+# -- data ----------------------------------------------------------------------------------------
 def load_data(data: Path, n: int):
     """(training pool = first n images, clean test set of 6,000 images, CIFAR-10-N label file)."""
-    train_path = data / "cifar10" / "train_first20000.npz"
-    test_path = data / "cifar10" / "test_first1000.npz"
-    label_path = data / "cifar10n" / "CIFAR-10_human.pt"
-    for p in (train_path, test_path, label_path):
-        if not p.is_file():
-            raise SystemExit(f"missing data file {p}: pass --data pointing at the folder with cifar10/ and cifar10n/")
+    train_path, test_path, label_path = data_files(data)
     full = load_npz(train_path)
-    pool = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
-                        class_names=full.class_names, spec={"source": "arrays", "of": full.spec, "first": n})
+    pool = first_images(full, n)
     # Test: the 1,000 test images plus training rows 15,000..19,999 with their CLEAN labels
     # (checked against CIFAR-10-N's clean_label), never trained on.
     clean = load_cifar10n(label_path)["clean_label"]
@@ -188,22 +161,6 @@ def load_data(data: Path, n: int):
                             spec={"source": "arrays", "note": f"test_first1000 + training rows {lo}..{hi - 1} "
                                   "(clean labels)"})
     return pool, test_set, label_path
-
-
-def train_config(args) -> TrainConfig:
-    return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="sgd", momentum=0.9,
-        weight_decay=5e-4, warmup_epochs=args.warmup_epochs, schedule="linear", augment=True,
-        precision=args.precision, device=args.device, seed=args.seed, mode="scratch", progress=args.progress,
-    )
-
-
-def cleanlab_installed() -> bool:
-    try:
-        import cleanlab.filter  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # -- output folders -------------------------------------------------------------------------------
@@ -238,26 +195,6 @@ def clear_out(out: Path, name: str) -> None:
 
 
 # -- cleanlab --------------------------------------------------------------------------------------
-@torch.no_grad()
-def last_epoch_probs(run_dir: Path, model_name: str, train_set, device: torch.device, dtype) -> np.ndarray:
-    """Softmax [N, C] of the run's last-epoch checkpoint on the un-augmented training images,
-    rows in ``train_set`` order, normalised as the engine normalised them (channel
-    statistics of the training images)."""
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=True)
-    model = MODEL_BUILDERS[model_name](train_set.num_classes)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    images = train_set.images_nchw
-    mean, std = channel_stats(images.to(device))
-    mean, std = mean[None, :, None, None], std[None, :, None, None]
-    out = []
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for s in range(0, len(images), 1024):
-            x = (images[s : s + 1024].to(device).float().div_(255) - mean) / std
-            out.append(F.softmax(model(x).float(), dim=1).cpu())
-    return torch.cat(out).double().numpy()
-
-
 def cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Boolean mask of the samples ``cleanlab.filter.find_label_issues`` flags (default settings)."""
     from cleanlab.filter import find_label_issues
@@ -291,12 +228,8 @@ def test_accuracy(checkpoint: Path, model_name: str, ds, test_set, device: torch
     """(accuracy on the test set, epoch) of a checkpoint of a run trained on ``ds``, in eval
     mode, with the images normalised as the engine normalised them (channel statistics of
     the training images), as the engine's per-epoch evaluation does."""
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=True)
-    model = MODEL_BUILDERS[model_name](ds.num_classes)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    mean, std = channel_stats(ds.images_nchw.to(device))
-    mean, std = mean[None, :, None, None], std[None, :, None, None]
+    model, ckpt = load_model(checkpoint, model_name, ds.num_classes, device)
+    mean, std = normalisation(ds.images_nchw, device)
     labels = torch.as_tensor(np.asarray(test_set.labels), dtype=torch.int64)
     correct = 0
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -314,7 +247,7 @@ def train_one(args, ds, test_set, run_dir: Path, meta: dict[str, Any], device: t
     t0 = time.perf_counter()
     train(model, ds, run_dir, config=train_config(args), meta={"benchmark": "bench/clean_and_retrain.py", **meta})
     seconds = time.perf_counter() - t0
-    dtype = _autocast(args, device)
+    dtype = autocast_dtype(args, device)
     acc_last, last_epoch = test_accuracy(run_dir / "checkpoints" / "last.pt", args.model, ds, test_set, device, dtype)
     if last_epoch != args.epochs - 1:
         raise SystemExit(f"{run_dir}: checkpoints/last.pt holds epoch {last_epoch}, not the last one")
@@ -390,7 +323,7 @@ def run_label_set(name: str, args, pool, test_set, label_path: Path, device: tor
             if not with_cleanlab:
                 continue
             if "cleanlab_flags" not in info:
-                probs = last_epoch_probs(base_dir, args.model, noisy, device, _autocast(args, device))
+                probs = predict_probs(base_dir, args.model, noisy, device, autocast_dtype(args, device), batch=1024)
                 info["cleanlab_flags"] = cleanlab_flags(np.asarray(noisy.labels), probs)
                 info["cleanlab_pred"] = probs.argmax(1)
                 info["cleanlab"] = int(info["cleanlab_flags"].sum())
@@ -404,10 +337,6 @@ def run_label_set(name: str, args, pool, test_set, label_path: Path, device: tor
             fit(policy, with_cifar10n(pool, label_path, label_set="clean"))
     info["rows"] = rows
     return info
-
-
-def _autocast(args, device: torch.device):
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision) if device.type == "cuda" else None
 
 
 # -- tables -------------------------------------------------------------------------------------------

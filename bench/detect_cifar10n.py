@@ -71,8 +71,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -83,23 +81,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from cifar_bench import (
+    DEFAULT_DATA, INSTALL_HINT, MODEL_BUILDERS, autocast_dtype, cleanlab_installed, data_files, first_images, hardware,
+    predict_probs, train_config,
+)
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_npz, with_cifar10n, with_noise
-from gwa_diag.training.batches import channel_stats
-from gwa_diag.training.engine import TrainConfig, train
+from gwa_diag.training.engine import train
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.checks import DEFAULT_SCORER
-from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.store import open_run
 from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
 KFOLD_ROW = "cleanlab (K-fold, out-of-sample)"
-INSTALL_HINT = "pip install -r bench/requirements.txt"
 
 #: Per-mode defaults; every entry can be overridden on the command line.
 MODES: dict[str, dict[str, Any]] = {
@@ -108,7 +104,6 @@ MODES: dict[str, dict[str, Any]] = {
     "gpu": {"model": "resnet18_cifar", "n": 20000, "epochs": 40, "batch_size": 512, "lr": 0.2, "warmup_epochs": 2.0,
             "precision": "bf16", "device": "cuda"},
 }
-MODEL_BUILDERS = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
 #: (key in a detection-table row, printed header). ``n_flagged`` is printed as ``count``: the
 #: number of samples a method flags, its estimate of how many labels are wrong.
 COLUMNS = [("auroc", "AUROC"), ("ap", "AP"), ("p_at_k", "P@k"), ("r_at_k", "R@k"),
@@ -118,36 +113,13 @@ INTEGER_COLUMNS = {"n_flagged", "passes"}
 IN_RUN_PASSES = 1
 
 
-# -- hardware --------------------------------------------------------------------------------
-def hardware(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
-    if device.type == "cuda":
-        line += f"; GPU: {torch.cuda.get_device_name(device)}"
-    elif torch.cuda.is_available():
-        line += f"; GPU present but unused: {torch.cuda.get_device_name(0)}"
-    else:
-        line += "; GPU: none"
-    return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
-
-
 # -- data -------------------------------------------------------------------------------------
 def load_sets(data: Path, n: int):
-    train_path = data / "cifar10" / "train_first20000.npz"
-    test_path = data / "cifar10" / "test_first1000.npz"
-    label_path = data / "cifar10n" / "CIFAR-10_human.pt"
-    for p in (train_path, test_path, label_path):
-        if not p.is_file():
-            raise SystemExit(f"missing data file {p}: pass --data pointing at the folder with cifar10/ and cifar10n/")
+    train_path, test_path, label_path = data_files(data)
     full = load_npz(train_path)
     if not 1 <= n <= len(full):
         raise SystemExit(f"--n must be between 1 and {len(full)}, got {n}")
-    if n < len(full):
-        # The first n rows: ids 0..n-1 stay CIFAR-10 training indices.
-        sub = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
-                           class_names=full.class_names, spec={"source": "arrays", "of": full.spec, "first": n})
-    else:
-        sub = full
+    sub = first_images(full, n) if n < len(full) else full
     return sub, load_npz(test_path), label_path
 
 
@@ -159,57 +131,7 @@ def subset(dataset, positions: np.ndarray, note: dict[str, Any]) -> ArrayDataset
                         class_names=dataset.class_names, spec={"source": "arrays", "of": dataset.spec, **note})
 
 
-def train_config(args) -> TrainConfig:
-    """The recipe of every training in this benchmark (main runs and K-fold runs alike)."""
-    return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="sgd", momentum=0.9,
-        weight_decay=5e-4, warmup_epochs=args.warmup_epochs, schedule="linear", augment=True,
-        precision=args.precision, device=args.device, seed=args.seed, mode="scratch", progress=args.progress,
-    )
-
-
-def autocast_dtype(args, device: torch.device):
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision) if device.type == "cuda" else None
-
-
-def cleanlab_installed() -> bool:
-    try:
-        import cleanlab.filter  # noqa: F401
-        import cleanlab.rank  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # -- the external peer: predicted probabilities -------------------------------------------------
-@torch.no_grad()
-def predict_probs(run_dir: Path, model_name: str, dataset, device: torch.device, dtype, batch: int,
-                  *, positions: np.ndarray | None = None, stats_positions: np.ndarray | None = None) -> np.ndarray:
-    """Softmax probabilities ``[len(positions), C]`` of the last-epoch checkpoint of ``run_dir``
-    on the un-augmented images of ``dataset`` at ``positions`` (default: all, in order).
-
-    Images are normalised exactly as the engine normalised them while training that run: with
-    the channel statistics of its training images, ``dataset`` at ``stats_positions``
-    (default: all of ``dataset``)."""
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=True)
-    model = MODEL_BUILDERS[model_name](dataset.num_classes)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    all_images = dataset.images_nchw
-    stats_src = all_images if stats_positions is None else all_images[torch.as_tensor(stats_positions)]
-    mean, std = channel_stats(stats_src.to(device))
-    mean, std = mean[None, :, None, None], std[None, :, None, None]
-    images = all_images if positions is None else all_images[torch.as_tensor(positions)]
-    out = []
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for s in range(0, len(images), batch):
-            x = (images[s : s + batch].to(device).float().div_(255) - mean) / std
-            out.append(F.softmax(model(x).float(), dim=1).cpu())
-    if not out:
-        return np.zeros((0, dataset.num_classes))
-    return torch.cat(out).double().numpy()
-
-
 def in_sample_probs(run_dir: Path, model_name: str, train_set, device: torch.device, dtype, batch: int) -> np.ndarray:
     """Softmax probabilities [N, C] of the last-epoch checkpoint on the un-augmented training
     images, rows in ``train_set`` order (normalised exactly as the engine normalises)."""

@@ -85,7 +85,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -98,6 +97,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cifar_bench import DEFAULT_DATA, REPO, data_files, hardware
 from gwa_diag.early_stopping import assess_choice, labelwave_epoch, rank_correlation, select_epoch
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
@@ -108,8 +108,6 @@ from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import lr_factor
 from gwa_diag.training.models import tiny_cnn
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 TUNING_SETS = ("aggre", "random1", "worst")
 HELD_OUT_SETS = ("random2", "random3")
 RULES = ("oracle", "last", "val10", "val1", "gwa", "labelwave")
@@ -169,8 +167,8 @@ def _init_worker(data_dir: str, threads: int) -> None:
     # The parent owns Ctrl-C: it terminates the workers, then removes the run directories.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    train = load_npz(Path(data_dir) / "cifar10" / "train_first20000.npz")
-    test = load_npz(Path(data_dir) / "cifar10" / "test_first1000.npz")
+    files = data_files(Path(data_dir))
+    train, test = load_npz(files.train), load_npz(files.test)
     _DATA.update(images=train.images_nchw, clean=torch.as_tensor(train.labels, dtype=torch.int64),
                  test_images=test.images_nchw, test_labels=torch.as_tensor(test.labels, dtype=torch.int64))
 
@@ -489,17 +487,6 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
     return lines, summary
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, python {sys.version.split()[0]}, "
-            f"{platform.system()}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--regime", nargs="+", choices=("memorise", "decay", "finetune"),
@@ -529,11 +516,7 @@ def main() -> None:
                          f"{20_000 - PRETRAIN_ROWS[1]}]: the pool, the pretraining part and the test block "
                          "never overlap")
     data = Path(args.data)
-    for p in (data / "cifar10" / "train_first20000.npz", data / "cifar10" / "test_first1000.npz",
-              data / "cifar10n" / "CIFAR-10_human.pt"):
-        if not p.is_file():
-            raise SystemExit(f"missing data file {p}: pass --data pointing at the folder with cifar10/ and cifar10n/")
-    label_arrays = load_cifar10n(data / "cifar10n" / "CIFAR-10_human.pt")
+    label_arrays = load_cifar10n(data_files(data).labels)
     clean = label_arrays["clean_label"]
     noise = {n: float(np.mean(label_arrays[CIFAR10N_LABEL_SETS[n]][: args.pool] != clean[: args.pool]))
              for n in args.label_sets}
@@ -551,12 +534,13 @@ def main() -> None:
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     n_test = 1000 + args.test_block
+    hw = hardware(torch.device("cpu"))
     header = [
         "# Early stopping without a validation set on CIFAR-10-N (protocol of Hölzl et al. 2025, Table 1)",
         "",
         f"Command: `{command}`",
         "",
-        f"Hardware: {hardware()}; {args.workers} worker process(es) of 1 thread each.",
+        f"Hardware: {hw}; {args.workers} worker process(es) of 1 thread each.",
         "",
         (f"Data: training pool = the first {args.pool:,} CIFAR-10 training images with the noisy label set of the row "
          f"(10% / 1% of it held out, with their noisy labels, in the split runs, drawn per seed); test set = "
@@ -611,7 +595,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = ("quick" if args.quick else "full") + "-" + "-".join(args.regime) + ("-heldout" if args.held_out else "")
     dump = {
-        "command": command, "hardware": hardware(), "wall_seconds": wall, "pool": args.pool, "test_images": n_test,
+        "command": command, "hardware": hw, "wall_seconds": wall, "pool": args.pool, "test_images": n_test,
         "seeds": args.seeds, "noise": noise,
         "regimes": {k: {kk: vv for kk, vv in specs[k].items() if kk not in ("quick", "pretrain_quick")}
                     for k in args.regime},

@@ -1,0 +1,142 @@
+"""What the CIFAR-10 / CIFAR-10-N benchmarks share: the hardware line they print, their data
+files under ``--data``, the first-n training subset, the ``TrainConfig`` of their SGD recipe,
+the optional cleanlab check, and loading a run's checkpoint to score un-augmented images.
+
+Used by ``bench/detect_cifar10n.py``, ``bench/clean_and_retrain.py`` and
+``bench/early_stopping.py``, which run as ``python bench/<script>.py`` (so ``bench/`` is on
+``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gwa_diag.training.batches import channel_stats
+from gwa_diag.training.data import ArrayDataset
+from gwa_diag.training.engine import TrainConfig
+from gwa_diag.training.models import resnet18_cifar, tiny_cnn
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+INSTALL_HINT = "pip install -r bench/requirements.txt"
+MODEL_BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
+
+
+def hardware(device: torch.device) -> str:
+    """One line: CPU model and cores, torch threads, the GPU used (or present, or none), torch
+    and python versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+    if device.type == "cuda":
+        line += f"; GPU: {torch.cuda.get_device_name(device)}"
+    elif torch.cuda.is_available():
+        line += f"; GPU present but unused: {torch.cuda.get_device_name(0)}"
+    else:
+        line += "; GPU: none"
+    return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
+
+
+class DataFiles(NamedTuple):
+    """The data files under ``--data``."""
+
+    train: Path   #: the first 20,000 CIFAR-10 training images (row = CIFAR-10 training index)
+    test: Path    #: the first 1,000 CIFAR-10 test images
+    labels: Path  #: the CIFAR-10-N human labels
+
+
+def data_files(data: Path) -> DataFiles:
+    """The CIFAR-10 and CIFAR-10-N files under ``data``; exits with a message when one is missing."""
+    files = DataFiles(data / "cifar10" / "train_first20000.npz", data / "cifar10" / "test_first1000.npz",
+                      data / "cifar10n" / "CIFAR-10_human.pt")
+    for p in files:
+        if not p.is_file():
+            raise SystemExit(f"missing data file {p}: pass --data pointing at the folder with cifar10/ and cifar10n/")
+    return files
+
+
+def first_images(full: ArrayDataset, n: int) -> ArrayDataset:
+    """The first ``n`` rows of ``full``: ids 0..n-1 stay CIFAR-10 training indices."""
+    return ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
+                        class_names=full.class_names, spec={"source": "arrays", "of": full.spec, "first": n})
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe of every training of a benchmark: SGD nesterov, linear warm-up then linear
+    decay, crop+flip, from scratch, with the epochs, batch, lr, precision, device and seed of ``args``."""
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="sgd", momentum=0.9,
+        weight_decay=5e-4, warmup_epochs=args.warmup_epochs, schedule="linear", augment=True,
+        precision=args.precision, device=args.device, seed=args.seed, mode="scratch", progress=args.progress,
+    )
+
+
+def autocast_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--precision`` on a CUDA device; None (fp32) otherwise."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision) if device.type == "cuda" else None
+
+
+def cleanlab_installed() -> bool:
+    """Whether cleanlab (an optional, benchmark-only dependency) can be imported."""
+    try:
+        for module in ("cleanlab.filter", "cleanlab.rank"):
+            importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def load_model(checkpoint: Path, model_name: str, num_classes: int,
+               device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode on ``device`` with the weights of ``checkpoint``, the checkpoint)."""
+    ckpt = torch.load(checkpoint, map_location=device, weights_only=True)
+    model = MODEL_BUILDERS[model_name](num_classes)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return model, ckpt
+
+
+def normalisation(images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the channels of uint8 ``images``, shaped to broadcast over NCHW batches:
+    the input normalisation the engine trains with."""
+    mean, std = channel_stats(images.to(device))
+    return mean[None, :, None, None], std[None, :, None, None]
+
+
+@torch.no_grad()
+def predict_probs(run_dir: Path, model_name: str, dataset: ArrayDataset, device: torch.device,
+                  dtype: torch.dtype | None, batch: int, *, positions: np.ndarray | None = None,
+                  stats_positions: np.ndarray | None = None) -> np.ndarray:
+    """Softmax probabilities ``[len(positions), C]`` of the last-epoch checkpoint of ``run_dir``
+    on the un-augmented images of ``dataset`` at ``positions`` (default: all, in order).
+
+    Images are normalised exactly as the engine normalised them while training that run: with
+    the channel statistics of its training images, ``dataset`` at ``stats_positions``
+    (default: all of ``dataset``)."""
+    model, _ = load_model(run_dir / "checkpoints" / "last.pt", model_name, dataset.num_classes, device)
+    all_images = dataset.images_nchw
+    stats_src = all_images if stats_positions is None else all_images[torch.as_tensor(stats_positions)]
+    mean, std = normalisation(stats_src, device)
+    images = all_images if positions is None else all_images[torch.as_tensor(positions)]
+    out = []
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for s in range(0, len(images), batch):
+            x = (images[s : s + batch].to(device).float().div_(255) - mean) / std
+            out.append(F.softmax(model(x).float(), dim=1).cpu())
+    if not out:
+        return np.zeros((0, dataset.num_classes))
+    return torch.cat(out).double().numpy()
