@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 INSTALL_HINT = "pip install -r bench/requirements.txt"
 MODEL_BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {"tiny": tiny_cnn, "resnet18_cifar": resnet18_cifar}
+#: The recipes the CIFAR benchmarks share: a tiny CNN on 5,000 images on the CPU, and the
+#: reference setting (CIFAR ResNet-18, bf16) on a CUDA device; each script may change ``n``.
+CPU_RECIPE: dict[str, Any] = {"model": "tiny", "n": 5000, "epochs": 15, "batch_size": 256, "lr": 0.1,
+                              "warmup_epochs": 2.0, "precision": "fp32", "device": "cpu"}
+GPU_RECIPE: dict[str, Any] = {"model": "resnet18_cifar", "n": 20000, "epochs": 40, "batch_size": 512, "lr": 0.2,
+                              "warmup_epochs": 2.0, "precision": "bf16", "device": "cuda"}
 
 
 def hardware(device: torch.device) -> str:

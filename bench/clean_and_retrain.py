@@ -81,7 +81,7 @@ import pandas as pd
 import torch
 
 from cifar_bench import (
-    DEFAULT_DATA, INSTALL_HINT, MODEL_BUILDERS, REPO, autocast_dtype, cleanlab_installed, data_files, first_images,
+    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, INSTALL_HINT, MODEL_BUILDERS, REPO, autocast_dtype, cleanlab_installed, data_files, first_images,
     hardware, load_model, normalisation, predict_probs, train_config,
 )
 from gwa_diag.analysis.corrected import corrected_labels, corrected_paths, write_corrected_labels
@@ -96,12 +96,8 @@ TEST_BLOCK = (15_000, 20_000)
 DEFAULT_SETS = "worst,aggre,random1"
 QUICK_SETS = "worst,random1"
 
-MODES: dict[str, dict[str, Any]] = {
-    "cpu": {"model": "tiny", "n": 5000, "epochs": 15, "batch_size": 256, "lr": 0.1, "warmup_epochs": 2.0,
-            "precision": "fp32", "device": "cpu"},
-    "gpu": {"model": "resnet18_cifar", "n": 15000, "epochs": 40, "batch_size": 512, "lr": 0.2, "warmup_epochs": 2.0,
-            "precision": "bf16", "device": "cuda"},
-}
+# The GPU mode trains on at most 15,000 images: rows 15,000-19,999 are test images here.
+MODES: dict[str, dict[str, Any]] = {"cpu": CPU_RECIPE, "gpu": {**GPU_RECIPE, "n": 15000}}
 #: What --quick changes in cpu mode (sized to finish in under 10 minutes on a quiet 2-core CPU).
 QUICK = {"n": 3000, "epochs": 12}
 

@@ -83,7 +83,7 @@ import pandas as pd
 import torch
 
 from cifar_bench import (
-    DEFAULT_DATA, INSTALL_HINT, MODEL_BUILDERS, autocast_dtype, cleanlab_installed, data_files, first_images, hardware,
+    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, INSTALL_HINT, MODEL_BUILDERS, autocast_dtype, cleanlab_installed, data_files, first_images, hardware,
     predict_probs, train_config,
 )
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_npz, with_cifar10n, with_noise
@@ -98,12 +98,7 @@ CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
 KFOLD_ROW = "cleanlab (K-fold, out-of-sample)"
 
 #: Per-mode defaults; every entry can be overridden on the command line.
-MODES: dict[str, dict[str, Any]] = {
-    "cpu": {"model": "tiny", "n": 5000, "epochs": 15, "batch_size": 256, "lr": 0.1, "warmup_epochs": 2.0,
-            "precision": "fp32", "device": "cpu"},
-    "gpu": {"model": "resnet18_cifar", "n": 20000, "epochs": 40, "batch_size": 512, "lr": 0.2, "warmup_epochs": 2.0,
-            "precision": "bf16", "device": "cuda"},
-}
+MODES: dict[str, dict[str, Any]] = {"cpu": CPU_RECIPE, "gpu": GPU_RECIPE}
 #: (key in a detection-table row, printed header). ``n_flagged`` is printed as ``count``: the
 #: number of samples a method flags, its estimate of how many labels are wrong.
 COLUMNS = [("auroc", "AUROC"), ("ap", "AP"), ("p_at_k", "P@k"), ("r_at_k", "R@k"),

@@ -69,17 +69,24 @@ DATA = ROOT.parent / "shared" / "data"
 DETECT_FILES = ("cifar10/train_first20000.npz", "cifar10/test_first1000.npz", "cifar10n/CIFAR-10_human.pt")
 
 
+def _cifar_data_and_cleanlab() -> object | None:
+    """Skip without the shared CIFAR files; the cleanlab module, or None when it is not
+    installed (the benchmarks then skip its rows)."""
+    if not all((DATA / f).is_file() for f in DETECT_FILES):
+        pytest.skip(f"the CIFAR-10 / CIFAR-10-N files are not under {DATA}")
+    try:
+        import cleanlab
+    except ImportError:
+        return None
+    return cleanlab
+
+
 def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     # The real-data benchmark at toy size: 300 images, 1 epoch, cleanlab's K-fold row with 2 folds;
     # then --reuse analyses again from the cached out-of-fold probabilities, without training.
-    if not all((DATA / f).is_file() for f in DETECT_FILES):
-        pytest.skip(f"the CIFAR-10 / CIFAR-10-N files are not under {DATA}")
+    cleanlab = _cifar_data_and_cleanlab()
     import numpy as np
 
-    try:
-        import cleanlab  # noqa: F401
-    except ImportError:
-        cleanlab = None
     out_dir = tmp_path / "out"
     args = ["--n", "300", "--epochs", "1", "--folds", "2", "--label-sets", "worst", "--out", str(out_dir)]
     out = _run_bench("detect_cifar10n.py", args, tmp_path)
@@ -107,12 +114,7 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
 
 def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
     # Clean-and-retrain at toy size: 300 images, 1 epoch, one label set; every policy retrains.
-    if not all((DATA / f).is_file() for f in DETECT_FILES):
-        pytest.skip(f"the CIFAR-10 / CIFAR-10-N files are not under {DATA}")
-    try:
-        import cleanlab  # noqa: F401
-    except ImportError:
-        cleanlab = None
+    cleanlab = _cifar_data_and_cleanlab()
     out_dir = tmp_path / "out"
     args = ["--n", "300", "--epochs", "1", "--label-sets", "worst", "--out", str(out_dir)]
     notes = out_dir / "runs" / "worst" / "notes.txt"
