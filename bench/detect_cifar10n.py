@@ -235,6 +235,22 @@ def cleanlab_row(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray, *,
     return row
 
 
+def mixture_row(score: np.ndarray, is_noisy: np.ndarray) -> dict[str, Any]:
+    """A count of wrong labels by DivideMix's route: a two-component Gaussian mixture over one
+    per-sample score (higher = more suspicious); the samples whose posterior for the
+    higher-mean component exceeds 0.5 are counted, and that many are flagged from the top of
+    the score, as gwa-diag's default rule flags. The peer of gwa-diag's estimate."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.nan_to_num(score, nan=np.nanmin(score))[:, None]
+    gmm = GaussianMixture(2, random_state=0, n_init=3).fit(x)
+    high = int(np.argmax(gmm.means_.ravel()))
+    count = int((gmm.predict_proba(x)[:, high] > 0.5).sum())
+    flags = np.zeros(len(score), dtype=bool)
+    flags[np.argsort(-x.ravel(), kind="stable")[:count]] = True
+    return rule_scores(flags, is_noisy)
+
+
 def add_rows(table: pd.DataFrame, rows: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
     """``table`` with one more row per method (method -> {COLUMNS key: value}; missing keys
     stay empty, None rows are left out); rows without ``passes`` cost the one recorded run."""
@@ -309,6 +325,9 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
     pos = train_set.positions(truth.index.to_numpy())
     labels, is_noisy = train_set.labels[pos], truth.to_numpy()
     extra: dict[str, dict[str, Any]] = {}
+    for scorer in (DEFAULT_SCORER, "loss_mean"):  # the default ranking's score, and DivideMix's (loss)
+        extra[f"mixture count over {scorer} (2-component GMM)"] = mixture_row(
+            summary.loc[truth.index, scorer].to_numpy(dtype=np.float64), is_noisy)
     if with_cleanlab:
         extra[CLEANLAB_ROW] = cleanlab_row(labels, probs[pos], is_noisy, passes=IN_RUN_PASSES)
     last_acc = float(np.mean(probs.argmax(1) == train_set.labels))

@@ -8,6 +8,7 @@ that each script finishes, prints its table, and that background writes it start
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,12 @@ def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
     assert oracle[-4:] == ["1.000", "1.000", "0", "(0.0%)"], oracle  # precision, recall, no wrong label left
     assert "total wall time" in out and (out_dir / "results.md").is_file()
     assert (out_dir / "labels" / "worst" / "gwa_drop.provenance.json").is_file()
+
+
+def test_why_defaults_counts_around_the_selected_epoch_and_late(tmp_path: Path) -> None:
+    # Part 2 trains on generated images (no shared data needed) and prints both counts.
+    out = _run_bench("why_defaults.py", ["--part", "window"], tmp_path)
+    wrong = int(re.search(r"\((\d+) of 600 labels wrong", out).group(1))
+    around = int(re.search(r"around the selected epoch \(the default\): (\d+)", out).group(1))
+    late = int(re.search(r"over the second half of training \(\d+\.\.\d+\): (\d+)", out).group(1))
+    assert wrong == 150 and 0 <= late < around <= 600, out

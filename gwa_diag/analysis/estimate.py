@@ -15,9 +15,10 @@ close to the number of wrong labels once the model fits the correctly labelled s
 and **too high** while it does not (an under-fitted model contradicts hard but correct
 labels too); with very many wrong labels it can fall short, as the model starts to fit
 some of them. The README gives the estimate beside the true count for each CIFAR-10-N label
-set. A two-component Gaussian mixture over the ranking score (DivideMix's route) was
-measured as well and erred more on every set: the clean samples' scores are far from
-Gaussian, so its posterior was not kept as a per-sample probability.
+set. A two-component Gaussian mixture over one score (DivideMix's route; rows of the
+detection benchmark) counts closer on some label sets and much further off on others (half to
+two thirds of CIFAR-10-N worst's wrong labels, twice aggre's), and flagging by it had a lower F1 on
+the sets the defaults were chosen on; its posterior is not shown as a probability.
 
 The default flag rule (``estimate``, :mod:`gwa_diag.analysis.rank`) flags the top of the
 ranking down to this count, so the flagged set and the ranking always agree.

@@ -764,7 +764,7 @@ def _disagreement(con: Any, plan: _Plan, repeats: bool) -> np.ndarray:
     Why around the GWA-selected epoch: GWA peaks when the model has learned the correctly
     labelled samples but not yet memorised the others, so its disagreement with the labels
     says most there. A window late in a memorising run sees the wrong labels already fitted
-    (measured: 11 counted for 150 wrong labels, against 136 around the selected epoch)."""
+    (``python bench/why_defaults.py --part window`` measures both)."""
     source = _source(plan.files_of(disagreement_epochs(plan.epochs, plan.sel_epoch)), repeats=repeats)
     query = f"""
         WITH rows AS (SELECT {plan.pos_sql()} AS pos, epoch, label, pred, p_label, p_pred FROM {source}
