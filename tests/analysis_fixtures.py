@@ -215,12 +215,12 @@ def reference_summary(
     return frame
 
 
-def colour_images_npz(path: Path, *, n: int = 400, classes: int = 4, seed: int = 0) -> Path:
-    """An .npz of 12x12 images whose class is one of ``classes`` colour templates plus pixel
+def colour_images_npz(path: Path, *, n: int = 400, classes: int = 4, seed: int = 0, size: int = 12) -> Path:
+    """An .npz of ``size`` x ``size`` images whose class is one of ``classes`` colour templates plus pixel
     noise: the tiny model fits it in a few epochs, so injected label noise stands out."""
     rng = np.random.default_rng(seed)
     templates = rng.integers(0, 256, size=(classes, 1, 1, 3))
     labels = rng.integers(0, classes, size=n)
-    images = np.clip(templates[labels] + rng.normal(0, 40, size=(n, 12, 12, 3)), 0, 255).astype(np.uint8)
+    images = np.clip(templates[labels] + rng.normal(0, 40, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
     np.savez(path, images=images, labels=labels)
     return path

@@ -2,19 +2,14 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 
+from analysis_fixtures import colour_images_npz
 from gwa_diag.cli import main
 
 
-def _npz(path, n=400, c=4, seed=0):
-    rng = np.random.default_rng(seed)
-    templates = rng.integers(0, 256, size=(c, 1, 1, 3))
-    labels = rng.integers(0, c, size=n)
-    imgs = np.clip(templates[labels] + rng.normal(0, 40, size=(n, 16, 16, 3)), 0, 255).astype(np.uint8)
-    np.savez(path, images=imgs, labels=labels)
-    return path
+def _npz(path, n=400):
+    return colour_images_npz(path, n=n, size=16)
 
 
 def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):

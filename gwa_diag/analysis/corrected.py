@@ -226,11 +226,16 @@ def _decision_file_names(run: Run, timestamps: pd.Series) -> list[str]:
     return [by_ns.get(f"{pd.Timestamp(t).value:020d}", "?") for t in timestamps]
 
 
+def _examples(run: Run, decisions: pd.DataFrame, ids: pd.Index) -> str:
+    """The first three of ``ids`` with their decision files, for an error message."""
+    files = _decision_file_names(run, decisions.loc[ids[:3], "timestamp"])
+    return ", ".join(f"{int(s)} ({f})" for s, f in zip(ids[:3], files))
+
+
 def _check_decision_ids(run: Run, decisions: pd.DataFrame, given: pd.DataFrame) -> None:
     unknown = decisions.index[~decisions.index.isin(given["sample_id"])]
     if len(unknown):
-        files = _decision_file_names(run, decisions.loc[unknown[:3], "timestamp"])
-        shown = ", ".join(f"{int(s)} ({f})" for s, f in zip(unknown[:3], files))
+        shown = _examples(run, decisions, unknown)
         raise InputError(
             f"{len(unknown)} review decision(s) under {run.path / RELABEL_DIR} are for sample ids not in this "
             f"run (e.g. {shown}): were they copied from another run? Delete those decision files, or "
@@ -245,8 +250,7 @@ def _check_decision_labels(run: Run, decisions: pd.DataFrame, num_classes: int) 
     bad = decisions.index[sets_label & new.notna() & ((new < 0) | (new >= num_classes)).fillna(False)]
     for ids, what in ((missing, "have no new_label"), (bad, f"set a label outside 0..{num_classes - 1}")):
         if len(ids):
-            files = _decision_file_names(run, decisions.loc[ids[:3], "timestamp"])
-            shown = ", ".join(f"{int(s)} ({f})" for s, f in zip(ids[:3], files))
+            shown = _examples(run, decisions, ids)
             raise InputError(
                 f"{len(ids)} accept/relabel decision(s) under {run.path / RELABEL_DIR} {what} (e.g. sample id "
                 f"{shown}): record a new decision for each (the latest wins), or delete those files"

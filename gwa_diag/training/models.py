@@ -149,7 +149,7 @@ def torchvision_model_names() -> list[str]:
 
 def _replace_linear(parent: nn.Module, attr: str | int, num_classes: int) -> bool:
     """Swap ``parent[attr]`` (or ``parent.attr``) for a fresh Linear; False if it is not one."""
-    old = parent[attr] if isinstance(attr, int) else getattr(parent, attr)  # type: ignore[index]
+    old = parent[attr] if isinstance(attr, int) else getattr(parent, attr, None)  # type: ignore[index]
     if not isinstance(old, nn.Linear):
         return False
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
@@ -163,35 +163,25 @@ def _replace_linear(parent: nn.Module, attr: str | int, num_classes: int) -> boo
 def _replace_aux_heads(model: nn.Module, num_classes: int) -> None:
     # Auxiliary heads (inception_v3, googlenet) only matter in training mode; resize them too
     # so that their loss, if a user adds it, has the right number of classes.
-    aux = getattr(model, "AuxLogits", None)
-    if isinstance(aux, nn.Module) and isinstance(getattr(aux, "fc", None), nn.Linear):
-        _replace_linear(aux, "fc", num_classes)
-    for aux_name in ("aux1", "aux2"):
+    for aux_name, attr in (("AuxLogits", "fc"), ("aux1", "fc2"), ("aux2", "fc2")):
         aux = getattr(model, aux_name, None)
-        if isinstance(aux, nn.Module) and isinstance(getattr(aux, "fc2", None), nn.Linear):
-            _replace_linear(aux, "fc2", num_classes)
+        if isinstance(aux, nn.Module):
+            _replace_linear(aux, attr, num_classes)
 
 
 def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
     _replace_aux_heads(model, num_classes)
-    fc = getattr(model, "fc", None)
-    if isinstance(fc, nn.Linear):
-        _replace_linear(model, "fc", num_classes)
-        return
-    classifier = getattr(model, "classifier", None)
-    if isinstance(classifier, nn.Linear):
-        _replace_linear(model, "classifier", num_classes)
-        return
+    # Where torchvision's families keep their classifier, tried in this order: resnet `fc`,
+    # a Linear `classifier`, the last layer of a Sequential `classifier` (vgg, efficientnet,
+    # mobilenet, convnext), vit `heads.head`, swin `head`.
+    classifier, heads = getattr(model, "classifier", None), getattr(model, "heads", None)
+    places: list[tuple[nn.Module, str | int]] = [(model, "fc"), (model, "classifier")]
     if isinstance(classifier, nn.Sequential) and len(classifier) > 0:
-        if _replace_linear(classifier, len(classifier) - 1, num_classes):
-            return
-    heads = getattr(model, "heads", None)
-    if isinstance(heads, nn.Module) and isinstance(getattr(heads, "head", None), nn.Linear):
-        _replace_linear(heads, "head", num_classes)
-        return
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear):
-        _replace_linear(model, "head", num_classes)
+        places.append((classifier, len(classifier) - 1))
+    if isinstance(heads, nn.Module):
+        places.append((heads, "head"))
+    places.append((model, "head"))
+    if any(_replace_linear(parent, attr, num_classes) for parent, attr in places):
         return
     raise InputError(
         f"torchvision model {name!r} does not end in an nn.Linear classifier (e.g. squeezenet "
