@@ -100,7 +100,7 @@ def _sidebar_status(state: RunState) -> None:
 
 
 def _render_page(page: str, state: RunState, window: str) -> None:
-    from gwa_diag.analysis.summaries import AnalysisError
+    from gwa_diag.store import AnalysisError
 
     title, render = PAGES[page]
     st.title(title)

@@ -137,7 +137,7 @@ def write_synthetic_run(
                "lr": 0.1 * (1 - t), "seconds": 1.0}
         writer.write_epoch(row)
     # What gwa_diag.train records at the end of a run: the GWA early-stopping choice.
-    from gwa_diag.analysis.summaries import selected_epoch
+    from gwa_diag.analysis.phase import selected_epoch
 
     writer.update_meta(status="finished", early_stopping=selected_epoch(path).as_dict())
     return path

@@ -19,7 +19,7 @@ trains one model with ``gwa_diag.training.engine.train`` while the recorder scor
 presentation, evaluating on the 1,000 test images after each epoch. It then prints:
 
 * the detection table: AUROC, average precision, and precision / recall at k (k = number of
-  truly mislabeled samples) for every per-sample scorer of ``gwa_diag.analysis.summaries.SCORERS``
+  truly mislabeled samples) for every per-sample scorer of ``gwa_diag.analysis.scorers.SCORERS``
   (means over ``--window``), plus precision / recall / F1 and count of the two flag rules:
   gwa-diag's default (the top of the default ranking down to its estimated number of wrong
   labels; its count is that estimate) and "alignment < 0 at the GWA-selected epoch";
@@ -92,7 +92,9 @@ from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, auroc, average_pre
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.checks import DEFAULT_SCORER
 from gwa_diag.store import open_run
-from gwa_diag.analysis.summaries import SCORERS, WINDOWS, summarize
+from gwa_diag.analysis.phase import WINDOWS
+from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.analysis.summaries import summarize
 
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
 KFOLD_ROW = "cleanlab (K-fold, out-of-sample)"
@@ -519,7 +521,7 @@ def main() -> None:
 
     notes = [
         "Every score is oriented higher = more suspicious; k = true count of mislabeled samples (P@k = R@k then).",
-        (f"Scorer rows: gwa_diag.analysis.summaries.SCORERS, means over the '{args.window}' window. "
+        (f"Scorer rows: gwa_diag.analysis.scorers.SCORERS, means over the '{args.window}' window. "
          f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch. "
          f"'{ESTIMATE_ROW}': gwa-diag's default flags, the top of the default ranking ({DEFAULT_SCORER}) down to the "
          "estimated number of wrong labels (samples the model confidently contradicted in at least two of three "

@@ -59,7 +59,7 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 #: Which GWA early-stopping rule: training from scratch, or fine-tuning a pre-trained model.
 Mode = Literal["scratch", "finetune"]
 NoiseKind = Literal["symmetric", "pair"]
-#: Epochs the mean-over-epochs scorers average (descriptions: gwa_diag.analysis.summaries.WINDOWS).
+#: Epochs the mean-over-epochs scorers average (descriptions: gwa_diag.analysis.phase.WINDOWS).
 Window = Literal["second_half", "after_warmup", "all"]
 #: Flag rules (descriptions: gwa_diag.analysis.rank.RULES).
 Rule = Literal["estimate", "negative", "topk", "noise_rate"]

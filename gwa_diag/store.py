@@ -36,6 +36,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SAMPLE_SCHEMA",
     "RunDirError",
+    "AnalysisError",
     "RunWriter",
     "Run",
     "open_run",
@@ -82,6 +83,10 @@ _EPOCH_TYPES = {
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (another run, missing, wrong version)."""
+
+
+class AnalysisError(RunDirError):
+    """The run cannot be analysed as asked (no complete epoch yet, no ground truth ...)."""
 
 
 @contextlib.contextmanager

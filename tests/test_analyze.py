@@ -17,7 +17,8 @@ from analysis_fixtures import noisy_rows, write_run
 from gwa_diag.analysis.pipeline import LABELS_SOURCE, Analysis, analyze
 from gwa_diag.analysis.rank import read_suspects
 from gwa_diag.analysis.report import write_report
-from gwa_diag.analysis.summaries import selected_epoch, summarize
+from gwa_diag.analysis.phase import selected_epoch
+from gwa_diag.analysis.summaries import summarize
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError
 from gwa_diag.cli import main
 

@@ -218,7 +218,8 @@ def test_ids_above_2_to_the_53_reach_the_browser_and_come_back_exact(monkeypatch
 
 
 def test_browse_sorts_by_any_scorer(runs, monkeypatch):
-    from gwa_diag.analysis.summaries import SCORERS, summarize
+    from gwa_diag.analysis.scorers import SCORERS
+    from gwa_diag.analysis.summaries import summarize
 
     at = _app(runs["no_truth"], monkeypatch, page="browse")
     _clean(at)
@@ -248,7 +249,7 @@ def test_simple_to_complex_shows_top_images_per_class_and_epoch(runs, monkeypatc
 
 def test_detection_with_and_without_ground_truth(runs, monkeypatch):
     from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
-    from gwa_diag.analysis.summaries import SCORERS
+    from gwa_diag.analysis.scorers import SCORERS
 
     at = _app(runs["truth"], monkeypatch, page="detection")
     _clean(at)

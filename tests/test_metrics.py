@@ -20,7 +20,8 @@ from gwa_diag.analysis.metrics import (
     roc_points,
     rule_scores,
 )
-from gwa_diag.analysis.summaries import SCORERS, summarize
+from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.analysis.summaries import summarize
 from gwa_diag.analysis.truth import ground_truth
 
 CASES = [

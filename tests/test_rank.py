@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gwa_diag.analysis.phase import EpochChoices, EpochSelection
 from gwa_diag.analysis.rank import RULES, flag, flag_ranking, rank, read_suspects, write_suspects
 from gwa_diag.checks import InputError, Rule, values
 
@@ -22,8 +23,15 @@ def _summary() -> pd.DataFrame:
         },
         index=pd.Index([40, 10, 30, 20, 5, 50], name="sample_id"),
     )
-    frame.attrs = {"selected_epoch": 12, "selection": {"fallback": False}}
+    frame.attrs = {"selected_epoch": 12, "epochs": _choices(fallback=False)}
     return frame
+
+
+def _choices(*, fallback: bool) -> EpochChoices:
+    selection = EpochSelection(epoch=None if fallback else 12, used_epoch=12, fallback=fallback, reason="a reason",
+                               mode="scratch", note="a note")
+    return EpochChoices(epochs=tuple(range(13)), window_name="second_half", window=tuple(range(6, 13)),
+                        selection=selection, el2n_epoch=1, disagreement_epochs=(10, 11, 12))
 
 
 def test_rank_orders_most_suspicious_first_with_stable_ties_and_nan_last():
@@ -43,7 +51,7 @@ def test_flag_negative_uses_the_selected_epoch_alignment():
     assert flagged.index.tolist() == [50, 30, 40]  # aum 6, 3, 1; NaN alignment not flagged
     assert flagged.loc[40, "reason"] == "alignment -0.310 < 0 at epoch 12 (GWA-selected)"
     fallback = _summary()
-    fallback.attrs["selection"] = {"fallback": True}
+    fallback.attrs["epochs"] = _choices(fallback=True)
     assert "last epoch; GWA selected none" in flag(fallback, rule="negative").iloc[0]["reason"]
 
 

@@ -11,10 +11,13 @@ import pandas as pd
 import pytest
 
 from analysis_fixtures import noisy_rows, reference_summary, trajectory_rows, write_run
-from gwa_diag.analysis import summaries
 from gwa_diag.checks import InputError, Window, values
 from gwa_diag.store import RunWriter
-from gwa_diag.analysis.summaries import SCORERS, AnalysisError, el2n_epoch, selected_epoch, summarize, window_epochs
+from gwa_diag.analysis.phase import WINDOWS, el2n_epoch, selected_epoch, window_epochs
+from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.analysis import summaries
+from gwa_diag.analysis.summaries import summarize
+from gwa_diag.store import AnalysisError
 
 
 def _three_samples(tmp_path, **kwargs):
@@ -179,8 +182,8 @@ def test_selection_falls_back_to_the_last_epoch_and_says_so(tmp_path):
     s = summarize(path)
     assert selected_epoch(path).epoch is None
     assert s.attrs["selected_epoch"] == 4
-    assert s.attrs["selection"]["fallback"] is True
-    assert "last epoch 4" in s.attrs["selection"]["note"]
+    assert s.attrs["epochs"].selection.fallback is True
+    assert "last epoch 4" in s.attrs["epochs"].selection.note
     last = rows[rows["epoch"] == 4].set_index("sample_id")["alignment"]
     np.testing.assert_allclose(s["alignment_selected"], last.loc[s.index], rtol=1e-6)
 
@@ -219,7 +222,7 @@ def test_unknown_options_raise(tmp_path):
 
 def test_window_descriptions_cover_exactly_the_window_names():
     # WINDOWS describes each name of gwa_diag.checks.Window, the one list of valid windows.
-    assert tuple(summaries.WINDOWS) == values(Window)
+    assert tuple(WINDOWS) == values(Window)
 
 
 def test_every_scorer_is_a_documented_column_with_a_direction(tmp_path):

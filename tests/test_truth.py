@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis_fixtures import noisy_rows, run_with_truth, write_run
-from gwa_diag.analysis.summaries import AnalysisError
+from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import TruthCoverageWarning, ground_truth
 from gwa_diag.store import RunWriter
 

@@ -268,13 +268,13 @@ def summary(state: RunState, window: str) -> pd.DataFrame:
 
 
 def scorer_names() -> dict[str, str]:
-    from gwa_diag.analysis.summaries import SCORERS
+    from gwa_diag.analysis.scorers import SCORERS
 
     return dict(SCORERS)
 
 
 def windows() -> dict[str, str]:
-    from gwa_diag.analysis.summaries import WINDOWS
+    from gwa_diag.analysis.phase import WINDOWS
 
     return dict(WINDOWS)
 
@@ -317,7 +317,7 @@ class Selection:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _selected_epoch(path: str, generation: str) -> dict[str, Any]:
-    from gwa_diag.analysis.summaries import selected_epoch
+    from gwa_diag.analysis.phase import selected_epoch
 
     return selected_epoch(path).as_dict()
 
@@ -343,7 +343,7 @@ def label_origin(state: RunState) -> str | None:
 
 
 def selection(state: RunState) -> Selection:
-    """``gwa_diag.analysis.summaries.selected_epoch`` (reads epochs.parquet only), and the epoch the
+    """``gwa_diag.analysis.phase.selected_epoch`` (reads epochs.parquet only), and the epoch the
     flags use: the selected one, else the last complete epoch (as the summaries do)."""
     if state.empty:
         return Selection(None, None, "no complete epoch yet")
@@ -558,7 +558,7 @@ def analysis(path: str, generation: str, window: str, scorer: str = DEFAULT_SCOR
 
 
 def _no_truth(result: "Analysis") -> Exception:
-    from gwa_diag.analysis.summaries import AnalysisError
+    from gwa_diag.store import AnalysisError
 
     return AnalysisError(str(result.truth_reason))
 

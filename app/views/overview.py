@@ -20,7 +20,7 @@ __all__ = ["render"]
 def _truth(path: str, generation: str) -> pd.Series | None:
     """Which samples are mislabeled (``gwa_diag.analysis.truth.ground_truth``), or None."""
     from gwa_diag.analysis.truth import ground_truth
-    from gwa_diag.analysis.summaries import AnalysisError
+    from gwa_diag.store import AnalysisError
 
     try:
         return ground_truth(path)

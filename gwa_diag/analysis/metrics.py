@@ -1,7 +1,7 @@
 """Detection metrics: how well each scorer finds the truly mislabeled samples.
 
 Inputs are scores oriented **higher = more suspicious** (every column of
-:data:`gwa_diag.analysis.summaries.SCORERS`) and a boolean ``is_noisy`` (given label != clean
+:data:`gwa_diag.analysis.scorers.SCORERS`) and a boolean ``is_noisy`` (given label != clean
 label, as :func:`gwa_diag.analysis.truth.ground_truth` reads it). Implemented with numpy;
 the definitions match scikit-learn's ``roc_auc_score`` and ``average_precision_score`` (ties
 included). NaN scores count as least suspicious (-inf).
@@ -16,7 +16,7 @@ import pandas as pd
 
 from gwa_diag.analysis.estimate import estimate_wrong_labels
 from gwa_diag.analysis.rank import flag
-from gwa_diag.analysis.summaries import SCORERS
+from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_SCORER, InputError, check_choice
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 The steps, each a public function of its own module::
 
-    summarize (summaries)  -> per-sample scores, the early-stopping selection
+    choose_epochs (phase)  -> which epochs each score reads, the early-stopping selection
+    summarize (summaries)  -> per-sample sums, scored by the functions of scorers
     rank, flag (rank)      -> every sample most suspicious first, the flagged ones
     ground_truth (truth)   -> which samples are truly mislabeled, when known
     detection_table, per_class_table (metrics) -> how well the scores find them
@@ -24,7 +25,10 @@ import pandas as pd
 from gwa_diag.analysis.metrics import detection_table, per_class_table
 from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
 from gwa_diag.analysis.stopping import Stopping, stopping
-from gwa_diag.analysis.summaries import SCORERS, AnalysisError, summarize
+from gwa_diag.analysis.phase import EpochChoices, EpochSelection
+from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.analysis.summaries import summarize
+from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.analysis.estimate import NoiseEstimate, estimate_wrong_labels
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, Rule, Window, check_choice
@@ -48,32 +52,6 @@ class AnalysisOptions:
     truth_file: Path | None
 
 
-@dataclass(frozen=True)
-class EpochSelection:
-    """The GWA early-stopping choice (no validation set) and the epoch the flags use."""
-
-    #: The GWA-selected epoch; None when the rule selects none (yet).
-    epoch: int | None
-    #: The epoch ``alignment_selected``, ``align_selected`` and the ``negative`` rule read:
-    #: the selected epoch, else the last complete epoch.
-    used_epoch: int
-    #: True when GWA selected no epoch with data and ``used_epoch`` is the last epoch.
-    fallback: bool
-    #: Why GWA selected this epoch, or none.
-    reason: str
-    #: The stopping rule: ``scratch`` or ``finetune``.
-    mode: str
-    #: One sentence for people, e.g. "GWA-selected epoch 7: ...".
-    note: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """report.json's ``early_stopping`` object (schema version 1)."""
-        return {
-            "gwa_epoch": self.epoch, "mode": self.mode, "reason": self.reason, "fallback": self.fallback,
-            "note": self.note, "used_epoch": self.used_epoch,
-        }
-
-
 @dataclass(frozen=True, eq=False)  # eq=False: frames have no single truth value to compare
 class Analysis:
     """Everything one analysis of a run found, from :func:`analyze`. The reference for
@@ -88,12 +66,13 @@ class Analysis:
         run: the run directory read (complete epochs only).
         options: scorer, window, rule, k, noise_rate and truth file (checked).
         summary: one row per sample (index ``sample_id``): every scorer of
-            :data:`gwa_diag.analysis.summaries.SCORERS`, ``label`` (given),
+            :data:`gwa_diag.analysis.scorers.SCORERS`, ``label`` (given),
             ``suggested_label`` / ``suggested_prob``, ``alignment_selected``, ``n_epochs``,
             ``n_window``, ``clean_label`` and ``path`` (the sample's file) when labels.parquet
-            has them. ``attrs`` hold the
-            window, selection and EL2N epoch (:func:`gwa_diag.analysis.summaries.summarize`).
-        selection: the early-stopping choice and the epoch the flags use.
+            has them (:func:`gwa_diag.analysis.summaries.summarize`).
+        epochs: which epochs each score read: the window, the GWA selection (also as
+            ``selection``: the early-stopping choice and the epoch the flags use), the EL2N
+            and disagreement epochs (:func:`gwa_diag.analysis.phase.choose_epochs`).
         ranking: ``summary`` sorted most suspicious first by ``options.scorer`` (ties by
             ascending sample_id, NaN scores last), with ``rank`` (1 = most suspicious),
             ``score`` and ``scorer`` in front (:func:`gwa_diag.analysis.rank.rank`).
@@ -126,7 +105,7 @@ class Analysis:
     run: Run
     options: AnalysisOptions
     summary: pd.DataFrame
-    selection: EpochSelection
+    epochs: EpochChoices
     ranking: pd.DataFrame
     flagged: pd.DataFrame
     class_names: tuple[str, ...] | None
@@ -152,6 +131,11 @@ class Analysis:
     @cached_property
     def stopping(self) -> Stopping:
         return stopping(self.run)
+
+    @property
+    def selection(self) -> EpochSelection:
+        """The early-stopping choice and the epoch the flags use (``epochs.selection``)."""
+        return self.epochs.selection
 
     @property
     def has_truth(self) -> bool:
@@ -197,7 +181,7 @@ def analyze(
 
     Args:
         run: a run directory, or an open :class:`gwa_diag.store.Run`.
-        scorer: what to rank by (:data:`gwa_diag.analysis.summaries.SCORERS`).
+        scorer: what to rank by (:data:`gwa_diag.analysis.scorers.SCORERS`).
         window: epochs the mean scores average (:data:`gwa_diag.checks.Window`).
         rule: what to flag (:data:`gwa_diag.analysis.rank.RULES`): ``estimate`` (the
             top of the ranking down to the estimated number of wrong labels; the default),
@@ -238,7 +222,7 @@ def analyze(
         run=the_run,
         options=options,
         summary=summary,
-        selection=_selection(summary),
+        epochs=summary.attrs["epochs"],
         ranking=ranking,
         flagged=flagged,
         class_names=the_run.class_names,
@@ -257,15 +241,3 @@ def _check_summary(summary: pd.DataFrame, run: Run, window: str) -> None:
     source = summary.attrs.get("run")
     if source is not None and Path(source).resolve() != run.path.resolve():
         raise InputError(f"the summary is of the run {source}, not of {run.path}")
-
-
-def _selection(summary: pd.DataFrame) -> EpochSelection:
-    chosen = summary.attrs["selection"]
-    return EpochSelection(
-        epoch=chosen["gwa_epoch"],
-        used_epoch=int(summary.attrs["selected_epoch"]),
-        fallback=bool(chosen["fallback"]),
-        reason=str(chosen["reason"]),
-        mode=str(chosen["mode"]),
-        note=str(chosen["note"]),
-    )

@@ -1,6 +1,6 @@
 """Rank samples by a scorer, flag the suspicious ones, and write the suspects file.
 
-Every scorer in :data:`gwa_diag.analysis.summaries.SCORERS` is oriented so that **higher = more
+Every scorer in :data:`gwa_diag.analysis.scorers.SCORERS` is oriented so that **higher = more
 suspicious**; ``rank`` 1 is the most suspicious sample. Ties are broken by ascending
 ``sample_id`` so that the order is reproducible; NaN scores (a sample absent from the
 epochs a scorer reads) rank last.
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from gwa_diag.store import atomic_write_bytes
-from gwa_diag.analysis.summaries import SCORERS
+from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis.estimate import estimate_wrong_labels
 from gwa_diag.checks import (
     DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError, Rule, check_choice, check_fraction,
@@ -158,8 +158,9 @@ def _flag(ranked: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float |
     if rule == "negative":
         align = ranked["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan)
         out = ranked[align < 0].copy()
-        epoch = ranked.attrs.get("selected_epoch")
-        fallback = bool(ranked.attrs.get("selection", {}).get("fallback", False))
+        choices = ranked.attrs.get("epochs")
+        epoch = choices.selection.used_epoch if choices is not None else None
+        fallback = choices is not None and choices.selection.fallback
         where = (
             "at the selected epoch" if epoch is None
             else f"at epoch {epoch} (last epoch; GWA selected none)" if fallback

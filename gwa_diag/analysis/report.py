@@ -21,7 +21,7 @@ the output folder, so a second report on the same folder is refused instead of m
 files with the first one's. The lock belongs to the open file, so the OS releases it when
 the process ends, however it ends: a killed report never blocks the next one.
 
-Scores follow :data:`gwa_diag.analysis.summaries.SCORERS`: higher = more suspicious.
+Scores follow :data:`gwa_diag.analysis.scorers.SCORERS`: higher = more suspicious.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, pr_points, roc_points
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
-from gwa_diag.analysis.summaries import SCORERS, WINDOWS
+from gwa_diag.analysis.phase import WINDOWS
+from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
@@ -151,7 +152,12 @@ def _write_files(
     report_id = uuid.uuid4().hex
     files: dict[str, str] = {}
     files["suspects"] = str(write_suspects(out / "suspects.csv", flagged, class_names=names))
-    table = pa.Table.from_pandas(ranked.reset_index(), preserve_index=False)
+    # pandas stores attrs in the Parquet metadata as JSON: the epoch choices go in as the
+    # selection's plain form (report.json's early_stopping object).
+    plain = ranked.reset_index()
+    plain.attrs = {**{k: v for k, v in ranked.attrs.items() if k != "epochs"},
+                   "selection": {k: v for k, v in selection.items() if k != "used_epoch"}}
+    table = pa.Table.from_pandas(plain, preserve_index=False)
     # The id in the Parquet metadata ties the ranking to its report.json without a new column.
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), REPORT_ID_KEY: report_id.encode()})
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))

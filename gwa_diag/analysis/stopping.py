@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from gwa_diag.analysis.phase import selected_epoch
 from gwa_diag.early_stopping import EarlyStopResult, StopTrust, assess_choice, labelwave_epoch, rank_correlation
 from gwa_diag.store import Run, open_run, read_listed_parts
 
@@ -123,9 +124,7 @@ class Stopping:
 
 def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None = None) -> Stopping:
     """The early-stopping picture of ``run``; ``selection`` defaults to the run's GWA choice
-    (:func:`gwa_diag.analysis.summaries.selected_epoch`)."""
-    from gwa_diag.analysis.summaries import selected_epoch
-
+    (:func:`gwa_diag.analysis.phase.selected_epoch`)."""
     run = open_run(run)
     chosen = selection if selection is not None else selected_epoch(run)
     epochs = run.epochs()

@@ -1,10 +1,12 @@
 """Per-sample summaries of a recorded run: one row per sample id, one column per scorer.
 
-Every scorer column is oriented so that **higher = more suspicious** (more likely
-mislabeled); the registry :data:`SCORERS` says, for each one, what it measures, which raw
-direction it was flipped from, and where it comes from.
+This module only accumulates: it streams the recorded rows into per-sample sums
+(:class:`gwa_diag.analysis.scorers.Sums`) over the epochs that
+:func:`gwa_diag.analysis.phase.choose_epochs` chose, then hands them to the scorers of
+:mod:`gwa_diag.analysis.scorers`, where every formula, direction and citation lives.
+Every scorer column is oriented so that **higher = more suspicious**.
 
-How the numbers are computed (out of core, from the Parquet parts of complete epochs only):
+How the sums are computed (out of core, from the Parquet parts of complete epochs only):
 
 * DuckDB reads ``read_parquet([...complete parts...], hive_partitioning=true)`` (the epoch
   comes from the ``epoch=E`` directory) and does the per-row work in parallel: validity of
@@ -34,100 +36,25 @@ rank last (least suspicious).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from gwa_diag.store import Run, RunDirError, open_run, read_listed_parts
+from gwa_diag.analysis.phase import EpochChoices, choose_epochs
+from gwa_diag.analysis.scorers import SCORERS, Sums, scores
 from gwa_diag.checks import InputError, Mode, Window, check_choice
+from gwa_diag.store import AnalysisError, Run, open_run, read_listed_parts
 
-if TYPE_CHECKING:  # alignment imports torch; only selected_epoch needs it, imported lazily
-    from gwa_diag.early_stopping import EarlyStopResult
-
-__all__ = [
-    "SCORERS",
-    "WINDOWS",
-    "AnalysisError",
-    "summarize",
-    "selected_epoch",
-    "window_epochs",
-    "el2n_epoch",
-]
-
-#: Averaging windows for the mean-over-epochs scorers (in the reference measurements on
-#: CIFAR-10-N, the second half of training beat "all epochs after warm-up" for every signal).
-#: The valid names are :data:`gwa_diag.checks.Window`; this dict describes each one.
-WINDOWS: dict[str, str] = {
-    "second_half": "the last ceil(n/2) of the n complete epochs (default)",
-    "after_warmup": "all complete epochs except the first 10% (warm-up), at least one kept",
-    "all": "every complete epoch",
-}
-
-WARMUP_FRACTION = 0.1
-
-#: name -> description. Every column is oriented so that HIGHER = MORE SUSPICIOUS.
-SCORERS: dict[str, str] = {
-    "align_mean": (
-        "-(mean gradient-weight alignment over the window epochs). Raw alignment: lower = more "
-        "suspicious, so it is negated. Hölzl et al., NeurIPS 2025 (arXiv 2510.25480)."
-    ),
-    "align_selected": (
-        "-(alignment at the GWA-selected early-stopping epoch; the last epoch when the GWA "
-        "rule selects none). Raw alignment: lower = more suspicious, so it is negated. "
-        "Hölzl et al. 2025."
-    ),
-    "align_last": (
-        "-(alignment at the last complete epoch). Raw alignment: lower = more suspicious, so it "
-        "is negated. Hölzl et al. 2025."
-    ),
-    "neg_frac": (
-        "fraction of window epochs in which the alignment was negative (the sample pulled the "
-        "head against its direction). Already higher = more suspicious. Hölzl et al. 2025."
-    ),
-    "aum": (
-        "-(area under the margin): -(mean over the window of logit[label] - max other logit). "
-        "Raw AUM: lower = more suspicious. Pleiss et al., NeurIPS 2020."
-    ),
-    "loss_mean": "mean cross-entropy over the window. Higher = more suspicious.",
-    "confidence": (
-        "-(mean softmax probability of the given label over the window). Raw confidence: "
-        "lower = more suspicious. Dataset cartography, Swayamdipta et al., EMNLP 2020."
-    ),
-    "variability": (
-        "population std of p(label) over the window epochs. Higher = more suspicious (ambiguous "
-        "or unstable); weaker for noise than confidence. Swayamdipta et al. 2020."
-    ),
-    "forgetting": (
-        "number of forgetting events over all complete epochs: correct (pred == label) in one "
-        "presented epoch, incorrect in the next. Higher = more suspicious. Toneva et al., ICLR 2019."
-    ),
-    "el2n": (
-        "EL2N ||softmax - onehot(label)||_2 at an early epoch (10% of training, never epoch 0 "
-        "when a later one exists). Higher = more suspicious. Paul et al., NeurIPS 2021. "
-        "APPROXIMATION: only p(label), pred and p(pred) are recorded, so this is the smallest "
-        "||p - y|| consistent with them: sqrt((1-p_y)^2 + p_pred^2 + r^2/(C-2)) with "
-        "r = 1 - p_y - p_pred when pred != label, sqrt((1-p_y)^2 + (1-p_y)^2/(C-1)) when "
-        "pred == label. Exact for C = 2 (and for C = 3 when pred != label)."
-    ),
-    "disagreement": (
-        "share of three epochs around the GWA-selected one (the last three when GWA selects "
-        "none) in which the model confidently predicted another class "
-        "than the given label: pred != label and p(pred) >= that class's threshold, the mean "
-        "p(label) of the samples labelled with it in the same epoch (confident learning's "
-        "per-class threshold; Northcutt et al., JAIR 2021). Higher = more suspicious. Samples "
-        "above 0.5 are the estimated wrong labels (gwa_diag.analysis.estimate)."
-    ),
-}
+__all__ = ["SCORERS", "AnalysisError", "summarize"]
 
 # Dense per-sample accumulators are indexed by sample_id - min_id when the id range is at
 # most this many times the largest epoch (plus slack); wider ranges map ids by search.
@@ -144,79 +71,6 @@ _BINCOUNT_MAX = 1 << 17
 _FORGET_CHUNK = 1 << 16
 
 
-class AnalysisError(RunDirError):
-    """The run cannot be analysed as asked (no complete epoch yet, no ground truth ...)."""
-
-
-# --------------------------------------------------------------------------------------
-# epochs: selection, window, EL2N epoch
-# --------------------------------------------------------------------------------------
-
-
-def _config(run: Run) -> dict[str, Any]:
-    config = run.meta.get("config")
-    return config if isinstance(config, dict) else {}
-
-
-def _planned_epochs(run: Run) -> int | None:
-    value = _config(run).get("epochs", run.meta.get("epochs"))
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _run_mode(run: Run) -> str:
-    mode = _config(run).get("mode", run.meta.get("mode")) or "scratch"
-    return str(mode)
-
-
-def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = None) -> "EarlyStopResult":
-    """The GWA early-stopping epoch of a run (:func:`gwa_diag.alignment.select_epoch` on
-    epochs.parquet). ``mode`` defaults to run.json's ``config.mode`` (else ``scratch``);
-    the warm-up is measured against the planned ``config.epochs`` when recorded.
-    ``epoch`` is None when no defined GWA qualifies (then the reason says why)."""
-    from gwa_diag.early_stopping import select_epoch
-
-    run = open_run(run_or_path)
-    epochs = run.epochs()
-    use_mode = mode if mode is not None else _run_mode(run)
-    ep = [int(e) for e in epochs["epoch"].tolist()]
-    raw = epochs["gwa"].tolist() if "gwa" in epochs else [None] * len(ep)
-    gwa = [None if g is None or (isinstance(g, float) and math.isnan(g)) else float(g) for g in raw]
-    planned = _planned_epochs(run)
-    total = max(planned, max(ep) + 1) if planned is not None and ep else planned
-    return select_epoch(ep, gwa, mode=use_mode, total_epochs=total)  # type: ignore[arg-type]
-
-
-def window_epochs(epochs: list[int], window: str) -> list[int]:
-    """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`)."""
-    check_choice(window, Window, "window")
-    n = len(epochs)
-    if n == 0:
-        return []
-    if window == "all":
-        start = 0
-    elif window == "second_half":
-        start = n // 2
-    else:
-        # Skip the first 10% of the epochs trained so far, but always keep the last one.
-        start = min(math.ceil(WARMUP_FRACTION * n), n - 1)
-    return sorted(epochs)[start:]
-
-
-def el2n_epoch(epochs: list[int], *, planned: int | None = None) -> int | None:
-    """The early epoch EL2N is read at: the complete epoch at 10% of the (planned) training,
-    but never the first epoch when a later one exists (Paul et al. score after a few epochs,
-    not at initialisation)."""
-    if not epochs:
-        return None
-    ordered = sorted(epochs)
-    total = planned if planned else len(ordered)
-    index = min(len(ordered) - 1, max(1, round(WARMUP_FRACTION * total)))
-    return ordered[index]
-
-
 # --------------------------------------------------------------------------------------
 # summarize
 # --------------------------------------------------------------------------------------
@@ -225,16 +79,16 @@ def el2n_epoch(epochs: list[int], *, planned: int | None = None) -> int | None:
 @dataclass
 class _Plan:
     files: dict[int, list[str]]  # complete epoch -> its parts (all ranks)
-    epochs: list[int]  # complete epochs with data, sorted
-    window: list[int]
-    sel_epoch: int
-    last_epoch: int
-    el2n_epoch: int
+    choices: EpochChoices  # which epochs each sum reads
     num_classes: int
     total_rows: int
     id_min: int = 0
     ids: np.ndarray | None = None  # sorted distinct ids when the id range is too wide for dense slots
     size: int = 0  # number of accumulator slots
+
+    @property
+    def epochs(self) -> list[int]:  # complete epochs with data, sorted
+        return list(self.choices.epochs)
 
     def files_of(self, epochs: list[int]) -> list[str]:
         return [f for e in epochs for f in self.files[e]]
@@ -270,13 +124,16 @@ def summarize(
     has it, and ``path`` (first; the sample's file relative to the dataset's root) when
     labels.parquet has it.
 
-    ``frame.attrs`` records the window, the selected epoch (and whether it fell back to the
-    last epoch because GWA selected none), the EL2N epoch and the class count.
+    ``frame.attrs["epochs"]`` is the :class:`~gwa_diag.analysis.phase.EpochChoices` the
+    sums were read with (window, GWA selection and whether it fell back to the last epoch,
+    EL2N and disagreement epochs); ``attrs`` also hold the class count, the run's path and,
+    as plain values for JSON, the window's first and last epoch.
 
     Args:
-        window: which epochs the means average over (:data:`WINDOWS`).
+        window: which epochs the means average over (:data:`gwa_diag.analysis.phase.WINDOWS`).
         mode: early-stopping rule, ``scratch`` or ``finetune`` (default: run.json, else scratch).
-        el2n_at: epoch for EL2N (default :func:`el2n_epoch`); must be a complete epoch.
+        el2n_at: epoch for EL2N (default :func:`gwa_diag.analysis.phase.el2n_epoch`); must be
+            a complete epoch.
         threads: DuckDB threads (default: all cores).
         memory_limit: DuckDB memory limit; larger intermediate results spill to disk.
         temp_directory: where DuckDB spills (default: a private temporary directory).
@@ -285,6 +142,7 @@ def summarize(
         AnalysisError: the run has no complete epoch yet.
         ValueError: unknown window or mode, or ``el2n_at`` not a complete epoch.
     """
+    # This public entry checks its own options (analyze() checks its in check_options).
     check_choice(window, Window, "window")
     if mode is not None:
         check_choice(mode, Mode, "mode")
@@ -338,22 +196,11 @@ def _summarize(
 ) -> pd.DataFrame:
     # Epochs whose parts are missing (a crash between part and epoch row) have no rows and
     # are left out, so the window and the forgetting count see only epochs with data.
-    epochs = sorted(files)
-    choice = selected_epoch(run, mode=mode)
-    sel = choice.epoch if choice.epoch is not None and choice.epoch in files else None
-    all_files = [f for e in epochs for f in files[e]]
+    choices = choose_epochs(run, sorted(files), window=window, mode=mode, el2n_at=el2n_at)
+    all_files = [f for e in choices.epochs for f in files[e]]
     stats = _file_stats(all_files)
     num_classes = max(int(run.num_classes or 0), stats["max_class"] + 1, 2)
-    plan = _Plan(
-        files=files,
-        epochs=epochs,
-        window=window_epochs(epochs, window),
-        sel_epoch=sel if sel is not None else epochs[-1],
-        last_epoch=epochs[-1],
-        el2n_epoch=int(el2n_at) if el2n_at is not None else int(el2n_epoch(epochs, planned=_planned_epochs(run))),  # type: ignore[arg-type]
-        num_classes=num_classes,
-        total_rows=stats["rows"],
-    )
+    plan = _Plan(files=files, choices=choices, num_classes=num_classes, total_rows=stats["rows"])
     own_tmp = temp_directory is None
     tmp = Path(tempfile.mkdtemp(prefix="gwa-duckdb-")) if own_tmp else Path(temp_directory)  # type: ignore[arg-type]
     con = duckdb.connect(":memory:")
@@ -381,33 +228,24 @@ def _summarize(
             suggested, suggested_prob = _pick_suggestion(*acc.class_matrices(plan.num_classes))
         else:
             suggested, suggested_prob = _suggest_with_duckdb(con, plan, repeats)
-        disagreement = _disagreement(con, plan, repeats)
+        disagree, disagree_n = _disagreement(con, plan, repeats)
     finally:
         con.close()
         if own_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    frame = _frame(plan, acc, suggested, suggested_prob, disagreement, run.labels())
+    frame = _frame(plan, acc, suggested, suggested_prob, disagree, disagree_n, run.labels())
     frame.attrs.update(
         {
             "run": str(run.path),
-            "window": window,
-            "window_epochs": [int(plan.window[0]), int(plan.window[-1])],
-            "n_window_epochs": len(plan.window),
-            "n_epochs": len(plan.epochs),
-            "selected_epoch": int(plan.sel_epoch),
-            "selection": {
-                "gwa_epoch": choice.epoch,
-                "mode": choice.mode,
-                "reason": choice.reason,
-                "fallback": sel is None,
-                "note": (
-                    f"GWA selected no epoch ({choice.reason}); using the last epoch {plan.last_epoch} instead"
-                    if sel is None
-                    else f"GWA-selected epoch {sel}: {choice.reason}"
-                ),
-            },
-            "last_epoch": int(plan.last_epoch),
-            "el2n_epoch": int(plan.el2n_epoch),
+            "epochs": choices,
+            # Plain copies of the choices for JSON (report.json, scores.json, the bench tables).
+            "window": choices.window_name,
+            "window_epochs": [int(choices.window[0]), int(choices.window[-1])],
+            "n_window_epochs": len(choices.window),
+            "n_epochs": len(choices.epochs),
+            "selected_epoch": int(choices.selection.used_epoch),
+            "last_epoch": int(choices.last_epoch),
+            "el2n_epoch": int(choices.el2n_epoch),
             "num_classes": int(plan.num_classes),
             "repeats_averaged": repeats,
         }
@@ -507,7 +345,9 @@ class _Accumulators:
         self.label = np.full(size, -1, dtype=np.int32)
         self.align_sel = np.full(size, np.nan)
         self.align_last = np.full(size, np.nan)
-        self.el2n = np.full(size, np.nan)
+        # p(label), pred, label and p(pred) at the EL2N epoch (the el2n scorer's inputs).
+        self.early = {"p_label": np.full(size, np.nan), "pred": np.full(size, -1, dtype=np.int64),
+                      "label": np.full(size, -1, dtype=np.int64), "p_pred": np.full(size, np.nan)}
         # Window rows predicting the given label are counted per sample; only the (fewer)
         # rows predicting another class go into the samples x classes matrix.
         self.right_count = np.zeros(size)
@@ -638,19 +478,20 @@ def _accumulate(con: Any, plan: _Plan, *, repeats: bool) -> _Accumulators:
     state_cols = f"{_column_sql(plan.epochs)} AS column, CAST(pred = label AS TINYINT) AS correct, label"
     window_sql = f"""
         SELECT {pos} AS pos, {state_cols}, pred, alignment, margin, loss, p_label, p_pred, {_FINITE} AS ok
-        FROM {_source(plan.files_of(plan.window), repeats=repeats)}"""
+        FROM {_source(plan.files_of(list(plan.choices.window)), repeats=repeats)}"""
     for batch in _batches(con, window_sql):
         cols = _columns(batch)
         slot = plan.slots(_np(cols["pos"], np.int64))
         acc.add_state(slot, cols)
         acc.add_window(slot, cols, plan.num_classes)
-    before = [e for e in plan.epochs if e < plan.window[0]]
+    before = [e for e in plan.epochs if e < plan.choices.window[0]]
     if before:
         state_sql = f"SELECT {pos} AS pos, {state_cols} FROM {_source(plan.files_of(before), repeats=repeats)}"
         for batch in _batches(con, state_sql):
             cols = _columns(batch)
             acc.add_state(plan.slots(_np(cols["pos"], np.int64)), cols)
-    specials = sorted({plan.sel_epoch, plan.last_epoch, plan.el2n_epoch})
+    specials = plan.choices.point_epochs()
+    used, last, early = plan.choices.selection.used_epoch, plan.choices.last_epoch, plan.choices.el2n_epoch
     point_sql = f"""
         SELECT {pos} AS pos, CAST(epoch AS INTEGER) AS epoch, label, pred, alignment, p_label, p_pred
         FROM {_source(plan.files_of(specials), repeats=repeats)}"""
@@ -659,14 +500,13 @@ def _accumulate(con: Any, plan: _Plan, *, repeats: bool) -> _Accumulators:
         slot = plan.slots(_np(cols["pos"], np.int64))
         epoch = _np(cols["epoch"], np.int64)
         alignment = _np(cols["alignment"], np.float64)
-        for target, ep in ((acc.align_sel, plan.sel_epoch), (acc.align_last, plan.last_epoch)):
+        for target, ep in ((acc.align_sel, used), (acc.align_last, last)):
             hit = epoch == ep
             target[slot[hit]] = alignment[hit]
-        hit = epoch == plan.el2n_epoch
-        acc.el2n[slot[hit]] = _el2n(
-            _np(cols["p_label"], np.float64)[hit], _np(cols["pred"], np.int64)[hit],
-            _np(cols["label"], np.int64)[hit], _np(cols["p_pred"], np.float64)[hit], plan.num_classes,
-        )
+        hit = epoch == early
+        for name, column, dtype in (("p_label", "p_label", np.float64), ("pred", "pred", np.int64),
+                                    ("label", "label", np.int64), ("p_pred", "p_pred", np.float64)):
+            acc.early[name][slot[hit]] = _np(cols[column], dtype)[hit]
     return acc
 
 
@@ -707,20 +547,6 @@ def _np(array: Any, dtype: Any) -> np.ndarray:
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def _el2n(p_label: np.ndarray, pred: np.ndarray, label: np.ndarray, p_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Smallest ||p - onehot(label)|| consistent with p(label), pred and p(pred) (see SCORERS)."""
-    miss = 1.0 - p_label
-    c = max(int(num_classes), 2)
-    # pred == label: the other C-1 classes share 1 - p_label; their sum of squares is least
-    # when they share it evenly.
-    same = miss * miss + (miss * miss) / (c - 1)
-    # pred != label: p_pred is one of the others; the remaining mass r spreads over C-2.
-    rest = np.clip(1.0 - p_label - p_pred, 0.0, None)
-    spread = (rest * rest) / (c - 2) if c > 2 else np.zeros_like(rest)
-    other = miss * miss + p_pred * p_pred + spread
-    return np.sqrt(np.where(pred == label, same, other))
-
-
 def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
     """Suggested label for many classes: DuckDB groups (sample, pred) instead of a dense
     samples x classes matrix."""
@@ -730,7 +556,7 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
     query = f"""
         WITH counts AS (
             SELECT {plan.pos_sql()} AS pos, pred, count(*) AS n, avg(p_pred) AS mp
-            FROM {_source(plan.files_of(plan.window), repeats=repeats)}
+            FROM {_source(plan.files_of(list(plan.choices.window)), repeats=repeats)}
             WHERE {_FINITE} AND pred >= 0
             GROUP BY ALL
         )
@@ -746,37 +572,26 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
     return suggested, prob
 
 
-def disagreement_epochs(epochs: list[int], used: int) -> list[int]:
-    """The epochs ``disagreement`` reads: three consecutive epochs with data around the epoch
-    the flags use (GWA-selected, else the last): its neighbour on each side, or the two
-    before (after) it when it is the last (first); fewer only when fewer exist."""
-    ordered = sorted(epochs)
-    i = ordered.index(used)
-    lo = max(0, min(i - 1, len(ordered) - 3))
-    return ordered[lo : lo + 3]
-
-
-def _disagreement(con: Any, plan: _Plan, repeats: bool) -> np.ndarray:
-    """Per slot: the share of :func:`disagreement_epochs` in which the prediction was another
-    class than the label with p(pred) at least that class's confident-learning threshold
-    (the mean p(label) of the samples labelled with it in the same epoch). NaN: no finite row.
-
-    Why around the GWA-selected epoch: GWA peaks when the model has learned the correctly
-    labelled samples but not yet memorised the others, so its disagreement with the labels
-    says most there. A window late in a memorising run sees the wrong labels already fitted
-    (``python bench/why_defaults.py --part window`` measures both)."""
-    source = _source(plan.files_of(disagreement_epochs(plan.epochs, plan.sel_epoch)), repeats=repeats)
+def _disagreement(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per slot, over the choices' disagreement epochs: (epochs in which the prediction was
+    another class than the label with p(pred) at least that class's confident-learning
+    threshold, the mean p(label) of the samples labelled with it in the same epoch; epochs
+    with a finite row)."""
+    source = _source(plan.files_of(list(plan.choices.disagreement_epochs)), repeats=repeats)
     query = f"""
         WITH rows AS (SELECT {plan.pos_sql()} AS pos, epoch, label, pred, p_label, p_pred FROM {source}
                       WHERE {_FINITE}),
              limits AS (SELECT epoch, label AS cls, avg(p_label) AS t FROM rows GROUP BY ALL)
-        SELECT r.pos, avg(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS share
+        SELECT r.pos, sum(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS hits,
+               count(*) AS seen
         FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
         GROUP BY r.pos"""
     out = con.sql(query).fetchnumpy()
-    share = np.full(plan.size, np.nan)
-    share[plan.slots(np.asarray(out["pos"], dtype=np.int64))] = np.asarray(out["share"], dtype=np.float64)
-    return share
+    hits, seen = np.zeros(plan.size), np.zeros(plan.size)
+    slot = plan.slots(np.asarray(out["pos"], dtype=np.int64))
+    hits[slot] = np.asarray(out["hits"], dtype=np.float64)
+    seen[slot] = np.asarray(out["seen"], dtype=np.float64)
+    return hits, seen
 
 
 def _frame(
@@ -784,17 +599,22 @@ def _frame(
     acc: _Accumulators,
     suggested: np.ndarray,
     suggested_prob: np.ndarray,
-    disagreement: np.ndarray,
+    disagree: np.ndarray,
+    disagree_n: np.ndarray,
     labels: pd.DataFrame | None,
 ) -> pd.DataFrame:
     present = acc.present_count()
     keep = np.flatnonzero(present > 0)
     ids = plan.ids[keep] if plan.ids is not None else keep.astype(np.int64) + plan.id_min
     w = {k: v[keep] for k, v in acc.win.items()}
-    n = w["n"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = {k: np.where(n > 0, w[k] / np.where(n > 0, n, 1), np.nan) for k in ("a", "neg", "m", "l", "p", "p2")}
-    variability = np.sqrt(np.clip(mean["p2"] - mean["p"] ** 2, 0.0, None))
+    sums = Sums(
+        num_classes=plan.num_classes, n=w["n"], alignment=w["a"], negative=w["neg"], margin=w["m"], loss=w["l"],
+        p_label=w["p"], p_label_sq=w["p2"], forgetting=acc.forgetting()[keep],
+        alignment_selected=acc.align_sel[keep], alignment_last=acc.align_last[keep],
+        el2n_p_label=acc.early["p_label"][keep], el2n_pred=acc.early["pred"][keep],
+        el2n_label=acc.early["label"][keep], el2n_p_pred=acc.early["p_pred"][keep],
+        disagree=disagree[keep], disagree_n=disagree_n[keep],
+    )
     sugg = suggested[keep]
     data: dict[str, Any] = {
         "label": acc.label[keep],
@@ -802,19 +622,8 @@ def _frame(
         "suggested_prob": suggested_prob[keep],
         "alignment_selected": acc.align_sel[keep],
         "n_epochs": present[keep],
-        "n_window": n.astype(np.int64),
-        # Scorers: higher = more suspicious (SCORERS documents each flip).
-        "align_mean": -mean["a"],
-        "align_selected": -acc.align_sel[keep],
-        "align_last": -acc.align_last[keep],
-        "neg_frac": mean["neg"],
-        "aum": -mean["m"],
-        "loss_mean": mean["l"],
-        "confidence": -mean["p"],
-        "variability": variability,
-        "forgetting": acc.forgetting()[keep],
-        "el2n": acc.el2n[keep],
-        "disagreement": disagreement[keep],
+        "n_window": w["n"].astype(np.int64),
+        **scores(sums),  # every scorer: higher = more suspicious
     }
     frame = pd.DataFrame(data, index=pd.Index(ids, name="sample_id"))
     if (sugg < 0).any():

@@ -24,7 +24,8 @@ import pandas as pd
 from gwa_diag.analysis.pipeline import Analysis, analyze
 from gwa_diag.analysis.rank import write_suspects
 from gwa_diag.analysis.report import json_ready, write_report
-from gwa_diag.analysis.summaries import SCORERS, AnalysisError
+from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import TruthCoverageWarning
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError, Rule, Window, values
 from gwa_diag.cli.common import os_error_line
