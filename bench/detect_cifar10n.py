@@ -342,14 +342,14 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
     table = add_rows(table, extra)
 
     epochs = open_run(run_dir).epochs()
-    sel = summary.attrs["selection"]
+    sel = summary.attrs["epochs"].selection
     acc = epochs.set_index("epoch")["eval_acc"] if "eval_acc" in epochs else pd.Series(dtype=float)
     best_epoch = int(acc.idxmax()) if len(acc) else None
     last_epoch = int(epochs["epoch"].max())
     return {
         "name": name, "noise": noise, "n": table.attrs["n"], "n_noisy": table.attrs["n_noisy"], "table": table,
-        "gwa_epoch": sel["gwa_epoch"], "selection_reason": sel["reason"],
-        "selected_epoch": summary.attrs["selected_epoch"], "fallback": sel["fallback"],
+        "gwa_epoch": sel.epoch, "selection_reason": sel.reason,
+        "selected_epoch": sel.used_epoch, "fallback": sel.fallback,
         "acc": acc, "best_epoch": best_epoch, "last_epoch": last_epoch, "train_fit_last": last_acc,
         "window": summary.attrs["window_epochs"], "t_train": t_train, "t_analysis": t_analysis, "kfold": kfold,
     }
