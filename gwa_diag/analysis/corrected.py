@@ -193,7 +193,7 @@ def corrected_labels(
     check_options(**chosen)  # before any data is read
     the_run = open_run(run)
     given = _given_labels(the_run)
-    decisions = latest_decisions(the_run.path)
+    decisions = latest_decisions(the_run)
     _check_decision_ids(the_run, decisions, given)
     analysis = analyze(the_run, **chosen)
     _check_decision_labels(the_run, decisions, _num_classes(the_run, analysis))

@@ -31,8 +31,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from gwa_diag.store import atomic_write_bytes, atomic_write_table, open_run
+from gwa_diag.store import Run, atomic_write_bytes, atomic_write_table, open_run
 from gwa_diag.checks import InputError
+
+#: A run directory, or an open :class:`~gwa_diag.store.Run` (used as it is, not opened again).
+RunLike = Run | str | os.PathLike
 
 __all__ = [
     "DECISIONS",
@@ -82,11 +85,17 @@ def _now_ns() -> int:
         return _last_ns
 
 
-def _relabel_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / RELABEL_DIR
+def _dir(run: RunLike) -> Path:
+    """The run's directory: an open run is not opened again, and a bare directory without
+    run.json (a folder of decisions only) is allowed."""
+    return run.path if isinstance(run, Run) else Path(run)
 
 
-def _num_classes(run_dir: Path) -> int | None:
+def _relabel_dir(run_dir: RunLike) -> Path:
+    return _dir(run_dir) / RELABEL_DIR
+
+
+def _num_classes(run_dir: RunLike) -> int | None:
     """Class count from run.json (num_classes, else the class names), or None when unknown."""
     try:
         run = open_run(run_dir)
@@ -114,7 +123,7 @@ def _check_label(value: int | None, num_classes: int | None, name: str) -> None:
 
 
 def record_decision(
-    run_dir: str | os.PathLike,
+    run_dir: RunLike,
     sample_id: int,
     decision: str,
     *,
@@ -147,8 +156,8 @@ def record_decision(
         )
     if isinstance(sample_id, (bool, np.bool_)) or not isinstance(sample_id, (int, np.integer)):
         raise TypeError(f"sample_id must be an int, got {type(sample_id).__name__}")
-    run_path = Path(run_dir)
-    classes = int(num_classes) if num_classes is not None else _num_classes(run_path)
+    run_path = _dir(run_dir)
+    classes = int(num_classes) if num_classes is not None else _num_classes(run_dir)
     new = _optional_label(new_label, "new_label")
     given = _optional_label(given_label, "given_label")
     suggested = _optional_label(suggested_label, "suggested_label")
@@ -186,7 +195,7 @@ def record_decision(
     return atomic_write_table(_relabel_dir(run_path) / name, table)
 
 
-def decision_files(run_dir: str | os.PathLike) -> list[Path]:
+def decision_files(run_dir: RunLike) -> list[Path]:
     """The decision files, oldest first. Temporary files of an interrupted write (hidden,
     ``.tmp``) are not decisions and are left out."""
     folder = _relabel_dir(run_dir)
@@ -208,7 +217,7 @@ def _types_mapper(dtype: pa.DataType) -> Any:
     return None
 
 
-def read_decisions(run_dir: str | os.PathLike) -> pd.DataFrame:
+def read_decisions(run_dir: RunLike) -> pd.DataFrame:
     """Every decision recorded for the run, oldest first (columns of :data:`DECISION_SCHEMA`).
 
     A file that cannot be read (copied in half, say) is skipped with a warning rather than
@@ -237,7 +246,7 @@ def _read_one_by_one(files: list[Path]) -> pa.Table:
     return pa.concat_tables(tables) if tables else DECISION_SCHEMA.empty_table()
 
 
-def latest_decisions(run_dir: str | os.PathLike) -> pd.DataFrame:
+def latest_decisions(run_dir: RunLike) -> pd.DataFrame:
     """The last decision per sample (a later decision overrides an earlier one), indexed by
     ``sample_id`` and sorted by it."""
     frame = read_decisions(run_dir)
@@ -246,7 +255,7 @@ def latest_decisions(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def export_csv(
-    run_dir: str | os.PathLike,
+    run_dir: RunLike,
     path: str | os.PathLike | None = None,
     *,
     all_decisions: bool = False,
@@ -257,16 +266,16 @@ def export_csv(
     ``all_decisions=True`` writes the full history. Default path:
     ``run_dir/analysis/relabels.csv``. Timestamps are ISO 8601 in UTC.
     """
-    out = Path(path) if path is not None else Path(run_dir) / "analysis" / "relabels.csv"
+    out = Path(path) if path is not None else _dir(run_dir) / "analysis" / "relabels.csv"
     return atomic_write_bytes(out, decisions_csv(run_dir, all_decisions=all_decisions))
 
 
-def decisions_csv(run_dir: str | os.PathLike, *, all_decisions: bool = False) -> bytes:
+def decisions_csv(run_dir: RunLike, *, all_decisions: bool = False) -> bytes:
     """The CSV text of :func:`export_csv` as bytes (for a download without a file)."""
     frame = read_decisions(run_dir) if all_decisions else latest_decisions(run_dir).reset_index()
     frame = frame.copy()
     frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
-    names = _class_names(Path(run_dir))
+    names = _class_names(run_dir)
     if names:
         # Names next to the indices: the file is read by people, not only by code.
         lookup = dict(enumerate(names))
@@ -275,7 +284,7 @@ def decisions_csv(run_dir: str | os.PathLike, *, all_decisions: bool = False) ->
     return frame.to_csv(index=False).encode()
 
 
-def _class_names(run_dir: Path) -> tuple[str, ...]:
+def _class_names(run_dir: RunLike) -> tuple[str, ...]:
     try:
         return open_run(run_dir).class_names or ()
     except Exception:  # noqa: BLE001 - no run.json: indices only
