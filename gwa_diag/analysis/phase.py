@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gwa_diag.checks import Mode, Window, check_choice
+from gwa_diag.checks import Mode, Window
 from gwa_diag.store import Run, open_run
 
 if TYPE_CHECKING:
@@ -139,9 +139,9 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
     return select_epoch(ep, gwa, mode=use_mode, total_epochs=total)  # type: ignore[arg-type]
 
 
-def window_epochs(epochs: list[int], window: str) -> list[int]:
-    """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`)."""
-    check_choice(window, Window, "window")
+def window_epochs(epochs: list[int], window: Window | str) -> list[int]:
+    """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`;
+    the name is checked where the user gave it: ``check_options`` or ``summarize``)."""
     n = len(epochs)
     if n == 0:
         return []
@@ -149,9 +149,11 @@ def window_epochs(epochs: list[int], window: str) -> list[int]:
         start = 0
     elif window == "second_half":
         start = n // 2
-    else:
+    elif window == "after_warmup":
         # Skip the first 10% of the epochs trained so far, but always keep the last one.
         start = min(math.ceil(WARMUP_FRACTION * n), n - 1)
+    else:
+        raise AssertionError(f"unchecked window {window!r}")
     return sorted(epochs)[start:]
 
 
@@ -194,9 +196,8 @@ def choose_epochs(
 
     ``mode`` defaults to run.json's (else ``scratch``); ``el2n_at`` defaults to
     :func:`el2n_epoch` and must be one of ``epochs``. When GWA selects no epoch with data,
-    the flags use the last epoch (``selection.fallback``)."""
-    if mode is not None:
-        check_choice(mode, Mode, "mode")
+    the flags use the last epoch (``selection.fallback``). ``window`` and ``mode`` are
+    checked where the user gave them (``check_options`` or ``summarize``)."""
     ordered = sorted(int(e) for e in epochs)
     choice = selected_epoch(run, mode=mode)
     sel = choice.epoch if choice.epoch is not None and choice.epoch in ordered else None
