@@ -19,8 +19,11 @@ from typing import Callable
 
 import streamlit as st
 
-from gwa_diag.app.views import browse, data, detection, overview, relabel_queue, simple
-from gwa_diag.app.views.data import RunState
+from gwa_diag.analysis.phase import WINDOWS
+from gwa_diag.app.views import browse, detection, overview, relabel_queue, simple
+from gwa_diag.app.views.jobs import prefetch
+from gwa_diag.app.views.state import RunState, load_run_state, run_error_message
+from gwa_diag.store import AnalysisError
 
 PAGES: dict[str, tuple[str, Callable[[RunState, str], None]]] = {
     "overview": ("Overview", overview.render),
@@ -63,16 +66,15 @@ def choose_page() -> str:
 
 
 def choose_window() -> str:
-    names = data.windows()
-    return str(st.sidebar.selectbox("Scores averaged over", list(names), key="window",
-                                    help="\n".join(f"- {k}: {v}" for k, v in names.items())))
+    return str(st.sidebar.selectbox("Scores averaged over", list(WINDOWS), key="window",
+                                    help="\n".join(f"- {k}: {v}" for k, v in WINDOWS.items())))
 
 
 @st.fragment(run_every=AUTO_REFRESH_S)
 def _watch_for_new_epochs(path: str, generation: str) -> None:
     """While training writes the run, reload the app when another epoch completes."""
     try:
-        now = data.load_run_state(path).generation
+        now = load_run_state(path).generation
     except Exception:  # noqa: BLE001 - a half-moved run: try again at the next tick
         return
     if now != generation:
@@ -100,8 +102,6 @@ def _sidebar_status(state: RunState) -> None:
 
 
 def _render_page(page: str, state: RunState, window: str) -> None:
-    from gwa_diag.store import AnalysisError
-
     title, render = PAGES[page]
     st.title(title)
     try:
@@ -110,7 +110,7 @@ def _render_page(page: str, state: RunState, window: str) -> None:
         st.warning(str(exc))
     except (OSError, ValueError) as exc:
         # Files that changed under us (a run being rewritten, moved images): a message, not a traceback.
-        st.error(f"Could not read this run: {data.run_error_message(exc)}. Press Refresh to try again.")
+        st.error(f"Could not read this run: {run_error_message(exc)}. Press Refresh to try again.")
 
 
 def main() -> None:
@@ -124,10 +124,10 @@ def main() -> None:
         st.info("Give a run directory: `gwa-diag app RUN`, the sidebar field, or the GWA_DIAG_RUN variable.")
         return
     try:
-        state = data.load_run_state(path)
+        state = load_run_state(path)
     except Exception as exc:  # noqa: BLE001 - RunDirError, missing path, unreadable files
         st.title(PAGES[page][0])
-        st.error(f"Cannot open {path}: {data.run_error_message(exc)}")
+        st.error(f"Cannot open {path}: {run_error_message(exc)}")
         return
     window = choose_window()
     _sidebar_status(state)
@@ -138,7 +138,7 @@ def main() -> None:
     _render_page(page, state, window)
     # After the page: the summaries and images then load while the browser draws it, and
     # are ready by the time another page needs them.
-    data.prefetch(state, window)
+    prefetch(state, window)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
     python bench/app_speed.py [--samples 50000] [--epochs 40] [--dir /tmp/gwa-app-bench]
 
 Builds a synthetic run directory through RunWriter, as the recorder writes one (in a
-temporary folder removed at the end, pass or fail; with --dir, once, kept and reused), plus an .npz of 32x32 images as its dataset, and times what the app does on a
-cold cache: summaries, one epoch's alignment, one browse page (filter, sort, slice,
-thumbnails), one sample's trajectory. The browser test (tests/test_app_browser.py) uses
-:func:`write_synthetic_run` to build its run.
+temporary folder removed at the end, pass or fail; with --dir, once, kept and reused), plus
+an .npz of 32x32 images as its dataset, and times what the app does on a cold cache:
+summaries, the analysis on them, one epoch's alignment, one browse page (filter, sort,
+slice, thumbnails), one sample's trajectory. The browser test (tests/test_app_browser.py)
+uses :func:`write_synthetic_run` to build its run.
 
 The synthetic run: 10 classes, a fraction of labels flipped; clean samples' alignment rises
 over training, flipped samples start negative and are partly memorised late, as in real
@@ -186,29 +187,34 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
 
     # Outside `streamlit run` the caches fall back to memory and say so on every call.
     set_log_level("error")
-    from gwa_diag.app.views import data as appdata
+    from gwa_diag.app.views import images, jobs, results, samples, table
+    from gwa_diag.app.views.state import load_run_state
 
-    results: dict[str, float] = {}
+    timings: dict[str, float] = {}
     run_dir = _time("build synthetic run (first time only)", lambda: ensure_synthetic_run(
-        workdir / f"run-{args.samples}x{args.epochs}", samples=args.samples, epochs=args.epochs), results)
-    state = _time("open run + epochs", lambda: appdata.load_run_state(run_dir), results)
+        workdir / f"run-{args.samples}x{args.epochs}", samples=args.samples, epochs=args.epochs), timings)
+    state = _time("open run + epochs", lambda: load_run_state(run_dir), timings)
     path, gen = state.path, state.generation
-    summ = _time("summaries (all scorers, DuckDB)", lambda: appdata.compute_summary(path, gen), results)
+    _time("summaries (all scorers, DuckDB)", lambda: jobs.compute_summary(path, gen), timings)
+    window = "second_half"
+    analysis = _time("analysis (rank, flag) on the summaries", lambda: results.analysis(path, gen, window), timings)
     epoch = state.completed[-1]
-    at = _time("one epoch's alignment", lambda: appdata.compute_epoch_alignment(path, gen, epoch), results)
-    dataset, why = _time("load dataset (images)", lambda: appdata.open_dataset(state), results)
+    at = _time("one epoch's alignment", lambda: samples.compute_epoch_alignment(path, gen, epoch), timings)
+    dataset, why = _time("load dataset (images)", lambda: jobs.open_dataset(state), timings)
     if why:
         print(why)
         return 1
-    table = _time("browse table (flag + sort by alignment)",
-                  lambda: appdata.browse_order(summ, at, sort_by="alignment"), results)
-    _time("browse table (sort by a scorer)", lambda: appdata.browse_order(summ, at, sort_by="aum"), results)
-    shown = _time("filter (flagged, given label 3)", lambda: appdata.apply_filters(
-        table, appdata.Filters(given=(3,), flagged_only=True)), results)
-    page = appdata.page_slice(shown, 2, 48)
-    _time("48 thumbnails (decode + upscale)", lambda: appdata.thumbnails(dataset, page.index.to_numpy()), results)
+    rows = _time("browse table (sort by alignment)",
+                 lambda: table.browse_order(analysis, at, sort_by=table.SORT_ALIGNMENT), timings)
+    # Another scorer is another analysis (the ranking and flags are the analysis's own).
+    other = _time("analysis ranked by align_mean", lambda: results.analysis(path, gen, window, "align_mean"), timings)
+    _time("browse table (that ranking)", lambda: table.browse_order(other, at, sort_by="align_mean"), timings)
+    shown = _time("filter (flagged, given label 3)", lambda: table.apply_filters(
+        rows, table.Filters(given=(3,), flagged_only=True)), timings)
+    page = table.page_slice(shown, 2, 48)
+    _time("48 thumbnails (decode + upscale)", lambda: images.thumbnails(dataset, page.index.to_numpy()), timings)
     _time(f"one trajectory ({len(state.completed)} epochs)",
-          lambda: appdata.compute_trajectory(path, gen, int(page.index[0])), results)
+          lambda: samples.compute_trajectory(path, gen, int(page.index[0])), timings)
     return 0
 
 

@@ -17,9 +17,13 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from gwa_diag.analysis import relabel  # noqa: E402
+from gwa_diag.analysis.pipeline import Analysis, analyze, check_options  # noqa: E402
+from gwa_diag.analysis.rank import flag_ranking, rank  # noqa: E402
 from gwa_diag.store import RunWriter  # noqa: E402
 
-from gwa_diag.app.views import data as appdata  # noqa: E402
+from gwa_diag.app.views import jobs  # noqa: E402
+from gwa_diag.app.views.images import thumbnail, thumbnails  # noqa: E402
+from gwa_diag.app.views.table import Filters, apply_filters, browse_order, page_count, page_slice  # noqa: E402
 from gwa_diag.app.views.detection import NO_TRUTH  # noqa: E402
 from gwa_diag.app.views.grid import GRID_NAME  # noqa: E402
 from gwa_diag.cli.app import app_script  # noqa: E402
@@ -346,8 +350,7 @@ def test_moved_images_show_tables_and_a_message(runs, monkeypatch, tmp_path):
 
 
 def test_changed_images_are_not_shown_under_the_old_ids(monkeypatch, tmp_path):
-    from gwa_diag.training.data import load_dataset
-    from gwa_diag.training.engine import data_fingerprint
+    from gwa_diag.training.data import data_fingerprint, load_dataset
 
     run = write_synthetic_run(tmp_path / "changed", samples=N_SAMPLES, epochs=N_EPOCHS, seed=6)
     writer = RunWriter(run, resume=True)
@@ -361,7 +364,7 @@ def test_changed_images_are_not_shown_under_the_old_ids(monkeypatch, tmp_path):
         arrays = dict(f)
     arrays["images"] = 255 - arrays["images"]
     np.savez(npz, **arrays)
-    appdata._dataset_job.clear()
+    jobs._dataset_job.clear()
     at = _app(run, monkeypatch, page="browse")
     _clean(at)
     assert "not the ones this run trained on" in _texts(at)
@@ -392,6 +395,14 @@ def test_not_a_run_and_no_run(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
+def _analysis_of(summary: pd.DataFrame, *, scorer: str = "aum", rule: str = "estimate") -> Analysis:
+    """The Analysis analyze() would assemble from this hand-made summary (no run directory)."""
+    ranking = rank(summary, scorer=scorer)
+    return Analysis(run=None, options=check_options(scorer=scorer, rule=rule), summary=summary, epochs=None,
+                    ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None, truth=None,
+                    truth_source=None, truth_coverage=None, truth_reason=None)
+
+
 def _table() -> pd.DataFrame:
     ids = pd.Index([10, 11, 12, 13, 14], name="sample_id")
     return pd.DataFrame({
@@ -405,34 +416,79 @@ def _table() -> pd.DataFrame:
 
 def test_apply_filters():
     table = _table()
-    assert list(appdata.apply_filters(table, appdata.Filters()).index) == [10, 11, 12, 13, 14]
-    assert list(appdata.apply_filters(table, appdata.Filters(given=(1,))).index) == [11, 12]
-    assert list(appdata.apply_filters(table, appdata.Filters(suggested=(1,))).index) == [12, 14]
-    assert list(appdata.apply_filters(table, appdata.Filters(flagged_only=True)).index) == [11, 13, 14]
-    assert list(appdata.apply_filters(table, appdata.Filters(true_class=(2,))).index) == [11, 13]
+    assert list(apply_filters(table, Filters()).index) == [10, 11, 12, 13, 14]
+    assert list(apply_filters(table, Filters(given=(1,))).index) == [11, 12]
+    assert list(apply_filters(table, Filters(suggested=(1,))).index) == [12, 14]
+    assert list(apply_filters(table, Filters(flagged_only=True)).index) == [11, 13, 14]
+    assert list(apply_filters(table, Filters(true_class=(2,))).index) == [11, 13]
     # Unknown ground truth (sample 14) is neither mislabeled nor correct.
-    assert list(appdata.apply_filters(table, appdata.Filters(mislabeled="mislabeled")).index) == [11]
-    assert list(appdata.apply_filters(table, appdata.Filters(mislabeled="correct")).index) == [10, 12, 13]
+    assert list(apply_filters(table, Filters(mislabeled="mislabeled")).index) == [11]
+    assert list(apply_filters(table, Filters(mislabeled="correct")).index) == [10, 12, 13]
     with pytest.raises(ValueError, match="valid: all, mislabeled, correct"):
-        appdata.apply_filters(table, appdata.Filters(mislabeled="wrong"))
+        apply_filters(table, Filters(mislabeled="wrong"))
 
 
 def test_pages_and_order():
     table = _table()
-    assert appdata.page_count(0, 48) == 1 and appdata.page_count(97, 48) == 3
-    assert list(appdata.page_slice(table, 2, 2).index) == [12, 13]
-    assert list(appdata.page_slice(table, 99, 2).index) == [14]  # clamped to the last page
+    assert page_count(0, 48) == 1 and page_count(97, 48) == 3
+    assert list(page_slice(table, 2, 2).index) == [12, 13]
+    assert list(page_slice(table, 99, 2).index) == [14]  # clamped to the last page
     summary = table[["label", "suggested_label", "clean_label"]].assign(
         suggested_prob=0.5, alignment_selected=[0.3, -0.2, 0.1, -0.5, 0.2], align_mean=[0.1, 0.2, 0.3, 0.4, 0.5],
         aum=[0.1, 0.5, 0.2, 0.6, 0.0], disagreement=[0.0, 0.75, 1.0, 0.0, 0.0],
     )
     at = table[["alignment"]]
-    order = appdata.browse_order(summary, at, sort_by="alignment")
+    order = browse_order(_analysis_of(summary), at, sort_by="alignment")
     assert list(order.index) == [13, 11, 12, 10, 14]  # lowest alignment first, NaN last
     # flagged by the default rule: the top 2 by aum (2 samples have disagreement > 0.5)
     assert list(order["flagged"]) == [True, True, False, False, False]
-    by_scorer = appdata.browse_order(summary, at, sort_by="align_mean")
+    by_scorer = browse_order(_analysis_of(summary, scorer="align_mean"), at, sort_by="align_mean")
     assert list(by_scorer.index) == [14, 13, 12, 11, 10]
+
+
+def _alignment_at(run: Path, epoch: int) -> pd.DataFrame:
+    return pd.read_parquet(run / "samples" / f"epoch={epoch}").set_index("sample_id")[["alignment"]]
+
+
+def test_browse_order_is_the_analysis_ranking_with_its_flags(runs):
+    """Browse reads the Analysis it is given: its ranking order for a scorer other than the
+    default, its flags for rules other than the default."""
+    run = runs["truth"]
+    at = _alignment_at(run, N_EPOCHS - 1)
+    topk = analyze(run, scorer="align_mean", rule="topk", k=7)
+    order = browse_order(topk, at, sort_by="align_mean")
+    assert list(order.index) == list(topk.ranking.index)
+    assert np.array_equal(order["score"].to_numpy(), topk.ranking["score"].to_numpy(), equal_nan=True)
+    assert list(order.index[order["flagged"]]) == list(topk.flagged.index) == list(topk.ranking.index[:7])
+    # "negative" flags by alignment < 0 at the selected epoch, not a top slice of the ranking
+    negative = analyze(run, scorer="align_mean", rule="negative")
+    by_alignment = browse_order(negative, at, sort_by="alignment")
+    assert set(by_alignment.index[by_alignment["flagged"]]) == set(negative.flagged.index)
+    flagged_rows = by_alignment[by_alignment["flagged"]]
+    assert list(flagged_rows["reason"]) == list(negative.flagged.loc[flagged_rows.index, "reason"])
+    assert by_alignment.loc[~by_alignment["flagged"], "reason"].isna().all()
+    # Another scorer's order than the analysis ranked by would be a silent mix-up.
+    with pytest.raises(ValueError, match="ranks by 'align_mean', not 'aum'"):
+        browse_order(negative, at, sort_by="aum")
+
+
+def test_browse_page_sorts_and_flags_by_the_chosen_scorer_and_rule(runs, monkeypatch):
+    run = runs["truth"]
+    at = _app(run, monkeypatch, page="browse")
+    at.selectbox(key="browse_sort").set_value("align_mean").run()
+    at.selectbox(key="browse_rule").set_value("topk").run()
+    at.number_input(key="browse_k").set_value(5).run()
+    _clean(at)
+    expected = analyze(run, scorer="align_mean", rule="topk", k=5)
+    assert _grid_ids(at) == list(expected.ranking.index[:48])
+    assert [int(c["sample_id"]) for c in _grid(at) if c["flagged"]] == list(expected.flagged.index)
+    assert all("within the top 5" in c["title"] for c in _grid(at) if c["flagged"])
+    at.selectbox(key="browse_rule").set_value("negative").run()
+    at.toggle(key="browse_flagged").set_value(True).run()
+    _clean(at)
+    negative = analyze(run, scorer="align_mean", rule="negative")
+    assert _grid_ids(at) == list(negative.flagged.index[:48])
+    assert all(c["flagged"] for c in _grid(at))
 
 
 def test_thumbnails_upscale_with_nearest_neighbour():
@@ -441,15 +497,15 @@ def test_thumbnails_upscale_with_nearest_neighbour():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
     ds = ArrayDataset(images, np.zeros(5, dtype=np.int64), sample_ids=np.array([7, 3, 9, 1, 5]))
-    thumbs = appdata.thumbnails(ds, [9, 7], 96)
+    thumbs = thumbnails(ds, [9, 7], 96)
     assert [t.shape for t in thumbs] == [(96, 96, 3), (96, 96, 3)]
     # Every source pixel becomes a crisp 3x3 block.
     assert np.array_equal(thumbs[0][::3, ::3], images[2]) and np.array_equal(thumbs[0][1::3, 2::3], images[2])
     assert np.array_equal(thumbs[1][::3, ::3], images[0])
     big = ArrayDataset(rng.integers(0, 256, size=(1, 300, 200, 3), dtype=np.uint8), np.zeros(1, dtype=np.int64))
-    assert appdata.thumbnail(big, 0, 96).shape == (96, 64, 3)
+    assert thumbnail(big, 0, 96).shape == (96, 64, 3)
     with pytest.raises(ValueError, match="not in this dataset"):
-        appdata.thumbnails(ds, [42], 96)
+        thumbnails(ds, [42], 96)
 
 
 def test_run_argument_from_argv_or_env():

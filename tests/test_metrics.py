@@ -13,6 +13,7 @@ from gwa_diag.analysis.metrics import (
     RULE_ROW,
     auroc,
     average_precision,
+    curve_points,
     detection_table,
     per_class_table,
     pr_points,
@@ -51,6 +52,27 @@ def test_auroc_and_ap_agree_with_sklearn_on_random_tied_scores(seed):
     assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     recall, precision = pr_points(scores, y)
     assert np.sum(np.diff(np.r_[0, recall]) * precision) == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
+def test_curve_points_thin_the_curves_keeping_their_ends():
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.2
+    scores = rng.standard_normal(5000) + y
+    for kind, full in (("roc", roc_points(scores, y)), ("pr", pr_points(scores, y))):
+        x, v = curve_points(scores, y, kind=kind, points=100)
+        assert x.size == v.size == 100 and full[0].size > 100
+        assert (x[0], v[0], x[-1], v[-1]) == (full[0][0], full[1][0], full[0][-1], full[1][-1])
+        # every kept point is a point of the full curve, in the curve's order
+        positions = [int(np.flatnonzero((full[0] == a) & (full[1] == b))[0]) for a, b in zip(x, v)]
+        assert positions == sorted(positions)
+        # a short curve comes back whole
+        whole = curve_points(scores[:20], y[:20], kind=kind)
+        short = (roc_points if kind == "roc" else pr_points)(scores[:20], y[:20])
+        assert all(np.array_equal(a, b) for a, b in zip(whole, short))
+    with pytest.raises(ValueError, match="unknown curve kind 'det'"):
+        curve_points(scores, y, kind="det")
+    with pytest.raises(ValueError, match="at least 2 points"):
+        curve_points(scores, y, points=1)
 
 
 def test_nan_scores_count_as_least_suspicious():

@@ -9,24 +9,36 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from . import data, widgets
-from .data import Filters, RunState, Selection
+from gwa_diag.analysis.phase import EpochSelection
+from gwa_diag.analysis.scorers import SCORERS
+
+from . import widgets
 from .grid import Cell, image_grid
+from .images import grid_images
+from .jobs import open_dataset
+from .results import analysis
+from .state import RunState, latest_decisions
+from .table import MISLABELED_CHOICES, SORT_ALIGNMENT, Filters, apply_filters, browse_table, page_slice
 
 __all__ = ["render", "BrowseControls", "controls"]
 
 PAGE_KEY = "browse_page"
 COLUMNS = 6
 PER_PAGE_CHOICES = (24, 48, 96)
-SORT_ALIGNMENT = "alignment"
 
 
 @dataclass(frozen=True)
 class BrowseControls:
+    """Everything chosen above the grid: the order, the epoch, the page size, the flag rule
+    (with its k or noise rate) and the filters."""
+
     sort_by: str
     epoch: int
     per_page: int
     filters: Filters
+    rule: str
+    k: int | None = None
+    noise_rate: float | None = None
 
 
 def _sort_label(name: str) -> str:
@@ -35,16 +47,15 @@ def _sort_label(name: str) -> str:
     return f"{name} (highest first)"
 
 
-def controls(state: RunState, sel: Selection) -> BrowseControls:
-    """Sort, epoch, filters and page size, as chosen in the widgets."""
-    scorers = data.scorer_names()
+def controls(state: RunState, sel: EpochSelection) -> BrowseControls:
+    """Sort, epoch, flag rule, filters and page size, as chosen in the widgets."""
     sort_col, epoch_col, size_col = st.columns([2, 3, 1])
     sort_by = sort_col.selectbox(
-        "Sort by", [SORT_ALIGNMENT, *scorers], format_func=_sort_label, key="browse_sort",
+        "Sort by", [SORT_ALIGNMENT, *SCORERS], format_func=_sort_label, key="browse_sort",
         help="Every scorer is oriented higher = more suspicious; raw alignment is shown lowest first.",
     )
     if sort_by != SORT_ALIGNMENT:
-        sort_col.caption(scorers[sort_by])
+        sort_col.caption(SCORERS[sort_by])
     default = sel.used_epoch if sel.used_epoch in state.completed else state.completed[-1]
     epoch = epoch_col.select_slider("Epoch (alignment shown for it)", options=list(state.completed), value=default,
                                     key="browse_epoch")
@@ -57,16 +68,17 @@ def controls(state: RunState, sel: Selection) -> BrowseControls:
     mislabeled = "all"
     if state.has_truth:
         true_class = f3.multiselect("True class", classes, format_func=state.class_name, key="browse_true")
-        mislabeled = f4.selectbox("Ground truth", data.MISLABELED_CHOICES, key="browse_mislabeled",
+        mislabeled = f4.selectbox("Ground truth", MISLABELED_CHOICES, key="browse_mislabeled",
                                   format_func={"all": "all samples", "mislabeled": "mislabeled only",
                                                "correct": "correctly labeled only"}.get)
     else:
         f3.caption("True class: no ground truth in this run")
+    rule, k, rate = widgets.flag_rule(state, f5, f5, key="browse")
     flagged_only = f5.toggle("Flagged only", key="browse_flagged",
-                             help="flagged by the default rule: the top of the default ranking down to the "
-                                  "estimated number of wrong labels, as gwa-diag rank flags")
+                             help="⚑ marks what the chosen rule flags on this ranking (the default ranking "
+                                  "when sorting by alignment), as gwa-diag rank and the relabel queue flag")
     filters = Filters(tuple(given), tuple(suggested), tuple(true_class), bool(flagged_only), str(mislabeled))
-    return BrowseControls(str(sort_by), int(epoch), int(per_page), filters)
+    return BrowseControls(str(sort_by), int(epoch), int(per_page), filters, rule, k, rate)
 
 
 def _cell(state: RunState, sample_id: int, row: Any, src: str | None, decided: bool, selected: bool) -> Cell:
@@ -79,7 +91,7 @@ def _cell(state: RunState, sample_id: int, row: Any, src: str | None, decided: b
     if hasattr(row, "clean_label") and not pd.isna(row.clean_label):
         title.append(f"true: {state.class_name(row.clean_label)}")
     if row.flagged:
-        title.append("flagged: within the estimated number of wrong labels")
+        title.append(f"flagged: {row.reason}")
     if decided:
         title.append("has a relabel decision")
     return Cell(int(sample_id), src, caption, f"#{sample_id} · a {widgets.fmt(row.alignment, '+.2f')}",
@@ -91,10 +103,10 @@ def _grid(state: RunState, rows: pd.DataFrame, dataset: Any, selected: int | Non
     sources: list[str | None] = [None] * len(ids)
     if dataset is not None:
         try:
-            sources = list(data.grid_images(dataset, ids))
+            sources = list(grid_images(dataset, ids))
         except ValueError as exc:
             st.warning(f"The images do not match this run: {exc}")
-    decided = set(data.latest_decisions(state.path).index)
+    decided = set(latest_decisions(state.path).index)
     cells = [_cell(state, int(i), row, src, int(i) in decided, int(i) == selected)
              for i, row, src in zip(ids, rows.itertuples(), sources)]
     image_grid(cells, key="browse_grid", on_open=widgets.open_sample, columns=COLUMNS)
@@ -102,14 +114,14 @@ def _grid(state: RunState, rows: pd.DataFrame, dataset: Any, selected: int | Non
 
 @st.fragment
 def _results(state: RunState, shown: pd.DataFrame, summ: pd.DataFrame, dataset: Any, ctl: BrowseControls,
-             sel: Selection) -> None:
+             sel: EpochSelection) -> None:
     """Pager, grid and detail panel. A fragment: flipping pages or opening a sample reruns
     only this part, not the filters above."""
     page = widgets.pager(PAGE_KEY, len(shown), ctl.per_page)
     if shown.empty:
         st.info("No sample matches these filters.")
         return
-    rows = data.page_slice(shown, page, ctl.per_page)
+    rows = page_slice(shown, page, ctl.per_page)
     selected = widgets.selected_sample()
     grid_col, detail_col = st.columns([3, 2], gap="large")
     with grid_col:
@@ -125,8 +137,10 @@ def _results(state: RunState, shown: pd.DataFrame, summ: pd.DataFrame, dataset: 
 
 def _reset_page_on_change(ctl: BrowseControls) -> None:
     """A new sort, epoch or filter starts again at page 1 (page 7 of another order means nothing)."""
-    # The epoch changes the order only when sorting by the alignment at that epoch.
-    signature = (ctl.sort_by, ctl.epoch if ctl.sort_by == SORT_ALIGNMENT else None, ctl.per_page, ctl.filters)
+    # The epoch changes the order only when sorting by the alignment at that epoch; the rule
+    # changes the rows only when showing flagged ones only.
+    signature = (ctl.sort_by, ctl.epoch if ctl.sort_by == SORT_ALIGNMENT else None, ctl.per_page, ctl.filters,
+                 (ctl.rule, ctl.k, ctl.noise_rate) if ctl.filters.flagged_only else None)
     if st.session_state.get("browse_signature") != signature:
         st.session_state["browse_signature"] = signature
         st.session_state[PAGE_KEY] = 1
@@ -136,15 +150,16 @@ def render(state: RunState, window: str) -> None:
     if state.empty:
         st.info("No complete epoch yet: samples appear here once the first epoch is written.")
         return
-    sel = data.selection(state)
     with st.spinner("Computing the per-sample scores (once per run state)…"):
-        summ = data.summary(state, window)
+        result = analysis(state.path, state.generation, window)
+    summ, sel = result.summary, result.selection
     with st.spinner("Loading the images…"):
-        dataset, why = data.open_dataset(state)
+        dataset, why = open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
     ctl = controls(state, sel)
-    table = data.browse_table(state.path, state.generation, window, ctl.sort_by, ctl.epoch)
-    shown = data.apply_filters(table, ctl.filters)
+    table = browse_table(state.path, state.generation, window, ctl.sort_by, ctl.epoch, ctl.rule, ctl.k,
+                         ctl.noise_rate)
+    shown = apply_filters(table, ctl.filters)
     _reset_page_on_change(ctl)
     _results(state, shown, summ, dataset, ctl, sel)

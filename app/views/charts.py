@@ -56,6 +56,8 @@ _DPI = 110
 
 
 def _figure(width: float, height: float) -> Any:
+    # Here, not at the top: matplotlib takes about 0.5 s to import and only the Overview's
+    # PNGs need it; every page module imports this one at app start.
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")

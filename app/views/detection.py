@@ -5,8 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from . import charts, data
-from .data import RunState
+from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
+from gwa_diag.analysis.scorers import SCORERS
+
+from . import charts
+from .results import curves, detection, per_class
+from .state import RunState
 from .widgets import fmt
 
 __all__ = ["render", "NO_TRUTH"]
@@ -29,8 +33,7 @@ def render(state: RunState, window: str) -> None:
         st.info(NO_TRUTH, icon="ℹ️")
         return
     with st.spinner("Computing the per-sample scores…"):
-        data.summary(state, window)
-    table, counts = data.detection(state.path, state.generation, window)
+        table, counts = detection(state.path, state.generation, window)
     st.subheader("Side by side: every scorer against the ground truth")
     n, n_noisy = int(counts.get("n", 0)), int(counts.get("n_noisy", 0))
     st.caption(
@@ -38,8 +41,6 @@ def render(state: RunState, window: str) -> None:
         f"k = {counts.get('k', 0):,} for precision/recall at k. Scores averaged over the '{window}' window. "
         "Every scorer: higher = more suspicious."
     )
-    from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
-
     scores = table.drop(index=[ESTIMATE_ROW, RULE_ROW], errors="ignore")[["auroc", "ap", "p_at_k", "r_at_k"]]
     st.dataframe(
         scores.style.format(precision=4, na_rep="—").highlight_max(color="#d4edda"),
@@ -62,14 +63,13 @@ def render(state: RunState, window: str) -> None:
         c2.metric("Recall", fmt(rule["recall"], ".3f"))
         c3.metric("F1", fmt(rule["f1"], ".3f"))
         c4.metric("Flagged", f"{int(rule['n_flagged']):,}" if not pd.isna(rule["n_flagged"]) else "—")
-    scorers = data.scorer_names()
     with st.expander("What each scorer measures"):
-        for name, text in scorers.items():
+        for name, text in SCORERS.items():
             st.markdown(f"- **{name}**: {text}")
-    chosen = st.multiselect("Curves for", list(scorers), default=[s for s in DEFAULT_CURVES if s in scorers],
+    chosen = st.multiselect("Curves for", list(SCORERS), default=[s for s in DEFAULT_CURVES if s in SCORERS],
                             key="detection_curves")
     if chosen:
-        points = data.curves(state.path, state.generation, window, tuple(chosen))
+        points = curves(state.path, state.generation, window, tuple(chosen))
         roc_col, pr_col = st.columns(2)
         with roc_col:
             st.markdown("**ROC** (AUROC in the table)")
@@ -78,7 +78,7 @@ def render(state: RunState, window: str) -> None:
             st.markdown("**Precision-recall** (AP in the table)")
             st.vega_lite_chart(spec=charts.roc_pr(points, "pr", baseline=n_noisy / max(n, 1)), width="stretch")
     st.subheader("Per class")
-    scorer = st.selectbox("Scorer", list(scorers), key="detection_scorer")
-    per = data.per_class(state.path, state.generation, window, scorer).copy()
+    scorer = st.selectbox("Scorer", list(SCORERS), key="detection_scorer")
+    per = per_class(state.path, state.generation, window, scorer).copy()
     per.index = [state.class_name(i) for i in per.index]
     st.dataframe(per.style.format(precision=3, na_rep="—"), width="stretch")

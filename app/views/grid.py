@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
+from PIL import Image
 
 __all__ = ["Cell", "png_data_url", "image_grid", "GRID_NAME"]
 
@@ -115,8 +116,6 @@ def png_data_url(img: np.ndarray, max_side: int = MAX_SIDE) -> str:
 
     Small images are sent at their own size: the browser scales them up pixelated.
     """
-    from PIL import Image
-
     pil = Image.fromarray(img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2))
     if max(pil.size) > max_side:
         pil.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)

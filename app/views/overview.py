@@ -9,47 +9,37 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from . import charts, data
-from .data import RunState, Selection
+from gwa_diag.analysis.phase import EpochSelection
+from gwa_diag.store import open_run
+
+from . import charts
+from .results import analysis, stopping_notes
+from .samples import compute_epoch_alignment
+from .state import RunState, label_origin
 from .widgets import fmt
 
 __all__ = ["render"]
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _truth(path: str, generation: str) -> pd.Series | None:
-    """Which samples are mislabeled (``gwa_diag.analysis.truth.ground_truth``), or None."""
-    from gwa_diag.analysis.truth import ground_truth
-    from gwa_diag.store import AnalysisError
-
-    try:
-        return ground_truth(path)
-    except AnalysisError:
-        return None
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def _curve_png(path: str, generation: str, selected: int | None, fallback: bool) -> bytes:
-    from gwa_diag.store import open_run
-
     return charts.gwa_curve_png(open_run(path).epochs(), selected, fallback=fallback)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _accuracy_png(path: str, generation: str) -> bytes | None:
-    from gwa_diag.store import open_run
-
     return charts.accuracy_png(open_run(path).epochs())
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _histogram_png(path: str, generation: str, epoch: int, with_truth: bool) -> tuple[bytes | None, int, int]:
-    """(PNG, samples with alignment < 0, samples) at ``epoch``; no PNG when it has no rows."""
-    rows = data.compute_epoch_alignment(path, generation, epoch)
+def _histogram_png(path: str, generation: str, window: str, epoch: int) -> tuple[bytes | None, int, int]:
+    """(PNG, samples with alignment < 0, samples) at ``epoch``, coloured by the analysis's
+    ground truth when it has one; no PNG when the epoch has no rows."""
+    rows = compute_epoch_alignment(path, generation, epoch)
     if rows.empty:
         return None, 0, 0
     values = rows["alignment"].to_numpy(dtype=np.float64)
-    truth = _truth(path, generation) if with_truth else None
+    truth = analysis(path, generation, window).truth
     groups = None
     if truth is not None:
         noisy = truth.reindex(rows.index).fillna(False).to_numpy(dtype=bool)
@@ -57,7 +47,7 @@ def _histogram_png(path: str, generation: str, epoch: int, with_truth: bool) -> 
     return charts.histogram_png(values, groups), int(np.sum(values < 0)), len(values)
 
 
-def _headline(state: RunState, sel: Selection) -> None:
+def _headline(state: RunState, sel: EpochSelection) -> None:
     epochs = state.epochs
     cols = st.columns(5)
     planned = f" of {state.planned_epochs}" if state.planned_epochs else ""
@@ -65,10 +55,10 @@ def _headline(state: RunState, sel: Selection) -> None:
     cols[1].metric("Samples", f"{state.num_samples:,}" if state.num_samples else "—")
     cols[2].metric("Classes", state.num_classes or "—")
     cols[3].metric("GWA-selected epoch", sel.epoch if sel.epoch is not None else "none")
-    if sel.used_epoch is not None and "eval_acc" in epochs:
+    if "eval_acc" in epochs:
         at = epochs.loc[epochs["epoch"] == sel.used_epoch, "eval_acc"]
         cols[4].metric("Eval accuracy there", fmt(at.iloc[0] if len(at) else None, ".3f"))
-    elif sel.used_epoch is not None and "train_acc" in epochs:
+    elif "train_acc" in epochs:
         at = epochs.loc[epochs["epoch"] == sel.used_epoch, "train_acc"]
         cols[4].metric("Train accuracy there", fmt(at.iloc[0] if len(at) else None, ".3f"))
 
@@ -81,14 +71,14 @@ def _undefined_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return epochs.loc[bad, cols]
 
 
-def _curve(state: RunState, sel: Selection) -> None:
+def _curve(state: RunState, window: str, sel: EpochSelection) -> None:
     st.subheader("Gradient-weight alignment per epoch")
     st.image(_curve_png(state.path, state.generation, sel.used_epoch, sel.fallback), width="stretch")
-    if sel.epoch is not None:
+    if not sel.fallback:
         st.caption(f"Early stopping without a validation set: epoch **{sel.epoch}** — {sel.reason}.")
     else:
         st.caption(f"GWA selects no epoch yet ({sel.reason}); flags use the last complete epoch {sel.used_epoch}.")
-    level, notes = data.stopping_notes(state.path, state.generation)
+    level, notes = stopping_notes(state.path, state.generation, window)
     trust, others = notes[0], notes[1:]
     # A choice on a rising or flat curve looks as confident as a real peak: say which it is.
     (st.success if level == "clear" else st.warning)(trust[0].upper() + trust[1:] + ".")
@@ -110,9 +100,7 @@ def _curve(state: RunState, sel: Selection) -> None:
 
 def _wrong_labels(state: RunState, window: str) -> None:
     st.subheader("How many labels are wrong")
-    with st.spinner("Computing the per-sample scores…"):
-        data.summary(state, window)
-    result = data.analysis(state.path, state.generation, window)
+    result = analysis(state.path, state.generation, window)
     estimate = result.estimate
     if estimate is None:
         return
@@ -132,11 +120,11 @@ def _wrong_labels(state: RunState, window: str) -> None:
     )
 
 
-def _histogram(state: RunState, sel: Selection) -> None:
+def _histogram(state: RunState, window: str, sel: EpochSelection) -> None:
     st.subheader("Alignment of every sample at one epoch")
     default = sel.used_epoch if sel.used_epoch in state.completed else state.completed[-1]
     epoch = st.select_slider("Epoch", options=list(state.completed), value=default, key="overview_epoch")
-    png, negative, total = _histogram_png(state.path, state.generation, int(epoch), state.has_truth)
+    png, negative, total = _histogram_png(state.path, state.generation, window, int(epoch))
     if png is None:
         st.info(f"Epoch {epoch} has no sample rows on disk (its part file is missing).")
         return
@@ -164,7 +152,7 @@ def _metadata(state: RunState) -> None:
         "mode": config.get("mode", "scratch"),
         "device": meta.get("device", "?"),
     }
-    origin = data.label_origin(state)
+    origin = label_origin(state)
     if origin is not None:
         facts["labels"] = origin
     # Markdown rather than a table element: the first page then needs no table renderer.
@@ -181,9 +169,10 @@ def render(state: RunState, window: str) -> None:
         )
         _metadata(state)
         return
-    sel = data.selection(state)
+    with st.spinner("Computing the per-sample scores…"):
+        sel = analysis(state.path, state.generation, window).selection
     _headline(state, sel)
-    _curve(state, sel)
+    _curve(state, window, sel)
     _wrong_labels(state, window)
-    _histogram(state, sel)
+    _histogram(state, window, sel)
     _metadata(state)

@@ -9,43 +9,31 @@ import pandas as pd
 import streamlit as st
 
 from gwa_diag.analysis import relabel
-
-from . import data, widgets
-from .data import RunState
+from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_SCORER, InputError
 
-__all__ = ["render", "RULE_LABELS", "queue_rows"]
+from . import widgets
+from .images import thumbnail
+from .jobs import open_dataset
+from .results import analysis
+from .state import RunState, latest_decisions
+from .table import page_slice
+
+__all__ = ["render", "queue_rows"]
 
 PAGE_KEY = "queue_page"
 PER_PAGE = 10
-# Short names for the flag rules of gwa_diag.analysis.rank.RULES (its text is the help).
-RULE_LABELS = {
-    "estimate": "the estimated number of wrong labels (default)",
-    "negative": "alignment < 0 at the selected epoch",
-    "topk": "the k most suspicious",
-    "noise_rate": "the top fraction (expected noise rate)",
-}
 SHOW_CHOICES = ("undecided", "decided", "all")
 
 
 def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
+    """(rule, scorer, k, noise_rate) as chosen above the queue."""
     c1, c2, c3 = st.columns([2, 2, 2])
-    from gwa_diag.analysis.rank import RULES
-    from gwa_diag.checks import Rule, values
-
-    rule = c1.selectbox("Flag", list(values(Rule)), format_func=lambda r: RULE_LABELS.get(r, r), key="queue_rule",
-                        help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))
-    names = list(data.scorer_names())
+    names = list(SCORERS)
+    rule, k, rate = widgets.flag_rule(state, c1, c3, key="queue")
     scorer = c2.selectbox("Order by", names, index=names.index(DEFAULT_SCORER) if DEFAULT_SCORER in names else 0,
                           key="queue_scorer",
                           help="Most suspicious first (higher = more suspicious)")
-    k: int | None = None
-    rate: float | None = None
-    if rule == "topk":
-        most = max(1, int(state.num_samples or 1_000_000))
-        k = int(c3.number_input("k", min_value=1, max_value=most, value=min(100, most), step=50, key="queue_k"))
-    elif rule == "noise_rate":
-        rate = float(c3.slider("Expected noise rate", 0.0, 0.6, 0.1, 0.01, key="queue_rate"))
     return rule, scorer, k, rate
 
 
@@ -66,7 +54,7 @@ def _item(state: RunState, sample_id: int, row: Any, dataset: Any) -> None:
         image_col, facts_col, action_col = st.columns([1, 2, 3.2])
         if dataset is not None:
             try:
-                image_col.image(data.thumbnail(dataset, sample_id, 128))
+                image_col.image(thumbnail(dataset, sample_id, 128))
             except ValueError as exc:
                 image_col.caption(f"no image: {exc}")
         lines = [
@@ -112,11 +100,10 @@ def render(state: RunState, window: str) -> None:
     if state.empty:
         st.info("No complete epoch yet: there is nothing to flag until the first epoch is written.")
         return
-    with st.spinner("Computing the per-sample scores…"):
-        data.summary(state, window)
     rule, scorer, k, rate = _rule_controls(state)
-    flagged = data.flagged(state.path, state.generation, window, rule, scorer, k, rate)
-    latest = data.latest_decisions(state.path)
+    with st.spinner("Computing the per-sample scores…"):
+        flagged = analysis(state.path, state.generation, window, scorer, rule, k, rate).flagged
+    latest = latest_decisions(state.path)
     done = int(flagged.index.isin(latest.index).sum())
     m1, m2, m3 = st.columns(3)
     m1.metric("Flagged", f"{len(flagged):,}")
@@ -131,13 +118,13 @@ def render(state: RunState, window: str) -> None:
         st.session_state["queue_signature"] = signature
         st.session_state[PAGE_KEY] = 1
     with st.spinner("Loading the images…"):
-        dataset, why = data.open_dataset(state)
+        dataset, why = open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
     if rows.empty:
         st.success("Nothing left to review in this view." if len(flagged) else "No sample is flagged by this rule.")
     else:
         page = widgets.pager(PAGE_KEY, len(rows), PER_PAGE)
-        for sample_id, row in data.page_slice(rows, page, PER_PAGE).iterrows():
+        for sample_id, row in page_slice(rows, page, PER_PAGE).iterrows():
             _item(state, int(sample_id), row, dataset)
     _export(state, latest)

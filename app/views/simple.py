@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from . import data
-from .data import RunState
+from .images import thumbnails
+from .jobs import open_dataset
+from .samples import top_aligned
+from .state import RunState
 
 __all__ = ["render", "default_epochs", "strip"]
 
@@ -50,7 +52,7 @@ def _cell(state: RunState, dataset: Any, rows: pd.DataFrame) -> None:
         st.caption(", ".join(f"#{i} ({a:+.2f})" for i, a in zip(ids, rows["alignment"])))
         return
     try:
-        st.image(strip(data.thumbnails(dataset, ids, STRIP_SIZE)), caption=caption)
+        st.image(strip(thumbnails(dataset, ids, STRIP_SIZE)), caption=caption)
     except ValueError as exc:
         st.caption(f"no images: {exc}")
 
@@ -72,10 +74,10 @@ def render(state: RunState, window: str) -> None:
         return
     epochs = sorted(int(e) for e in epochs)
     with st.spinner("Loading the images…"):
-        dataset, why = data.open_dataset(state)
+        dataset, why = open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
-    tops = {e: data.top_aligned(state.path, state.generation, e, int(k)) for e in epochs}
+    tops = {e: top_aligned(state.path, state.generation, e, int(k)) for e in epochs}
     labels = sorted({int(v) for t in tops.values() for v in t["label"].unique()})
     widths = [1.2] + [4] * len(epochs)
     header = st.columns(widths)

@@ -1,4 +1,5 @@
-"""Pieces shared by several pages: the sample detail panel, the relabel buttons, pagers."""
+"""Pieces shared by several pages: the sample detail panel, the relabel buttons, pagers,
+the flag-rule choice."""
 
 from __future__ import annotations
 
@@ -10,16 +11,29 @@ import pandas as pd
 import streamlit as st
 
 from gwa_diag.analysis import relabel
+from gwa_diag.analysis.phase import EpochSelection
+from gwa_diag.analysis.rank import RULES
+from gwa_diag.checks import Rule, values
 
-from . import charts, data
-from .data import RunState, Selection
+from . import charts
+from .images import thumbnail
+from .samples import compute_epoch_alignment, compute_trajectory
+from .state import RunState, latest_decisions
+from .table import page_count
 
 __all__ = [
     "session_id", "open_sample", "selected_sample", "goto_sample_input", "pager", "decision_controls",
-    "sample_detail", "fmt",
+    "sample_detail", "fmt", "RULE_LABELS", "flag_rule",
 ]
 
 SAMPLE_PARAM = "sample"
+# Short names for the flag rules of gwa_diag.analysis.rank.RULES (its text is the help).
+RULE_LABELS = {
+    "estimate": "the estimated number of wrong labels (default)",
+    "negative": "alignment < 0 at the selected epoch",
+    "topk": "the k most suspicious",
+    "noise_rate": "the top fraction (expected noise rate)",
+}
 
 
 def session_id() -> str:
@@ -101,7 +115,7 @@ def pager(key: str, n_rows: int, per_page: int, *, label: str = "samples") -> in
 
     The page lives in ``st.session_state[key]``; callers reset it to 1 when the rows change.
     """
-    pages = data.page_count(n_rows, per_page)
+    pages = page_count(n_rows, per_page)
     current = int(st.session_state.get(key, 1))
     if current > pages or current < 1:
         st.session_state[key] = min(max(1, current), pages)
@@ -115,6 +129,28 @@ def pager(key: str, n_rows: int, per_page: int, *, label: str = "samples") -> in
     last = min(int(page) * per_page, n_rows)
     info_col.markdown(f"Page **{int(page)} of {pages}** · {label} {first:,}–{last:,} of **{n_rows:,}**")
     return int(page)
+
+
+# --------------------------------------------------------------------------------------
+# the flag rule
+# --------------------------------------------------------------------------------------
+
+
+def flag_rule(state: RunState, rule_col: Any, param_col: Any, *, key: str) -> tuple[str, int | None, float | None]:
+    """(rule, k, noise_rate) as chosen: the rule in ``rule_col`` (widget ``{key}_rule``), and
+    for ``topk`` its k, for ``noise_rate`` the expected rate, in ``param_col`` (``{key}_k``,
+    ``{key}_rate``); the values :func:`gwa_diag.analysis.pipeline.analyze` takes."""
+    rule = rule_col.selectbox("Flag", list(values(Rule)), format_func=lambda r: RULE_LABELS.get(r, r),
+                              key=f"{key}_rule", help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))
+    k: int | None = None
+    rate: float | None = None
+    if rule == "topk":
+        most = max(1, int(state.num_samples or 1_000_000))
+        k = int(param_col.number_input("k", min_value=1, max_value=most, value=min(100, most), step=50,
+                                       key=f"{key}_k"))
+    elif rule == "noise_rate":
+        rate = float(param_col.slider("Expected noise rate", 0.0, 0.6, 0.1, 0.01, key=f"{key}_rate"))
+    return str(rule), k, rate
 
 
 # --------------------------------------------------------------------------------------
@@ -164,7 +200,7 @@ def decision_controls(state: RunState, sample_id: int, given: Any, suggested: An
     saved = st.session_state.pop("decision_saved", None)
     if saved:
         st.toast(saved, icon="✅")
-    latest = data.latest_decisions(state.path)
+    latest = latest_decisions(state.path)
     if int(sample_id) in latest.index:
         st.success(describe_decision(state, latest.loc[int(sample_id)]), icon="✅")
     error = st.session_state.get("decision_errors", {}).get(int(sample_id))
@@ -199,7 +235,7 @@ def decision_controls(state: RunState, sample_id: int, given: Any, suggested: An
 
 
 def _facts(state: RunState, sample_id: int, row: pd.Series, at_epoch: float | None, epoch: int,
-           selection: Selection) -> pd.DataFrame:
+           selection: EpochSelection) -> pd.DataFrame:
     rows = [("file", str(row["path"]))] if "path" in row.index and not pd.isna(row["path"]) else []
     rows += [
         ("given label", state.class_name(row.get("label"))),
@@ -213,15 +249,14 @@ def _facts(state: RunState, sample_id: int, row: pd.Series, at_epoch: float | No
             verdict = " — given label is wrong" if int(clean) != int(row["label"]) else " — given label is right"
         rows.append(("true label", state.class_name(clean) + verdict))
     rows.append((f"alignment at epoch {epoch}", fmt(at_epoch)))
-    if selection.used_epoch is not None:
-        rows.append((f"alignment at {'selected' if not selection.fallback else 'last'} epoch {selection.used_epoch}",
-                     fmt(row.get("alignment_selected"))))
+    rows.append((f"alignment at {'selected' if not selection.fallback else 'last'} epoch {selection.used_epoch}",
+                 fmt(row.get("alignment_selected"))))
     rows.append(("mean alignment (window)", fmt(-row["align_mean"]) if "align_mean" in row.index else "—"))
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
 
 
 def sample_detail(state: RunState, sample_id: int, summ: pd.DataFrame, *, dataset: Any, epoch: int,
-                  selection: Selection, key: str = "detail") -> None:
+                  selection: EpochSelection, key: str = "detail") -> None:
     """The selected sample large, its labels, its trajectory and the relabel buttons."""
     head, close = st.columns([4, 1], vertical_alignment="center")
     head.subheader(f"Sample {sample_id}")
@@ -233,17 +268,15 @@ def sample_detail(state: RunState, sample_id: int, summ: pd.DataFrame, *, datase
     image_col, facts_col = st.columns([1, 1.4])
     if dataset is not None:
         try:
-            image_col.image(data.thumbnail(dataset, sample_id, 224), caption=f"sample {sample_id}")
+            image_col.image(thumbnail(dataset, sample_id, 224), caption=f"sample {sample_id}")
         except ValueError as exc:
             image_col.info(f"No image: {exc}")
-    at = data.compute_epoch_alignment(state.path, state.generation, epoch)["alignment"]
+    at = compute_epoch_alignment(state.path, state.generation, epoch)["alignment"]
     at_epoch = float(at.get(sample_id, np.nan))
     facts_col.table(_facts(state, sample_id, row, at_epoch, epoch, selection))
-    traj = data.compute_trajectory(state.path, state.generation, sample_id)
-    marks = [(epoch, f"epoch shown ({epoch})")]
-    if selection.used_epoch is not None:
-        which = "last epoch (GWA selected none)" if selection.fallback else "GWA-selected epoch"
-        marks.insert(0, (selection.used_epoch, f"{which} ({selection.used_epoch})"))
+    traj = compute_trajectory(state.path, state.generation, sample_id)
+    which = "last epoch (GWA selected none)" if selection.fallback else "GWA-selected epoch"
+    marks = [(selection.used_epoch, f"{which} ({selection.used_epoch})"), (epoch, f"epoch shown ({epoch})")]
     for spec in charts.trajectory(traj, marks=marks) if len(traj) else []:
         st.vega_lite_chart(spec=spec, width="stretch", height=130)
     if len(traj):

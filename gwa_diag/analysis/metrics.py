@@ -28,6 +28,8 @@ __all__ = [
     "rule_scores",
     "roc_points",
     "pr_points",
+    "CURVE_POINTS",
+    "curve_points",
     "detection_table",
     "per_class_table",
 ]
@@ -174,6 +176,32 @@ def pr_points(scores: Any, is_noisy: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InputError("a precision-recall curve needs at least one noisy sample")
     tp, fp = _threshold_counts(s, y)
     return tp / y.sum(), tp / (tp + fp)
+
+
+#: Points kept per curve by :func:`curve_points`: a plot of 2,000 points looks like one of
+#: every threshold (a CIFAR-sized run has ~50,000), and the PNG or chart data stays small.
+CURVE_POINTS = 2000
+
+
+def curve_points(scores: Any, is_noisy: Any, *, kind: str = "roc",
+                 points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a ROC (``kind="roc"``: :func:`roc_points`) or precision-recall curve
+    (``"pr"``: :func:`pr_points`), thinned for drawing to at most ``points`` points evenly
+    spaced along the curve, its first and last included, in the curve's order.
+
+    Raises:
+        InputError: an unknown ``kind``, ``points < 2``, or what :func:`roc_points` /
+            :func:`pr_points` raise.
+    """
+    check_choice(kind, ("roc", "pr"), "curve kind")
+    if points < 2:
+        raise InputError(f"a curve needs at least 2 points, got points={points!r}")
+    x, y = (roc_points if kind == "roc" else pr_points)(scores, is_noisy)
+    if x.size <= points:
+        return x, y
+    # linspace ends exactly at the last index: the curve keeps its end ((1, 1) for ROC).
+    keep = np.unique(np.linspace(0, x.size - 1, points).astype(np.int64))
+    return x[keep], y[keep]
 
 
 # --------------------------------------------------------------------------------------

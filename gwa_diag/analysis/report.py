@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from gwa_diag import __version__
 from gwa_diag.analysis.corrected import trained_on
-from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, pr_points, roc_points
+from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, curve_points
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS
@@ -52,7 +52,6 @@ from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_ta
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
 
 _TOP_SUSPECTS = 20
-_CURVE_POINTS = 2000  # points kept per ROC/PR curve: the plot looks the same, the PNG stays small
 
 #: Lock file in the output folder, held while a report writes.
 LOCK_NAME = ".report.lock"
@@ -465,13 +464,6 @@ def _hist_bins(values: np.ndarray, count: int = 50) -> np.ndarray:
     return np.linspace(max(lo - pad, -1.0), min(hi + pad, 1.0), count + 1)
 
 
-def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if x.size <= _CURVE_POINTS:
-        return x, y
-    keep = np.unique(np.r_[np.linspace(0, x.size - 1, _CURVE_POINTS).astype(np.int64), x.size - 1])
-    return x[keep], y[keep]
-
-
 def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: pd.DataFrame) -> tuple[Path, Path]:
     common = summary.index.intersection(truth.index)
     y = truth.loc[common].to_numpy(dtype=bool)
@@ -483,10 +475,10 @@ def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: 
         scores = summary.loc[common, name].to_numpy(dtype=np.float64, na_value=np.nan)
         row = detection.loc[name]
         if y.any() and not y.all():
-            fpr, tpr = _thin(*roc_points(scores, y))
+            fpr, tpr = curve_points(scores, y, kind="roc")
             roc_ax.plot(fpr, tpr, label=f"{name} ({row['auroc']:.3f})", linewidth=1)
         if y.any():
-            recall, precision = _thin(*pr_points(scores, y))
+            recall, precision = curve_points(scores, y, kind="pr")
             # Steps, not lines: average precision is the area under this step function.
             pr_ax.plot(recall, precision, label=f"{name} ({row['ap']:.3f})", linewidth=1, drawstyle="steps-pre")
     roc_ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)

@@ -3,16 +3,17 @@
 Owns the refusals that keep a resumed run one run (another loop's recording, a removed
 checkpoint, other settings, another model, other images, other ids or labels: each would
 record the remaining epochs against a different problem than the epochs before), the lock
-that refuses a second training process on the same run directory, the data fingerprint
-those checks compare, and :func:`continue_run`, which forgets the epochs trained again and
-sets the step counter. The engine and the Lightning callback both resume through it.
-Imports numpy, torch and the recording core (``recorder``, ``store``, ``checks``).
+that refuses a second training process on the same run directory, and :func:`continue_run`,
+which forgets the epochs trained again and sets the step counter. The engine and the
+Lightning callback both resume through it. The data fingerprint those checks compare lives
+with the dataset specs (:func:`gwa_diag.training.data.data_fingerprint`, re-exported here:
+the app needs it without the training loop). Imports numpy, torch,
+:mod:`gwa_diag.training.data` and the recording core (``recorder``, ``store``, ``checks``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,29 +25,12 @@ import torch.nn as nn
 from gwa_diag.checks import InputError
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import exclusive_lock, open_run
+from gwa_diag.training.data import data_fingerprint
 
 __all__ = ["RESUME_FREE", "check_resume", "continue_run", "data_fingerprint", "lock_run"]
 
 #: Settings that may differ when a run is resumed: where and how fast it runs, not what.
 RESUME_FREE = frozenset({"device", "num_workers", "progress"})
-
-# Images hashed for the data fingerprint: evenly spaced, so that a changed file, order or
-# preprocessing shows up without reading a whole image folder again.
-_FINGERPRINT_IMAGES = 32
-
-
-def data_fingerprint(dataset: Any) -> str:
-    """A short hash of the sample ids and of up to 32 evenly spaced images (their pixels
-    and shapes): equal for the same data wherever it is stored."""
-    n = len(dataset)
-    h = hashlib.sha256(f"n={n}".encode())
-    for pos in np.unique(np.linspace(0, max(n - 1, 0), min(n, _FINGERPRINT_IMAGES)).astype(np.int64)):
-        image = dataset.image(int(pos)) if hasattr(dataset, "image") else dataset[int(pos)][0]
-        arr = np.ascontiguousarray(np.asarray(image))
-        h.update(f"{int(np.asarray(dataset.sample_ids)[pos])}:{arr.shape}:{arr.dtype}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()[:16]
-
 
 @contextlib.contextmanager
 def lock_run(out: Path) -> Iterator[None]:

@@ -2,14 +2,19 @@
 
 Owns the spec format: a ``source`` with its options, then label ``steps`` applied in order.
 Unknown sources, options and steps are refused by name (a misspelt key would otherwise be
-ignored and other data loaded). Imports :mod:`gwa_diag.checks` and the source and label
-modules of this package.
+ignored and other data loaded). Also owns :func:`data_fingerprint`, which tells whether the
+data rebuilt from a spec is the data a run trained on (resuming compares it, and so does the
+app before it shows images by sample id). Imports numpy, :mod:`gwa_diag.checks` and the
+source and label modules of this package.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from gwa_diag.checks import InputError, check_choice, check_keys
 from gwa_diag.training.data.arrays import NPZ_OPTIONS, cifar10, load_npz
@@ -22,7 +27,7 @@ from gwa_diag.training.data.manifest import ManifestDataset
 from gwa_diag.training.data.noise import with_noise
 from gwa_diag.training.data.sample import load_sample_split
 
-__all__ = ["load_dataset"]
+__all__ = ["data_fingerprint", "load_dataset"]
 
 _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "npz": ("path", *NPZ_OPTIONS),
@@ -140,3 +145,21 @@ def _without_samples_again(ds: SampleDataset, step: Mapping[str, Any]) -> Sample
             f"recorded {str(recorded)[:12]}...): restore the file the run trained without"
         )
     return out
+
+
+# Images hashed for the data fingerprint: evenly spaced, so that a changed file, order or
+# preprocessing shows up without reading a whole image folder again.
+_FINGERPRINT_IMAGES = 32
+
+
+def data_fingerprint(dataset: Any) -> str:
+    """A short hash of the sample ids and of up to 32 evenly spaced images (their pixels
+    and shapes): equal for the same data wherever it is stored."""
+    n = len(dataset)
+    h = hashlib.sha256(f"n={n}".encode())
+    for pos in np.unique(np.linspace(0, max(n - 1, 0), min(n, _FINGERPRINT_IMAGES)).astype(np.int64)):
+        image = dataset.image(int(pos)) if hasattr(dataset, "image") else dataset[int(pos)][0]
+        arr = np.ascontiguousarray(np.asarray(image))
+        h.update(f"{int(np.asarray(dataset.sample_ids)[pos])}:{arr.shape}:{arr.dtype}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
