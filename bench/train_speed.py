@@ -13,12 +13,13 @@ Two measurements per case:
    it (``seconds`` in epochs.parquet: the steps plus the epoch's flush), and images/s =
    images per epoch / that. The total wall time of the call (setup and first epoch
    included) is printed too.
-2. **raw step loop**: the engine's step alone (on-device batch gather, crop+flip, normalise,
-   forward under autocast, cross-entropy, backward, ``recorder.update``, SGD step, LR
-   schedule step) on the same data, in blocks of ``--steps`` steps after a few warm-up
+2. **raw step loop**: the engine's step alone (on-device batch gather, then
+   ``gwa_diag.training.engine.train_step``, the function the engine's loop calls: crop+flip,
+   normalise, forward under autocast, cross-entropy, backward, ``recorder.update``, SGD step,
+   LR schedule step) on the same data, in blocks of ``--steps`` steps after a few warm-up
    steps. Blocks with the recorder on and off alternate (the "off" blocks detach the
-   recorder's hook and skip ``update``) so that machine noise hits both alike; the median
-   block gives images/s and the on/off ratio.
+   recorder's hook and pass no recorder, so ``update`` is skipped) so that machine noise
+   hits both alike; the median block gives images/s and the on/off ratio.
 
 Cases:
 
@@ -49,11 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from gwa_diag.training.data import ArrayDataset, load_npz
-from gwa_diag.training.batches import Batches as _Batches, augment as _augment, channel_stats as _channel_stats
-from gwa_diag.training.engine import TrainConfig, lr_factor as _lr_factor, train
+from gwa_diag.training.batches import Batches as _Batches, channel_stats as _channel_stats
+from gwa_diag.training.engine import TrainConfig, lr_factor as _lr_factor, train, train_step
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
@@ -112,7 +112,8 @@ def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batc
 
 def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float, dtype, steps: int,
                   repeats: int, warmup: int) -> dict[str, Any]:
-    """The engine's training step in isolation; recorder-on and -off blocks alternate."""
+    """The engine's training step (:func:`gwa_diag.training.engine.train_step`) in isolation;
+    recorder-on and -off blocks alternate."""
     torch.manual_seed(0)
     model = make_model().to(device).train()
     if device.type == "cuda":
@@ -120,6 +121,8 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     total_steps = (warmup + 2 * repeats * steps) + 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, 0, "constant"))
+    # As the engine makes it: enabled for fp16 only, else a pass-through (plain backward and step).
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     batches = _Batches(ds, device, batch, num_workers=0)
     mean, std = _channel_stats(batches.images)
     mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
@@ -145,18 +148,8 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(n_steps):
-            images, labels, ids = next_batch()
-            images = _augment(images, gen)
-            x = (images.float().div_(255) - mean) / std
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if on:
-                rec.update(ids, labels)
-            opt.step()
-            sched.step()
+            train_step(model, next_batch(), opt, mean=mean, std=std, dtype=dtype, scaler=scaler,
+                       recorder=rec if on else None, scheduler=sched, augment_with=gen)
         _sync(device)
         dt = time.perf_counter() - t0
         if on:

@@ -2,7 +2,9 @@
 flagging, ground truth, detection metrics, the report, and relabel decisions;
 ``pipeline.analyze`` assembles them into one ``Analysis``, which everything else reads.
 
-Nothing here imports torch, so the analysis commands start in well under a second. It may
-import ``gwa_diag.store`` and ``gwa_diag.early_stopping`` from the core, never
-``gwa_diag.training`` or ``gwa_diag.cli``.
+Nothing here imports torch (tests/test_packaging.py checks it), so the analysis commands
+start in well under a second. It reads runs through the core, never through
+``gwa_diag.training``, ``gwa_diag.cli`` or the app:
+
+May import: gwa_diag.checks, gwa_diag.store, gwa_diag.early_stopping.
 """

@@ -3,9 +3,11 @@
 One module per group of subcommands, each with a ``register(subparsers)``: ``train``
 (training options from the engine's config), ``demo``, ``analysis`` (rank, score, report),
 ``labels`` (corrected labels out of a reviewed run) and ``app``; ``common`` holds what they
-share. This layer sits on top of everything else: it may import any part of gwa_diag, and
-nothing imports it. The analysis commands must not load torch (they start in well under a
-second), so training modules are imported inside the functions that need them.
+share. This layer sits on top of everything else and nothing imports it. The analysis
+commands must not load torch (they start in well under a second), so training modules are
+imported inside the functions that need them.
+
+May import: anything.
 """
 
 from __future__ import annotations

@@ -17,93 +17,43 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pandas as pd
 
 from gwa_diag.analysis.pipeline import Analysis, analyze
 from gwa_diag.analysis.rank import write_suspects
 from gwa_diag.analysis.report import json_ready, write_report
-from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import TruthCoverageWarning
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError, Rule, Window, values
-from gwa_diag.cli.common import os_error_line
-from gwa_diag.store import RunDirError, atomic_write_bytes
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError
+from gwa_diag.cli.common import (
+    FLAG_RULES,
+    add_flag_args,
+    add_run_args,
+    check_output_dir,
+    check_output_file,
+    flag_rule,
+    guarded,
+    rule_options,
+)
+from gwa_diag.store import atomic_write_bytes
 
 __all__ = ["register"]
 
-# CLI spelling (dashes) -> rule name; the rules themselves are gwa_diag.checks.Rule.
-_FLAGS = {rule.replace("_", "-"): rule for rule in values(Rule)}
-_FLAG_OF_RULE = {rule: flag for flag, rule in _FLAGS.items()}
+#: Rows of the ranking ``rank`` prints when --show is not given.
+SHOW_ROWS = 10
 # Why the default ranking is what it is, for --help (the measurements: README).
 _DEFAULT_WHY = ("-(mean margin over the window); it found the wrong CIFAR-10-N labels a little better than mean "
                 "alignment (align_mean) on every label set measured, because alignment leaves out the head's bias "
                 "and divides by each sample's feature norm")
 
 
-def _guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the expected failures (no complete epoch, bad option, bad path, missing file)
-    into one clear line on stderr and exit status 2, never a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return body(args)
-        except (RunDirError, InputError) as exc:
-            print(f"gwa-diag {name}: error: {exc}", file=sys.stderr)
-            return 2
-        except OSError as exc:
-            # Left after the up-front path checks: no permission, a full disk, a path that
-            # changed meanwhile.
-            print(os_error_line(name, exc, "the --out/--out-dir/--truth paths"), file=sys.stderr)
-            return 2
-
-    run.__name__ = f"cmd_{name}"
-    run.__doc__ = body.__doc__
-    return run
-
-
-def _rule(args: argparse.Namespace) -> str:
-    """The flagging rule the options ask for, checked here so that errors name the CLI's
-    flags (--k, --noise-rate, --flag) rather than gwa_diag.analysis.rank.flag's Python arguments."""
-    # --k alone means top-k, --noise-rate alone means noise-rate; otherwise the GWA rule.
-    if args.flag is not None:
-        rule, chosen_by = _FLAGS[args.flag], f"--flag {args.flag}"
-    elif args.k is not None:
-        rule, chosen_by = "topk", "--k"
-    elif args.noise_rate is not None:
-        rule, chosen_by = "noise_rate", "--noise-rate"
-    else:
-        rule, chosen_by = DEFAULT_RULE, f"the default --flag {_FLAG_OF_RULE[DEFAULT_RULE]}"
-    shown = f"--flag {_FLAG_OF_RULE[rule]}"
-    if rule == "topk":
-        if args.k is None:
-            raise InputError("--flag topk needs --k N, the number of samples to flag")
-        if args.k < 0:
-            raise InputError(f"--k must be a whole number >= 0, got {args.k}")
-    elif args.k is not None:
-        raise InputError(f"--k applies only to --flag topk, but {chosen_by} selects {shown}; drop --k or pass --flag topk")
-    if rule == "noise_rate":
-        if args.noise_rate is None:
-            raise InputError("--flag noise-rate needs --noise-rate R, the expected noise fraction in [0, 1]")
-        if not 0.0 <= args.noise_rate <= 1.0:  # False for NaN too
-            raise InputError(f"--noise-rate must be a fraction in [0, 1], got {args.noise_rate}")
-    elif args.noise_rate is not None:
-        raise InputError(
-            f"--noise-rate applies only to --flag noise-rate, but {chosen_by} selects {shown}; "
-            "drop --noise-rate or pass --flag noise-rate"
-        )
-    return rule
-
-
 def _analyze(args: argparse.Namespace, *, rule: str = DEFAULT_RULE, truth: Path | None = None) -> Analysis:
     """The run's :class:`~gwa_diag.analysis.pipeline.Analysis` with the command's options
-    (the rule and its --k / --noise-rate already checked by :func:`_rule`)."""
-    # `score` has no --k / --noise-rate (it flags with the default rule): read them only
-    # for the rule that takes them.
-    k = args.k if rule == "topk" else None
-    noise_rate = args.noise_rate if rule == "noise_rate" else None
-    return analyze(args.run, scorer=args.scorer, window=args.window, rule=rule, k=k, noise_rate=noise_rate,
+    (the rule and its --k / --noise-rate already checked by
+    :func:`~gwa_diag.cli.common.flag_rule`)."""
+    return analyze(args.run, scorer=args.scorer, window=args.window, rule=rule, **rule_options(args, rule),
                    truth=truth)
 
 
@@ -112,36 +62,6 @@ def _without_used_epoch(analysis: Analysis) -> dict[str, Any]:
     early = analysis.selection.as_dict()
     early.pop("used_epoch")
     return early
-
-
-def _first_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(".")
-
-
-def _check_output_file(path: Path | None, option: str, example: str) -> None:
-    """Refuse an output file path that cannot be written before any work is done (a
-    folder, or a path under a file); otherwise the failure would come at the very end,
-    naming the writer's temporary file."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise InputError(f"{option} is a folder, not a file ({path}); pass a file name, e.g. {path / example}")
-    parent = _first_existing(path.parent)
-    if not parent.is_dir():
-        raise InputError(f"{option} lies under {parent}, which is a file, not a folder ({path}); pass a path in a folder")
-
-
-def _check_output_dir(path: Path | None, option: str) -> None:
-    if path is None:
-        return
-    existing = _first_existing(path)
-    if existing == path and not path.is_dir():
-        raise InputError(f"{option} is a file, not a folder ({path}); pass a folder (it is created when missing)")
-    if not existing.is_dir():
-        raise InputError(f"{option} lies under {existing}, which is a file, not a folder ({path}); pass a folder")
 
 
 def _check_truth(path: Path | None) -> None:
@@ -157,8 +77,8 @@ def _check_truth(path: Path | None) -> None:
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     """Flag suspicious labels and write the suspects CSV."""
-    rule = _rule(args)
-    _check_output_file(args.out, "--out", "suspects.csv")
+    rule = flag_rule(args)
+    check_output_file(args.out, "--out", "suspects.csv")
     analysis = _analyze(args, rule=rule)
     summary, flagged, names = analysis.summary, analysis.flagged, analysis.class_names
     out = Path(args.out) if args.out is not None else analysis.run.path / "analysis" / "suspects.csv"
@@ -197,7 +117,7 @@ def _warnings_to_stderr() -> Iterator[None]:
 def _cmd_score(args: argparse.Namespace) -> int:
     """Detection scores of every scorer against ground truth."""
     _check_truth(args.truth)
-    _check_output_file(args.out, "--out", "scores.json")
+    check_output_file(args.out, "--out", "scores.json")
     with _warnings_to_stderr():
         analysis = _analyze(args, truth=args.truth)
     truth, cover = analysis.truth, analysis.truth_coverage
@@ -239,9 +159,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Write report.md / report.json, plots, suspects.csv and ranking.parquet."""
-    rule = _rule(args)
+    rule = flag_rule(args)
     _check_truth(args.truth)
-    _check_output_dir(args.out_dir, "--out-dir")
+    check_output_dir(args.out_dir, "--out-dir")
     with _warnings_to_stderr():
         report = write_report(_analyze(args, rule=rule, truth=args.truth), out_dir=args.out_dir)
     print(report["early_stopping"].get("note", ""))
@@ -262,54 +182,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
-    p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
-    p.add_argument("--scorer", default=DEFAULT_SCORER, choices=list(SCORERS), help=scorer_help)
-    p.add_argument("--window", default="second_half", choices=list(values(Window)),
-                   help="epochs the mean scores average over (default second_half: "
-                        "found better than all epochs after warm-up)")
-
-
-def _flag_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flag", choices=list(_FLAGS),
-                   help="estimate (default): the top of the ranking down to the estimated number of wrong "
-                        "labels (samples the model confidently contradicted around the GWA-selected epoch); negative: "
-                        "alignment < 0 at the GWA-selected epoch; topk: the --k most suspicious; noise-rate: "
-                        "the top --noise-rate fraction")
-    p.add_argument("--k", type=int, help="number of samples to flag (implies --flag topk)")
-    p.add_argument("--noise-rate", type=float, help="expected noise fraction in [0, 1] (implies --flag noise-rate)")
-
-
 def register(subparsers: Any) -> None:
     """Add ``rank``, ``score`` and ``report`` to the main CLI's subparsers."""
     p = subparsers.add_parser(
         "rank", help="flag suspicious labels and write RUN/analysis/suspects.csv",
         description="Rank samples by a scorer (higher = more suspicious), flag them by a rule "
-                    f"({', '.join(_FLAGS)}) and write a suspects CSV for relabeling.",
+                    f"({', '.join(FLAG_RULES)}) and write a suspects CSV for relabeling.",
     )
-    _common(p, scorer_help=f"scorer to rank by (default {DEFAULT_SCORER}: {_DEFAULT_WHY})")
-    _flag_args(p)
+    add_run_args(p, scorer_help=f"scorer to rank by (default {DEFAULT_SCORER}: {_DEFAULT_WHY})")
+    add_flag_args(p)
     p.add_argument("--out", type=Path, help="suspects CSV (default RUN/analysis/suspects.csv)")
-    p.add_argument("--show", type=int, default=10, help="rows to print (default 10)")
-    p.set_defaults(func=_guarded("rank", _cmd_rank))
+    p.add_argument("--show", type=int, default=SHOW_ROWS, help=f"rows to print (default {SHOW_ROWS})")
+    p.set_defaults(func=guarded("rank", _cmd_rank))
 
     p = subparsers.add_parser(
         "score", help="detection scores (AUROC, AP, P@k, R@k) of every scorer against ground truth",
         description="Compare every scorer against ground truth (labels.parquet clean_label or --truth) "
                     "and write RUN/analysis/scores.json.",
     )
-    _common(p, scorer_help=f"scorer for the per-class breakdown (default {DEFAULT_SCORER})")
+    add_run_args(p, scorer_help=f"scorer for the per-class breakdown (default {DEFAULT_SCORER})")
     p.add_argument("--truth", type=Path, help="CSV (or Parquet) with columns sample_id, clean_label")
     p.add_argument("--out", type=Path, help="scores JSON (default RUN/analysis/scores.json)")
-    p.set_defaults(func=_guarded("score", _cmd_score))
+    p.set_defaults(func=guarded("score", _cmd_score))
 
     p = subparsers.add_parser(
         "report", help="write RUN/analysis/report.md with plots, detection table and suspects",
         description="Full analysis report: early stopping, GWA curve, histograms, ROC/PR curves and "
                     "detection table (with ground truth), suspects.csv and ranking.parquet.",
     )
-    _common(p, scorer_help=f"scorer to rank and flag by (default {DEFAULT_SCORER})")
-    _flag_args(p)
+    add_run_args(p, scorer_help=f"scorer to rank and flag by (default {DEFAULT_SCORER})")
+    add_flag_args(p)
     p.add_argument("--truth", type=Path, help="CSV (or Parquet) with columns sample_id, clean_label")
     p.add_argument("--out-dir", type=Path, help="output folder (default RUN/analysis)")
-    p.set_defaults(func=_guarded("report", _cmd_report))
+    p.set_defaults(func=guarded("report", _cmd_report))

@@ -23,6 +23,9 @@ __all__ = ["register", "app_script", "streamlit_command", "run_app", "READY_MESS
 
 #: Printed (followed by the URL) once the server answers and the app has run once.
 READY_MESSAGE = "gwa-diag app: ready at"
+#: Where the app is served when --port / --host are not given: this machine only.
+DEFAULT_PORT = 8501
+DEFAULT_HOST = "127.0.0.1"
 _START_TIMEOUT_S = 90.0
 _WARMUP_TIMEOUT_S = 120.0
 
@@ -49,7 +52,7 @@ def app_script() -> Path:
     return script
 
 
-def streamlit_command(run: str | os.PathLike, *, port: int = 8501, host: str = "127.0.0.1") -> list[str]:
+def streamlit_command(run: str | os.PathLike, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> list[str]:
     """The ``python -m streamlit run ...`` command line that serves the app for ``run``."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app_script()),
@@ -110,7 +113,7 @@ def _check_port_free(host: str, port: int) -> None:
         raise InputError(f"port {port} on {host} is not available: it is in use (another gwa-diag app?); {hint}")
     if exc.errno == errno.EACCES:
         raise InputError(f"port {port} on {host} is not available: ports below 1024 need administrator "
-                         "rights; pass --port 1024 or above (default 8501)")
+                         f"rights; pass --port 1024 or above (default {DEFAULT_PORT})")
     raise InputError(f"cannot serve on {host}:{port} ({exc.strerror or exc}): pass --host with an address "
                      "of this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
 
@@ -202,7 +205,8 @@ def _stop(proc: subprocess.Popen) -> int:
         return proc.wait()
 
 
-def run_app(run: str | os.PathLike, *, port: int = 8501, host: str = "127.0.0.1", open_browser: bool = True) -> int:
+def run_app(run: str | os.PathLike, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST,
+            open_browser: bool = True) -> int:
     """Serve the app for ``run`` until interrupted; returns the server's exit status."""
     try:
         import streamlit  # noqa: F401
@@ -257,9 +261,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Serve the Streamlit app for a run directory (it can still be training).",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
-    p.add_argument("--port", type=int_in_range(1, 65535, what="port"), default=8501, help="port to serve on (default 8501)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to share)")
+    p.add_argument("--port", type=int_in_range(1, 65535, what="port"), default=DEFAULT_PORT,
+                   help=f"port to serve on (default {DEFAULT_PORT})")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}: this machine only; 0.0.0.0 to share)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.set_defaults(func=_cmd_app)
     return p

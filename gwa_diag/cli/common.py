@@ -1,12 +1,39 @@
-"""Pieces every ``gwa-diag`` subcommand shares: whole-number argument types, and the one
-line an OS error becomes."""
+"""Pieces the ``gwa-diag`` subcommands share: whole-number argument types, the one line an
+OS error becomes, the library defaults the options show, and, for the commands that read a
+run's analysis (``rank``, ``score``, ``report``, ``labels``), their common options, the
+flag-rule checks, the output-path checks and the guard that turns expected failures into
+one line.
+
+No torch is imported here: every command's parser is built from this module.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable
 
-__all__ = ["int_in_range", "os_error_line"]
+from gwa_diag.analysis.pipeline import analyze
+from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, Rule, Window, values
+from gwa_diag.store import RunDirError
+
+__all__ = [
+    "int_in_range",
+    "os_error_line",
+    "default_of",
+    "DEFAULT_WINDOW",
+    "FLAG_RULES",
+    "add_run_args",
+    "add_flag_args",
+    "flag_rule",
+    "rule_options",
+    "check_output_file",
+    "check_output_dir",
+    "guarded",
+]
 
 
 def int_in_range(low: int, high: int | None = None, *, what: str = "") -> Callable[[str], int]:
@@ -36,3 +63,158 @@ def os_error_line(command: str, exc: OSError, paths: str) -> str:
     where = f" ({path})" if path else ""
     return (f"gwa-diag {command}: error: {exc.strerror or exc}{where}; check {paths}: folders must be "
             "folders, files files, and writable")
+
+
+def default_of(function: Callable[..., Any], parameter: str) -> Any:
+    """The default value of ``function``'s keyword ``parameter``: an option that passes its
+    value on to a library function defaults (and says in its help it defaults) to what the
+    function does, without writing the value a second time."""
+    default = inspect.signature(function).parameters[parameter].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{function.__qualname__}() has no default for {parameter!r}")
+    return default
+
+
+#: The averaging window used when none is named: :func:`~gwa_diag.analysis.pipeline.analyze`'s,
+#: so ``gwa-diag rank RUN`` and ``analyze(RUN)`` average over the same epochs.
+DEFAULT_WINDOW: Window = default_of(analyze, "window")
+
+#: CLI spelling (dashes) -> flag rule name; the rules themselves are :data:`gwa_diag.checks.Rule`.
+FLAG_RULES: dict[str, str] = {rule.replace("_", "-"): rule for rule in values(Rule)}
+_FLAG_OF_RULE = {rule: flag for flag, rule in FLAG_RULES.items()}
+# What each rule flags, for --flag's help (keyed by rule; the default is marked from DEFAULT_RULE).
+_RULE_HELP = {
+    "estimate": "the top of the ranking down to the estimated number of wrong labels (samples the model "
+                "confidently contradicted around the GWA-selected epoch)",
+    "negative": "alignment < 0 at the GWA-selected epoch",
+    "topk": "the --k most suspicious",
+    "noise_rate": "the top --noise-rate fraction",
+}
+
+
+def add_run_args(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
+    """The run directory, ``--scorer`` and ``--window``: the options of every command that
+    ranks a run's samples."""
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
+    p.add_argument("--scorer", default=DEFAULT_SCORER, choices=list(SCORERS), help=scorer_help)
+    p.add_argument("--window", default=DEFAULT_WINDOW, choices=list(values(Window)),
+                   help=f"epochs the mean scores average over (default {DEFAULT_WINDOW}: "
+                        "found better than all epochs after warm-up)")
+
+
+def add_flag_args(p: argparse.ArgumentParser) -> None:
+    """``--flag``, ``--k`` and ``--noise-rate``: the options that choose the flagged samples
+    (checked together by :func:`flag_rule`)."""
+    rules = "; ".join(f"{flag}{' (default)' if rule == DEFAULT_RULE else ''}: {_RULE_HELP[rule]}"
+                      for flag, rule in FLAG_RULES.items())
+    p.add_argument("--flag", choices=list(FLAG_RULES), help=rules)
+    p.add_argument("--k", type=int, help="number of samples to flag (implies --flag topk)")
+    p.add_argument("--noise-rate", type=float, help="expected noise fraction in [0, 1] (implies --flag noise-rate)")
+
+
+def flag_rule(args: argparse.Namespace) -> str:
+    """The flagging rule the options of :func:`add_flag_args` ask for, checked here so that
+    errors name the CLI's flags (--k, --noise-rate, --flag) rather than
+    gwa_diag.analysis.rank.flag's Python arguments.
+
+    Raises:
+        InputError: a rule without the value it needs, a value it does not read, or a value
+            out of range.
+    """
+    # --k alone means top-k, --noise-rate alone means noise-rate; otherwise the GWA rule.
+    if args.flag is not None:
+        rule, chosen_by = FLAG_RULES[args.flag], f"--flag {args.flag}"
+    elif args.k is not None:
+        rule, chosen_by = "topk", "--k"
+    elif args.noise_rate is not None:
+        rule, chosen_by = "noise_rate", "--noise-rate"
+    else:
+        rule, chosen_by = DEFAULT_RULE, f"the default --flag {_FLAG_OF_RULE[DEFAULT_RULE]}"
+    shown = f"--flag {_FLAG_OF_RULE[rule]}"
+    if rule == "topk":
+        if args.k is None:
+            raise InputError("--flag topk needs --k N, the number of samples to flag")
+        if args.k < 0:
+            raise InputError(f"--k must be a whole number >= 0, got {args.k}")
+    elif args.k is not None:
+        raise InputError(f"--k applies only to --flag topk, but {chosen_by} selects {shown}; drop --k or pass --flag topk")
+    if rule == "noise_rate":
+        if args.noise_rate is None:
+            raise InputError("--flag noise-rate needs --noise-rate R, the expected noise fraction in [0, 1]")
+        if not 0.0 <= args.noise_rate <= 1.0:  # False for NaN too
+            raise InputError(f"--noise-rate must be a fraction in [0, 1], got {args.noise_rate}")
+    elif args.noise_rate is not None:
+        raise InputError(
+            f"--noise-rate applies only to --flag noise-rate, but {chosen_by} selects {shown}; "
+            "drop --noise-rate or pass --flag noise-rate"
+        )
+    return rule
+
+
+def rule_options(args: argparse.Namespace, rule: str) -> dict[str, Any]:
+    """``k`` and ``noise_rate`` to pass with ``rule`` (from :func:`flag_rule`): each only for
+    the rule that reads it, None otherwise. A command without --k / --noise-rate (``score``
+    flags by the default rule) passes None for both."""
+    return {"k": getattr(args, "k", None) if rule == "topk" else None,
+            "noise_rate": getattr(args, "noise_rate", None) if rule == "noise_rate" else None}
+
+
+def _first_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def check_output_file(path: Path | None, option: str, example: str) -> None:
+    """Refuse an output file path that cannot be written before any work is done (a
+    folder, or a path under a file); otherwise the failure would come at the very end,
+    naming the writer's temporary file. ``example`` is a file name to suggest in a folder.
+
+    Raises:
+        InputError: naming ``option`` and what to pass instead.
+    """
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{option} is a folder, not a file ({path}); pass a file name, e.g. {path / example}")
+    parent = _first_existing(path.parent)
+    if not parent.is_dir():
+        raise InputError(f"{option} lies under {parent}, which is a file, not a folder ({path}); pass a path in a folder")
+
+
+def check_output_dir(path: Path | None, option: str) -> None:
+    """Refuse an output folder path that is a file or lies under one, before any work.
+
+    Raises:
+        InputError: naming ``option`` and what to pass instead.
+    """
+    if path is None:
+        return
+    existing = _first_existing(path)
+    if existing == path and not path.is_dir():
+        raise InputError(f"{option} is a file, not a folder ({path}); pass a folder (it is created when missing)")
+    if not existing.is_dir():
+        raise InputError(f"{option} lies under {existing}, which is a file, not a folder ({path}); pass a folder")
+
+
+def guarded(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``body`` as the command ``name``'s function, with the expected failures (no complete
+    epoch, bad option, bad path, missing file) turned into one clear line on stderr and exit
+    status 2, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except (RunDirError, InputError) as exc:
+            print(f"gwa-diag {name}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            # Left after the up-front path checks: no permission, a full disk, a path that
+            # changed meanwhile.
+            print(os_error_line(name, exc, "the --out/--out-dir/--truth paths"), file=sys.stderr)
+            return 2
+
+    run.__name__ = f"cmd_{name}"
+    run.__doc__ = body.__doc__
+    return run

@@ -20,10 +20,12 @@ __all__ = ["run_demo", "register"]
 DEMO_EPOCHS = 30
 DEMO_BATCH = 128
 DEMO_LR = 0.05
+#: The run directory the demo creates when --out is not given.
+DEMO_OUT = "runs/demo"
 
 
 def run_demo(
-    out: str | Path = "runs/demo",
+    out: str | Path = DEMO_OUT,
     *,
     label_set: str = "worst",
     epochs: int = DEMO_EPOCHS,
@@ -113,7 +115,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="offline end-to-end demo on the bundled CIFAR-10-N subset")
-    p.add_argument("--out", default="runs/demo", help="run directory to create (default runs/demo)")
+    p.add_argument("--out", default=DEMO_OUT, help=f"run directory to create (default {DEMO_OUT})")
     p.add_argument("--label-set", default="worst", help="CIFAR-10-N label set: worst, aggre, random1, ...")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     p.add_argument("--device", default="auto")

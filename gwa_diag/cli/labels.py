@@ -5,8 +5,9 @@
 
 Writes FILE.csv, FILE.excluded.csv and FILE.provenance.json
 (:func:`gwa_diag.analysis.corrected.write_corrected_labels`) and prints the command that
-trains on them. The analysis options are those of ``gwa-diag rank`` (same parser helpers,
-same rule checks), so the flagged set is the one suspects.csv lists. No torch is imported.
+trains on them. The analysis options are those of ``gwa-diag rank`` (the same parser
+helpers and rule checks, from :mod:`gwa_diag.cli.common`), so the flagged set is the one
+suspects.csv lists. No torch is imported.
 """
 
 from __future__ import annotations
@@ -23,10 +24,23 @@ from gwa_diag.analysis.corrected import (
     corrected_labels,
     write_corrected_labels,
 )
-from gwa_diag.checks import AutoPolicy, InputError, values
-from gwa_diag.cli.analysis import _check_output_file, _common, _flag_args, _guarded, _rule
+from gwa_diag.checks import DEFAULT_SCORER, AutoPolicy, InputError, values
+from gwa_diag.cli.common import (
+    add_flag_args,
+    add_run_args,
+    check_output_file,
+    default_of,
+    flag_rule,
+    guarded,
+    rule_options,
+)
 
 __all__ = ["register"]
+
+# The library's defaults, so `gwa-diag labels` and corrected_labels() treat unreviewed
+# flagged samples alike: the policy, and the threshold --auto relabel takes without --min-prob.
+DEFAULT_AUTO: str = default_of(corrected_labels, "auto")
+DEFAULT_MIN_PROB: float | None = check_policy("relabel", None)
 
 
 def _threshold(args: argparse.Namespace) -> None:
@@ -41,15 +55,13 @@ def _threshold(args: argparse.Namespace) -> None:
 
 def _cmd_labels(args: argparse.Namespace) -> int:
     """Export corrected labels: review decisions, then the policy for flagged samples."""
-    rule = _rule(args)
+    rule = flag_rule(args)
     _threshold(args)
-    _check_output_file(args.out, "--out", "corrected.csv")
+    check_output_file(args.out, "--out", "corrected.csv")
     check_new_outputs(args.out)  # before the analysis, which takes a while on a large run
     # As `rank` passes them: --k / --noise-rate only for the rule that reads them.
-    k = args.k if rule == "topk" else None
-    noise_rate = args.noise_rate if rule == "noise_rate" else None
     result = corrected_labels(args.run, auto=args.auto, min_prob=args.min_prob, scorer=args.scorer,
-                              window=args.window, rule=rule, k=k, noise_rate=noise_rate)
+                              window=args.window, rule=rule, **rule_options(args, rule))
     written = write_corrected_labels(result, args.out)
     counts, prov = result.provenance["counts"], result.provenance
     threshold = f", min prob {prov['min_prob']:g}" if prov["auto"] == "relabel" else ""
@@ -93,15 +105,15 @@ def register(subparsers: Any) -> None:
                     "FILE.csv (for train --labels), FILE.excluded.csv (for train --exclude) and "
                     "FILE.provenance.json.",
     )
-    _common(p, scorer_help="scorer to rank and flag by, as for gwa-diag rank (default aum)")
-    _flag_args(p)
+    add_run_args(p, scorer_help=f"scorer to rank and flag by, as for gwa-diag rank (default {DEFAULT_SCORER})")
+    add_flag_args(p)
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
                    help="label file to write (with FILE.excluded.csv and FILE.provenance.json next to it); "
                         "never replaced")
-    p.add_argument("--auto", default="keep", choices=list(values(AutoPolicy)),
+    p.add_argument("--auto", default=DEFAULT_AUTO, choices=list(values(AutoPolicy)),
                    help="flagged samples without a decision: " + "; ".join(f"{k}: {v}" for k, v in AUTO_POLICIES.items())
-                        + " (default keep)")
+                        + f" (default {DEFAULT_AUTO})")
     p.add_argument("--min-prob", type=float, metavar="P",
                    help="with --auto relabel: lowest suggested_prob (mean predicted probability of the suggestion) "
-                        "taken, in [0, 1] (default 0)")
-    p.set_defaults(func=_guarded("labels", _cmd_labels))
+                        f"taken, in [0, 1] (default {DEFAULT_MIN_PROB:g})")
+    p.set_defaults(func=guarded("labels", _cmd_labels))

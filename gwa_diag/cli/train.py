@@ -25,6 +25,13 @@ from gwa_diag.training.config import TrainConfig  # no torch: building the parse
 
 __all__ = ["register", "load_train_data", "interrupted_line"]
 
+# --noise-kind / --noise-seed when --noise-rate comes without them (with_noise's own defaults,
+# written here because importing gwa_diag.training.data would load torch with the parser).
+NOISE_KIND: NoiseKind = "symmetric"
+NOISE_SEED = 0
+# What each noise kind does, for --noise-kind's help (the default is marked from NOISE_KIND).
+_NOISE_KIND_HELP = {"symmetric": "", "pair": " (class c -> c+1)"}
+
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
@@ -44,8 +51,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     # None (not the real defaults) so a --noise-kind/--noise-seed without --noise-rate can be
     # refused: it would otherwise be ignored and the user believe noise was injected.
     data.add_argument("--noise-kind", choices=list(values(NoiseKind)),
-                      help="with --noise-rate: symmetric (default) or pair (class c -> c+1)")
-    data.add_argument("--noise-seed", type=int, help="with --noise-rate: seed of the flips (default 0)")
+                      help="with --noise-rate: " + " or ".join(
+                          f"{kind}{' (default)' if kind == NOISE_KIND else ''}{_NOISE_KIND_HELP[kind]}"
+                          for kind in values(NoiseKind)))
+    data.add_argument("--noise-seed", type=int, help=f"with --noise-rate: seed of the flips (default {NOISE_SEED})")
     data.add_argument("--eval-data", type=Path,
                       help="evaluation set (accuracy each epoch): an .npz, an image folder or a manifest CSV")
     data.add_argument("--image-size", type=int_in_range(1), help="resize folder and manifest images to this size")
@@ -194,8 +203,8 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
     # Before noise: flipped labels would hide a dataset that has one class only.
     _check_classes(train_set)
     if args.noise_rate:
-        kind = args.noise_kind if args.noise_kind is not None else "symmetric"
-        seed = args.noise_seed if args.noise_seed is not None else 0
+        kind = args.noise_kind if args.noise_kind is not None else NOISE_KIND
+        seed = args.noise_seed if args.noise_seed is not None else NOISE_SEED
         train_set = data.with_noise(train_set, rate=args.noise_rate, kind=kind, seed=seed)
     if args.eval_data is not None:
         eval_set = data.load_eval_set(args.eval_data, class_names=train_set.class_names, image_size=args.image_size)

@@ -3,7 +3,9 @@
 from them), batches on the device (:mod:`.batches`), resuming a stopped run (:mod:`.resume`),
 the training loop (:mod:`.engine`) and the PyTorch Lightning callback (:mod:`.lightning`).
 
-Everything here but :mod:`.config` imports torch. It may import the recording core
-(``gwa_diag.alignment``, ``early_stopping``, ``recorder``, ``store``, ``checks``), never
-``gwa_diag.analysis`` or ``gwa_diag.cli``.
+Everything here but :mod:`.config` imports torch. It builds on the recording core only,
+never on ``gwa_diag.analysis``, ``gwa_diag.cli`` or the app:
+
+May import: gwa_diag.alignment, gwa_diag.early_stopping, gwa_diag.recorder, gwa_diag.store,
+gwa_diag.checks.
 """

@@ -36,9 +36,10 @@ from gwa_diag.store import RunWriter
 from gwa_diag.training.batches import Batches, augment, batch_bounds, channel_stats
 from gwa_diag.training.config import TrainConfig
 from gwa_diag.training.models import check_num_classes
-from gwa_diag.training.resume import check_resume, continue_run, data_fingerprint, lock_run
+from gwa_diag.training.data import data_fingerprint
+from gwa_diag.training.resume import check_resume, continue_run, lock_run
 
-__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "lr_factor", "train"]
+__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "lr_factor", "train", "train_step"]
 
 
 @dataclass
@@ -98,6 +99,54 @@ def _evaluate(model: nn.Module, dataset: Any, device: torch.device, mean, std, d
             n += len(labels)
     model.train()
     return {"eval_acc": correct / max(n, 1), "eval_loss": loss_sum / max(n, 1)}
+
+
+def train_step(
+    net: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    dtype: torch.dtype | None,
+    scaler: torch.amp.GradScaler,
+    recorder: AlignmentRecorder | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment_with: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One optimisation step of the engine on ``batch`` = ``(uint8 images [B, 3, H, W],
+    labels, sample ids)``, all on the device (as :class:`~gwa_diag.training.batches.Batches`
+    yields them).
+
+    Crop+flip from ``augment_with`` (None: no augmentation), normalise by ``mean``/``std``
+    ([1, 3, 1, 1] on the device), forward under autocast to ``dtype`` (None: fp32, autocast
+    off), cross-entropy in fp32, backward through ``scaler`` (a disabled GradScaler: plain
+    backward and step), ``recorder.update`` between backward and the optimizer step (None:
+    nothing recorded), then the optimizer, scaler and ``scheduler`` steps. Returns the loss
+    as a device tensor: nothing here reads a value back, so the step makes the host wait for
+    the device only where the GradScaler itself does (fp16).
+
+    The engine's loop and bench/train_speed.py both run this, so the benchmark times the
+    step that trains.
+    """
+    images, labels, ids = batch
+    if augment_with is not None:
+        images = augment(images, augment_with)
+    x = (images.float().div_(255) - mean) / std
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = net(x)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if recorder is not None:
+        # Files what the head's hook captured in the forward under these ids (the forward's
+        # own weights, so before or after the optimizer step records the same).
+        recorder.update(ids, labels)
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None:
+        scheduler.step()
+    return loss
 
 
 def _snapshot(obj: Any) -> Any:
@@ -265,19 +314,10 @@ def _train(
     for epoch in range(start_epoch, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         lr_now = opt.param_groups[0]["lr"]
-        for images, labels, ids in batches.epoch(gen, rank, world):
-            if cfg.augment:
-                images = augment(images, gen)
-            x = (images.float().div_(255) - mean) / std
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), labels)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            recorder.update(ids, labels)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+        for batch in batches.epoch(gen, rank, world):
+            # The epoch's generator also draws the crops and flips, so a resumed run repeats them.
+            train_step(net, batch, opt, mean=mean, std=std, dtype=dtype, scaler=scaler, recorder=recorder,
+                       scheduler=sched, augment_with=gen if cfg.augment else None)
         extra: dict[str, Any] = {"lr": lr_now}
         if eval_set is not None and rank == 0:
             extra.update(_evaluate(model, eval_set, device, mean, std, dtype, cfg.batch_size * 2))

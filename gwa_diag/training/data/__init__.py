@@ -8,8 +8,13 @@ label arrays joined by sample id), :mod:`.cifar10n` (CIFAR-10-N label sets), :mo
 (:func:`load_dataset` rebuilds any of them, labels, noise and exclusions included, from the
 ``spec`` saved in ``run.json``). Sample ids are the dataset's own indices (for CIFAR-10 the
 training index), so external ground truth joins on them and the app finds each image again.
-These modules import numpy, torch and :mod:`gwa_diag.checks`, nothing else of gwa_diag;
-this file re-exports their public names.
+These modules import numpy and torch and, of gwa_diag, the input checks and the store:
+:mod:`.exclude` records the exclusion file a run left out by its
+:func:`gwa_diag.store.file_sha256`, the project's one SHA-256 helper (a copy here could
+drift from the hashes run.json records elsewhere). Nothing of the training loop, so the app
+can rebuild a run's dataset. This file re-exports their public names.
+
+May import: gwa_diag.checks, gwa_diag.store.
 """
 
 from gwa_diag.training.data.arrays import CIFAR10_CLASSES, ArrayDataset, cifar10, load_npz
@@ -22,7 +27,7 @@ from gwa_diag.training.data.labels import load_label_file, with_label_file, with
 from gwa_diag.training.data.manifest import ManifestDataset, load_manifest
 from gwa_diag.training.data.noise import NOISE_KINDS, inject_noise, with_noise
 from gwa_diag.training.data.sample import sample_data, sample_data_path
-from gwa_diag.training.data.spec import load_dataset
+from gwa_diag.training.data.spec import data_fingerprint, load_dataset
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -36,6 +41,7 @@ __all__ = [
     "SampleSubset",
     "cifar10",
     "cifar10n_labels",
+    "data_fingerprint",
     "inject_noise",
     "load_cifar10n",
     "load_dataset",
