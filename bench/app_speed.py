@@ -189,6 +189,7 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
     set_log_level("error")
     from gwa_diag.app.views import images, jobs, results, samples, table
     from gwa_diag.app.views.state import load_run_state
+    from gwa_diag.checks import DEFAULT_WINDOW
 
     timings: dict[str, float] = {}
     run_dir = _time("build synthetic run (first time only)", lambda: ensure_synthetic_run(
@@ -196,7 +197,7 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
     state = _time("open run + epochs", lambda: load_run_state(run_dir), timings)
     path, gen = state.path, state.generation
     _time("summaries (all scorers, DuckDB)", lambda: jobs.compute_summary(path, gen), timings)
-    window = "second_half"
+    window = DEFAULT_WINDOW
     analysis = _time("analysis (rank, flag) on the summaries", lambda: results.analysis(path, gen, window), timings)
     epoch = state.completed[-1]
     at = _time("one epoch's alignment", lambda: samples.compute_epoch_alignment(path, gen, epoch), timings)

@@ -27,6 +27,7 @@ __all__ = [
     "Mode",
     "NoiseKind",
     "Window",
+    "DEFAULT_WINDOW",
     "Rule",
     "DEFAULT_SCORER",
     "DEFAULT_RULE",
@@ -60,7 +61,10 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Mode = Literal["scratch", "finetune"]
 NoiseKind = Literal["symmetric", "pair"]
 #: Epochs the mean-over-epochs scorers average (descriptions: gwa_diag.analysis.phase.WINDOWS).
-Window = Literal["second_half", "after_warmup", "all"]
+Window = Literal["phase", "second_half", "after_warmup", "all"]
+#: The window used when none is named: the epochs the training phase says carry the signal
+#: (gwa_diag.analysis.phase).
+DEFAULT_WINDOW: Window = "phase"
 #: Flag rules (descriptions: gwa_diag.analysis.rank.RULES).
 Rule = Literal["estimate", "negative", "topk", "noise_rate"]
 #: The ranking and flag rule used when none is named (the measurements behind the choice:

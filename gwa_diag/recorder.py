@@ -59,6 +59,27 @@ class _Forward:
     weight_norm: torch.Tensor  # ||W||_F, scalar
 
 
+
+def _contradicted(ints: torch.Tensor, floats: torch.Tensor, finite: torch.Tensor, num_classes: int,
+                  world_size: int) -> torch.Tensor:
+    """How many rows the model confidently contradicted (float64 scalar on the rows' device):
+    predicted ``j != label`` with ``p(j)`` at least class ``j``'s threshold, the mean
+    ``p(label)`` of the rows labelled ``j`` this epoch (confident learning's per-class
+    threshold, Northcutt et al. 2021). Masks, not boolean indexing: no host sync."""
+    label, pred = ints[:, 0].long(), ints[:, 1].long()
+    ok = finite & torch.isfinite(floats[:, 3]) & torch.isfinite(floats[:, 4])
+    sums = torch.zeros(2, num_classes, dtype=torch.float64, device=floats.device)
+    sums[0].index_add_(0, label, torch.where(ok, floats[:, 3], 0.0).double())
+    sums[1].index_add_(0, label, ok.double())
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(sums)  # every rank's thresholds over the whole epoch
+    # A class nobody is labelled with has no threshold: predicting it never counts.
+    threshold = torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1.0), torch.inf)
+    hits = ok & (pred != label) & (floats[:, 4].double() >= threshold[pred.clamp(0, num_classes - 1)])
+    return hits.double().sum()
+
 class AlignmentRecorder:
     """Records per-sample alignment, margin, loss, p(label) and prediction for every sample
     presentation, and one GWA summary per epoch, into a run directory.
@@ -321,8 +342,10 @@ class AlignmentRecorder:
         # correct (their argmax would be class 0), and train_acc is NaN when no row has one.
         finite = torch.isfinite(floats[:, 0])
         correct = ((ints[:, 1] == ints[:, 0]) & finite).double().sum()
+        contradicted = _contradicted(ints, floats, finite, self.num_classes, self.world_size)
         totals = torch.cat(
-            [moments.as_tensor().to(floats.device), torch.stack([loss_sum, correct, finite_loss.double().sum()])]
+            [moments.as_tensor().to(floats.device),
+             torch.stack([loss_sum, correct, finite_loss.double().sum(), contradicted])]
         )
         if self.world_size > 1:
             import torch.distributed as dist
@@ -341,6 +364,9 @@ class AlignmentRecorder:
             # Mean over the finite losses: a diverged epoch reads NaN, never a perfect 0.
             "train_loss": float(totals[6]) / float(totals[8]) if float(totals[8]) else float("nan"),
             "train_acc": float(totals[7]) / n_rows if result.n else float("nan"),
+            # Share of rows whose label the model confidently contradicted (the training
+            # phase reads the share of wrong labels from it: gwa_diag.early_stopping.read_phase).
+            "contradicted": float(totals[9]) / n_rows if result.n else float("nan"),
             "end_step": self.step,
             "seconds": time.perf_counter() - self._epoch_start,
             **extra,
@@ -423,7 +449,7 @@ class AlignmentRecorder:
 # The columns end_epoch computes itself; extra keys may not replace them.
 _EPOCH_KEYS = frozenset(
     {"epoch", "n", "n_nan", "mean", "m2", "m4", "kurtosis", "gwa", "valid", "reason",
-     "train_loss", "train_acc", "end_step", "seconds"}
+     "train_loss", "train_acc", "contradicted", "end_step", "seconds"}
 )
 
 

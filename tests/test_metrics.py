@@ -125,7 +125,7 @@ def test_detection_table_matches_the_metric_functions(tmp_path):
     assert table.loc[RULE_ROW, "n_flagged"] == rule["n_flagged"]
     # the injected noise has lower alignment: the default scorer finds it
     assert table.loc["align_mean", "auroc"] > 0.9
-    estimated = int((summary["disagreement"] > 0.5).sum())
+    estimated = int((summary["unfitted"] > 0.5).sum())
     assert table.attrs == {"n": 200, "n_noisy": int(y.sum()), "k": int(y.sum()), "estimated": estimated}
     # the default rule flags the top of the default ranking, as many as the estimate
     top = set(summary.sort_values(["aum"], ascending=False).index[:estimated])

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gwa_diag.analysis.phase import EpochChoices, EpochSelection
+from gwa_diag.analysis.phase import EpochChoices, EpochSelection, TrainingPhase
+from gwa_diag.early_stopping import Phase
 from gwa_diag.analysis.rank import RULES, flag, flag_ranking, rank, read_suspects, write_suspects
 from gwa_diag.checks import InputError, Rule, values
 
@@ -30,8 +31,9 @@ def _summary() -> pd.DataFrame:
 def _choices(*, fallback: bool) -> EpochChoices:
     selection = EpochSelection(epoch=None if fallback else 12, used_epoch=12, fallback=fallback, reason="a reason",
                                mode="scratch", note="a note")
+    never = TrainingPhase(Phase(False, None, None, None, None, None, "never"), pd.DataFrame())
     return EpochChoices(epochs=tuple(range(13)), window_name="second_half", window=tuple(range(6, 13)),
-                        selection=selection, el2n_epoch=1, disagreement_epochs=(10, 11, 12))
+                        selection=selection, el2n_epoch=1, disagreement_epochs=(10, 11, 12), phase=never)
 
 
 def test_rank_orders_most_suspicious_first_with_stable_ties_and_nan_last():

@@ -96,6 +96,7 @@ def test_report_when_the_rule_flags_nothing(tmp_path):
     undefined, and the report says so instead of failing."""
     rows, given, clean = noisy_rows(n=200, epochs=4, num_classes=3, noise=0.2, seed=5)
     rows["alignment"] = rows["alignment"].abs() + 0.01
+    rows["pred"] = rows["label"]  # every label fitted: the estimate counts none either
     path = write_run(tmp_path / "run", rows, num_classes=3, clean_labels=clean)
     result = write_report(path)
     assert result["n_flagged"] == 0 and result["n_alignment_negative"] == 0

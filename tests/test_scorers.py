@@ -55,6 +55,7 @@ def reference_sums(rows: pd.DataFrame, choices: EpochChoices, ids: pd.Index, num
     limits = near.groupby(["epoch", "label"])["p_label"].mean()
     t = [limits.get((e, p), np.nan) for e, p in zip(near["epoch"], near["pred"])]
     near["hit"] = ((near["pred"] != near["label"]) & (near["p_pred"].to_numpy() >= np.asarray(t))).astype(float)
+    near["miss"] = (near["pred"] != near["label"]).astype(float)
     by_sample = near.groupby("sample_id")["hit"]
     return Sums(
         num_classes=num_classes, n=n.to_numpy(), alignment=sums["alignment"].to_numpy(),
@@ -66,6 +67,7 @@ def reference_sums(rows: pd.DataFrame, choices: EpochChoices, ids: pd.Index, num
         el2n_label=at(choices.el2n_epoch, "label", -1), el2n_p_pred=at(choices.el2n_epoch, "p_pred", np.nan),
         disagree=by_sample.sum().reindex(ids, fill_value=0.0).to_numpy(),
         disagree_n=by_sample.size().reindex(ids, fill_value=0).astype(float).to_numpy(),
+        mismatch=near.groupby("sample_id")["miss"].sum().reindex(ids, fill_value=0.0).to_numpy(),
     )
 
 
@@ -90,8 +92,10 @@ def test_disagreement_counts_confident_predictions_of_another_class():
         alignment_selected=np.array([-0.2, 0.3]), alignment_last=np.array([0.1, np.nan]),
         el2n_p_label=np.array([0.5, 0.2]), el2n_pred=np.array([0, 1]), el2n_label=np.array([0, 0]),
         el2n_p_pred=np.array([0.5, 0.8]), disagree=np.array([2.0, 0.0]), disagree_n=np.array([3.0, 0.0]),
+        mismatch=np.array([3.0, 0.0]),
     )
     np.testing.assert_allclose(score("disagreement", sums), [2 / 3, np.nan])
+    np.testing.assert_allclose(score("unfitted", sums), [1.0, np.nan])
     # Raw alignment: lower = more suspicious, so the score flips it.
     np.testing.assert_allclose(score("align_selected", sums), [0.2, -0.3])
     # EL2N with C = 3: pred == label -> sqrt(0.25 + 0.25 / 2); pred != label -> sqrt(0.64 + 0.64 + 0).

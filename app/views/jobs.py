@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from gwa_diag.analysis.summaries import summarize
+from gwa_diag.checks import DEFAULT_WINDOW
 
 from .images import load_checked_dataset
 from .state import RunState
@@ -70,7 +71,7 @@ def prefetch(state: RunState, window: str) -> None:
             job.exception()  # waits; errors are reported where the result is used
 
 
-def compute_summary(path: str, generation: str, window: str = "second_half") -> pd.DataFrame:
+def compute_summary(path: str, generation: str, window: str = DEFAULT_WINDOW) -> pd.DataFrame:
     """``gwa_diag.analysis.summaries.summarize`` of the run, computed once per (run, generation, window).
 
     A failed computation is not kept, so the next script run tries again.

@@ -1,24 +1,23 @@
 """How many labels are wrong: an estimate from the recorded run, in total and per class.
 
-The estimate counts the samples whose given label the model *confidently contradicted* in
-most of the epochs around the GWA-selected one: three consecutive epochs, that one and its
-neighbours (the summary's ``disagreement`` column, higher = more suspicious). GWA peaks when the model
-has learned the correctly labelled samples but not yet memorised the others, so there its
-disagreement with the labels says most; later, a memorising model has fitted the wrong
-labels and no longer contradicts them. "Confidently" is confident learning's per-class
-threshold (Northcutt et al., JAIR 2021): in each epoch, a sample labelled ``y`` but predicted ``j != y`` counts when
-``p(j)`` reaches the mean ``p(label)`` of the samples labelled ``j`` in that epoch, so a
-class the model is unsure of everywhere needs less confidence than an easy one.
+The estimate counts the samples whose given label the model did not fit in most of the
+three epochs that carry the signal (the summary's ``unfitted`` column, higher = more
+suspicious): with the default ``phase`` window, the last three epochs before the model
+started memorising its labels, or the last three of a run that never did. There the model
+has learned what the correct labels agree on but not yet fitted the wrong ones, so the
+samples it still predicts as another class are mostly the wrongly labelled ones.
 
-What it measures, and where it errs: it counts labels the model disagrees with, so it is
-close to the number of wrong labels once the model fits the correctly labelled samples,
-and **too high** while it does not (an under-fitted model contradicts hard but correct
-labels too); with very many wrong labels it can fall short, as the model starts to fit
-some of them. The README gives the estimate beside the true count for each CIFAR-10-N label
-set. A two-component Gaussian mixture over one score (DivideMix's route; rows of the
-detection benchmark) counts closer on some label sets and much further off on others (half to
-two thirds of CIFAR-10-N worst's wrong labels, twice aggre's), and flagging by it had a lower F1 on
-the sets the defaults were chosen on; its posterior is not shown as a probability.
+Measured (``python bench/regimes.py``; the README has the table): on two GPU recordings
+with 8,110 wrong labels among 20,000 it counted 7,915 (a run that never memorised) and
+8,788 (one that memorised from epoch 7). The estimate it replaced (the samples the model
+*confidently* contradicted around the GWA-selected epoch) counted 4,985 and 0, and a
+two-component Gaussian mixture over the mean alignment, fitted to convergence, 4,010 and
+1,729 (the distribution is skewed, not bimodal).
+
+Where it errs: it counts labels the model has not fitted, so it is **too high** while the
+model under-fits the correctly labelled samples too (a short run on hard data), and too
+low once a run has started to fit wrong labels before the window's end. The share is not a
+probability of a wrong label and is not shown as one.
 
 The default flag rule (``estimate``, :mod:`gwa_diag.analysis.rank`) flags the top of the
 ranking down to this count, so the flagged set and the ranking always agree.
@@ -36,10 +35,12 @@ import pandas as pd
 
 from gwa_diag.checks import InputError
 
-__all__ = ["NoiseEstimate", "estimate_wrong_labels", "THRESHOLD"]
+__all__ = ["NoiseEstimate", "estimate_wrong_labels", "ESTIMATE_COLUMN", "THRESHOLD"]
 
-#: A sample counts as wrongly labelled when the model confidently contradicted its label in
-#: more than this share of the epochs around the GWA-selected one (two of three).
+#: The summary column the estimate counts from (higher = more suspicious).
+ESTIMATE_COLUMN = "unfitted"
+#: A sample counts as wrongly labelled when the model did not fit its label in more than
+#: this share of the three epochs (two of three).
 THRESHOLD = 0.5
 
 
@@ -52,7 +53,7 @@ class NoiseEstimate:
         n: samples summarised.
         per_class: given label -> estimated wrong labels among the samples given it (every
             class present in the summary, zeros included).
-        threshold: the ``disagreement`` fraction a sample must exceed to count.
+        threshold: the ``unfitted`` share a sample must exceed to count.
     """
 
     total: int
@@ -68,12 +69,12 @@ class NoiseEstimate:
     def as_dict(self) -> dict[str, Any]:
         return {"total": self.total, "n": self.n, "rate": self.rate, "threshold": self.threshold,
                 "per_class": {str(k): v for k, v in self.per_class.items()},
-                "method": "samples whose label the model confidently contradicted in most of the epochs around the GWA-selected one"}
+                "method": "samples whose label the model did not fit in most of the last three epochs of the window"}
 
     def line(self) -> str:
         """One line for the console and the report."""
         return (f"estimated wrong labels: {self.total} of {self.n} ({self.rate:.1%}), the samples whose label "
-                f"the model confidently contradicted in most of the epochs around the GWA-selected one")
+                f"the model did not fit in most of the last three epochs of the window")
 
     def per_class_text(self, class_names: Sequence[str] | None = None) -> str:
         names = list(class_names or [])
@@ -85,17 +86,17 @@ def estimate_wrong_labels(summary: pd.DataFrame) -> NoiseEstimate:
 
     Args:
         summary: the frame of :func:`gwa_diag.analysis.summaries.summarize` (or its
-            ranking): needs ``label`` and ``disagreement`` (higher = more suspicious).
+            ranking): needs ``label`` and ``unfitted`` (higher = more suspicious).
 
     Returns:
-        :class:`NoiseEstimate`; the count is of samples with ``disagreement > 0.5``.
+        :class:`NoiseEstimate`; the count is of samples with ``unfitted > 0.5``.
     """
-    missing = [c for c in ("label", "disagreement") if c not in summary.columns]
+    missing = [c for c in ("label", ESTIMATE_COLUMN) if c not in summary.columns]
     if missing:
         raise InputError(f"the summary lacks {missing}: pass the frame from gwa_diag.analysis.summaries.summarize")
-    frac = summary["disagreement"].to_numpy(dtype=np.float64, na_value=np.nan)
+    share = summary[ESTIMATE_COLUMN].to_numpy(dtype=np.float64, na_value=np.nan)
     # NaN (no finite value in those epochs) never counts: nothing was observed against the label.
-    wrong = np.nan_to_num(frac, nan=0.0) > THRESHOLD
+    wrong = np.nan_to_num(share, nan=0.0) > THRESHOLD
     labels = summary["label"].to_numpy()
     classes = np.unique(labels)
     per_class = {int(c): int(np.count_nonzero(wrong & (labels == c))) for c in classes}

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from gwa_diag.analysis.estimate import estimate_wrong_labels
+from gwa_diag.analysis.estimate import ESTIMATE_COLUMN, estimate_wrong_labels
 from gwa_diag.analysis.rank import flag
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_SCORER, InputError, check_choice
@@ -247,7 +247,7 @@ def detection_table(
         v = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         rows[name] = _score_row(np.where(np.isnan(v), -np.inf, v), y)
     estimated = None
-    if "disagreement" in summary.columns and DEFAULT_SCORER in summary.columns:
+    if ESTIMATE_COLUMN in summary.columns and DEFAULT_SCORER in summary.columns:
         # Flagged over every sample (as suspects.csv is), then scored where truth exists.
         flagged = flag(summary, rule="estimate", scorer=DEFAULT_SCORER).index
         rows[ESTIMATE_ROW] = rule_scores(frame.index.isin(flagged), y)
@@ -275,7 +275,7 @@ def per_class_table(summary: pd.DataFrame, is_noisy: pd.Series, *, scorer: str =
     v = frame[scorer].to_numpy(dtype=np.float64, na_value=np.nan)
     s = np.where(np.isnan(v), -np.inf, v)
     a = frame["alignment_selected"].to_numpy(dtype=np.float64, na_value=np.nan) if "alignment_selected" in frame else None
-    estimate = estimate_wrong_labels(frame) if "disagreement" in frame.columns else None
+    estimate = estimate_wrong_labels(frame) if ESTIMATE_COLUMN in frame.columns else None
     rows = []
     for label in np.unique(labels):
         m = labels == label

@@ -1,11 +1,20 @@
-"""Which epochs each score reads: the GWA early-stopping epoch, the averaging window, the
-EL2N epoch and the epochs around the selection that ``disagreement`` counts.
+"""Which epochs each score reads: the training phase, the averaging window, the GWA
+early-stopping epoch, the EL2N epoch and the epochs ``disagreement`` counts.
+
+The training phase comes first. A model that memorises its labels (a constant rate, no
+augmentation, long training) fits the wrong labels too, and then every training-dynamics
+score stops telling them apart: on a memorising GPU run the second half of training ranked
+the wrong labels at AUROC 0.61-0.63, its first epochs at 0.85. :func:`training_phase` reads
+from the recording whether and from which epoch the model memorised
+(:func:`gwa_diag.early_stopping.read_phase`), and the default window, ``phase``, averages
+the epochs before that (the second half when it never did).
 
 One typed object, :class:`EpochChoices`, is made here (:func:`choose_epochs`) from
-``run.json`` and ``epochs.parquet`` and the epochs that have sample rows, and travels from
+``run.json``, ``epochs.parquet`` and the epochs that have sample rows, and travels from
 here to the summaries, the pipeline, the report and the app; nobody rebuilds it.
 
-Reads ``epochs.parquet`` only; no torch (the rules themselves live in
+Reads ``epochs.parquet``, and the sample parts only for runs recorded before the recorder
+wrote the per-epoch ``contradicted`` share; no torch (the rules live in
 :mod:`gwa_diag.early_stopping`, imported lazily because :mod:`gwa_diag.alignment` imports
 torch).
 """
@@ -17,8 +26,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gwa_diag.checks import Mode, Window
-from gwa_diag.store import Run, open_run
+import duckdb
+import pandas as pd
+
+from gwa_diag.checks import DEFAULT_WINDOW, Mode, Window
+from gwa_diag.early_stopping import Phase, read_phase
+from gwa_diag.store import Run, open_run, read_listed_parts
 
 if TYPE_CHECKING:
     from gwa_diag.early_stopping import EarlyStopResult
@@ -27,10 +40,12 @@ __all__ = [
     "WINDOWS",
     "EpochChoices",
     "EpochSelection",
+    "TrainingPhase",
     "choose_epochs",
     "disagreement_epochs",
     "el2n_epoch",
     "selected_epoch",
+    "training_phase",
     "window_epochs",
 ]
 
@@ -38,7 +53,11 @@ __all__ = [
 #: CIFAR-10-N, the second half of training beat "all epochs after warm-up" for every signal).
 #: The valid names are :data:`gwa_diag.checks.Window`; this dict describes each one.
 WINDOWS: dict[str, str] = {
-    "second_half": "the last ceil(n/2) of the n complete epochs (default)",
+    "phase": (
+        "the epochs the training phase says carry the signal (default): epochs 1 to the one before the model "
+        "started memorising its labels, or the second half when it never did"
+    ),
+    "second_half": "the last ceil(n/2) of the n complete epochs",
     "after_warmup": "all complete epochs except the first 10% (warm-up), at least one kept",
     "all": "every complete epoch",
 }
@@ -72,6 +91,111 @@ class EpochSelection:
         }
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: the curve is a frame
+class TrainingPhase:
+    """Whether, and from which epoch, the model memorised its given labels.
+
+    Attributes:
+        phase: the rule's answer (:class:`gwa_diag.early_stopping.Phase`: ``memorised``,
+            ``onset``, ``plateau``, ``noise``, ``crossing``, ``confirmed``, ``reason``).
+        curve: per complete epoch, what it was read from: ``epoch``, ``fit`` (share of the
+            training rows predicted as labelled), ``contradicted`` (share confidently
+            contradicted), and the fit thresholds ``1 - noise`` (``onset_fit``) and
+            ``1 - noise/2`` (``memorised_fit``) once a plateau was found.
+    """
+
+    phase: Phase
+    curve: pd.DataFrame
+
+    @property
+    def memorised(self) -> bool:
+        return self.phase.memorised
+
+    @property
+    def onset(self) -> int | None:
+        return self.phase.onset
+
+    def signal_epochs(self, epochs: list[int]) -> list[int] | None:
+        """The epochs before memorisation that carry the signal: from the second epoch (the
+        first is the random initialisation) to the one before the onset; None when the model
+        never memorised."""
+        if not self.phase.memorised or self.phase.onset is None:
+            return None
+        before = [e for e in sorted(epochs) if e < self.phase.onset]
+        return before[1:] if len(before) > 1 else before or None
+
+    def as_dict(self) -> dict[str, Any]:
+        """report.json's ``training_phase`` object."""
+        return {**self.phase.as_dict(), "curve": self.curve.to_dict(orient="list")}
+
+
+def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
+    """The training phase of a recorded run (:func:`gwa_diag.early_stopping.read_phase` on the
+    per-epoch ``train_acc`` and ``contradicted`` of ``epochs.parquet``; for runs recorded
+    before that column existed, the share is computed from the sample parts)."""
+    run = open_run(run)
+    epochs = run.epochs()
+    ep = [int(e) for e in epochs["epoch"]] if len(epochs) else []
+    fit = [_number(v) for v in epochs["train_acc"]] if "train_acc" in epochs else [None] * len(ep)
+    if "contradicted" in epochs and epochs["contradicted"].notna().all():
+        share = [_number(v) for v in epochs["contradicted"]]
+    else:
+        share = _contradicted_from_parts(run, ep)
+    phase = read_phase(ep, fit, share)
+    curve = pd.DataFrame({"epoch": ep, "fit": [math.nan if v is None else v for v in fit],
+                          "contradicted": [math.nan if v is None else v for v in share]})
+    if phase.noise is not None:
+        curve["onset_fit"] = 1.0 - phase.noise
+        curve["memorised_fit"] = 1.0 - phase.noise / 2
+    return TrainingPhase(phase, curve)
+
+
+def _contradicted_from_parts(run: Run, epochs: list[int]) -> list[float | None]:
+    """Per epoch: the share of rows whose label the model confidently contradicted, as the
+    recorder computes it (pred != label with p(pred) >= the mean p(label) of the finite rows
+    labelled pred that epoch), from the sample parts."""
+
+    def read() -> dict[int, float]:
+        files = [str(f) for f in run.sample_files()]
+        if not files:
+            return {}
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        query = f"""
+            WITH rows AS (
+                SELECT CAST(epoch AS BIGINT) AS epoch, label, pred, p_label, p_pred,
+                       coalesce(isfinite(alignment) AND isfinite(p_label) AND isfinite(p_pred), false) AS ok
+                FROM read_parquet([{listed}], hive_partitioning = true)
+            ), limits AS (
+                SELECT epoch, label AS cls, avg(p_label) AS t FROM rows WHERE ok GROUP BY ALL
+            )
+            SELECT r.epoch, avg(CASE WHEN r.ok AND r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS share
+            FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
+            GROUP BY r.epoch
+        """
+        con = duckdb.connect(":memory:")
+        try:
+            out = con.sql(query).fetchnumpy()
+        except duckdb.Error as exc:
+            gone = [f for f in files if not os.path.exists(f)]
+            if gone:  # a resume removed a listed part: read_listed_parts lists again
+                raise FileNotFoundError(f"{gone[0]} was removed while it was being read") from exc
+            raise
+        finally:
+            con.close()
+        return {int(e): float(v) for e, v in zip(out["epoch"], out["share"])}
+
+    found = read_listed_parts(read)
+    return [found.get(e) for e in epochs]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 @dataclass(frozen=True)
 class EpochChoices:
     """Every epoch choice of one analysis (complete epochs with sample rows only).
@@ -82,8 +206,9 @@ class EpochChoices:
         window: the epochs the mean-over-epochs scorers average, ascending.
         selection: the GWA choice and the epoch the flags use.
         el2n_epoch: the early epoch EL2N reads.
-        disagreement_epochs: the three epochs around ``selection.used_epoch`` that
-            ``disagreement`` counts.
+        disagreement_epochs: the three epochs ``disagreement`` and ``unfitted`` count: the
+            last three of the ``phase`` window, else around ``selection.used_epoch``.
+        phase: the training phase the ``phase`` window follows.
     """
 
     epochs: tuple[int, ...]
@@ -92,6 +217,18 @@ class EpochChoices:
     selection: EpochSelection
     el2n_epoch: int
     disagreement_epochs: tuple[int, ...]
+    phase: TrainingPhase
+
+    @property
+    def note(self) -> str:
+        """Which epochs the scores read and why, for people: e.g. "the model memorised its
+        labels from epoch 7: scores are read from epochs 1-6"."""
+        span = f"epochs {self.window[0]}-{self.window[-1]}" if len(self.window) > 1 else f"epoch {self.window[0]}"
+        if self.window_name == "phase":
+            if self.phase.memorised:
+                return f"the model memorised its labels from epoch {self.phase.onset}: scores are read from {span}"
+            return f"the model never memorised its labels: scores are read from the second half, {span}"
+        return f"scores are read from {span} (window {self.window_name}); {self.phase.phase.reason}"
 
     @property
     def last_epoch(self) -> int:
@@ -139,12 +276,17 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
     return select_epoch(ep, gwa, mode=use_mode, total_epochs=total)  # type: ignore[arg-type]
 
 
-def window_epochs(epochs: list[int], window: Window | str) -> list[int]:
+def window_epochs(epochs: list[int], window: Window | str, *, phase: TrainingPhase | None = None) -> list[int]:
     """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`;
-    the name is checked where the user gave it: ``check_options`` or ``summarize``)."""
+    the name is checked where the user gave it: ``check_options`` or ``summarize``).
+    ``phase`` is the run's training phase, which the ``phase`` window follows (without it,
+    or when the model never memorised, ``phase`` is the second half)."""
     n = len(epochs)
     if n == 0:
         return []
+    if window == "phase":
+        before = phase.signal_epochs(epochs) if phase is not None else None
+        return before if before is not None else window_epochs(epochs, "second_half")
     if window == "all":
         start = 0
     elif window == "second_half":
@@ -188,7 +330,7 @@ def choose_epochs(
     run: Run,
     epochs: list[int],
     *,
-    window: Window | str = "second_half",
+    window: Window | str = DEFAULT_WINDOW,
     mode: Mode | str | None = None,
     el2n_at: int | None = None,
 ) -> EpochChoices:
@@ -208,14 +350,21 @@ def choose_epochs(
         else f"GWA-selected epoch {sel}: {choice.reason}"
     )
     early = int(el2n_at) if el2n_at is not None else el2n_epoch(ordered, planned=planned_epochs(run))
+    phase = training_phase(run)
+    averaged = window_epochs(ordered, str(window), phase=phase)
+    # The model's disagreement with the labels says most at the end of the phase window: the
+    # last epochs before memorisation (a memorised epoch has the wrong labels fitted and
+    # contradicts none), or the end of a run that never memorised.
+    before = str(window) == "phase"
     return EpochChoices(
         epochs=tuple(ordered),
         window_name=str(window),
-        window=tuple(window_epochs(ordered, str(window))),
+        window=tuple(averaged),
         selection=EpochSelection(
             epoch=choice.epoch, used_epoch=used, fallback=sel is None, reason=choice.reason, mode=choice.mode,
             note=note,
         ),
         el2n_epoch=int(early),  # type: ignore[arg-type]
-        disagreement_epochs=tuple(disagreement_epochs(ordered, used)),
+        disagreement_epochs=tuple(averaged[-3:] if before else disagreement_epochs(ordered, used)),
+        phase=phase,
     )

@@ -30,8 +30,8 @@ from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis.summaries import summarize
 from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import ground_truth
-from gwa_diag.analysis.estimate import NoiseEstimate, estimate_wrong_labels
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, Rule, Window, check_choice
+from gwa_diag.analysis.estimate import ESTIMATE_COLUMN, NoiseEstimate, estimate_wrong_labels
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError, Rule, Window, check_choice
 from gwa_diag.store import Run, open_run
 
 __all__ = ["Analysis", "AnalysisOptions", "EpochSelection", "analyze", "check_options"]
@@ -122,7 +122,7 @@ class Analysis:
 
     @cached_property
     def estimate(self) -> NoiseEstimate | None:
-        return estimate_wrong_labels(self.summary) if "disagreement" in self.summary.columns else None
+        return estimate_wrong_labels(self.summary) if ESTIMATE_COLUMN in self.summary.columns else None
 
     @cached_property
     def per_class(self) -> pd.DataFrame | None:
@@ -145,7 +145,7 @@ class Analysis:
 def check_options(
     *,
     scorer: str = DEFAULT_SCORER,
-    window: str = "second_half",
+    window: str = DEFAULT_WINDOW,
     rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,
@@ -168,7 +168,7 @@ def analyze(
     run: Run | str | os.PathLike,
     *,
     scorer: str = DEFAULT_SCORER,
-    window: str = "second_half",
+    window: str = DEFAULT_WINDOW,
     rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,

@@ -7,10 +7,11 @@ epochs a scorer reads) rank last.
 
 The suspects file (CSV, one row per flagged sample, most suspicious first) is meant for a
 labeling team: ``sample_id[, path], given_label[, given_name], suggested_label[, suggested_name],
-suggested_prob[, disagreement], score, rank, scorer, reason``; ``path`` (the file, relative to
-the dataset's root) when the run knows it; ``disagreement`` (the share of the epochs around the GWA-selected one
-in which the model confidently predicted another class; above 0.5 the sample counts towards
-the estimated number of wrong labels) for runs analysed since it was added.
+suggested_prob[, disagreement][, unfitted], score, rank, scorer, reason``; ``path`` (the file,
+relative to the dataset's root) when the run knows it; ``disagreement`` and ``unfitted`` (the
+share of the three disagreement epochs in which the model confidently, or at all, predicted
+another class; above 0.5 ``unfitted`` counts the sample towards the estimated number of
+wrong labels) for runs analysed since they were added.
 
 The default ranking is AUM and the default rule ``estimate`` flags its top down to the
 estimated number of wrong labels (:data:`gwa_diag.checks.DEFAULT_SCORER`, ``DEFAULT_RULE``),
@@ -29,7 +30,7 @@ import pandas as pd
 
 from gwa_diag.store import atomic_write_bytes
 from gwa_diag.analysis.scorers import SCORERS
-from gwa_diag.analysis.estimate import estimate_wrong_labels
+from gwa_diag.analysis.estimate import ESTIMATE_COLUMN, estimate_wrong_labels
 from gwa_diag.checks import (
     DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError, Rule, check_choice, check_fraction,
 )
@@ -56,7 +57,7 @@ RULES: dict[str, str] = {
 
 SUSPECT_COLUMNS = [
     "sample_id", "path", "given_label", "given_name", "suggested_label", "suggested_name",
-    "suggested_prob", "disagreement", "score", "rank", "scorer", "reason",
+    "suggested_prob", "disagreement", "unfitted", "score", "rank", "scorer", "reason",
 ]
 
 
@@ -109,7 +110,7 @@ def flag(
 
 
 def _check_rule_columns(frame: pd.DataFrame, rule: str) -> None:
-    needed = {"negative": "alignment_selected", "estimate": "disagreement"}.get(rule)
+    needed = {"negative": "alignment_selected", "estimate": ESTIMATE_COLUMN}.get(rule)
     if needed is not None and needed not in frame.columns:
         raise InputError(f"rule {rule!r} needs the summary's {needed} column; pass the frame from "
                          "gwa_diag.analysis.summaries.summarize")
@@ -221,10 +222,11 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     if class_names is not None:
         out.insert(2, "given_name", _names(out["given_label"], class_names))
         out.insert(4, "suggested_name", _names(out["suggested_label"], class_names))
-    if "disagreement" in frame.columns:
-        # The evidence behind the estimated count: the share of window epochs in which the
-        # model confidently predicted another class (higher = more suspicious).
-        out.insert(out.columns.get_loc("suggested_prob") + 1, "disagreement", frame["disagreement"].astype("float64"))
+    for column in ("unfitted", "disagreement"):
+        if column in frame.columns:
+            # The evidence behind the estimated count: the share of the disagreement epochs in
+            # which the model (confidently) predicted another class (higher = more suspicious).
+            out.insert(out.columns.get_loc("suggested_prob") + 1, column, frame[column].astype("float64"))
     if "path" in frame.columns:  # runs whose dataset knows its files
         out.insert(1, "path", frame["path"].astype("string"))
     return out
@@ -234,7 +236,7 @@ def write_suspects(
     path: str | os.PathLike, flagged: pd.DataFrame, class_names: Sequence[str] | None = None
 ) -> Path:
     """Write the suspects CSV atomically (never half-written). Columns: sample_id[, path],
-    given_label[, given_name], suggested_label[, suggested_name], suggested_prob[, disagreement], score,
+    given_label[, given_name], suggested_label[, suggested_name], suggested_prob[, disagreement][, unfitted], score,
     rank, scorer, reason; one row per flagged sample, most suspicious first."""
     table = suspects_frame(flagged, class_names=class_names)
     buffer = io.StringIO()
@@ -249,17 +251,18 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise MissingFileError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
     # Only empty cells are missing values: a class named "NA" or "null" stays a name.
-    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "disagreement", "score", "given_name",
+    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "disagreement", "unfitted", "score", "given_name",
                                     "suggested_name", "path")}
     text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name", "path")}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
-    optional = ("path", "given_name", "suggested_name", "disagreement")
+    optional = ("path", "given_name", "suggested_name", "disagreement", "unfitted")
     missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and c not in optional]
     if missing:
         raise InputError(f"{path} is not a suspects file: missing columns {missing}")
     types = {
         "sample_id": "int64", "given_label": "int64", "suggested_label": "Int64",
-        "suggested_prob": "float64", "disagreement": "float64", "score": "float64", "rank": "int64",
+        "suggested_prob": "float64", "disagreement": "float64", "unfitted": "float64", "score": "float64",
+        "rank": "int64",
     }
     frame = frame.astype({k: v for k, v in types.items() if k in frame.columns})
     for col in ("given_name", "suggested_name", "path"):

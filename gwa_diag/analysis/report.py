@@ -46,7 +46,7 @@ from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS
 from gwa_diag.analysis.scorers import SCORERS
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -69,7 +69,7 @@ def write_report(
     out_dir: str | os.PathLike | None = None,
     scorer: str = DEFAULT_SCORER,
     truth_file: str | os.PathLike | None = None,
-    window: str = "second_half",
+    window: str = DEFAULT_WINDOW,
     rule: str = DEFAULT_RULE,
     k: int | None = None,
     noise_rate: float | None = None,

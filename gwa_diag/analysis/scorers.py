@@ -46,6 +46,8 @@ class Sums:
         disagree: disagreement epochs in which the prediction was another class with p(pred)
             at least that class's confident-learning threshold.
         disagree_n: disagreement epochs with a finite row.
+        mismatch: disagreement epochs in which the prediction was another class (confident
+            or not).
     """
 
     num_classes: int
@@ -65,6 +67,7 @@ class Sums:
     el2n_p_pred: np.ndarray
     disagree: np.ndarray
     disagree_n: np.ndarray
+    mismatch: np.ndarray
 
 
 def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -150,19 +153,26 @@ def el2n(s: Sums) -> np.ndarray:
 
 
 def disagreement(s: Sums) -> np.ndarray:
-    """share of three epochs around the GWA-selected one (the last three when GWA selects
-    none) in which the model confidently predicted another class than the given label: pred
-    != label and p(pred) >= that class's threshold, the mean p(label) of the samples
-    labelled with it in the same epoch (confident learning's per-class threshold; Northcutt
-    et al., JAIR 2021). Higher = more suspicious. Samples above 0.5 are the estimated wrong
-    labels (gwa_diag.analysis.estimate)."""
+    """share of the three disagreement epochs (the last three of the default window, else
+    around the GWA-selected one) in which the model confidently predicted another class than
+    the given label: pred != label and p(pred) >= that class's threshold, the mean p(label)
+    of the samples labelled with it in the same epoch (confident learning's per-class
+    threshold; Northcutt et al., JAIR 2021). Higher = more suspicious."""
     return _mean(s.disagree, s.disagree_n)
+
+
+def unfitted(s: Sums) -> np.ndarray:
+    """share of the three disagreement epochs (the last three of the default window, else
+    around the GWA-selected one) in which the model predicted another class than the given
+    label. Higher = more suspicious. Samples above 0.5 are the estimated wrong labels
+    (gwa_diag.analysis.estimate)."""
+    return _mean(s.mismatch, s.disagree_n)
 
 
 # The registry, in the order tables list the scorers.
 _FUNCTIONS: tuple[Callable[[Sums], np.ndarray], ...] = (
     align_mean, align_selected, align_last, neg_frac, aum, loss_mean, confidence, variability, forgetting,
-    el2n, disagreement,
+    el2n, disagreement, unfitted,
 )
 
 

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from gwa_diag.analysis.phase import EpochChoices, choose_epochs
 from gwa_diag.analysis.scorers import SCORERS, Sums, scores
-from gwa_diag.checks import InputError, Mode, Window, check_choice
+from gwa_diag.checks import DEFAULT_WINDOW, InputError, Mode, Window, check_choice
 from gwa_diag.store import AnalysisError, Run, open_run, read_listed_parts
 
 __all__ = ["SCORERS", "AnalysisError", "summarize"]
@@ -103,7 +103,7 @@ class _Plan:
 def summarize(
     run_or_path: Run | str | os.PathLike,
     *,
-    window: Window | str = "second_half",
+    window: Window | str = DEFAULT_WINDOW,
     mode: str | None = None,
     el2n_at: int | None = None,
     threads: int | None = None,
@@ -228,12 +228,12 @@ def _summarize(
             suggested, suggested_prob = _pick_suggestion(*acc.class_matrices(plan.num_classes))
         else:
             suggested, suggested_prob = _suggest_with_duckdb(con, plan, repeats)
-        disagree, disagree_n = _disagreement(con, plan, repeats)
+        disagree, mismatch, disagree_n = _disagreement(con, plan, repeats)
     finally:
         con.close()
         if own_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    frame = _frame(plan, acc, suggested, suggested_prob, disagree, disagree_n, run.labels())
+    frame = _frame(plan, acc, suggested, suggested_prob, (disagree, mismatch, disagree_n), run.labels())
     frame.attrs.update(
         {
             "run": str(run.path),
@@ -572,26 +572,27 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
     return suggested, prob
 
 
-def _disagreement(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
+def _disagreement(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per slot, over the choices' disagreement epochs: (epochs in which the prediction was
     another class than the label with p(pred) at least that class's confident-learning
     threshold, the mean p(label) of the samples labelled with it in the same epoch; epochs
-    with a finite row)."""
+    in which it was another class at all; epochs with a finite row)."""
     source = _source(plan.files_of(list(plan.choices.disagreement_epochs)), repeats=repeats)
     query = f"""
         WITH rows AS (SELECT {plan.pos_sql()} AS pos, epoch, label, pred, p_label, p_pred FROM {source}
                       WHERE {_FINITE}),
              limits AS (SELECT epoch, label AS cls, avg(p_label) AS t FROM rows GROUP BY ALL)
         SELECT r.pos, sum(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS hits,
-               count(*) AS seen
+               sum(CASE WHEN r.pred <> r.label THEN 1.0 ELSE 0.0 END) AS misses, count(*) AS seen
         FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
         GROUP BY r.pos"""
     out = con.sql(query).fetchnumpy()
-    hits, seen = np.zeros(plan.size), np.zeros(plan.size)
+    hits, misses, seen = np.zeros(plan.size), np.zeros(plan.size), np.zeros(plan.size)
     slot = plan.slots(np.asarray(out["pos"], dtype=np.int64))
     hits[slot] = np.asarray(out["hits"], dtype=np.float64)
+    misses[slot] = np.asarray(out["misses"], dtype=np.float64)
     seen[slot] = np.asarray(out["seen"], dtype=np.float64)
-    return hits, seen
+    return hits, misses, seen
 
 
 def _frame(
@@ -599,10 +600,10 @@ def _frame(
     acc: _Accumulators,
     suggested: np.ndarray,
     suggested_prob: np.ndarray,
-    disagree: np.ndarray,
-    disagree_n: np.ndarray,
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray],
     labels: pd.DataFrame | None,
 ) -> pd.DataFrame:
+    disagree, mismatch, disagree_n = counts
     present = acc.present_count()
     keep = np.flatnonzero(present > 0)
     ids = plan.ids[keep] if plan.ids is not None else keep.astype(np.int64) + plan.id_min
@@ -613,7 +614,7 @@ def _frame(
         alignment_selected=acc.align_sel[keep], alignment_last=acc.align_last[keep],
         el2n_p_label=acc.early["p_label"][keep], el2n_pred=acc.early["pred"][keep],
         el2n_label=acc.early["label"][keep], el2n_p_pred=acc.early["p_pred"][keep],
-        disagree=disagree[keep], disagree_n=disagree_n[keep],
+        disagree=disagree[keep], disagree_n=disagree_n[keep], mismatch=mismatch[keep],
     )
     sugg = suggested[keep]
     data: dict[str, Any] = {

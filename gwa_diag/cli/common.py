@@ -17,14 +17,13 @@ from typing import Any, Callable
 
 from gwa_diag.analysis.pipeline import analyze
 from gwa_diag.analysis.scorers import SCORERS
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, Rule, Window, values
+from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError, Rule, Window, values
 from gwa_diag.store import RunDirError
 
 __all__ = [
     "int_in_range",
     "os_error_line",
     "default_of",
-    "DEFAULT_WINDOW",
     "FLAG_RULES",
     "add_run_args",
     "add_flag_args",
@@ -75,17 +74,14 @@ def default_of(function: Callable[..., Any], parameter: str) -> Any:
     return default
 
 
-#: The averaging window used when none is named: :func:`~gwa_diag.analysis.pipeline.analyze`'s,
-#: so ``gwa-diag rank RUN`` and ``analyze(RUN)`` average over the same epochs.
-DEFAULT_WINDOW: Window = default_of(analyze, "window")
 
 #: CLI spelling (dashes) -> flag rule name; the rules themselves are :data:`gwa_diag.checks.Rule`.
 FLAG_RULES: dict[str, str] = {rule.replace("_", "-"): rule for rule in values(Rule)}
 _FLAG_OF_RULE = {rule: flag for flag, rule in FLAG_RULES.items()}
 # What each rule flags, for --flag's help (keyed by rule; the default is marked from DEFAULT_RULE).
 _RULE_HELP = {
-    "estimate": "the top of the ranking down to the estimated number of wrong labels (samples the model "
-                "confidently contradicted around the GWA-selected epoch)",
+    "estimate": "the top of the ranking down to the estimated number of wrong labels (a two-component "
+                "mixture over the samples' mean alignment in the window)",
     "negative": "alignment < 0 at the GWA-selected epoch",
     "topk": "the --k most suspicious",
     "noise_rate": "the top --noise-rate fraction",
@@ -98,8 +94,8 @@ def add_run_args(p: argparse.ArgumentParser, *, scorer_help: str) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")
     p.add_argument("--scorer", default=DEFAULT_SCORER, choices=list(SCORERS), help=scorer_help)
     p.add_argument("--window", default=DEFAULT_WINDOW, choices=list(values(Window)),
-                   help=f"epochs the mean scores average over (default {DEFAULT_WINDOW}: "
-                        "found better than all epochs after warm-up)")
+                   help=f"epochs the mean scores average over (default {DEFAULT_WINDOW}: the epochs before "
+                        "the model memorised its labels, else the second half)")
 
 
 def add_flag_args(p: argparse.ArgumentParser) -> None:
