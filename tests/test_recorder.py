@@ -447,3 +447,22 @@ def test_compiled_model_run_before_the_recorder_is_explained(tmp_path):
     rec = AlignmentRecorder(Compiled(_model()), tmp_path / "r")
     with pytest.raises(RuntimeError, match="create the recorder before its first compiled forward"):
         rec.update(torch.arange(4), torch.zeros(4, dtype=torch.long))
+
+
+def test_contradicted_share_matches_a_slow_reference_on_the_written_rows(tmp_path):
+    # A row counts when the model predicted another class j with p(j) at least the mean
+    # p(label) of the rows labelled j in that epoch (confident learning's threshold).
+    model = _model()
+    x, yn, _ = _data()
+    rec = AlignmentRecorder(model, tmp_path / "r")
+    for i in range(0, 200, 50):
+        b = torch.arange(i, i + 50)
+        F.cross_entropy(model(x[b]), yn[b]).backward()
+        rec.update(b, yn[b])
+    row = rec.end_epoch(0)
+    rec.flush()
+    df = open_run(tmp_path / "r").epoch_scores(0)
+    threshold = df.groupby("label")["p_label"].mean()
+    hits = [(p != y) and (pp >= threshold.get(p, np.inf)) for y, p, pp in zip(df["label"], df["pred"], df["p_pred"])]
+    assert 0 < sum(hits) < len(df)  # the check can tell a wrong share from a right one
+    assert row["contradicted"] == pytest.approx(np.mean(hits), abs=1e-12)

@@ -37,6 +37,7 @@ from gwa_diag.training.batches import Batches, augment, batch_bounds, channel_st
 from gwa_diag.training.config import TrainConfig
 from gwa_diag.training.models import check_num_classes
 from gwa_diag.training.data import data_fingerprint
+from gwa_diag.training.memorisation import MemorisationKeeper
 from gwa_diag.training.resume import check_resume, continue_run, lock_run
 
 __all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "lr_factor", "train", "train_step"]
@@ -85,6 +86,24 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _named_eval_sets(eval_set: Any | None) -> dict[str, Any]:
+    """``train``'s ``eval_set`` as {name: dataset}: one dataset is ``{"eval": it}``; a dict
+    keeps its names, the first becoming ``eval``."""
+    if eval_set is None:
+        return {}
+    if not isinstance(eval_set, dict):
+        return {"eval": eval_set}
+    if not eval_set:
+        return {}
+    names = list(eval_set)
+    if "eval" not in eval_set:
+        names[0] = "eval"
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise InputError(f"evaluation set name {name!r} must be a plain identifier (it names the NAME_acc column)")
+    return dict(zip(names, eval_set.values()))
 
 
 def _evaluate(model: nn.Module, dataset: Any, device: torch.device, mean, std, dtype, batch_size: int) -> dict[str, float]:
@@ -181,7 +200,10 @@ def train(
     """Train ``model`` on ``train_set`` while recording alignment into ``out_dir``.
 
     ``train_set`` yields (uint8 image [3,H,W], label, sample_id) and has ``labels``,
-    ``sample_ids`` and ``num_classes`` (see :mod:`gwa_diag.training.data`). ``resume=True`` continues
+    ``sample_ids`` and ``num_classes`` (see :mod:`gwa_diag.training.data`). ``eval_set`` is
+    one dataset (accuracy and loss each epoch: ``eval_acc``, ``eval_loss``) or a dict of
+    them by name (``eval`` or the first one writes ``eval_*``, any other NAME ``NAME_acc``
+    and ``NAME_loss``). ``resume=True`` continues
     a killed run from its last checkpoint without losing or duplicating recorded epochs.
     While it trains, the run directory is locked: a second ``train`` on it (a ``--resume``
     started while the first still runs) is refused instead of interleaving its writes.
@@ -209,8 +231,12 @@ def _train(
     device = _resolve_device(cfg.device)
     num_classes = int(getattr(train_set, "num_classes"))
     head = check_num_classes(model, num_classes, head=head)
-    if eval_set is not None:
-        _check_eval_labels(eval_set, num_classes)
+    # Several evaluation sets by name (e.g. a test set and a held-out validation split):
+    # "eval" (or the first) writes eval_acc / eval_loss, every other NAME writes NAME_acc /
+    # NAME_loss in epochs.parquet.
+    evals = _named_eval_sets(eval_set)
+    for one in evals.values():
+        _check_eval_labels(one, num_classes)
     torch.manual_seed(cfg.seed)
     rank, world = dist_info()
     model.to(device)
@@ -253,7 +279,7 @@ def _train(
         "class_names": list(getattr(train_set, "class_names", []) or []),
         "num_samples": len(train_set),
         "dataset": getattr(train_set, "spec", None),
-        "eval_dataset": getattr(eval_set, "spec", None) if eval_set is not None else None,
+        "eval_dataset": getattr(evals["eval"], "spec", None) if evals else None,
         "model": type(model).__name__,
         "device": str(device),
         "steps_per_epoch": steps_per_epoch,
@@ -309,6 +335,8 @@ def _train(
         # Epochs after the checkpoint (all of them without one) are trained again.
         history = continue_run(recorder, start_epoch, step=start_epoch * steps_per_epoch)
     selected = select_epoch([r["epoch"] for r in history], [r.get("gwa") for r in history], mode=cfg.mode, total_epochs=cfg.epochs)
+    keeper = MemorisationKeeper(out / "checkpoints", _atomic_save, recorder.submit)
+    phase = None
     bar = _progress(cfg.progress and rank == 0, cfg.epochs, start_epoch)
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -319,8 +347,10 @@ def _train(
             train_step(net, batch, opt, mean=mean, std=std, dtype=dtype, scaler=scaler, recorder=recorder,
                        scheduler=sched, augment_with=gen if cfg.augment else None)
         extra: dict[str, Any] = {"lr": lr_now}
-        if eval_set is not None and rank == 0:
-            extra.update(_evaluate(model, eval_set, device, mean, std, dtype, cfg.batch_size * 2))
+        if rank == 0:
+            for name, one in evals.items():
+                result = _evaluate(model, one, device, mean, std, dtype, cfg.batch_size * 2)
+                extra.update({f"{name}_{key.split('_', 1)[1]}": value for key, value in result.items()})
         row = recorder.end_epoch(epoch, **extra)
         history.append(row)
         selected = select_epoch(
@@ -339,14 +369,19 @@ def _train(
             }
             if selected.epoch == epoch:
                 recorder.submit(_atomic_save, {"model": state["model"], "epoch": epoch}, out / "checkpoints" / "selected.pt")
+            # The weights from before memorisation, read online as the analysis reads it offline.
+            phase = keeper.after_epoch(history, epoch, state["model"])
             recorder.submit(_atomic_save, state, ckpt_path)
         # run.json is rewritten by the writer thread too: keep its updates on that thread.
-        recorder.submit(functools.partial(writer.update_meta, early_stopping=selected.as_dict()))
+        memorisation = {"memorisation": keeper.record(phase)} if phase is not None else {}
+        recorder.submit(functools.partial(writer.update_meta, early_stopping=selected.as_dict(), **memorisation))
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(_postfix(row))
     if bar is not None:
         bar.close()
+    if rank == 0:
+        keeper.finish(phase)
     recorder.close(early_stopping=selected.as_dict(), selected_epoch=selected.epoch)
     return TrainResult(out, selected, history)
 

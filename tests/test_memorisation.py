@@ -1,0 +1,89 @@
+"""The checkpoint from before memorisation: the engine reads the training phase online and
+keeps the weights of the epoch before the onset; it equals the phase the analysis reads
+offline from the same recording, and a resume after a kill keeps it exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gwa_diag.training.engine as train_mod
+from analysis_fixtures import colour_images_npz
+from gwa_diag.analysis.pipeline import analyze
+from gwa_diag.training.data import load_npz, with_noise
+from gwa_diag.training.engine import TrainConfig, train
+from gwa_diag.training.memorisation import KEPT_NAME
+from gwa_diag.training.models import tiny_cnn
+
+# AdamW at a constant rate without augmentation on easy images: the model fits the clean 75%
+# within a few epochs, then memorises the 25% injected wrong labels.
+CFG = TrainConfig(epochs=16, batch_size=50, lr=0.01, optimizer="adamw", schedule="constant", warmup_epochs=0.5,
+                  augment=False, progress=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    data = colour_images_npz(tmp_path_factory.mktemp("data") / "d.npz", n=300, classes=4, seed=3)
+    return lambda: with_noise(load_npz(data), rate=0.25, kind="symmetric", seed=0)
+
+
+def _train(out: Path, dataset, **kwargs):
+    torch.manual_seed(0)
+    return train(tiny_cnn(4), dataset, out, config=CFG, **kwargs)
+
+
+def test_the_kept_checkpoint_is_the_epoch_before_the_offline_onset(tmp_path, noisy):
+    _train(tmp_path / "run", noisy())
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["memorisation"]
+    phase = analyze(tmp_path / "run").epochs.phase
+    assert phase.memorised and record["memorised"]
+    assert record["onset"] == phase.onset and record["kept_epoch"] == phase.onset - 1
+    kept = torch.load(tmp_path / "run" / "checkpoints" / KEPT_NAME, weights_only=True)
+    assert kept["epoch"] == phase.onset - 1
+    # Only the kept weights remain: none of the epochs that waited for the onset.
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == sorted(
+        [KEPT_NAME, "last.pt", "selected.pt"])
+
+
+def test_resume_after_a_kill_keeps_the_same_checkpoint(tmp_path, noisy, monkeypatch):
+    _train(tmp_path / "full", noisy())
+    full = json.loads((tmp_path / "full" / "run.json").read_text())["memorisation"]
+    onset = full["onset"]
+    real_save = train_mod._atomic_save
+
+    def kill_after_the_onset(obj, path):
+        # After the onset is known, before memorisation is confirmed: weights are waiting.
+        if path.name == "last.pt" and obj["epoch"] == onset + 1:
+            raise KeyboardInterrupt("simulated kill")
+        real_save(obj, path)
+
+    monkeypatch.setattr(train_mod, "_atomic_save", kill_after_the_onset)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "crash", noisy())
+    assert not (tmp_path / "crash" / "checkpoints" / KEPT_NAME).exists()
+    monkeypatch.setattr(train_mod, "_atomic_save", real_save)
+    _train(tmp_path / "crash", noisy(), resume=True)
+
+    resumed = json.loads((tmp_path / "crash" / "run.json").read_text())["memorisation"]
+    assert resumed == full
+    a = torch.load(tmp_path / "full" / "checkpoints" / KEPT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "crash" / "checkpoints" / KEPT_NAME, weights_only=True)
+    assert a["epoch"] == b["epoch"] == onset - 1
+    for key in a["model"]:
+        np.testing.assert_allclose(a["model"][key].float().numpy(), b["model"][key].float().numpy(), rtol=1e-5,
+                                   atol=1e-6, err_msg=key)
+
+
+def test_a_run_that_never_memorises_keeps_no_waiting_weights(tmp_path, noisy):
+    # SGD with a decaying rate for 6 epochs: no plateau followed by fitting the wrong labels.
+    config = TrainConfig(epochs=6, batch_size=50, lr=0.05, warmup_epochs=0.5, augment=True, progress=False)
+    torch.manual_seed(0)
+    train(tiny_cnn(4), noisy(), tmp_path / "run", config=config)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["memorisation"]
+    assert not record["memorised"] and record["kept_epoch"] is None and record["checkpoint"] is None
+    assert not list((tmp_path / "run" / "checkpoints").glob("recent-*.pt"))
+    assert not (tmp_path / "run" / "checkpoints" / KEPT_NAME).exists()

@@ -1,0 +1,153 @@
+"""The training phase read from a recording: synthetic curves of each phase (never fitted,
+fitted, memorised from a known epoch), the rule's causality (what the engine relies on),
+the share recomputed from the parts for older runs, the ``phase`` window, and the two real
+GPU recordings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis_fixtures import colour_images_npz, noisy_rows, write_run
+from gwa_diag.analysis import phase as phase_mod
+from gwa_diag.analysis.phase import choose_epochs, training_phase, window_epochs
+from gwa_diag.analysis.pipeline import analyze
+from gwa_diag.early_stopping import read_phase
+from gwa_diag.store import open_run
+from gwa_diag.training.data import load_npz, with_noise
+from gwa_diag.training.engine import TrainConfig, train
+from gwa_diag.training.models import tiny_cnn
+
+GPU_RUNS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpu_runs"
+
+
+def memorising_fit(onset: int, epochs: int = 20, noise: float = 0.3) -> tuple[list[float], list[float]]:
+    """Fit and contradicted share of a model that learns the clean labels (fit rises to
+    1 - noise and levels off), then memorises the wrong ones from ``onset``."""
+    clean = 1.0 - noise
+    fit, share = [], []
+    for e in range(epochs):
+        if e < onset:
+            f = clean * (1 - 0.5 ** (e + 1)) + 0.002 * e  # levels off just below the clean share
+        else:
+            f = min(1.0, clean + 0.01 + noise * (1 - 0.6 ** (e - onset + 1)))
+        fit.append(f)
+        share.append(max(0.0, min(noise, 1.0 - f)) * (0.9 if e < onset else 0.3))
+    return fit, share
+
+
+def test_a_model_that_never_fits_never_memorises():
+    fit = [0.1 + 0.01 * e for e in range(20)]  # slow steady learning, no plateau
+    share = [0.6] * 20
+    p = read_phase(list(range(20)), fit, share)
+    assert not p.memorised and p.onset is None
+
+
+def test_a_fitted_model_that_stops_at_the_clean_share_never_memorises():
+    fit, share = memorising_fit(onset=99, epochs=20)
+    p = read_phase(list(range(20)), fit, share)
+    assert not p.memorised and p.onset is None and p.confirmed is None
+
+
+@pytest.mark.parametrize("onset", [6, 9, 12])
+def test_memorisation_is_found_from_a_known_epoch(onset):
+    fit, share = memorising_fit(onset=onset)
+    p = read_phase(list(range(20)), fit, share)
+    assert p.memorised and p.onset == onset, p
+    assert p.plateau is not None and p.plateau < onset
+    assert p.noise == pytest.approx(share[p.plateau])
+
+
+def test_the_rule_is_causal_once_the_onset_is_known():
+    # The engine reads the phase after every epoch: an onset, once given, never moves, and
+    # an epoch's answer depends only on the epochs up to it.
+    fit, share = memorising_fit(onset=9)
+    full = read_phase(list(range(20)), fit, share)
+    for k in range(1, 21):
+        prefix = read_phase(list(range(k)), fit[:k], share[:k])
+        if prefix.crossing is not None:
+            assert prefix.crossing == full.crossing and prefix.plateau == full.plateau
+        if prefix.memorised:
+            assert prefix.onset == full.onset
+
+
+def test_unknown_values_never_make_a_plateau():
+    fit, share = memorising_fit(onset=9)
+    fit[3] = math.nan
+    p = read_phase(list(range(20)), fit, share)
+    assert p.plateau != 3
+    assert not read_phase([0, 1, 2], [0.1, 0.2, 0.3], [0.5] * 3).memorised  # too few epochs
+
+
+def _phase_run(tmp_path: Path, fit: list[float], share: list[float] | None) -> Path:
+    epochs = len(fit)
+    rows, _, clean = noisy_rows(n=60, epochs=epochs, seed=1)
+    extra = {e: {"train_acc": fit[e], **({"contradicted": share[e]} if share is not None else {})}
+             for e in range(epochs)}
+    return write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra)
+
+
+def test_the_phase_window_averages_the_epochs_before_the_onset(tmp_path):
+    fit, share = memorising_fit(onset=9)
+    run = open_run(_phase_run(tmp_path, fit, share))
+    choices = choose_epochs(run, list(range(20)))
+    assert choices.phase.onset == 9 and choices.window == tuple(range(1, 9))
+    assert choices.disagreement_epochs == (6, 7, 8)
+    assert "epoch 9" in choices.note and "1-8" in choices.note
+    # The fixed windows stay available and ignore the phase.
+    assert window_epochs(list(range(20)), "second_half", phase=choices.phase) == list(range(10, 20))
+    assert choose_epochs(run, list(range(20)), window="all").window == tuple(range(20))
+
+
+def test_a_run_that_never_memorised_reads_the_second_half(tmp_path):
+    fit, share = memorising_fit(onset=99)
+    a = analyze(_phase_run(tmp_path, fit, share))
+    assert not a.epochs.phase.memorised and a.epochs.window == tuple(range(10, 20))
+    assert a.epochs.disagreement_epochs == (17, 18, 19)
+
+
+def test_older_runs_get_the_share_from_their_parts(tmp_path):
+    # A run recorded by the engine has the recorder's per-epoch share; the same share is
+    # recomputed from the parts for runs recorded before the column existed.
+    data = colour_images_npz(tmp_path / "d.npz", n=200, classes=4, seed=3)
+    config = TrainConfig(epochs=4, batch_size=50, lr=0.01, optimizer="adamw", schedule="constant",
+                         warmup_epochs=0.5, augment=False, progress=False)
+    torch.manual_seed(0)
+    train(tiny_cnn(4), with_noise(load_npz(data), rate=0.25, kind="symmetric", seed=0), tmp_path / "run",
+          config=config)
+    run = open_run(tmp_path / "run")
+    recorded = run.epochs()["contradicted"].to_numpy()
+    recomputed = phase_mod._contradicted_from_parts(run, [0, 1, 2, 3])
+    np.testing.assert_allclose(recomputed, recorded, atol=1e-9)
+    assert recorded.max() > 0  # the model does contradict some labels
+
+
+def _recording(name: str) -> Path:
+    """A recorded GPU run (read-only: only read here, never reported into)."""
+    if not (GPU_RUNS / name).is_dir():
+        pytest.skip(f"{GPU_RUNS / name} not available")
+    return GPU_RUNS / name
+
+
+def test_the_memorising_gpu_recording_is_read_before_its_onset():
+    tp = training_phase(_recording("mem_worst"))
+    # AdamW without augmentation: per-epoch ranking peaks at epoch 3, 96% of the labels fitted by 11.
+    assert tp.memorised and 5 <= tp.onset <= 9
+    a = analyze(GPU_RUNS / "mem_worst")
+    assert a.epochs.window[-1] < tp.onset
+    true = int(a.truth.sum())
+    assert abs(a.estimate.total - true) <= 0.25 * true  # the old default counted 0
+    assert a.detection.loc["aum", "auroc"] > 0.8  # the second half ranked at 0.63
+
+
+def test_the_ordinary_gpu_recording_never_memorised():
+    tp = training_phase(_recording("dec_worst"))
+    assert not tp.memorised and tp.onset is None
+    a = analyze(GPU_RUNS / "dec_worst")
+    assert a.epochs.window == tuple(range(20, 40))
+    true = int(a.truth.sum())
+    assert abs(a.estimate.total - true) <= 0.25 * true
