@@ -335,7 +335,8 @@ def _ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
-def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: EarlyStopResult) -> StopTrust:
+def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: EarlyStopResult,
+                  phase: Phase | None = None) -> StopTrust:
     """How far to trust ``selected`` (the result of :func:`select_epoch` on this curve).
 
     Looks only at the epochs the rule could choose (``selected.candidates``):
@@ -346,7 +347,11 @@ def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: 
     * edge: the choice is the first or last candidate epoch - the curve may still be rising
       past the end of the run, or the peak is cut off by the warm-up;
     * no clear peak: the chosen GWA stands less than :data:`PEAK_NOISE_FACTOR` typical
-      epoch-to-epoch changes above the median candidate - any epoch would have done.
+      epoch-to-epoch changes above the median candidate - any epoch would have done;
+    * memorised: the choice lies at or after the onset of memorisation in ``phase`` (see
+      :func:`read_phase`) - GWA rises while the model fits its wrong labels, so a peak there
+      is no sign of generalisation (on a memorising GPU recording the GWA choice, epoch 30,
+      scored 3.4 points below the best epoch with a clear peak).
     """
     if selected.epoch is None:
         return StopTrust("none", (f"no epoch selected: {selected.reason}",))
@@ -376,5 +381,9 @@ def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: 
     if margin < PEAK_NOISE_FACTOR:
         reasons.append(f"no clear peak: the chosen GWA stands {margin:.1f} typical epoch-to-epoch changes "
                        "above the median epoch")
+        level = "weak" if level == "clear" else level
+    if phase is not None and phase.memorised and phase.onset is not None and selected.epoch >= phase.onset:
+        reasons.append(f"the choice is after the model started memorising its labels (epoch {phase.onset}): "
+                       f"prefer the checkpoint from before it (epoch {phase.onset - 1})")
         level = "weak" if level == "clear" else level
     return StopTrust(level, tuple(reasons), rising_correlation=rising, peak_margin=None if math.isinf(margin) else margin)

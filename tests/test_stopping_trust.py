@@ -10,6 +10,7 @@ import pytest
 
 from gwa_diag.checks import InputError
 from gwa_diag.early_stopping import (
+    Phase,
     EarlyStopResult,
     assess_choice,
     labelwave_epoch,
@@ -188,3 +189,14 @@ def test_the_report_states_trust_labelwave_and_the_correlation(tmp_path):
     assert saved["trust"]["level"] == "clear" and saved["labelwave"]["epoch"] == stop.labelwave.epoch
     assert saved["eval_correlation"] == pytest.approx(rank_correlation(curve, acc))
     assert report["stopping"]["eval_acc"]["best_epoch"] == 7
+
+
+def test_a_clear_peak_after_memorisation_began_is_not_trusted():
+    rng = np.random.default_rng(0)
+    curve = [math.exp(-(((e - 15) / 5) ** 2)) + 0.01 * rng.standard_normal() for e in EPOCHS]
+    selected = select_epoch(EPOCHS, curve)
+    memorised = Phase(True, onset=10, plateau=5, noise=0.3, crossing=10, confirmed=12, reason="memorised")
+    trust = assess_choice(EPOCHS, curve, selected, memorised)
+    assert trust.level == "weak" and any("epoch 10" in r and "epoch 9" in r for r in trust.reasons)
+    later = Phase(True, onset=20, plateau=12, noise=0.3, crossing=20, confirmed=22, reason="memorised")
+    assert assess_choice(EPOCHS, curve, selected, later).level == "clear"  # chosen before the onset

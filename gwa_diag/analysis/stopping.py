@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from gwa_diag.analysis.phase import selected_epoch
+from gwa_diag.analysis.phase import selected_epoch, training_phase
 from gwa_diag.early_stopping import EarlyStopResult, StopTrust, assess_choice, labelwave_epoch, rank_correlation
 from gwa_diag.store import Run, open_run, read_listed_parts
 
@@ -130,7 +130,7 @@ def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None 
     epochs = run.epochs()
     ep = [int(e) for e in epochs["epoch"]] if len(epochs) else []
     gwa = [_number(g) for g in epochs["gwa"]] if "gwa" in epochs else [None] * len(ep)
-    trust = assess_choice(ep, gwa, chosen)
+    trust = assess_choice(ep, gwa, chosen, training_phase(run).phase)
     changes = prediction_changes(run)
     # The first recorded epoch has nothing to compare with: unknown, not zero changes.
     counts = [int(c) if int(n) > 0 else None for c, n in zip(changes["changes"], changes["compared"])]
