@@ -2,8 +2,9 @@
 files under ``--data``, the first-n training subset, the ``TrainConfig`` of their SGD recipe,
 the optional cleanlab check, and loading a run's checkpoint to score un-augmented images.
 
-Used by ``bench/detect_cifar10n.py``, ``bench/clean_and_retrain.py`` and
-``bench/early_stopping.py``, which run as ``python bench/<script>.py`` (so ``bench/`` is on
+Used by ``bench/detect_cifar10n.py``, ``bench/clean_and_retrain.py``,
+``bench/early_stopping.py`` and ``bench/regimes.py`` (which also uses the clean test set and
+the validation split at the end of this file), which run as ``python bench/<script>.py`` (so ``bench/`` is on
 ``sys.path``).
 """
 
@@ -146,3 +147,26 @@ def predict_probs(run_dir: Path, model_name: str, dataset: ArrayDataset, device:
     if not out:
         return np.zeros((0, dataset.num_classes))
     return torch.cat(out).double().numpy()
+
+
+def clean_test_set(test: ArrayDataset, full: ArrayDataset, rows: np.ndarray, clean_labels: np.ndarray) -> ArrayDataset:
+    """An evaluation set of clean labels: the images of ``test`` plus the training images of
+    ``full`` at ``rows`` (never trained on by the caller) with their clean labels
+    ``clean_labels[rows]`` (``clean_labels`` indexed by CIFAR-10 training index). Sample ids are
+    0..N-1 (an evaluation set is only scored as a whole)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    images = torch.cat([test.images_nchw, full.images_nchw[torch.as_tensor(rows)]])
+    labels = np.concatenate([np.asarray(test.labels, dtype=np.int64), np.asarray(clean_labels, dtype=np.int64)[rows]])
+    spec = {"source": "arrays", "of": [test.spec, full.spec],
+            "training_rows": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [], "labels": "clean"}
+    return ArrayDataset(images, labels, class_names=test.class_names, spec=spec)
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, validation positions) of ``n`` rows, both ascending: a random
+    ``fraction`` (rounded, at least one row when ``n > 1``) held out, drawn with ``seed``."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    n_val = min(max(int(round(fraction * n)), 1 if n > 1 else 0), max(n - 1, 0))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

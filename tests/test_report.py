@@ -181,3 +181,59 @@ def test_alignment_histograms_span_the_data_not_a_fixed_axis():
     assert positive[0] == pytest.approx(0.0, abs=0.02) and positive[-1] < 0.65  # 0 stays in view
     assert _hist_bins(np.array([np.nan]))[[0, -1]].tolist() == [-1.0, 1.0]
     assert _hist_bins(np.array([-1.0, 1.0]))[[0, -1]].tolist() == [-1.0, 1.0]  # never beyond [-1, 1]
+
+
+# The fit of the given labels and the confidently contradicted share per epoch of a run that
+# memorises: the share of unfitted samples fitted per epoch levels off at epoch 4 (22%
+# contradicted there), the fit passes 1 - 0.22 at epoch 6 and 1 - 0.11 at epoch 7.
+MEMORISING = {e: {"train_acc": fit, "contradicted": share} for e, (fit, share) in enumerate(zip(
+    [0.30, 0.50, 0.62, 0.70, 0.74, 0.77, 0.84, 0.90, 0.95, 0.98],
+    [0.50, 0.35, 0.28, 0.24, 0.22, 0.20, 0.12, 0.06, 0.03, 0.01]))}
+
+
+def test_report_states_the_training_phase_and_plots_it(tmp_path, capsys):
+    from gwa_diag.analysis.pipeline import analyze
+    from gwa_diag.store import file_sha256
+
+    rows, _, clean = noisy_rows(n=200, epochs=10, num_classes=4, noise=0.2, seed=3)
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING)
+    a = analyze(path)
+    assert a.epochs.phase.onset == 6 and a.epochs.window == (1, 2, 3, 4, 5)
+    assert _cli(["report", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert a.epochs.note in printed and "epoch 6" in a.epochs.note
+    out = path / "analysis"
+    report = json.loads((out / "report.json").read_text())
+    phase = report["training_phase"]
+    assert phase["memorised"] is True and phase["onset"] == 6 and phase["plateau"] == 4
+    assert phase["noise"] == pytest.approx(0.22) and phase["note"] == a.epochs.note
+    assert phase["window_epochs"] == list(a.epochs.window)
+    assert report["window"] == {"name": "phase", "epochs": [1, 5], "description": report["window"]["description"]}
+    curve = phase["curve"]
+    assert curve["epoch"] == list(range(10)) and curve["fit"][6] == pytest.approx(0.84)
+    assert curve["contradicted"][4] == pytest.approx(0.22)
+    assert curve["onset_fit"] == pytest.approx([0.78] * 10) and curve["memorised_fit"] == pytest.approx([0.89] * 10)
+    assert (out / "phase.png").read_bytes()[:8] == PNG
+    assert report["files"]["phase"] == str(out / "phase.png")
+    assert report["sha256"]["phase"] == file_sha256(out / "phase.png")
+    md = (out / "report.md").read_text()
+    # First among the findings, before early stopping.
+    assert md.index("## Training phase") < md.index("## Early stopping") < md.index("## Flagged samples")
+    section = md[md.index("## Training phase"):md.index("## Early stopping")]
+    assert "epoch 6" in section and "epochs 1-5" in section and "![training phase](phase.png)" in section
+    assert "78.0%" in section and "89.0%" in section  # the thresholds
+
+
+def test_report_without_a_plateau_still_reports_the_phase(tmp_path):
+    # Four epochs: too few to read the phase, so no plateau and no thresholds.
+    rows, given, _ = noisy_rows(n=60, epochs=4, seed=12)
+    path = write_run(tmp_path / "run", rows, num_classes=4, labels=given)
+    report = write_report(path)
+    phase = report["training_phase"]
+    assert phase["memorised"] is False and phase["plateau"] is None and phase["noise"] is None
+    assert "onset_fit" not in phase["curve"] and phase["curve"]["epoch"] == [0, 1, 2, 3]
+    assert phase["window_epochs"] == [2, 3] and report["window"]["epochs"] == [2, 3]
+    out = path / "analysis"
+    assert (out / "phase.png").read_bytes()[:8] == PNG and "phase" in report["sha256"]
+    section = (out / "report.md").read_text().split("## Early stopping")[0]
+    assert "too few epochs" in section.lower() and "No fit thresholds" in section

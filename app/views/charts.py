@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["defined_segments", "gwa_curve_png", "accuracy_png", "histogram_png", "trajectory", "roc_pr"]
+__all__ = ["defined_segments", "phase_png", "gwa_curve_png", "accuracy_png", "histogram_png", "trajectory", "roc_pr"]
 
 _RED = "#d62728"
 _BLUE = "#1f77b4"
@@ -73,6 +73,38 @@ def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def phase_png(
+    curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int | None = None, plateau: int | None = None
+) -> bytes:
+    """The training phase (``TrainingPhase.curve``): per epoch the fit of the given labels and
+    the confidently contradicted share; the onset-fit (1 - noise) and memorised-fit
+    (1 - noise/2) thresholds as dashed lines when the curve has them; the plateau (dotted)
+    and the onset of memorisation (solid) marked; the averaged ``window`` shaded."""
+    fig, ax = _figure(10, 3.2)
+    if len(window):
+        span = f"epochs {window[0]}-{window[-1]}" if len(window) > 1 else f"epoch {window[0]}"
+        ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="#2ca02c", alpha=0.12, zorder=0,
+                   label=f"scores averaged ({span})")
+    x = curve["epoch"].to_numpy()
+    ax.plot(x, _numeric(curve, "fit"), marker="o", markersize=3, color=_BLUE, label="fit of the given labels")
+    ax.plot(x, _numeric(curve, "contradicted"), marker="o", markersize=3, color=_RED, label="confidently contradicted")
+    for col, colour, text in (("onset_fit", "#ff7f0e", "onset fit 1 - noise"),
+                              ("memorised_fit", "#9467bd", "memorised fit 1 - noise/2")):
+        level = _numeric(curve, col)
+        if np.isfinite(level).any():
+            value = float(level[np.isfinite(level)][0])
+            ax.axhline(value, color=colour, linestyle="--", linewidth=1, label=f"{text} = {value:.3f}")
+    if plateau is not None:
+        ax.axvline(plateau, color=_GREY, linestyle=":", linewidth=1.5, label=f"plateau epoch {plateau}")
+    if onset is not None:
+        ax.axvline(onset, color="black", linewidth=1.5, label=f"memorised from epoch {onset}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of the training samples")
+    ax.legend(loc="best", fontsize=8, frameon=False)
+    return _png(fig)
 
 
 def gwa_curve_png(epochs: pd.DataFrame, selected: int | None, *, fallback: bool = False) -> bytes:

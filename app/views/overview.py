@@ -1,5 +1,7 @@
-"""Overview: the GWA curve with the early-stopping epoch, accuracy, the alignment
-histogram at any epoch, and the run's metadata."""
+"""Overview: the training phase (whether and from which epoch the model memorised its labels,
+and so which epochs the scores read) with the per-epoch curve it was read from, the GWA
+curve with the early-stopping epoch, accuracy, the alignment histogram at any epoch, and the
+run's metadata."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gwa_diag.analysis.phase import EpochSelection
+from gwa_diag.analysis.phase import EpochChoices, EpochSelection
 from gwa_diag.store import open_run
 
 from . import charts
@@ -24,6 +26,14 @@ __all__ = ["render"]
 @st.cache_data(max_entries=16, show_spinner=False)
 def _curve_png(path: str, generation: str, selected: int | None, fallback: bool) -> bytes:
     return charts.gwa_curve_png(open_run(path).epochs(), selected, fallback=fallback)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _phase_png(path: str, generation: str, window: str) -> bytes:
+    choices = analysis(path, generation, window).epochs
+    phase = choices.phase.phase
+    return charts.phase_png(choices.phase.curve, window=list(choices.window),
+                            onset=phase.onset if phase.memorised else None, plateau=phase.plateau)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -71,6 +81,30 @@ def _undefined_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return epochs.loc[bad, cols]
 
 
+def _phase(state: RunState, window: str, choices: EpochChoices) -> None:
+    st.subheader("Training phase")
+    note = choices.note
+    # Which epochs every score on these pages reads, and why: first, before any score.
+    st.info(note[0].upper() + note[1:] + ".")
+    st.image(_phase_png(state.path, state.generation, window), width="stretch")
+    phase = choices.phase.phase
+    head = note.split(": ", 1)[0] + ": "
+    reason = phase.reason[len(head):] if phase.reason.startswith(head) else phase.reason
+    thresholds = (
+        f"Dashed: fit above {1 - phase.noise:.1%} (1 - the {phase.noise:.1%} confidently contradicted at the "
+        f"plateau, epoch {phase.plateau}) means fitting labels the model contradicted; above "
+        f"{1 - phase.noise / 2:.1%} that it memorised them. "
+        if phase.noise is not None
+        else "No fit thresholds: they need the confidently contradicted share where the fit levels off. "
+    )
+    st.caption(
+        (reason[0].upper() + reason[1:] + ". " if reason not in note else "")
+        + "Fit: the share of training samples predicted as labelled; contradicted: the share predicted as "
+        "another class with at least that class's mean confidence. " + thresholds
+        + "Shaded: the epochs the scores average."
+    )
+
+
 def _curve(state: RunState, window: str, sel: EpochSelection) -> None:
     st.subheader("Gradient-weight alignment per epoch")
     st.image(_curve_png(state.path, state.generation, sel.used_epoch, sel.fallback), width="stretch")
@@ -109,8 +143,9 @@ def _wrong_labels(state: RunState, window: str) -> None:
     c1.metric("Estimated wrong labels", f"{estimate.total:,}", help=estimate.line())
     c2.metric("Share of the samples", f"{estimate.rate:.1%}")
     st.caption(
-        f"Estimated{true}: the samples whose label the model confidently contradicted in most of the epochs "
-        "around the GWA-selected one; too high while the model has not yet fitted the correctly labelled samples. "
+        f"Estimated{true}: the samples whose label the model did not fit in most of epochs "
+        f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; too high while the model "
+        "has not yet fitted the correctly labelled samples. "
         f"The default rule flags the top {estimate.total:,} of the ranking by "
         f"**{result.options.scorer}** (area under the margin, which found wrong labels a little better than "
         "mean alignment in every CIFAR-10-N measurement: alignment leaves out the head's bias and divides by "
@@ -170,8 +205,10 @@ def render(state: RunState, window: str) -> None:
         _metadata(state)
         return
     with st.spinner("Computing the per-sample scores…"):
-        sel = analysis(state.path, state.generation, window).selection
+        choices = analysis(state.path, state.generation, window).epochs
+    sel = choices.selection
     _headline(state, sel)
+    _phase(state, window, choices)
     _curve(state, window, sel)
     _wrong_labels(state, window)
     _histogram(state, window, sel)

@@ -3,10 +3,14 @@ suspects file and the full ranking.
 
 Files written (each atomically, so a reader never sees half a file)::
 
-    analysis/report.md         human summary: early stopping, detection table, top suspects
+    analysis/report.md         human summary: training phase, early stopping, detection table,
+                               top suspects
     analysis/report.json       the same numbers, machine-readable
     analysis/suspects.csv      flagged samples for relabeling (gwa_diag.analysis.rank.write_suspects)
     analysis/ranking.parquet   every sample's summary, rank and score
+    analysis/phase.png         the training phase: per-epoch fit of the given labels and the
+                               confidently contradicted share, the fit thresholds, the onset of
+                               memorisation and the averaged window
     analysis/gwa_curve.png     GWA per epoch (undefined epochs as gaps), selected epoch marked,
                                eval accuracy on a second axis when recorded
     analysis/alignment_hist.png  alignment histograms at a few epochs (noisy vs clean when known)
@@ -44,7 +48,7 @@ from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, curve_points
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
-from gwa_diag.analysis.phase import WINDOWS
+from gwa_diag.analysis.phase import WINDOWS, EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
@@ -162,6 +166,7 @@ def _write_files(
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
     stop = analysis.stopping
+    files["phase"] = str(_plot_phase(out / "phase.png", analysis.epochs))
     files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, analysis.selection.used_epoch, selection,
                                        labelwave=stop.labelwave.epoch))
     files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
@@ -183,6 +188,7 @@ def _write_files(
         "n_epochs": int(summary.attrs.get("n_epochs", len(epochs))),
         "num_classes": summary.attrs.get("num_classes"),
         "window": {"name": window, "epochs": summary.attrs.get("window_epochs"), "description": WINDOWS[window]},
+        "training_phase": _phase_record(analysis.epochs),
         "early_stopping": selection,
         "stopping": stop.as_dict(),
         "el2n_epoch": summary.attrs.get("el2n_epoch"),
@@ -271,6 +277,43 @@ def markdown_table(frame: pd.DataFrame, *, digits: int = 3, index: bool = True) 
     return "\n".join([header, rule, *rows])
 
 
+def _phase_record(choices: EpochChoices) -> dict[str, Any]:
+    """report.json's ``training_phase``: the phase and the per-epoch curve it was read from
+    (:meth:`~gwa_diag.analysis.phase.TrainingPhase.as_dict`), the sentence saying which
+    epochs the scores read (``note``) and those epochs (``window_epochs``, every one)."""
+    return {**choices.phase.as_dict(), "note": choices.note, "window_epochs": [int(e) for e in choices.window]}
+
+
+def _phase_lines(phase: dict[str, Any]) -> list[str]:
+    """report.md's "Training phase" section (from report.json's ``training_phase``)."""
+    note, reason = phase["note"], phase["reason"]
+    lines = ["## Training phase", "", f"- **{note[0].upper()}{note[1:]}.**"]
+    head = note.split(": ", 1)[0] + ": "
+    if reason.startswith(head):  # "the model memorised its labels from epoch 7: <why>"
+        lines.append(f"- Why: {reason[len(head):]}.")
+    elif reason not in note:  # a window other than `phase` already says why in its note
+        lines.append(f"- {reason[0].upper()}{reason[1:]}.")
+    if phase.get("noise") is not None:
+        noise = float(phase["noise"])
+        lines.append(
+            f"- At the plateau (epoch {phase['plateau']}) the model confidently contradicted {noise:.1%} of the "
+            f"labels: fitting more than {1 - noise:.1%} of them means fitting labels it contradicted (the onset), "
+            f"{1 - noise / 2:.1%} that it memorised them (dashed lines)."
+        )
+    else:
+        lines.append("- No fit thresholds (they need the confidently contradicted share where the fit levels off): "
+                     "the plot shows the curves only.")
+    lines += [
+        "",
+        "![training phase](phase.png)",
+        "",
+        "Fit: the share of training samples predicted as labelled; contradicted: the share predicted as another "
+        "class with at least that class's mean confidence. Shaded: the epochs the scores average.",
+        "",
+    ]
+    return lines
+
+
 def _rule_options(rule: dict[str, Any]) -> str:
     if rule.get("k") is not None:
         return f" (k = {rule['k']})"
@@ -297,6 +340,7 @@ def _markdown(
         f"(report id `{report['report_id']}`, also in report.json and ranking.parquet).",
         *([] if trained is None else ["", f"T{trained['line'][1:]}."]),  # "trained on corrected labels ..."
         "",
+        *_phase_lines(report["training_phase"]),
         "## Early stopping (GWA, no validation set)",
         "",
         f"- Mode: {sel.get('mode')}. {sel.get('note', '')}.",
@@ -406,6 +450,44 @@ def _plot_gwa(
     return _save(fig, path)
 
 
+def _plot_phase(path: Path, choices: EpochChoices) -> Path:
+    """The training phase: per-epoch fit of the given labels and the confidently contradicted
+    share, the onset-fit (1 - noise) and memorised-fit (1 - noise/2) thresholds as dashed
+    lines when a plateau was found, the plateau and the onset marked, the averaged window
+    shaded."""
+    phase, curve = choices.phase.phase, choices.phase.curve
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    x = curve["epoch"].to_numpy()
+    window = choices.window
+    if window:
+        span = f"epochs {window[0]}-{window[-1]}" if len(window) > 1 else f"epoch {window[0]}"
+        ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:green", alpha=0.12, zorder=0,
+                   label=f"scores averaged ({span})")
+    for col, colour, label in (("fit", "tab:blue", "fit of the given labels"),
+                               ("contradicted", "tab:red", "confidently contradicted")):
+        values = pd.to_numeric(curve[col], errors="coerce").to_numpy(dtype=np.float64)
+        ax.plot(x, values, marker="o", markersize=3, color=colour, label=label)
+    if "onset_fit" in curve and len(curve):
+        onset_fit, memorised_fit = float(curve["onset_fit"].iloc[0]), float(curve["memorised_fit"].iloc[0])
+        ax.axhline(onset_fit, color="tab:orange", linestyle="--", linewidth=1,
+                   label=f"onset fit 1 - noise = {onset_fit:.3f}")
+        ax.axhline(memorised_fit, color="tab:purple", linestyle="--", linewidth=1,
+                   label=f"memorised fit 1 - noise/2 = {memorised_fit:.3f}")
+    else:
+        ax.text(0.02, 0.97, "no plateau: no fit thresholds", transform=ax.transAxes, fontsize=8, va="top")
+    if phase.plateau is not None:
+        ax.axvline(phase.plateau, color="0.5", linestyle=":", label=f"plateau epoch {phase.plateau}")
+    if phase.memorised and phase.onset is not None:
+        ax.axvline(phase.onset, color="black", linewidth=1.5, label=f"memorised from epoch {phase.onset}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of the training samples")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Training phase: " + (f"memorised from epoch {phase.onset}" if phase.memorised else "no memorisation found"))
+    return _save(fig, path)
+
+
 def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list[str]:
     est = report.get("estimate")
     if not est:
@@ -414,9 +496,8 @@ def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list
     true = f" (true: {truth['n_noisy']})" if truth.get("available") else ""
     per = ", ".join(f"{names[int(c)] if names and 0 <= int(c) < len(names) else c} {v}"
                     for c, v in est["per_class"].items())
-    return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: the samples "
-            "whose label the model confidently contradicted in most of the GWA-selected epoch and its neighbours "
-            "(too high while the model has not fitted the correctly labelled samples). Per given "
+    return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: the "
+            f"{est['method']} (too high while the model has not fitted the correctly labelled samples). Per given "
             f"class: {per}."]
 
 

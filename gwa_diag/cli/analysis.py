@@ -84,6 +84,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else analysis.run.path / "analysis" / "suspects.csv"
     path = write_suspects(out, flagged, class_names=names)
     print(analysis.selection.note)
+    print(analysis.epochs.note)
     if analysis.estimate is not None:
         print(analysis.estimate.line())
         print(f"  per given class: {analysis.estimate.per_class_text(names)}")
@@ -128,6 +129,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     summary, run = analysis.summary, analysis.run
     n, n_noisy = len(truth), int(truth.sum())
     print(analysis.selection.note)
+    print(analysis.epochs.note)
     covered = "" if cover["matched"] == cover["samples"] else f" (the truth covers {cover['matched']} of {cover['samples']} samples)"
     print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}){covered}; "
           f"window {args.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "
@@ -165,6 +167,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     with _warnings_to_stderr():
         report = write_report(_analyze(args, rule=rule, truth=args.truth), out_dir=args.out_dir)
     print(report["early_stopping"].get("note", ""))
+    print(report["training_phase"]["note"])
     print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")
     truth = report["ground_truth"]
     cover = truth.get("coverage") or {}

@@ -346,9 +346,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # A choice on a rising or flat GWA curve prints as confidently as a real peak: qualify it.
     for line in stopping(out, selection=sel).lines():
         print(line)
+    print(_phase_line(out))
     q = shlex.quote(str(out))
     print(f"next: gwa-diag rank {q}   |   gwa-diag report {q}   |   gwa-diag app {q}")
     return 0
+
+
+def _phase_line(out: str | Path) -> str:
+    """Whether, and from which epoch, the model memorised its labels
+    (:func:`gwa_diag.analysis.phase.training_phase`; duckdb and pandas, no torch)."""
+    from gwa_diag.analysis.phase import training_phase
+
+    return f"training phase: {training_phase(out).phase.reason}"
 
 
 def _selection_line(out: Path, epoch: int | None, reason: str) -> str:
