@@ -137,7 +137,7 @@ def test_overview_shows_curve_selection_and_metadata(runs, monkeypatch):
     assert "LabelWave" in _texts(at)
     undefined = at.dataframe[0].value
     assert list(undefined["epoch"]) == [1] and "explode" in undefined["reason"].iloc[0]
-    assert len(at.get("image")) == 3  # GWA curve, accuracy, histogram (PNGs)
+    assert len(at.get("image")) == 4  # training phase, GWA curve, accuracy, histogram (PNGs)
     # The curve leaves a gap at the undefined epoch instead of joining across it.
     from gwa_diag.app.views.charts import defined_segments
 
@@ -147,6 +147,33 @@ def test_overview_shows_curve_selection_and_metadata(runs, monkeypatch):
     assert "have alignment < 0" in _texts(at)
     at.select_slider(key="overview_epoch").set_value(0).run()
     _clean(at)
+
+
+def test_overview_states_the_training_phase_first(monkeypatch, tmp_path):
+    from analysis_fixtures import noisy_rows, write_run
+
+    # A memorising run: the fit levels off at epoch 4 (22% contradicted there) and passes
+    # 1 - 0.22 at epoch 6, 1 - 0.11 at epoch 7 (gwa_diag.early_stopping.read_phase).
+    fit = [0.30, 0.50, 0.62, 0.70, 0.74, 0.77, 0.84, 0.90, 0.95, 0.98]
+    share = [0.50, 0.35, 0.28, 0.24, 0.22, 0.20, 0.12, 0.06, 0.03, 0.01]
+    rows, _, clean = noisy_rows(n=N_SAMPLES, epochs=10, num_classes=4, noise=0.2, seed=4)
+    run = write_run(tmp_path / "memorised", rows, num_classes=4, clean_labels=clean,
+                    extra_epoch={e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(10)},
+                    meta={"status": "finished", "config": {"epochs": 10, "mode": "scratch"}})
+    note = analyze(run).epochs.note
+    assert "epoch 6" in note and "epochs 1-5" in note
+    at = _app(run, monkeypatch)
+    _clean(at)
+    # The note is the page's first message (a finished run has no progress banner).
+    assert at.info[0].value == note[0].upper() + note[1:] + "."
+    assert "Training phase" in [h.value for h in at.subheader]
+    assert any("78.0%" in c.value and "89.0%" in c.value for c in at.caption)  # the fit thresholds
+    assert len(at.get("image")) == 4  # training phase, GWA curve, accuracy, histogram
+    from gwa_diag.app.views.charts import phase_png
+
+    curve = analyze(run).epochs.phase.curve
+    assert phase_png(curve, window=[1, 2, 3, 4, 5], onset=6, plateau=4)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert phase_png(curve[["epoch", "fit", "contradicted"]])[:8] == b"\x89PNG\r\n\x1a\n"  # no thresholds
 
 
 def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
@@ -435,12 +462,12 @@ def test_pages_and_order():
     assert list(page_slice(table, 99, 2).index) == [14]  # clamped to the last page
     summary = table[["label", "suggested_label", "clean_label"]].assign(
         suggested_prob=0.5, alignment_selected=[0.3, -0.2, 0.1, -0.5, 0.2], align_mean=[0.1, 0.2, 0.3, 0.4, 0.5],
-        aum=[0.1, 0.5, 0.2, 0.6, 0.0], disagreement=[0.0, 0.75, 1.0, 0.0, 0.0],
+        aum=[0.1, 0.5, 0.2, 0.6, 0.0], unfitted=[0.0, 0.75, 1.0, 0.0, 0.0],
     )
     at = table[["alignment"]]
     order = browse_order(_analysis_of(summary), at, sort_by="alignment")
     assert list(order.index) == [13, 11, 12, 10, 14]  # lowest alignment first, NaN last
-    # flagged by the default rule: the top 2 by aum (2 samples have disagreement > 0.5)
+    # flagged by the default rule: the top 2 by aum (2 samples have unfitted > 0.5)
     assert list(order["flagged"]) == [True, True, False, False, False]
     by_scorer = browse_order(_analysis_of(summary, scorer="align_mean"), at, sort_by="align_mean")
     assert list(by_scorer.index) == [14, 13, 12, 11, 10]

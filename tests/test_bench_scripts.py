@@ -152,3 +152,34 @@ def test_why_defaults_counts_around_the_selected_epoch_and_late(tmp_path: Path) 
     around = int(re.search(r"around the selected epoch \(the default\): (\d+)", out).group(1))
     late = int(re.search(r"over the second half of training \(\d+\.\.\d+\): (\d+)", out).group(1))
     assert wrong == 150 and 0 <= late < around <= 600, out
+
+
+def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) -> None:
+    # The regime x label set table at toy size: the finetune regime (pretraining 1 epoch, then
+    # 3 epochs from those weights) on 300 images of worst; the GPU recordings left out.
+    _cifar_data_and_cleanlab()
+    import json
+
+    out_dir = tmp_path / "out"
+    refused = _run_bench("regimes.py", ["--label-sets", "random2", "--out", str(out_dir)], tmp_path, expect_fail=True)
+    assert "run only with --held-out" in refused, refused
+    (tmp_path / "scratch").rename(tmp_path / "scratch_refused")
+    args = ["--n", "300", "--epochs", "3", "--pretrain-epochs", "1", "--test-extra", "0", "--regimes", "finetune",
+            "--label-sets", "worst", "--skip-gpu-runs", "--out", str(out_dir)]
+    out = _run_bench("regimes.py", args, tmp_path)
+    lines = out.splitlines()
+    rows = [line for line in lines if line.startswith("| finetune | worst")]
+    assert len(rows) == 2, out  # one row in the ranking/count table, one in the stopping table
+    ranking = rows[0].split(" | ")
+    assert ranking[-5] == str(json.loads((out_dir / "regimes.json").read_text())["rows"][0]["cell"]["count"]["true"])
+    assert "Hardware: CPU" in out and "Command: `python bench/regimes.py" in out and "Wall time" in out, out
+    assert "GWA choice rated clear but more than 2 points below the best epoch" in out, out
+    dump = json.loads((out_dir / "regimes.json").read_text())
+    cell = dump["rows"][0]["cell"]
+    assert dump["rows"][0]["n_train"] == 270 and dump["rows"][0]["n_val"] == 30
+    assert cell["stopping"]["has_val"] and len(cell["curves"]["val_acc"]) == 3
+    assert set(cell["windows"]) == {"second_half", "after_warmup", "all"} and cell["oracle"]["windows_tried"] == 6
+    # The oracle window is the best of every window, the fixed ones included.
+    assert cell["oracle"]["auroc"] >= max(w["aum"] for w in cell["windows"].values()) - 1e-12
+    assert (out_dir / "regimes.md").read_text().count("| finetune | worst") == 2
+    assert sorted(p.name for p in out_dir.iterdir()) == ["regimes.json", "regimes.md"]  # runs removed

@@ -26,6 +26,10 @@ def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):
 
     lines = stopping(run).lines()
     assert lines[0].startswith("trust in the GWA choice: ") and all(line in printed for line in lines)
+    # And whether the model memorised its labels (four epochs: too few to read it).
+    from gwa_diag.analysis.phase import training_phase
+
+    assert f"training phase: {training_phase(run).phase.reason}" in printed.splitlines()
     labels = pd.read_parquet(run / "labels.parquet")
     assert (labels["label"] != labels["clean_label"]).sum() == 80
     assert main(["report", str(run)]) == 0
@@ -73,6 +77,7 @@ def test_demo_runs_offline_and_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "align_mean" in out and "aum" in out and "run directory" in out
     assert "trust in the GWA choice: " in out and "LabelWave" in out
+    assert "training phase: " in out and "scores are read from" in out
     assert (tmp_path / "demo" / "analysis" / "report.md").exists()
 
 

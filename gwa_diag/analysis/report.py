@@ -484,7 +484,8 @@ def _plot_phase(path: Path, choices: EpochChoices) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("share of the training samples")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title("Training phase: " + (f"memorised from epoch {phase.onset}" if phase.memorised else "no memorisation found"))
+    status = f"memorised from epoch {phase.onset}" if phase.memorised else "no memorisation found"
+    ax.set_title(f"Training phase: {status}")
     return _save(fig, path)
 
 

@@ -1,0 +1,614 @@
+"""One table, training regime x label set: how gwa-diag's analysis defaults do when the model
+memorises its labels, when it does not, and when it is fine-tuned.
+
+    python bench/regimes.py                   # 3 CPU regimes x worst, aggre, random1, plus the GPU recordings
+    python bench/regimes.py --quick           # 3,000 images, fewer epochs (measured: see the end of this text)
+    python bench/regimes.py --regimes memorise --label-sets worst --seeds 3
+    python bench/regimes.py --held-out        # random2, random3 and pair30: run once, after tuning
+
+Regimes (tiny CNN, fp32, on the CPU; ``--regimes``):
+
+* ``default``: the benchmarks' SGD recipe (:func:`cifar_bench.train_config`: SGD nesterov
+  lr 0.1, batch 256, 2 warm-up epochs then linear decay, weight decay 5e-4, crop+flip). A
+  short schedule that ends at a learning rate of zero and does not fit the wrong labels.
+* ``memorise``: AdamW lr 3e-3, batch 128, constant rate, no augmentation, weight decay 0,
+  long enough to fit at least 95% of the given labels (``train_acc`` of the last epoch in
+  epochs.parquet; every row prints it and the table marks a run that stayed below 95%).
+* ``finetune``: the tiny CNN is first pretrained once (first seed) with the ``default``
+  recipe on the CLEAN labels of training images 15,000..19,999 (used nowhere else in the
+  table), its state dict saved; every finetune run loads it and trains on the noisy labels
+  with AdamW lr 3e-4, batch 128, constant rate, no augmentation, weight decay 0 (the recipe of
+  ``bench/early_stopping.py``'s finetune regime), with the GWA rule in ``finetune`` mode. The
+  engine normalises inputs with the noisy set's channel statistics, as for every run.
+
+Label sets (``--label-sets``): the CIFAR-10-N sets worst (about 40% wrong), aggre (9%) and
+random1 (17%), which any tuning looked at. ``--held-out`` runs random2, random3 and pair30
+(30% synthetic pair noise, class c -> c+1, on the clean labels) instead: the check of the
+defaults on sets nobody tuned on; run it once. The GPU recordings under
+``DATA/gpu_runs/{dec_worst,mem_worst}`` (ResNet-18, 20,000 images, worst labels, 40 epochs;
+no validation split) are re-analysed without training as the rows ``gpu dec_worst`` and
+``gpu mem_worst`` (``--skip-gpu-runs`` leaves them out).
+
+Data (``--data``, default ``../shared/data``): rows of the first 20,000 CIFAR-10 training
+images (row = CIFAR-10 training index) are split once, the same for every regime, label set
+and seed:
+
+* pool: the first ``--n`` rows (default 10,000; ``--quick`` 3,000) with the row's noisy label
+  set; each run trains on a random 90% of it and holds out the other 10% (drawn per seed,
+  the same for every regime and label set) as a validation split that keeps the NOISY
+  labels, as a user would have them (``val_acc`` per epoch);
+* test set: the 1,000 CIFAR-10 test images plus training rows 10,000.. (``--test-extra`` of
+  them, default 5,000; ``--quick`` 2,000) with their CLEAN labels, never trained on
+  (``eval_acc`` per epoch);
+* pretraining (finetune only): rows 15,000..19,999 with their clean labels.
+
+Each run goes through :func:`gwa_diag.training.engine.train` with
+``eval_set={"eval": test set, "val": validation split}`` and is analysed with
+:func:`gwa_diag.analysis.pipeline.analyze`. Per row (regime x label set x seed):
+
+* ranking: AUROC / AP of the default (aum over the default ``phase`` window), the AUROC of
+  align_mean and aum over each fixed window (second_half, after_warmup, all), and the oracle
+  window: the best AUROC over every contiguous window [a, b] of the mean margin (aum) from the
+  per-sample per-epoch margins (presentations of a sample in one epoch averaged first);
+* the phase read: memorised or not, the onset, the epochs the ``phase`` window averages;
+* count: the true number of wrong labels, the default estimate (``Analysis.estimate``), the
+  previous estimate ("today": samples with ``disagreement > 0.5`` analysed with
+  ``window="second_half"``, i.e. over the three epochs around the GWA-selected one) and a
+  two-component Gaussian mixture over the aum score (``detect_cifar10n.mixture_row``), each
+  with its relative error; precision / recall / F1 of the default flagged set;
+* stopping: test accuracy at the kept epoch (the one before the phase onset when the model
+  memorised, else the last), the best epoch, the last, the validation split's choice
+  (highest val_acc, earliest on ties), the GWA choice and LabelWave's, and the trust rating
+  of the GWA choice (``Analysis.stopping.trust``); the cells rated ``clear`` whose GWA choice
+  is more than 2 points below the best epoch are counted.
+
+Output: the tables, the hardware line, the command and the wall time on stdout, also written
+to ``--out`` (default ``bench_out/regimes``) as ``regimes.md`` and ``regimes.json`` (every
+number of the tables, per-epoch curves and timings). Runs are trained into a temporary
+folder under ``--out``, removed at the end (also on an error or Ctrl-C) unless
+``--keep-runs``. One subset, the seeds given: the numbers vary from run to run.
+
+Measured on 2 shared CPU cores: ``--quick`` (3,000 images, 3 regimes x 3 label sets + the
+two GPU recordings) 6.1 min wall, data loading included; the full default was not timed.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # the wall time printed at the end includes imports and data loading
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from cifar_bench import CPU_RECIPE, DEFAULT_DATA, REPO, clean_test_set, data_files, first_images, hardware, train_config, validation_split  # noqa: E402
+from detect_cifar10n import labelled, mixture_row, pair_rate, subset  # noqa: E402
+from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
+from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
+from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
+from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
+from gwa_diag.training.engine import TrainConfig, train  # noqa: E402
+from gwa_diag.training.models import tiny_cnn  # noqa: E402
+
+TUNING_SETS = ("worst", "aggre", "random1")
+HELD_OUT_SETS = ("random2", "random3", "pair30")
+GPU_RUNS = ("dec_worst", "mem_worst")
+FIXED_WINDOWS = ("second_half", "after_warmup", "all")
+#: Rows of the first 20,000 training images: the pool is below TEST_ROWS_START, the extra
+#: clean test images start there, the pretraining images are PRETRAIN_ROWS.
+TEST_ROWS_START = 10_000
+PRETRAIN_ROWS = (15_000, 20_000)
+VAL_FRACTION = 0.1
+#: The memorise regime must fit at least this share of its given labels by its last epoch.
+MEMORISE_FIT = 0.95
+#: A GWA choice rated "clear" this far (accuracy points) below the best epoch is counted.
+CLEAR_BUT_WORSE = 2.0
+
+#: Epochs of each regime (``quick`` under --quick); ``--epochs`` overrides both.
+REGIMES: dict[str, dict[str, Any]] = {
+    "default": {"epochs": 15, "quick": 12},
+    # Measured on 2,700 training images (worst labels): 94.7% fitted at epoch 30, so 40.
+    "memorise": {"epochs": 45, "quick": 40},
+    "finetune": {"epochs": 30, "quick": 20, "pretrain": 10, "pretrain_quick": 5},
+}
+
+
+# -- recipes ----------------------------------------------------------------------------------
+def default_config(epochs: int, seed: int, *, mode: str = "scratch") -> TrainConfig:
+    """The benchmarks' SGD recipe (cifar_bench.CPU_RECIPE, cifar_bench.train_config)."""
+    args = argparse.Namespace(**{k: v for k, v in CPU_RECIPE.items() if k not in ("model", "n", "epochs")},
+                              epochs=epochs, seed=seed, progress=False)
+    cfg = train_config(args)
+    cfg.mode = mode  # type: ignore[assignment]
+    return cfg
+
+
+def adamw_config(epochs: int, seed: int, *, lr: float, mode: str) -> TrainConfig:
+    """AdamW at a constant rate, no augmentation, no weight decay, batch 128, fp32 on the CPU."""
+    return TrainConfig(epochs=epochs, batch_size=128, lr=lr, optimizer="adamw", weight_decay=0.0, warmup_epochs=0.0,
+                       schedule="constant", augment=False, precision="fp32", device="cpu", seed=seed, mode=mode,
+                       progress=False)
+
+
+def regime_config(regime: str, epochs: int, seed: int) -> TrainConfig:
+    if regime == "default":
+        return default_config(epochs, seed)
+    if regime == "memorise":
+        return adamw_config(epochs, seed, lr=3e-3, mode="scratch")
+    if regime == "finetune":
+        return adamw_config(epochs, seed, lr=3e-4, mode="finetune")
+    raise AssertionError(regime)
+
+
+def describe(cfg: TrainConfig) -> str:
+    opt = "AdamW" if cfg.optimizer == "adamw" else f"SGD nesterov (momentum {cfg.momentum:g})"
+    sched = "constant rate" if cfg.schedule == "constant" else f"{cfg.warmup_epochs:g} warm-up epochs then {cfg.schedule} decay"
+    return (f"{opt} lr {cfg.lr:g}, batch {cfg.batch_size}, {sched}, weight decay {cfg.weight_decay:g}, "
+            f"{'crop+flip' if cfg.augment else 'no augmentation'}, {cfg.epochs} epochs, GWA mode {cfg.mode}")
+
+
+# -- data -------------------------------------------------------------------------------------
+class Data:
+    """Everything read once: the pool, the clean test set, the pretraining set, the label file."""
+
+    def __init__(self, data: Path, n: int, test_extra: int) -> None:
+        files = data_files(data)
+        self.label_path = files.labels
+        full = load_npz(files.train)
+        test = load_npz(files.test)
+        clean = load_cifar10n(files.labels)["clean_label"]
+        self.pool = first_images(full, n)
+        rows = np.arange(TEST_ROWS_START, TEST_ROWS_START + test_extra)
+        self.test = clean_test_set(test, full, rows, clean)
+        self.test_note = (f"{len(self.test):,} clean images: the 1,000 CIFAR-10 test images"
+                          + (f" + training images {rows[0]:,}..{rows[-1]:,} with their clean labels" if len(rows) else ""))
+        pre = np.arange(*PRETRAIN_ROWS)
+        self.pretrain = ArrayDataset(full.images_nchw[torch.as_tensor(pre)], clean[pre], sample_ids=pre,
+                                     class_names=full.class_names,
+                                     spec={"source": "arrays", "rows": list(PRETRAIN_ROWS), "labels": "clean"})
+
+
+def label_set_splits(data: Data, name: str, seed: int):
+    """(train set, validation split, noise rate of the training part) of one label set: the
+    pool with its labels, split 90/10 with ``seed`` (the validation split keeps the noisy labels)."""
+    ds = labelled(name, data.pool, data.label_path)
+    fit_pos, val_pos = validation_split(len(ds), VAL_FRACTION, seed)
+    train_set = subset(ds, fit_pos, {"split": "train", "val_fraction": VAL_FRACTION, "seed": seed})
+    val_set = subset(ds, val_pos, {"split": "val", "val_fraction": VAL_FRACTION, "seed": seed})
+    noise = float(np.mean(train_set.labels != train_set.clean_labels))
+    return train_set, val_set, noise
+
+
+# -- analysis of one run ----------------------------------------------------------------------
+def per_epoch_margins(a: Analysis, ids: pd.Index) -> tuple[np.ndarray, list[int]]:
+    """Mean margin per (sample in ``ids``, complete epoch) [len(ids), epochs], NaN where a
+    sample has no finite margin that epoch; presentations within an epoch averaged."""
+    epochs = list(a.epochs.epochs)
+    files = [str(f) for f in a.run.sample_files(epochs)]
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    con = duckdb.connect(":memory:")
+    try:
+        got = con.sql(f"""
+            SELECT sample_id, CAST(epoch AS BIGINT) AS epoch, avg(margin) AS margin
+            FROM read_parquet([{listed}], hive_partitioning = true)
+            WHERE isfinite(margin) GROUP BY ALL
+        """).fetchnumpy()
+    finally:
+        con.close()
+    out = np.full((len(ids), len(epochs)), np.nan)
+    rows = ids.get_indexer(got["sample_id"])
+    cols = pd.Index(epochs).get_indexer(got["epoch"])
+    keep = (rows >= 0) & (cols >= 0)
+    out[rows[keep], cols[keep]] = got["margin"][keep]
+    return out, epochs
+
+
+def oracle_window(a: Analysis) -> dict[str, Any]:
+    """The contiguous window [a, b] of epochs whose mean margin (aum) ranks the wrong labels
+    best (highest AUROC), over every window."""
+    truth = a.truth
+    margins, epochs = per_epoch_margins(a, truth.index)
+    finite = np.isfinite(margins)
+    sums = np.concatenate([np.zeros((len(margins), 1)), np.cumsum(np.where(finite, margins, 0.0), axis=1)], axis=1)
+    counts = np.concatenate([np.zeros((len(margins), 1)), np.cumsum(finite, axis=1)], axis=1)
+    y = truth.to_numpy()
+    best = (-math.inf, None, None)
+    for i in range(len(epochs)):
+        for j in range(i, len(epochs)):
+            n = counts[:, j + 1] - counts[:, i]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                score = -(sums[:, j + 1] - sums[:, i]) / n  # aum: -(mean margin), higher = more suspicious
+            value = auroc(np.where(n > 0, score, np.nan), y)
+            if value > best[0]:
+                best = (value, epochs[i], epochs[j])
+    return {"auroc": best[0], "window": [best[1], best[2]], "windows_tried": len(epochs) * (len(epochs) + 1) // 2}
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _argmax(values: dict[int, float | None]) -> int | None:
+    """The epoch of the highest value (the earliest on ties), None if there is none."""
+    known = {e: v for e, v in values.items() if v is not None}
+    return min(known, key=lambda e: (-known[e], e)) if known else None
+
+
+def analyse_run(run_dir: Path) -> dict[str, Any]:
+    """Every number of one row of the tables, from one finished run directory (read only)."""
+    t0 = time.perf_counter()
+    a = analyze(run_dir)  # the defaults: aum over the phase window, the estimate rule
+    if a.truth is None:
+        raise SystemExit(f"{run_dir}: no clean labels to score against ({a.truth_reason})")
+    det = a.detection
+    truth = a.truth
+    true_count = int(truth.sum())
+    phase = a.epochs.phase
+    cell: dict[str, Any] = {
+        "n": int(len(truth)), "true_count": true_count, "noise": true_count / len(truth),
+        "default": {"scorer": DEFAULT_SCORER, "window": DEFAULT_WINDOW,
+                    "auroc": _num(det.loc[DEFAULT_SCORER, "auroc"]), "ap": _num(det.loc[DEFAULT_SCORER, "ap"]),
+                    "align_mean_auroc": _num(det.loc["align_mean", "auroc"])},
+        "phase": {"memorised": bool(phase.memorised), "onset": phase.onset, "window": list(a.epochs.window),
+                  "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise},
+        "windows": {},
+    }
+    today = None
+    for w in FIXED_WINDOWS:
+        aw = analyze(run_dir, window=w)
+        cell["windows"][w] = {"align_mean": _num(aw.detection.loc["align_mean", "auroc"]),
+                              "aum": _num(aw.detection.loc["aum", "auroc"]),
+                              "epochs": [aw.epochs.window[0], aw.epochs.window[-1]]}
+        if w == "second_half":
+            # The previous estimate: disagreement over the three epochs around the GWA choice.
+            today = int((aw.summary["disagreement"].to_numpy(dtype=np.float64, na_value=np.nan) > 0.5).sum())
+    cell["oracle"] = oracle_window(a)
+    score = a.summary.loc[truth.index, DEFAULT_SCORER].to_numpy(dtype=np.float64)
+    try:
+        gmm = mixture_row(score, truth.to_numpy())["n_flagged"]
+    except ImportError:
+        gmm = None  # scikit-learn missing: pip install -r bench/requirements.txt
+    flags = det.loc[ESTIMATE_ROW]
+    cell["count"] = {"true": true_count, "estimate": a.estimate.total, "today": today, "gmm": gmm}
+    cell["flags"] = {"precision": _num(flags["precision"]), "recall": _num(flags["recall"]), "f1": _num(flags["f1"]),
+                     "n_flagged": int(flags["n_flagged"])}
+
+    # Stopping: test accuracy (eval_acc) at each rule's epoch.
+    ep = a.run.epochs()
+    epochs = [int(e) for e in ep["epoch"]]
+    acc = {e: _num(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
+    val = {e: _num(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
+    last = epochs[-1]
+    kept = max(phase.onset - 1, epochs[0]) if phase.memorised and phase.onset is not None else last
+    st = a.stopping
+    choice = {"kept": kept, "best": _argmax(acc), "last": last, "val": _argmax(val) if val is not None else None,
+              "gwa": st.gwa.epoch, "labelwave": st.labelwave.epoch}
+    cell["stopping"] = {
+        "epoch": choice, "acc": {k: (acc.get(e) if e is not None else None) for k, e in choice.items()},
+        "has_val": val is not None, "trust": st.trust.level, "trust_reasons": list(st.trust.reasons),
+        "gwa_reason": st.gwa.reason, "labelwave_reason": st.labelwave.reason,
+    }
+    fit = [_num(v) for v in ep["train_acc"]] if "train_acc" in ep else []
+    cell["fit_last"] = fit[-1] if fit else None
+    cell["curves"] = {"epoch": epochs, "eval_acc": [acc.get(e) for e in epochs], "train_acc": fit,
+                      "val_acc": [val.get(e) for e in epochs] if val is not None else None,
+                      "gwa": [_num(v) for v in ep["gwa"]] if "gwa" in ep else None}
+    cell["t_analysis"] = time.perf_counter() - t0
+    return cell
+
+
+# -- training ---------------------------------------------------------------------------------
+def pretrain(data: Data, epochs: int, seed: int, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """Train the tiny CNN on the clean pretraining images; its state dict's file and a note."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    model = tiny_cnn(data.pretrain.num_classes)
+    cfg = default_config(epochs, seed)
+    result = train(model, data.pretrain, tmp / "pretrain", config=cfg, eval_set=data.test,
+                   meta={"benchmark": "bench/regimes.py", "part": "pretraining (clean labels)"})
+    path = tmp / "pretrained.pt"
+    torch.save(model.state_dict(), path)
+    acc = result.history[-1].get("eval_acc") if result.history else None
+    return path, {"epochs": epochs, "seed": seed, "images": len(data.pretrain), "test_acc": acc,
+                  "recipe": describe(cfg), "seconds": time.perf_counter() - t0}
+
+
+def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: Path,
+               pretrained: Path | None) -> tuple[Path, dict[str, Any]]:
+    train_set, val_set, noise = label_set_splits(data, name, seed)
+    cfg = regime_config(regime, epochs, seed)
+    torch.manual_seed(seed)
+    model = tiny_cnn(train_set.num_classes)
+    if regime == "finetune":
+        assert pretrained is not None
+        model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+    run_dir = tmp / f"{regime}-{name}-seed{seed}"
+    t0 = time.perf_counter()
+    train(model, train_set, run_dir, config=cfg, eval_set={"eval": data.test, "val": val_set},
+          meta={"benchmark": "bench/regimes.py", "regime": regime, "label_set": name, "seed": seed})
+    return run_dir, {"t_train": time.perf_counter() - t0, "n_train": len(train_set), "n_val": len(val_set),
+                     "noise": noise, "recipe": describe(cfg)}
+
+
+# -- tables -----------------------------------------------------------------------------------
+def _f(v: Any, digits: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _err(count: int | None, true: int) -> str:
+    if count is None:
+        return "-"
+    rel = f"{(count - true) / true:+.0%}" if true else "n/a"
+    return f"{count:,} ({rel})"
+
+
+def _span(epochs: list[int]) -> str:
+    return f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])
+
+
+def row_name(r: dict[str, Any], seeds: int) -> str:
+    seed = f" s{r['seed']}" if seeds > 1 and r["seed"] is not None else ""
+    return f"{r['regime']}{seed}"
+
+
+def ranking_table(rows: list[dict[str, Any]], seeds: int) -> list[str]:
+    head = ["regime", "label set (noise)", "fit at end", "phase: window", "default AUROC / AP",
+            "align_mean AUROC sh / aw / all", "aum AUROC sh / aw / all", "oracle aum AUROC [a, b]", "true count",
+            "estimate (err)", "today (err)", "GMM (err)", "default P / R / F1"]
+    out = ["| " + " | ".join(head) + " |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        c = r["cell"]
+        fit = _f(c["fit_last"])
+        if r["regime"] == "memorise" and (c["fit_last"] is None or c["fit_last"] < MEMORISE_FIT):
+            fit += f" (< {MEMORISE_FIT:.0%}!)"
+        ph = c["phase"]
+        phase = (f"memorised @{ph['onset']}: {_span(ph['window'])}" if ph["memorised"]
+                 else f"not memorised: {_span(ph['window'])}")
+        d = c["default"]
+        w = c["windows"]
+        o = c["oracle"]
+        cnt, fl = c["count"], c["flags"]
+        out.append("| " + " | ".join([
+            row_name(r, seeds), f"{r['label_set']} ({c['noise']:.1%})", fit, phase,
+            f"{_f(d['auroc'])} / {_f(d['ap'])}",
+            " / ".join(_f(w[k]["align_mean"]) for k in FIXED_WINDOWS),
+            " / ".join(_f(w[k]["aum"]) for k in FIXED_WINDOWS),
+            f"{_f(o['auroc'])} [{o['window'][0]}, {o['window'][1]}]",
+            f"{cnt['true']:,}", _err(cnt["estimate"], cnt["true"]), _err(cnt["today"], cnt["true"]),
+            _err(cnt["gmm"], cnt["true"]),
+            f"{_f(fl['precision'], 2)} / {_f(fl['recall'], 2)} / {_f(fl['f1'], 2)}",
+        ]) + " |")
+    return out
+
+
+RULE_COLUMNS = (("kept", "kept"), ("best", "best"), ("last", "last"), ("val", "val 10%"), ("gwa", "GWA"),
+                ("labelwave", "LabelWave"))
+
+
+def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], list[str]]:
+    """(the markdown lines, the names of the cells whose clear GWA choice is > 2 points below the best)."""
+    head = ["regime", "label set", *(h for _, h in RULE_COLUMNS), "GWA trust"]
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(RULE_COLUMNS) + "---|"]
+    flagged = []
+    for r in rows:
+        s = r["cell"]["stopping"]
+        cells = []
+        for key, _ in RULE_COLUMNS:
+            e, v = s["epoch"][key], s["acc"][key]
+            if key == "val" and not s["has_val"]:
+                cells.append("-")
+            elif e is None:
+                cells.append("no choice")
+            else:
+                cells.append(f"{_f(None if v is None else 100 * v, 1)} ({e})")
+        best, gwa = s["acc"]["best"], s["acc"]["gwa"]
+        trust = s["trust"]
+        if trust == "clear" and best is not None and gwa is not None and 100 * (best - gwa) > CLEAR_BUT_WORSE:
+            trust += f" (!{100 * (best - gwa):.1f} below best)"
+            flagged.append(f"{row_name(r, seeds)} / {r['label_set']}")
+        out.append("| " + " | ".join([row_name(r, seeds), r["label_set"], *cells, trust]) + " |")
+    return out, flagged
+
+
+# -- main -------------------------------------------------------------------------------------
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="3,000 images, 2,000 extra test images, fewer epochs for default / finetune (about 6 minutes)")
+    ap.add_argument("--n", type=int, help=f"pool: the first N training images (default 10000; --quick 3000; at most {TEST_ROWS_START})")
+    ap.add_argument("--epochs", type=int, help="epochs of every regime (default per regime; pretraining: --pretrain-epochs)")
+    ap.add_argument("--pretrain-epochs", type=int, help="epochs of the finetune regime's pretraining (default 10; --quick 5)")
+    ap.add_argument("--test-extra", type=int,
+                    help=f"clean-labelled training images from row {TEST_ROWS_START:,} added to the 1,000 test images "
+                         f"(default 5000; --quick 2000; at most {PRETRAIN_ROWS[0] - TEST_ROWS_START})")
+    ap.add_argument("--label-sets",
+                    help="comma-separated CIFAR-10-N label sets (default worst,aggre,random1); random2, random3 and "
+                         "pairNN only with --held-out")
+    ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)} (default all)")
+    ap.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1; one row each; default 1)")
+    ap.add_argument("--held-out", action="store_true",
+                    help=f"run the held-out label sets {', '.join(HELD_OUT_SETS)} instead of the tuning sets (run once); "
+                         "with --label-sets, those are run too")
+    ap.add_argument("--skip-gpu-runs", action="store_true", help="leave out the re-analysed GPU recordings")
+    ap.add_argument("--keep-runs", action="store_true", help="keep the trained run directories under OUT")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/, cifar10n/ and gpu_runs/")
+    ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"), help="folder for regimes.md, regimes.json (and runs)")
+    args = ap.parse_args()
+    args.n = args.n if args.n is not None else (3000 if args.quick else 10_000)
+    args.test_extra = args.test_extra if args.test_extra is not None else (2000 if args.quick else 5000)
+    args.regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    bad = [r for r in args.regimes if r not in REGIMES]
+    if bad:
+        raise SystemExit(f"unknown regime(s) {bad}: choose from {', '.join(REGIMES)}")
+    if args.label_sets is None:
+        names = [] if args.held_out else list(TUNING_SETS)
+    else:
+        names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
+    held = [s for s in names if s in HELD_OUT_SETS or s in ("random2", "random3") or pair_rate(s) is not None]
+    if held and not args.held_out:
+        raise SystemExit(f"{', '.join(held)}: held-out label sets, run only with --held-out (once, after tuning)")
+    unknown = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
+    if unknown:
+        raise SystemExit(f"unknown label set(s) {unknown}: choose from {', '.join(TUNING_SETS)} (tuning) or "
+                         f"{', '.join(HELD_OUT_SETS)} (--held-out)")
+    if args.held_out:
+        names += [s for s in HELD_OUT_SETS if s not in names]
+    args.label_sets = names
+    if not 20 <= args.n <= TEST_ROWS_START:
+        raise SystemExit(f"--n must be between 20 and {TEST_ROWS_START} (rows {TEST_ROWS_START:,}.. are test and "
+                         "pretraining images)")
+    if not 0 <= args.test_extra <= PRETRAIN_ROWS[0] - TEST_ROWS_START:
+        raise SystemExit(f"--test-extra must be between 0 and {PRETRAIN_ROWS[0] - TEST_ROWS_START}")
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be >= 1")
+    for name in ("epochs", "pretrain_epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def epochs_of(regime: str, args: argparse.Namespace) -> int:
+    if args.epochs is not None:
+        return args.epochs
+    return REGIMES[regime]["quick" if args.quick else "epochs"]
+
+
+def main() -> None:
+    args = parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    hw = hardware(torch.device("cpu"))
+    data_dir = Path(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pre_epochs = args.pretrain_epochs or REGIMES["finetune"]["pretrain_quick" if args.quick else "pretrain"]
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - _T0:6.0f} s] {text}", file=sys.stderr, flush=True)
+
+    data = Data(data_dir, args.n, args.test_extra)
+    log(f"data loaded: pool {len(data.pool):,}, test {len(data.test):,}")
+    rows: list[dict[str, Any]] = []
+    pretrained_note = None
+    pretrained_path: Path | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
+    try:
+        for seed in range(args.seeds):
+            pretrained = None
+            if "finetune" in args.regimes:
+                if seed == 0:
+                    pretrained_path, pretrained_note = pretrain(data, pre_epochs, 0, tmp)
+                    log(f"pretrained {pre_epochs} epochs on {len(data.pretrain):,} clean images: test acc "
+                        f"{_f(pretrained_note['test_acc'])} ({pretrained_note['seconds']:.0f} s)")
+                pretrained = pretrained_path
+            for name in args.label_sets:
+                for regime in args.regimes:
+                    run_dir, info = train_cell(regime, name, seed, epochs_of(regime, args), data, tmp, pretrained)
+                    cell = analyse_run(run_dir)
+                    rows.append({"regime": regime, "label_set": name, "seed": seed, **info, "cell": cell})
+                    log(f"{regime} / {name} / seed {seed}: trained {info['t_train']:.0f} s, analysed "
+                        f"{cell['t_analysis']:.1f} s; fit at end {_f(cell['fit_last'])}, default AUROC "
+                        f"{_f(cell['default']['auroc'])}")
+    finally:
+        if args.keep_runs:
+            print(f"runs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    gpu_note = None
+    if not args.skip_gpu_runs:
+        gpu_dir = data_dir / "gpu_runs"
+        found = [r for r in GPU_RUNS if (gpu_dir / r / "run.json").is_file()]
+        for r in found:
+            cell = analyse_run(gpu_dir / r)
+            rows.append({"regime": f"gpu {r}", "label_set": "worst", "seed": None, "t_train": None, "cell": cell})
+            log(f"gpu {r}: analysed {cell['t_analysis']:.1f} s")
+        missing = [r for r in GPU_RUNS if r not in found]
+        if missing:
+            gpu_note = f"GPU recordings not found under {gpu_dir}: {', '.join(missing)} (rows left out)"
+    wall = time.perf_counter() - _T0
+
+    rank_lines = ranking_table(rows, args.seeds)
+    stop_lines, clear_worse = stopping_table(rows, args.seeds)
+    n_trust = sum(1 for r in rows if r["cell"]["stopping"]["trust"] == "clear")
+    low_fit = [f"{row_name(r, args.seeds)} / {r['label_set']}" for r in rows if r["regime"] == "memorise"
+               and (r["cell"]["fit_last"] is None or r["cell"]["fit_last"] < MEMORISE_FIT)]
+    n_train = next((r["n_train"] for r in rows if r.get("n_train")), None)
+    n_val = next((r["n_val"] for r in rows if r.get("n_val")), None)
+    setting = [
+        f"Data: pool = the first {args.n:,} CIFAR-10 training images with the row's label set; each run trains on "
+        f"{n_train if n_train is not None else '-'} of them and holds out {n_val if n_val is not None else '-'} "
+        f"(10%, drawn per seed, the same for every regime and label set) as a validation split with the NOISY labels "
+        f"(val 10%). Test set: {data.test_note}. Seeds: {', '.join(map(str, range(args.seeds)))}.",
+        *(f"Regime {k}: tiny CNN, fp32, CPU; {describe(regime_config(k, epochs_of(k, args), 0))}."
+          for k in args.regimes),
+    ]
+    if pretrained_note is not None:
+        setting.append(f"Finetune pretraining: {pretrained_note['images']:,} training images "
+                       f"{PRETRAIN_ROWS[0]:,}..{PRETRAIN_ROWS[1] - 1:,} with CLEAN labels, {pretrained_note['recipe']} "
+                       f"(seed 0, once): test accuracy {_f(pretrained_note['test_acc'])} before fine-tuning.")
+    if any(r["regime"].startswith("gpu") for r in rows):
+        setting.append("GPU rows: the recordings under gpu_runs/ (ResNet-18, 20,000 images, worst labels, 40 epochs, "
+                       "SGD decay / AdamW constant), re-analysed without training; their test set is the 1,000 test "
+                       "images and they have no validation split (val 10% '-').")
+    notes = [
+        "fit at end: train_acc of the last epoch (share of the given labels predicted during that epoch). "
+        f"The memorise regime must reach {MEMORISE_FIT:.0%}; a row below is marked '(< {MEMORISE_FIT:.0%}!)'.",
+        "phase: the training phase read (memorised @onset, or not) and the epochs the default 'phase' window averages. "
+        "default: aum over that window. sh / aw / all: windows second_half / after_warmup / all. oracle: the best "
+        "AUROC of aum over every contiguous window [a, b] of epochs (not available to a user: it reads the truth).",
+        "count: true = wrong labels among the trained samples; estimate = gwa-diag's default (Analysis.estimate: labels "
+        "not fitted in most of the last three window epochs); today = the previous estimate (disagreement > 0.5 with "
+        "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
+        "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
+        "stopping: test accuracy (%) and epoch of: kept = the epoch before the phase onset when memorised, else the "
+        "last; best = best test epoch (oracle); last; val 10% = highest val_acc on the noisy validation split; GWA = "
+        "the GWA choice; LabelWave. GWA trust = Analysis.stopping.trust.",
+    ]
+    summary = [
+        f"GWA choice rated clear but more than {CLEAR_BUT_WORSE:g} points below the best epoch: {len(clear_worse)} of "
+        f"{n_trust} cells rated clear ({len(rows)} cells)" + (f": {', '.join(clear_worse)}." if clear_worse else "."),
+    ]
+    if "memorise" in args.regimes and args.label_sets:
+        summary.append(f"Memorise runs below {MEMORISE_FIT:.0%} fit at the end: "
+                       + (", ".join(low_fit) if low_fit else "none") + ".")
+    if gpu_note:
+        summary.append(gpu_note)
+    train_s = sum(r["t_train"] for r in rows if r.get("t_train"))
+    timing = (f"Wall time {wall / 60:.1f} min ({wall:.0f} s, imports and data loading included; training "
+              f"{train_s:.0f} s" + (f", pretraining {pretrained_note['seconds']:.0f} s" if pretrained_note else "") + ").")
+    md = ["# Analysis defaults across training regimes", "", f"Command: `{command}`", "", f"Hardware: {hw}", "",
+          *(line for s in setting for line in (s, "")),
+          "## Ranking and count", "", *rank_lines, "", "## Stopping (test accuracy %, epoch in brackets)", "",
+          *stop_lines, "", *(line for s in summary for line in (s, "")), timing, "",
+          *(f"* {n}" for n in notes), ""]
+    text = "\n".join(md)
+    print(text)
+    (out / "regimes.md").write_text(text)
+    dump = {"command": command, "hardware": hw, "wall_seconds": wall, "n": args.n, "test": data.test_note,
+            "seeds": args.seeds, "quick": args.quick, "label_sets": args.label_sets, "regimes": args.regimes,
+            "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0)) for k in args.regimes},
+            "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_below_fit": low_fit,
+            "rows": rows}
+    (out / "regimes.json").write_text(json.dumps(dump, indent=1, default=float))
+    print(f"Written: {out / 'regimes.md'}, {out / 'regimes.json'}")
+
+
+if __name__ == "__main__":
+    main()
