@@ -227,7 +227,10 @@ class EpochChoices:
         if self.window_name == "phase":
             if self.phase.memorised:
                 return f"the model memorised its labels from epoch {self.phase.onset}: scores are read from {span}"
-            return f"the model never memorised its labels: scores are read from the second half, {span}"
+            if self.phase.phase.reason.startswith("the model never memorised"):
+                return f"the model never memorised its labels: scores are read from the second half, {span}"
+            return f"the training phase could not be read ({self.phase.phase.reason}): scores are read from " \
+                   f"the second half, {span}"
         return f"scores are read from {span} (window {self.window_name}); {self.phase.phase.reason}"
 
     @property

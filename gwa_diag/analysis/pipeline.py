@@ -70,9 +70,15 @@ class Analysis:
             ``suggested_label`` / ``suggested_prob``, ``alignment_selected``, ``n_epochs``,
             ``n_window``, ``clean_label`` and ``path`` (the sample's file) when labels.parquet
             has them (:func:`gwa_diag.analysis.summaries.summarize`).
-        epochs: which epochs each score read: the window, the GWA selection (also as
-            ``selection``: the early-stopping choice and the epoch the flags use), the EL2N
-            and disagreement epochs (:func:`gwa_diag.analysis.phase.choose_epochs`).
+        epochs: which epochs each score read, and why
+            (:class:`gwa_diag.analysis.phase.EpochChoices`, from
+            :func:`gwa_diag.analysis.phase.choose_epochs`): ``phase``, the training phase
+            (whether and from which epoch the model memorised its labels, and the per-epoch
+            curve it was read from); ``window``, the epochs the mean scores average (with the
+            default ``phase`` window: those before memorisation); ``note``, one sentence for
+            people ("the model memorised its labels from epoch 7: scores are read from
+            epochs 1-6"); the GWA selection (also as ``selection``: the early-stopping choice
+            and the epoch the flags use); the EL2N and disagreement epochs.
         ranking: ``summary`` sorted most suspicious first by ``options.scorer`` (ties by
             ascending sample_id, NaN scores last), with ``rank`` (1 = most suspicious),
             ``score`` and ``scorer`` in front (:func:`gwa_diag.analysis.rank.rank`).

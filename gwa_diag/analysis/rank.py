@@ -44,7 +44,7 @@ __all__ = [
 RULES: dict[str, str] = {
     "estimate": (
         "the top of the ranking down to the estimated number of wrong labels: as many samples as "
-        "the model confidently contradicted in most of the epochs around the GWA-selected one "
+        "the model did not fit in most of the last three epochs of the window "
         "(gwa_diag.analysis.estimate); the default"
     ),
     "negative": (
