@@ -26,12 +26,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
 from gwa_diag.checks import DEFAULT_WINDOW, Mode, Window
 from gwa_diag.early_stopping import Phase, read_phase
-from gwa_diag.store import Run, open_run, read_listed_parts
+from gwa_diag.analysis.parts import query_parts
+from gwa_diag.store import Run, open_run
 
 if TYPE_CHECKING:
     from gwa_diag.early_stopping import EarlyStopResult
@@ -45,6 +45,7 @@ __all__ = [
     "disagreement_epochs",
     "el2n_epoch",
     "selected_epoch",
+    "number_or_none",
     "training_phase",
     "window_epochs",
 ]
@@ -136,9 +137,9 @@ def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
     run = open_run(run)
     epochs = run.epochs()
     ep = [int(e) for e in epochs["epoch"]] if len(epochs) else []
-    fit = [_number(v) for v in epochs["train_acc"]] if "train_acc" in epochs else [None] * len(ep)
+    fit = [number_or_none(v) for v in epochs["train_acc"]] if "train_acc" in epochs else [None] * len(ep)
     if "contradicted" in epochs and epochs["contradicted"].notna().all():
-        share = [_number(v) for v in epochs["contradicted"]]
+        share = [number_or_none(v) for v in epochs["contradicted"]]
     else:
         share = _contradicted_from_parts(run, ep)
     phase = read_phase(ep, fit, share)
@@ -155,16 +156,12 @@ def _contradicted_from_parts(run: Run, epochs: list[int]) -> list[float | None]:
     recorder computes it (pred != label with p(pred) >= the mean p(label) of the finite rows
     labelled pred that epoch), from the sample parts."""
 
-    def read() -> dict[int, float]:
-        files = [str(f) for f in run.sample_files()]
-        if not files:
-            return {}
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        query = f"""
+    def query(source: str) -> str:
+        return f"""
             WITH rows AS (
                 SELECT CAST(epoch AS BIGINT) AS epoch, label, pred, p_label, p_pred,
                        coalesce(isfinite(alignment) AND isfinite(p_label) AND isfinite(p_pred), false) AS ok
-                FROM read_parquet([{listed}], hive_partitioning = true)
+                FROM {source}
             ), limits AS (
                 SELECT epoch, label AS cls, avg(p_label) AS t FROM rows WHERE ok GROUP BY ALL
             )
@@ -172,23 +169,17 @@ def _contradicted_from_parts(run: Run, epochs: list[int]) -> list[float | None]:
             FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
             GROUP BY r.epoch
         """
-        con = duckdb.connect(":memory:")
-        try:
-            out = con.sql(query).fetchnumpy()
-        except duckdb.Error as exc:
-            gone = [f for f in files if not os.path.exists(f)]
-            if gone:  # a resume removed a listed part: read_listed_parts lists again
-                raise FileNotFoundError(f"{gone[0]} was removed while it was being read") from exc
-            raise
-        finally:
-            con.close()
+
+    def fetch(relation: Any) -> dict[int, float]:
+        out = relation.fetchnumpy()
         return {int(e): float(v) for e, v in zip(out["epoch"], out["share"])}
 
-    found = read_listed_parts(read)
+    found = query_parts(run, query, fetch, dict)
     return [found.get(e) for e in epochs]
 
 
-def _number(value: Any) -> float | None:
+def number_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, else None (NaN, inf, None, text)."""
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -9,17 +9,16 @@ epochs' parts (LabelWave's prediction changes); no torch. The rules themselves l
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import pandas as pd
 
-from gwa_diag.analysis.phase import selected_epoch, training_phase
+from gwa_diag.analysis.parts import query_parts
+from gwa_diag.analysis.phase import number_or_none, selected_epoch, training_phase
 from gwa_diag.early_stopping import EarlyStopResult, StopTrust, assess_choice, labelwave_epoch, rank_correlation
-from gwa_diag.store import Run, open_run, read_listed_parts
+from gwa_diag.store import Run, open_run
 
 __all__ = ["Stopping", "prediction_changes", "stopping"]
 
@@ -36,16 +35,11 @@ def prediction_changes(run: Run | str | os.PathLike) -> pd.DataFrame:
     """
     run = open_run(run)
 
-    def read() -> pd.DataFrame:
-        files = [str(f) for f in run.sample_files()]
-        if not files:
-            return pd.DataFrame({"epoch": pd.Series(dtype="int64"), "changes": pd.Series(dtype="int64"),
-                                 "compared": pd.Series(dtype="int64")})
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        query = f"""
+    def query(source: str) -> str:
+        return f"""
             WITH last AS (
                 SELECT sample_id, CAST(epoch AS BIGINT) AS epoch, arg_max(pred, step) AS pred
-                FROM read_parquet([{listed}], hive_partitioning = true)
+                FROM {source}
                 GROUP BY sample_id, epoch
             ), paired AS (
                 SELECT epoch, pred, lag(pred) OVER (PARTITION BY sample_id ORDER BY epoch) AS previous
@@ -56,18 +50,12 @@ def prediction_changes(run: Run | str | os.PathLike) -> pd.DataFrame:
                    CAST(count(previous) AS BIGINT) AS compared
             FROM paired GROUP BY epoch ORDER BY epoch
         """
-        con = duckdb.connect(":memory:")
-        try:
-            return con.sql(query).df()
-        except duckdb.Error as exc:
-            gone = [f for f in files if not os.path.exists(f)]
-            if gone:  # a resume removed a listed part: read_listed_parts lists again
-                raise FileNotFoundError(f"{gone[0]} was removed while it was being read") from exc
-            raise
-        finally:
-            con.close()
 
-    return read_listed_parts(read)
+    def empty() -> pd.DataFrame:
+        return pd.DataFrame({"epoch": pd.Series(dtype="int64"), "changes": pd.Series(dtype="int64"),
+                             "compared": pd.Series(dtype="int64")})
+
+    return query_parts(run, query, lambda relation: relation.df(), empty)
 
 
 @dataclass(frozen=True)
@@ -129,7 +117,7 @@ def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None 
     chosen = selection if selection is not None else selected_epoch(run)
     epochs = run.epochs()
     ep = [int(e) for e in epochs["epoch"]] if len(epochs) else []
-    gwa = [_number(g) for g in epochs["gwa"]] if "gwa" in epochs else [None] * len(ep)
+    gwa = [number_or_none(g) for g in epochs["gwa"]] if "gwa" in epochs else [None] * len(ep)
     trust = assess_choice(ep, gwa, chosen, training_phase(run).phase)
     changes = prediction_changes(run)
     # The first recorded epoch has nothing to compare with: unknown, not zero changes.
@@ -137,7 +125,7 @@ def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None 
     labelwave = labelwave_epoch([int(e) for e in changes["epoch"]], counts)
     correlation, acc = None, {}
     if "eval_acc" in epochs:
-        by_epoch = {e: _number(a) for e, a in zip(ep, epochs["eval_acc"])}
+        by_epoch = {e: number_or_none(a) for e, a in zip(ep, epochs["eval_acc"])}
         pairs = [(g, by_epoch[e]) for e, g in zip(ep, gwa) if g is not None and by_epoch.get(e) is not None]
         correlation = rank_correlation([g for g, _ in pairs], [a for _, a in pairs]) if pairs else None
         known = {e: a for e, a in by_epoch.items() if a is not None}
@@ -146,11 +134,3 @@ def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None 
             acc = {"gwa": known.get(chosen.epoch), "labelwave": known.get(labelwave.epoch), "best": known[best],
                    "best_epoch": best, "last": known[max(known)]}
     return Stopping(chosen, trust, labelwave, changes, correlation, acc)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

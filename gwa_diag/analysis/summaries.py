@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -49,6 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from gwa_diag.analysis.parts import read_parquet_sql, vanished_parts_as_file_not_found
 from gwa_diag.analysis.phase import EpochChoices, choose_epochs
 from gwa_diag.analysis.scorers import SCORERS, Sums, scores
 from gwa_diag.checks import DEFAULT_WINDOW, InputError, Mode, Window, check_choice
@@ -170,19 +170,6 @@ def summarize(
     return read_listed_parts(read)
 
 
-@contextmanager
-def vanished_parts_as_file_not_found(files: list[str]) -> Iterator[None]:
-    """Report a DuckDB read that failed because a listed part vanished (a resume removed it)
-    as FileNotFoundError, which :func:`gwa_diag.store.read_listed_parts` retries."""
-    try:
-        yield
-    except duckdb.Error as exc:
-        gone = [f for f in files if not os.path.exists(f)]
-        if gone:
-            raise FileNotFoundError(f"{gone[0]} was removed while it was being read") from exc
-        raise
-
-
 def _summarize(
     run: Run,
     files: dict[int, list[str]],
@@ -216,7 +203,7 @@ def _summarize(
             plan.id_min = int(stats["id_min"])
             plan.size = int(stats["id_max"] - stats["id_min"] + 1)
         else:
-            ids = con.sql(f"SELECT DISTINCT sample_id FROM {_read(all_files)} ORDER BY 1").fetchnumpy()["sample_id"]
+            ids = con.sql(f"SELECT DISTINCT sample_id FROM {read_parquet_sql(all_files)} ORDER BY 1").fetchnumpy()["sample_id"]
             plan.ids = np.asarray(ids, dtype=np.int64)
             plan.size = len(plan.ids)
         acc = _accumulate(con, plan, repeats=False)
@@ -255,11 +242,6 @@ def _summarize(
 
 def _sql_str(text: str) -> str:
     return text.replace("'", "''")
-
-
-def _read(files: list[str]) -> str:
-    listed = ", ".join(f"'{_sql_str(f)}'" for f in files)
-    return f"read_parquet([{listed}], hive_partitioning = true)"
 
 
 def _file_stats(files: list[str]) -> dict[str, Any]:
@@ -304,7 +286,7 @@ def _file_stats(files: list[str]) -> dict[str, Any]:
 
 def _scan_max_class(files: list[str]) -> int:
     with duckdb.connect(":memory:") as con:
-        row = con.sql(f"SELECT max(greatest(label, pred)) FROM {_read(files)}").fetchone()
+        row = con.sql(f"SELECT max(greatest(label, pred)) FROM {read_parquet_sql(files)}").fetchone()
     return int(row[0]) if row and row[0] is not None else -1
 
 
@@ -312,7 +294,7 @@ def _source(files: list[str], *, repeats: bool) -> str:
     """Rows of ``files``: one per presentation, or one per (sample, epoch) when averaging
     repeated presentations (numeric signals averaged over finite values; prediction and
     label from the last presentation of the epoch)."""
-    raw = _read(files)
+    raw = read_parquet_sql(files)
     if not repeats:
         return raw
     means = ", ".join(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gwa_diag.analysis.summaries import vanished_parts_as_file_not_found
+from gwa_diag.analysis.parts import vanished_parts_as_file_not_found
 from gwa_diag.store import AnalysisError
 from gwa_diag.checks import InputError, MissingFileError
 from gwa_diag.store import Run, open_run, read_listed_parts

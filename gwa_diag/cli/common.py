@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from gwa_diag.analysis.pipeline import analyze
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError, Rule, Window, values
 from gwa_diag.store import RunDirError
