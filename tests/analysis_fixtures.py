@@ -224,3 +224,13 @@ def colour_images_npz(path: Path, *, n: int = 400, classes: int = 4, seed: int =
     images = np.clip(templates[labels] + rng.normal(0, 40, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
     np.savez(path, images=images, labels=labels)
     return path
+
+
+#: Per epoch, ``train_acc`` (fit of the given labels) and ``contradicted`` (share the model
+#: confidently contradicted) of a run that memorises, for ``write_run(extra_epoch=...)``:
+#: the share of unfitted samples fitted per epoch levels off at epoch 4 (22% contradicted
+#: there), the fit passes 1 - 0.22 at epoch 6 (the onset) and 1 - 0.11 at epoch 7
+#: (gwa_diag.early_stopping.read_phase).
+MEMORISING_EPOCHS = {e: {"train_acc": fit, "contradicted": share} for e, (fit, share) in enumerate(zip(
+    [0.30, 0.50, 0.62, 0.70, 0.74, 0.77, 0.84, 0.90, 0.95, 0.98],
+    [0.50, 0.35, 0.28, 0.24, 0.22, 0.20, 0.12, 0.06, 0.03, 0.01]))}

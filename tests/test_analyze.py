@@ -192,13 +192,10 @@ def test_write_report_takes_an_analysis_and_refuses_options_that_disagree(run):
 def test_commands_print_the_training_phase_they_read_the_scores_from(tmp_path, capsys):
     from gwa_diag.cli.train import _phase_line
 
-    # A memorising run: the fit levels off at epoch 4 (22% contradicted there) and passes
-    # 1 - 0.22 at epoch 6, 1 - 0.11 at epoch 7 (see gwa_diag.early_stopping.read_phase).
-    fit = [0.30, 0.50, 0.62, 0.70, 0.74, 0.77, 0.84, 0.90, 0.95, 0.98]
-    share = [0.50, 0.35, 0.28, 0.24, 0.22, 0.20, 0.12, 0.06, 0.03, 0.01]
+    from analysis_fixtures import MEMORISING_EPOCHS
+
     rows, _, clean = noisy_rows(n=120, epochs=10, num_classes=4, noise=0.2, seed=22)
-    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean,
-                     extra_epoch={e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(10)})
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING_EPOCHS)
     a = analyze(path)
     assert a.epochs.phase.memorised and a.epochs.phase.onset == 6 and a.epochs.window == (1, 2, 3, 4, 5)
     assert "epoch 6" in a.epochs.note and "1-5" in a.epochs.note

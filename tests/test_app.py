@@ -150,15 +150,10 @@ def test_overview_shows_curve_selection_and_metadata(runs, monkeypatch):
 
 
 def test_overview_states_the_training_phase_first(monkeypatch, tmp_path):
-    from analysis_fixtures import noisy_rows, write_run
+    from analysis_fixtures import MEMORISING_EPOCHS, noisy_rows, write_run
 
-    # A memorising run: the fit levels off at epoch 4 (22% contradicted there) and passes
-    # 1 - 0.22 at epoch 6, 1 - 0.11 at epoch 7 (gwa_diag.early_stopping.read_phase).
-    fit = [0.30, 0.50, 0.62, 0.70, 0.74, 0.77, 0.84, 0.90, 0.95, 0.98]
-    share = [0.50, 0.35, 0.28, 0.24, 0.22, 0.20, 0.12, 0.06, 0.03, 0.01]
     rows, _, clean = noisy_rows(n=N_SAMPLES, epochs=10, num_classes=4, noise=0.2, seed=4)
-    run = write_run(tmp_path / "memorised", rows, num_classes=4, clean_labels=clean,
-                    extra_epoch={e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(10)},
+    run = write_run(tmp_path / "memorised", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING_EPOCHS,
                     meta={"status": "finished", "config": {"epochs": 10, "mode": "scratch"}})
     note = analyze(run).epochs.note
     assert "epoch 6" in note and "epochs 1-5" in note

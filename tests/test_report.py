@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_fixtures import noisy_rows, write_run
+from analysis_fixtures import MEMORISING_EPOCHS, noisy_rows, write_run
 from gwa_diag.cli.analysis import register
 from gwa_diag.analysis.rank import read_suspects
 from gwa_diag.analysis.report import markdown_table, write_report
@@ -183,12 +183,6 @@ def test_alignment_histograms_span_the_data_not_a_fixed_axis():
     assert _hist_bins(np.array([-1.0, 1.0]))[[0, -1]].tolist() == [-1.0, 1.0]  # never beyond [-1, 1]
 
 
-# The fit of the given labels and the confidently contradicted share per epoch of a run that
-# memorises: the share of unfitted samples fitted per epoch levels off at epoch 4 (22%
-# contradicted there), the fit passes 1 - 0.22 at epoch 6 and 1 - 0.11 at epoch 7.
-MEMORISING = {e: {"train_acc": fit, "contradicted": share} for e, (fit, share) in enumerate(zip(
-    [0.30, 0.50, 0.62, 0.70, 0.74, 0.77, 0.84, 0.90, 0.95, 0.98],
-    [0.50, 0.35, 0.28, 0.24, 0.22, 0.20, 0.12, 0.06, 0.03, 0.01]))}
 
 
 def test_report_states_the_training_phase_and_plots_it(tmp_path, capsys):
@@ -196,7 +190,7 @@ def test_report_states_the_training_phase_and_plots_it(tmp_path, capsys):
     from gwa_diag.store import file_sha256
 
     rows, _, clean = noisy_rows(n=200, epochs=10, num_classes=4, noise=0.2, seed=3)
-    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING)
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING_EPOCHS)
     a = analyze(path)
     assert a.epochs.phase.onset == 6 and a.epochs.window == (1, 2, 3, 4, 5)
     assert _cli(["report", str(path)]) == 0
