@@ -44,6 +44,10 @@ def test_the_kept_checkpoint_is_the_epoch_before_the_offline_onset(tmp_path, noi
     assert record["onset"] == phase.onset and record["kept_epoch"] == phase.onset - 1
     kept = torch.load(tmp_path / "run" / "checkpoints" / KEPT_NAME, weights_only=True)
     assert kept["epoch"] == phase.onset - 1
+    # `gwa-diag train` names the kept weights in its closing lines.
+    from gwa_diag.cli.train import _phase_line
+
+    assert f"(epoch {phase.onset - 1}) are in" in _phase_line(tmp_path / "run")
     # Only the kept weights remain: none of the epochs that waited for the onset.
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == sorted(
         [KEPT_NAME, "last.pt", "selected.pt"])

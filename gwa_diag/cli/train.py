@@ -356,8 +356,14 @@ def _phase_line(out: str | Path) -> str:
     """Whether, and from which epoch, the model memorised its labels
     (:func:`gwa_diag.analysis.phase.training_phase`; duckdb and pandas, no torch)."""
     from gwa_diag.analysis.phase import training_phase
+    from gwa_diag.training.memorisation import KEPT_NAME
 
-    return f"training phase: {training_phase(out).phase.reason}"
+    phase = training_phase(out).phase
+    line = f"training phase: {phase.reason}"
+    kept = Path(out) / "checkpoints" / KEPT_NAME
+    if phase.memorised and phase.onset is not None and _checkpoint_epoch(kept) == phase.onset - 1:
+        line += f"; the weights from before it (epoch {phase.onset - 1}) are in {kept}"
+    return line
 
 
 def _selection_line(out: Path, epoch: int | None, reason: str) -> str:
