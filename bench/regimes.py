@@ -58,8 +58,8 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
   ``window="second_half"``, i.e. over the three epochs around the GWA-selected one) and a
   two-component Gaussian mixture over the aum score (``detect_cifar10n.mixture_row``), each
   with its relative error; precision / recall / F1 of the default flagged set;
-* stopping: test accuracy at the kept epoch (the one before the phase onset when the model
-  memorised, else the last), the best epoch, the last, the validation split's choice
+* stopping: test accuracy at the kept epoch (the plateau before the phase onset, whose
+  weights ``checkpoints/before_memorisation.pt`` keeps, when the model memorised; else the last), the best epoch, the last, the validation split's choice
   (highest val_acc, earliest on ties), the GWA choice and LabelWave's, and the trust rating
   of the GWA choice (``Analysis.stopping.trust``); the cells rated ``clear`` whose GWA choice
   is more than 2 points below the best epoch are counted.
@@ -314,7 +314,7 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     acc = {e: _num(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
     val = {e: _num(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
     last = epochs[-1]
-    kept = max(phase.onset - 1, epochs[0]) if phase.memorised and phase.onset is not None else last
+    kept = phase.phase.plateau if phase.memorised and phase.phase.plateau is not None else last
     st = a.stopping
     choice = {"kept": kept, "best": _argmax(acc), "last": last, "val": _argmax(val) if val is not None else None,
               "gwa": st.gwa.epoch, "labelwave": st.labelwave.epoch}
@@ -679,8 +679,8 @@ def main() -> None:
         "not fitted in most of the last three window epochs); today = the previous estimate (disagreement > 0.5 with "
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
         "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
-        "stopping: test accuracy (%) and epoch of: kept = the epoch before the phase onset when memorised, else the "
-        "last; best = best test epoch (oracle); last; val 10% = highest val_acc on the noisy validation split; GWA = "
+        "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset when memorised (the "
+        "weights gwa-diag train keeps), else the last; best = best test epoch (oracle); last; val 10% = highest val_acc on the noisy validation split; GWA = "
         "the GWA choice; LabelWave. GWA trust = Analysis.stopping.trust.",
     ]
     summary = [

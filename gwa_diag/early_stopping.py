@@ -384,6 +384,6 @@ def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: 
         level = "weak" if level == "clear" else level
     if phase is not None and phase.memorised and phase.onset is not None and selected.epoch >= phase.onset:
         reasons.append(f"the choice is after the model started memorising its labels (epoch {phase.onset}): "
-                       f"prefer the checkpoint from before it (epoch {phase.onset - 1})")
+                       f"prefer the checkpoint from before it (epoch {phase.plateau})")
         level = "weak" if level == "clear" else level
     return StopTrust(level, tuple(reasons), rising_correlation=rising, peak_margin=None if math.isinf(margin) else margin)

@@ -1,5 +1,5 @@
 """The checkpoint from before memorisation: the engine reads the training phase online and
-keeps the weights of the epoch before the onset; it equals the phase the analysis reads
+keeps the weights of the plateau before the onset; it equals the phase the analysis reads
 offline from the same recording, and a resume after a kill keeps it exactly."""
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ def _train(out: Path, dataset, **kwargs):
     return train(tiny_cnn(4), dataset, out, config=CFG, **kwargs)
 
 
-def test_the_kept_checkpoint_is_the_epoch_before_the_offline_onset(tmp_path, noisy):
+def test_the_kept_checkpoint_is_the_offline_plateau(tmp_path, noisy):
     _train(tmp_path / "run", noisy())
     record = json.loads((tmp_path / "run" / "run.json").read_text())["memorisation"]
     phase = analyze(tmp_path / "run").epochs.phase
     assert phase.memorised and record["memorised"]
-    assert record["onset"] == phase.onset and record["kept_epoch"] == phase.onset - 1
+    assert record["onset"] == phase.onset and record["kept_epoch"] == phase.phase.plateau < phase.onset
     kept = torch.load(tmp_path / "run" / "checkpoints" / KEPT_NAME, weights_only=True)
-    assert kept["epoch"] == phase.onset - 1
+    assert kept["epoch"] == phase.phase.plateau
     # `gwa-diag train` names the kept weights in its closing lines.
     from gwa_diag.cli.train import _phase_line
 
-    assert f"(epoch {phase.onset - 1}) are in" in _phase_line(tmp_path / "run")
+    assert f"(epoch {phase.phase.plateau}) are in" in _phase_line(tmp_path / "run")
     # Only the kept weights remain: none of the epochs that waited for the onset.
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == sorted(
         [KEPT_NAME, "last.pt", "selected.pt"])
@@ -56,12 +56,12 @@ def test_the_kept_checkpoint_is_the_epoch_before_the_offline_onset(tmp_path, noi
 def test_resume_after_a_kill_keeps_the_same_checkpoint(tmp_path, noisy, monkeypatch):
     _train(tmp_path / "full", noisy())
     full = json.loads((tmp_path / "full" / "run.json").read_text())["memorisation"]
-    onset = full["onset"]
+    onset, plateau = full["onset"], full["plateau"]
     real_save = train_mod._atomic_save
 
     def kill_after_the_onset(obj, path):
-        # After the onset is known, before memorisation is confirmed: weights are waiting.
-        if path.name == "last.pt" and obj["epoch"] == onset + 1:
+        # After the plateau is known, before memorisation is confirmed: its weights are waiting.
+        if path.name == "last.pt" and obj["epoch"] == plateau + 2:
             raise KeyboardInterrupt("simulated kill")
         real_save(obj, path)
 
@@ -76,7 +76,7 @@ def test_resume_after_a_kill_keeps_the_same_checkpoint(tmp_path, noisy, monkeypa
     assert resumed == full
     a = torch.load(tmp_path / "full" / "checkpoints" / KEPT_NAME, weights_only=True)
     b = torch.load(tmp_path / "crash" / "checkpoints" / KEPT_NAME, weights_only=True)
-    assert a["epoch"] == b["epoch"] == onset - 1
+    assert a["epoch"] == b["epoch"] == plateau
     for key in a["model"]:
         np.testing.assert_allclose(a["model"][key].float().numpy(), b["model"][key].float().numpy(), rtol=1e-5,
                                    atol=1e-6, err_msg=key)

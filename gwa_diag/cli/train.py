@@ -361,8 +361,8 @@ def _phase_line(out: str | Path) -> str:
     phase = training_phase(out).phase
     line = f"training phase: {phase.reason}"
     kept = Path(out) / "checkpoints" / KEPT_NAME
-    if phase.memorised and phase.onset is not None and _checkpoint_epoch(kept) == phase.onset - 1:
-        line += f"; the weights from before it (epoch {phase.onset - 1}) are in {kept}"
+    if phase.memorised and phase.plateau is not None and _checkpoint_epoch(kept) == phase.plateau:
+        line += f"; the weights from before it (epoch {phase.plateau}) are in {kept}"
     return line
 
 
