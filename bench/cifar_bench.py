@@ -11,6 +11,7 @@ the validation split at the end of this file), which run as ``python bench/<scri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import platform
@@ -170,3 +171,20 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     n_val = min(max(int(round(fraction * n)), 1 if n > 1 else 0), max(n - 1, 0))
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer: Callable[..., None], initargs: tuple) -> Any:
+    """A pool of ``workers`` spawned processes; on Ctrl-C or a failed run the workers are
+    stopped before the caller removes the run directories they write into."""
+    import multiprocessing as mp
+
+    pool = mp.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()

@@ -83,7 +83,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import shlex
 import signal
@@ -97,7 +96,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifar_bench import DEFAULT_DATA, REPO, data_files, hardware
+from cifar_bench import DEFAULT_DATA, REPO, data_files, hardware, worker_pool
 from gwa_diag.early_stopping import assess_choice, labelwave_epoch, rank_correlation, select_epoch
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
@@ -560,19 +559,10 @@ def main() -> None:
     print("\n".join(header), flush=True)
 
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="gwa-early-stopping-") as tmp:
         pre, after, free = build_jobs(args, specs, label_arrays, Path(tmp))
-        pool = ctx.Pool(args.workers, initializer=_init_worker, initargs=(str(data), 1))
-        try:
+        with worker_pool(args.workers, _init_worker, (str(data), 1)) as pool:
             results = run_jobs(pool, pre, after, free, log=lambda s: print(s, file=sys.stderr, flush=True))
-        except BaseException:
-            # Ctrl-C or a failed run: stop the workers before the run directories are removed.
-            pool.terminate()
-            pool.join()
-            raise
-        pool.close()
-        pool.join()
     wall = time.perf_counter() - t0
 
     body: list[str] = []

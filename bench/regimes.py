@@ -87,7 +87,6 @@ _T0 = time.perf_counter()  # the wall time printed at the end includes imports a
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -104,9 +103,11 @@ import torch  # noqa: E402
 
 from cifar_bench import (  # noqa: E402
     CPU_RECIPE, DEFAULT_DATA, REPO, clean_test_set, data_files, first_images, hardware, train_config, validation_split,
+    worker_pool,
 )
 from detect_cifar10n import labelled, mixture_row, pair_rate, subset  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
+from gwa_diag.analysis.phase import number_or_none  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
@@ -255,14 +256,6 @@ def oracle_window(a: Analysis) -> dict[str, Any]:
     return {"auroc": best[0], "window": [best[1], best[2]], "windows_tried": len(epochs) * (len(epochs) + 1) // 2}
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _argmax(values: dict[int, float | None]) -> int | None:
     """The epoch of the highest value (the earliest on ties), None if there is none."""
     known = {e: v for e, v in values.items() if v is not None}
@@ -282,8 +275,8 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     cell: dict[str, Any] = {
         "n": int(len(truth)), "true_count": true_count, "noise": true_count / len(truth),
         "default": {"scorer": DEFAULT_SCORER, "window": DEFAULT_WINDOW,
-                    "auroc": _num(det.loc[DEFAULT_SCORER, "auroc"]), "ap": _num(det.loc[DEFAULT_SCORER, "ap"]),
-                    "align_mean_auroc": _num(det.loc["align_mean", "auroc"])},
+                    "auroc": number_or_none(det.loc[DEFAULT_SCORER, "auroc"]), "ap": number_or_none(det.loc[DEFAULT_SCORER, "ap"]),
+                    "align_mean_auroc": number_or_none(det.loc["align_mean", "auroc"])},
         "phase": {"memorised": bool(phase.memorised), "onset": phase.onset, "window": list(a.epochs.window),
                   "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise},
         "windows": {},
@@ -291,8 +284,8 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     today = None
     for w in FIXED_WINDOWS:
         aw = analyze(run_dir, window=w)
-        cell["windows"][w] = {"align_mean": _num(aw.detection.loc["align_mean", "auroc"]),
-                              "aum": _num(aw.detection.loc["aum", "auroc"]),
+        cell["windows"][w] = {"align_mean": number_or_none(aw.detection.loc["align_mean", "auroc"]),
+                              "aum": number_or_none(aw.detection.loc["aum", "auroc"]),
                               "epochs": [aw.epochs.window[0], aw.epochs.window[-1]]}
         if w == "second_half":
             # The previous estimate: disagreement over the three epochs around the GWA choice.
@@ -305,14 +298,14 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
         gmm = None  # scikit-learn missing: pip install -r bench/requirements.txt
     flags = det.loc[ESTIMATE_ROW]
     cell["count"] = {"true": true_count, "estimate": a.estimate.total, "today": today, "gmm": gmm}
-    cell["flags"] = {"precision": _num(flags["precision"]), "recall": _num(flags["recall"]), "f1": _num(flags["f1"]),
+    cell["flags"] = {"precision": number_or_none(flags["precision"]), "recall": number_or_none(flags["recall"]), "f1": number_or_none(flags["f1"]),
                      "n_flagged": int(flags["n_flagged"])}
 
     # Stopping: test accuracy (eval_acc) at each rule's epoch.
     ep = a.run.epochs()
     epochs = [int(e) for e in ep["epoch"]]
-    acc = {e: _num(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
-    val = {e: _num(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
+    acc = {e: number_or_none(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
+    val = {e: number_or_none(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
     last = epochs[-1]
     kept = phase.phase.plateau if phase.memorised and phase.phase.plateau is not None else last
     st = a.stopping
@@ -323,13 +316,13 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
         "has_val": val is not None, "trust": st.trust.level, "trust_reasons": list(st.trust.reasons),
         "gwa_reason": st.gwa.reason, "labelwave_reason": st.labelwave.reason,
     }
-    fit = [_num(v) for v in ep["train_acc"]] if "train_acc" in ep else []
+    fit = [number_or_none(v) for v in ep["train_acc"]] if "train_acc" in ep else []
     cell["fit_last"] = fit[-1] if fit else None
     cell["fit_max"] = max((v for v in fit if v is not None), default=None)
     cell["fit_reached"] = next((e for e, v in zip(epochs, fit) if v is not None and v >= MEMORISE_FIT), None)
     cell["curves"] = {"epoch": epochs, "eval_acc": [acc.get(e) for e in epochs], "train_acc": fit,
                       "val_acc": [val.get(e) for e in epochs] if val is not None else None,
-                      "gwa": [_num(v) for v in ep["gwa"]] if "gwa" in ep else None}
+                      "gwa": [number_or_none(v) for v in ep["gwa"]] if "gwa" in ep else None}
     cell["t_analysis"] = time.perf_counter() - t0
     return cell
 
@@ -414,9 +407,7 @@ def run_jobs(args: argparse.Namespace, tmp: Path, finish) -> None:
         for job in pre + free + after:
             finish(run_job(job))
         return
-    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker,
-                                         initargs=(args.data, args.n, args.test_extra, 1))
-    try:
+    with worker_pool(args.workers, _init_worker, (args.data, args.n, args.test_extra, 1)) as pool:
         first = [pool.apply_async(run_job, (job,)) for job in pre]
         rest = [pool.apply_async(run_job, (job,)) for job in free]
         for handle in first:
@@ -424,13 +415,6 @@ def run_jobs(args: argparse.Namespace, tmp: Path, finish) -> None:
         rest += [pool.apply_async(run_job, (job,)) for job in after]
         for handle in rest:
             finish(handle.get())
-    except BaseException:
-        # Ctrl-C or a failed run: stop the workers before the run directories are removed.
-        pool.terminate()
-        pool.join()
-        raise
-    pool.close()
-    pool.join()
 
 
 # -- tables -----------------------------------------------------------------------------------
