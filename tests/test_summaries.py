@@ -12,7 +12,7 @@ import pytest
 
 from analysis_fixtures import noisy_rows, reference_summary, trajectory_rows, write_run
 from gwa_diag.checks import InputError, Window, values
-from gwa_diag.store import RunWriter
+from gwa_diag.store import RunWriter, open_run
 from gwa_diag.analysis.phase import WINDOWS, el2n_epoch, selected_epoch, window_epochs
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis import summaries
@@ -242,3 +242,11 @@ def test_run_without_complete_epochs_is_a_clear_error(tmp_path):
     path = write_run(tmp_path / "inflight", rows, num_classes=4, complete=[])
     with pytest.raises(AnalysisError, match="no complete epoch"):
         summarize(path)
+
+
+def test_class_count_scan_without_footer_statistics(tmp_path):
+    # Parts written without Parquet statistics are scanned for the largest class instead.
+    rows, _, _ = noisy_rows(n=30, epochs=2, num_classes=4, seed=9)
+    path = write_run(tmp_path / "run", rows, num_classes=4)
+    files = [str(f) for f in open_run(path).sample_files()]
+    assert summaries._scan_max_class(files) == int(max(rows["label"].max(), rows["pred"].max()))

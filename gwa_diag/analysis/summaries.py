@@ -286,8 +286,9 @@ def _file_stats(files: list[str]) -> dict[str, Any]:
 
 def _scan_max_class(files: list[str]) -> int:
     with duckdb.connect(":memory:") as con:
-        row = con.sql(f"SELECT max(greatest(label, pred)) FROM {read_parquet_sql(files)}").fetchone()
-    return int(row[0]) if row and row[0] is not None else -1
+        # fetchall: duckdb 2 relations have no fetchone (a relation keeps no result between calls).
+        rows = con.sql(f"SELECT max(greatest(label, pred)) FROM {read_parquet_sql(files)}").fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] is not None else -1
 
 
 def _source(files: list[str], *, repeats: bool) -> str:
