@@ -361,6 +361,7 @@ def test_moved_images_show_tables_and_a_message(runs, monkeypatch, tmp_path):
     at = _app(run, monkeypatch, page="browse")
     _clean(at)
     assert "could not be loaded" in _texts(at)
+    assert f"gwa-diag relocate {run} --data-path NEW_PATH" in _texts(at)
     assert len(_grid(at)) == 48 and all(c["src"] is None for c in _grid(at))
     _open(at, _grid_ids(at)[0])
     _clean(at)

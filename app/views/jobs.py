@@ -9,6 +9,7 @@ them. Their results are shared objects: callers never modify them.
 from __future__ import annotations
 
 import json
+import shlex
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -97,7 +98,8 @@ def open_dataset(state: RunState) -> tuple[Any | None, str | None]:
         where = state.meta["dataset"].get("path") or state.meta["dataset"].get("root") or ""
         return None, (
             f"The images of this run could not be loaded ({source} {where}): {exc}. "
-            "Scores and tables are still shown; move the files back or fix run.json's "
-            "\"dataset\" spec to see the images."
+            "Scores and tables are still shown. If the data moved (another machine or folder), "
+            f"point the run at it with `gwa-diag relocate {shlex.quote(str(state.path))} --data-path NEW_PATH` "
+            "(it checks that the data there is the data the run trained on), or move the files back."
         )
 
