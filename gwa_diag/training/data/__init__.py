@@ -23,6 +23,7 @@ from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS, cifar10n_labels
 from gwa_diag.training.data.evaluation import load_eval_set
 from gwa_diag.training.data.exclude import SampleSubset, load_exclusion_file, without_samples
 from gwa_diag.training.data.folders import IMAGE_EXTENSIONS, ImageFolderDataset
+from gwa_diag.training.data.hf import HFImageDataset
 from gwa_diag.training.data.labels import load_label_file, with_label_file, with_label_set
 from gwa_diag.training.data.manifest import ManifestDataset, load_manifest
 from gwa_diag.training.data.noise import NOISE_KINDS, inject_noise, with_noise
@@ -35,6 +36,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "NOISE_KINDS",
     "ArrayDataset",
+    "HFImageDataset",
     "ImageFolderDataset",
     "ManifestDataset",
     "SampleDataset",

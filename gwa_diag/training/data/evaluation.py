@@ -1,5 +1,6 @@
 """Evaluation sets given apart from the training data (``gwa-diag train --eval-data``): an
-``.npz`` file, an image folder or a manifest CSV, with its classes mapped onto the
+``.npz`` file, an image folder, a manifest CSV or a folder written by Hugging Face
+``save_to_disk``, with its classes mapped onto the
 training set's.
 
 Owns the choice of reader from the path and the class mapping (by name for folders and
@@ -17,6 +18,7 @@ from gwa_diag.checks import InputError, MissingFileError
 from gwa_diag.training.data.arrays import load_npz
 from gwa_diag.training.data.base import SampleDataset
 from gwa_diag.training.data.folders import ImageFolderDataset
+from gwa_diag.training.data.hf import HFImageDataset, hf_eval_split, is_saved_hf_dataset
 from gwa_diag.training.data.manifest import ManifestDataset, held_out_split, manifest_splits
 
 __all__ = ["load_eval_set"]
@@ -36,6 +38,10 @@ def load_eval_set(
     * ``FILE.csv``: a manifest (:class:`~gwa_diag.training.data.manifest.ManifestDataset`):
       with a ``split`` column its ``val`` rows (else its ``test`` rows), else every row;
       class names are mapped onto ``class_names``, class indices kept.
+    * a folder written by Hugging Face ``save_to_disk``
+      (:class:`~gwa_diag.training.data.hf.HFImageDataset`, columns found by type): a
+      ``Dataset``, or a ``DatasetDict``'s ``validation`` (``valid``, ``val``, else ``test``)
+      split; ClassLabel names are mapped onto ``class_names``.
 
     Args:
         class_names: the training set's classes, in its order.
@@ -45,6 +51,8 @@ def load_eval_set(
         InputError: another kind of path, or classes the training set lacks (named).
     """
     p = Path(path).expanduser()
+    if is_saved_hf_dataset(p):
+        return HFImageDataset(p, split=hf_eval_split(p), image_size=image_size, class_names=class_names)
     if p.is_dir():
         return ImageFolderDataset(p, image_size=image_size, class_names=class_names)
     if not p.exists():

@@ -22,6 +22,7 @@ from gwa_diag.training.data.base import SampleDataset
 from gwa_diag.training.data.cifar10n import with_cifar10n
 from gwa_diag.training.data.exclude import without_samples
 from gwa_diag.training.data.folders import ImageFolderDataset
+from gwa_diag.training.data.hf import HFImageDataset
 from gwa_diag.training.data.labels import with_label_file
 from gwa_diag.training.data.manifest import ManifestDataset
 from gwa_diag.training.data.noise import with_noise
@@ -35,6 +36,7 @@ _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "image_folder": ("root", "image_size", "class_names"),
     "manifest": ("path", "split", "image_size", "class_names"),
     "sample_data": ("split", "label_set", "path"),
+    "hf": ("path", "split", "image_column", "label_column", "id_column", "image_size", "class_names", "fingerprint"),
     "arrays": (),
 }
 _STEP_KEYS: dict[str, tuple[str, ...]] = {
@@ -50,7 +52,8 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
     """Rebuild a dataset from its ``spec`` (as saved in a run's ``run.json``).
 
     A spec names a ``source`` (``npz``, ``cifar10``, ``image_folder``, ``manifest``,
-    ``sample_data``) with
+    ``sample_data``, ``hf``: a Hugging Face dataset, refused when its recorded
+    ``fingerprint`` differs) with
     its options, and a list of label ``steps`` applied in order (``label_set``,
     ``label_file``, ``noise``, and ``exclude``, which leaves out the samples of an exclusion
     file). ``dataset.spec`` of any dataset made by this module has this form.
@@ -96,6 +99,13 @@ def load_dataset(spec: Mapping[str, Any], *, with_labels: bool = True) -> Sample
             raise InputError("a 'manifest' spec needs 'path', the manifest CSV")
         ds = ManifestDataset(opts["path"], split=opts.get("split"), image_size=opts.get("image_size"),
                              class_names=opts.get("class_names"))
+    elif source == "hf":
+        if not opts.get("path"):
+            raise InputError(
+                "this Hugging Face dataset was passed as a Python object, which a spec cannot reload: save it "
+                "with dataset.save_to_disk(PATH) and build HFImageDataset(PATH) (CLI: --data hf --data-path PATH)"
+            )
+        ds = HFImageDataset(opts["path"], **{k: opts.get(k) for k in _SOURCE_KEYS["hf"] if k != "path"})
     elif source == "sample_data":
         ds = load_sample_split(
             opts.get("split", "train"), label_set=opts.get("label_set", "worst"), path=opts.get("path")
