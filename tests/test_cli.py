@@ -20,7 +20,11 @@ def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):
                "--out", str(run)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "GWA-selected epoch" in printed
+    # The first screen (counts, top suspects, the app command) comes first, the details after it.
+    first, details = printed.split("--- details ---\n", 1)
+    assert "labels look wrong" in first and "truly wrong: 80 of 400" in first
+    assert f"browse them: gwa-diag app {run}" in first
+    assert "GWA-selected epoch" in details
     # How far to trust the choice and LabelWave's choice, as the report states them.
     from gwa_diag.analysis.stopping import stopping
 
@@ -75,7 +79,11 @@ def test_seed_makes_train_reproducible(tmp_path):
 def test_demo_runs_offline_and_prints_the_table(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "align_mean" in out and "aum" in out and "run directory" in out
+    # The first screen comes first; the detection table and the rest follow under the heading.
+    first, details = out.split("--- details ---\n", 1)
+    assert "labels look wrong" in first and "most suspicious" in first
+    assert f"browse them: gwa-diag app {tmp_path / 'demo'}" in first and "suspects.csv" in first
+    assert "align_mean" in details and "aum" in details and "run directory" in details
     assert "trust in the GWA choice: " in out and "LabelWave" in out
     assert "training phase: " in out and "scores are read from" in out
     assert (tmp_path / "demo" / "analysis" / "report.md").exists()

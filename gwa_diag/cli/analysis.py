@@ -37,6 +37,7 @@ from gwa_diag.cli.common import (
     guarded,
     rule_options,
 )
+from gwa_diag.cli.summary import DETAILS_HEADING, first_screen
 from gwa_diag.store import atomic_write_bytes
 
 __all__ = ["register"]
@@ -165,7 +166,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     _check_truth(args.truth)
     check_output_dir(args.out_dir, "--out-dir")
     with _warnings_to_stderr():
-        report = write_report(_analyze(args, rule=rule, truth=args.truth), out_dir=args.out_dir)
+        analysis = _analyze(args, rule=rule, truth=args.truth)
+        report = write_report(analysis, out_dir=args.out_dir)
+    # What a newcomer needs first; the full output follows under the heading.
+    print(first_screen(analysis, args.run, suspects=report["files"].get("suspects")))
+    print(f"\n{DETAILS_HEADING}")
     print(report["early_stopping"].get("note", ""))
     print(report["training_phase"]["note"])
     print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")

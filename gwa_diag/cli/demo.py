@@ -67,15 +67,21 @@ def run_demo(
 
 def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
     from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW
+    from gwa_diag.cli.summary import DETAILS_HEADING, first_screen
 
     # The numbers of the report just written, not a second computation of them.
     analysis = report["analysis"]
+    files = report.get("files", {})
+    # What a newcomer needs first; the full output follows under the heading.
+    print()
+    print(first_screen(analysis, out, suspects=files.get("suspects")))
+    print(f"\n{DETAILS_HEADING}")
     table = analysis.detection
     if table is None:
-        print(f"\nNo detection scores: {analysis.truth_reason}")
+        print(f"No detection scores: {analysis.truth_reason}")
     else:
         n, n_noisy = table.attrs["n"], table.attrs["n_noisy"]
-        print(f"\nDetection of the {n_noisy} wrong CIFAR-10-N '{label_set}' labels among {n} images "
+        print(f"Detection of the {n_noisy} wrong CIFAR-10-N '{label_set}' labels among {n} images "
               "(higher AUROC/AP is better; chance AUROC = 0.5, chance AP = "
               f"{n_noisy / n:.2f}):")
         cols = ["auroc", "ap", "p_at_k", "r_at_k"]
@@ -102,7 +108,6 @@ def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
     print(analysis.epochs.note)
     print(f"\ntraining {report['train_seconds']:.0f} s, total {report['total_seconds']:.0f} s")
     print(f"run directory: {out}")
-    files = report.get("files", {})
     if files:
         print(f"report: {files.get('report_md', out / 'analysis' / 'report.md')}")
         print(f"suspects (relabeling list): {files.get('suspects', out / 'analysis' / 'suspects.csv')}")

@@ -35,11 +35,22 @@ _NOISE_KIND_HELP = {"symmetric": "", "pair": " (class c -> c+1)"}
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
-    data.add_argument("--data", default="sample", choices=["sample", "cifar10", "npz", "folder", "manifest"],
+    data.add_argument("--data", default="sample",
+                      choices=["sample", "cifar10", "npz", "folder", "manifest", "hf"],
                       help="sample: the bundled CIFAR-10-N subset (offline); cifar10: torchvision CIFAR-10 "
                            "under --data-path; npz: an .npz with images/labels; folder: one sub-folder per class; "
-                           "manifest: a CSV with columns path,label[,split]")
-    data.add_argument("--data-path", type=Path, help="CIFAR-10 root, .npz file, image folder or manifest CSV")
+                           "manifest: a CSV with columns path,label[,split]; hf: a Hugging Face dataset (a save_to_disk "
+                           "folder or a cached Hub name; pip install \"gwa-diag[hf]\")")
+    data.add_argument("--data-path", type=Path,
+                      help="CIFAR-10 root, .npz file, image folder, manifest CSV, or (--data hf) a save_to_disk "
+                           "folder or Hub dataset name")
+    data.add_argument("--split", help="--data hf: the split to train on (needed for a DatasetDict or a Hub name)")
+    data.add_argument("--image-column", metavar="COLUMN",
+                      help="--data hf: the image column (default: the one datasets.Image column)")
+    data.add_argument("--label-column", metavar="COLUMN",
+                      help="--data hf: the label column (default: the one datasets.ClassLabel column)")
+    data.add_argument("--id-column", metavar="COLUMN",
+                      help="--data hf: a column of unique whole-number sample ids (default: the row index)")
     data.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 into --data-path")
     data.add_argument("--label-set", help="CIFAR-10-N label set: clean, aggre, worst, random1, random2, random3")
     data.add_argument("--cifar10n", type=Path, help="path to CIFAR-10_human.pt (for --label-set with cifar10/npz data)")
@@ -56,8 +67,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                           for kind in values(NoiseKind)))
     data.add_argument("--noise-seed", type=int, help=f"with --noise-rate: seed of the flips (default {NOISE_SEED})")
     data.add_argument("--eval-data", type=Path,
-                      help="evaluation set (accuracy each epoch): an .npz, an image folder or a manifest CSV")
-    data.add_argument("--image-size", type=int_in_range(1), help="resize folder and manifest images to this size")
+                      help="evaluation set (accuracy each epoch): an .npz, an image folder, a manifest CSV or a "
+                           "Hugging Face save_to_disk folder")
+    data.add_argument("--image-size", type=int_in_range(1), help="resize folder, manifest and hf images to this size")
     model = p.add_argument_group("model and optimisation")
     model.add_argument("--model", default="tiny", help="tiny, resnet18_cifar, or tv:<torchvision model name>")
     model.add_argument("--weights", metavar="DEFAULT|FILE",
@@ -119,17 +131,24 @@ def _check_data_options(args: argparse.Namespace) -> None:
     if args.data != "sample" and args.data_path is None:
         need = {"cifar10": "the folder that holds or will hold cifar-10-batches-py",
                 "npz": "a FILE.npz", "folder": "a folder with one sub-folder per class",
-                "manifest": "a FILE.csv with columns path,label"}[args.data]
+                "manifest": "a FILE.csv with columns path,label",
+                "hf": "a folder written by save_to_disk, or a Hub dataset name in the local cache"}[args.data]
         raise InputError(f"--data {args.data} needs --data-path ({need})")
     if args.download and args.data != "cifar10":
         raise InputError("--download fetches CIFAR-10 only (--data cifar10); drop it for this data")
-    if args.image_size is not None and args.data not in ("folder", "manifest"):
-        raise InputError("--image-size resizes image folders and manifests only (--data folder or manifest); "
-                         "drop it for this data")
-    if args.label_set and args.data in ("folder", "manifest"):
+    if args.image_size is not None and args.data not in ("folder", "manifest", "hf"):
+        raise InputError("--image-size resizes image folders and manifests only, and Hugging Face datasets "
+                         "(--data folder, manifest or hf); drop it for this data")
+    hf_only = [f"--{k.replace('_', '-')}" for k in ("split", "image_column", "label_column", "id_column")
+               if getattr(args, k, None) is not None]
+    if hf_only and args.data != "hf":
+        raise InputError(f"{', '.join(hf_only)} {'is' if len(hf_only) == 1 else 'are'} read with --data hf only "
+                         "(a Hugging Face dataset): drop it for this data, or pass --data hf")
+    if args.label_set and args.data in ("folder", "manifest", "hf"):
         # CIFAR-10-N labels are keyed by CIFAR-10 training index, not by a folder's file order.
         raise InputError(f"--label-set (CIFAR-10-N labels) needs the CIFAR-10 images: use --data cifar10 or "
-                         f"npz, or train a {args.data} on your own labels with --labels FILE")
+                         f"npz, or train a {'Hugging Face dataset' if args.data == 'hf' else args.data} on your "
+                         "own labels with --labels FILE")
     if args.label_set and args.labels is not None:
         raise InputError("--label-set and --labels both choose the labels to train on: pass one of them")
     if args.cifar10n is not None and args.data == "sample":
@@ -184,6 +203,11 @@ def load_train_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
         eval_set = data.cifar10(args.data_path, train=False, download=args.download)
     elif args.data == "npz":
         train_set = data.load_npz(args.data_path)
+    elif args.data == "hf":
+        # datasets is imported here only: without it this is an InputError naming the extra to install.
+        train_set = data.HFImageDataset(str(args.data_path), split=args.split, image_column=args.image_column,
+                                        label_column=args.label_column, id_column=args.id_column,
+                                        image_size=args.image_size)
     elif args.data == "manifest":
         # With a split column: the train rows, and the val (else test) rows to evaluate on.
         train_set, eval_set = data.load_manifest(args.data_path, image_size=args.image_size,
@@ -339,7 +363,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sel = result.selected
     if rank != 0:
         return 0
-    print(f"run directory: {out}  ({time.perf_counter() - t0:.1f} s)")
+    elapsed = time.perf_counter() - t0
+    # What a newcomer needs first (counts, top suspects, the app command); the rest follows.
+    from gwa_diag.analysis.pipeline import analyze
+    from gwa_diag.cli.summary import DETAILS_HEADING, first_screen
+    from gwa_diag.store import AnalysisError
+
+    try:
+        print(first_screen(analyze(out), out))
+    except (AnalysisError, InputError) as e:
+        print(f"no analysis yet: {e}")
+    print(f"\n{DETAILS_HEADING}")
+    print(f"run directory: {out}  ({elapsed:.1f} s)")
     print(_selection_line(Path(out), sel.epoch, sel.reason))
     from gwa_diag.analysis.stopping import stopping
 
