@@ -143,11 +143,17 @@ def _folder(root: Path, n: int = 30) -> Path:
     return root
 
 
-def test_image_folder_moves(tmp_path):
+def _run_on_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """(an image folder under tmp_path/server, a 1-epoch run trained on it)."""
     data = _folder(tmp_path / "server" / "images")
     run = tmp_path / "run"
     assert main(["train", "--data", "folder", "--data-path", str(data), "--epochs", "1", "--batch-size", "10",
                  "--quiet", "--out", str(run)]) == 0
+    return data, run
+
+
+def test_image_folder_moves(tmp_path):
+    data, run = _run_on_folder(tmp_path)
     new = tmp_path / "laptop" / "images"
     shutil.copytree(data, new)
     shutil.rmtree(data)
@@ -172,10 +178,7 @@ def test_image_folder_with_same_paths_and_sizes_is_accepted(tmp_path, monkeypatc
     evidence enough."""
     import gwa_diag.training.relocate as relocate
 
-    data = _folder(tmp_path / "server" / "images")
-    run = tmp_path / "run"
-    assert main(["train", "--data", "folder", "--data-path", str(data), "--epochs", "1", "--batch-size", "10",
-                 "--quiet", "--out", str(run)]) == 0
+    data, run = _run_on_folder(tmp_path)
     new = tmp_path / "mount" / "images"
     shutil.copytree(data, new)
     monkeypatch.setattr(relocate, "data_fingerprint", lambda ds: "decoded-differently")

@@ -15,8 +15,7 @@ here to the summaries, the pipeline, the report and the app; nobody rebuilds it.
 
 Reads ``epochs.parquet``, and the sample parts only for runs recorded before the recorder
 wrote the per-epoch ``contradicted`` share; no torch (the rules live in
-:mod:`gwa_diag.early_stopping`, imported lazily because :mod:`gwa_diag.alignment` imports
-torch).
+:mod:`gwa_diag.early_stopping`, which is torch-free).
 """
 
 from __future__ import annotations
@@ -24,17 +23,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from gwa_diag.checks import DEFAULT_WINDOW, Mode, Window
-from gwa_diag.early_stopping import Phase, read_phase
+from gwa_diag.early_stopping import EarlyStopResult, Phase, read_phase, select_epoch
 from gwa_diag.analysis.parts import query_parts
 from gwa_diag.store import Run, open_run
 
-if TYPE_CHECKING:
-    from gwa_diag.early_stopping import EarlyStopResult
 
 __all__ = [
     "WINDOWS",
@@ -252,13 +249,11 @@ def _run_mode(run: Run) -> str:
     return str(mode)
 
 
-def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = None) -> "EarlyStopResult":
+def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = None) -> EarlyStopResult:
     """The GWA early-stopping epoch of a run (:func:`gwa_diag.early_stopping.select_epoch` on
     epochs.parquet). ``mode`` defaults to run.json's ``config.mode`` (else ``scratch``);
     the warm-up is measured against the planned ``config.epochs`` when recorded.
     ``epoch`` is None when no defined GWA qualifies (then the reason says why)."""
-    from gwa_diag.early_stopping import select_epoch
-
     run = open_run(run_or_path)
     epochs = run.epochs()
     use_mode = mode if mode is not None else _run_mode(run)
