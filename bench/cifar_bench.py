@@ -67,10 +67,18 @@ class DataFiles(NamedTuple):
     labels: Path  #: the CIFAR-10-N human labels
 
 
-def data_files(data: Path) -> DataFiles:
-    """The CIFAR-10 and CIFAR-10-N files under ``data``; exits with a message when one is missing."""
-    files = DataFiles(data / "cifar10" / "train_first20000.npz", data / "cifar10" / "test_first1000.npz",
-                      data / "cifar10n" / "CIFAR-10_human.pt")
+#: The training images a lent GPU machine carries (shared/device/pack: the first 15,000 of the 20,000).
+DEVICE_TRAIN_FILE = "train_first15000.npz"
+
+
+def data_files(data: Path, *, first15000: bool = False) -> DataFiles:
+    """The CIFAR-10 and CIFAR-10-N files under ``data``; exits with a message when one is missing.
+    ``first15000``: take ``cifar10/train_first15000.npz`` (what shared/device/unpack.py rebuilds on
+    a GPU machine, the same rows) when the 20,000-image file is absent."""
+    train = data / "cifar10" / "train_first20000.npz"
+    if first15000 and not train.is_file():
+        train = data / "cifar10" / DEVICE_TRAIN_FILE
+    files = DataFiles(train, data / "cifar10" / "test_first1000.npz", data / "cifar10n" / "CIFAR-10_human.pt")
     for p in files:
         if not p.is_file():
             raise SystemExit(f"missing data file {p}: pass --data pointing at the folder with cifar10/ and cifar10n/")

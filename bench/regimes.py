@@ -102,8 +102,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cifar_bench import (  # noqa: E402
-    CPU_RECIPE, DEFAULT_DATA, REPO, clean_test_set, data_files, first_images, hardware, train_config, validation_split,
-    worker_pool,
+    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, MODEL_BUILDERS, REPO, clean_test_set, data_files, first_images, hardware,
+    train_config, validation_split, worker_pool,
 )
 from detect_cifar10n import labelled, mixture_row, pair_rate, subset  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
@@ -112,7 +112,6 @@ from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
 from gwa_diag.training.engine import TrainConfig, train  # noqa: E402
-from gwa_diag.training.models import tiny_cnn  # noqa: E402
 
 TUNING_SETS = ("worst", "aggre", "random1")
 HELD_OUT_SETS = ("random2", "random3", "pair30")
@@ -129,40 +128,58 @@ MEMORISE_FIT = 0.95
 #: A GWA choice rated "clear" this far (accuracy points) below the best epoch is counted.
 CLEAR_BUT_WORSE = 2.0
 
-#: Epochs of each regime (``quick`` under --quick); ``--epochs`` overrides both.
+#: Epochs of each regime (``quick`` under --quick, ``gpu`` under --mode gpu); ``--epochs`` overrides them.
 REGIMES: dict[str, dict[str, Any]] = {
-    "default": {"epochs": 15, "quick": 12},
+    "default": {"epochs": 15, "quick": 12, "gpu": 40},
     # Measured on 2,700 training images: 95% of the labels first fitted at epochs 28-31 (worst,
     # aggre, random1), but at a constant rate the fit dips by up to 8 points now and then.
-    "memorise": {"epochs": 50, "quick": 45},
+    "memorise": {"epochs": 50, "quick": 45, "gpu": 40},
     "finetune": {"epochs": 30, "quick": 20, "pretrain": 10, "pretrain_quick": 5},
 }
+#: --mode: the model, precision and device of every training. ``gpu`` is the recipe of the two
+#: recordings under gpu_runs/ (CIFAR ResNet-18, bf16, batch 512), on the first 15,000 images a
+#: lent GPU machine carries, so it has no finetune regime (its pretraining rows are not there).
+MODES: dict[str, dict[str, Any]] = {
+    "cpu": {"model": "tiny", "precision": "fp32", "device": "cpu", "adamw_batch": 128, "adamw_lr": 3e-3,
+            "n": 10_000, "quick_n": 3000, "test_extra": 5000, "quick_test_extra": 2000},
+    "gpu": {"model": "resnet18_cifar", "precision": "bf16", "device": "cuda", "adamw_batch": 512, "adamw_lr": 1e-3,
+            "n": 10_000, "test_extra": 5000},
+}
+MODEL_NAMES = {"tiny": "tiny CNN", "resnet18_cifar": "CIFAR ResNet-18"}
 
 
 # -- recipes ----------------------------------------------------------------------------------
-def default_config(epochs: int, seed: int, *, mode: str = "scratch") -> TrainConfig:
-    """The benchmarks' SGD recipe (cifar_bench.CPU_RECIPE, cifar_bench.train_config)."""
-    args = argparse.Namespace(**{k: v for k, v in CPU_RECIPE.items() if k not in ("model", "n", "epochs")},
+def default_config(epochs: int, seed: int, *, mode: str = "scratch", hw: str = "cpu", device: str | None = None) -> TrainConfig:
+    """The benchmarks' SGD recipe (cifar_bench.CPU_RECIPE or GPU_RECIPE, cifar_bench.train_config)."""
+    recipe = CPU_RECIPE if hw == "cpu" else GPU_RECIPE
+    args = argparse.Namespace(**{k: v for k, v in recipe.items() if k not in ("model", "n", "epochs")},
                               epochs=epochs, seed=seed, progress=False)
+    if device is not None:
+        args.device = device
+        if device == "cpu":
+            args.precision = "fp32"  # a toy check of --mode gpu on the CPU
     cfg = train_config(args)
     cfg.mode = mode  # type: ignore[assignment]
     return cfg
 
 
-def adamw_config(epochs: int, seed: int, *, lr: float, mode: str) -> TrainConfig:
-    """AdamW at a constant rate, no augmentation, no weight decay, batch 128, fp32 on the CPU."""
-    return TrainConfig(epochs=epochs, batch_size=128, lr=lr, optimizer="adamw", weight_decay=0.0, warmup_epochs=0.0,
-                       schedule="constant", augment=False, precision="fp32", device="cpu", seed=seed, mode=mode,
-                       progress=False)
+def adamw_config(epochs: int, seed: int, *, lr: float, mode: str, hw: str = "cpu", device: str | None = None) -> TrainConfig:
+    """AdamW at a constant rate, no augmentation, no weight decay: batch 128, fp32 on the CPU;
+    batch 512, bf16 on a GPU (the recipe of gpu_runs/mem_worst)."""
+    m = MODES[hw]
+    precision = "fp32" if device == "cpu" else m["precision"]  # a toy check of --mode gpu on the CPU
+    return TrainConfig(epochs=epochs, batch_size=m["adamw_batch"], lr=lr, optimizer="adamw", weight_decay=0.0,
+                       warmup_epochs=0.0, schedule="constant", augment=False, precision=precision,
+                       device=device or m["device"], seed=seed, mode=mode, progress=False)
 
 
-def regime_config(regime: str, epochs: int, seed: int) -> TrainConfig:
+def regime_config(regime: str, epochs: int, seed: int, hw: str = "cpu", device: str | None = None) -> TrainConfig:
     if regime == "default":
-        return default_config(epochs, seed)
+        return default_config(epochs, seed, hw=hw, device=device)
     if regime == "memorise":
-        return adamw_config(epochs, seed, lr=3e-3, mode="scratch")
+        return adamw_config(epochs, seed, lr=MODES[hw]["adamw_lr"], mode="scratch", hw=hw, device=device)
     if regime == "finetune":
-        return adamw_config(epochs, seed, lr=3e-4, mode="finetune")
+        return adamw_config(epochs, seed, lr=3e-4, mode="finetune", hw=hw, device=device)
     raise AssertionError(regime)
 
 
@@ -178,19 +195,25 @@ def describe(cfg: TrainConfig) -> str:
 class Data:
     """Everything read once: the pool, the clean test set, the pretraining set, the label file."""
 
-    def __init__(self, data: Path, n: int, test_extra: int) -> None:
-        files = data_files(data)
+    def __init__(self, data: Path, n: int, test_extra: int, *, pretraining: bool = True) -> None:
+        files = data_files(data, first15000=True)
         self.label_path = files.labels
         full = load_npz(files.train)
         test = load_npz(files.test)
         clean = load_cifar10n(files.labels)["clean_label"]
+        need = PRETRAIN_ROWS[1] if pretraining else TEST_ROWS_START + test_extra
+        if len(full) < need:
+            raise SystemExit(f"{files.train} holds {len(full):,} images; this table needs the first {need:,} "
+                             "(finetune's pretraining uses rows 15,000..19,999: leave it out with --regimes)")
         self.pool = first_images(full, n)
         rows = np.arange(TEST_ROWS_START, TEST_ROWS_START + test_extra)
         self.test = clean_test_set(test, full, rows, clean)
-        pre = np.arange(*PRETRAIN_ROWS)
-        self.pretrain = ArrayDataset(full.images_nchw[torch.as_tensor(pre)], clean[pre], sample_ids=pre,
-                                     class_names=full.class_names,
-                                     spec={"source": "arrays", "rows": list(PRETRAIN_ROWS), "labels": "clean"})
+        self.pretrain = None
+        if pretraining:
+            pre = np.arange(*PRETRAIN_ROWS)
+            self.pretrain = ArrayDataset(full.images_nchw[torch.as_tensor(pre)], clean[pre], sample_ids=pre,
+                                         class_names=full.class_names,
+                                         spec={"source": "arrays", "rows": list(PRETRAIN_ROWS), "labels": "clean"})
 
 
 def test_note(test_extra: int) -> str:
@@ -309,6 +332,9 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     last = epochs[-1]
     kept = phase.phase.plateau if phase.memorised and phase.phase.plateau is not None else last
     st = a.stopping
+    # The epoch whose weights the engine kept online (run.json "memorisation"), beside the
+    # offline read above: they should agree (None: nothing kept, the run did not memorise).
+    cell["kept_online"] = (a.run.meta.get("memorisation") or {}).get("kept_epoch")
     choice = {"kept": kept, "best": _argmax(acc), "last": last, "val": _argmax(val) if val is not None else None,
               "gwa": st.gwa.epoch, "labelwave": st.labelwave.epoch}
     cell["stopping"] = {
@@ -329,10 +355,11 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
 
 # -- training ---------------------------------------------------------------------------------
 def pretrain(data: Data, epochs: int, seed: int, tmp: Path) -> tuple[Path, dict[str, Any]]:
-    """Train the tiny CNN on the clean pretraining images; its state dict's file and a note."""
+    """Train the tiny CNN on the clean pretraining images (CPU mode only); its state dict's file and a note."""
+    assert data.pretrain is not None
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    model = tiny_cnn(data.pretrain.num_classes)
+    model = MODEL_BUILDERS["tiny"](data.pretrain.num_classes)
     cfg = default_config(epochs, seed)
     result = train(model, data.pretrain, tmp / "pretrain", config=cfg, eval_set=data.test,
                    meta={"benchmark": "bench/regimes.py", "part": "pretraining (clean labels)"})
@@ -344,11 +371,11 @@ def pretrain(data: Data, epochs: int, seed: int, tmp: Path) -> tuple[Path, dict[
 
 
 def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: Path,
-               pretrained: Path | None) -> tuple[Path, dict[str, Any]]:
+               pretrained: Path | None, hw: str = "cpu", device: str | None = None) -> tuple[Path, dict[str, Any]]:
     train_set, val_set, noise = label_set_splits(data, name, seed)
-    cfg = regime_config(regime, epochs, seed)
+    cfg = regime_config(regime, epochs, seed, hw, device)
     torch.manual_seed(seed)
-    model = tiny_cnn(train_set.num_classes)
+    model = MODEL_BUILDERS[MODES[hw]["model"]](train_set.num_classes)
     if regime == "finetune":
         assert pretrained is not None
         model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
@@ -364,13 +391,13 @@ def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: 
 _DATA: dict[str, Data] = {}
 
 
-def _init_worker(data_dir: str, n: int, test_extra: int, threads: int | None) -> None:
+def _init_worker(data_dir: str, n: int, test_extra: int, threads: int | None, pretraining: bool) -> None:
     """Load the data once per worker. In a pool the parent owns Ctrl-C: it terminates the
     workers, then removes the run directories."""
     if threads is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         torch.set_num_threads(threads)
-    _DATA["data"] = Data(Path(data_dir), n, test_extra)
+    _DATA["data"] = Data(Path(data_dir), n, test_extra, pretraining=pretraining)
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -379,7 +406,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         path, note = pretrain(data, job["epochs"], job["seed"], Path(job["tmp"]))
         return {"job": job, "note": note}
     pretrained = Path(job["pretrained"]) if job.get("pretrained") else None
-    run_dir, info = train_cell(job["regime"], job["name"], job["seed"], job["epochs"], data, Path(job["tmp"]), pretrained)
+    run_dir, info = train_cell(job["regime"], job["name"], job["seed"], job["epochs"], data, Path(job["tmp"]), pretrained,
+                               job["hw"], job["device"])
     return {"job": job, "run_dir": str(run_dir), "info": info}
 
 
@@ -393,7 +421,8 @@ def build_jobs(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], list[di
         for name in args.label_sets:
             for regime in args.regimes:
                 job = {"kind": "cell", "regime": regime, "name": name, "seed": seed, "epochs": epochs_of(regime, args),
-                       "tmp": str(tmp), "pretrained": pretrained if regime == "finetune" else None}
+                       "tmp": str(tmp), "pretrained": pretrained if regime == "finetune" else None, "hw": args.mode,
+                       "device": args.device}
                 (after if regime == "finetune" else free).append(job)
     return pre, after, free
 
@@ -402,12 +431,13 @@ def run_jobs(args: argparse.Namespace, tmp: Path, finish) -> None:
     """Train every job, pretraining first (the other jobs keep the other workers busy
     meanwhile), and hand each result to ``finish`` as it comes, in submission order."""
     pre, after, free = build_jobs(args, tmp)
+    pretraining = "finetune" in args.regimes
     if args.workers == 1:
-        _init_worker(args.data, args.n, args.test_extra, None)  # this process, torch's own thread count
+        _init_worker(args.data, args.n, args.test_extra, None, pretraining)  # this process, torch's own thread count
         for job in pre + free + after:
             finish(run_job(job))
         return
-    with worker_pool(args.workers, _init_worker, (args.data, args.n, args.test_extra, 1)) as pool:
+    with worker_pool(args.workers, _init_worker, (args.data, args.n, args.test_extra, 1, pretraining)) as pool:
         first = [pool.apply_async(run_job, (job,)) for job in pre]
         rest = [pool.apply_async(run_job, (job,)) for job in free]
         for handle in first:
@@ -489,7 +519,9 @@ def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], l
             elif e is None:
                 cells.append("no choice")
             else:
-                cells.append(f"{_f(None if v is None else 100 * v, 1)} ({e})")
+                online = r["cell"].get("kept_online")
+                differs = key == "kept" and online is not None and online != e
+                cells.append(f"{_f(None if v is None else 100 * v, 1)} ({e})" + (f" [engine kept {online}!]" if differs else ""))
         best, gwa = s["acc"]["best"], s["acc"]["gwa"]
         trust = s["trust"]
         if trust == "clear" and best is not None and gwa is not None and 100 * (best - gwa) > CLEAR_BUT_WORSE:
@@ -502,6 +534,10 @@ def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], l
 # -- main -------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=sorted(MODES), default="cpu",
+                    help="cpu: tiny CNN, fp32 (default); gpu: CIFAR ResNet-18, bf16, batch 512, 40 epochs, regimes "
+                         "default and memorise, on a CUDA device, one process")
+    ap.add_argument("--device", help="torch device of the trainings (default: cpu, or cuda with --mode gpu)")
     ap.add_argument("--quick", action="store_true",
                     help="3,000 images, 2,000 extra test images, fewer epochs for default / finetune (about 6 minutes)")
     ap.add_argument("--n", type=int, help=f"pool: the first N training images (default 10000; --quick 3000; at most {TEST_ROWS_START})")
@@ -526,9 +562,22 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/, cifar10n/ and gpu_runs/")
     ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"), help="folder for regimes.md, regimes.json (and runs)")
     args = ap.parse_args()
-    args.n = args.n if args.n is not None else (3000 if args.quick else 10_000)
-    args.test_extra = args.test_extra if args.test_extra is not None else (2000 if args.quick else 5000)
+    mode = MODES[args.mode]
+    if args.quick and args.mode == "gpu":
+        raise SystemExit("--quick is for --mode cpu; --mode gpu runs its full table in a few minutes")
+    args.n = args.n if args.n is not None else mode["quick_n" if args.quick else "n"]
+    args.test_extra = args.test_extra if args.test_extra is not None else mode["quick_test_extra" if args.quick else "test_extra"]
+    if args.mode == "gpu":
+        args.workers = 1  # one process drives the one GPU
+        if args.regimes == ",".join(REGIMES):
+            args.regimes = "default,memorise"
     args.regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    if args.mode == "gpu" and "finetune" in args.regimes:
+        raise SystemExit("--mode gpu has no finetune regime: its pretraining rows 15,000..19,999 are not on a GPU "
+                         "machine's data pack")
+    if args.mode == "gpu" and args.device is None and not torch.cuda.is_available():
+        raise SystemExit("--mode gpu needs a CUDA device; none is available here (use --mode cpu, or --device cpu "
+                         "for a toy check)")
     bad = [r for r in args.regimes if r not in REGIMES]
     if bad:
         raise SystemExit(f"unknown regime(s) {bad}: choose from {', '.join(REGIMES)}")
@@ -566,17 +615,18 @@ def parse_args() -> argparse.Namespace:
 def epochs_of(regime: str, args: argparse.Namespace) -> int:
     if args.epochs is not None:
         return args.epochs
-    return REGIMES[regime]["quick" if args.quick else "epochs"]
+    return REGIMES[regime]["gpu" if args.mode == "gpu" else "quick" if args.quick else "epochs"]
 
 
 def main() -> None:
     args = parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    hw = hardware(torch.device("cpu")) + (f"; {args.workers} worker processes of 1 thread each" if args.workers > 1 else "")
+    device = torch.device(args.device or MODES[args.mode]["device"])
+    hw = hardware(device) + (f"; {args.workers} worker processes of 1 thread each" if args.workers > 1 else "")
     data_dir = Path(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_files(data_dir)  # exits with a message when a file is missing, before any worker starts
+    data_files(data_dir, first15000=True)  # exits with a message when a file is missing, before any worker starts
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - _T0:6.0f} s] {text}", file=sys.stderr, flush=True)
@@ -640,8 +690,8 @@ def main() -> None:
         f"{'-' if n_train is None else format(n_train, ',')} of them and holds out {'-' if n_val is None else format(n_val, ',')} "
         f"(10%, drawn per seed, the same for every regime and label set) as a validation split with the NOISY labels "
         f"(val 10%). Test set: {test_note(args.test_extra)}. Seeds: {', '.join(map(str, range(args.seeds)))}.",
-        *(f"Regime {k}: tiny CNN, fp32, CPU; {describe(regime_config(k, epochs_of(k, args), 0))}."
-          for k in args.regimes),
+        *(f"Regime {k}: {MODEL_NAMES[MODES[args.mode]['model']]}, {cfg.precision}, {cfg.device}; {describe(cfg)}."
+          for k in args.regimes for cfg in [regime_config(k, epochs_of(k, args), 0, args.mode, args.device)]),
     ]
     if pretrained_note is not None:
         setting.append(f"Finetune pretraining: {pretrained_note['images']:,} training images "
@@ -692,7 +742,8 @@ def main() -> None:
     (out / "regimes.md").write_text(text)
     dump = {"command": command, "hardware": hw, "wall_seconds": wall, "n": args.n, "test": test_note(args.test_extra),
             "seeds": args.seeds, "quick": args.quick, "label_sets": args.label_sets, "regimes": args.regimes,
-            "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0)) for k in args.regimes},
+            "mode": args.mode,
+            "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
             "memorise_below_fit_at_end": low_end,
             "rows": rows}
