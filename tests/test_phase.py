@@ -16,7 +16,7 @@ from analysis_fixtures import colour_images_npz, noisy_rows, write_run
 from gwa_diag.analysis import phase as phase_mod
 from gwa_diag.analysis.phase import choose_epochs, training_phase, window_epochs
 from gwa_diag.analysis.pipeline import analyze
-from gwa_diag.early_stopping import read_phase
+from gwa_diag.early_stopping import pending_plateaus, read_phase
 from gwa_diag.store import open_run
 from gwa_diag.training.data import load_npz, with_noise
 from gwa_diag.training.engine import TrainConfig, train
@@ -73,6 +73,59 @@ def test_the_rule_is_causal_once_the_onset_is_known():
             assert prefix.crossing == full.crossing and prefix.plateau == full.plateau
         if prefix.memorised:
             assert prefix.onset == full.onset
+
+
+# Per-epoch fit and confidently contradicted share of two real recordings (CIFAR ResNet-18 on
+# an H200, 9,000 CIFAR-10 images, 40 epochs, bench/regimes.py --mode gpu, seed 0).
+# SGD with crop+flip and a linear decay on the aggre labels (9.1% wrong): the fitting rate
+# drifts flat for 20 epochs, the model fits the wrong labels only as the rate decays, and the
+# second half ranks within 0.002 AUROC of the best window.
+SGD_AGGRE_FIT = [0.1599, 0.2002, 0.2732, 0.3368, 0.3674, 0.4048, 0.4309, 0.465, 0.4856, 0.5071, 0.5236, 0.5437,
+                 0.5669, 0.5821, 0.6083, 0.6267, 0.6471, 0.6571, 0.674, 0.6856, 0.6979, 0.7126, 0.7248, 0.738,
+                 0.7493, 0.7533, 0.7681, 0.7841, 0.7993, 0.8129, 0.8177, 0.8318, 0.8498, 0.8601, 0.8762, 0.8931,
+                 0.9074, 0.9174, 0.9279, 0.9396]
+SGD_AGGRE_SHARE = [0.7677, 0.7006, 0.597, 0.5447, 0.4868, 0.4372, 0.4112, 0.3783, 0.3504, 0.3244, 0.2994, 0.2834,
+                   0.2619, 0.2474, 0.2212, 0.1991, 0.1871, 0.1808, 0.1686, 0.1503, 0.1396, 0.1308, 0.1189, 0.1081,
+                   0.0991, 0.0926, 0.0831, 0.0736, 0.0603, 0.0572, 0.051, 0.0449, 0.0371, 0.0314, 0.0274, 0.0192,
+                   0.0161, 0.0113, 0.0083, 0.0066]
+# AdamW at a constant rate without augmentation on the worst labels (41.2% wrong): no dip
+# before the rise, the model fits every label by epoch 15; epochs 1-3 rank best.
+ADAMW_WORST_FIT = [0.2483, 0.357, 0.4288, 0.5111, 0.6303, 0.762, 0.8508, 0.9186, 0.9492, 0.9688, 0.9807, 0.9882,
+                   0.9937, 0.9977, 0.9997] + [1.0] * 25
+ADAMW_WORST_SHARE = [0.6563, 0.5064, 0.4079, 0.2998, 0.1847, 0.0777, 0.0278, 0.011, 0.0051, 0.0018, 0.0008, 0.0004,
+                     0.0001, 0.0, 0.0001] + [0.0] * 25
+
+
+def test_an_ordinary_gpu_run_whose_fitting_rate_drifts_is_not_read_as_memorising():
+    # Its first dip (epoch 5) is not followed by a faster fitting rate: reading the noise
+    # there (44%) called this run memorised from epoch 12 and ranked 0.12 AUROC below the
+    # second half.
+    p = read_phase(list(range(40)), SGD_AGGRE_FIT, SGD_AGGRE_SHARE)
+    assert not p.memorised and p.onset is None, p
+    assert p.plateau is None or p.plateau > 12
+
+
+def test_a_run_that_memorises_without_a_dip_is_read_from_its_first_epochs():
+    p = read_phase(list(range(40)), ADAMW_WORST_FIT, ADAMW_WORST_SHARE)
+    assert p.memorised and p.plateau == 2 and p.onset == 4, p
+    assert p.noise == pytest.approx(0.4079)  # 41.2% of the labels are wrong
+
+
+@pytest.mark.parametrize("curves", [(ADAMW_WORST_FIT, ADAMW_WORST_SHARE), (SGD_AGGRE_FIT, SGD_AGGRE_SHARE),
+                                    memorising_fit(onset=9)], ids=["adamw", "sgd", "synthetic"])
+def test_a_plateau_once_read_never_moves_and_its_weights_wait_until_then(curves):
+    # The engine reads the phase after every epoch and keeps the weights of the epochs that
+    # may still become the plateau (pending_plateaus, plus the last three): the plateau it
+    # finally reads must be among them at every earlier epoch.
+    fit, share = curves
+    n = len(fit)
+    full = read_phase(list(range(n)), fit, share)
+    for k in range(1, n + 1):
+        prefix = read_phase(list(range(k)), fit[:k], share[:k])
+        if prefix.plateau is not None:
+            assert prefix.plateau == full.plateau
+        elif full.plateau is not None and full.plateau < k:
+            assert full.plateau in set(pending_plateaus(fit[:k])) | set(range(k - 3, k))
 
 
 def test_unknown_values_never_make_a_plateau():

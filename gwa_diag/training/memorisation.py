@@ -11,9 +11,11 @@ GPU recording and three memorising CPU runs (``python bench/regimes.py --quick -
 memorise``) the plateau's weights scored 2.1-16.2 points of test accuracy above the onset's
 previous epoch, on every run.
 
-The rule is causal, but the plateau is known two epochs after it (its smoothing needs the
-next epochs), so the weights of the last three epochs wait on disk as
-``checkpoints/recent-E.pt``; once the plateau is known only its weights wait, and they are
+The rule is causal, but the plateau is known only later: a dip in the fitting rate is
+seen two epochs after it (its smoothing needs the next epochs), and it counts as the
+plateau only once the rate has risen after it (up to ``PLATEAU_HORIZON`` epochs later). So
+the weights of the last three epochs, and of every dip still waiting for its rise, wait on
+disk as ``checkpoints/recent-E.pt``; once the plateau is known only its weights wait, and they are
 kept when memorisation is confirmed (removed at the end of a run that never memorised). Every file operation runs on the
 recorder's writer thread, in order with ``last.pt``: a resumed run finds exactly the files
 an uninterrupted one had at its checkpoint, and reads the same phase from the same rows.
@@ -26,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from gwa_diag.early_stopping import Phase, read_phase
+from gwa_diag.early_stopping import Phase, pending_plateaus, read_phase
 
 __all__ = ["KEPT_NAME", "MemorisationKeeper"]
 
@@ -50,12 +52,14 @@ class MemorisationKeeper:
     def after_epoch(self, history: list[dict[str, Any]], epoch: int, weights: Any) -> Phase:
         """Read the phase from every epoch so far and queue the file work for ``epoch``
         (``weights``: a snapshot of the model's state dict). Returns the phase."""
-        phase = read_phase([r["epoch"] for r in history], [r.get("train_acc") for r in history],
-                           [r.get("contradicted") for r in history])
+        fit = [r.get("train_acc") for r in history]
+        phase = read_phase([r["epoch"] for r in history], fit, [r.get("contradicted") for r in history])
         if phase.plateau is None:
-            # This epoch may still turn out to be the plateau: keep its weights waiting.
+            # This epoch, a recent one or a dip waiting for its rise may still turn out to be
+            # the plateau: keep their weights waiting.
             self._submit(self._save, {"model": weights, "epoch": epoch}, self.dir / f"recent-{epoch}.pt")
-            self._submit(functools.partial(self._prune, keep=set(range(epoch - _RECENT + 1, epoch + 1))))
+            waiting = {int(history[i]["epoch"]) for i in pending_plateaus(fit)}
+            self._submit(functools.partial(self._prune, keep=set(range(epoch - _RECENT + 1, epoch + 1)) | waiting))
         elif phase.memorised:
             self._submit(self._keep, phase.plateau)
         else:
