@@ -64,6 +64,15 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
   of the GWA choice (``Analysis.stopping.trust``); the cells rated ``clear`` whose GWA choice
   is more than 2 points below the best epoch are counted.
 
+On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, batch 512, 40 epochs, the default regime
+with the recipe of ``gpu_runs/dec_worst`` (cifar_bench.GPU_RECIPE: SGD lr 0.2) and memorise
+with that of ``gpu_runs/mem_worst`` (AdamW lr 1e-3, batch 512), on the first 15,000 images a
+lent GPU machine carries (``train_first15000.npz`` is read when the 20,000-image file is
+absent), so without the finetune regime; one process. ``bench/regimes_gpu.sh`` runs the
+tuning and held-out sets there and packs the run directories (``--keep-runs``, checkpoints
+left out); ``--runs RUN...`` re-analyses such directories on any machine, without training
+(pass the same ``--mode``, ``--n`` and ``--test-extra`` so the setting lines match).
+
 Output: the tables, the hardware line, the command and the wall time on stdout, also written
 to ``--out`` (default ``bench_out/regimes``) as ``regimes.md`` and ``regimes.json`` (every
 number of the tables, per-epoch curves and timings). Runs are trained into a temporary
@@ -559,6 +568,9 @@ def parse_args() -> argparse.Namespace:
                          "torch's own thread count")
     ap.add_argument("--skip-gpu-runs", action="store_true", help="leave out the re-analysed GPU recordings")
     ap.add_argument("--keep-runs", action="store_true", help="keep the trained run directories under OUT")
+    ap.add_argument("--runs", nargs="+", metavar="RUN",
+                    help="re-analyse these run directories written by this benchmark (e.g. --keep-runs on a GPU machine, "
+                         "brought back) instead of training; their rows are named from run.json")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/, cifar10n/ and gpu_runs/")
     ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"), help="folder for regimes.md, regimes.json (and runs)")
     args = ap.parse_args()
@@ -634,10 +646,12 @@ def main() -> None:
     order = {(seed, name, regime): i for i, (seed, name, regime) in enumerate(
         (s_, n_, r_) for s_ in range(args.seeds) for n_ in args.label_sets for r_ in args.regimes)}
     rows: list[dict[str, Any]] = []
+    recorded: set[str] = set()
     pretrained_note: dict[str, Any] | None = None
-    log(f"{args.seeds * len(args.label_sets) * len(args.regimes)} trainings"
-        + (" + 1 pretraining" if "finetune" in args.regimes and args.label_sets else "")
-        + f" in {args.workers} worker process(es)" + (" of one thread each" if args.workers > 1 else ""))
+    if not args.runs:
+        log(f"{args.seeds * len(args.label_sets) * len(args.regimes)} trainings"
+            + (" + 1 pretraining" if "finetune" in args.regimes and args.label_sets else "")
+            + f" in {args.workers} worker process(es)" + (" of one thread each" if args.workers > 1 else ""))
 
     def finish(res: dict[str, Any]) -> None:
         nonlocal pretrained_note
@@ -653,14 +667,34 @@ def main() -> None:
         log(f"{job['regime']} / {job['name']} / seed {job['seed']}: trained {info['t_train']:.0f} s, analysed "
             f"{cell['t_analysis']:.1f} s; fit at end {_f(cell['fit_last'])}, default AUROC {_f(cell['default']['auroc'])}")
 
-    tmp = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
-    try:
-        run_jobs(args, tmp, finish)
-    finally:
-        if args.keep_runs:
-            print(f"runs kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if args.runs:
+        for run_dir in args.runs:
+            meta = json.loads((Path(run_dir) / "run.json").read_text())
+            if "regime" not in meta:
+                raise SystemExit(f"{run_dir}: not a run of bench/regimes.py (run.json has no 'regime')")
+            cell = analyse_run(Path(run_dir))
+            # The engine chose its checkpoint with the code of the recording, maybe not this one.
+            cell["kept_online"] = None
+            env = meta.get("environment") or {}
+            recorded.add(f"{env.get('cuda') or meta.get('device')}, torch {env.get('torch')}")
+            rows.append({"regime": meta["regime"], "label_set": meta["label_set"], "seed": meta["seed"], "t_train": None,
+                         "n_train": cell["n"], "cell": cell})
+            log(f"{run_dir}: analysed {cell['t_analysis']:.1f} s")
+        sets = [*TUNING_SETS, *HELD_OUT_SETS]
+        key = lambda r: (r["seed"], sets.index(r["label_set"]) if r["label_set"] in sets else len(sets),  # noqa: E731
+                         r["label_set"], list(REGIMES).index(r["regime"]))
+        order = {(r["seed"], r["label_set"], r["regime"]): i for i, r in enumerate(sorted(rows, key=key))}
+        args.seeds = max(r["seed"] for r in rows) + 1
+        hw = f"recorded on {'; '.join(sorted(recorded))}; re-analysed on {hw}"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
+        try:
+            run_jobs(args, tmp, finish)
+        finally:
+            if args.keep_runs:
+                print(f"runs kept in {tmp}", file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
     rows.sort(key=lambda r: order[(r["seed"], r["label_set"], r["regime"])])
 
     gpu_note = None

@@ -1,7 +1,13 @@
 #!/bin/bash
 # The regimes table on a lent GPU (CIFAR ResNet-18, bf16): the tuning sets, then the held-out
 # sets, each run's directory (checkpoints left out) packed back for re-analysis without a GPU.
-# TOY=1: a few images and epochs on the CPU, to check the script.
+# Run from the project root on the GPU machine, with ../shared/device copied to .device-carry
+# and carried (see shared/device/README.md); it writes to $OUT: log.txt (the tuning table),
+# tuning.json and xz archives of the run directories (tuning_*.tar.xz, heldout_*.tar.xz, the
+# held-out table inside heldout_a, unread until the end). A call brings back about 64 MB in
+# all: the six archives may not all fit (then rerun single label sets with --label-sets).
+# Re-analyse the runs anywhere: python bench/regimes.py --mode gpu --runs DIR/*-seed*
+# TOY=1: a few images and epochs on the CPU, to check the script (TOY_DATA: a data folder).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOG=$OUT/log.txt

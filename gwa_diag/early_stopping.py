@@ -179,9 +179,9 @@ MIN_PHASE_EPOCHS = 5
 #: A plateau must be followed, within PLATEAU_HORIZON epochs, by a smoothed fitting rate at
 #: least PLATEAU_RISE times its own: memorisation speeds the fitting up again. Why: in an
 #: ordinary run (SGD, augmentation, decaying rate) the rate drifts flat for tens of epochs
-#: and its first dip is noise, read there the noise estimate was 0.44-0.73 for 9-41% wrong
-#: labels and six of six such ResNet-18 runs were called memorised from epochs 5-12 (ranking
-#: 0.11-0.23 AUROC below the best window). Measured over 23 recorded runs (bench/regimes.py,
+#: and its first dip is noise: read there, the noise estimate was 0.44-0.62 for 9-18% wrong
+#: labels and four such ResNet-18 runs were called memorised from epochs 10-12 (ranking
+#: 0.11-0.16 AUROC below the best window). Measured over 23 recorded runs (bench/regimes.py,
 #: CPU and GPU, worst/aggre/random1): every horizon from 6 to 12 epochs with a rise of 1.75
 #: keeps the default within 0.016 AUROC of the best window in every run; a rise of 1.5 or
 #: of 2.0 misses one to three runs, so the margin is narrow.
