@@ -183,3 +183,29 @@ def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) ->
     assert cell["oracle"]["auroc"] >= max(w["aum"] for w in cell["windows"].values()) - 1e-12
     assert (out_dir / "regimes.md").read_text().count("| finetune | worst") == 2
     assert sorted(p.name for p in out_dir.iterdir()) == ["regimes.json", "regimes.md"]  # runs removed
+
+
+def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> None:
+    # A GPU machine trains with --keep-runs and its run directories come back: --runs must
+    # re-analyse them to the numbers the training command printed.
+    _cifar_data_and_cleanlab()
+    import json
+
+    refused = _run_bench("regimes.py", ["--mode", "gpu", "--regimes", "finetune", "--device", "cpu", "--out",
+                                        str(tmp_path / "x")], tmp_path, expect_fail=True)
+    assert "no finetune regime" in refused, refused
+    (tmp_path / "scratch").rename(tmp_path / "scratch_refused")
+    trained = tmp_path / "trained"
+    _run_bench("regimes.py", ["--n", "200", "--epochs", "6", "--test-extra", "0", "--regimes", "memorise",
+                              "--label-sets", "worst", "--skip-gpu-runs", "--keep-runs", "--out", str(trained)], tmp_path)
+    (tmp_path / "scratch").rename(tmp_path / "scratch_trained")
+    runs = sorted(trained.glob("runs-*/*"))
+    assert [p.name for p in runs] == ["memorise-worst-seed0"]
+    again = tmp_path / "again"
+    out = _run_bench("regimes.py", ["--n", "200", "--test-extra", "0", "--skip-gpu-runs", "--runs", str(runs[0]),
+                                    "--out", str(again)], tmp_path)
+    assert "| memorise | worst" in out and "re-analysed on" in out, out
+    first, second = (json.loads((d / "regimes.json").read_text())["rows"][0] for d in (trained, again))
+    for key in ("default", "phase", "count", "oracle", "flags"):
+        assert first["cell"][key] == second["cell"][key], key
+    assert first["cell"]["stopping"]["acc"] == second["cell"]["stopping"]["acc"]
