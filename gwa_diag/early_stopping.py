@@ -97,34 +97,25 @@ def select_epoch(
     )
 
 
-def _local_minima(values: Sequence[float]) -> list[int]:
-    """Indices of the local minima, as :func:`_first_local_minimum` finds the first, and the
-    first value when the one after it is higher."""
+def _local_minima(values: Sequence[float], *, first: bool = False) -> list[int]:
+    """Index of the last point of every run of equal values that is lower than the run before
+    it and the run after it (a flat step inside a fall is not a minimum); with ``first``,
+    also the first run when the run after it is higher."""
     runs: list[tuple[int, int]] = []  # (first, last) index of each run of equal values
     for i, v in enumerate(values):
         if runs and values[runs[-1][0]] == v:
             runs[-1] = (runs[-1][0], i)
         else:
             runs.append((i, i))
-    out = [runs[0][1]] if len(runs) > 1 and values[runs[0][0]] < values[runs[1][0]] else []
+    out = [runs[0][1]] if first and len(runs) > 1 and values[runs[0][0]] < values[runs[1][0]] else []
     out += [run[1] for before, run, after in zip(runs, runs[1:], runs[2:])
             if values[before[0]] > values[run[0]] < values[after[0]]]
     return out
 
 
 def _first_local_minimum(values: Sequence[float]) -> int | None:
-    """Index of the last point of the first run of equal values that is lower than the run
-    before it and the run after it (a flat step inside a fall is not a minimum)."""
-    runs: list[tuple[int, int]] = []  # (first, last) index of each run of equal values
-    for i, v in enumerate(values):
-        if runs and values[runs[-1][0]] == v:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    for before, run, after in zip(runs, runs[1:], runs[2:]):
-        if values[before[0]] > values[run[0]] < values[after[0]]:
-            return run[1]
-    return None
+    """Index of the first interior local minimum (:func:`_local_minima`), None if none."""
+    return next(iter(_local_minima(values)), None)
 
 
 # --------------------------------------------------------------------------------------
@@ -251,7 +242,7 @@ def _plateau(fit: list[float]) -> tuple[int | None, list[int]]:
     smooth = [(i, v) for i, v in smooth if math.isfinite(v)]
     values = [v for _, v in smooth]
     pending: list[int] = []
-    for k in _local_minima(values):
+    for k in _local_minima(values, first=True):
         ahead = values[k + 1:k + 1 + PLATEAU_HORIZON]
         # From a rate of zero or below (the fit stood still or fell) any fitting is a rise.
         floor = max(values[k], 0.0)
