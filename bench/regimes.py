@@ -165,8 +165,6 @@ def default_config(epochs: int, seed: int, *, mode: str = "scratch", hw: str = "
                               epochs=epochs, seed=seed, progress=False)
     if device is not None:
         args.device = device
-        if device == "cpu":
-            args.precision = "fp32"  # a toy check of --mode gpu on the CPU
     cfg = train_config(args)
     cfg.mode = mode  # type: ignore[assignment]
     return cfg
@@ -176,20 +174,23 @@ def adamw_config(epochs: int, seed: int, *, lr: float, mode: str, hw: str = "cpu
     """AdamW at a constant rate, no augmentation, no weight decay: batch 128, fp32 on the CPU;
     batch 512, bf16 on a GPU (the recipe of gpu_runs/mem_worst)."""
     m = MODES[hw]
-    precision = "fp32" if device == "cpu" else m["precision"]  # a toy check of --mode gpu on the CPU
     return TrainConfig(epochs=epochs, batch_size=m["adamw_batch"], lr=lr, optimizer="adamw", weight_decay=0.0,
-                       warmup_epochs=0.0, schedule="constant", augment=False, precision=precision,
+                       warmup_epochs=0.0, schedule="constant", augment=False, precision=m["precision"],
                        device=device or m["device"], seed=seed, mode=mode, progress=False)
 
 
 def regime_config(regime: str, epochs: int, seed: int, hw: str = "cpu", device: str | None = None) -> TrainConfig:
     if regime == "default":
-        return default_config(epochs, seed, hw=hw, device=device)
-    if regime == "memorise":
-        return adamw_config(epochs, seed, lr=MODES[hw]["adamw_lr"], mode="scratch", hw=hw, device=device)
-    if regime == "finetune":
-        return adamw_config(epochs, seed, lr=3e-4, mode="finetune", hw=hw, device=device)
-    raise AssertionError(regime)
+        cfg = default_config(epochs, seed, hw=hw, device=device)
+    elif regime == "memorise":
+        cfg = adamw_config(epochs, seed, lr=MODES[hw]["adamw_lr"], mode="scratch", hw=hw, device=device)
+    elif regime == "finetune":
+        cfg = adamw_config(epochs, seed, lr=3e-4, mode="finetune", hw=hw, device=device)
+    else:
+        raise AssertionError(regime)
+    if device == "cpu":
+        cfg.precision = "fp32"  # a toy check of --mode gpu on the CPU
+    return cfg
 
 
 def describe(cfg: TrainConfig) -> str:

@@ -193,11 +193,11 @@ class Phase:
             (fit >= 1 - noise / 2 at some epoch after the plateau).
         onset: the first memorising epoch (fit > 1 - noise after the plateau), when
             ``memorised``; else None.
-        plateau: the epoch where learning the clean patterns levelled off (first local
-            minimum of the smoothed share of still-unfitted samples fitted per epoch, the
-            first epoch counting when the share only rises after it, that the share then
-            exceeds ``PLATEAU_RISE`` times within ``PLATEAU_HORIZON`` epochs); None when the
-            curve has none yet.
+        plateau: the epoch where learning the clean patterns levelled off: the first local
+            minimum of the smoothed share of still-unfitted samples fitted per epoch (or
+            the first epoch, when the share only rises after it) that the share exceeds
+            ``PLATEAU_RISE`` times within ``PLATEAU_HORIZON`` epochs; None when the curve
+            has none yet.
         noise: the estimated share of wrong labels (``disagreement`` at the plateau).
         crossing: the first epoch after the plateau with fit > 1 - noise, confirmed or not;
             the engine keeps the checkpoint before it.
