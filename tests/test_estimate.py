@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_fixtures import colour_images_npz, write_run
+from analysis_fixtures import colour_images_npz, noisy_rows, write_run
+from test_phase import memorising_fit
 from gwa_diag.analysis.estimate import THRESHOLD, estimate_wrong_labels
 from gwa_diag.analysis.pipeline import analyze
 from gwa_diag.analysis.rank import flag, read_suspects
@@ -131,8 +132,79 @@ def test_a_real_run_that_memorises_its_labels_is_still_flagged(tmp_path):
     a = analyze(out)
     true = int(a.truth.sum())
     assert a.epochs.phase.memorised and a.epochs.window[-1] < a.epochs.phase.onset
-    # Measured: 149 of 150 at precision 1.0; the bounds leave room for other CPUs and builds.
+    # Measured: 132 of 150 at precision 1.0 (the samples confidently contradicted at the plateau,
+    # epoch 3); the bounds leave room for other CPUs and builds.
     assert abs(a.estimate.total - true) <= 0.25 * true, (a.estimate.total, true)
     assert len(a.flagged) >= true / 2
     assert a.truth.loc[a.flagged.index].mean() > 0.25  # above the noise rate
     assert a.truth.loc[a.flagged.index].mean() > 0.8
+
+
+def _memorised_run(tmp_path, **rows_kwargs):
+    """A recording whose per-epoch fit says the model memorised from epoch 9 (plateau 7),
+    with rows where wrong labels are mostly contradicted (noisy_rows)."""
+    fit, share = memorising_fit(onset=9)
+    rows, _, clean = noisy_rows(n=400, epochs=len(fit), seed=11, **rows_kwargs)
+    extra = {e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(len(fit))}
+    return write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra), rows
+
+
+def _contradicted_slowly(rows: pd.DataFrame, epoch: int) -> pd.Series:
+    """Per sample at ``epoch``, with pandas: repeated presentations as the summary merges
+    them (numbers averaged over finite values, prediction from the last presentation), rows
+    with a non-finite value left out, the class threshold = mean p(label) of the rows
+    labelled with it; 1.0 when pred != label and p(pred) >= the threshold of pred."""
+    e = rows[rows["epoch"] == epoch].sort_values(["sample_id", "step"])
+    value = ["alignment", "margin", "loss", "p_label"]
+    g = e.groupby("sample_id")
+    merged = g[value].agg(lambda v: v[np.isfinite(v)].mean() if np.isfinite(v).any() else np.nan)
+    merged[["label", "pred", "p_pred"]] = g[["label", "pred", "p_pred"]].last()
+    merged = merged[np.isfinite(merged[value + ["p_pred"]]).all(axis=1)]
+    threshold = merged.groupby("label")["p_label"].mean()
+    limit = merged["pred"].map(threshold)
+    return ((merged["pred"] != merged["label"]) & (merged["p_pred"] >= limit)).astype(float)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"repeats": 0.3, "gaps": 0.1, "nans": 0.05}])
+def test_a_memorised_run_counts_the_labels_contradicted_at_the_plateau(tmp_path, kwargs):
+    path, rows = _memorised_run(tmp_path, **kwargs)
+    a = analyze(path)
+    phase = a.epochs.phase.phase
+    assert phase.memorised and phase.plateau == 7 and phase.onset == 9
+    column = a.summary["contradicted_plateau"]
+    slow = _contradicted_slowly(rows, phase.plateau)
+    # Every sample without a finite row at the plateau is NaN, every other one matches.
+    np.testing.assert_array_equal(column.reindex(slow.index).to_numpy(), slow.to_numpy())
+    assert column.drop(slow.index).isna().all()
+    est = a.estimate
+    assert est.column == "contradicted_plateau" and est.epoch == 7 and "epoch 7" in est.line()
+    assert est.total == int((slow > THRESHOLD).sum()) > 0
+    assert sum(est.per_class.values()) == est.total
+    # unfitted over epochs 6-8 would count every sample the model mispredicted there.
+    assert est.total != int((a.summary["unfitted"] > THRESHOLD).sum())
+    assert a.flagged.index.tolist() == a.ranking.index[: est.total].tolist()
+
+
+def test_a_fixed_window_keeps_the_unfitted_count_on_a_memorised_run(tmp_path):
+    path, _ = _memorised_run(tmp_path)
+    est = analyze(path, window="second_half").estimate
+    assert est.column == "unfitted" and est.epoch is None
+    assert est.total == int((summarize(path, window="second_half")["unfitted"] > THRESHOLD).sum())
+
+
+def test_the_memorised_count_needs_its_column(tmp_path):
+    path, _ = _memorised_run(tmp_path)
+    summary = summarize(path).drop(columns=["contradicted_plateau"])
+    with pytest.raises(InputError, match="contradicted_plateau"):
+        estimate_wrong_labels(summary)
+
+
+def test_suspects_carry_the_plateau_column(tmp_path):
+    path, _ = _memorised_run(tmp_path)
+    assert main(["rank", str(path)]) == 0
+    suspects = read_suspects(path / "analysis" / "suspects.csv").set_index("sample_id")
+    a = analyze(path)
+    assert len(suspects) == a.estimate.total
+    # The evidence behind the count travels with each flagged sample, bit for bit.
+    np.testing.assert_array_equal(suspects["contradicted_plateau"].to_numpy(),
+                                  a.summary.loc[suspects.index, "contradicted_plateau"].to_numpy())

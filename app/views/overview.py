@@ -142,10 +142,14 @@ def _wrong_labels(state: RunState, window: str) -> None:
     c1, c2 = st.columns(2)
     c1.metric("Estimated wrong labels", f"{estimate.total:,}", help=estimate.line())
     c2.metric("Share of the samples", f"{estimate.rate:.1%}")
+    if estimate.epoch is None:
+        how = (f"the samples whose label the model did not fit in most of epochs "
+               f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; too high while the model has not "
+               "yet fitted the correctly labelled samples")
+    else:
+        how = f"{estimate.method}; too low when it fitted many wrong labels before then"
     st.caption(
-        f"Estimated{true}: the samples whose label the model did not fit in most of epochs "
-        f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; too high while the model "
-        "has not yet fitted the correctly labelled samples. "
+        f"Estimated{true}: {how}. "
         f"The default rule flags the top {estimate.total:,} of the ranking by "
         f"**{result.options.scorer}** (area under the margin, which found wrong labels a little better than "
         "mean alignment in every CIFAR-10-N measurement: alignment leaves out the head's bias and divides by "

@@ -7,11 +7,13 @@ epochs a scorer reads) rank last.
 
 The suspects file (CSV, one row per flagged sample, most suspicious first) is meant for a
 labeling team: ``sample_id[, path], given_label[, given_name], suggested_label[, suggested_name],
-suggested_prob[, disagreement][, unfitted], score, rank, scorer, reason``; ``path`` (the file,
-relative to the dataset's root) when the run knows it; ``disagreement`` and ``unfitted`` (the
-share of the three disagreement epochs in which the model confidently, or at all, predicted
-another class; above 0.5 ``unfitted`` counts the sample towards the estimated number of
-wrong labels) for runs analysed since they were added.
+suggested_prob[, disagreement][, unfitted][, contradicted_plateau], score, rank, scorer, reason``;
+``path`` (the file, relative to the dataset's root) when the run knows it; ``disagreement`` and
+``unfitted`` (the share of the three disagreement epochs in which the model confidently, or at
+all, predicted another class) and ``contradicted_plateau`` (1 when it confidently did at the
+training phase's plateau) for runs analysed since they were added. Above 0.5, ``unfitted`` counts the sample
+towards the estimated number of wrong labels, or ``contradicted_plateau`` does in a run that
+memorised its labels (:mod:`gwa_diag.analysis.estimate`).
 
 The default ranking is AUM and the default rule ``estimate`` flags its top down to the
 estimated number of wrong labels (:data:`gwa_diag.checks.DEFAULT_SCORER`, ``DEFAULT_RULE``),
@@ -44,7 +46,8 @@ __all__ = [
 RULES: dict[str, str] = {
     "estimate": (
         "the top of the ranking down to the estimated number of wrong labels: as many samples as "
-        "the model did not fit in most of the last three epochs of the window "
+        "the model did not fit in most of the last three epochs of the window, or, in a run that "
+        "memorised its labels, confidently contradicted at the last epoch before it did "
         "(gwa_diag.analysis.estimate); the default"
     ),
     "negative": (
@@ -57,7 +60,7 @@ RULES: dict[str, str] = {
 
 SUSPECT_COLUMNS = [
     "sample_id", "path", "given_label", "given_name", "suggested_label", "suggested_name",
-    "suggested_prob", "disagreement", "unfitted", "score", "rank", "scorer", "reason",
+    "suggested_prob", "disagreement", "unfitted", "contradicted_plateau", "score", "rank", "scorer", "reason",
 ]
 
 
@@ -222,10 +225,11 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     if class_names is not None:
         out.insert(2, "given_name", _names(out["given_label"], class_names))
         out.insert(4, "suggested_name", _names(out["suggested_label"], class_names))
-    for column in ("unfitted", "disagreement"):
+    for column in ("contradicted_plateau", "unfitted", "disagreement"):
         if column in frame.columns:
             # The evidence behind the estimated count: the share of the disagreement epochs in
-            # which the model (confidently) predicted another class (higher = more suspicious).
+            # which the model (confidently) predicted another class, and whether it confidently
+            # did at the plateau (higher = more suspicious).
             out.insert(out.columns.get_loc("suggested_prob") + 1, column, frame[column].astype("float64"))
     if "path" in frame.columns:  # runs whose dataset knows its files
         out.insert(1, "path", frame["path"].astype("string"))
@@ -236,8 +240,8 @@ def write_suspects(
     path: str | os.PathLike, flagged: pd.DataFrame, class_names: Sequence[str] | None = None
 ) -> Path:
     """Write the suspects CSV atomically (never half-written). Columns: sample_id[, path],
-    given_label[, given_name], suggested_label[, suggested_name], suggested_prob[, disagreement][, unfitted], score,
-    rank, scorer, reason; one row per flagged sample, most suspicious first."""
+    given_label[, given_name], suggested_label[, suggested_name], suggested_prob[, disagreement][, unfitted]
+    [, contradicted_plateau], score, rank, scorer, reason; one row per flagged sample, most suspicious first."""
     table = suspects_frame(flagged, class_names=class_names)
     buffer = io.StringIO()
     # Default float formatting writes the shortest repr: floats read back bit-identical.
@@ -251,17 +255,18 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise MissingFileError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
     # Only empty cells are missing values: a class named "NA" or "null" stays a name.
-    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "disagreement", "unfitted", "score", "given_name",
-                                    "suggested_name", "path")}
+    blank = {col: [""] for col in ("suggested_label", "suggested_prob", "disagreement", "unfitted", "contradicted_plateau",
+                                    "score", "given_name", "suggested_name", "path")}
     text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name", "path")}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
-    optional = ("path", "given_name", "suggested_name", "disagreement", "unfitted")
+    optional = ("path", "given_name", "suggested_name", "disagreement", "unfitted", "contradicted_plateau")
     missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and c not in optional]
     if missing:
         raise InputError(f"{path} is not a suspects file: missing columns {missing}")
     types = {
         "sample_id": "int64", "given_label": "int64", "suggested_label": "Int64",
-        "suggested_prob": "float64", "disagreement": "float64", "unfitted": "float64", "score": "float64",
+        "suggested_prob": "float64", "disagreement": "float64", "unfitted": "float64", "contradicted_plateau": "float64",
+        "score": "float64",
         "rank": "int64",
     }
     frame = frame.astype({k: v for k, v in types.items() if k in frame.columns})

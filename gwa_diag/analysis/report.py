@@ -497,9 +497,12 @@ def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list
     true = f" (true: {truth['n_noisy']})" if truth.get("available") else ""
     per = ", ".join(f"{names[int(c)] if names and 0 <= int(c) < len(names) else c} {v}"
                     for c, v in est["per_class"].items())
-    return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: the "
-            f"{est['method']} (too high while the model has not fitted the correctly labelled samples). Per given "
-            f"class: {per}."]
+    # report.json files written before the memorising count existed have no "column".
+    caveat = ("too low when the model fitted many wrong labels before that epoch"
+              if est.get("column") == "contradicted_plateau"
+              else "too high while the model has not fitted the correctly labelled samples")
+    return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: "
+            f"{est['method']} ({caveat}). Per given class: {per}."]
 
 
 def _hist_epochs(summary: pd.DataFrame) -> list[int]:

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from gwa_diag.analysis.estimate import CONTRADICTED_PLATEAU
 from gwa_diag.analysis.parts import read_parquet_sql, vanished_parts_as_file_not_found
 from gwa_diag.analysis.phase import EpochChoices, choose_epochs
 from gwa_diag.analysis.scorers import SCORERS, Sums, scores
@@ -115,12 +116,15 @@ def summarize(
 
     Scorer columns (see :data:`SCORERS`; every one: **higher = more suspicious**):
     ``align_mean, align_selected, align_last, neg_frac, aum, loss_mean, confidence,
-    variability, forgetting, el2n, disagreement``. Other columns: ``label`` (given, as trained on),
+    variability, forgetting, el2n, disagreement, unfitted``. Other columns: ``label`` (given, as trained on),
     ``suggested_label`` (most frequent prediction over the window; ties go to the higher
     mean p(pred), then the lower class), ``suggested_prob`` (mean p(pred) over the window
     epochs that predicted it), ``alignment_selected`` (raw alignment at the selected epoch:
     **lower = more suspicious**, < 0 is the paper's flag), ``n_epochs`` (epochs present),
-    ``n_window`` (window epochs with finite values), ``clean_label`` when labels.parquet
+    ``n_window`` (window epochs with finite values), ``contradicted_plateau`` (1.0 when the
+    model confidently contradicted the label at the plateau epoch of the training phase, 0.0
+    when not, NaN without a plateau or a row there: what the estimated count counts in a run
+    that memorised, :mod:`gwa_diag.analysis.estimate`), ``clean_label`` when labels.parquet
     has it, and ``path`` (first; the sample's file relative to the dataset's root) when
     labels.parquet has it.
 
@@ -216,11 +220,12 @@ def _summarize(
         else:
             suggested, suggested_prob = _suggest_with_duckdb(con, plan, repeats)
         disagree, mismatch, disagree_n = _disagreement(con, plan, repeats)
+        plateau = _contradicted_at_plateau(con, plan, repeats)
     finally:
         con.close()
         if own_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    frame = _frame(plan, acc, suggested, suggested_prob, (disagree, mismatch, disagree_n), run.labels())
+    frame = _frame(plan, acc, suggested, suggested_prob, (disagree, mismatch, disagree_n), plateau, run.labels())
     frame.attrs.update(
         {
             "run": str(run.path),
@@ -578,12 +583,34 @@ def _disagreement(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.
     return hits, misses, seen
 
 
+def _contradicted_at_plateau(con: Any, plan: _Plan, repeats: bool) -> np.ndarray:
+    """Per slot: 1.0 when the model confidently contradicted the label at the training phase's
+    plateau epoch (another class predicted with p(pred) at least that class's confident-learning
+    threshold, as :func:`_disagreement` counts), 0.0 when not, NaN without a plateau epoch with
+    data or without a finite row there. The per-sample form of the phase's noise estimate."""
+    out = np.full(plan.size, np.nan)
+    epoch = plan.choices.phase.phase.plateau
+    if epoch is None or int(epoch) not in plan.files:
+        return out
+    query = f"""
+        WITH rows AS (SELECT {plan.pos_sql()} AS pos, label, pred, p_label, p_pred
+                      FROM {_source(plan.files_of([int(epoch)]), repeats=repeats)} WHERE {_FINITE}),
+             limits AS (SELECT label AS cls, avg(p_label) AS t FROM rows GROUP BY ALL)
+        SELECT r.pos, max(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS hit
+        FROM rows r LEFT JOIN limits l ON r.pred = l.cls
+        GROUP BY r.pos"""
+    got = con.sql(query).fetchnumpy()
+    out[plan.slots(np.asarray(got["pos"], dtype=np.int64))] = np.asarray(got["hit"], dtype=np.float64)
+    return out
+
+
 def _frame(
     plan: _Plan,
     acc: _Accumulators,
     suggested: np.ndarray,
     suggested_prob: np.ndarray,
     counts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    plateau: np.ndarray,
     labels: pd.DataFrame | None,
 ) -> pd.DataFrame:
     disagree, mismatch, disagree_n = counts
@@ -607,6 +634,8 @@ def _frame(
         "alignment_selected": acc.align_sel[keep],
         "n_epochs": present[keep],
         "n_window": w["n"].astype(np.int64),
+        # Not a scorer: what the estimated count counts in a run that memorised its labels.
+        CONTRADICTED_PLATEAU: plateau[keep],
         **scores(sums),  # every scorer: higher = more suspicious
     }
     frame = pd.DataFrame(data, index=pd.Index(ids, name="sample_id"))
