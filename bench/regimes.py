@@ -427,7 +427,7 @@ def build_jobs(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], list[di
     pretrained = str(tmp / "pretrained.pt")
     if "finetune" in args.regimes and args.label_sets:
         pre.append({"kind": "pretrain", "epochs": args.pretrain_epochs, "seed": 0, "tmp": str(tmp)})
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.label_sets:
             for regime in args.regimes:
                 job = {"kind": "cell", "regime": regime, "name": name, "seed": seed, "epochs": epochs_of(regime, args),
@@ -561,6 +561,9 @@ def parse_args() -> argparse.Namespace:
                          "pairNN only with --held-out")
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)} (default all)")
     ap.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1; one row each; default 1)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="the first seed (default 0): --first-seed K --seeds N runs seeds K..K+N-1, fresh runs to check "
+                         "a rule tuned on the lower seeds")
     ap.add_argument("--held-out", action="store_true",
                     help=f"run the held-out label sets {', '.join(HELD_OUT_SETS)} instead of the tuning sets (run once); "
                          "with --label-sets, those are run too")
@@ -619,6 +622,8 @@ def parse_args() -> argparse.Namespace:
         raise SystemExit("--workers must be >= 1")
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
+    if args.first_seed < 0:
+        raise SystemExit("--first-seed must be >= 0")
     for name in ("epochs", "pretrain_epochs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
@@ -645,7 +650,8 @@ def main() -> None:
         print(f"[{time.perf_counter() - _T0:6.0f} s] {text}", file=sys.stderr, flush=True)
 
     order = {(seed, name, regime): i for i, (seed, name, regime) in enumerate(
-        (s_, n_, r_) for s_ in range(args.seeds) for n_ in args.label_sets for r_ in args.regimes)}
+        (s_, n_, r_) for s_ in range(args.first_seed, args.first_seed + args.seeds) for n_ in args.label_sets
+        for r_ in args.regimes)}
     rows: list[dict[str, Any]] = []
     recorded: set[str] = set()
     pretrained_note: dict[str, Any] | None = None
@@ -711,12 +717,15 @@ def main() -> None:
             gpu_note = f"GPU recordings not found under {gpu_dir}: {', '.join(missing)} (rows left out)"
     wall = time.perf_counter() - _T0
 
-    rank_lines = ranking_table(rows, args.seeds)
-    stop_lines, clear_worse = stopping_table(rows, args.seeds)
+    seed_list = sorted({r["seed"] for r in rows if r["seed"] is not None})
+    # Row names carry the seed when there are several, or when it is not the usual seed 0.
+    named = 2 if len(seed_list) > 1 or seed_list not in ([], [0]) else 1
+    rank_lines = ranking_table(rows, named)
+    stop_lines, clear_worse = stopping_table(rows, named)
     n_trust = sum(1 for r in rows if r["cell"]["stopping"]["trust"] == "clear")
     memorise_rows = [r for r in rows if r["regime"] == "memorise"]
-    low_fit = [f"{row_name(r, args.seeds)} / {r['label_set']}" for r in memorise_rows if r["cell"]["fit_reached"] is None]
-    low_end = [f"{row_name(r, args.seeds)} / {r['label_set']} {_f(r['cell']['fit_last'])}" for r in memorise_rows
+    low_fit = [f"{row_name(r, named)} / {r['label_set']}" for r in memorise_rows if r["cell"]["fit_reached"] is None]
+    low_end = [f"{row_name(r, named)} / {r['label_set']} {_f(r['cell']['fit_last'])}" for r in memorise_rows
                if r["cell"]["fit_last"] is None or r["cell"]["fit_last"] < MEMORISE_FIT]
     n_train = next((r["n_train"] for r in rows if r.get("n_train")), None)
     n_val = next((r["n_val"] for r in rows if r.get("n_val")), None)
@@ -724,7 +733,7 @@ def main() -> None:
         f"Data: pool = the first {args.n:,} CIFAR-10 training images with the row's label set; each run trains on "
         f"{'-' if n_train is None else format(n_train, ',')} of them and holds out {'-' if n_val is None else format(n_val, ',')} "
         f"(10%, drawn per seed, the same for every regime and label set) as a validation split with the NOISY labels "
-        f"(val 10%). Test set: {test_note(args.test_extra)}. Seeds: {', '.join(map(str, range(args.seeds)))}.",
+        f"(val 10%). Test set: {test_note(args.test_extra)}. Seeds: {', '.join(map(str, seed_list))}.",
         *(f"Regime {k}: {MODEL_NAMES[MODES[args.mode]['model']]}, {cfg.precision}, {cfg.device}; {describe(cfg)}."
           for k in args.regimes for cfg in [regime_config(k, epochs_of(k, args), 0, args.mode, args.device)]),
     ]
@@ -745,7 +754,8 @@ def main() -> None:
         "default: aum over that window. sh / aw / all: windows second_half / after_warmup / all. oracle: the best "
         "AUROC of aum over every contiguous window [a, b] of epochs (not available to a user: it reads the truth).",
         "count: true = wrong labels among the trained samples; estimate = gwa-diag's default (Analysis.estimate: labels "
-        "not fitted in most of the last three window epochs); today = the previous estimate (disagreement > 0.5 with "
+        "not fitted in most of the last three window epochs, or, when memorised, confidently contradicted at the "
+        "plateau); today = the previous estimate (disagreement > 0.5 with "
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
         "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
         "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset when memorised (the "
@@ -776,7 +786,7 @@ def main() -> None:
     print(text)
     (out / "regimes.md").write_text(text)
     dump = {"command": command, "hardware": hw, "wall_seconds": wall, "n": args.n, "test": test_note(args.test_extra),
-            "seeds": args.seeds, "quick": args.quick, "label_sets": args.label_sets, "regimes": args.regimes,
+            "seeds": seed_list, "quick": args.quick, "label_sets": args.label_sets, "regimes": args.regimes,
             "mode": args.mode,
             "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
