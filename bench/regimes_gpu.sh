@@ -8,7 +8,8 @@
 # end). A call brings back about 64 MB in all: past MAX_ARCHIVES archives (default 4) the log
 # lists the runs left out.
 # Re-analyse the runs anywhere: python bench/regimes.py --mode gpu --runs DIR/*-seed*
-# FIRST_SEED=K SEEDS=N: seeds K..K+N-1 (default: seed 0); HELD_OUT=0 skips the held-out sets;
+# FIRST_SEED=K SEEDS=N: seeds K..K+N-1 (default: seed 0); REGIMES=default: one regime;
+# HELD_OUT=0 skips the held-out sets; MAX_ARCHIVES=0 brings back the tables only;
 # T1, T2: the time limits of the tuning and held-out steps in seconds (about 25 s a training).
 # TOY=1: a few images and epochs on the CPU, to check the script (TOY_DATA: a data folder).
 set -u
@@ -24,7 +25,7 @@ else
   nvidia-smi -L >> "$LOG" 2>&1
 fi
 echo "start $(date -u +%T)" >> "$LOG"
-SEEDS_ARGS="--first-seed ${FIRST_SEED:-0} --seeds ${SEEDS:-1}"
+SEEDS_ARGS="--first-seed ${FIRST_SEED:-0} --seeds ${SEEDS:-1}${REGIMES:+ --regimes $REGIMES}"
 timeout $T1 python3 bench/regimes.py --mode gpu $SIZE $SEEDS_ARGS --data $DATA --out /tmp/reg_t --keep-runs \
   --skip-gpu-runs >> "$LOG" 2>&1
 echo "tuning rc=$? $(date -u +%T)" >> "$LOG"

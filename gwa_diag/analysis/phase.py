@@ -129,7 +129,7 @@ class TrainingPhase:
 
 def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
     """The training phase of a recorded run (:func:`gwa_diag.early_stopping.read_phase` on the
-    per-epoch ``train_acc`` and ``contradicted`` of ``epochs.parquet``; for runs recorded
+    per-epoch ``train_acc``, ``contradicted`` and ``lr`` of ``epochs.parquet``; for runs recorded
     before that column existed, the share is computed from the sample parts)."""
     run = open_run(run)
     epochs = run.epochs()
@@ -139,7 +139,9 @@ def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
         share = [number_or_none(v) for v in epochs["contradicted"]]
     else:
         share = _contradicted_from_parts(run, ep)
-    phase = read_phase(ep, fit, share)
+    # The engine records each epoch's learning rate; a custom loop's recording may lack it.
+    lr = [number_or_none(v) for v in epochs["lr"]] if "lr" in epochs else None
+    phase = read_phase(ep, fit, share, lr)
     curve = pd.DataFrame({"epoch": ep, "fit": [math.nan if v is None else v for v in fit],
                           "contradicted": [math.nan if v is None else v for v in share]})
     if phase.noise is not None:

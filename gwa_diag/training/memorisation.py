@@ -56,12 +56,13 @@ class MemorisationKeeper:
         """Read the phase from every epoch so far and queue the file work for ``epoch``
         (``weights``: a snapshot of the model's state dict). Returns the phase."""
         fit = [r.get("train_acc") for r in history]
-        phase = read_phase([r["epoch"] for r in history], fit, [r.get("contradicted") for r in history])
+        lr = [r.get("lr") for r in history]
+        phase = read_phase([r["epoch"] for r in history], fit, [r.get("contradicted") for r in history], lr)
         if phase.plateau is None:
             # This epoch, a recent one or a dip waiting for its rise may still turn out to be
             # the plateau: keep their weights waiting.
             self._submit(self._save, {"model": weights, "epoch": epoch}, self.dir / f"recent-{epoch}.pt")
-            waiting = {int(history[i]["epoch"]) for i in pending_plateaus(fit)}
+            waiting = {int(history[i]["epoch"]) for i in pending_plateaus(fit, lr)}
             self._submit(functools.partial(self._prune, keep=set(range(epoch - _RECENT + 1, epoch + 1)) | waiting))
         elif phase.memorised:
             self._submit(self._keep, phase.plateau)
