@@ -200,3 +200,24 @@ def test_a_clear_peak_after_memorisation_began_is_not_trusted():
     assert trust.level == "weak" and any("epoch 10" in r and "epoch 5" in r for r in trust.reasons)
     later = Phase(True, onset=20, plateau=12, noise=0.3, crossing=20, confirmed=22, reason="memorised")
     assert assess_choice(EPOCHS, curve, selected, later).level == "clear"  # chosen before the onset
+
+
+@pytest.mark.parametrize("falls", [True, False], ids=["accuracy-falls", "accuracy-rises"])
+def test_the_weights_from_before_memorisation_are_compared_on_the_evaluation_set(tmp_path, falls):
+    from analysis_fixtures import noisy_rows, write_run
+    from test_phase import memorising_fit
+
+    from gwa_diag.analysis.stopping import stopping
+
+    fit, share = memorising_fit(onset=9)  # plateau at epoch 7
+    rows, _, clean = noisy_rows(n=200, epochs=len(fit), seed=4)
+    # Accuracy that falls after the plateau (memorising hurt) or keeps rising (it did not).
+    acc = [0.5 + (0.02 * min(e, 7) - (0.03 * (e - 7) if e > 7 else 0) if falls else 0.01 * e) for e in range(len(fit))]
+    extra = {e: {"train_acc": fit[e], "contradicted": share[e], "eval_acc": acc[e]} for e in range(len(fit))}
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra)
+    result = stopping(path)
+    assert result.eval_acc["kept_epoch"] == 7 and result.eval_acc["kept"] == pytest.approx(acc[7])
+    text = "\n".join(result.lines())
+    assert f"before memorisation {acc[7]:.3f} (epoch 7)" in text
+    assert ("before_memorisation.pt is the better model" in text) == falls
+    assert ("last.pt is the better model" in text) == (not falls)
