@@ -235,7 +235,9 @@ def _warmup_end(lr: Sequence[float | None] | None, n: int) -> int:
     41% CIFAR-10-N worst labels) the fit fell in the first epoch, the next epoch's fitting
     rate looked like a dip before a rise, and the phase was read there (contradicted share
     0.64 and 0.81) as memorised from epoch 3 and 13: the window before it ranked at AUROC
-    0.56-0.73 against 0.84-0.85 for the second half."""
+    0.56-0.73 against 0.84-0.85 for the second half. The cost: under a long warm-up (a
+    one-cycle schedule that rises for a third of training) no plateau is read before the
+    peak, so a run that memorised earlier is read late."""
     if lr is None or len(lr) < n:
         return 0
     values = [math.nan if v is None else float(v) for v in lr[:n]]
