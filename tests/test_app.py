@@ -163,6 +163,10 @@ def test_overview_states_the_training_phase_first(monkeypatch, tmp_path):
     assert at.info[0].value == note[0].upper() + note[1:] + "."
     assert "Training phase" in [h.value for h in at.subheader]
     assert any("78.0%" in c.value and "89.0%" in c.value for c in at.caption)  # the fit thresholds
+    # The count of a memorised run is read at the plateau, and the page says so.
+    estimate = analyze(run).estimate
+    assert estimate.epoch == 4
+    assert any("confidently contradicted at epoch 4" in c.value and "too high when" in c.value for c in at.caption)
     assert len(at.get("image")) == 4  # training phase, GWA curve, accuracy, histogram
     from gwa_diag.app.views.charts import phase_png
 

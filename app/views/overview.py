@@ -147,7 +147,8 @@ def _wrong_labels(state: RunState, window: str) -> None:
                f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; too high while the model has not "
                "yet fitted the correctly labelled samples")
     else:
-        how = f"{estimate.method}; too low when it fitted many wrong labels before then"
+        how = (f"{estimate.method}; too high when the model memorised as fast as it learned, still "
+               "contradicting hard correct labels there")
     st.caption(
         f"Estimated{true}: {how}. "
         f"The default rule flags the top {estimate.total:,} of the ranking by "

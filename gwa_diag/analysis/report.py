@@ -498,7 +498,8 @@ def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list
     per = ", ".join(f"{names[int(c)] if names and 0 <= int(c) < len(names) else c} {v}"
                     for c, v in est["per_class"].items())
     # report.json files written before the memorising count existed have no "column".
-    caveat = ("too low when the model fitted many wrong labels before that epoch"
+    caveat = ("too high when the model memorised as fast as it learned, still contradicting hard correct "
+              "labels there"
               if est.get("column") == "contradicted_plateau"
               else "too high while the model has not fitted the correctly labelled samples")
     return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: "
