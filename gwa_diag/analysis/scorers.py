@@ -164,8 +164,8 @@ def disagreement(s: Sums) -> np.ndarray:
 def unfitted(s: Sums) -> np.ndarray:
     """share of the three disagreement epochs (the last three of the default window, else
     around the GWA-selected one) in which the model predicted another class than the given
-    label. Higher = more suspicious. Samples above 0.5 are the estimated wrong labels
-    (gwa_diag.analysis.estimate)."""
+    label. Higher = more suspicious. Samples above 0.5 are the estimated wrong labels of a run
+    that never memorised its labels (gwa_diag.analysis.estimate)."""
     return _mean(s.mismatch, s.disagree_n)
 
 
