@@ -228,9 +228,9 @@ def _unfitted_fitted(fit: Sequence[float]) -> list[float]:
 
 
 def _warmup_end(lr: Sequence[float | None] | None, n: int) -> int:
-    """Position of the first epoch during which the learning rate did not rise (its value at
-    the epoch's end not above the previous epoch's); ``n`` while it is still rising; 0 when a
-    rate is unknown. Why: during a warm-up the fitting rate follows the learning rate, not
+    """Position of the first epoch whose recorded learning rate is not above the previous
+    epoch's (the engine records the rate of the epoch's first step, so the epoch that starts
+    at the peak is left out too); ``n`` while it is still rising; 0 when a rate is unknown. Why: during a warm-up the fitting rate follows the learning rate, not
     the data. On two SGD runs with a 2-epoch warm-up (ResNet-18 on an H200, 30% pair noise and
     41% CIFAR-10-N worst labels) the fit fell in the first epoch, the next epoch's fitting
     rate looked like a dip before a rise, and the phase was read there (contradicted share
@@ -313,9 +313,9 @@ def read_phase(epochs: Sequence[int], fit: Sequence[float | None], disagreement:
         epochs: complete epochs, ascending.
         fit: per epoch, the share of training samples predicted as labelled (None/NaN: unknown).
         disagreement: per epoch, the share confidently contradicted (None/NaN: unknown).
-        lr: per epoch, the learning rate at its end, or None: the plateau is looked for only
-            after the warm-up (from the first epoch whose rate did not rise); unknown rates
-            leave every epoch in.
+        lr: per epoch, the recorded learning rate (the engine's: at the epoch's first step),
+            or None: the plateau is looked for only after the warm-up (from the first epoch
+            whose rate is not above the previous one's); unknown rates leave every epoch in.
     """
     if not len(epochs) == len(fit) == len(disagreement):
         raise InputError(f"{len(epochs)} epochs, {len(fit)} fit values and {len(disagreement)} disagreement values")
