@@ -230,14 +230,16 @@ def _unfitted_fitted(fit: Sequence[float]) -> list[float]:
 def _warmup_end(lr: Sequence[float | None] | None, n: int) -> int:
     """Position of the first epoch whose recorded learning rate is not above the previous
     epoch's (the engine records the rate of the epoch's first step, so the epoch that starts
-    at the peak is left out too); ``n`` while it is still rising; 0 when a rate is unknown. Why: during a warm-up the fitting rate follows the learning rate, not
-    the data. On two SGD runs with a 2-epoch warm-up (ResNet-18 on an H200, 30% pair noise and
-    41% CIFAR-10-N worst labels) the fit fell in the first epoch, the next epoch's fitting
-    rate looked like a dip before a rise, and the phase was read there (contradicted share
-    0.64 and 0.81) as memorised from epoch 3 and 13: the window before it ranked at AUROC
-    0.56-0.73 against 0.84-0.85 for the second half. The cost: under a long warm-up (a
-    one-cycle schedule that rises for a third of training) no plateau is read before the
-    peak, so a run that memorised earlier is read late."""
+    at the peak is left out too); ``n`` while it is still rising; 0 when a rate is unknown.
+
+    Why: during a warm-up the fitting rate follows the learning rate, not the data. On two
+    SGD runs with a 2-epoch warm-up (ResNet-18 on an H200, 30% pair noise and 41% CIFAR-10-N
+    worst labels) the fit fell in the first epoch, the next epoch's fitting rate looked like
+    a dip before a rise, and the phase was read there (contradicted share 0.64 and 0.81) as
+    memorised from epoch 13 and 3: the window before it ranked at AUROC 0.73 and 0.56
+    against 0.85 and 0.84 for the second half. The cost: under a long warm-up (a one-cycle
+    schedule that rises for a third of training) no plateau is read before the peak, so a
+    run that memorised earlier is read late."""
     if lr is None or len(lr) < n:
         return 0
     values = [math.nan if v is None else float(v) for v in lr[:n]]
