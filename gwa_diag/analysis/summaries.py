@@ -123,8 +123,8 @@ def summarize(
     **lower = more suspicious**, < 0 is the paper's flag), ``n_epochs`` (epochs present),
     ``n_window`` (window epochs with finite values), ``contradicted_plateau`` (1.0 when the
     model confidently contradicted the label at the plateau epoch of the training phase, 0.0
-    when not, NaN without a plateau or a row there: what the estimated count counts in a run
-    that memorised, :mod:`gwa_diag.analysis.estimate`), ``clean_label`` when labels.parquet
+    when not; NaN in a run that did not memorise or without a row there: what the estimated
+    count counts in a run that memorised, :mod:`gwa_diag.analysis.estimate`), ``clean_label`` when labels.parquet
     has it, and ``path`` (first; the sample's file relative to the dataset's root) when
     labels.parquet has it.
 
@@ -219,7 +219,7 @@ def _summarize(
             suggested, suggested_prob = _pick_suggestion(*acc.class_matrices(plan.num_classes))
         else:
             suggested, suggested_prob = _suggest_with_duckdb(con, plan, repeats)
-        disagree, mismatch, disagree_n = _disagreement(con, plan, repeats)
+        disagree, mismatch, disagree_n = _disagreement(con, plan, repeats, list(plan.choices.disagreement_epochs))
         plateau = _contradicted_at_plateau(con, plan, repeats)
     finally:
         con.close()
@@ -560,12 +560,12 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
     return suggested, prob
 
 
-def _disagreement(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per slot, over the choices' disagreement epochs: (epochs in which the prediction was
-    another class than the label with p(pred) at least that class's confident-learning
-    threshold, the mean p(label) of the samples labelled with it in the same epoch; epochs
-    in which it was another class at all; epochs with a finite row)."""
-    source = _source(plan.files_of(list(plan.choices.disagreement_epochs)), repeats=repeats)
+def _disagreement(con: Any, plan: _Plan, repeats: bool, epochs: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot, over ``epochs``: (epochs in which the prediction was another class than the
+    label with p(pred) at least that class's confident-learning threshold, the mean p(label)
+    of the samples labelled with it in the same epoch; epochs in which it was another class
+    at all; epochs with a finite row)."""
+    source = _source(plan.files_of(epochs), repeats=repeats)
     query = f"""
         WITH rows AS (SELECT {plan.pos_sql()} AS pos, epoch, label, pred, p_label, p_pred FROM {source}
                       WHERE {_FINITE}),
@@ -585,23 +585,15 @@ def _disagreement(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarray, np.
 
 def _contradicted_at_plateau(con: Any, plan: _Plan, repeats: bool) -> np.ndarray:
     """Per slot: 1.0 when the model confidently contradicted the label at the training phase's
-    plateau epoch (another class predicted with p(pred) at least that class's confident-learning
-    threshold, as :func:`_disagreement` counts), 0.0 when not, NaN without a plateau epoch with
-    data or without a finite row there. The per-sample form of the phase's noise estimate."""
-    out = np.full(plan.size, np.nan)
+    plateau epoch (as :func:`_disagreement` counts), 0.0 when not, NaN in a run that did not
+    memorise (only then is it counted, so only then read), without data at the plateau or
+    without a finite row there. The per-sample form of the phase's noise estimate."""
     epoch = plan.choices.phase.phase.plateau
-    if epoch is None or int(epoch) not in plan.files:
-        return out
-    query = f"""
-        WITH rows AS (SELECT {plan.pos_sql()} AS pos, label, pred, p_label, p_pred
-                      FROM {_source(plan.files_of([int(epoch)]), repeats=repeats)} WHERE {_FINITE}),
-             limits AS (SELECT label AS cls, avg(p_label) AS t FROM rows GROUP BY ALL)
-        SELECT r.pos, max(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS hit
-        FROM rows r LEFT JOIN limits l ON r.pred = l.cls
-        GROUP BY r.pos"""
-    got = con.sql(query).fetchnumpy()
-    out[plan.slots(np.asarray(got["pos"], dtype=np.int64))] = np.asarray(got["hit"], dtype=np.float64)
-    return out
+    if not plan.choices.phase.memorised or epoch is None or int(epoch) not in plan.files:
+        return np.full(plan.size, np.nan)
+    # One row per sample and epoch (repeats merged by _source): the count is 1 or 0.
+    hits, _, seen = _disagreement(con, plan, repeats, [int(epoch)])
+    return np.where(seen > 0, hits, np.nan)
 
 
 def _frame(
