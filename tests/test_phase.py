@@ -118,6 +118,8 @@ def test_the_plateau_is_not_read_during_the_learning_rate_warm_up():
     p = read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE, WARMUP_LR)
     assert not p.memorised and p.onset is None, p
     assert p.plateau is not None and p.plateau >= 4  # the rates of epochs 1 and 2 rose
+    # A rate that never stops rising is all warm-up: no plateau is read.
+    assert read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE, [0.01 * (e + 1) for e in range(40)]).plateau is None
     # A constant rate, or none recorded, leaves every epoch in.
     assert read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE, [0.1] * 40) == blind
     assert read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE, [None] * 40) == blind
