@@ -465,7 +465,9 @@ def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: 
                        "above the median epoch")
         level = "weak" if level == "clear" else level
     if phase is not None and phase.memorised and phase.onset is not None and selected.epoch >= phase.onset:
+        # No advice to fall back on the weights from before the onset: on most measured
+        # memorising runs they scored below the last epoch (gwa_diag.analysis.stopping says so).
         reasons.append(f"the choice is after the model started memorising its labels (epoch {phase.onset}): "
-                       f"prefer the checkpoint from before it (epoch {phase.plateau})")
+                       "GWA rises while the wrong labels are fitted, so a peak there says nothing of accuracy")
         level = "weak" if level == "clear" else level
     return StopTrust(level, tuple(reasons), rising_correlation=rising, peak_margin=None if math.isinf(margin) else margin)

@@ -209,3 +209,31 @@ def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> Non
     for key in ("default", "phase", "count", "oracle", "flags"):
         assert first["cell"][key] == second["cell"][key], key
     assert first["cell"]["stopping"]["acc"] == second["cell"]["stopping"]["acc"]
+
+
+def test_wrong_label_reliability_bins_each_share_against_the_truth(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import numpy as np
+    import pandas as pd
+    from analysis_fixtures import noisy_rows, write_run
+    from wrong_label_reliability import BINS, reliability
+
+    from gwa_diag import analyze
+
+    # The bins against a hand count: 0 | (0, .5) | [.5, 1) | 1, NaN shares and unknown samples left out.
+    share = pd.Series([0.0, 0.0, 0.25, 0.5, 2 / 3, 1.0, 1.0, np.nan, 1.0], index=range(9))
+    wrong = pd.Series([False, True, True, False, True, True, True, True], index=range(8))
+    table = reliability(share, wrong)
+    assert table.index.tolist() == list(BINS) and table["n"].tolist() == [2, 1, 2, 2]
+    assert table["wrong"].tolist() == [0.5, 1.0, 0.5, 1.0]
+    # End to end on a run with clean labels: every sample lands in one bin, and the printed
+    # wrong share at 1 is the run's own.
+    rows, _, clean = noisy_rows(n=200, epochs=8, noise=0.3, seed=5)
+    run = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean)
+    out = _run_bench("wrong_label_reliability.py", [str(run)], tmp_path)
+    a = analyze(run)
+    ref = reliability(a.summary["unfitted"], a.truth)
+    assert ref["n"].sum() == a.summary["unfitted"].notna().sum()
+    row = next(line for line in out.splitlines() if "| unfitted |" in line)
+    assert row.rstrip(" |").endswith(f"{int(ref.loc['1', 'n']):,} ({ref.loc['1', 'wrong']:.2f})"), out
+    assert re.search(r"unfitted = 1: wrong share [\d.]+-[\d.]+ over 1 runs", out), out

@@ -44,10 +44,13 @@ def test_the_kept_checkpoint_is_the_offline_plateau(tmp_path, noisy):
     assert record["onset"] == phase.onset and record["kept_epoch"] == phase.phase.plateau < phase.onset
     kept = torch.load(tmp_path / "run" / "checkpoints" / KEPT_NAME, weights_only=True)
     assert kept["epoch"] == phase.phase.plateau
-    # `gwa-diag train` names the kept weights in its closing lines.
-    from gwa_diag.cli.train import _phase_line
+    # `gwa-diag train` and the report name the kept weights, and which file to use without
+    # held-out data (the run has no evaluation set).
+    from gwa_diag.analysis.stopping import stopping
 
-    assert f"(epoch {phase.phase.plateau}) are in" in _phase_line(tmp_path / "run")
+    text = "\n".join(stopping(tmp_path / "run").lines())
+    assert f"(epoch {phase.phase.plateau}) are in checkpoints/{KEPT_NAME}" in text
+    assert "use checkpoints/last.pt" in text
     # Only the kept weights remain: none of the epochs that waited for the onset.
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == sorted(
         [KEPT_NAME, "last.pt", "selected.pt"])

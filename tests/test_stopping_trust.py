@@ -197,7 +197,7 @@ def test_a_clear_peak_after_memorisation_began_is_not_trusted():
     selected = select_epoch(EPOCHS, curve)
     memorised = Phase(True, onset=10, plateau=5, noise=0.3, crossing=10, confirmed=12, reason="memorised")
     trust = assess_choice(EPOCHS, curve, selected, memorised)
-    assert trust.level == "weak" and any("epoch 10" in r and "epoch 5" in r for r in trust.reasons)
+    assert trust.level == "weak" and any("memorising" in r and "epoch 10" in r for r in trust.reasons)
     later = Phase(True, onset=20, plateau=12, noise=0.3, crossing=20, confirmed=22, reason="memorised")
     assert assess_choice(EPOCHS, curve, selected, later).level == "clear"  # chosen before the onset
 
@@ -221,3 +221,30 @@ def test_the_weights_from_before_memorisation_are_compared_on_the_evaluation_set
     assert f"before memorisation {acc[7]:.3f} (epoch 7)" in text
     assert ("before_memorisation.pt is the better model" in text) == falls
     assert ("last.pt is the better model" in text) == (not falls)
+
+
+@pytest.mark.parametrize("kept_file", [True, False], ids=["engine-run", "own-loop"])
+def test_without_an_evaluation_set_the_last_weights_are_advised(tmp_path, kept_file):
+    from analysis_fixtures import noisy_rows, write_run
+    from test_phase import memorising_fit
+
+    from gwa_diag.analysis.stopping import stopping
+
+    fit, share = memorising_fit(onset=9)  # plateau at epoch 7
+    rows, _, clean = noisy_rows(n=200, epochs=len(fit), seed=4)
+    extra = {e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(len(fit))}
+    record = {"kept_epoch": 7, "checkpoint": "checkpoints/before_memorisation.pt"}
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra,
+                     meta={"memorisation": record})
+    if kept_file:
+        (path / "checkpoints").mkdir(exist_ok=True)
+        (path / "checkpoints" / "before_memorisation.pt").write_bytes(b"weights")
+    result = stopping(path)
+    assert result.eval_acc == {}
+    # A run from the user's own loop has no kept weights to talk about.
+    assert result.kept_epoch == (7 if kept_file else None)
+    advice = [line for line in result.lines() if "before_memorisation.pt" in line]
+    assert len(advice) == int(kept_file)
+    if kept_file:
+        assert "(epoch 7)" in advice[0] and "use checkpoints/last.pt" in advice[0]
+        assert result.as_dict()["kept_epoch"] == 7

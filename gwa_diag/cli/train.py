@@ -378,10 +378,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(_selection_line(Path(out), sel.epoch, sel.reason))
     from gwa_diag.analysis.stopping import stopping
 
+    print(_phase_line(out))
     # A choice on a rising or flat GWA curve prints as confidently as a real peak: qualify it.
+    # These lines also say which weights to use when the model memorised.
     for line in stopping(out, selection=sel).lines():
         print(line)
-    print(_phase_line(out))
     q = shlex.quote(str(out))
     print(f"next: gwa-diag rank {q}   |   gwa-diag report {q}   |   gwa-diag app {q}")
     return 0
@@ -391,14 +392,8 @@ def _phase_line(out: str | Path) -> str:
     """Whether, and from which epoch, the model memorised its labels
     (:func:`gwa_diag.analysis.phase.training_phase`; duckdb and pandas, no torch)."""
     from gwa_diag.analysis.phase import training_phase
-    from gwa_diag.training.memorisation import KEPT_NAME
 
-    phase = training_phase(out).phase
-    line = f"training phase: {phase.reason}"
-    kept = Path(out) / "checkpoints" / KEPT_NAME
-    if phase.memorised and phase.plateau is not None and _checkpoint_epoch(kept) == phase.plateau:
-        line += f"; the weights from before it (epoch {phase.plateau}) are in {kept}"
-    return line
+    return f"training phase: {training_phase(out).phase.reason}"
 
 
 def _selection_line(out: Path, epoch: int | None, reason: str) -> str:

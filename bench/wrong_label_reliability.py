@@ -1,0 +1,95 @@
+"""Would a per-sample "probability that this label is wrong" be calibrated? A reliability
+table of the two per-sample shares gwa-diag records, against the truth.
+
+    python bench/wrong_label_reliability.py                 # the two GPU recordings, a few seconds
+    python bench/wrong_label_reliability.py RUN [RUN ...]   # any runs with clean labels
+
+For each run (analysed with the defaults, :func:`gwa_diag.analyze`) and each share of the
+window's epochs in which a sample's label was not fitted (``unfitted``: another class
+predicted, over the last three epochs of the window) or confidently contradicted
+(``disagreement``: confident learning's per-class threshold, over the epochs around the
+GWA-selected one), the samples are binned by that share (0, below one half, one half to
+below 1, exactly 1) and each bin shows how many samples it holds and which share of them
+is truly wrong. A calibrated probability would read the same wrong share for the same value
+on every run. The last lines give, per column, the range over the runs of the wrong share
+among the samples at 1. Runs whose labels.parquet has no ``clean_label`` are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cifar_bench import DEFAULT_DATA
+from gwa_diag import analyze
+from gwa_diag.checks import InputError
+from gwa_diag.store import AnalysisError
+
+COLUMNS = ("unfitted", "disagreement")
+BINS = ("0", "(0, 0.5)", "[0.5, 1)", "1")
+
+
+def bin_of(share: pd.Series) -> pd.Series:
+    """The bin label of each share (NaN: no bin)."""
+    out = pd.Series(pd.NA, index=share.index, dtype="object")
+    out[share == 0] = BINS[0]
+    out[(share > 0) & (share < 0.5)] = BINS[1]
+    out[(share >= 0.5) & (share < 1)] = BINS[2]
+    out[share == 1] = BINS[3]
+    return out
+
+
+def reliability(share: pd.Series, wrong: pd.Series) -> pd.DataFrame:
+    """Per bin of ``share``: ``n`` samples and the ``wrong`` share among them (NaN if empty).
+    Both series are indexed by sample id; samples missing from either are left out."""
+    both = pd.concat({"bin": bin_of(share), "wrong": wrong.astype("float64")}, axis=1, join="inner").dropna()
+    grouped = both.groupby("bin")["wrong"]
+    return pd.DataFrame({"n": grouped.size(), "wrong": grouped.mean()}).reindex(list(BINS)).fillna({"n": 0})
+
+
+def run_table(run: Path) -> dict[str, pd.DataFrame] | None:
+    """The reliability table of each column for one run; None without ground truth."""
+    a = analyze(run)
+    if a.truth is None:
+        return None
+    return {c: reliability(a.summary[c], a.truth) for c in COLUMNS if c in a.summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", type=Path,
+                        help="run directories (default: DATA/gpu_runs/dec_worst and mem_worst)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default runs)")
+    args = parser.parse_args(argv)
+    runs = args.runs or [args.data / "gpu_runs" / "dec_worst", args.data / "gpu_runs" / "mem_worst"]
+    at_one: dict[str, list[float]] = {c: [] for c in COLUMNS}
+    print("| run | noise | column | " + " | ".join(f"{b}: n (wrong)" for b in BINS) + " |")
+    print("|---|---:|---|" + "---:|" * len(BINS))
+    for run in runs:
+        try:
+            tables = run_table(run)
+        except (AnalysisError, InputError) as e:
+            print(f"{run}: skipped ({e})", file=sys.stderr)
+            continue
+        if tables is None:
+            print(f"{run}: skipped (no clean_label)", file=sys.stderr)
+            continue
+        name = f"{run.parent.name}/{run.name}"
+        for column, t in tables.items():
+            noise = float((t["n"] * t["wrong"].fillna(0)).sum() / t["n"].sum())
+            cells = " | ".join(f"{int(n):,} ({w:.2f})" if n else "0 (-)" for n, w in zip(t["n"], t["wrong"]))
+            print(f"| {name} | {noise:.1%} | {column} | {cells} |")
+            if t.loc[BINS[-1], "n"]:
+                at_one[column].append(float(t.loc[BINS[-1], "wrong"]))
+    for column, values in at_one.items():
+        if values:
+            print(f"{column} = 1: wrong share {min(values):.2f}-{max(values):.2f} over {len(values)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
