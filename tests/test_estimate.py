@@ -208,3 +208,24 @@ def test_suspects_carry_the_plateau_column(tmp_path):
     # The evidence behind the count travels with each flagged sample, bit for bit.
     np.testing.assert_array_equal(suspects["contradicted_plateau"].to_numpy(),
                                   a.summary.loc[suspects.index, "contradicted_plateau"].to_numpy())
+
+
+def test_each_count_says_which_way_it_errs_in_the_report(tmp_path):
+    import json
+
+    from gwa_diag import write_report
+    from gwa_diag.analysis.estimate import caveat_of
+    from gwa_diag.analysis.report import _estimate_lines
+
+    path, _ = _memorised_run(tmp_path)
+    plateau, window = analyze(path).estimate, analyze(path, window="second_half").estimate
+    # The two counts err differently, and each says how.
+    assert plateau.caveat != window.caveat and "memorised" in plateau.caveat and "too low" in window.caveat
+    write_report(path)
+    saved = json.loads((path / "analysis" / "report.json").read_text())["estimate"]
+    assert saved["caveat"] == plateau.caveat
+    assert plateau.caveat in (path / "analysis" / "report.md").read_text()
+    # A report.json from before the counts said so (no column, no caveat) reads as unfitted's.
+    old = {"estimate": {k: v for k, v in saved.items() if k not in ("column", "caveat")},
+           "ground_truth": {"available": False}}
+    assert caveat_of(None) in _estimate_lines(old, None)[0]

@@ -38,7 +38,9 @@ def test_first_screen_counts_top_five_class_names_and_app_command(tmp_path):
     n_true = sum(given[i] != clean[i] for i in given)
     assert lines[0] == (f"{a.estimate.total} of 200 labels look wrong ({a.estimate.total / 200:.1%}); "
                         f"truly wrong: {n_true} of 200 ({n_true / 200:.1%})")
-    assert lines[1].strip() == a.epochs.note
+    # Which way the count can be off, then which epochs the scores read.
+    assert lines[1].strip() == f"an estimate: {a.estimate.caveat}" and "too high" in lines[1]
+    assert lines[2].strip() == a.epochs.note
     rows = _rows(text)
     top = a.ranking.head(TOP)
     assert len(a.flagged) >= TOP and [int(r[1]) for r in rows] == top.index.tolist()

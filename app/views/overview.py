@@ -144,11 +144,9 @@ def _wrong_labels(state: RunState, window: str) -> None:
     c2.metric("Share of the samples", f"{estimate.rate:.1%}")
     if estimate.epoch is None:
         how = (f"the samples whose label the model did not fit in most of epochs "
-               f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; too high while the model has not "
-               "yet fitted the correctly labelled samples")
+               f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; {estimate.caveat}")
     else:
-        how = (f"{estimate.method}; too high when the model memorised as fast as it learned, still "
-               "contradicting hard correct labels there")
+        how = f"{estimate.method}; {estimate.caveat}"
     st.caption(
         f"Estimated{true}: {how}. "
         f"The default rule flags the top {estimate.total:,} of the ranking by "

@@ -50,7 +50,7 @@ import pandas as pd
 
 from gwa_diag.checks import InputError
 
-__all__ = ["NoiseEstimate", "estimate_wrong_labels", "ESTIMATE_COLUMN", "CONTRADICTED_PLATEAU", "THRESHOLD"]
+__all__ = ["NoiseEstimate", "caveat_of", "estimate_wrong_labels", "ESTIMATE_COLUMN", "CONTRADICTED_PLATEAU", "THRESHOLD"]
 
 #: The summary column the estimate counts from in a run that never memorised (higher = more
 #: suspicious).
@@ -98,10 +98,15 @@ class NoiseEstimate:
                     "learning levelled off before it memorised its labels")
         return "the samples whose label the model did not fit in most of the last three epochs of the window"
 
+    @property
+    def caveat(self) -> str:
+        """Which way the count errs, for people (the module docstring has the measurements)."""
+        return caveat_of(self.column)
+
     def as_dict(self) -> dict[str, Any]:
         return {"total": self.total, "n": self.n, "rate": self.rate, "threshold": self.threshold,
                 "per_class": {str(k): v for k, v in self.per_class.items()},
-                "column": self.column, "epoch": self.epoch, "method": self.method}
+                "column": self.column, "epoch": self.epoch, "method": self.method, "caveat": self.caveat}
 
     def line(self) -> str:
         """One line for the console and the report."""
@@ -110,6 +115,14 @@ class NoiseEstimate:
     def per_class_text(self, class_names: Sequence[str] | None = None) -> str:
         names = list(class_names or [])
         return ", ".join(f"{names[c] if 0 <= c < len(names) else c} {v}" for c, v in self.per_class.items())
+
+
+def caveat_of(column: str | None) -> str:
+    """Which way a count from ``column`` errs (a report.json written before the plateau count
+    existed has no column: ``unfitted``'s)."""
+    if column == CONTRADICTED_PLATEAU:
+        return "too high when the model memorised as fast as it learned, still contradicting hard correct labels"
+    return "too high while the model has not fitted its correct labels, too low once it fits wrong ones"
 
 
 def _memorised_at(summary: pd.DataFrame) -> int | None:

@@ -46,6 +46,7 @@ import pyarrow as pa
 from gwa_diag import __version__
 from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, curve_points
+from gwa_diag.analysis.estimate import caveat_of
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
@@ -497,11 +498,7 @@ def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list
     true = f" (true: {truth['n_noisy']})" if truth.get("available") else ""
     per = ", ".join(f"{names[int(c)] if names and 0 <= int(c) < len(names) else c} {v}"
                     for c, v in est["per_class"].items())
-    # report.json files written before the memorising count existed have no "column".
-    caveat = ("too high when the model memorised as fast as it learned, still contradicting hard correct "
-              "labels there"
-              if est.get("column") == "contradicted_plateau"
-              else "too high while the model has not fitted the correctly labelled samples")
+    caveat = est.get("caveat") or caveat_of(est.get("column"))  # older report.json files have neither
     return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: "
             f"{est['method']} ({caveat}). Per given class: {per}."]
 

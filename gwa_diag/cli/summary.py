@@ -40,7 +40,7 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 
 def first_screen(analysis: Analysis, run_dir: str | os.PathLike, *, suspects: str | os.PathLike | None = None) -> str:
-    """A short block (about 11 lines, no trailing newline) for the top of a command's output.
+    """A short block (about 12 lines, no trailing newline) for the top of a command's output.
 
     Args:
         analysis: the run's analysis.
@@ -58,7 +58,11 @@ def first_screen(analysis: Analysis, run_dir: str | os.PathLike, *, suspects: st
     if analysis.truth is not None:
         n_true, n_cover = int(analysis.truth.sum()), len(analysis.truth)
         head += f"; truly wrong: {n_true:,} of {n_cover:,} ({n_true / max(n_cover, 1):.1%})"
-    lines = [head, f"  {analysis.epochs.note}"]
+    lines = [head]
+    if est is not None:
+        # The count is the flagged set's size: say at once which way it can be off.
+        lines.append(f"  an estimate: {est.caveat}")
+    lines.append(f"  {analysis.epochs.note}")
 
     flagged = analysis.flagged
     source = flagged if len(flagged) else analysis.ranking
