@@ -541,6 +541,25 @@ def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], l
     return out, flagged
 
 
+def against_validation(rows: list[dict[str, Any]]) -> str | None:
+    """One line: per rule, the mean test accuracy (points) of its epoch minus that of the
+    validation split's choice, over the cells with a split where the rule chose an epoch
+    (the issue's yardstick for the kept checkpoint: within 1 point on average)."""
+    diffs: dict[str, list[float]] = {key: [] for key, _ in RULE_COLUMNS if key != "val"}
+    for r in rows:
+        s = r["cell"]["stopping"]
+        val = s["acc"]["val"] if s["has_val"] else None
+        if val is None:
+            continue
+        for key in diffs:
+            if s["acc"][key] is not None:
+                diffs[key].append(100 * (s["acc"][key] - val))
+    parts = [f"{h} {np.mean(diffs[k]):+.2f} ({len(diffs[k])})" for k, h in RULE_COLUMNS if k in diffs and diffs[k]]
+    if not parts:
+        return None
+    return ("Test accuracy against the validation split's choice, mean points (cells): " + ", ".join(parts) + ".")
+
+
 # -- main -------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -766,6 +785,9 @@ def main() -> None:
         f"GWA choice rated clear but more than {CLEAR_BUT_WORSE:g} points below the best epoch: {len(clear_worse)} of "
         f"{n_trust} cells rated clear ({len(rows)} cells)" + (f": {', '.join(clear_worse)}." if clear_worse else "."),
     ]
+    versus_val = against_validation(rows)
+    if versus_val:
+        summary.append(versus_val)
     if "memorise" in args.regimes and args.label_sets:
         summary.append(f"Memorise runs that never fitted {MEMORISE_FIT:.0%} of their labels: "
                        + (", ".join(low_fit) if low_fit else "none") + f"; below {MEMORISE_FIT:.0%} at the last epoch: "

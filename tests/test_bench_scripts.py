@@ -182,6 +182,11 @@ def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) ->
     # The oracle window is the best of every window, the fixed ones included.
     assert cell["oracle"]["auroc"] >= max(w["aum"] for w in cell["windows"].values()) - 1e-12
     assert (out_dir / "regimes.md").read_text().count("| finetune | worst") == 2
+    # Each rule against the validation split's choice, in points, over the one cell.
+    acc = cell["stopping"]["acc"]
+    versus = next(line for line in lines if line.startswith("Test accuracy against the validation split's choice"))
+    for key, head in (("kept", "kept"), ("last", "last"), ("best", "best")):
+        assert f"{head} {100 * (acc[key] - acc['val']):+.2f} (1)" in versus, versus
     assert sorted(p.name for p in out_dir.iterdir()) == ["regimes.json", "regimes.md"]  # runs removed
 
 
