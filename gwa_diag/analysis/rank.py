@@ -47,8 +47,8 @@ RULES: dict[str, str] = {
     "estimate": (
         "the top of the ranking down to the estimated number of wrong labels: as many samples as "
         "the model did not fit in most of the last three epochs of the window, or, in a run that "
-        "memorised its labels, confidently contradicted at the last epoch before it did "
-        "(gwa_diag.analysis.estimate); the default"
+        "memorised its labels, confidently contradicted at the plateau where its learning levelled "
+        "off before it did (gwa_diag.analysis.estimate); the default"
     ),
     "negative": (
         "alignment < 0 at the GWA-selected epoch (the last epoch when GWA selects none): the "
