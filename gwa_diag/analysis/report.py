@@ -356,8 +356,8 @@ def _markdown(
         f"- Ranked by `{report['scorer']}`: {report['scorer_description']}",
         f"- Means average over the window `{win['name']}` (epochs {win['epochs'][0]}-{win['epochs'][1]}): {win['description']}.",
         *_estimate_lines(report, names),
-        f"- **{report['n_flagged']}** samples flagged; {report['n_alignment_negative']} have alignment < 0 "
-        f"at epoch {sel.get('used_epoch')}.",
+        f"- **{report['n_flagged']}** samples flagged; of all samples, {report['n_alignment_negative']} "
+        f"{'has' if report['n_alignment_negative'] == 1 else 'have'} alignment < 0 at epoch {sel.get('used_epoch')}.",
         "- Files: `suspects.csv` (for relabeling), `ranking.parquet` (every sample).",
         "",
     ]
