@@ -166,7 +166,8 @@ def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None 
                 # The weights the engine keeps from before memorisation (the plateau's).
                 acc.update({"kept": known.get(phase.plateau), "kept_epoch": phase.plateau})
     # The engine's record of the weights it kept (none from a recorder in the user's own loop).
-    record = run.meta.get("memorisation") or {}
+    record = run.meta.get("memorisation")
+    record = record if isinstance(record, dict) else {}
     file = record.get("checkpoint")
-    kept = record.get("kept_epoch") if file and (run.path / file).is_file() else None
+    kept = record.get("kept_epoch") if isinstance(file, str) and file and (run.path / file).is_file() else None
     return Stopping(chosen, trust, labelwave, changes, correlation, acc, kept)
