@@ -544,7 +544,7 @@ def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], l
 def against_validation(rows: list[dict[str, Any]]) -> str | None:
     """One line: per rule, the mean test accuracy (points) of its epoch minus that of the
     validation split's choice, over the cells with a split where the rule chose an epoch
-    (the issue's yardstick for the kept checkpoint: within 1 point on average)."""
+    (how close a checkpoint chosen without held-out data comes to one chosen with it)."""
     diffs: dict[str, list[float]] = {key: [] for key, _ in RULE_COLUMNS if key != "val"}
     for r in rows:
         s = r["cell"]["stopping"]
