@@ -214,7 +214,12 @@ def test_the_weights_from_before_memorisation_are_compared_on_the_evaluation_set
     # Accuracy that falls after the plateau (memorising hurt) or keeps rising (it did not).
     acc = [0.5 + (0.02 * min(e, 7) - (0.03 * (e - 7) if e > 7 else 0) if falls else 0.01 * e) for e in range(len(fit))]
     extra = {e: {"train_acc": fit[e], "contradicted": share[e], "eval_acc": acc[e]} for e in range(len(fit))}
-    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra)
+    # As the engine leaves it: the kept weights and run.json's record of them.
+    record = {"kept_epoch": 7, "checkpoint": "checkpoints/before_memorisation.pt"}
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra,
+                     meta={"memorisation": record})
+    (path / "checkpoints").mkdir(exist_ok=True)
+    (path / "checkpoints" / "before_memorisation.pt").write_bytes(b"weights")
     result = stopping(path)
     assert result.eval_acc["kept_epoch"] == 7 and result.eval_acc["kept"] == pytest.approx(acc[7])
     text = "\n".join(result.lines())
