@@ -6,6 +6,7 @@ GPU recordings."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,31 @@ def test_older_runs_get_the_share_from_their_parts(tmp_path):
     recomputed = phase_mod._contradicted_from_parts(run, [0, 1, 2, 3])
     np.testing.assert_allclose(recomputed, recorded, atol=1e-9)
     assert recorded.max() > 0  # the model does contradict some labels
+
+
+def test_the_share_computed_from_the_parts_is_kept(tmp_path, monkeypatch):
+    rows, _, _ = noisy_rows(n=80, epochs=4, num_classes=3, seed=1)
+    run = open_run(write_run(tmp_path / "run", rows, num_classes=3))
+    queried: list[str] = []
+    real_sql = phase_mod.share_sql
+    monkeypatch.setattr(phase_mod, "share_sql", lambda source: queried.append(source) or real_sql(source))
+    first = phase_mod._contradicted_from_parts(run, [0, 1, 2, 3])
+    assert len(queried) == 1 and (run.path / phase_mod.SHARE_CACHE).is_file()
+    assert phase_mod._contradicted_from_parts(run, [0, 1, 2, 3]) == first and len(queried) == 1  # read back
+    # An epoch recorded again (a resume) is computed again, alone.
+    part = run.sample_files([2])[0]
+    os.utime(part, ns=(part.stat().st_atime_ns, part.stat().st_mtime_ns + 10**9))
+    assert phase_mod._contradicted_from_parts(run, [0, 1, 2, 3]) == first
+    assert len(queried) == 2 and "epoch=2" in queried[1] and "epoch=1" not in queried[1]
+    # A run directory that cannot be written still gets its share, computed each time.
+    (run.path / phase_mod.SHARE_CACHE).unlink()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(phase_mod, "atomic_write_bytes", refuse)
+    assert phase_mod._contradicted_from_parts(run, [0, 1, 2, 3]) == first
+    assert phase_mod._contradicted_from_parts(run, [0, 1, 2, 3]) == first and len(queried) == 4
 
 
 def _recording(name: str) -> Path:

@@ -250,3 +250,57 @@ def test_class_count_scan_without_footer_statistics(tmp_path):
     path = write_run(tmp_path / "run", rows, num_classes=4)
     files = [str(f) for f in open_run(path).sample_files()]
     assert summaries._scan_max_class(files) == int(max(rows["label"].max(), rows["pred"].max()))
+
+
+def _contradicted_slow(per: pd.DataFrame) -> pd.Series:
+    """Per sample of one epoch's merged rows (finite ones): confidently contradicted or not."""
+    threshold = per.groupby("label")["p_label"].mean()
+    return (per["pred"] != per["label"]) & (per["p_pred"] >= per["pred"].map(threshold))
+
+
+@pytest.mark.parametrize("messy", [{}, {"gaps": 0.15, "nans": 0.03}], ids=["clean", "gaps-nans"])
+def test_a_window_that_ends_before_the_last_epoch_still_reads_every_epoch(tmp_path, messy):
+    # A run that memorised reads its scores from the epochs before the onset; forgetting, the
+    # epochs present and the repeat check still cover the whole run (a slow reference says).
+    from test_phase import memorising_fit
+
+    fit, share = memorising_fit(onset=9)
+    epochs = len(fit)
+    rows, _, clean = noisy_rows(n=120, epochs=epochs, num_classes=4, seed=8, **messy)
+    extra = {e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(epochs)}
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra)
+    s = summarize(path)
+    choices = s.attrs["epochs"]
+    assert choices.phase.memorised and choices.window == tuple(range(1, 9))
+    assert not s.attrs["repeats_averaged"]
+    ref = reference_summary(rows, window=list(choices.window), selected=s.attrs["selected_epoch"], last=epochs - 1,
+                            el2n_epoch=s.attrs["el2n_epoch"], num_classes=4).loc[s.index]
+    for col in ["label", "n_epochs", "n_window", "forgetting"]:
+        np.testing.assert_array_equal(s[col].to_numpy(), ref[col].to_numpy(), err_msg=col)
+    assert s["n_epochs"].max() == epochs
+    for col in ["align_mean", "aum", "confidence", "variability", "el2n", "align_last"]:
+        np.testing.assert_allclose(s[col].to_numpy(float), ref[col].to_numpy(float), rtol=1e-5, atol=1e-6, err_msg=col)
+    # disagreement / unfitted over the last three window epochs, contradicted_plateau at the plateau.
+    finite = rows[np.isfinite(rows[["alignment", "margin", "loss", "p_label", "p_pred"]]).all(axis=1)]
+    hits = {e: _contradicted_slow(finite[finite["epoch"] == e].set_index("sample_id")) for e in (6, 7, 8)}
+    seen = pd.concat([h.astype(float) * 0 + 1 for h in hits.values()], axis=1).sum(axis=1)
+    disagree = pd.concat([h.astype(float) for h in hits.values()], axis=1).sum(axis=1) / seen
+    np.testing.assert_allclose(s["disagreement"].reindex(disagree.index), disagree, atol=1e-12)
+    plateau = _contradicted_slow(finite[finite["epoch"] == choices.phase.phase.plateau].set_index("sample_id"))
+    np.testing.assert_array_equal(s["contradicted_plateau"].reindex(plateau.index), plateau.astype(float))
+
+
+def test_rows_outside_the_recorded_ids_or_classes_are_planned_from_the_parts(tmp_path):
+    # labels.parquet and run.json size the accumulators; parts that hold an id or a class
+    # they do not know are read again with slots and classes from the parts' own footers.
+    rows, given, clean = noisy_rows(n=60, epochs=5, num_classes=3, seed=2)
+    reference = summarize(write_run(tmp_path / "ref", rows, num_classes=3, clean_labels=clean))
+    fewer = {i: c for i, c in clean.items() if i < 50}  # labels.parquet misses ids 50-59
+    narrow = write_run(tmp_path / "narrow", rows, num_classes=3, clean_labels=fewer, labels={i: given[i] for i in fewer})
+    wide = rows.assign(pred=np.where(rows["sample_id"] == 3, 4, rows["pred"]))  # a class run.json does not name
+    wider = write_run(tmp_path / "wider", wide, num_classes=3, clean_labels=clean)
+    out = summarize(narrow)
+    scores = list(SCORERS)
+    pd.testing.assert_frame_equal(out[scores], reference[scores])
+    assert out.attrs["num_classes"] == 3
+    assert summarize(wider).attrs["num_classes"] == 5

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gwa_diag.analysis.estimate import ESTIMATE_COLUMN, estimate_wrong_labels
-from gwa_diag.analysis.rank import flag
+from gwa_diag.analysis.rank import estimate_flagged_ids
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_SCORER, InputError, check_choice
 
@@ -249,7 +249,7 @@ def detection_table(
     estimated = None
     if ESTIMATE_COLUMN in summary.columns and DEFAULT_SCORER in summary.columns:
         # Flagged over every sample (as suspects.csv is), then scored where truth exists.
-        flagged = flag(summary, rule="estimate", scorer=DEFAULT_SCORER).index
+        flagged = estimate_flagged_ids(summary, scorer=DEFAULT_SCORER)
         rows[ESTIMATE_ROW] = rule_scores(frame.index.isin(flagged), y)
         estimated = estimate_wrong_labels(frame).total
     if "alignment_selected" in frame.columns:

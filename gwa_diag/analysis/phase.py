@@ -20,17 +20,21 @@ wrote the per-epoch ``contradicted`` share; no torch (the rules live in
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 
 from gwa_diag.checks import DEFAULT_WINDOW, Mode, Window
 from gwa_diag.early_stopping import EarlyStopResult, Phase, read_phase, select_epoch
-from gwa_diag.analysis.parts import query_parts
-from gwa_diag.store import Run, open_run
+from gwa_diag.analysis.contradiction import share_sql
+from gwa_diag.analysis.parts import read_parquet_sql, vanished_parts_as_file_not_found
+from gwa_diag.store import Run, atomic_write_bytes, open_run, read_listed_parts
 
 
 __all__ = [
@@ -61,6 +65,9 @@ WINDOWS: dict[str, str] = {
 }
 
 WARMUP_FRACTION = 0.1
+
+#: Where the per-epoch contradicted share of a run recorded without it is kept, once computed.
+SHARE_CACHE = ".cache/contradicted.json"
 
 
 @dataclass(frozen=True)
@@ -152,29 +159,57 @@ def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
 
 def _contradicted_from_parts(run: Run, epochs: list[int]) -> list[float | None]:
     """Per epoch: the share of rows whose label the model confidently contradicted, as the
-    recorder computes it (pred != label with p(pred) >= the mean p(label) of the finite rows
-    labelled pred that epoch), from the sample parts."""
+    recorder records it (:func:`gwa_diag.analysis.contradiction.share_sql`), for runs recorded
+    before it did.
 
-    def query(source: str) -> str:
-        return f"""
-            WITH rows AS (
-                SELECT CAST(epoch AS BIGINT) AS epoch, label, pred, p_label, p_pred,
-                       coalesce(isfinite(alignment) AND isfinite(p_label) AND isfinite(p_pred), false) AS ok
-                FROM {source}
-            ), limits AS (
-                SELECT epoch, label AS cls, avg(p_label) AS t FROM rows WHERE ok GROUP BY ALL
-            )
-            SELECT r.epoch, avg(CASE WHEN r.ok AND r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS share
-            FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
-            GROUP BY r.epoch
-        """
+    Why a cache: the share needs every row of every epoch, twice (the thresholds, then the
+    count), which costs more than the rest of the analysis. It is computed once per epoch and
+    kept in ``RUN/.cache/contradicted.json``, keyed by the name, size and modification time
+    of the epoch's parts (a resume that records an epoch again changes them). A run directory
+    that cannot be written is read again each time."""
+    cache_path = run.path / SHARE_CACHE
 
-    def fetch(relation: Any) -> dict[int, float]:
-        out = relation.fetchnumpy()
-        return {int(e): float(v) for e, v in zip(out["epoch"], out["share"])}
+    def read() -> dict[int, float]:
+        parts: dict[int, list[Path]] = {}
+        for f in run.sample_files(epochs):
+            parts.setdefault(int(f.parent.name.split("=", 1)[1]), []).append(f)
+        keys = {e: [[f.name, st.st_size, st.st_mtime_ns] for f in fs for st in [f.stat()]] for e, fs in parts.items()}
+        cached = _read_share_cache(cache_path)
+        found = {e: cached[e]["share"] for e in keys if e in cached and cached[e].get("parts") == keys[e]}
+        missing = [e for e in keys if e not in found]
+        if not missing:
+            return found
+        files = [str(f) for e in missing for f in parts[e]]
+        con = duckdb.connect(":memory:")
+        try:
+            with vanished_parts_as_file_not_found(files):
+                out = con.sql(share_sql(read_parquet_sql(files))).fetchnumpy()
+        finally:
+            con.close()
+        fresh = {int(e): float(v) for e, v in zip(out["epoch"], out["share"])}
+        found.update(fresh)
+        entries = {**{e: v for e, v in cached.items() if e in keys and e not in fresh},
+                   **{e: {"share": v, "parts": keys[e]} for e, v in fresh.items()}}
+        try:
+            atomic_write_bytes(cache_path, json.dumps(
+                {"what": "per-epoch confidently contradicted share, computed from the sample parts",
+                 "epochs": {str(e): entries[e] for e in sorted(entries)}}, indent=1).encode())
+        except OSError:
+            pass  # a read-only run directory: computed again next time
+        return found
 
-    found = query_parts(run, query, fetch, dict)
+    found = read_listed_parts(read)
     return [found.get(e) for e in epochs]
+
+
+def _read_share_cache(path: Path) -> dict[int, dict[str, Any]]:
+    """The cached shares by epoch; {} when there is no cache or it cannot be read."""
+    try:
+        raw = json.loads(path.read_text())
+        return {int(e): v for e, v in raw["epochs"].items()
+                if isinstance(v, dict) and isinstance(v.get("share"), (int, float))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def number_or_none(value: Any) -> float | None:
@@ -226,6 +261,11 @@ class EpochChoices:
     @property
     def last_epoch(self) -> int:
         return self.epochs[-1]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "EpochChoices":
+        # pandas deep-copies a frame's attrs on every operation, and this object rides in
+        # the summary's attrs; it is never changed after choose_epochs, so one copy is shared.
+        return self
 
     def point_epochs(self) -> list[int]:
         """The single epochs read in full: the selected, the last and EL2N's."""

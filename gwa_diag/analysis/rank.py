@@ -38,7 +38,7 @@ from gwa_diag.checks import (
 )
 
 __all__ = [
-    "RULES", "SUSPECT_COLUMNS", "rank", "flag", "flag_ranking", "check_rule_options",
+    "RULES", "SUSPECT_COLUMNS", "rank", "flag", "flag_ranking", "estimate_flagged_ids", "check_rule_options",
     "suspects_frame", "write_suspects", "read_suspects",
 ]
 
@@ -78,12 +78,27 @@ def rank(summary: pd.DataFrame, *, scorer: str = DEFAULT_SCORER) -> pd.DataFrame
     return _rank(summary, scorer)
 
 
-def _rank(summary: pd.DataFrame, scorer: str) -> pd.DataFrame:
+def _order(summary: pd.DataFrame, scorer: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the rows most suspicious first, the scores): NaN last, then the higher
+    score first, then the lower sample id."""
     score = summary[scorer].to_numpy(dtype=np.float64, na_value=np.nan)
     ids = summary.index.to_numpy()
     missing = np.isnan(score)
-    # lexsort: last key is primary. NaN last, then higher score first, then lower sample id.
-    order = np.lexsort((ids, -np.where(missing, 0.0, score), missing))
+    # lexsort: last key is primary.
+    return np.lexsort((ids, -np.where(missing, 0.0, score), missing)), score
+
+
+def estimate_flagged_ids(summary: pd.DataFrame, *, scorer: str = DEFAULT_SCORER) -> pd.Index:
+    """The sample ids the ``estimate`` rule flags (what :func:`flag` returns, without
+    building the frame): the top of the ranking down to the estimated number of wrong labels."""
+    _check_scorer(summary, scorer)
+    _check_rule_columns(summary, "estimate")
+    order, _ = _order(summary, scorer)
+    return summary.index[order[: estimate_wrong_labels(summary).total]]
+
+
+def _rank(summary: pd.DataFrame, scorer: str) -> pd.DataFrame:
+    order, score = _order(summary, scorer)
     out = summary.iloc[order].copy()
     out.insert(0, "rank", np.arange(1, len(out) + 1, dtype=np.int64))
     out.insert(1, "score", score[order])
@@ -177,16 +192,11 @@ def _flag(ranked: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float |
     else:
         top = int(k) if rule == "topk" else int(round(float(noise_rate) * n))  # type: ignore[arg-type]
     out = ranked.iloc[: min(top, n)].copy()
-    if rule == "estimate":
-        reasons = [f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top} = the estimated number "
-                   "of wrong labels" for r, s in zip(out["rank"], out["score"])]
-    elif rule == "topk":
-        reasons = [f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top}" for r, s in zip(out["rank"], out["score"])]
-    else:
-        reasons = [
-            f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top} = {float(noise_rate):.1%} expected noise"
-            for r, s in zip(out["rank"], out["score"])
-        ]
+    tail = {"estimate": " = the estimated number of wrong labels", "topk": "",
+            "noise_rate": f" = {float(noise_rate or 0):.1%} expected noise"}[rule]
+    # Plain lists: formatting thousands of rows from pandas' boxed iteration is slow.
+    reasons = [f"rank {r} of {n} by {scorer} (score {s:.4g}), within the top {top}{tail}"
+               for r, s in zip(out["rank"].tolist(), out["score"].tolist())]
     out["reason"] = reasons
     return out
 

@@ -46,8 +46,10 @@ from typing import Any, Iterator
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gwa_diag.analysis.contradiction import contradicted
 from gwa_diag.analysis.estimate import CONTRADICTED_PLATEAU
 from gwa_diag.analysis.parts import read_parquet_sql, vanished_parts_as_file_not_found
 from gwa_diag.analysis.phase import EpochChoices, choose_epochs
@@ -70,6 +72,8 @@ _BATCH_ROWS = 1 << 16
 # Accumulators up to this size are updated with numpy.bincount, larger ones with add.at.
 _BINCOUNT_MAX = 1 << 17
 _FORGET_CHUNK = 1 << 16
+# A batch is added as slices of consecutive slots when its runs average this many rows.
+_MIN_RUN = 64
 
 
 # --------------------------------------------------------------------------------------
@@ -82,10 +86,10 @@ class _Plan:
     files: dict[int, list[str]]  # complete epoch -> its parts (all ranks)
     choices: EpochChoices  # which epochs each sum reads
     num_classes: int
-    total_rows: int
     id_min: int = 0
     ids: np.ndarray | None = None  # sorted distinct ids when the id range is too wide for dense slots
     size: int = 0  # number of accumulator slots
+    checked: bool = False  # planned from what the run recorded: the stream checks each row fits
 
     @property
     def epochs(self) -> list[int]:  # complete epochs with data, sorted
@@ -189,9 +193,7 @@ def _summarize(
     # are left out, so the window and the forgetting count see only epochs with data.
     choices = choose_epochs(run, sorted(files), window=window, mode=mode, el2n_at=el2n_at)
     all_files = [f for e in choices.epochs for f in files[e]]
-    stats = _file_stats(all_files)
-    num_classes = max(int(run.num_classes or 0), stats["max_class"] + 1, 2)
-    plan = _Plan(files=files, choices=choices, num_classes=num_classes, total_rows=stats["rows"])
+    labels = run.labels()
     own_tmp = temp_directory is None
     tmp = Path(tempfile.mkdtemp(prefix="gwa-duckdb-")) if own_tmp else Path(temp_directory)  # type: ignore[arg-type]
     con = duckdb.connect(":memory:")
@@ -201,31 +203,31 @@ def _summarize(
         con.execute(f"SET temp_directory = '{_sql_str(str(tmp))}'")
         # Row order does not matter to the accumulators; not keeping it saves memory.
         con.execute("SET preserve_insertion_order = false")
-        if stats["id_min"] is not None and (
-            stats["id_max"] - stats["id_min"] + 1 <= _DENSE_RANGE_FACTOR * stats["max_epoch_rows"] + _DENSE_RANGE_SLACK
-        ):
-            plan.id_min = int(stats["id_min"])
-            plan.size = int(stats["id_max"] - stats["id_min"] + 1)
-        else:
-            ids = con.sql(f"SELECT DISTINCT sample_id FROM {read_parquet_sql(all_files)} ORDER BY 1").fetchnumpy()["sample_id"]
-            plan.ids = np.asarray(ids, dtype=np.int64)
-            plan.size = len(plan.ids)
-        acc = _accumulate(con, plan, repeats=False)
+        # The sample ids and class count the run recorded (labels.parquet, run.json) size the
+        # accumulators without opening every part's footer; the stream checks that every row
+        # fits, and a run whose rows do not is planned again from the parts themselves.
+        plan = _plan_from_run(run, files, choices, labels)
+        try:
+            if plan is None:
+                raise _OutsidePlan
+            acc = _accumulate(con, plan, repeats=False)
+        except _OutsidePlan:
+            plan = _plan_from_parts(con, run, files, choices, all_files)
+            acc = _accumulate(con, plan, repeats=False)
         # Without repeated presentations every row fills its own (sample, epoch) cell.
-        repeats = int(acc.present_count().sum()) != plan.total_rows
+        repeats = int(acc.present_count().sum()) != acc.rows
         if repeats:
             acc = _accumulate(con, plan, repeats=True)
+        single = _read_single_epochs(con, plan, repeats)
         if acc.class_count is not None and acc.class_prob is not None:
             suggested, suggested_prob = _pick_suggestion(*acc.class_matrices(plan.num_classes))
         else:
             suggested, suggested_prob = _suggest_with_duckdb(con, plan, repeats)
-        disagree, mismatch, disagree_n = _disagreement(con, plan, repeats, list(plan.choices.disagreement_epochs))
-        plateau = _contradicted_at_plateau(con, plan, repeats)
     finally:
         con.close()
         if own_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    frame = _frame(plan, acc, suggested, suggested_prob, (disagree, mismatch, disagree_n), plateau, run.labels())
+    frame = _frame(plan, acc, single, suggested, suggested_prob, labels)
     frame.attrs.update(
         {
             "run": str(run.path),
@@ -243,6 +245,42 @@ def _summarize(
         }
     )
     return frame
+
+
+class _OutsidePlan(Exception):
+    """A streamed row's sample id or class does not fit the accumulators' plan."""
+
+
+def _plan_from_run(run: Run, files: dict[int, list[str]], choices: EpochChoices,
+                   labels: pd.DataFrame | None) -> _Plan | None:
+    """Dense slots over labels.parquet's id range and run.json's class count; None when the
+    run recorded neither or the ids are too sparse for dense slots."""
+    if labels is None or not len(labels) or not run.num_classes:
+        return None
+    ids = labels["sample_id"].to_numpy()
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo + 1 > _DENSE_RANGE_FACTOR * len(ids) + _DENSE_RANGE_SLACK:
+        return None
+    return _Plan(files=files, choices=choices, num_classes=max(int(run.num_classes), 2), id_min=lo, size=hi - lo + 1, checked=True)
+
+
+def _plan_from_parts(con: Any, run: Run, files: dict[int, list[str]], choices: EpochChoices,
+                     all_files: list[str]) -> _Plan:
+    """Slots and class count from the parts' footers (a query for the distinct ids when the
+    footers lack statistics or the id range is too sparse for dense slots)."""
+    stats = _file_stats(all_files)
+    num_classes = max(int(run.num_classes or 0), stats["max_class"] + 1, 2)
+    plan = _Plan(files=files, choices=choices, num_classes=num_classes)
+    if stats["id_min"] is not None and (
+        stats["id_max"] - stats["id_min"] + 1 <= _DENSE_RANGE_FACTOR * stats["max_epoch_rows"] + _DENSE_RANGE_SLACK
+    ):
+        plan.id_min = int(stats["id_min"])
+        plan.size = int(stats["id_max"] - stats["id_min"] + 1)
+    else:
+        ids = con.sql(f"SELECT DISTINCT sample_id FROM {read_parquet_sql(all_files)} ORDER BY 1").fetchnumpy()["sample_id"]
+        plan.ids = np.asarray(ids, dtype=np.int64)
+        plan.size = len(plan.ids)
+    return plan
 
 
 def _sql_str(text: str) -> str:
@@ -321,61 +359,80 @@ _FINITE = (
 class _Accumulators:
     """Per-sample running sums over the streamed batches (index = accumulator slot)."""
 
-    SUMS = ("n", "a", "neg", "m", "l", "p", "p2")
+    #: Rows of ``sums``: window rows, and the sums of alignment, of alignment < 0, margin,
+    #: loss, p(label), p(label)^2; then the rows predicting the label and their p(pred).
+    SUMS = ("n", "a", "neg", "m", "l", "p", "p2", "right_count", "right_prob")
 
     def __init__(self, plan: _Plan) -> None:
         size = plan.size
         self.size = size
-        self.win = {k: np.zeros(size) for k in self.SUMS}
+        self.sums = np.zeros((len(self.SUMS), size))
         # One byte per (epoch, sample): -1 absent, 0 incorrect, 1 correct (forgetting).
         # Epoch-major, because a batch holds one or two epochs: its writes stay close.
         self.state = np.full((len(plan.epochs), size), -1, dtype=np.int8)
         self.label = np.full(size, -1, dtype=np.int32)
-        self.align_sel = np.full(size, np.nan)
-        self.align_last = np.full(size, np.nan)
-        # p(label), pred, label and p(pred) at the EL2N epoch (the el2n scorer's inputs).
-        self.early = {"p_label": np.full(size, np.nan), "pred": np.full(size, -1, dtype=np.int64),
-                      "label": np.full(size, -1, dtype=np.int64), "p_pred": np.full(size, np.nan)}
-        # Window rows predicting the given label are counted per sample; only the (fewer)
-        # rows predicting another class go into the samples x classes matrix.
-        self.right_count = np.zeros(size)
-        self.right_prob = np.zeros(size)
+        # Window rows predicting the given label are counted per sample (in ``sums``); only
+        # the (fewer) rows predicting another class go into the samples x classes matrix.
         cells = size * plan.num_classes
         dense = cells <= _DENSE_CLASS_CELLS
         self.class_count: np.ndarray | None = np.zeros(cells) if dense else None
         self.class_prob: np.ndarray | None = np.zeros(cells) if dense else None
         self._present: np.ndarray | None = None
+        self.rows = 0  # rows streamed
 
-    def add_state(self, slot: np.ndarray, cols: dict[str, Any]) -> None:
-        """Correctness of each row into its (sample, epoch) cell; the given label."""
-        column = _np(cols["column"], np.int64)
-        self.state.reshape(-1)[column * self.size + slot] = _np(cols["correct"], np.int8)
-        self.label[slot] = _np(cols["label"], np.int32)
+    @property
+    def win(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.SUMS, self.sums))
 
-    def add_window(self, slot: np.ndarray, cols: dict[str, Any], num_classes: int) -> None:
-        ok = _np(cols["ok"], np.bool_)
-        if not ok.all():
+    def add_state(self, slot: np.ndarray, column: np.ndarray, correct: np.ndarray, label: np.ndarray) -> None:
+        """Correctness of each row (1, 0; -1 unknown) into its (sample, ``column``) cell; the
+        given label."""
+        runs = _runs(slot) if column[0] == column[-1] and (column == column[0]).all() else None
+        if runs is None:
+            self.state.reshape(-1)[column * self.size + slot] = correct
+            self.label[slot] = label
+            return
+        row = self.state[column[0]]
+        for start, stop in runs:
+            lo = int(slot[start])
+            row[lo : lo + stop - start] = correct[start:stop]
+            self.label[lo : lo + stop - start] = label[start:stop]
+
+    def add_window(self, slot: np.ndarray, cols: dict[str, Any], right: np.ndarray, num_classes: int) -> None:
+        """A window batch's float columns into the sums; ``right``: pred == label per row."""
+        floats = {k: _np(cols[k], None) for k in ("alignment", "margin", "loss", "p_label", "p_pred")}
+        pred = _np(cols["pred"], np.int64)
+        # Non-finite values propagate into a sum: one reduction per column tells whether the
+        # batch needs the row mask at all.
+        if not all(np.isfinite(np.add.reduce(v)) for v in floats.values()):
+            ok = np.logical_and.reduce([np.isfinite(v) for v in floats.values()])
             # Rows with non-finite values (non-finite logits) stay out of every mean.
-            slot, cols = slot[ok], {k: _np(v, None)[ok] for k, v in cols.items()}
-        a = _np(cols["alignment"], np.float64)
-        p = _np(cols["p_label"], np.float64)
-        _add_into(self.win["n"], slot)
-        _add_into(self.win["a"], slot, a)
-        _add_into(self.win["neg"], slot, a < 0)
-        _add_into(self.win["m"], slot, _np(cols["margin"], np.float64))
-        _add_into(self.win["l"], slot, _np(cols["loss"], np.float64))
-        _add_into(self.win["p"], slot, p)
-        _add_into(self.win["p2"], slot, p * p)
-        right = _np(cols["correct"], np.bool_)
-        p_pred = _np(cols["p_pred"], np.float64)
-        _add_into(self.right_count, slot, right)
-        _add_into(self.right_prob, slot, np.where(right, p_pred, 0.0))
+            slot, right, pred = slot[ok], right[ok], pred[ok]
+            floats = {k: v[ok] for k, v in floats.items()}
+        a, p, p_pred = floats["alignment"], floats["p_label"], floats["p_pred"]
+        # Each summand as the float64 the sums hold (float32 inputs are cast exactly).
+        rows = (None, a, a < 0, floats["margin"], floats["loss"], p, np.multiply(p, p, dtype=np.float64), right,
+                np.multiply(p_pred, right, dtype=np.float64))
+        runs = _runs(slot)
+        if runs is None:
+            for acc, weights in zip(self.sums, rows):
+                _add_into(acc, slot, None if weights is None else np.asarray(weights, dtype=np.float64))
+        else:
+            # The recorder writes each epoch's part sorted by sample id: a batch is a few
+            # runs of consecutive slots, added as slices (no scatter, no per-batch copies).
+            for start, stop in runs:
+                lo = int(slot[start])
+                hi = lo + stop - start
+                for acc, weights in zip(self.sums, rows):
+                    if weights is None:
+                        acc[lo:hi] += 1.0
+                    else:
+                        np.add(acc[lo:hi], weights[start:stop], out=acc[lo:hi], casting="unsafe")
         if self.class_count is not None and self.class_prob is not None:
-            pred = _np(cols["pred"], np.int64)
             wrong = np.flatnonzero(~right & (pred >= 0) & (pred < num_classes))
             key = slot[wrong] * num_classes + pred[wrong]
             np.add.at(self.class_count, key, 1.0)
-            np.add.at(self.class_prob, key, p_pred[wrong])
+            np.add.at(self.class_prob, key, p_pred[wrong].astype(np.float64))
 
     def class_matrices(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """(count, summed p_pred) per sample and predicted class over the window."""
@@ -383,15 +440,17 @@ class _Accumulators:
         count = self.class_count.reshape(self.size, num_classes)
         prob = self.class_prob.reshape(self.size, num_classes)
         rows = np.flatnonzero((self.label >= 0) & (self.label < num_classes))
-        count[rows, self.label[rows]] += self.right_count[rows]
-        prob[rows, self.label[rows]] += self.right_prob[rows]
+        win = self.win
+        count[rows, self.label[rows]] += win["right_count"][rows]
+        prob[rows, self.label[rows]] += win["right_prob"][rows]
         return count, prob
 
     def present_count(self) -> np.ndarray:
         if self._present is None:
-            out = np.empty(self.size, dtype=np.int64)
-            for lo in range(0, self.size, _FORGET_CHUNK):
-                out[lo : lo + _FORGET_CHUNK] = (self.state[:, lo : lo + _FORGET_CHUNK] >= 0).sum(axis=0)
+            # Epoch by epoch: contiguous rows of the matrix, no matrix-sized temporaries.
+            out = np.zeros(self.size, dtype=np.int64)
+            for row in self.state:
+                out += row >= 0
             self._present = out
         return self._present
 
@@ -401,15 +460,13 @@ class _Accumulators:
         n_epochs = self.state.shape[0]
         if n_epochs < 2:
             return out
-        present_all = self.present_count() == n_epochs
-        for lo in range(0, self.size, _FORGET_CHUNK):
-            s = self.state[:, lo : lo + _FORGET_CHUNK]
-            full = present_all[lo : lo + _FORGET_CHUNK]
-            # Samples seen in every epoch: compare neighbouring epochs directly.
-            out[lo : lo + _FORGET_CHUNK] = ((s[:-1] == 1) & (s[1:] == 0)).sum(axis=0)
-            if not full.all():
-                gaps = np.flatnonzero(~full)
-                out[lo + gaps] = _forgetting_with_gaps(np.ascontiguousarray(s[:, gaps].T))
+        # Samples seen in every epoch: compare neighbouring epochs directly.
+        for before, now in zip(self.state[:-1], self.state[1:]):
+            out += (before == 1) & (now == 0)
+        gaps = np.flatnonzero(self.present_count() != n_epochs)
+        for lo in range(0, len(gaps), _FORGET_CHUNK):
+            some = gaps[lo : lo + _FORGET_CHUNK]
+            out[some] = _forgetting_with_gaps(np.ascontiguousarray(self.state[:, some].T))
         return out
 
 
@@ -427,6 +484,19 @@ def _forgetting_with_gaps(s: np.ndarray) -> np.ndarray:
     prev_state = np.take_along_axis(s, np.maximum(prev, 0).astype(np.intp), axis=1)
     events = present & (s == 0) & (prev >= 0) & (prev_state == 1)
     return events.sum(axis=1)
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int]] | None:
+    """(start, stop) positions of the runs of consecutive values (each one more than the
+    last) in ``index``; None when the runs are too short for slices to pay (rows in random
+    order, a strided sampler's shard)."""
+    if len(index) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    if len(breaks) * _MIN_RUN > len(index):
+        return None
+    bounds = [0, *breaks.tolist(), len(index)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _add_into(acc: np.ndarray, slot: np.ndarray, weights: np.ndarray | None = None) -> None:
@@ -455,47 +525,127 @@ def _pick_suggestion(count: np.ndarray, prob_sum: np.ndarray) -> tuple[np.ndarra
 
 
 def _accumulate(con: Any, plan: _Plan, *, repeats: bool) -> _Accumulators:
-    """Stream the rows through DuckDB into per-sample accumulators.
+    """Stream every complete epoch's rows through DuckDB, once, into per-sample accumulators.
 
-    Three reads, so that no file's float columns are decoded without need: the window
-    epochs (every column), the other epochs (ids, labels, predictions: forgetting only),
-    and the few single epochs read directly (selected, last, EL2N).
+    Two streams, so that no float column is decoded without need: the window epochs with
+    every column, then the other epochs with ids, labels and predictions only (they feed the
+    forgetting count and the presence check). DuckDB only decodes; the per-row work (the
+    epoch's column, correctness, finiteness) is done by numpy on the batch, which measured
+    faster than asking DuckDB for derived columns (``bench/analysis_scale.py``).
     """
     acc = _Accumulators(plan)
-    pos = plan.pos_sql()
-    state_cols = f"{_column_sql(plan.epochs)} AS column, CAST(pred = label AS TINYINT) AS correct, label"
-    window_sql = f"""
-        SELECT {pos} AS pos, {state_cols}, pred, alignment, margin, loss, p_label, p_pred, {_FINITE} AS ok
-        FROM {_source(plan.files_of(list(plan.choices.window)), repeats=repeats)}"""
-    for batch in _batches(con, window_sql):
-        cols = _columns(batch)
-        slot = plan.slots(_np(cols["pos"], np.int64))
-        acc.add_state(slot, cols)
-        acc.add_window(slot, cols, plan.num_classes)
-    before = [e for e in plan.epochs if e < plan.choices.window[0]]
-    if before:
-        state_sql = f"SELECT {pos} AS pos, {state_cols} FROM {_source(plan.files_of(before), repeats=repeats)}"
-        for batch in _batches(con, state_sql):
+    window = list(plan.choices.window)
+    others = [e for e in plan.epochs if e not in set(window)]
+    state = f"{plan.pos_sql()} AS pos, epoch, label, pred"
+    streams = [(f"SELECT {state}, alignment, margin, loss, p_label, p_pred "
+                f"FROM {_source(plan.files_of(window), repeats=repeats)}", True)]
+    if others:
+        streams.append((f"SELECT {state} FROM {_source(plan.files_of(others), repeats=repeats)}", False))
+    # epoch -> its column in the (epoch, sample) matrix
+    first = plan.epochs[0]
+    column_of = np.full(plan.epochs[-1] - first + 1, -1, dtype=np.int64)
+    column_of[np.asarray(plan.epochs) - first] = np.arange(len(plan.epochs))
+    for query, floats in streams:
+        for batch in _batches(con, query):
             cols = _columns(batch)
-            acc.add_state(plan.slots(_np(cols["pos"], np.int64)), cols)
-    specials = plan.choices.point_epochs()
-    used, last, early = plan.choices.selection.used_epoch, plan.choices.last_epoch, plan.choices.el2n_epoch
-    point_sql = f"""
-        SELECT {pos} AS pos, CAST(epoch AS INTEGER) AS epoch, label, pred, alignment, p_label, p_pred
-        FROM {_source(plan.files_of(specials), repeats=repeats)}"""
-    for batch in _batches(con, point_sql):
-        cols = _columns(batch)
-        slot = plan.slots(_np(cols["pos"], np.int64))
-        epoch = _np(cols["epoch"], np.int64)
-        alignment = _np(cols["alignment"], np.float64)
-        for target, ep in ((acc.align_sel, used), (acc.align_last, last)):
-            hit = epoch == ep
-            target[slot[hit]] = alignment[hit]
-        hit = epoch == early
-        for name, column, dtype in (("p_label", "p_label", np.float64), ("pred", "pred", np.int64),
-                                    ("label", "label", np.int64), ("p_pred", "p_pred", np.float64)):
-            acc.early[name][slot[hit]] = _np(cols[column], dtype)[hit]
+            slot = plan.slots(_np(cols["pos"], np.int64))
+            column = column_of[_np(cols["epoch"], np.int64) - first]
+            label, pred = cols["label"], cols["pred"]
+            if plan.checked and not _fits(slot, (label, pred), plan):
+                raise _OutsidePlan
+            acc.rows += batch.num_rows
+            label_np, pred_np = _np(label, np.int32), _np(pred, np.int32)
+            correct = (pred_np == label_np).astype(np.int8)
+            if label.null_count or pred.null_count:
+                correct[~(_valid(label) & _valid(pred))] = -1  # unknown: as if absent
+            acc.add_state(slot, column, correct, label_np)
+            if floats:
+                acc.add_window(slot, cols, correct == 1, plan.num_classes)
     return acc
+
+
+def _fits(slot: np.ndarray, classes: tuple[Any, ...], plan: _Plan) -> bool:
+    """Every slot in [0, plan.size) and every (non-null) class below plan.num_classes."""
+    if slot.min() < 0 or slot.max() >= plan.size:
+        return False
+    return all(array.null_count == len(array) or pc.max(array).as_py() < plan.num_classes for array in classes)
+
+
+def _valid(array: Any) -> np.ndarray:
+    """Arrow column -> bool mask of its non-null rows."""
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+@dataclass
+class _Single:
+    """What the summaries read from single epochs, per accumulator slot."""
+
+    align_sel: np.ndarray  # alignment at the selected (or fallback) epoch
+    align_last: np.ndarray  # alignment at the last epoch
+    early: dict[str, np.ndarray]  # p_label, pred, label, p_pred at the EL2N epoch
+    disagree: np.ndarray  # disagreement epochs confidently contradicted
+    mismatch: np.ndarray  # disagreement epochs predicting another class at all
+    disagree_n: np.ndarray  # disagreement epochs with a finite row
+    plateau: np.ndarray  # confidently contradicted at the plateau epoch: 1.0 / 0.0 / NaN
+
+
+_SINGLE_TYPES = {"pos": np.int64, "epoch": np.int64, "label": np.int64, "pred": np.int64, "alignment": np.float64,
+                 "p_label": np.float64, "p_pred": np.float64, "ok": np.bool_}
+
+
+def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
+    """Read the few epochs that are used one at a time (the selected, the last, EL2N's, the
+    disagreement epochs and, in a run that memorised, the plateau), each in full: the
+    confident-learning thresholds need all of an epoch's rows at once
+    (:mod:`gwa_diag.analysis.contradiction`).
+
+    ``plateau`` is NaN in a run that did not memorise (only then is it counted, so only then
+    read), without data at the plateau, and for samples without a finite row there."""
+    size, choices = plan.size, plan.choices
+    out = _Single(
+        align_sel=np.full(size, np.nan), align_last=np.full(size, np.nan),
+        early={"p_label": np.full(size, np.nan), "pred": np.full(size, -1, dtype=np.int64),
+               "label": np.full(size, -1, dtype=np.int64), "p_pred": np.full(size, np.nan)},
+        disagree=np.zeros(size), mismatch=np.zeros(size), disagree_n=np.zeros(size), plateau=np.full(size, np.nan),
+    )
+    plateau = choices.phase.phase.plateau
+    plateau = int(plateau) if choices.phase.memorised and plateau is not None and int(plateau) in plan.files else None
+    counted = set(choices.disagreement_epochs)
+    wanted = set(choices.point_epochs()) | counted | ({plateau} if plateau is not None else set())
+    # One query for all of them (each costs a plan and a scan start), split by epoch here.
+    query = f"""
+        SELECT {plan.pos_sql()} AS pos, CAST(epoch AS BIGINT) AS epoch, label, pred, alignment, p_label, p_pred,
+               {_FINITE} AS ok
+        FROM {_source(plan.files_of(sorted(wanted)), repeats=repeats)}"""
+    batches = list(_batches(con, query))
+    if not batches:
+        return out
+    rows = {name: np.concatenate([_np(b.column(name), None if dtype is np.float64 else dtype) for b in batches])
+            for name, dtype in _SINGLE_TYPES.items()}
+    for epoch in sorted(wanted):
+        at = np.flatnonzero(rows["epoch"] == epoch)
+        if len(at) == 0:
+            continue
+        cols = {name: rows[name][at].astype(dtype, copy=False) for name, dtype in _SINGLE_TYPES.items()}
+        slot = plan.slots(cols["pos"])
+        if epoch == choices.selection.used_epoch:
+            out.align_sel[slot] = cols["alignment"]
+        if epoch == choices.last_epoch:
+            out.align_last[slot] = cols["alignment"]
+        if epoch == choices.el2n_epoch:
+            for name in out.early:
+                out.early[name][slot] = cols[name]
+        if epoch in counted or epoch == plateau:
+            label, pred, ok = cols["label"], cols["pred"], cols["ok"]
+            hit = contradicted(label, pred, cols["p_label"], cols["p_pred"], ok, plan.num_classes)
+            if epoch in counted:
+                _add_into(out.disagree, slot, hit)
+                _add_into(out.mismatch, slot, ok & (pred != label))
+                _add_into(out.disagree_n, slot, ok)
+            if epoch == plateau:
+                # One row per sample and epoch (repeats merged by _source).
+                out.plateau[slot[ok]] = hit[ok]
+    return out
 
 
 def _column_sql(epochs: list[int]) -> str:
@@ -560,52 +710,14 @@ def _suggest_with_duckdb(con: Any, plan: _Plan, repeats: bool) -> tuple[np.ndarr
     return suggested, prob
 
 
-def _disagreement(con: Any, plan: _Plan, repeats: bool, epochs: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per slot, over ``epochs``: (epochs in which the prediction was another class than the
-    label with p(pred) at least that class's confident-learning threshold, the mean p(label)
-    of the samples labelled with it in the same epoch; epochs in which it was another class
-    at all; epochs with a finite row)."""
-    source = _source(plan.files_of(epochs), repeats=repeats)
-    query = f"""
-        WITH rows AS (SELECT {plan.pos_sql()} AS pos, epoch, label, pred, p_label, p_pred FROM {source}
-                      WHERE {_FINITE}),
-             limits AS (SELECT epoch, label AS cls, avg(p_label) AS t FROM rows GROUP BY ALL)
-        SELECT r.pos, sum(CASE WHEN r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS hits,
-               sum(CASE WHEN r.pred <> r.label THEN 1.0 ELSE 0.0 END) AS misses, count(*) AS seen
-        FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
-        GROUP BY r.pos"""
-    out = con.sql(query).fetchnumpy()
-    hits, misses, seen = np.zeros(plan.size), np.zeros(plan.size), np.zeros(plan.size)
-    slot = plan.slots(np.asarray(out["pos"], dtype=np.int64))
-    hits[slot] = np.asarray(out["hits"], dtype=np.float64)
-    misses[slot] = np.asarray(out["misses"], dtype=np.float64)
-    seen[slot] = np.asarray(out["seen"], dtype=np.float64)
-    return hits, misses, seen
-
-
-def _contradicted_at_plateau(con: Any, plan: _Plan, repeats: bool) -> np.ndarray:
-    """Per slot: 1.0 when the model confidently contradicted the label at the training phase's
-    plateau epoch (as :func:`_disagreement` counts), 0.0 when not, NaN in a run that did not
-    memorise (only then is it counted, so only then read), without data at the plateau or
-    without a finite row there. The per-sample form of the phase's noise estimate."""
-    epoch = plan.choices.phase.phase.plateau
-    if not plan.choices.phase.memorised or epoch is None or int(epoch) not in plan.files:
-        return np.full(plan.size, np.nan)
-    # One row per sample and epoch (repeats merged by _source): the count is 1 or 0.
-    hits, _, seen = _disagreement(con, plan, repeats, [int(epoch)])
-    return np.where(seen > 0, hits, np.nan)
-
-
 def _frame(
     plan: _Plan,
     acc: _Accumulators,
+    single: _Single,
     suggested: np.ndarray,
     suggested_prob: np.ndarray,
-    counts: tuple[np.ndarray, np.ndarray, np.ndarray],
-    plateau: np.ndarray,
     labels: pd.DataFrame | None,
 ) -> pd.DataFrame:
-    disagree, mismatch, disagree_n = counts
     present = acc.present_count()
     keep = np.flatnonzero(present > 0)
     ids = plan.ids[keep] if plan.ids is not None else keep.astype(np.int64) + plan.id_min
@@ -613,21 +725,21 @@ def _frame(
     sums = Sums(
         num_classes=plan.num_classes, n=w["n"], alignment=w["a"], negative=w["neg"], margin=w["m"], loss=w["l"],
         p_label=w["p"], p_label_sq=w["p2"], forgetting=acc.forgetting()[keep],
-        alignment_selected=acc.align_sel[keep], alignment_last=acc.align_last[keep],
-        el2n_p_label=acc.early["p_label"][keep], el2n_pred=acc.early["pred"][keep],
-        el2n_label=acc.early["label"][keep], el2n_p_pred=acc.early["p_pred"][keep],
-        disagree=disagree[keep], disagree_n=disagree_n[keep], mismatch=mismatch[keep],
+        alignment_selected=single.align_sel[keep], alignment_last=single.align_last[keep],
+        el2n_p_label=single.early["p_label"][keep], el2n_pred=single.early["pred"][keep],
+        el2n_label=single.early["label"][keep], el2n_p_pred=single.early["p_pred"][keep],
+        disagree=single.disagree[keep], disagree_n=single.disagree_n[keep], mismatch=single.mismatch[keep],
     )
     sugg = suggested[keep]
     data: dict[str, Any] = {
         "label": acc.label[keep],
         "suggested_label": pd.array(np.where(sugg >= 0, sugg, 0), dtype="Int64"),
         "suggested_prob": suggested_prob[keep],
-        "alignment_selected": acc.align_sel[keep],
+        "alignment_selected": single.align_sel[keep],
         "n_epochs": present[keep],
         "n_window": w["n"].astype(np.int64),
         # Not a scorer: what the estimated count counts in a run that memorised its labels.
-        CONTRADICTED_PLATEAU: plateau[keep],
+        CONTRADICTED_PLATEAU: single.plateau[keep],
         **scores(sums),  # every scorer: higher = more suspicious
     }
     frame = pd.DataFrame(data, index=pd.Index(ids, name="sample_id"))
