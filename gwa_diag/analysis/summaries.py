@@ -46,7 +46,6 @@ from typing import Any, Iterator
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gwa_diag.analysis.contradiction import contradicted
@@ -384,15 +383,15 @@ class _Accumulators:
     def win(self) -> dict[str, np.ndarray]:
         return dict(zip(self.SUMS, self.sums))
 
-    def add_state(self, slot: np.ndarray, column: np.ndarray, correct: np.ndarray, label: np.ndarray) -> None:
-        """Correctness of each row (1, 0; -1 unknown) into its (sample, ``column``) cell; the
-        given label."""
-        runs = _runs(slot) if column[0] == column[-1] and (column == column[0]).all() else None
+    def add_state(self, slot: np.ndarray, column: int | np.ndarray, correct: np.ndarray, label: np.ndarray) -> None:
+        """Correctness of each row (1, 0; -1 unknown) into its (sample, ``column``) cell, one
+        column for the whole batch or one per row; the given label."""
+        runs = _runs(slot) if isinstance(column, int) else None
         if runs is None:
             self.state.reshape(-1)[column * self.size + slot] = correct
             self.label[slot] = label
             return
-        row = self.state[column[0]]
+        row = self.state[column]
         for start, stop in runs:
             lo = int(slot[start])
             row[lo : lo + stop - start] = correct[start:stop]
@@ -512,15 +511,19 @@ def _add_into(acc: np.ndarray, slot: np.ndarray, weights: np.ndarray | None = No
 
 def _pick_suggestion(count: np.ndarray, prob_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Most frequent class; ties -> higher mean p(pred), then lower class index."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_prob = np.where(count > 0, prob_sum / np.maximum(count, 1), 0.0)
-    # Counts are integers and mean_prob lies in [0, 1]: adding half of it orders ties by
-    # probability without ever overturning a count difference.
-    key = count + 0.5 * np.clip(mean_prob, 0.0, 1.0)
-    best = np.argmax(key, axis=1)
-    has = count.max(axis=1) > 0
-    suggested = np.where(has, best, -1)
-    prob = np.where(has, mean_prob[np.arange(count.shape[0]), best], np.nan)
+    suggested = np.empty(count.shape[0], dtype=np.int64)
+    prob = np.empty(count.shape[0])
+    # In blocks of rows: the temporaries stay in cache however many samples there are.
+    for lo in range(0, count.shape[0], _FORGET_CHUNK):
+        c, p = count[lo : lo + _FORGET_CHUNK], prob_sum[lo : lo + _FORGET_CHUNK]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_prob = np.where(c > 0, p / np.maximum(c, 1), 0.0)
+        # Counts are integers and mean_prob lies in [0, 1]: adding half of it orders ties by
+        # probability without ever overturning a count difference.
+        best = np.argmax(c + 0.5 * np.clip(mean_prob, 0.0, 1.0), axis=1)
+        has = c.max(axis=1) > 0
+        suggested[lo : lo + _FORGET_CHUNK] = np.where(has, best, -1)
+        prob[lo : lo + _FORGET_CHUNK] = np.where(has, mean_prob[np.arange(c.shape[0]), best], np.nan)
     return suggested, prob
 
 
@@ -549,12 +552,15 @@ def _accumulate(con: Any, plan: _Plan, *, repeats: bool) -> _Accumulators:
         for batch in _batches(con, query):
             cols = _columns(batch)
             slot = plan.slots(_np(cols["pos"], np.int64))
-            column = column_of[_np(cols["epoch"], np.int64) - first]
+            epoch = _np(cols["epoch"], np.int64)
+            # Batches usually hold one epoch (a part's row groups): one column for all rows.
+            single = epoch[0] == epoch[-1] and bool((epoch == epoch[0]).all())
+            column = int(column_of[epoch[0] - first]) if single else column_of[epoch - first]
             label, pred = cols["label"], cols["pred"]
-            if plan.checked and not _fits(slot, (label, pred), plan):
+            label_np, pred_np = _np(label, np.int32), _np(pred, np.int32)
+            if plan.checked and not _fits(slot, (label_np, pred_np), plan):
                 raise _OutsidePlan
             acc.rows += batch.num_rows
-            label_np, pred_np = _np(label, np.int32), _np(pred, np.int32)
             correct = (pred_np == label_np).astype(np.int8)
             if label.null_count or pred.null_count:
                 correct[~(_valid(label) & _valid(pred))] = -1  # unknown: as if absent
@@ -564,11 +570,11 @@ def _accumulate(con: Any, plan: _Plan, *, repeats: bool) -> _Accumulators:
     return acc
 
 
-def _fits(slot: np.ndarray, classes: tuple[Any, ...], plan: _Plan) -> bool:
-    """Every slot in [0, plan.size) and every (non-null) class below plan.num_classes."""
+def _fits(slot: np.ndarray, classes: tuple[np.ndarray, ...], plan: _Plan) -> bool:
+    """Every slot in [0, plan.size) and every class below plan.num_classes (nulls read -1)."""
     if slot.min() < 0 or slot.max() >= plan.size:
         return False
-    return all(array.null_count == len(array) or pc.max(array).as_py() < plan.num_classes for array in classes)
+    return all(int(values.max()) < plan.num_classes for values in classes)
 
 
 def _valid(array: Any) -> np.ndarray:
@@ -589,8 +595,9 @@ class _Single:
     plateau: np.ndarray  # confidently contradicted at the plateau epoch: 1.0 / 0.0 / NaN
 
 
-_SINGLE_TYPES = {"pos": np.int64, "epoch": np.int64, "label": np.int64, "pred": np.int64, "alignment": np.float64,
-                 "p_label": np.float64, "p_pred": np.float64, "ok": np.bool_}
+# Integers as numpy reads them (nulls -1), floats as stored (nulls NaN).
+_SINGLE_TYPES = {"pos": np.int64, "epoch": np.int64, "label": np.int32, "pred": np.int32, "alignment": None,
+                 "p_label": None, "p_pred": None, "ok": np.bool_}
 
 
 def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
@@ -617,16 +624,18 @@ def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
         SELECT {plan.pos_sql()} AS pos, CAST(epoch AS BIGINT) AS epoch, label, pred, alignment, p_label, p_pred,
                {_FINITE} AS ok
         FROM {_source(plan.files_of(sorted(wanted)), repeats=repeats)}"""
-    batches = list(_batches(con, query))
-    if not batches:
-        return out
-    rows = {name: np.concatenate([_np(b.column(name), None if dtype is np.float64 else dtype) for b in batches])
-            for name, dtype in _SINGLE_TYPES.items()}
-    for epoch in sorted(wanted):
-        at = np.flatnonzero(rows["epoch"] == epoch)
-        if len(at) == 0:
+    pieces: dict[int, list[dict[str, np.ndarray]]] = {}
+    for batch in _batches(con, query):
+        cols = {name: _np(batch.column(name), dtype) for name, dtype in _SINGLE_TYPES.items()}
+        epochs = cols["epoch"]
+        if epochs[0] == epochs[-1] and (epochs == epochs[0]).all():  # the usual batch: one epoch
+            pieces.setdefault(int(epochs[0]), []).append(cols)
             continue
-        cols = {name: rows[name][at].astype(dtype, copy=False) for name, dtype in _SINGLE_TYPES.items()}
+        for epoch in np.unique(epochs).tolist():
+            at = epochs == epoch
+            pieces.setdefault(int(epoch), []).append({name: values[at] for name, values in cols.items()})
+    for epoch, parts in sorted(pieces.items()):
+        cols = {name: np.concatenate([part[name] for part in parts]) for name in _SINGLE_TYPES}
         slot = plan.slots(cols["pos"])
         if epoch == choices.selection.used_epoch:
             out.align_sel[slot] = cols["alignment"]
