@@ -15,12 +15,13 @@ their numbers from an :class:`Analysis`, so they cannot disagree with each other
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from gwa_diag.analysis.audit import AuditResult, audit_result, has_answers
 from gwa_diag.analysis.metrics import detection_table, per_class_table
 from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
 from gwa_diag.analysis.stopping import Stopping, stopping
@@ -91,6 +92,11 @@ class Analysis:
         truth_coverage: ``{"matched", "samples", "truth_rows"}``: samples scored against the
             truth, samples in the run, truth rows with a label; None without truth.
         truth_reason: why there is no truth (and how to give one); None with truth.
+        audit: what the run's verified sample says (:class:`gwa_diag.analysis.audit.AuditResult`:
+            the number of wrong labels with its interval, per class, the precision of the
+            flagged set, the recall of a top-down review); None when the run has no answered
+            audit (``gwa-diag audit RUN --n 200`` draws one). With one, ``ranking`` and
+            ``flagged`` gain ``p_wrong``, the calibrated probability that the label is wrong.
         detection: (computed on first use) one row per scorer (AUROC, AP, precision and
             recall at k = number of mislabeled samples) and one each for the default rule
             and for "alignment < 0 at the selected epoch" (precision, recall, F1, flagged);
@@ -118,6 +124,7 @@ class Analysis:
     truth_source: str | None
     truth_coverage: dict[str, int] | None
     truth_reason: str | None
+    audit: AuditResult | None = None
 
     # Lazy: the rank command and the app's pages that need no detection never pay for it.
     # (cached_property writes the instance __dict__ directly, so it works on a frozen class.)
@@ -190,8 +197,9 @@ def analyze(
         window: epochs the mean scores average (:data:`gwa_diag.checks.Window`).
         rule: what to flag (:data:`gwa_diag.analysis.rank.RULES`): ``estimate`` (the
             top of the ranking down to the estimated number of wrong labels; the default),
-            ``negative`` (alignment < 0 at the selected epoch), ``topk`` (needs ``k``) or
-            ``noise_rate`` (needs ``noise_rate`` in [0, 1]).
+            ``negative`` (alignment < 0 at the selected epoch), ``topk`` (needs ``k``),
+            ``noise_rate`` (needs ``noise_rate`` in [0, 1]) or ``p_wrong`` (p_wrong >= 0.5;
+            needs an answered audit).
         truth: a truth file (CSV, TSV or Parquet; columns sample_id, clean_label); None uses
             labels.parquet's clean_label when there is one, and no truth is not an error.
         summary: a :func:`gwa_diag.analysis.summaries.summarize` frame of this run and
@@ -212,7 +220,16 @@ def analyze(
     else:
         _check_summary(summary, the_run, options.window)
     ranking = rank(summary, scorer=options.scorer)
+    audit = None
+    if has_answers(the_run):
+        # Answers for a verified sample: the calibrated p_wrong joins the ranking (before the
+        # flags, which the p_wrong rule reads), then the precision of the flagged set.
+        audit = audit_result(the_run, summary=summary, score=ranking["score"], ranking_ids=ranking.index)
+        if audit is not None and audit.p_wrong is not None:
+            ranking.insert(ranking.columns.get_loc("score"), "p_wrong", audit.p_wrong.reindex(ranking.index))
     flagged = flag_ranking(ranking, rule=options.rule, k=options.k, noise_rate=options.noise_rate)
+    if audit is not None:
+        audit = replace(audit, flagged=audit.precision_of(flagged.index))
     is_noisy: pd.Series | None = None
     source = reason = None
     try:
@@ -235,6 +252,7 @@ def analyze(
         truth_source=source,
         truth_coverage=dict(is_noisy.attrs["coverage"]) if is_noisy is not None else None,
         truth_reason=reason,
+        audit=audit,
     )
 
 

@@ -56,11 +56,20 @@ RULES: dict[str, str] = {
     ),
     "topk": "the k highest-scoring samples by the chosen scorer",
     "noise_rate": "the top round(noise_rate * N) samples by the chosen scorer (an expected noise rate)",
+    "p_wrong": (
+        "the samples whose calibrated probability of a wrong label (p_wrong, fitted on the run's "
+        "verified sample: gwa-diag audit) is at least P_WRONG_FLAG, in ranking order"
+    ),
 }
+
+#: The ``p_wrong`` rule flags samples at least this likely to be wrong: a wrong label is then
+#: the likelier answer (``bench/audit.py`` measures the flagged set).
+P_WRONG_FLAG = 0.5
 
 SUSPECT_COLUMNS = [
     "sample_id", "path", "given_label", "given_name", "suggested_label", "suggested_name",
-    "suggested_prob", "disagreement", "unfitted", "contradicted_plateau", "score", "rank", "scorer", "reason",
+    "suggested_prob", "disagreement", "unfitted", "contradicted_plateau", "p_wrong", "score", "rank", "scorer",
+    "reason",
 ]
 
 
@@ -128,7 +137,10 @@ def flag(
 
 
 def _check_rule_columns(frame: pd.DataFrame, rule: str) -> None:
-    needed = {"negative": "alignment_selected", "estimate": ESTIMATE_COLUMN}.get(rule)
+    needed = {"negative": "alignment_selected", "estimate": ESTIMATE_COLUMN, "p_wrong": "p_wrong"}.get(rule)
+    if rule == "p_wrong" and needed not in frame.columns:
+        raise InputError("rule 'p_wrong' needs answers for a verified sample: draw one with gwa-diag audit RUN --n 200, "
+                         "answer it (the app's Audit page, or gwa-diag audit RUN --answers SHEET), then flag again")
     if needed is not None and needed not in frame.columns:
         raise InputError(f"rule {rule!r} needs the summary's {needed} column; pass the frame from "
                          "gwa_diag.analysis.summaries.summarize")
@@ -187,6 +199,11 @@ def _flag(ranked: pd.DataFrame, *, rule: str, k: int | None, noise_rate: float |
         )
         out["reason"] = [f"alignment {a:.3f} < 0 {where}" for a in out["alignment_selected"]]
         return out
+    if rule == "p_wrong":
+        out = ranked[ranked["p_wrong"].to_numpy(dtype=np.float64, na_value=np.nan) >= P_WRONG_FLAG].copy()
+        out["reason"] = [f"rank {r} of {n} by {scorer}, p_wrong {p:.2f} >= {P_WRONG_FLAG:g}"
+                         for r, p in zip(out["rank"].tolist(), out["p_wrong"].tolist())]
+        return out
     if rule == "estimate":
         top = estimate_wrong_labels(ranked).total
     else:
@@ -235,11 +252,12 @@ def suspects_frame(flagged: pd.DataFrame, *, class_names: Sequence[str] | None =
     if class_names is not None:
         out.insert(2, "given_name", _names(out["given_label"], class_names))
         out.insert(4, "suggested_name", _names(out["suggested_label"], class_names))
-    for column in ("contradicted_plateau", "unfitted", "disagreement"):
+    for column in ("p_wrong", "contradicted_plateau", "unfitted", "disagreement"):
         if column in frame.columns:
             # The evidence behind the estimated count: the share of the disagreement epochs in
             # which the model (confidently) predicted another class, and whether it confidently
-            # did at the plateau (higher = more suspicious).
+            # did at the plateau (higher = more suspicious); with a verified sample, the
+            # calibrated probability that the label is wrong.
             out.insert(out.columns.get_loc("suggested_prob") + 1, column, frame[column].astype("float64"))
     if "path" in frame.columns:  # runs whose dataset knows its files
         out.insert(1, "path", frame["path"].astype("string"))
@@ -251,7 +269,7 @@ def write_suspects(
 ) -> Path:
     """Write the suspects CSV atomically (never half-written). Columns: sample_id[, path],
     given_label[, given_name], suggested_label[, suggested_name], suggested_prob[, disagreement][, unfitted]
-    [, contradicted_plateau], score, rank, scorer, reason; one row per flagged sample, most suspicious first."""
+    [, contradicted_plateau][, p_wrong], score, rank, scorer, reason; one row per flagged sample, most suspicious first."""
     table = suspects_frame(flagged, class_names=class_names)
     buffer = io.StringIO()
     # Default float formatting writes the shortest repr: floats read back bit-identical.
@@ -266,17 +284,17 @@ def read_suspects(path: str | os.PathLike) -> pd.DataFrame:
         raise MissingFileError(f"no suspects file at {path}; write one with `gwa-diag rank RUN`")
     # Only empty cells are missing values: a class named "NA" or "null" stays a name.
     blank = {col: [""] for col in ("suggested_label", "suggested_prob", "disagreement", "unfitted", "contradicted_plateau",
-                                    "score", "given_name", "suggested_name", "path")}
+                                    "p_wrong", "score", "given_name", "suggested_name", "path")}
     text = {col: "string" for col in ("scorer", "reason", "given_name", "suggested_name", "path")}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=blank)
-    optional = ("path", "given_name", "suggested_name", "disagreement", "unfitted", "contradicted_plateau")
+    optional = ("path", "given_name", "suggested_name", "disagreement", "unfitted", "contradicted_plateau", "p_wrong")
     missing = [c for c in SUSPECT_COLUMNS if c not in frame.columns and c not in optional]
     if missing:
         raise InputError(f"{path} is not a suspects file: missing columns {missing}")
     types = {
         "sample_id": "int64", "given_label": "int64", "suggested_label": "Int64",
         "suggested_prob": "float64", "disagreement": "float64", "unfitted": "float64", "contradicted_plateau": "float64",
-        "score": "float64",
+        "p_wrong": "float64", "score": "float64",
         "rank": "int64",
     }
     frame = frame.astype({k: v for k, v in types.items() if k in frame.columns})

@@ -21,7 +21,7 @@ from gwa_diag.store import AnalysisError
 from gwa_diag.checks import InputError, MissingFileError
 from gwa_diag.store import Run, open_run, read_listed_parts
 
-__all__ = ["TruthCoverageWarning", "ground_truth", "given_labels"]
+__all__ = ["TruthCoverageWarning", "class_indices", "ground_truth", "given_labels", "read_table_file"]
 
 
 def ground_truth(
@@ -58,7 +58,7 @@ def ground_truth(
     """
     run = open_run(run_or_path)
     if truth_file is not None:
-        clean = _clean_as_indices(_read_truth(Path(truth_file)), run, Path(truth_file))
+        clean = class_indices(_read_truth(Path(truth_file)), run, f"truth file {Path(truth_file)}", "clean_label")
     else:
         labels = run.labels()
         if labels is None or "clean_label" not in labels.columns:
@@ -105,34 +105,38 @@ class TruthCoverageWarning(UserWarning):
     """The ground truth covers only part of the run's samples."""
 
 
-def _clean_as_indices(clean: pd.Series, run: Run, path: Path) -> pd.Series:
-    """Clean labels as class indices in [0, num_classes): class names are mapped through
-    run.json's class names (:attr:`gwa_diag.store.Run.class_names`); anything else is refused with the
-    values that do not fit."""
+def class_indices(labels: pd.Series, run: Run, source: str, column: str) -> pd.Series:
+    """``labels`` as class indices in [0, num_classes): class names are mapped through
+    run.json's class names (:attr:`gwa_diag.store.Run.class_names`); anything else is refused
+    with the values that do not fit (``source`` and ``column`` name them in the error)."""
     names = list(run.class_names or ())
     num_classes = run.num_classes or len(names) or None
-    values = clean.dropna()
+    values = labels.dropna()
     if not pd.api.types.is_numeric_dtype(values):
-        lookup = {name: i for i, name in enumerate(names)}
-        as_text = values.astype(str)
-        unknown = sorted(set(as_text) - set(lookup))
-        if not names or unknown:
-            known = (
-                f"the run's class names are {', '.join(names)}" if names
-                else "the run records no class names in run.json, so labels must be class indices"
-            )
-            raise InputError(
-                f"truth file {path}: clean_label holds {', '.join(map(repr, unknown[:5]))}, which are "
-                f"not class indices or class names ({known}); write class indices 0..{(num_classes or 1) - 1}"
-            )
-        values = as_text.map(lookup)
+        as_text = values.astype(str).str.strip()
+        numeric = pd.to_numeric(as_text, errors="coerce")
+        if numeric.notna().all():
+            values = numeric
+        else:
+            lookup = {name: i for i, name in enumerate(names)}
+            unknown = sorted(set(as_text) - set(lookup))
+            if not names or unknown:
+                known = (
+                    f"the run's class names are {', '.join(names)}" if names
+                    else "the run records no class names in run.json, so labels must be class indices"
+                )
+                raise InputError(
+                    f"{source}: {column} holds {', '.join(map(repr, unknown[:5]))}, which are "
+                    f"not class indices or class names ({known}); write class indices 0..{(num_classes or 1) - 1}"
+                )
+            values = as_text.map(lookup)
     if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values.to_numpy(), 1) == 0):
-        raise InputError(f"truth file {path}: clean_label holds non-integer values; write class indices")
+        raise InputError(f"{source}: {column} holds non-integer values; write class indices")
     values = values.astype("int64")
     bad = values[(values < 0) | (values >= num_classes)] if num_classes else values[values < 0]
     if len(bad):
         raise InputError(
-            f"truth file {path}: clean_label {int(bad.iloc[0])} (sample {bad.index[0]}) is outside the "
+            f"{source}: {column} {int(bad.iloc[0])} (sample {bad.index[0]}) is outside the "
             f"run's classes [0, {num_classes}); {len(bad)} row(s) are out of range"
         )
     return values
@@ -143,12 +147,22 @@ _TSV_SUFFIXES = (".tsv", ".tab")
 
 
 def _read_truth(path: Path) -> pd.Series:
+    frame = read_table_file(path, what="truth file", columns=("sample_id", "clean_label"))
+    if frame["sample_id"].duplicated().any():
+        raise InputError(f"truth file {path} lists some sample_id more than once")
+    return frame.set_index("sample_id")["clean_label"]
+
+
+def read_table_file(path: Path, *, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A small table a person wrote: Parquet when the name ends in ``.parquet`` or ``.pq`` (any
+    case), tab-separated for ``.tsv``/``.tab``, else CSV; it must hold ``columns``. ``what``
+    names the file in errors ("truth file", "answer sheet")."""
     if not path.exists():
         raise MissingFileError(
-            f"truth file not found ({path}); pass a CSV or Parquet file with columns sample_id, clean_label"
+            f"{what} not found ({path}); pass a CSV or Parquet file with columns {', '.join(columns)}"
         )
     if path.is_dir():
-        raise InputError(f"truth file is a directory ({path}); pass the CSV or Parquet file itself")
+        raise InputError(f"{what} is a directory ({path}); pass the CSV or Parquet file itself")
     # The suffix decides the format, in any case: T.PARQUET and t.pq are Parquet too.
     suffix = path.suffix.lower()
     kind = "Parquet" if suffix in _PARQUET_SUFFIXES else "tab-separated" if suffix in _TSV_SUFFIXES else "CSV"
@@ -161,12 +175,12 @@ def _read_truth(path: Path) -> pd.Series:
         # pandas / pyarrow say what broke but not in which file: name it, and the format tried.
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         fix = (
-            "write a Parquet file with columns sample_id, clean_label" if kind == "Parquet"
-            else f"write a {kind} file whose first line is the header sample_id, clean_label "
+            f"write a Parquet file with columns {', '.join(columns)}" if kind == "Parquet"
+            else f"write a {kind} file whose first line is the header {', '.join(columns)} "
                  "(Parquet files must end in .parquet or .pq)"
         )
-        raise InputError(f"truth file could not be read as {kind}: {detail} ({path}); {fix}") from exc
-    missing = [c for c in ("sample_id", "clean_label") if c not in frame.columns]
+        raise InputError(f"{what} could not be read as {kind}: {detail} ({path}); {fix}") from exc
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         hint = (
             "; the header looks tab- or semicolon-separated: write commas, or name a tab-separated file .tsv"
@@ -174,12 +188,10 @@ def _read_truth(path: Path) -> pd.Series:
             else ""
         )
         raise InputError(
-            f"truth file {path} lacks columns {missing}; it needs sample_id and clean_label "
+            f"{what} {path} lacks columns {missing}; it needs {' and '.join(columns)} "
             f"(found: {', '.join(map(str, frame.columns))}){hint}"
         )
-    if frame["sample_id"].duplicated().any():
-        raise InputError(f"truth file {path} lists some sample_id more than once")
-    return frame.set_index("sample_id")["clean_label"]
+    return frame
 
 
 def given_labels(run: Run) -> pd.Series:

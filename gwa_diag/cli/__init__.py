@@ -1,7 +1,7 @@
-"""The ``gwa-diag`` command line: ``train | demo | rank | score | report | labels | relocate | app``.
+"""The ``gwa-diag`` command line: ``train | demo | rank | score | report | audit | labels | relocate | app``.
 
 One module per group of subcommands, each with a ``register(subparsers)``: ``train``
-(training options from the engine's config), ``demo``, ``analysis`` (rank, score, report),
+(training options from the engine's config), ``demo``, ``analysis`` (rank, score, report), ``audit`` (a verified sample),
 ``labels`` (corrected labels out of a reviewed run), ``relocate`` (point a run at its moved
 data) and ``app``; ``common`` holds what they share. This layer sits on top of everything
 else and nothing imports it. The analysis commands must not load torch (they start in well
@@ -18,7 +18,7 @@ from typing import Sequence
 
 from gwa_diag import __version__
 from gwa_diag.checks import InputError
-from gwa_diag.cli import analysis, app, demo, labels, relocate, train
+from gwa_diag.cli import analysis, app, audit, demo, labels, relocate, train
 from gwa_diag.cli.common import os_error_line
 from gwa_diag.store import RunDirError
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     demo.register(sub)
     analysis.register(sub)
+    audit.register(sub)
     labels.register(sub)
     relocate.register(sub)
     app.register(sub)

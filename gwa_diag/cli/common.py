@@ -79,11 +79,12 @@ FLAG_RULES: dict[str, str] = {rule.replace("_", "-"): rule for rule in values(Ru
 _FLAG_OF_RULE = {rule: flag for flag, rule in FLAG_RULES.items()}
 # What each rule flags, for --flag's help (keyed by rule; the default is marked from DEFAULT_RULE).
 _RULE_HELP = {
-    "estimate": "the top of the ranking down to the estimated number of wrong labels (a two-component "
-                "mixture over the samples' mean alignment in the window)",
+    "estimate": "the top of the ranking down to the estimated number of wrong labels (the samples the model "
+                "did not fit, or confidently contradicted where its learning levelled off)",
     "negative": "alignment < 0 at the GWA-selected epoch",
     "topk": "the --k most suspicious",
     "noise_rate": "the top --noise-rate fraction",
+    "p_wrong": "the samples with p_wrong >= 0.5 (needs answers for a verified sample: gwa-diag audit)",
 }
 
 
