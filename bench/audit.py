@@ -123,28 +123,34 @@ def run_name(path: Path, kind: str) -> str:
     return path.name
 
 
-def run_dirs(paths: list[str]) -> list[Path]:
-    """Run directories: each path with a run.json, else its subfolders that have one."""
+def run_dirs(paths: list[str]) -> list[tuple[Path, bool]]:
+    """Run directories: each path with a run.json (named: it must have the truth), else its
+    subfolders that have one (found: left out, with a line, when they lack the truth, as the
+    pretraining run of ``bench/regimes.py`` does)."""
     out = []
     for p in map(Path, paths):
         if (p / "run.json").is_file():
-            out.append(p)
+            out.append((p, True))
         elif p.is_dir():
             found = sorted(q for q in p.iterdir() if (q / "run.json").is_file())
             if not found:
                 raise SystemExit(f"{p}: no run.json in it or in its subfolders")
-            out.extend(found)
+            out.extend((q, False) for q in found)
         else:
             raise SystemExit(f"{p}: not a run directory")
     return out
 
 
-def load_cell(path: Path, kind: str) -> Cell:
+def load_cell(path: Path, kind: str, required: bool = True) -> Cell | None:
+    """The analysed run, or None for a run without the truth that was found, not named."""
     from gwa_diag.analysis.pipeline import analyze  # noqa: PLC0415
 
     start = time.perf_counter()
     analysis = analyze(path)
     if analysis.truth is None:
+        if not required:
+            log(f"left out {path}: no truth")
+            return None
         raise SystemExit(f"{path}: no truth ({analysis.truth_reason})")
     ranking = analysis.ranking
     truth = analysis.truth.reindex(ranking.index)
@@ -277,8 +283,8 @@ def simulate(cell: Cell, sims: int, sizes: tuple[int, ...], mapping: dict[float,
     return pd.DataFrame(rows)
 
 
-def _load(job: tuple[str, str]) -> Cell:
-    return load_cell(Path(job[0]), job[1])
+def _load(job: tuple[str, str, bool]) -> Cell | None:
+    return load_cell(Path(job[0]), job[1], job[2])
 
 
 def _simulate(job: tuple[Cell, int, tuple[int, ...], dict[float, float], int, int]) -> tuple[str, pd.DataFrame, float]:
@@ -414,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = args.gpu_runs if args.gpu_runs is not None else [
         str(p) for p in (Path(args.data) / "gpu_runs" / "dec_worst", Path(args.data) / "gpu_runs" / "mem_worst")
         if (p / "run.json").is_file()]
-    jobs = [(str(p), "gpu") for p in run_dirs(gpu)] if gpu else []
-    jobs += [(str(p), "cpu") for p in run_dirs(args.runs)] if args.runs else []
+    jobs = [(str(p), "gpu", named) for p, named in run_dirs(gpu)] if gpu else []
+    jobs += [(str(p), "cpu", named) for p, named in run_dirs(args.runs)] if args.runs else []
     if not jobs:
         raise SystemExit("no runs: pass --runs DIR..., or keep the GPU recordings under --data")
     workers = max(1, min(args.workers, 2, len(jobs)))
@@ -423,7 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         mapper = pool.map if pool else map
-        cells = list(mapper(_load, jobs))
+        cells = []
+        for cell in mapper(_load, jobs):
+            if cell is None:
+                continue
+            if cell.total == 0:  # e.g. regimes' pretraining on clean labels: nothing to count
+                log(f"left out {cell.name}: no wrong label in it")
+            else:
+                cells.append(cell)
         names = [c.name for c in cells]
         if len(set(names)) != len(names):
             for i, c in enumerate(cells):
