@@ -224,7 +224,7 @@ def review_check(cell: Cell, stratum: np.ndarray, drawn: np.ndarray, depth: int,
         if not pop:
             return False, float("nan"), float("nan")
         pop[-1] += carry[0]
-    bound = recall_bound(found, depth, pop, smp, hit, seed=seed)
+    bound = recall_bound(found, depth, pop, smp, hit)
     true = found / cell.total if cell.total else 1.0
     return true >= bound.recall_low - 1e-12, true, bound.recall_low
 
@@ -250,9 +250,9 @@ def simulate(cell: Cell, sims: int, sizes: tuple[int, ...], mapping: dict[float,
             n_h = allocate(n, sizes_h, guess, np.minimum(sizes_h, MIN_PER_STRATUM))
             drawn = order < n_h[stratum]
             hits = np.bincount(stratum[drawn & cell.wrong], minlength=strata)
-            iv = stratified_total(sizes_h, n_h, hits, seed=seed)
+            iv = stratified_total(sizes_h, n_h, hits)
             pick = plain_order[:n]
-            ivp = stratified_total([size], [n], [int(cell.wrong[pick].sum())], seed=seed)
+            ivp = stratified_total([size], [n], [int(cell.wrong[pick].sum())])
             row: dict[str, Any] = {
                 "seed": seed, "n": n, "covered": iv.low <= total <= iv.high,
                 "half": (iv.high - iv.low) / 2 / total, "error": abs(iv.estimate - total) / total,
