@@ -50,7 +50,7 @@ from gwa_diag.store import Run, atomic_write_bytes, atomic_write_table, open_run
 
 __all__ = [
     "AUDIT_DIR", "DEFAULT_STRATA", "MIN_PER_STRATUM", "Design", "AuditResult", "allocate", "stratify", "draw_sample", "read_design", "read_answer_file",
-    "record_answers", "latest_answers", "audit_result", "has_answers", "sheet_frame",
+    "record_answers", "latest_answers", "audit_result", "has_audit", "sheet_frame",
 ]
 
 AUDIT_DIR = "audit"
@@ -384,10 +384,9 @@ def _answer_files(run: Run) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
 
 
-def has_answers(run_or_path: Run | str | os.PathLike) -> bool:
-    """Whether the run has an audit with at least one answer file (no file is read)."""
-    run = open_run(run_or_path)
-    return (_audit_dir(run) / "design.json").is_file() and bool(_answer_files(run))
+def has_audit(run_or_path: Run | str | os.PathLike) -> bool:
+    """Whether the run has an audit design (no file is read)."""
+    return (_audit_dir(open_run(run_or_path)) / "design.json").is_file()
 
 
 def latest_answers(run_or_path: Run | str | os.PathLike) -> pd.DataFrame:
@@ -439,7 +438,7 @@ class AuditResult:
         if not self.complete or self.design is None or self.wrong is None or len(ids) == 0:
             return None
         inside = pd.Series(self.design.frame.index.isin(ids), index=self.design.frame.index)
-        return _totals(self.design, self.wrong, inside, seed=self.design.seed + 10_000).share_of(len(ids))
+        return _totals(self.design, self.wrong, inside).share_of(len(ids))
 
     def line(self) -> str:
         """The count in one sentence for people."""
@@ -464,7 +463,7 @@ class AuditResult:
         }
 
 
-def _totals(design: Design, wrong: pd.Series, indicator: pd.Series, *, seed: int) -> Interval:
+def _totals(design: Design, wrong: pd.Series, indicator: pd.Series) -> Interval:
     """Interval of the total of ``indicator & wrong`` over the design's population, from the
     answered samples (``wrong`` by sample_id: True = the label is wrong)."""
     frame = design.frame
@@ -472,7 +471,7 @@ def _totals(design: Design, wrong: pd.Series, indicator: pd.Series, *, seed: int
     hits = (wrong & indicator.reindex(wrong.index).fillna(False).astype(bool)).groupby(answered["stratum"]).sum()
     strata = np.arange(len(design.population))
     n = answered.groupby("stratum").size().reindex(strata, fill_value=0).to_numpy()
-    return stratified_total(design.population, n, hits.reindex(strata, fill_value=0).to_numpy(), seed=seed)
+    return stratified_total(design.population, n, hits.reindex(strata, fill_value=0).to_numpy())
 
 
 def audit_result(run_or_path: Run | str | os.PathLike, *, summary: pd.DataFrame, score: pd.Series,
@@ -506,20 +505,19 @@ def audit_result(run_or_path: Run | str | os.PathLike, *, summary: pd.DataFrame,
                   f"without an answer, {left} of their samples drawn)")
         return AuditResult(**base, complete=False, count=None, per_class={}, flagged=None, p_wrong=None, review=None,
                            needed=needed)
-    seed = design.seed
     everything = pd.Series(True, index=design.frame.index)
-    count = _totals(design, wrong, everything, seed=seed)
-    per_class = {int(c): _totals(design, wrong, given == c, seed=seed + 1 + int(c)) for c in sorted(given.unique())}
+    count = _totals(design, wrong, everything)
+    per_class = {int(c): _totals(design, wrong, given == c) for c in sorted(given.unique())}
     weights = design.frame.loc[answers.index, "stratum"].map(
         dict(enumerate(design.population / np.maximum(design.sampled, 1))))
     p_wrong = fit_p_wrong(summary, score, wrong, weights) if len(answers) >= 2 else None
-    review = _review(run, design, wrong, ranking_ids, latest_decisions(run), review_target, seed)
+    review = _review(run, design, wrong, ranking_ids, latest_decisions(run), review_target)
     return AuditResult(**base, complete=True, count=count, per_class=per_class, flagged=None, p_wrong=p_wrong,
                        review=review, needed=None, design=design, wrong=wrong)
 
 
 def _review(run: Run, design: Design, wrong: pd.Series, ranking_ids: pd.Index, decisions: pd.DataFrame,
-            target: float, seed: int) -> RecallBound | None:
+            target: float) -> RecallBound | None:
     """The recall of the review made in the relabel queue: the top of the ranking decided
     without a gap, plus the verified sample below it (strata without an answer below the
     reviewed depth are pooled with the next one)."""
@@ -551,4 +549,4 @@ def _review(run: Run, design: Design, wrong: pd.Series, ranking_ids: pd.Index, d
         if not pop:
             return None
         pop[-1] += carry[0]
-    return recall_bound(found, depth, pop, smp, hit, target=target, seed=seed + 20_000)
+    return recall_bound(found, depth, pop, smp, hit, target=target)

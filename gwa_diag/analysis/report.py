@@ -198,6 +198,7 @@ def _write_files(
         "rule": {"name": rule, "k": opts.k, "noise_rate": opts.noise_rate, "description": RULES[rule]},
         "n_flagged": int(len(flagged)),
         "estimate": analysis.estimate.as_dict() if analysis.estimate is not None else None,
+        "audit": analysis.audit.as_dict() if analysis.audit is not None else None,
         "n_alignment_negative": int((summary["alignment_selected"] < 0).sum()),
         "ground_truth": (
             {"available": True, "source": truth_note, "n": int(len(truth)), "n_noisy": int(truth.sum()),
@@ -356,6 +357,7 @@ def _markdown(
         f"- Ranked by `{report['scorer']}`: {report['scorer_description']}",
         f"- Means average over the window `{win['name']}` (epochs {win['epochs'][0]}-{win['epochs'][1]}): {win['description']}.",
         *_estimate_lines(report, names),
+        *_audit_lines(report, names),
         f"- **{report['n_flagged']}** samples flagged; of all samples, {report['n_alignment_negative']} "
         f"{'has' if report['n_alignment_negative'] == 1 else 'have'} alignment < 0 at epoch {sel.get('used_epoch')}.",
         "- Files: `suspects.csv` (for relabeling), `ranking.parquet` (every sample).",
@@ -501,6 +503,31 @@ def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list
     caveat = est.get("caveat") or caveat_of(est.get("column"))  # older report.json files have neither
     return [f"- Estimated wrong labels: **{est['total']}** of {est['n']} ({est['rate']:.1%}){true}: "
             f"{est['method']} ({caveat}). Per given class: {per}."]
+
+
+def _audit_lines(report: dict[str, Any], names: Sequence[str] | None) -> list[str]:
+    """The verified sample's answer (or how to get one): the count with its interval, per
+    class, the flagged set's precision and the review's recall."""
+    audit = report.get("audit")
+    if not audit:
+        return [f"- For a count with a 95% interval, verify a sample of labels: `gwa-diag audit {report['run']} "
+                "--n 200` (the Audit page of the app shows them one at a time)."]
+    if not audit["complete"]:
+        return [f"- Verified sample: {audit['answered']} of {audit['drawn']} answered; {audit['needed']}."]
+    c = audit["count"]
+    per = ", ".join(f"{names[int(k)] if names and 0 <= int(k) < len(names) else k} {v['estimate']:.0f} "
+                    f"({v['low']:.0f}-{v['high']:.0f})" for k, v in audit["per_class"].items())
+    lines = [f"- **Wrong labels, from {audit['answered']} verified samples: {c['estimate']:.0f} "
+             f"(95% interval {c['low']:.0f}-{c['high']:.0f})**; {c['method']}. Per given class: {per}."]
+    if audit["flagged_precision"]:
+        f = audit["flagged_precision"]
+        lines.append(f"- Precision of the flagged set: {f['estimate']:.1%} ({f['low']:.1%}-{f['high']:.1%}).")
+    if audit["review"]:
+        r = audit["review"]
+        lines.append(f"- Review in the relabel queue: top {r['reviewed']} reviewed, {r['found']} wrong labels found, "
+                     f"{r['remaining']['estimate']:.0f} estimated to remain; recall {r['recall']:.1%}, at least "
+                     f"{r['recall_low']:.1%} (target {r['target']:.0%}{': reached' if r['reached'] else ''}).")
+    return lines
 
 
 def _hist_epochs(summary: pd.DataFrame) -> list[int]:
