@@ -51,7 +51,7 @@ from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError
+from gwa_diag.checks import InputError
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -72,16 +72,18 @@ def write_report(
     run: str | os.PathLike | Run | Analysis,
     *,
     out_dir: str | os.PathLike | None = None,
-    scorer: str = DEFAULT_SCORER,
+    scorer: str | None = None,
     truth_file: str | os.PathLike | None = None,
-    window: str = DEFAULT_WINDOW,
-    rule: str = DEFAULT_RULE,
+    window: str | None = None,
+    rule: str | None = None,
     k: int | None = None,
     noise_rate: float | None = None,
 ) -> dict[str, Any]:
     """Analyse a run (:func:`gwa_diag.analysis.pipeline.analyze`) and write the report files
     into ``out_dir`` (default RUN/analysis); or write the report of an :class:`Analysis`
-    already made, whose options then apply (an option given here must agree with them).
+    already made, whose options then apply: an option given here must agree with them, a
+    default spelled out included (``write_report(analyze(run, scorer="align_mean"),
+    scorer="aum")`` is refused). Options left out (None) take analyze()'s defaults.
 
     Detection metrics, per-class breakdown and ROC/PR plots appear when ground truth exists
     (``truth_file``, or clean labels in labels.parquet); without it the report says so.
@@ -100,12 +102,14 @@ def write_report(
             disagree with the given Analysis, or ``out_dir`` is a file.
         FileNotFoundError: the truth file does not exist.
     """
-    asked = check_options(scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth_file)
+    given = {name: value for name, value in (("scorer", scorer), ("window", window), ("rule", rule), ("k", k),
+                                             ("noise_rate", noise_rate), ("truth", truth_file)) if value is not None}
+    asked = check_options(**given)
     if isinstance(run, Analysis):
-        _check_same_options(run, asked)
+        _check_same_options(run, asked, given)
         analysis = run
     else:
-        analysis = analyze(run, scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth_file)
+        analysis = analyze(run, **given)
     out = Path(out_dir) if out_dir is not None else analysis.run.path / "analysis"
     # Every input is checked (the truth file included, by analyze) before the first file is
     # written, so a refused report leaves the previous report's files together and unchanged.
@@ -123,14 +127,14 @@ def write_report(
         return _write_files(analysis, out, epochs=epochs, detection=detection, per_class=per_class)
 
 
-_DEFAULTS = check_options()
-
-
-def _check_same_options(analysis: Analysis, asked: Any) -> None:
-    # An option passed beside an Analysis must not silently lose to the Analysis's own.
+def _check_same_options(analysis: Analysis, asked: Any, given: dict[str, Any]) -> None:
+    # An option passed beside an Analysis must not silently lose to the Analysis's own, even
+    # when its value is the default: the caller asked for it.
     for name in ("scorer", "window", "rule", "k", "noise_rate", "truth_file"):
+        if ("truth" if name == "truth_file" else name) not in given:
+            continue
         value, made = getattr(asked, name), getattr(analysis.options, name)
-        if value != getattr(_DEFAULTS, name) and value != made:
+        if value != made:
             raise InputError(
                 f"{name}={value!r} disagrees with the Analysis given ({name}={made!r}); "
                 f"pass analyze(..., {name}=...) instead, or leave {name} out here"
