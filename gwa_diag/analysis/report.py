@@ -30,7 +30,6 @@ Scores follow :data:`gwa_diag.analysis.scorers.SCORERS`: higher = more suspiciou
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from gwa_diag import __version__
 from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, curve_points
 from gwa_diag.analysis.estimate import caveat_of
+from gwa_diag.analysis.plots import gwa_figure, histogram_figure, phase_figure, png_bytes
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
@@ -171,10 +171,13 @@ def _write_files(
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
     stop = analysis.stopping
-    files["phase"] = str(_plot_phase(out / "phase.png", analysis.epochs))
-    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, analysis.selection.used_epoch, selection,
-                                       labelwave=stop.labelwave.epoch))
-    files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
+    choices = analysis.epochs
+    phase = choices.phase.phase
+    files["phase"] = str(_save(phase_figure(choices.phase.curve, window=list(choices.window), plateau=phase.plateau,
+                                            onset=phase.onset if phase.memorised else None), out / "phase.png"))
+    files["gwa_curve"] = str(_save(gwa_figure(epochs, analysis.selection.used_epoch, fallback=bool(selection.get("fallback")),
+                                              labelwave=stop.labelwave.epoch), out / "gwa_curve.png"))
+    files["alignment_hist"] = str(_save(_histograms(run, summary, truth), out / "alignment_hist.png"))
     if truth is not None:
         roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
         files["roc"], files["pr"] = str(roc), str(pr)
@@ -414,86 +417,9 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _plot_gwa(
-    path: Path, epochs: pd.DataFrame, selected: int | None, selection: dict[str, Any], *, labelwave: int | None = None
-) -> Path:
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    x = epochs["epoch"].to_numpy()
-    # Undefined epochs are NaN: matplotlib breaks the line there (a gap, never a fake value).
-    gwa = pd.to_numeric(epochs["gwa"], errors="coerce").to_numpy(dtype=np.float64) if "gwa" in epochs else np.full(len(x), np.nan)
-    ax.plot(x, gwa, marker="o", markersize=3, color="tab:blue", label="GWA")
-    undefined = np.isnan(gwa)
-    if undefined.any():
-        for e in x[undefined]:
-            ax.axvspan(e - 0.5, e + 0.5, color="0.9", zorder=0)
-    if selected is not None:
-        label = "last epoch (GWA selected none)" if selection.get("fallback") else f"GWA-selected epoch {selected}"
-        ax.axvline(selected, color="tab:red", linestyle="--", label=label)
-    if labelwave is not None:
-        ax.axvline(labelwave, color="tab:purple", linestyle=":", label=f"LabelWave epoch {labelwave}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("GWA = mean / (kurtosis + 1.2)")
-    handles, labels = ax.get_legend_handles_labels()
-    if "eval_acc" in epochs and pd.to_numeric(epochs["eval_acc"], errors="coerce").notna().any():
-        twin = ax.twinx()
-        twin.plot(x, pd.to_numeric(epochs["eval_acc"], errors="coerce"), color="tab:green", alpha=0.8, label="eval accuracy")
-        twin.set_ylabel("eval accuracy")
-        h2, l2 = twin.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    if undefined.any():
-        from matplotlib.patches import Patch
-
-        handles.append(Patch(color="0.9"))
-        labels.append("GWA undefined")
-    ax.legend(handles, labels, loc="best", fontsize=8)
-    ax.set_title("Gradient-weight alignment per epoch")
-    return _save(fig, path)
-
-
-def _plot_phase(path: Path, choices: EpochChoices) -> Path:
-    """The training phase: per-epoch fit of the given labels and the confidently contradicted
-    share, the onset-fit (1 - noise) and memorised-fit (1 - noise/2) thresholds as dashed
-    lines when a plateau was found, the plateau and the onset marked, the averaged window
-    shaded."""
-    phase, curve = choices.phase.phase, choices.phase.curve
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    x = curve["epoch"].to_numpy()
-    window = choices.window
-    if window:
-        span = f"epochs {window[0]}-{window[-1]}" if len(window) > 1 else f"epoch {window[0]}"
-        ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:green", alpha=0.12, zorder=0,
-                   label=f"scores averaged ({span})")
-    for col, colour, label in (("fit", "tab:blue", "fit of the given labels"),
-                               ("contradicted", "tab:red", "confidently contradicted")):
-        values = pd.to_numeric(curve[col], errors="coerce").to_numpy(dtype=np.float64)
-        ax.plot(x, values, marker="o", markersize=3, color=colour, label=label)
-    if "onset_fit" in curve and len(curve):
-        onset_fit, memorised_fit = float(curve["onset_fit"].iloc[0]), float(curve["memorised_fit"].iloc[0])
-        ax.axhline(onset_fit, color="tab:orange", linestyle="--", linewidth=1,
-                   label=f"onset fit 1 - noise = {onset_fit:.3f}")
-        ax.axhline(memorised_fit, color="tab:purple", linestyle="--", linewidth=1,
-                   label=f"memorised fit 1 - noise/2 = {memorised_fit:.3f}")
-    else:
-        ax.text(0.02, 0.97, "no plateau: no fit thresholds", transform=ax.transAxes, fontsize=8, va="top")
-    if phase.plateau is not None:
-        ax.axvline(phase.plateau, color="0.5", linestyle=":", label=f"plateau epoch {phase.plateau}")
-    if phase.memorised and phase.onset is not None:
-        ax.axvline(phase.onset, color="black", linewidth=1.5, label=f"memorised from epoch {phase.onset}")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("share of the training samples")
-    ax.legend(loc="best", fontsize=8)
-    status = f"memorised from epoch {phase.onset}" if phase.memorised else "no memorisation found"
-    ax.set_title(f"Training phase: {status}")
-    return _save(fig, path)
+    if not fig.get_layout_engine():
+        fig.tight_layout()
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list[str]:
@@ -541,41 +467,18 @@ def _hist_epochs(summary: pd.DataFrame) -> list[int]:
     return sorted({int(e) for e in wanted if e is not None})
 
 
-def _plot_histograms(path: Path, run: Run, summary: pd.DataFrame, truth: pd.Series | None) -> Path:
+def _histograms(run: Run, summary: pd.DataFrame, truth: pd.Series | None) -> Any:
+    """One panel per epoch worth comparing (:func:`_hist_epochs`), clean and mislabeled
+    overlaid when the truth is known."""
     epochs = _hist_epochs(summary)
     rows = run.samples(epochs=epochs, columns=["sample_id", "alignment"])
-    fig = _figure(3.2 * max(len(epochs), 1), 3.2)
-    bins = _hist_bins(rows["alignment"].to_numpy(dtype=np.float64))
-    for i, epoch in enumerate(epochs):
-        ax = fig.add_subplot(1, len(epochs), i + 1)
+    panels = {}
+    for epoch in epochs:
         part = rows[rows["epoch"] == epoch]
-        a = part["alignment"].to_numpy(dtype=np.float64)
-        if truth is not None:
-            noisy = truth.reindex(part["sample_id"].to_numpy()).fillna(False).to_numpy(dtype=bool)
-            ax.hist(a[~noisy], bins=bins, alpha=0.6, density=True, label="clean", color="tab:blue")
-            if noisy.any():
-                ax.hist(a[noisy], bins=bins, alpha=0.6, density=True, label="mislabeled", color="tab:red")
-            ax.legend(fontsize=7)
-        else:
-            ax.hist(a[np.isfinite(a)], bins=bins, color="tab:blue")
-        ax.axvline(0, color="k", linewidth=0.8)
-        ax.set_title(f"epoch {epoch}", fontsize=9)
-        ax.set_xlabel("alignment")
-    return _save(fig, path)
-
-
-def _hist_bins(values: np.ndarray, count: int = 50) -> np.ndarray:
-    """Bin edges over the data's range (shared by every panel, so they compare), with 0 in
-    view: alignments often lie within +-0.2, which a fixed [-1, 1] axis squeezes into a few
-    bars. The 0.1% tails on each side are left out of the range (clipped into the end bins
-    would misstate them, so they are simply not drawn)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.linspace(-1.0, 1.0, count + 1)
-    lo, hi = np.quantile(finite, [0.001, 0.999])
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    pad = 0.03 * (hi - lo) if hi > lo else 0.05
-    return np.linspace(max(lo - pad, -1.0), min(hi + pad, 1.0), count + 1)
+        noisy = (truth.reindex(part["sample_id"].to_numpy()).fillna(False).to_numpy(dtype=bool)
+                 if truth is not None else None)
+        panels[f"epoch {epoch}"] = (part["alignment"].to_numpy(dtype=np.float64), noisy)
+    return histogram_figure(panels)
 
 
 def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: pd.DataFrame) -> tuple[Path, Path]:
