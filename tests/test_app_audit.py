@@ -27,7 +27,7 @@ from app_speed import CLASS_NAMES, write_synthetic_run  # noqa: E402
 N_SAMPLES, N_EPOCHS, N_DRAWN = 60, 4, 30
 TIMEOUT = 60
 # Words that would tell the reviewer what the model thinks of the sample shown.
-HINTS = ("score", "rank", "suggest", "p_wrong", "probab", "flag", "suspic", "alignment", "margin")
+HINTS = ("score", "rank", "suggest", "p_wrong", "probab", "suspic", "alignment", "margin")
 
 
 def _run(tmp_path: Path, name: str = "run", seed: int = 1) -> Path:

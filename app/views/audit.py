@@ -38,6 +38,7 @@ DEFAULT_N = 200
 #: Classes with a digit key: 0-9.
 KEY_CLASSES = 10
 IMAGE_SIZE = 384
+CLASS_COLUMNS = 3  # class buttons per row: room for a name like "automobile (given)"
 AT_KEY = "audit_at"            # the sample revisited (None: the next one without an answer)
 SKIPPED_KEY = "audit_skipped"  # samples skipped in this session (shown again once nothing else is left)
 SAVED_KEY = "audit_saved"
@@ -238,10 +239,12 @@ def _controls(state: RunState, sample_id: int, given: int, order: list[int], ans
               on_click=_answer, args=(state.path, sample_id, given, given))
     st.markdown("**Wrong? The right class is:**")
     n = state.num_classes
-    cols = st.columns(min(n, 5) or 1)
+    cols = st.columns(min(n, CLASS_COLUMNS) or 1)
     for c in range(min(n, KEY_CLASSES)):
-        cols[c % len(cols)].button(state.class_name(c) if c != given else f"{state.class_name(c)} (given)",
-                                   key=f"audit_class_{c}_{key}", shortcut=str(c), width="stretch",
+        # The digit is the button's key badge; the label is the class's name.
+        name = _short_name(state, c)
+        cols[c % len(cols)].button(name if c != given else f"{name} (given)", key=f"audit_class_{c}_{key}",
+                                   shortcut=str(c), width="stretch", wrap=True,
                                    on_click=_answer, args=(state.path, sample_id, c, given))
     if n > KEY_CLASSES:
         pick, save = st.columns([2, 1], vertical_alignment="bottom")
@@ -257,6 +260,12 @@ def _controls(state: RunState, sample_id: int, given: int, order: list[int], ans
                    width="stretch", on_click=_forward, args=(order, sample_id, answered))
 
 
+def _short_name(state: RunState, c: int) -> str:
+    """The class's name alone when it has one (its digit is on the key badge), else its index."""
+    names = state.class_names
+    return names[c] if c < len(names) and names[c] != str(c) else str(c)
+
+
 def _answer_other(path: str, sample_id: int, select_key: str, given: int) -> None:
     _answer(path, sample_id, int(st.session_state[select_key]), given)
 
@@ -265,7 +274,7 @@ def _sample(state: RunState, design: Design, sample_id: int, order: list[int], a
     given = int(design.frame.loc[sample_id, "given"])
     answered = set(int(s) for s in answers.index)
     position = order.index(sample_id) + 1
-    image_col, side_col = st.columns([1.1, 1])
+    image_col, side_col = st.columns([1, 1.2])
     with image_col:
         _image(state, sample_id)
     with side_col:
