@@ -280,6 +280,21 @@ def test_the_interval_appears_once_every_stratum_has_an_answer(tmp_path, monkeyp
     assert f"{expected.count.estimate:,.0f} (95% interval {expected.count.low:,.0f}-{expected.count.high:,.0f})" in text
 
 
+def test_growing_the_sample_keeps_every_answer(tmp_path, monkeypatch):
+    run = _run(tmp_path)
+    draw_sample(run, N_DRAWN, seed=3)
+    at = _app(run, monkeypatch)
+    first = _current(at)
+    at.button(key=f"audit_right_{first}").click().run()
+    at.number_input(key="audit_grow_n").set_value(40)
+    at.button(key="audit_grow").click().run()
+    _clean(at)
+    design = read_design(run)
+    assert design.n == 40 and first in design.drawn.index
+    assert list(latest_answers(run).index) == [first]
+    assert "1 of 40 answered" in _main_text(at) and _current(at) != first
+
+
 def test_empty_run_says_why(tmp_path, monkeypatch):
     from gwa_diag.store import RunWriter
 
