@@ -50,7 +50,7 @@ from gwa_diag.store import Run, atomic_write_bytes, atomic_write_table, open_run
 
 __all__ = [
     "AUDIT_DIR", "DEFAULT_STRATA", "MIN_PER_STRATUM", "Design", "AuditResult", "allocate", "stratify", "draw_sample", "read_design", "read_answer_file",
-    "record_answers", "latest_answers", "audit_result", "has_audit", "sheet_frame",
+    "record_answers", "latest_answers", "audit_result", "has_audit", "sheet_frame", "review_status",
 ]
 
 AUDIT_DIR = "audit"
@@ -514,6 +514,20 @@ def audit_result(run_or_path: Run | str | os.PathLike, *, summary: pd.DataFrame,
     review = _review(run, design, wrong, ranking_ids, latest_decisions(run), review_target)
     return AuditResult(**base, complete=True, count=count, per_class=per_class, flagged=None, p_wrong=p_wrong,
                        review=review, needed=None, design=design, wrong=wrong)
+
+
+def review_status(run_or_path: Run | str | os.PathLike, result: AuditResult, ranking_ids: pd.Index, *,
+                  target: float = 0.9) -> RecallBound | None:
+    """The recall of the top-down review made so far, as :attr:`AuditResult.review` but with
+    the relabel decisions on disk now and another ``target`` (the app's relabel queue asks
+    again after each decision without fitting the whole result again). None before every
+    stratum has an answer, or before the top of ``ranking_ids`` has a decision."""
+    from gwa_diag.analysis.relabel import latest_decisions  # noqa: PLC0415
+
+    if not result.complete or result.design is None or result.wrong is None:
+        return None
+    run = open_run(run_or_path)
+    return _review(run, result.design, result.wrong, ranking_ids, latest_decisions(run), target)
 
 
 def _review(run: Run, design: Design, wrong: pd.Series, ranking_ids: pd.Index, decisions: pd.DataFrame,
