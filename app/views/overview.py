@@ -139,10 +139,10 @@ def _audit_line(state: RunState, result: Any) -> None:
     audit = result.audit
     if audit is not None and audit.count is not None:
         st.success(f"From the verified sample: {audit.line()}.")
-    elif audit is not None:
+    elif audit is not None and audit.answered:
         st.info(f"For an interval: {audit.line()}. Answer on the Audit page, or `gwa-diag audit {state.path} "
                 "--answers SHEET`.")
-    elif audit_key(state.path)[0]:
+    elif audit is not None or audit_key(state.path)[0]:
         st.info("A sample to verify is drawn and has no answer yet: answer it on the Audit page, or fill in "
                 f"`{state.path}/audit/sheet.csv` and run `gwa-diag audit {state.path} --answers SHEET`.")
     else:
