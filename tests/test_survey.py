@@ -81,6 +81,11 @@ def test_allocation_respects_floors_sizes_and_neyman_shares():
     assert allocate(310, sizes, np.full(4, 0.5), np.zeros(4, dtype=int)).tolist() == [100, 100, 100, 10]
 
 
+def test_the_interval_holds_its_estimate_when_nothing_wrong_was_verified():
+    none = stratified_total([100, 200], [10, 20], [0, 0])
+    assert none.estimate == none.low == 0 and none.high > 0
+
+
 def test_bad_counts_are_refused():
     with pytest.raises(InputError, match="stratum 1"):
         stratified_total([10, 10], [3, 0], [1, 0])

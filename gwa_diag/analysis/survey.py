@@ -129,8 +129,10 @@ def stratified_total(
     cdf = np.cumsum(np.clip(pmf, 0.0, None))
     cdf /= cdf[-1]
     tail = (1.0 - confidence) / 2.0
-    low, high = np.searchsorted(cdf, [tail, 1.0 - tail])
-    return Interval(estimate, float(offset + low), float(offset + high), confidence)
+    low, high = (float(offset + v) for v in np.searchsorted(cdf, [tail, 1.0 - tail]))
+    # The Jeffreys posterior leans off zero: with no hit verified its lower end can pass the
+    # estimate. Widened to hold it (Brown, Cai and DasGupta set the lower end to 0 when x = 0).
+    return Interval(estimate, min(low, estimate), max(high, estimate), confidence)
 
 
 def _percentile(score: pd.Series) -> np.ndarray:
