@@ -5,9 +5,10 @@
     (or the run in the GWA_DIAG_RUN environment variable)
 
 Pages: Overview (GWA curve, early stopping, histogram, metadata), Browse (every image,
-most suspicious first), Simple to complex, Detection (with ground truth) and Relabel queue.
-The app only reads the run directory, except for relabel decisions (RUN/relabels/) and the
-CSV export (RUN/analysis/relabels.csv).
+most suspicious first), Simple to complex, Detection (with ground truth), Relabel queue and
+Audit (verify a drawn sample of labels, blind). The app only reads the run directory, except
+for relabel decisions (RUN/relabels/), the CSV export (RUN/analysis/relabels.csv) and the
+audit (RUN/audit/: the drawn sample and its answers).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Callable
 import streamlit as st
 
 from gwa_diag.analysis.phase import WINDOWS
-from gwa_diag.app.views import browse, detection, overview, relabel_queue, simple
+from gwa_diag.app.views import audit, browse, detection, overview, relabel_queue, simple
 from gwa_diag.app.views.jobs import prefetch
 from gwa_diag.app.views.state import RunState, load_run_state, run_error_message
 from gwa_diag.store import AnalysisError
@@ -31,6 +32,7 @@ PAGES: dict[str, tuple[str, Callable[[RunState, str], None]]] = {
     "simple": ("Simple to complex", simple.render),
     "detection": ("Detection", detection.render),
     "queue": ("Relabel queue", relabel_queue.render),
+    "audit": ("Audit", audit.render),
 }
 ENV_RUN = "GWA_DIAG_RUN"
 AUTO_REFRESH_S = 10

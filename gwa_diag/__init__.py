@@ -10,7 +10,7 @@ on top of it, the app, and :mod:`.cli` over everything. The core records and sto
 alignment without knowing who trains or reads it, so the rule of the top-level modules is:
 
 May import: gwa_diag.alignment, gwa_diag.checks, gwa_diag.early_stopping, gwa_diag.recorder,
-gwa_diag.store.
+gwa_diag.signals, gwa_diag.store.
 
 This file and ``__main__.py`` are exempt: they are the entry points over every layer (the
 verbs below come from training and analysis too, imported lazily; ``python -m gwa_diag``

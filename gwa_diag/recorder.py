@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,10 +27,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from gwa_diag.alignment import BETA, MIN_DENOMINATOR, Moments, alignment_from_head
-from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
+from gwa_diag.signals import reduce_epoch, sample_signals
+from gwa_diag.store import SAMPLE_SCHEMA, RunWriter, WriteQueue
 from gwa_diag.checks import InputError
 
 __all__ = ["AlignmentRecorder", "dist_info", "find_linear_head"]
@@ -59,26 +57,6 @@ class _Forward:
     weight_norm: torch.Tensor  # ||W||_F, scalar
 
 
-
-def _contradicted(ints: torch.Tensor, floats: torch.Tensor, finite: torch.Tensor, num_classes: int,
-                  world_size: int) -> torch.Tensor:
-    """How many rows the model confidently contradicted (float64 scalar on the rows' device):
-    predicted ``j != label`` with ``p(j)`` at least class ``j``'s threshold, the mean
-    ``p(label)`` of the rows labelled ``j`` this epoch (confident learning's per-class
-    threshold, Northcutt et al. 2021). Masks, not boolean indexing: no host sync."""
-    label, pred = ints[:, 0].long(), ints[:, 1].long()
-    ok = finite & torch.isfinite(floats[:, 3]) & torch.isfinite(floats[:, 4])
-    sums = torch.zeros(2, num_classes, dtype=torch.float64, device=floats.device)
-    sums[0].index_add_(0, label, torch.where(ok, floats[:, 3], 0.0).double())
-    sums[1].index_add_(0, label, ok.double())
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(sums)  # every rank's thresholds over the whole epoch
-    # A class nobody is labelled with has no threshold: predicting it never counts.
-    threshold = torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1.0), torch.inf)
-    hits = ok & (pred != label) & (floats[:, 4].double() >= threshold[pred.clamp(0, num_classes - 1)])
-    return hits.double().sum()
 
 class AlignmentRecorder:
     """Records per-sample alignment, margin, loss, p(label) and prediction for every sample
@@ -149,8 +127,9 @@ class AlignmentRecorder:
         self._floats: list[torch.Tensor] = []  # per batch [B, 5] float32: alignment, margin, loss, p_label, p_pred
         self._bad_targets: torch.Tensor | None = None
         self._epoch_start = time.perf_counter()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwa-diag-writer")
-        self._inflight: list[Future] = []
+        #: The run's writer thread (:class:`gwa_diag.store.WriteQueue`): the epochs' parts and
+        #: rows, and whatever the training loop writes after them (the engine's checkpoints).
+        self.queue = WriteQueue()
         self._last_epoch: int | None = None  # the last epoch this recorder closed
         self._closed = False
         # A model compiled and run before the hook existed keeps calling its compiled graph,
@@ -268,27 +247,13 @@ class AlignmentRecorder:
                 f"targets must be class indices [{batch}] or soft targets {tuple(fwd.logits.shape)}, "
                 f"got {tuple(targets.shape)}"
             )
-        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-            logits = fwd.logits.float()
-            align = alignment_from_head(fwd.scores, logits, target_arg, fwd.feature_norm, fwd.weight_norm)
-            idx = labels.long().unsqueeze(1)
-            logit_y = logits.gather(1, idx).squeeze(1)
-            others = logits.scatter(1, idx, float("-inf"))
-            margin = logit_y - others.max(dim=1).values
-            logp = F.log_softmax(logits, dim=1)
-            if target_arg.ndim == 1:
-                loss = -logp.gather(1, idx).squeeze(1)
-            else:
-                loss = -(target_arg.float() * logp).sum(dim=1)
-            p_label = logp.gather(1, idx).squeeze(1).exp()
-            top = logp.max(dim=1)
-            pred, p_pred = top.indices, top.values.exp()
-            # A copy: a loader that refills one id buffer in place (numpy or tensor) would
-            # otherwise rewrite the ids of batches already recorded.
-            self._ids.append(ids.detach().clone())
-            self._steps.append((self.step, batch))
-            self._ints.append(torch.stack([labels.long(), pred], 1))
-            self._floats.append(torch.stack([align, margin, loss, p_label, p_pred], 1))
+        ints, floats = sample_signals(fwd.scores, fwd.logits, target_arg, labels, fwd.feature_norm, fwd.weight_norm)
+        # A copy: a loader that refills one id buffer in place (numpy or tensor) would
+        # otherwise rewrite the ids of batches already recorded.
+        self._ids.append(ids.detach().clone())
+        self._steps.append((self.step, batch))
+        self._ints.append(ints)
+        self._floats.append(floats)
         self.step += 1
 
     # -- flush -----------------------------------------------------------------------------
@@ -335,38 +300,15 @@ class AlignmentRecorder:
             floats = torch.zeros((0, 5), dtype=torch.float32, device=device)
             ids_h = steps_h = np.zeros(0, dtype=np.int64)
         self._clear()
-        moments = Moments.from_scores(floats[:, 0])
-        finite_loss = torch.isfinite(floats[:, 2])
-        loss_sum = torch.where(finite_loss, floats[:, 2], 0.0).double().sum()
-        # Rows with non-finite logits have no prediction: they count as wrong, never as
-        # correct (their argmax would be class 0), and train_acc is NaN when no row has one.
-        finite = torch.isfinite(floats[:, 0])
-        correct = ((ints[:, 1] == ints[:, 0]) & finite).double().sum()
-        contradicted = _contradicted(ints, floats, finite, self.num_classes, self.world_size)
-        totals = torch.cat(
-            [moments.as_tensor().to(floats.device),
-             torch.stack([loss_sum, correct, finite_loss.double().sum(), contradicted])]
-        )
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(totals)
-        totals = totals.cpu()
-        # The one host sync of the epoch. Encoding and writing the Parquet part happen on a
-        # background thread so the next epoch's first steps do not wait for the disk.
+        totals = reduce_epoch(ints, floats, self.num_classes, self.world_size)
+        # The one host sync of the epoch is behind us (the totals). Encoding and writing the
+        # Parquet part happen on the writer thread, so the next epoch's first steps do not
+        # wait for the disk.
         ints_h, floats_h = ints.cpu().numpy(), floats.cpu().numpy()
         del ints, floats
-        result = Moments(totals[:6]).compute(beta=BETA, min_denominator=MIN_DENOMINATOR)
-        n_rows = result.n + result.n_nan
         row: dict[str, Any] = {
             "epoch": int(epoch),
-            **result.as_dict(),
-            # Mean over the finite losses: a diverged epoch reads NaN, never a perfect 0.
-            "train_loss": float(totals[6]) / float(totals[8]) if float(totals[8]) else float("nan"),
-            "train_acc": float(totals[7]) / n_rows if result.n else float("nan"),
-            # Share of rows whose label the model confidently contradicted (the training
-            # phase reads the share of wrong labels from it: gwa_diag.early_stopping.read_phase).
-            "contradicted": float(totals[9]) / n_rows if result.n else float("nan"),
+            **totals.as_row(),
             "end_step": self.step,
             "seconds": time.perf_counter() - self._epoch_start,
             **extra,
@@ -409,23 +351,19 @@ class AlignmentRecorder:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the writer thread after every epoch submitted so far is on
-        disk (the engine saves its checkpoints this way, so a checkpoint never claims an
-        epoch whose records are missing)."""
-        self._inflight.append(self._pool.submit(fn, *args))
+        disk (``queue.submit``)."""
+        self.queue.submit(fn, *args)
 
     def flush(self) -> None:
         """Wait until everything submitted is written (re-raises a failed write)."""
-        pending, self._inflight = self._inflight, []
-        for future in pending:
-            future.result()
+        self.queue.flush()
 
     def close(self, **meta: Any) -> None:
         """Write what is pending, detach the hook and mark the run finished (extra keys go
         into run.json)."""
         self.detach()
         self._closed = True
-        self.flush()
-        self._pool.shutdown(wait=True)
+        self.queue.close()
         self.writer.update_meta(status="finished", **meta)
 
     def __enter__(self) -> "AlignmentRecorder":
@@ -440,10 +378,7 @@ class AlignmentRecorder:
             return
         self.detach()
         self._closed = True
-        try:
-            self.flush()
-        finally:
-            self._pool.shutdown(wait=True)
+        self.queue.close()
 
 
 # The columns end_epoch computes itself; extra keys may not replace them.

@@ -21,6 +21,7 @@ import json
 import os
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -43,6 +44,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_table",
     "file_sha256",
+    "WriteQueue",
 ]
 
 SCHEMA_VERSION = 1
@@ -171,6 +173,35 @@ def _atomic(path: Path, write) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+class WriteQueue:
+    """One background thread that writes a run's files in the order they were submitted.
+
+    The recorder hands it each epoch's part and row, so that the training loop never waits
+    for the disk; the engine hands it its checkpoints and run.json updates after them, so a
+    checkpoint never claims an epoch whose records are not written yet."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwa-diag-writer")
+        self._inflight: list[Future] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the writer thread after everything submitted before it."""
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def flush(self) -> None:
+        """Wait until everything submitted is done (re-raises a failed write)."""
+        pending, self._inflight = self._inflight, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        """Flush, then stop the thread (also when the flush raises)."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

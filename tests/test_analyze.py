@@ -183,6 +183,12 @@ def test_write_report_takes_an_analysis_and_refuses_options_that_disagree(run):
         write_report(a, scorer="loss_mean")
     with pytest.raises(InputError, match="k=5"):
         write_report(a, rule="topk", k=5)
+    # A default spelled out is an option asked for, and it disagrees too.
+    other = analyze(path, scorer="align_mean")
+    with pytest.raises(InputError, match="scorer='aum'"):
+        write_report(other, scorer="aum")
+    with pytest.raises(InputError, match="window='phase'"):
+        write_report(analyze(path, window="all"), window="phase")
     assert not (path / "analysis").exists()
     report = write_report(a, scorer="aum")  # agreeing options are fine
     assert report["n_flagged"] == 4 and report["scorer"] == "aum"

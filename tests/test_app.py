@@ -176,6 +176,8 @@ def test_overview_states_the_training_phase_first(monkeypatch, tmp_path):
 
 
 def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
+    from gwa_diag.app.views.table import SORT_ALIGNMENT
+
     at = _app(runs["truth"], monkeypatch, page="browse")
     _clean(at)
     cells = _grid(at)
@@ -203,8 +205,10 @@ def test_browse_grid_pages_filters_and_detail(runs, monkeypatch):
     at.toggle(key="browse_flagged").set_value(True).run()
     assert all(c["flagged"] for c in _grid(at)) and _grid(at)
 
-    # Sorting by alignment at an epoch puts the lowest alignment first.
+    # Sorting by alignment at an epoch (a choice: the grid opens on the default ranking) puts
+    # the lowest alignment first.
     at.toggle(key="browse_flagged").set_value(False).run()
+    at.selectbox(key="browse_sort").set_value(SORT_ALIGNMENT).run()
     at.select_slider(key="browse_epoch").set_value(N_EPOCHS - 1).run()
     epoch_rows = pd.read_parquet(runs["truth"] / "samples" / f"epoch={N_EPOCHS - 1}")
     ordered = epoch_rows.sort_values(["alignment", "sample_id"])
@@ -249,15 +253,20 @@ def test_ids_above_2_to_the_53_reach_the_browser_and_come_back_exact(monkeypatch
 
 def test_browse_sorts_by_any_scorer(runs, monkeypatch):
     from gwa_diag.analysis.scorers import SCORERS
+    from gwa_diag.checks import DEFAULT_SCORER
     from gwa_diag.analysis.summaries import summarize
 
     at = _app(runs["no_truth"], monkeypatch, page="browse")
     _clean(at)
     assert at.selectbox(key="browse_sort").options[1:] == [f"{s} (highest first)" for s in SCORERS]
-    at.selectbox(key="browse_sort").set_value("aum").run()
-    _clean(at)
+    # It opens on the default ranking, as the relabel queue and suspects.csv do.
     summary = summarize(runs["no_truth"])
-    top = summary.sort_values(["aum"], ascending=False, kind="stable").index[0]
+    assert at.selectbox(key="browse_sort").value == DEFAULT_SCORER
+    top = summary.sort_values([DEFAULT_SCORER], ascending=False, kind="stable").index[0]
+    assert _grid_ids(at)[0] == top
+    at.selectbox(key="browse_sort").set_value("loss_mean").run()
+    _clean(at)
+    top = summary.sort_values(["loss_mean"], ascending=False, kind="stable").index[0]
     assert _grid_ids(at)[0] == top
     assert "True class: no ground truth in this run" in _texts(at)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from gwa_diag.analysis.contradiction import contradicted, share_sql, thresholds
-from gwa_diag.recorder import _contradicted
+from gwa_diag.signals import contradicted_rows as _contradicted
 
 
 def _epoch(seed: int, n: int = 500, classes: int = 5) -> dict[str, np.ndarray]:

@@ -80,8 +80,11 @@ def test_noisy_samples_rank_lower_and_every_sample_once(tmp_path):
 def test_same_seed_same_values(tmp_path):
     _train(tmp_path / "a", epochs=2)
     _train(tmp_path / "b", epochs=2)
-    a, b = open_run(tmp_path / "a").samples(), open_run(tmp_path / "b").samples()
+    _train(tmp_path / "c", epochs=2, seed=1)  # the control: another seed records other values
+    a, b, c = (open_run(tmp_path / name).samples() for name in "abc")
     pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.sort_values(["epoch", "sample_id"])["alignment"].to_numpy(),
+                           c.sort_values(["epoch", "sample_id"])["alignment"].to_numpy())
 
 
 def test_update_before_or_after_step_is_identical(tmp_path):

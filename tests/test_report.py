@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,7 +172,7 @@ def test_partial_truth_is_reported_and_bad_paths_are_one_line_errors(noisy_run, 
 
 
 def test_alignment_histograms_span_the_data_not_a_fixed_axis():
-    from gwa_diag.analysis.report import _hist_bins
+    from gwa_diag.analysis.plots import hist_bins as _hist_bins
 
     rng = np.random.default_rng(0)
     narrow = _hist_bins(rng.uniform(-0.15, 0.2, 5000))
@@ -231,3 +232,22 @@ def test_report_without_a_plateau_still_reports_the_phase(tmp_path):
     assert (out / "phase.png").read_bytes()[:8] == PNG and "phase" in report["sha256"]
     section = (out / "report.md").read_text().split("## Early stopping")[0]
     assert "too few epochs" in section.lower() and "No fit thresholds" in section
+
+
+def test_the_app_shows_the_reports_own_figures(tmp_path):
+    # One drawing for both: the Overview's PNGs are the report's files, byte for byte.
+    pytest.importorskip("streamlit")
+    from gwa_diag.app.views.charts import gwa_curve_png, phase_png
+    from gwa_diag.analysis.pipeline import analyze
+
+    rows, _, clean = noisy_rows(n=150, epochs=8, seed=3)
+    path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean)
+    a = analyze(path)
+    report = write_report(a)
+    phase = a.epochs.phase.phase
+    drawn = phase_png(a.epochs.phase.curve, window=list(a.epochs.window), plateau=phase.plateau,
+                      onset=phase.onset if phase.memorised else None)
+    assert drawn == Path(report["files"]["phase"]).read_bytes()
+    curve = gwa_curve_png(a.run.epochs(), a.selection.used_epoch, fallback=a.selection.fallback,
+                          labelwave=a.stopping.labelwave.epoch)
+    assert curve == Path(report["files"]["gwa_curve"]).read_bytes()

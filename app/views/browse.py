@@ -11,6 +11,7 @@ import streamlit as st
 
 from gwa_diag.analysis.phase import EpochSelection
 from gwa_diag.analysis.scorers import SCORERS
+from gwa_diag.checks import DEFAULT_SCORER
 
 from . import widgets
 from .grid import Cell, image_grid
@@ -50,8 +51,11 @@ def _sort_label(name: str) -> str:
 def controls(state: RunState, sel: EpochSelection) -> BrowseControls:
     """Sort, epoch, flag rule, filters and page size, as chosen in the widgets."""
     sort_col, epoch_col, size_col = st.columns([2, 3, 1])
+    orders = [SORT_ALIGNMENT, *SCORERS]
+    # Opens on the default ranking, the order the relabel queue, suspects.csv and the first
+    # screen use; raw alignment at a chosen epoch stays a choice.
     sort_by = sort_col.selectbox(
-        "Sort by", [SORT_ALIGNMENT, *SCORERS], format_func=_sort_label, key="browse_sort",
+        "Sort by", orders, index=orders.index(DEFAULT_SCORER), format_func=_sort_label, key="browse_sort",
         help="Every scorer is oriented higher = more suspicious; raw alignment is shown lowest first.",
     )
     if sort_by != SORT_ALIGNMENT:

@@ -17,7 +17,8 @@ from gwa_diag.store import open_run
 from . import charts
 from .results import analysis, stopping_notes
 from .samples import compute_epoch_alignment
-from .state import RunState, label_origin
+from .audit import DEFAULT_N as AUDIT_N
+from .state import RunState, audit_key, label_origin
 from .widgets import fmt
 
 __all__ = ["render"]
@@ -132,9 +133,27 @@ def _curve(state: RunState, window: str, sel: EpochSelection) -> None:
             st.caption("No evaluation set was recorded: training accuracy only.")
 
 
+def _audit_line(state: RunState, result: Any) -> None:
+    """The verified sample's count with its 95% interval, or what is missing for one (and how
+    to get it): beside the estimate from the recording, which has no interval."""
+    audit = result.audit
+    if audit is not None and audit.count is not None:
+        st.success(f"From the verified sample: {audit.line()}.")
+    elif audit is not None and audit.answered:
+        st.info(f"For an interval: {audit.line()}. Answer on the Audit page, or `gwa-diag audit {state.path} "
+                "--answers SHEET`.")
+    elif audit is not None or audit_key(state.path)[0]:
+        st.info("A sample to verify is drawn and has no answer yet: answer it on the Audit page, or fill in "
+                f"`{state.path}/audit/sheet.csv` and run `gwa-diag audit {state.path} --answers SHEET`.")
+    else:
+        st.info(f"For this count with a 95% interval, verify about {AUDIT_N} labels: `gwa-diag audit {state.path} "
+                f"--n {AUDIT_N}` (or the Audit page), then answer them.")
+
+
 def _wrong_labels(state: RunState, window: str) -> None:
     st.subheader("How many labels are wrong")
     result = analysis(state.path, state.generation, window)
+    _audit_line(state, result)
     estimate = result.estimate
     if estimate is None:
         return

@@ -1,5 +1,7 @@
 """Relabel queue: the flagged samples one by one, each decision saved immediately
-(``gwa_diag.analysis.relabel``), with a CSV export for the labeling team."""
+(``gwa_diag.analysis.relabel``), with a CSV export for the labeling team; with an answered
+audit, how many wrong labels the review has found, how many remain and whether its recall
+has passed the target (``gwa_diag.analysis.audit.review_status``)."""
 
 from __future__ import annotations
 
@@ -15,15 +17,17 @@ from gwa_diag.checks import DEFAULT_SCORER, InputError
 from . import widgets
 from .images import thumbnail
 from .jobs import open_dataset
-from .results import analysis
+from .results import analysis, review
 from .state import RunState, latest_decisions
 from .table import page_slice
 
-__all__ = ["render", "queue_rows"]
+__all__ = ["render", "queue_rows", "DEFAULT_TARGET"]
 
 PAGE_KEY = "queue_page"
 PER_PAGE = 10
 SHOW_CHOICES = ("undecided", "decided", "all")
+#: The recall a review should reach before it stops, in percent (the user sets it).
+DEFAULT_TARGET = 90
 
 
 def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
@@ -96,6 +100,43 @@ def _export(state: RunState, latest: pd.DataFrame) -> None:
             st.dataframe(shown.drop(columns=["suggested_label"]), hide_index=True, width="stretch")
 
 
+def _stopping(state: RunState, window: str, choice: tuple[str, str, int | None, float | None]) -> None:
+    """When to stop reviewing: found so far, estimated to remain, the recall and its lower
+    bound against the target, from the decisions above and the audit's answers."""
+    rule, scorer, k, rate = choice
+    st.subheader("When to stop reviewing")
+    target_col, text_col = st.columns([1, 3], vertical_alignment="bottom")
+    target = target_col.number_input("Target recall (%)", min_value=50, max_value=100, value=DEFAULT_TARGET, step=5,
+                                     key="queue_target", help="Stop once the recall's lower bound reaches this")
+    result = analysis(state.path, state.generation, window, scorer, rule, k, rate).audit
+    if result is None or result.count is None:
+        missing = result.needed if result is not None else (
+            f"no answered audit yet: draw and verify a sample on the Audit page (or `gwa-diag audit {state.path} "
+            "--n 200`)")
+        text_col.caption(f"How many wrong labels remain below the reviewed part needs a verified sample: {missing}.")
+        return
+    bound = review(state.path, state.generation, window, scorer, rule, k, rate, float(target) / 100)
+    if bound is None:
+        text_col.caption("No review yet: decide the samples from the top of the queue. The recall counts the top "
+                         "of the order decided without a gap, and estimates what is left below it from the audit.")
+        return
+    remaining = bound.remaining
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Reviewed from the top", f"{bound.reviewed:,}")
+    m2.metric("Wrong labels found", f"{bound.found:,}")
+    m3.metric("Estimated to remain", f"{remaining.estimate:,.0f}",
+              help=f"95% interval {remaining.low:,.0f}-{remaining.high:,.0f}")
+    m4.metric("Recall", f"{bound.recall:.0%}", help=f"at least {bound.recall_low:.0%} (95%)")
+    text_col.caption(f"Estimated to remain: {remaining.estimate:,.0f} (95% interval {remaining.low:,.0f}-"
+                     f"{remaining.high:,.0f}); recall {bound.recall:.0%}, at least {bound.recall_low:.0%}.")
+    if bound.reached:
+        st.success(f"The recall's lower bound, {bound.recall_low:.0%}, has passed the {bound.target:.0%} target: "
+                   "the review can stop.")
+    else:
+        st.info(f"Keep reviewing: the recall's lower bound is {bound.recall_low:.0%}, below the "
+                f"{bound.target:.0%} target.")
+
+
 def render(state: RunState, window: str) -> None:
     if state.empty:
         st.info("No complete epoch yet: there is nothing to flag until the first epoch is written.")
@@ -111,6 +152,7 @@ def render(state: RunState, window: str) -> None:
     m3.metric("Left", f"{len(flagged) - done:,}")
     if len(flagged):
         st.progress(done / len(flagged))
+    _stopping(state, window, (rule, scorer, k, rate))
     show = st.segmented_control("Show", SHOW_CHOICES, default="undecided", key="queue_show") or "undecided"
     rows = queue_rows(flagged, latest, show)
     signature = (rule, scorer, k, rate, show)

@@ -14,29 +14,39 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from gwa_diag.analysis.audit import review_status
 from gwa_diag.analysis.metrics import curve_points
 from gwa_diag.analysis.pipeline import Analysis, analyze
+from gwa_diag.analysis.survey import RecallBound
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER
 from gwa_diag.store import AnalysisError
 
 from .jobs import compute_summary
+from .state import audit_key, decisions_key
 
-__all__ = ["CURVE_POINTS", "analysis", "detection", "per_class", "curves", "stopping_notes"]
+__all__ = ["CURVE_POINTS", "analysis", "detection", "per_class", "curves", "stopping_notes", "review"]
 
 CURVE_POINTS = 400  # points per ROC/PR curve sent to the browser: the line looks the same
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
 def analysis(path: str, generation: str, window: str, scorer: str = DEFAULT_SCORER, rule: str = DEFAULT_RULE,
              k: int | None = None, noise_rate: float | None = None) -> Analysis:
     """:func:`gwa_diag.analysis.pipeline.analyze` of the run, once per (run state, window,
-    scorer, rule, k, noise_rate), on the shared summaries; shared, read-only. Its detection
-    tables and stopping notes are computed on first use.
+    scorer, rule, k, noise_rate, audit state), on the shared summaries; shared, read-only.
+    Its detection tables and stopping notes are computed on first use.
 
     Raises:
         AnalysisError: the run has no complete epoch with sample rows.
         InputError: an unknown scorer, window or rule, or k / noise_rate not fitting the rule.
     """
+    # The audit's answers change the analysis (its count, p_wrong, the p_wrong rule) without
+    # a new epoch: each answer, from this session or any other, is a new cache entry.
+    return _analysis(path, generation, window, scorer, rule, k, noise_rate, audit_key(path))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _analysis(path: str, generation: str, window: str, scorer: str, rule: str, k: int | None,
+              noise_rate: float | None, audit: tuple[int, int, str]) -> Analysis:
     summ = compute_summary(path, generation, window)
     return analyze(path, window=window, scorer=scorer, rule=rule, k=k, noise_rate=noise_rate, summary=summ)
 
@@ -103,3 +113,24 @@ def stopping_notes(path: str, generation: str, window: str) -> tuple[str, list[s
     LabelWave's choice, evaluation accuracy and its rank correlation with GWA)."""
     result = analysis(path, generation, window).stopping
     return result.trust.level, result.lines()
+
+
+def review(path: str, generation: str, window: str, scorer: str, rule: str, k: int | None,
+           noise_rate: float | None, target: float) -> RecallBound | None:
+    """How far the top-down review of this analysis's ranking has got, against ``target``
+    (``gwa_diag.analysis.audit.review_status``): the relabel decisions on disk now and the
+    audit's answers. None without an answered audit with every stratum answered, or before
+    the top of the ranking has a decision."""
+    return _review(path, generation, window, scorer, rule, k, noise_rate, float(target), audit_key(path),
+                   decisions_key(path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _review(path: str, generation: str, window: str, scorer: str, rule: str, k: int | None,
+            noise_rate: float | None, target: float, audit: tuple[int, int, str],
+            decisions: tuple[int, str]) -> RecallBound | None:
+    # The keys audit and decisions only make a new answer or decision a new entry.
+    result = analysis(path, generation, window, scorer, rule, k, noise_rate)
+    if result.audit is None:
+        return None
+    return review_status(path, result.audit, result.ranking.index, target=target)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import streamlit as st
 
 from gwa_diag.analysis import relabel
+from gwa_diag.analysis.audit import AUDIT_DIR
 from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.checks import MissingFileError
 from gwa_diag.store import Run, RunDirError, open_run
@@ -30,6 +31,7 @@ __all__ = [
     "label_origin",
     "decisions_key",
     "latest_decisions",
+    "audit_key",
 ]
 
 
@@ -166,3 +168,15 @@ def latest_decisions(path: str) -> pd.DataFrame:
     """The last decision per sample (``gwa_diag.analysis.relabel.latest_decisions``), re-read only
     when a decision file was added (by this or any other session or process)."""
     return _latest(path, decisions_key(path))
+
+
+def audit_key(path: str) -> tuple[int, int, str]:
+    """Changes whenever the audit is drawn or grown (design.json is rewritten) or an answer
+    is added (answer files are only ever added; names sort by time): (design mtime, answer
+    files, newest name). A directory listing, no file read."""
+    folder = Path(path) / AUDIT_DIR
+    design = folder / "design.json"
+    mtime = design.stat().st_mtime_ns if design.is_file() else 0
+    answers = folder / "answers"
+    names = sorted(p.name for p in answers.glob("*.parquet") if not p.name.startswith(".")) if answers.is_dir() else []
+    return mtime, len(names), names[-1] if names else ""

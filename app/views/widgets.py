@@ -33,6 +33,7 @@ RULE_LABELS = {
     "negative": "alignment < 0 at the selected epoch",
     "topk": "the k most suspicious",
     "noise_rate": "the top fraction (expected noise rate)",
+    "p_wrong": "p_wrong >= 0.5 (needs answers on the Audit page)",
 }
 
 

@@ -64,7 +64,7 @@ from gwa_diag.store import Run, atomic_write_bytes, atomic_write_table, open_run
 
 __all__ = [
     "AUDIT_DIR", "DEFAULT_STRATA", "MIN_PER_STRATUM", "Design", "AuditResult", "allocate", "stratify", "draw_sample", "read_design", "read_answer_file",
-    "record_answers", "latest_answers", "audit_result", "has_answers", "sheet_frame",
+    "record_answers", "latest_answers", "audit_result", "has_audit", "sheet_frame", "review_status",
 ]
 
 AUDIT_DIR = "audit"
@@ -403,10 +403,9 @@ def _answer_files(run: Run) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
 
 
-def has_answers(run_or_path: Run | str | os.PathLike) -> bool:
-    """Whether the run has an audit with at least one answer file (no file is read)."""
-    run = open_run(run_or_path)
-    return (_audit_dir(run) / "design.json").is_file() and bool(_answer_files(run))
+def has_audit(run_or_path: Run | str | os.PathLike) -> bool:
+    """Whether the run has an audit design (no file is read)."""
+    return (_audit_dir(open_run(run_or_path)) / "design.json").is_file()
 
 
 def latest_answers(run_or_path: Run | str | os.PathLike) -> pd.DataFrame:
@@ -458,7 +457,8 @@ class AuditResult:
         if not self.complete or self.design is None or self.wrong is None or len(ids) == 0:
             return None
         inside = pd.Series(self.design.frame.index.isin(ids), index=self.design.frame.index)
-        return _totals(self.design, self.wrong, inside, seed=self.design.seed + 10_000).share_of(len(ids))
+        total = _totals(self.design, self.wrong, inside)
+        return None if total is None else total.share_of(len(ids))
 
     def line(self) -> str:
         """The count in one sentence for people."""
@@ -483,15 +483,41 @@ class AuditResult:
         }
 
 
-def _totals(design: Design, wrong: pd.Series, indicator: pd.Series, *, seed: int) -> Interval:
-    """Interval of the total of ``indicator & wrong`` over the design's population, from the
-    answered samples (``wrong`` by sample_id: True = the label is wrong)."""
+def _domain_counts(design: Design, wrong: pd.Series, domain: pd.Series) -> tuple[list[int], list[int], list[int]] | None:
+    """Per stratum, within a domain of the samples (``domain``: True by sample_id): its size,
+    its answered samples and the wrong labels among them. The answered samples of a domain
+    are a simple random sample of the domain's part of the stratum (given their number), so
+    each stratum's part is estimated on its own; a part without an answer is pooled with the
+    next stratum down (the last with the one above). None when no sample of the domain was
+    answered."""
     frame = design.frame
-    answered = frame.loc[wrong.index]
-    hits = (wrong & indicator.reindex(wrong.index).fillna(False).astype(bool)).groupby(answered["stratum"]).sum()
-    strata = np.arange(len(design.population))
-    n = answered.groupby("stratum").size().reindex(strata, fill_value=0).to_numpy()
-    return stratified_total(design.population, n, hits.reindex(strata, fill_value=0).to_numpy(), seed=seed)
+    inside = domain.reindex(frame.index).fillna(False).astype(bool)
+    strata = frame.loc[inside, "stratum"]
+    answered = wrong.index[inside.reindex(wrong.index).to_numpy()]
+    size = strata.value_counts()
+    n = frame.loc[answered, "stratum"].value_counts()
+    x = wrong.loc[answered].groupby(frame.loc[answered, "stratum"]).sum()
+    pop: list[int] = []
+    smp: list[int] = []
+    hit: list[int] = []
+    carry = [0, 0, 0]
+    for h in sorted(size.index):
+        carry = [carry[0] + int(size[h]), carry[1] + int(n.get(h, 0)), carry[2] + int(x.get(h, 0))]
+        if carry[1] > 0:
+            pop.append(carry[0]), smp.append(carry[1]), hit.append(carry[2])
+            carry = [0, 0, 0]
+    if not pop:
+        return None
+    pop[-1] += carry[0]
+    return pop, smp, hit
+
+
+def _totals(design: Design, wrong: pd.Series, domain: pd.Series) -> Interval | None:
+    """Interval of the number of wrong labels within ``domain`` (True by sample_id), from the
+    answered samples (``wrong`` by sample_id: True = the label is wrong); None when no sample
+    of the domain was answered."""
+    counts = _domain_counts(design, wrong, domain)
+    return None if counts is None else stratified_total(*counts)
 
 
 def audit_result(run_or_path: Run | str | os.PathLike, *, summary: pd.DataFrame, score: pd.Series,
@@ -525,23 +551,36 @@ def audit_result(run_or_path: Run | str | os.PathLike, *, summary: pd.DataFrame,
                   f"without an answer, {left} of their samples drawn)")
         return AuditResult(**base, complete=False, count=None, per_class={}, flagged=None, p_wrong=None, review=None,
                            needed=needed)
-    seed = design.seed
     everything = pd.Series(True, index=design.frame.index)
-    count = _totals(design, wrong, everything, seed=seed)
-    per_class = {int(c): _totals(design, wrong, given == c, seed=seed + 1 + int(c)) for c in sorted(given.unique())}
+    count = _totals(design, wrong, everything)
+    per_class = {int(c): interval for c in sorted(given.unique())
+                 if (interval := _totals(design, wrong, given == c)) is not None}
     weights = design.frame.loc[answers.index, "stratum"].map(
         dict(enumerate(design.population / np.maximum(design.sampled, 1))))
     p_wrong = fit_p_wrong(summary, score, wrong, weights) if len(answers) >= 2 else None
-    review = _review(run, design, wrong, ranking_ids, latest_decisions(run), review_target, seed)
+    review = _review(run, design, wrong, ranking_ids, latest_decisions(run), review_target)
     return AuditResult(**base, complete=True, count=count, per_class=per_class, flagged=None, p_wrong=p_wrong,
                        review=review, needed=None, design=design, wrong=wrong)
 
 
+def review_status(run_or_path: Run | str | os.PathLike, result: AuditResult, ranking_ids: pd.Index, *,
+                  target: float = 0.9) -> RecallBound | None:
+    """The recall of the top-down review made so far, as :attr:`AuditResult.review` but with
+    the relabel decisions on disk now and another ``target`` (the app's relabel queue asks
+    again after each decision without fitting the whole result again). None before every
+    stratum has an answer, or before the top of ``ranking_ids`` has a decision."""
+    from gwa_diag.analysis.relabel import latest_decisions  # noqa: PLC0415
+
+    if not result.complete or result.design is None or result.wrong is None:
+        return None
+    run = open_run(run_or_path)
+    return _review(run, result.design, result.wrong, ranking_ids, latest_decisions(run), target)
+
+
 def _review(run: Run, design: Design, wrong: pd.Series, ranking_ids: pd.Index, decisions: pd.DataFrame,
-            target: float, seed: int) -> RecallBound | None:
+            target: float) -> RecallBound | None:
     """The recall of the review made in the relabel queue: the top of the ranking decided
-    without a gap, plus the verified sample below it (strata without an answer below the
-    reviewed depth are pooled with the next one)."""
+    without a gap, plus the verified sample below it (:func:`_domain_counts`)."""
     if decisions is None or len(decisions) == 0:
         return None
     decided = ranking_ids.isin(decisions.index)
@@ -552,22 +591,9 @@ def _review(run: Run, design: Design, wrong: pd.Series, ranking_ids: pd.Index, d
     given = design.frame["given"].reindex(top.index)
     changed = top["decision"].isin(["accept", "relabel"]) & (top["new_label"].astype("Int64") != given.astype("Int64"))
     found = int(changed.fillna(False).sum())
-    below = design.frame.drop(index=ranking_ids[:depth], errors="ignore")
-    strata = sorted(below["stratum"].unique())
-    answered = below.index.intersection(wrong.index)
-    population = below.groupby("stratum").size()
-    n = below.loc[answered].groupby("stratum").size().reindex(strata, fill_value=0)
-    x = wrong.loc[answered].groupby(below.loc[answered, "stratum"]).sum().reindex(strata, fill_value=0)
-    # Pool a stratum without an answer below the depth into the next one down (or up, at the end).
-    pop, smp, hit = [], [], []
-    carry = [0, 0, 0]
-    for h in strata:
-        carry = [carry[0] + int(population[h]), carry[1] + int(n[h]), carry[2] + int(x[h])]
-        if carry[1] > 0:
-            pop.append(carry[0]), smp.append(carry[1]), hit.append(carry[2])
-            carry = [0, 0, 0]
-    if carry[0]:
-        if not pop:
-            return None
-        pop[-1] += carry[0]
-    return recall_bound(found, depth, pop, smp, hit, target=target, seed=seed + 20_000)
+    below = pd.Series(~design.frame.index.isin(ranking_ids[:depth]), index=design.frame.index)
+    counts = _domain_counts(design, wrong, below)
+    if counts is None:
+        return None
+    pop, smp, hit = counts
+    return recall_bound(found, depth, pop, smp, hit, target=target)

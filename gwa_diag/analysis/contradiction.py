@@ -11,7 +11,7 @@ One definition in two forms, for two sizes of work:
 * :func:`share_sql`, DuckDB over every part: the per-epoch share, for runs recorded before
   the recorder wrote it to ``epochs.parquet``.
 
-The recorder computes the share on the device while training (``gwa_diag.recorder``); the
+The recorder computes the share on the device while training (``gwa_diag.signals``); the
 tests hold the three to the same numbers.
 """
 

@@ -17,15 +17,8 @@ Two counts, chosen by the training phase (:mod:`gwa_diag.analysis.phase`, defaul
   before the onset it mispredicts many correctly labelled samples too, only less
   confidently.
 
-Measured (``python bench/regimes.py``; the README has the tables) on the ten memorising runs
-of the tuning sets (ResNet-18 on an H200 and a tiny CNN on the CPU; worst, aggre and random1
-labels): within 25% of the true count in 4 of 10 runs (median error 74%, worst +205%), where
-``unfitted`` was within 25% in 2 (median 165%, worst +375%); closer to the truth in all ten,
-and the flagged set's F1 averaged 0.524 against 0.506. On six fresh memorising GPU runs:
-+8% to +195%. On two GPU recordings with 8,110 wrong labels among 20,000 it counted 7,915
-(``unfitted``, a run that never memorised) and 7,540 (a run that memorised from epoch 7).
-Within 25% on the 40%-noise sets, 1.6-3x too high on the 9-18% ones: at the plateau a
-fast-memorising model still confidently contradicts many hard, correctly labelled images.
+How close each count comes on the benchmark runs: ``python bench/regimes.py`` (the README
+has its tables).
 
 Where it errs: ``unfitted`` counts labels the model has not fitted, so it is **too high**
 while the model under-fits the correctly labelled samples too (a short run on hard data),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gwa_diag.analysis.audit import AuditResult, audit_result, has_answers
+from gwa_diag.analysis.audit import AuditResult, audit_result, has_audit
 from gwa_diag.analysis.metrics import detection_table, per_class_table
 from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
 from gwa_diag.analysis.stopping import Stopping, stopping
@@ -221,8 +221,8 @@ def analyze(
         _check_summary(summary, the_run, options.window)
     ranking = rank(summary, scorer=options.scorer)
     audit = None
-    if has_answers(the_run):
-        # Answers for a verified sample: the calibrated p_wrong joins the ranking (before the
+    if has_audit(the_run):
+        # A verified sample: with answers, the calibrated p_wrong joins the ranking (before the
         # flags, which the p_wrong rule reads), then the precision of the flagged set.
         audit = audit_result(the_run, summary=summary, score=ranking["score"], ranking_ids=ranking.index)
         if audit is not None and audit.p_wrong is not None:

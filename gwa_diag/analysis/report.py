@@ -30,7 +30,6 @@ Scores follow :data:`gwa_diag.analysis.scorers.SCORERS`: higher = more suspiciou
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -47,11 +46,12 @@ from gwa_diag import __version__
 from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, curve_points
 from gwa_diag.analysis.estimate import caveat_of
+from gwa_diag.analysis.plots import gwa_figure, histogram_figure, phase_figure, png_bytes
 from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
 from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError
+from gwa_diag.checks import InputError
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -72,16 +72,18 @@ def write_report(
     run: str | os.PathLike | Run | Analysis,
     *,
     out_dir: str | os.PathLike | None = None,
-    scorer: str = DEFAULT_SCORER,
+    scorer: str | None = None,
     truth_file: str | os.PathLike | None = None,
-    window: str = DEFAULT_WINDOW,
-    rule: str = DEFAULT_RULE,
+    window: str | None = None,
+    rule: str | None = None,
     k: int | None = None,
     noise_rate: float | None = None,
 ) -> dict[str, Any]:
     """Analyse a run (:func:`gwa_diag.analysis.pipeline.analyze`) and write the report files
     into ``out_dir`` (default RUN/analysis); or write the report of an :class:`Analysis`
-    already made, whose options then apply (an option given here must agree with them).
+    already made, whose options then apply: an option given here must agree with them, a
+    default spelled out included (``write_report(analyze(run, scorer="align_mean"),
+    scorer="aum")`` is refused). Options left out (None) take analyze()'s defaults.
 
     Detection metrics, per-class breakdown and ROC/PR plots appear when ground truth exists
     (``truth_file``, or clean labels in labels.parquet); without it the report says so.
@@ -100,12 +102,14 @@ def write_report(
             disagree with the given Analysis, or ``out_dir`` is a file.
         FileNotFoundError: the truth file does not exist.
     """
-    asked = check_options(scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth_file)
+    given = {name: value for name, value in (("scorer", scorer), ("window", window), ("rule", rule), ("k", k),
+                                             ("noise_rate", noise_rate), ("truth", truth_file)) if value is not None}
+    asked = check_options(**given)
     if isinstance(run, Analysis):
-        _check_same_options(run, asked)
+        _check_same_options(run, asked, given)
         analysis = run
     else:
-        analysis = analyze(run, scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth_file)
+        analysis = analyze(run, **given)
     out = Path(out_dir) if out_dir is not None else analysis.run.path / "analysis"
     # Every input is checked (the truth file included, by analyze) before the first file is
     # written, so a refused report leaves the previous report's files together and unchanged.
@@ -123,14 +127,14 @@ def write_report(
         return _write_files(analysis, out, epochs=epochs, detection=detection, per_class=per_class)
 
 
-_DEFAULTS = check_options()
-
-
-def _check_same_options(analysis: Analysis, asked: Any) -> None:
-    # An option passed beside an Analysis must not silently lose to the Analysis's own.
+def _check_same_options(analysis: Analysis, asked: Any, given: dict[str, Any]) -> None:
+    # An option passed beside an Analysis must not silently lose to the Analysis's own, even
+    # when its value is the default: the caller asked for it.
     for name in ("scorer", "window", "rule", "k", "noise_rate", "truth_file"):
+        if ("truth" if name == "truth_file" else name) not in given:
+            continue
         value, made = getattr(asked, name), getattr(analysis.options, name)
-        if value != getattr(_DEFAULTS, name) and value != made:
+        if value != made:
             raise InputError(
                 f"{name}={value!r} disagrees with the Analysis given ({name}={made!r}); "
                 f"pass analyze(..., {name}=...) instead, or leave {name} out here"
@@ -167,10 +171,13 @@ def _write_files(
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
     stop = analysis.stopping
-    files["phase"] = str(_plot_phase(out / "phase.png", analysis.epochs))
-    files["gwa_curve"] = str(_plot_gwa(out / "gwa_curve.png", epochs, analysis.selection.used_epoch, selection,
-                                       labelwave=stop.labelwave.epoch))
-    files["alignment_hist"] = str(_plot_histograms(out / "alignment_hist.png", run, summary, truth))
+    choices = analysis.epochs
+    phase = choices.phase.phase
+    files["phase"] = str(_save(phase_figure(choices.phase.curve, window=list(choices.window), plateau=phase.plateau,
+                                            onset=phase.onset if phase.memorised else None), out / "phase.png"))
+    files["gwa_curve"] = str(_save(gwa_figure(epochs, analysis.selection.used_epoch, fallback=bool(selection.get("fallback")),
+                                              labelwave=stop.labelwave.epoch), out / "gwa_curve.png"))
+    files["alignment_hist"] = str(_save(_histograms(run, summary, truth), out / "alignment_hist.png"))
     if truth is not None:
         roc, pr = _plot_curves(out, summary, truth, detection)  # type: ignore[arg-type]
         files["roc"], files["pr"] = str(roc), str(pr)
@@ -198,6 +205,7 @@ def _write_files(
         "rule": {"name": rule, "k": opts.k, "noise_rate": opts.noise_rate, "description": RULES[rule]},
         "n_flagged": int(len(flagged)),
         "estimate": analysis.estimate.as_dict() if analysis.estimate is not None else None,
+        "audit": analysis.audit.as_dict() if analysis.audit is not None else None,
         "n_alignment_negative": int((summary["alignment_selected"] < 0).sum()),
         "ground_truth": (
             {"available": True, "source": truth_note, "n": int(len(truth)), "n_noisy": int(truth.sum()),
@@ -356,6 +364,7 @@ def _markdown(
         f"- Ranked by `{report['scorer']}`: {report['scorer_description']}",
         f"- Means average over the window `{win['name']}` (epochs {win['epochs'][0]}-{win['epochs'][1]}): {win['description']}.",
         *_estimate_lines(report, names),
+        *_audit_lines(report, names),
         f"- **{report['n_flagged']}** samples flagged; of all samples, {report['n_alignment_negative']} "
         f"{'has' if report['n_alignment_negative'] == 1 else 'have'} alignment < 0 at epoch {sel.get('used_epoch')}.",
         "- Files: `suspects.csv` (for relabeling), `ranking.parquet` (every sample).",
@@ -408,86 +417,9 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _plot_gwa(
-    path: Path, epochs: pd.DataFrame, selected: int | None, selection: dict[str, Any], *, labelwave: int | None = None
-) -> Path:
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    x = epochs["epoch"].to_numpy()
-    # Undefined epochs are NaN: matplotlib breaks the line there (a gap, never a fake value).
-    gwa = pd.to_numeric(epochs["gwa"], errors="coerce").to_numpy(dtype=np.float64) if "gwa" in epochs else np.full(len(x), np.nan)
-    ax.plot(x, gwa, marker="o", markersize=3, color="tab:blue", label="GWA")
-    undefined = np.isnan(gwa)
-    if undefined.any():
-        for e in x[undefined]:
-            ax.axvspan(e - 0.5, e + 0.5, color="0.9", zorder=0)
-    if selected is not None:
-        label = "last epoch (GWA selected none)" if selection.get("fallback") else f"GWA-selected epoch {selected}"
-        ax.axvline(selected, color="tab:red", linestyle="--", label=label)
-    if labelwave is not None:
-        ax.axvline(labelwave, color="tab:purple", linestyle=":", label=f"LabelWave epoch {labelwave}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("GWA = mean / (kurtosis + 1.2)")
-    handles, labels = ax.get_legend_handles_labels()
-    if "eval_acc" in epochs and pd.to_numeric(epochs["eval_acc"], errors="coerce").notna().any():
-        twin = ax.twinx()
-        twin.plot(x, pd.to_numeric(epochs["eval_acc"], errors="coerce"), color="tab:green", alpha=0.8, label="eval accuracy")
-        twin.set_ylabel("eval accuracy")
-        h2, l2 = twin.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    if undefined.any():
-        from matplotlib.patches import Patch
-
-        handles.append(Patch(color="0.9"))
-        labels.append("GWA undefined")
-    ax.legend(handles, labels, loc="best", fontsize=8)
-    ax.set_title("Gradient-weight alignment per epoch")
-    return _save(fig, path)
-
-
-def _plot_phase(path: Path, choices: EpochChoices) -> Path:
-    """The training phase: per-epoch fit of the given labels and the confidently contradicted
-    share, the onset-fit (1 - noise) and memorised-fit (1 - noise/2) thresholds as dashed
-    lines when a plateau was found, the plateau and the onset marked, the averaged window
-    shaded."""
-    phase, curve = choices.phase.phase, choices.phase.curve
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    x = curve["epoch"].to_numpy()
-    window = choices.window
-    if window:
-        span = f"epochs {window[0]}-{window[-1]}" if len(window) > 1 else f"epoch {window[0]}"
-        ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:green", alpha=0.12, zorder=0,
-                   label=f"scores averaged ({span})")
-    for col, colour, label in (("fit", "tab:blue", "fit of the given labels"),
-                               ("contradicted", "tab:red", "confidently contradicted")):
-        values = pd.to_numeric(curve[col], errors="coerce").to_numpy(dtype=np.float64)
-        ax.plot(x, values, marker="o", markersize=3, color=colour, label=label)
-    if "onset_fit" in curve and len(curve):
-        onset_fit, memorised_fit = float(curve["onset_fit"].iloc[0]), float(curve["memorised_fit"].iloc[0])
-        ax.axhline(onset_fit, color="tab:orange", linestyle="--", linewidth=1,
-                   label=f"onset fit 1 - noise = {onset_fit:.3f}")
-        ax.axhline(memorised_fit, color="tab:purple", linestyle="--", linewidth=1,
-                   label=f"memorised fit 1 - noise/2 = {memorised_fit:.3f}")
-    else:
-        ax.text(0.02, 0.97, "no plateau: no fit thresholds", transform=ax.transAxes, fontsize=8, va="top")
-    if phase.plateau is not None:
-        ax.axvline(phase.plateau, color="0.5", linestyle=":", label=f"plateau epoch {phase.plateau}")
-    if phase.memorised and phase.onset is not None:
-        ax.axvline(phase.onset, color="black", linewidth=1.5, label=f"memorised from epoch {phase.onset}")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("share of the training samples")
-    ax.legend(loc="best", fontsize=8)
-    status = f"memorised from epoch {phase.onset}" if phase.memorised else "no memorisation found"
-    ax.set_title(f"Training phase: {status}")
-    return _save(fig, path)
+    if not fig.get_layout_engine():
+        fig.tight_layout()
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list[str]:
@@ -503,6 +435,31 @@ def _estimate_lines(report: dict[str, Any], names: Sequence[str] | None) -> list
             f"{est['method']} ({caveat}). Per given class: {per}."]
 
 
+def _audit_lines(report: dict[str, Any], names: Sequence[str] | None) -> list[str]:
+    """The verified sample's answer (or how to get one): the count with its interval, per
+    class, the flagged set's precision and the review's recall."""
+    audit = report.get("audit")
+    if not audit:
+        return [f"- For a count with a 95% interval, verify a sample of labels: `gwa-diag audit {report['run']} "
+                "--n 200` (the Audit page of the app shows them one at a time)."]
+    if not audit["complete"]:
+        return [f"- Verified sample: {audit['answered']} of {audit['drawn']} answered; {audit['needed']}."]
+    c = audit["count"]
+    per = ", ".join(f"{names[int(k)] if names and 0 <= int(k) < len(names) else k} {v['estimate']:.0f} "
+                    f"({v['low']:.0f}-{v['high']:.0f})" for k, v in audit["per_class"].items())
+    lines = [f"- **Wrong labels, from {audit['answered']} verified samples: {c['estimate']:.0f} "
+             f"(95% interval {c['low']:.0f}-{c['high']:.0f})**; {c['method']}. Per given class: {per}."]
+    if audit["flagged_precision"]:
+        f = audit["flagged_precision"]
+        lines.append(f"- Precision of the flagged set: {f['estimate']:.1%} ({f['low']:.1%}-{f['high']:.1%}).")
+    if audit["review"]:
+        r = audit["review"]
+        lines.append(f"- Review in the relabel queue: top {r['reviewed']} reviewed, {r['found']} wrong labels found, "
+                     f"{r['remaining']['estimate']:.0f} estimated to remain; recall {r['recall']:.1%}, at least "
+                     f"{r['recall_low']:.1%} (target {r['target']:.0%}{': reached' if r['reached'] else ''}).")
+    return lines
+
+
 def _hist_epochs(summary: pd.DataFrame) -> list[int]:
     attrs = summary.attrs
     first = attrs.get("window_epochs", [None])[0]
@@ -510,41 +467,18 @@ def _hist_epochs(summary: pd.DataFrame) -> list[int]:
     return sorted({int(e) for e in wanted if e is not None})
 
 
-def _plot_histograms(path: Path, run: Run, summary: pd.DataFrame, truth: pd.Series | None) -> Path:
+def _histograms(run: Run, summary: pd.DataFrame, truth: pd.Series | None) -> Any:
+    """One panel per epoch worth comparing (:func:`_hist_epochs`), clean and mislabeled
+    overlaid when the truth is known."""
     epochs = _hist_epochs(summary)
     rows = run.samples(epochs=epochs, columns=["sample_id", "alignment"])
-    fig = _figure(3.2 * max(len(epochs), 1), 3.2)
-    bins = _hist_bins(rows["alignment"].to_numpy(dtype=np.float64))
-    for i, epoch in enumerate(epochs):
-        ax = fig.add_subplot(1, len(epochs), i + 1)
+    panels = {}
+    for epoch in epochs:
         part = rows[rows["epoch"] == epoch]
-        a = part["alignment"].to_numpy(dtype=np.float64)
-        if truth is not None:
-            noisy = truth.reindex(part["sample_id"].to_numpy()).fillna(False).to_numpy(dtype=bool)
-            ax.hist(a[~noisy], bins=bins, alpha=0.6, density=True, label="clean", color="tab:blue")
-            if noisy.any():
-                ax.hist(a[noisy], bins=bins, alpha=0.6, density=True, label="mislabeled", color="tab:red")
-            ax.legend(fontsize=7)
-        else:
-            ax.hist(a[np.isfinite(a)], bins=bins, color="tab:blue")
-        ax.axvline(0, color="k", linewidth=0.8)
-        ax.set_title(f"epoch {epoch}", fontsize=9)
-        ax.set_xlabel("alignment")
-    return _save(fig, path)
-
-
-def _hist_bins(values: np.ndarray, count: int = 50) -> np.ndarray:
-    """Bin edges over the data's range (shared by every panel, so they compare), with 0 in
-    view: alignments often lie within +-0.2, which a fixed [-1, 1] axis squeezes into a few
-    bars. The 0.1% tails on each side are left out of the range (clipped into the end bins
-    would misstate them, so they are simply not drawn)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.linspace(-1.0, 1.0, count + 1)
-    lo, hi = np.quantile(finite, [0.001, 0.999])
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    pad = 0.03 * (hi - lo) if hi > lo else 0.05
-    return np.linspace(max(lo - pad, -1.0), min(hi + pad, 1.0), count + 1)
+        noisy = (truth.reindex(part["sample_id"].to_numpy()).fillna(False).to_numpy(dtype=bool)
+                 if truth is not None else None)
+        panels[f"epoch {epoch}"] = (part["alignment"].to_numpy(dtype=np.float64), noisy)
+    return histogram_figure(panels)
 
 
 def _plot_curves(out: Path, summary: pd.DataFrame, truth: pd.Series, detection: pd.DataFrame) -> tuple[Path, Path]:

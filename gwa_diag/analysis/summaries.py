@@ -18,8 +18,9 @@ How the sums are computed (out of core, from the Parquet parts of complete epoch
   accumulators with ``numpy.bincount`` (sums and counts) and into a compact
   (epoch, sample) correctness byte matrix for forgetting events. Memory is
   O(samples x (epochs + classes)), independent of the number of rows. A DuckDB
-  ``GROUP BY sample_id`` with a dozen filtered aggregates was measured 3-4x slower on two
-  cores, which missed the 2 s target for 10M rows; the scan stays in DuckDB.
+  ``GROUP BY sample_id`` with a dozen aggregates was slower on two cores
+  (``bench/analysis_scale.py`` times the analysis against one bare ``GROUP BY``); the scan
+  stays in DuckDB.
 * A sample may be presented several times in one epoch (a sampler with replacement).
   Presentations are first averaged per (sample, epoch) so that every epoch weighs the same:
   numeric signals are averaged over the finite presentations; the prediction (``pred``,
@@ -533,8 +534,8 @@ def _accumulate(con: Any, plan: _Plan, *, repeats: bool) -> _Accumulators:
     Two streams, so that no float column is decoded without need: the window epochs with
     every column, then the other epochs with ids, labels and predictions only (they feed the
     forgetting count and the presence check). DuckDB only decodes; the per-row work (the
-    epoch's column, correctness, finiteness) is done by numpy on the batch, which measured
-    faster than asking DuckDB for derived columns (``bench/analysis_scale.py``).
+    epoch's column, correctness, finiteness) is done by numpy on the batch, faster than asking
+    DuckDB for derived columns (``bench/analysis_scale.py``).
     """
     acc = _Accumulators(plan)
     window = list(plan.choices.window)

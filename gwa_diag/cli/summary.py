@@ -59,9 +59,13 @@ def first_screen(analysis: Analysis, run_dir: str | os.PathLike, *, suspects: st
         n_true, n_cover = int(analysis.truth.sum()), len(analysis.truth)
         head += f"; truly wrong: {n_true:,} of {n_cover:,} ({n_true / max(n_cover, 1):.1%})"
     lines = [head]
-    if est is not None:
+    if analysis.audit is not None:
+        # A verified sample answers what one recording cannot: the count with an interval.
+        lines.append(f"  {analysis.audit.line()}")
+    elif est is not None:
         # The count is the flagged set's size: say at once which way it can be off.
         lines.append(f"  an estimate: {est.caveat}")
+        lines.append(f"  for a count with a 95% interval, verify 200 labels: gwa-diag audit {shlex.quote(str(run_dir))} --n 200")
     lines.append(f"  {analysis.epochs.note}")
 
     flagged = analysis.flagged

@@ -335,7 +335,7 @@ def _train(
         # Epochs after the checkpoint (all of them without one) are trained again.
         history = continue_run(recorder, start_epoch, step=start_epoch * steps_per_epoch)
     selected = select_epoch([r["epoch"] for r in history], [r.get("gwa") for r in history], mode=cfg.mode, total_epochs=cfg.epochs)
-    keeper = MemorisationKeeper(out / "checkpoints", _atomic_save, recorder.submit)
+    keeper = MemorisationKeeper(out / "checkpoints", _atomic_save, recorder.queue.submit)
     phase = None
     bar = _progress(cfg.progress and rank == 0, cfg.epochs, start_epoch)
     model.train()
@@ -368,13 +368,13 @@ def _train(
                 "epoch": epoch,
             }
             if selected.epoch == epoch:
-                recorder.submit(_atomic_save, {"model": state["model"], "epoch": epoch}, out / "checkpoints" / "selected.pt")
+                recorder.queue.submit(_atomic_save, {"model": state["model"], "epoch": epoch}, out / "checkpoints" / "selected.pt")
             # The weights from before memorisation, read online as the analysis reads it offline.
             phase = keeper.after_epoch(history, epoch, state["model"])
-            recorder.submit(_atomic_save, state, ckpt_path)
+            recorder.queue.submit(_atomic_save, state, ckpt_path)
         # run.json is rewritten by the writer thread too: keep its updates on that thread.
         memorisation = {"memorisation": keeper.record(phase)} if phase is not None else {}
-        recorder.submit(functools.partial(writer.update_meta, early_stopping=selected.as_dict(), **memorisation))
+        recorder.queue.submit(functools.partial(writer.update_meta, early_stopping=selected.as_dict(), **memorisation))
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(_postfix(row))

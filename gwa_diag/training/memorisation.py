@@ -45,7 +45,7 @@ class MemorisationKeeper:
     """Decides, after each epoch, which weights wait and which are kept (see the module doc).
 
     ``save(obj, path)`` writes a checkpoint atomically; ``submit(fn, *args)`` runs ``fn`` on
-    the recorder's writer thread, after what was submitted before."""
+    the run's writer thread (the recorder's ``queue``), after what was submitted before."""
 
     def __init__(self, checkpoints: Path, save: Callable[[Any, Path], None],
                  submit: Callable[..., Any]) -> None:

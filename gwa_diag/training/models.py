@@ -102,9 +102,8 @@ class TinyCNN(nn.Module):
 def tiny_cnn(num_classes: int, *, in_channels: int = 3, width: int = 32) -> nn.Module:
     """A small conv net for 32x32 images that trains fast on a few CPU cores.
 
-    About 100k parameters at ``width=32``; a training step (forward, backward, SGD) on a
-    batch of 256 32x32 images runs at about 2,000 images/s on 2 CPU cores, and six epochs
-    on 20,000 CIFAR-10 images (crop+flip, one-cycle SGD) reach about 68% test accuracy.
+    About 100k parameters at ``width=32``: small enough for the CPU benchmarks and tests
+    (its speed and accuracy on CIFAR-10: ``bench/train_speed.py`` and the README).
 
     Args:
         num_classes: number of outputs of the final ``nn.Linear`` (attribute ``head``).
