@@ -3,7 +3,7 @@ the truth answers for the person. Simulated audits of recorded runs, in memory.
 
     python bench/audit.py                                  # the two GPU recordings, 500 audits per size
     python bench/audit.py --runs DIR...                    # plus run directories (bench/regimes.py --keep-runs)
-    python bench/audit.py --quick --runs DIR...            # 200 audits per size (under 10 minutes on 2 cores)
+    python bench/audit.py --quick --runs DIR...            # 200 audits per size (measured: see below)
 
 Cells: the GPU recordings ``DATA/gpu_runs/{dec_worst,mem_worst}`` (ResNet-18, 20,000
 CIFAR-10 images, worst labels) and every run directory given with ``--runs`` (a folder
@@ -47,8 +47,14 @@ than plain; p_wrong's ECE <= 0.05 in every cell at n = 200 and a lower Brier sco
 fixed map; the recall bound holds in >= 95% of the simulated reviews in every cell, depth and
 n >= 100.
 
+Under the targets: the floor along each ranking at n = 200, Neyman allocation on each
+stratum's TRUE share (20 strata, in hindsight), which no allocation along that ranking beats.
+
 Output: the table, the targets, the command, the hardware and wall time on stdout, also
-written to ``--out`` (a file) when given. Cells run in ``--workers`` processes (default 2).
+written to ``--out`` (a file, and the numbers as CSV beside it) when given. Cells run in
+``--workers`` processes (default 2). Measured on 2 shared CPU cores, the two GPU recordings
+and the nine ``bench/regimes.py --quick`` cells: ``--quick`` 2.6 min (3.2 min CPU), the
+default 500 audits 14.9 min while other jobs held the cores (4.8 min CPU).
 """
 
 from __future__ import annotations
@@ -486,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         "of the default score on the unverified samples; F1 of p_wrong >= 0.5 and of the default estimate flags "
         "there; review: share of simulated top-down reviews to 10/25/50% of the run whose true recall is at or "
         "above the reported lower bound.", "",
-        "Targets: " + ("all met." if not missed else f"{len(missed)} missed:"),
+        "Targets: " + ("all met." if not missed else f"{len(missed)} missed:") + (
+            f" ({sims} audits per size: a share of 0.95 reads within +-{1.96 * np.sqrt(0.95 * 0.05 / sims):.3f}; "
+            "the targets are decided at the default 500)" if sims < 500 else ""),
         *[f"- MISSED: {m}" for m in missed], "",
         "The floor along each ranking at n=200 (Neyman on the TRUE share per stratum, 20 strata, in hindsight; "
         "normal approximation): " + "; ".join(
