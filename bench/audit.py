@@ -211,7 +211,7 @@ def prf(flag: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 def review_check(cell: Cell, stratum: np.ndarray, drawn: np.ndarray, depth: int, seed: int) -> tuple[bool, float, float]:
     """A top-down review to ``depth`` (the truth decides) plus the verified samples below it,
-    pooled as :func:`gwa_diag.analysis.audit._review` pools them. Returns (the bound holds,
+    pooled as :func:`gwa_diag.analysis.audit._domain_counts` pools them for the review. Returns (the bound holds,
     true recall, reported lower bound)."""
     found = int(cell.wrong[:depth].sum())
     below = np.zeros(len(stratum), dtype=bool)
