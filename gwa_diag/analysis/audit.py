@@ -11,19 +11,12 @@ along the default ranking:
   stratum's share of wrong labels: its mean of ``0.08 + 0.45 unfitted``, clipped to
   [0.05, 0.95]: a guess that only moves the precision, never the validity), at least
   :data:`MIN_PER_STRATUM` each. The map is the share truly wrong at ``unfitted`` = 0 and 1
-  over the eleven tuning cells of ``bench/audit.py`` (0.08 and 0.53, each run weighing
-  equally; linear between: 0.19 and 0.31 were measured at 1/3 and 2/3). The previous
-  guess, the stratum's share with ``unfitted`` > 0.5, took the unfitted samples for wrong
-  ones; on the CPU cells with 9% wrong labels, where a weak model
-  leaves many right labels unfitted, it starved the lower strata and the interval came out
-  1.03-1.04x as wide as a plain random sample's. Measured at n = 200 over 500 simulated
-  audits per cell (``bench/audit.py``; with the interval's low-end prior of
-  :mod:`gwa_diag.analysis.survey`, changed at the same time), half-width against a plain
-  sample: 0.95x -> 0.92x on average over the nine CPU cells, at most 1.04x -> 0.99x; on the
-  two GPU recordings 0.65x -> 0.70x and 0.79x -> 0.81x (the price of the other cells:
-  still +-11.6% and +-13.5% of the count). Five strata, not more: with ten, more strata
-  hold few wrong labels, and the interval's coverage fell (0.90 at n = 100 on a 9% cell)
-  for 1-2% narrower intervals;
+  over the tuning cells of ``bench/audit.py`` (each run weighing equally; linear between).
+  Why not the share of unfitted samples itself: it takes them all for wrong ones, and where a
+  weak model leaves many right labels unfitted (few wrong labels, a short run) it starves the
+  lower strata, and the interval came out wider than a plain random sample's. Why five
+  strata: with more, more strata hold few wrong labels and the interval's coverage fell for
+  barely narrower intervals. ``bench/audit.py`` measures both;
 * within each stratum the samples are put in a random order (the recorded seed) once, and
   the first ``n_h`` are the sample: growing the sample later takes the next ones, so every
   answer already given stays part of a simple random sample of its stratum.

@@ -17,10 +17,9 @@ ranking and draws a simple random sample without replacement in each. Here:
   correction, so a stratum verified in full contributes no uncertainty at all.
   The low end is read under the prior Beta(1/4, 1/2) instead: Jeffreys' prior lends each
   stratum half a wrong label among its verified ones, scaled up by ``N_h / n_h``, so where
-  several strata hold few wrong labels (a run with 9% wrong) the low end sat above the true
-  count: 0.90-0.94 coverage at n = 100-200 on the CPU cells with 9% wrong labels, all of
-  the misses on that side. With Beta(1/4, 1/2) for the low end: 0.95-0.96, the half-width
-  about 5% wider (500 simulated audits per cell; Beta(0, 1/2) gave 0.97-0.99 at 12% wider).
+  several strata hold few wrong labels (a run with few wrong labels) the low end sat above
+  the true count, and the interval under-covered, all of its misses on that side; Beta(0, 1/2)
+  over-covers at a wider interval.
   ``bench/audit.py`` measures the coverage.
 * :func:`fit_p_wrong` calibrates a probability that each label is wrong, fitted on the
   verified sample with its design weights (``N_h / n_h``).
@@ -165,7 +164,7 @@ def _percentile(score: pd.Series) -> np.ndarray:
 def _features(summary: pd.DataFrame, score: pd.Series) -> np.ndarray:
     # The percentile enters as its logit, log(q / (1 - q)) at the middle of the sample's place:
     # the share of wrong labels climbs steeply at the top of a good ranking, and a logistic
-    # model is linear in its features (bench/audit.py: a lower ECE and Brier on every cell).
+    # model is linear in its features (bench/audit.py compares it with the plain percentile).
     size = max(len(score), 1)
     middle = np.clip(_percentile(score) - 0.5 / size, 0.5 / size, 1 - 0.5 / size)
     columns = [np.log(middle / (1 - middle))]
