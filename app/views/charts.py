@@ -79,8 +79,8 @@ def phase_png(
     curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int | None = None, plateau: int | None = None
 ) -> bytes:
     """The training phase (``TrainingPhase.curve``): per epoch the fit of the given labels and
-    the confidently contradicted share; the onset-fit (1 - noise) and memorised-fit
-    (1 - noise/2) thresholds as dashed lines when the curve has them; the plateau (dotted)
+    the confidently contradicted share; the onset, memorising and memorised fits as dashed
+    lines when the curve has them; the plateau (dotted)
     and the onset of memorisation (solid) marked; the averaged ``window`` shaded."""
     fig, ax = _figure(10, 3.2)
     if len(window):
@@ -91,7 +91,8 @@ def phase_png(
     ax.plot(x, _numeric(curve, "fit"), marker="o", markersize=3, color=_BLUE, label="fit of the given labels")
     ax.plot(x, _numeric(curve, "contradicted"), marker="o", markersize=3, color=_RED, label="confidently contradicted")
     for col, colour, text in (("onset_fit", "#ff7f0e", "onset fit 1 - noise"),
-                              ("memorised_fit", "#9467bd", "memorised fit 1 - noise/2")):
+                              ("memorising_fit", "#e377c2", "window starts moving"),
+                              ("memorised_fit", "#9467bd", "memorised fit")):
         level = _numeric(curve, col)
         if np.isfinite(level).any():
             value = float(level[np.isfinite(level)][0])
@@ -99,7 +100,7 @@ def phase_png(
     if plateau is not None:
         ax.axvline(plateau, color=_GREY, linestyle=":", linewidth=1.5, label=f"plateau epoch {plateau}")
     if onset is not None:
-        ax.axvline(onset, color="black", linewidth=1.5, label=f"memorised from epoch {onset}")
+        ax.axvline(onset, color="black", linewidth=1.5, label=f"memorising from epoch {onset}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("share of the training samples")

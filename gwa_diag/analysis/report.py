@@ -52,6 +52,7 @@ from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError
+from gwa_diag.early_stopping import MEMORISED_AT, MEMORISING_FROM, fit_at_share
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -298,8 +299,10 @@ def _phase_lines(phase: dict[str, Any]) -> list[str]:
         noise = float(phase["noise"])
         lines.append(
             f"- At the plateau (epoch {phase['plateau']}) the model confidently contradicted {noise:.1%} of the "
-            f"labels: fitting more than {1 - noise:.1%} of them means fitting labels it contradicted (the onset), "
-            f"{1 - noise / 2:.1%} that it memorised them (dashed lines)."
+            f"labels: fitting more than {1 - noise:.1%} of them means fitting labels it contradicted (the onset); "
+            f"the window moves from the second half towards the epochs before the onset as the fit goes from "
+            f"{fit_at_share(noise, MEMORISING_FROM):.1%} to {fit_at_share(noise, MEMORISED_AT):.1%}, where it "
+            f"memorised them (dashed lines)."
         )
     else:
         lines.append("- No fit thresholds (they need the confidently contradicted share where the fit levels off): "
@@ -453,8 +456,8 @@ def _plot_gwa(
 
 def _plot_phase(path: Path, choices: EpochChoices) -> Path:
     """The training phase: per-epoch fit of the given labels and the confidently contradicted
-    share, the onset-fit (1 - noise) and memorised-fit (1 - noise/2) thresholds as dashed
-    lines when a plateau was found, the plateau and the onset marked, the averaged window
+    share, the onset, memorising and memorised fits (:func:`gwa_diag.early_stopping.fit_at_share`)
+    as dashed lines when a plateau was found, the plateau and the onset marked, the averaged window
     shaded."""
     phase, curve = choices.phase.phase, choices.phase.curve
     fig = _figure(7, 4)
@@ -470,22 +473,26 @@ def _plot_phase(path: Path, choices: EpochChoices) -> Path:
         values = pd.to_numeric(curve[col], errors="coerce").to_numpy(dtype=np.float64)
         ax.plot(x, values, marker="o", markersize=3, color=colour, label=label)
     if "onset_fit" in curve and len(curve):
-        onset_fit, memorised_fit = float(curve["onset_fit"].iloc[0]), float(curve["memorised_fit"].iloc[0])
-        ax.axhline(onset_fit, color="tab:orange", linestyle="--", linewidth=1,
-                   label=f"onset fit 1 - noise = {onset_fit:.3f}")
-        ax.axhline(memorised_fit, color="tab:purple", linestyle="--", linewidth=1,
-                   label=f"memorised fit 1 - noise/2 = {memorised_fit:.3f}")
+        for col, colour, text in (("onset_fit", "tab:orange", "onset fit 1 - noise"),
+                                  ("memorising_fit", "tab:pink", "window starts moving"),
+                                  ("memorised_fit", "tab:purple", "memorised fit")):
+            if col in curve:
+                level = float(curve[col].iloc[0])
+                ax.axhline(level, color=colour, linestyle="--", linewidth=1, label=f"{text} = {level:.3f}")
     else:
         ax.text(0.02, 0.97, "no plateau: no fit thresholds", transform=ax.transAxes, fontsize=8, va="top")
     if phase.plateau is not None:
         ax.axvline(phase.plateau, color="0.5", linestyle=":", label=f"plateau epoch {phase.plateau}")
-    if phase.memorised and phase.onset is not None:
-        ax.axvline(phase.onset, color="black", linewidth=1.5, label=f"memorised from epoch {phase.onset}")
+    if phase.memorising and phase.onset is not None:
+        what = "memorised" if phase.memorised else "memorising"
+        ax.axvline(phase.onset, color="black", linewidth=1.5, label=f"{what} from epoch {phase.onset}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("share of the training samples")
     ax.legend(loc="best", fontsize=8)
-    status = f"memorised from epoch {phase.onset}" if phase.memorised else "no memorisation found"
+    status = (f"memorised from epoch {phase.onset}" if phase.memorised
+              else f"began memorising at epoch {phase.onset} (weight {phase.weight:.2f})" if phase.memorising
+              else "no memorisation found")
     ax.set_title(f"Training phase: {status}")
     return _save(fig, path)
 
