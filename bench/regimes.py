@@ -379,7 +379,8 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
                     "auroc": number_or_none(det.loc[DEFAULT_SCORER, "auroc"]), "ap": number_or_none(det.loc[DEFAULT_SCORER, "ap"]),
                     "align_mean_auroc": number_or_none(det.loc["align_mean", "auroc"])},
         "phase": {"memorised": bool(phase.memorised), "onset": phase.onset, "window": list(a.epochs.window),
-                  "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise},
+                  "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise,
+                  "weight": phase.phase.weight, "fitted_wrong": phase.phase.fitted_wrong},
         "windows": {},
     }
     today = None
@@ -562,8 +563,12 @@ def ranking_table(rows: list[dict[str, Any]], seeds: int) -> list[str]:
         elif r["regime"] == "memorise":
             fit += f" (never {MEMORISE_FIT:.0%}!)"
         ph = c["phase"]
-        phase = (f"memorised @{ph['onset']}: {_span(ph['window'])}" if ph["memorised"]
-                 else f"not memorised: {_span(ph['window'])}")
+        if ph["memorised"]:
+            phase = f"memorised @{ph['onset']}: {_span(ph['window'])}"
+        elif ph.get("weight"):
+            phase = f"memorising @{ph['onset']} (weight {ph['weight']:.2f}): {_span(ph['window'])}"
+        else:
+            phase = f"not memorised: {_span(ph['window'])}"
         d = c["default"]
         w = c["windows"]
         o = c["oracle"]
@@ -876,15 +881,16 @@ def main() -> None:
         f"as trained); (@e): the first epoch with train_acc >= {MEMORISE_FIT:.0%}. The memorise regime must reach "
         f"{MEMORISE_FIT:.0%}; a memorise row that never did is marked '(never {MEMORISE_FIT:.0%}!)'. At a constant "
         "rate the fit dips by several points now and then, so the last epoch can be below a level reached before.",
-        "phase: the training phase read (memorised @onset, or not) and the epochs the default 'phase' window averages. "
+        "phase: the training phase read (memorised @onset; memorising @onset with its weight, 0-1, when it began "
+        "memorising; or not) and the epochs the default 'phase' window averages. "
         "default: aum over that window. sh / aw / all: windows second_half / after_warmup / all. oracle: the best "
         "AUROC of aum over every contiguous window [a, b] of epochs (not available to a user: it reads the truth).",
         "count: true = wrong labels among the trained samples; estimate = gwa-diag's default (Analysis.estimate: labels "
         "not fitted in most of the last three window epochs, or, when memorised, confidently contradicted at the "
-        "plateau); today = the previous estimate (disagreement > 0.5 with "
+        "plateau, mixed by the phase's weight in between); today = the previous estimate (disagreement > 0.5 with "
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
         "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
-        "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset when memorised (the "
+        "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset once it began memorising (the "
         "weights gwa-diag train keeps), else the last; best = best test epoch (oracle); last; val 10% = highest val_acc on the noisy validation split; GWA = "
         "the GWA choice; LabelWave. GWA trust = Analysis.stopping.trust.",
     ]
