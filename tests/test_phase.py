@@ -267,6 +267,17 @@ def test_the_phase_window_averages_the_epochs_before_the_onset(tmp_path):
     assert choose_epochs(run, list(range(20)), window="all").window == tuple(range(20))
 
 
+def test_a_run_that_began_memorising_says_how_far_its_window_moved(tmp_path):
+    fit, share = slow_fit((MEMORISING_FROM + MEMORISED_AT) / 2)
+    choices = choose_epochs(open_run(_phase_run(tmp_path, fit, share)), list(range(30)))
+    assert not choices.phase.memorised and choices.phase.memorising and choices.phase.onset == 9
+    # Halfway between the second half (15-29) and the epochs before the onset (1-8).
+    assert choices.window == tuple(range(8, 19)), choices.window
+    assert choices.note == ("the model began memorising its labels at epoch 9 (38% of the estimated wrong labels "
+                            "fitted): scores are read from epochs 8-18, the second half moved 50% of the way "
+                            "towards the epochs before epoch 9")
+
+
 def test_a_run_that_never_memorised_reads_the_second_half(tmp_path):
     fit, share = memorising_fit(onset=99)
     a = analyze(_phase_run(tmp_path, fit, share))

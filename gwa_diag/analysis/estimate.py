@@ -99,8 +99,8 @@ class NoiseEstimate:
         if self.weight >= 1.0:
             return plateau
         if self.weight > 0.0:
-            return (f"{self.weight:.0%} of the count of {plateau} (it began memorising them), "
-                    f"{1 - self.weight:.0%} of that of {unfitted}")
+            return (f"two counts mixed as the model began memorising its labels: {self.weight:.0%} of the count of "
+                    f"{plateau}, {1 - self.weight:.0%} of the count of {unfitted}")
         return unfitted
 
     @property

@@ -291,9 +291,10 @@ class EpochChoices:
             if self.phase.memorised:
                 return f"the model memorised its labels from epoch {self.phase.onset}: scores are read from {span}"
             if self.phase.memorising:
-                return (f"the model began memorising its labels at epoch {self.phase.onset} (about "
-                        f"{self.phase.phase.fitted_wrong:.0%} of the estimated wrong labels fitted): scores are read "
-                        f"from {span}, moved that far from the second half towards the epochs before it")
+                onset, phase = self.phase.onset, self.phase.phase
+                return (f"the model began memorising its labels at epoch {onset} ({phase.fitted_wrong:.0%} of the "
+                        f"estimated wrong labels fitted): scores are read from {span}, the second half moved "
+                        f"{phase.weight:.0%} of the way towards the epochs before epoch {onset}")
             if self.phase.phase.reason.startswith("the model never memorised"):
                 return f"the model never memorised its labels: scores are read from the second half, {span}"
             return f"the training phase could not be read ({self.phase.phase.reason}): scores are read from " \
