@@ -242,8 +242,9 @@ class Phase:
 
     @property
     def memorising(self) -> bool:
-        """The model began memorising: ``weight`` > 0 (``memorised`` once it is 1)."""
-        return self.weight > 0.0
+        """The model began memorising: ``weight`` > 0, or ``memorised`` (a phase built by
+        hand without a weight)."""
+        return self.memorised or self.weight > 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
