@@ -5,6 +5,7 @@ memorises its labels, when it does not, and when it is fine-tuned.
     python bench/regimes.py --quick           # 3,000 images, fewer epochs (measured: see the end of this text)
     python bench/regimes.py --regimes memorise --label-sets worst --seeds 3
     python bench/regimes.py --held-out        # random2, random3 and pair30: run once, after tuning
+    python bench/regimes.py --quick --prefixes   # also every prefix of every recording; exit 1 on a miss
 
 Regimes (tiny CNN, fp32, on the CPU; ``--regimes``):
 
@@ -22,6 +23,11 @@ Regimes (tiny CNN, fp32, on the CPU; ``--regimes``):
   with AdamW lr 3e-4, batch 128, constant rate, no augmentation, weight decay 0 (the recipe of
   ``bench/early_stopping.py``'s finetune regime), with the GWA rule in ``finetune`` mode. The
   engine normalises inputs with the noisy set's channel statistics, as for every run.
+* ``slow_lr``, ``slow_wd``, ``slow_batch``: slow memorisers, the ``memorise`` recipe slowed
+  down by a lower rate (AdamW lr 3e-4), strong weight decay (lr 1e-3, weight decay 0.3) or a
+  larger batch (lr 1e-3, batch 1024): the fit of the given labels climbs for tens of epochs
+  and may stop near the memorisation threshold, where a threshold rule reads a cliff. CPU
+  only.
 
 Label sets (``--label-sets``): the CIFAR-10-N sets worst (about 40% wrong), aggre (9%) and
 random1 (17%), which any tuning looked at. ``--held-out`` runs random2, random3 and pair30
@@ -73,6 +79,13 @@ tuning and held-out sets there and packs the run directories (``--keep-runs``, c
 left out); ``--runs RUN...`` re-analyses such directories on any machine, without training
 (pass the same ``--mode``, ``--n`` and ``--test-extra`` so the setting lines match).
 
+``--prefixes`` adds a table: every recording cut after each epoch from a quarter of the run
+to its end is a run that stopped there; its phase and default window are read from the
+prefix alone and its AUROC is compared with the best fixed window inside the prefix (both
+from the per-sample per-epoch margins the oracle column reads; nothing is retrained). The
+script exits 1 when the default of any prefix of any cell ranks more than ``PREFIX_TARGET``
+below that best window.
+
 Output: the tables, the hardware line, the command and the wall time on stdout, also written
 to ``--out`` (default ``bench_out/regimes``) as ``regimes.md`` and ``regimes.json`` (every
 number of the tables, per-epoch curves and timings). Runs are trained into a temporary
@@ -116,7 +129,7 @@ from cifar_bench import (  # noqa: E402
 )
 from detect_cifar10n import labelled, mixture_row, pair_rate, subset  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
-from gwa_diag.analysis.phase import number_or_none  # noqa: E402
+from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epochs  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
@@ -144,7 +157,15 @@ REGIMES: dict[str, dict[str, Any]] = {
     # aggre, random1), but at a constant rate the fit dips by up to 8 points now and then.
     "memorise": {"epochs": 50, "quick": 45, "gpu": 40},
     "finetune": {"epochs": 30, "quick": 20, "pretrain": 10, "pretrain_quick": 5},
+    # Slow memorisers: AdamW at a constant rate without augmentation, as ``memorise``, but
+    # slowed down by a lower rate, weight decay or a larger batch, so the fit of the given
+    # labels climbs for tens of epochs and may stop short of the memorisation threshold.
+    "slow_lr": {"epochs": 50, "quick": 45, "lr": 3e-4, "batch": 128, "wd": 0.0},
+    "slow_wd": {"epochs": 50, "quick": 45, "lr": 1e-3, "batch": 128, "wd": 0.3},
+    "slow_batch": {"epochs": 50, "quick": 45, "lr": 1e-3, "batch": 1024, "wd": 0.0},
 }
+#: The regimes run unless ``--regimes`` names others (the slow memorisers run only on the CPU).
+SLOW_REGIMES = ("slow_lr", "slow_wd", "slow_batch")
 #: --mode: the model, precision and device of every training. ``gpu`` is the recipe of the two
 #: recordings under gpu_runs/ (CIFAR ResNet-18, bf16, batch 512), on the first 15,000 images a
 #: lent GPU machine carries, so it has no finetune regime (its pretraining rows are not there).
@@ -186,6 +207,10 @@ def regime_config(regime: str, epochs: int, seed: int, hw: str = "cpu", device: 
         cfg = adamw_config(epochs, seed, lr=MODES[hw]["adamw_lr"], mode="scratch", hw=hw, device=device)
     elif regime == "finetune":
         cfg = adamw_config(epochs, seed, lr=3e-4, mode="finetune", hw=hw, device=device)
+    elif regime in SLOW_REGIMES:
+        r = REGIMES[regime]
+        cfg = adamw_config(epochs, seed, lr=r["lr"], mode="scratch", hw=hw, device=device)
+        cfg.batch_size, cfg.weight_decay = r["batch"], r["wd"]
     else:
         raise AssertionError(regime)
     if device == "cpu":
@@ -268,25 +293,68 @@ def per_epoch_margins(a: Analysis, ids: pd.Index) -> tuple[np.ndarray, list[int]
     return out, epochs
 
 
-def oracle_window(a: Analysis) -> dict[str, Any]:
-    """The contiguous window [a, b] of epochs whose mean margin (aum) ranks the wrong labels
-    best (highest AUROC), over every window."""
-    truth = a.truth
-    margins, epochs = per_epoch_margins(a, truth.index)
+def window_aurocs(margins: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUROC of aum (the negated mean margin, epochs weighted alike) over every contiguous
+    window of epoch positions [i, j]: a [epochs, epochs] matrix, NaN below the diagonal."""
     finite = np.isfinite(margins)
     sums = np.concatenate([np.zeros((len(margins), 1)), np.cumsum(np.where(finite, margins, 0.0), axis=1)], axis=1)
     counts = np.concatenate([np.zeros((len(margins), 1)), np.cumsum(finite, axis=1)], axis=1)
-    y = truth.to_numpy()
-    best = (-math.inf, None, None)
-    for i in range(len(epochs)):
-        for j in range(i, len(epochs)):
+    n_epochs = margins.shape[1]
+    out = np.full((n_epochs, n_epochs), np.nan)
+    for i in range(n_epochs):
+        for j in range(i, n_epochs):
             n = counts[:, j + 1] - counts[:, i]
             with np.errstate(invalid="ignore", divide="ignore"):
                 score = -(sums[:, j + 1] - sums[:, i]) / n  # aum: -(mean margin), higher = more suspicious
-            value = auroc(np.where(n > 0, score, np.nan), y)
-            if value > best[0]:
-                best = (value, epochs[i], epochs[j])
-    return {"auroc": best[0], "window": [best[1], best[2]], "windows_tried": len(epochs) * (len(epochs) + 1) // 2}
+            out[i, j] = auroc(np.where(n > 0, score, np.nan), y)
+    return out
+
+
+def best_window(matrix: np.ndarray, epochs: list[int], k: int | None = None) -> dict[str, Any]:
+    """The best window (highest AUROC, the earliest on ties) among those inside the first
+    ``k`` epochs (every epoch when None)."""
+    k = matrix.shape[0] if k is None else k
+    sub = np.where(np.isnan(matrix[:k, :k]), -np.inf, matrix[:k, :k])
+    i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
+    return {"auroc": float(sub[i, j]), "window": [epochs[i], epochs[j]], "windows_tried": k * (k + 1) // 2}
+
+
+def oracle_window(a: Analysis, matrix: np.ndarray | None = None, epochs: list[int] | None = None) -> dict[str, Any]:
+    """The contiguous window [a, b] of epochs whose mean margin (aum) ranks the wrong labels
+    best (highest AUROC), over every window."""
+    if matrix is None or epochs is None:
+        margins, epochs = per_epoch_margins(a, a.truth.index)
+        matrix = window_aurocs(margins, a.truth.to_numpy())
+    return best_window(matrix, epochs)
+
+
+def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict[str, Any]]:
+    """Per prefix of the recording (cut after each epoch from a quarter of the run to its
+    end: a run stopped there), the default window read on that prefix alone and its AUROC,
+    against the best fixed window inside the prefix. Nothing is retrained: the phase is read
+    from the prefix of epochs.parquet's curves, the AUROCs come from ``matrix``."""
+    ep = a.run.epochs()
+    by_epoch = {int(e): i for i, e in enumerate(ep["epoch"])}
+    pos = [by_epoch[e] for e in epochs]
+
+    def column(name: str) -> list[float | None] | None:
+        return [number_or_none(ep[name].iloc[i]) for i in pos] if name in ep else None
+
+    fit, share, lr = column("train_acc"), column("contradicted"), column("lr")
+    if share is None or any(v is None for v in share):
+        share = a.epochs.phase.curve.set_index("epoch").loc[epochs, "contradicted"].tolist()
+    index = {e: i for i, e in enumerate(epochs)}
+    out = []
+    for k in range(math.ceil(len(epochs) / 4), len(epochs) + 1):
+        tp = phase_of_curves(epochs[:k], fit[:k] if fit else [None] * k, share[:k], None if lr is None else lr[:k])
+        window = window_epochs(epochs[:k], "phase", phase=tp)
+        default = float(matrix[index[window[0]], index[window[-1]]])
+        best = best_window(matrix, epochs, k)
+        out.append({"epochs": k, "last_epoch": epochs[k - 1], "window": [window[0], window[-1]],
+                    "weight": tp.phase.weight, "fitted_wrong": tp.phase.fitted_wrong, "onset": tp.phase.onset,
+                    "default": default, "best": best["auroc"], "best_window": best["window"],
+                    "gap": best["auroc"] - default})
+    return out
 
 
 def _argmax(values: dict[int, float | None]) -> int | None:
@@ -311,7 +379,8 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
                     "auroc": number_or_none(det.loc[DEFAULT_SCORER, "auroc"]), "ap": number_or_none(det.loc[DEFAULT_SCORER, "ap"]),
                     "align_mean_auroc": number_or_none(det.loc["align_mean", "auroc"])},
         "phase": {"memorised": bool(phase.memorised), "onset": phase.onset, "window": list(a.epochs.window),
-                  "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise},
+                  "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise,
+                  "weight": phase.phase.weight, "fitted_wrong": phase.phase.fitted_wrong},
         "windows": {},
     }
     today = None
@@ -323,7 +392,10 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
         if w == "second_half":
             # The previous estimate: disagreement over the three epochs around the GWA choice.
             today = int((aw.summary["disagreement"].to_numpy(dtype=np.float64, na_value=np.nan) > 0.5).sum())
-    cell["oracle"] = oracle_window(a)
+    margins, margin_epochs = per_epoch_margins(a, truth.index)
+    matrix = window_aurocs(margins, truth.to_numpy())
+    cell["oracle"] = oracle_window(a, matrix, margin_epochs)
+    cell["prefixes"] = prefix_rows(a, matrix, margin_epochs)
     score = a.summary.loc[truth.index, DEFAULT_SCORER].to_numpy(dtype=np.float64)
     try:
         gmm = mixture_row(score, truth.to_numpy())["n_flagged"]
@@ -340,7 +412,7 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     acc = {e: number_or_none(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
     val = {e: number_or_none(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
     last = epochs[-1]
-    kept = phase.phase.plateau if phase.memorised and phase.phase.plateau is not None else last
+    kept = phase.phase.plateau if phase.memorising and phase.phase.plateau is not None else last
     st = a.stopping
     # The epoch whose weights the engine kept online (run.json "memorisation"), beside the
     # offline read above: they should agree (None: nothing kept, the run did not memorise).
@@ -491,8 +563,12 @@ def ranking_table(rows: list[dict[str, Any]], seeds: int) -> list[str]:
         elif r["regime"] == "memorise":
             fit += f" (never {MEMORISE_FIT:.0%}!)"
         ph = c["phase"]
-        phase = (f"memorised @{ph['onset']}: {_span(ph['window'])}" if ph["memorised"]
-                 else f"not memorised: {_span(ph['window'])}")
+        if ph["memorised"]:
+            phase = f"memorised @{ph['onset']}: {_span(ph['window'])}"
+        elif ph.get("weight"):
+            phase = f"memorising @{ph['onset']} (weight {ph['weight']:.2f}): {_span(ph['window'])}"
+        else:
+            phase = f"not memorised: {_span(ph['window'])}"
         d = c["default"]
         w = c["windows"]
         o = c["oracle"]
@@ -508,6 +584,34 @@ def ranking_table(rows: list[dict[str, Any]], seeds: int) -> list[str]:
             f"{_f(fl['precision'], 2)} / {_f(fl['recall'], 2)} / {_f(fl['f1'], 2)}",
         ]) + " |")
     return out
+
+
+#: --prefixes: the default must rank within this AUROC of the best fixed window of every prefix.
+PREFIX_TARGET = 0.02
+
+
+def prefix_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], list[str]]:
+    """(the markdown lines, the cells with a prefix whose default ranks more than
+    PREFIX_TARGET below the best fixed window of that prefix). One line per cell: the
+    prefixes read, the default's worst gap and the prefix where it happened."""
+    head = ["regime", "label set", "prefixes (epochs)", "default AUROC at end [window]", "best at end [window]",
+            "worst gap: prefix, default [window] vs best [window]", "mean gap", f"prefixes > {PREFIX_TARGET:g}"]
+    out = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    missed = []
+    for r in rows:
+        pre = r["cell"]["prefixes"]
+        end, worst = pre[-1], max(pre, key=lambda p: (p["gap"], -p["epochs"]))
+        over = sum(1 for p in pre if p["gap"] > PREFIX_TARGET)
+        if over:
+            missed.append(f"{row_name(r, seeds)} / {r['label_set']}")
+        out.append("| " + " | ".join([
+            row_name(r, seeds), r["label_set"], f"{pre[0]['epochs']}-{end['epochs']}",
+            f"{_f(end['default'])} [{_span(end['window'])}]", f"{_f(end['best'])} [{_span(end['best_window'])}]",
+            f"{worst['gap']:+.3f}: {worst['epochs']}, {_f(worst['default'])} [{_span(worst['window'])}] vs "
+            f"{_f(worst['best'])} [{_span(worst['best_window'])}]",
+            f"{np.mean([p['gap'] for p in pre]):+.3f}", f"{over} of {len(pre)}" + (" !" if over else ""),
+        ]) + " |")
+    return out, missed
 
 
 RULE_COLUMNS = (("kept", "kept"), ("best", "best"), ("last", "last"), ("val", "val 10%"), ("gwa", "GWA"),
@@ -590,6 +694,10 @@ def parse_args() -> argparse.Namespace:
                     help="worker processes of one thread each (default: min(2, CPUs)); 1: train in this process with "
                          "torch's own thread count")
     ap.add_argument("--skip-gpu-runs", action="store_true", help="leave out the re-analysed GPU recordings")
+    ap.add_argument("--prefixes", action="store_true",
+                    help="add the prefix table: per cell, the default cut after every epoch from a quarter of the run "
+                         f"on against the best fixed window of that prefix; exit 1 when one is more than "
+                         f"{PREFIX_TARGET:g} AUROC below")
     ap.add_argument("--keep-runs", action="store_true", help="keep the trained run directories under OUT")
     ap.add_argument("--runs", nargs="+", metavar="RUN",
                     help="re-analyse these run directories written by this benchmark (e.g. --keep-runs on a GPU machine, "
@@ -610,6 +718,10 @@ def parse_args() -> argparse.Namespace:
     if args.mode == "gpu" and "finetune" in args.regimes:
         raise SystemExit("--mode gpu has no finetune regime: its pretraining rows 15,000..19,999 are not on a GPU "
                          "machine's data pack")
+    slow = [r for r in args.regimes if r in SLOW_REGIMES]
+    if args.mode == "gpu" and slow:
+        raise SystemExit(f"--mode gpu has no {', '.join(slow)} regime yet (no recipe of the GPU recordings to slow "
+                         "down): run them with --mode cpu")
     if args.mode == "gpu" and args.device is None and not torch.cuda.is_available():
         raise SystemExit("--mode gpu needs a CUDA device; none is available here (use --mode cpu, or --device cpu "
                          "for a toy check)")
@@ -769,15 +881,16 @@ def main() -> None:
         f"as trained); (@e): the first epoch with train_acc >= {MEMORISE_FIT:.0%}. The memorise regime must reach "
         f"{MEMORISE_FIT:.0%}; a memorise row that never did is marked '(never {MEMORISE_FIT:.0%}!)'. At a constant "
         "rate the fit dips by several points now and then, so the last epoch can be below a level reached before.",
-        "phase: the training phase read (memorised @onset, or not) and the epochs the default 'phase' window averages. "
+        "phase: the training phase read (memorised @onset; memorising @onset with its weight, 0-1, when it began "
+        "memorising; or not) and the epochs the default 'phase' window averages. "
         "default: aum over that window. sh / aw / all: windows second_half / after_warmup / all. oracle: the best "
         "AUROC of aum over every contiguous window [a, b] of epochs (not available to a user: it reads the truth).",
         "count: true = wrong labels among the trained samples; estimate = gwa-diag's default (Analysis.estimate: labels "
         "not fitted in most of the last three window epochs, or, when memorised, confidently contradicted at the "
-        "plateau); today = the previous estimate (disagreement > 0.5 with "
+        "plateau, mixed by the phase's weight in between); today = the previous estimate (disagreement > 0.5 with "
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
         "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
-        "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset when memorised (the "
+        "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset once it began memorising (the "
         "weights gwa-diag train keeps), else the last; best = best test epoch (oracle); last; val 10% = highest val_acc on the noisy validation split; GWA = "
         "the GWA choice; LabelWave. GWA trust = Analysis.stopping.trust.",
     ]
@@ -804,6 +917,18 @@ def main() -> None:
           "## Ranking and count", "", *rank_lines, "", "## Stopping (test accuracy %, epoch in brackets)", "",
           *stop_lines, "", *(line for s in summary for line in (s, "")), timing, "",
           *(f"* {n}" for n in notes), ""]
+    missed: list[str] = []
+    if args.prefixes:
+        prefix_lines, missed = prefix_table(rows, named)
+        verdict = (f"Prefix target (within {PREFIX_TARGET:g} AUROC of the best fixed window of every prefix): "
+                   + (f"MISSED in {len(missed)} of {len(rows)} cells: {', '.join(missed)}." if missed
+                      else f"met in all {len(rows)} cells."))
+        md += ["## Prefixes: the run stopped after each epoch", "", *prefix_lines, "", verdict, "",
+               f"* Each prefix is the recording cut after one epoch, from a quarter of the run to its end, read as a "
+               f"run that stopped there: its phase and default window (aum over the 'phase' window) from the prefix "
+               f"alone, against the best fixed contiguous window inside the prefix (in hindsight, reading the "
+               f"truth). AUROCs weigh every epoch alike (a sample's presentations within an epoch averaged first), "
+               f"as the oracle column; gap = best - default.", ""]
     text = "\n".join(md)
     print(text)
     (out / "regimes.md").write_text(text)
@@ -812,10 +937,12 @@ def main() -> None:
             "mode": args.mode,
             "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
-            "memorise_below_fit_at_end": low_end,
-            "rows": rows}
+            "memorise_below_fit_at_end": low_end, "prefix_target": PREFIX_TARGET if args.prefixes else None,
+            "prefix_missed": missed, "rows": rows}
     (out / "regimes.json").write_text(json.dumps(dump, indent=1, default=float))
     print(f"Written: {out / 'regimes.md'}, {out / 'regimes.json'}")
+    if missed:
+        raise SystemExit(f"prefix target missed in {len(missed)} cell(s): {', '.join(missed)} (see the prefix table)")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ __all__ = [
     "LABELWAVE_WINDOW",
     "Phase",
     "read_phase",
+    "pending_plateaus",
+    "memorisation_weight",
+    "fit_at_share",
+    "MEMORISING_FROM",
+    "MEMORISED_AT",
 ]
 
 
@@ -180,29 +185,49 @@ PLATEAU_HORIZON = 8
 PLATEAU_RISE = 1.75
 
 
+#: How far a run has memorised is the share of the estimated wrong labels it fitted after the
+#: plateau, ``(fit - (1 - noise)) / noise`` at its highest so far. The memorisation weight
+#: rises linearly from 0 at ``MEMORISING_FROM`` to 1 at ``MEMORISED_AT`` of that share: the
+#: window, the count and the record move with the weight, so a run just short of a threshold
+#: reads almost as one just past it. Why not 0 from the crossing on: the noise estimate can be
+#: too high (an SGD run with augmentation still contradicts hard correct labels at its
+#: plateau), so its fit passes ``1 - noise`` without fitting a wrong label. Why the ramp ends
+#: where it does: a slow memoriser that fitted just under half of its estimated wrong labels
+#: already ranks far better from its early epochs. Both ends are measured on every tuning cell
+#: and every prefix of it (``python bench/regimes.py --quick --prefixes``; the README has the
+#: table).
+MEMORISING_FROM = 0.25
+MEMORISED_AT = 0.5
+
+
 @dataclass(frozen=True)
 class Phase:
-    """Whether the model memorised its given labels, and from which epoch.
+    """Whether, how far and from which epoch the model memorised its given labels.
 
     Read from two per-epoch curves (:func:`read_phase`): ``fit``, the share of samples
     predicted as labelled, and ``disagreement``, the share the model *confidently*
     contradicted (another class predicted with at least that class's mean self-confidence).
 
     Attributes:
-        memorised: the model fitted more than half of the estimated wrong labels
-            (fit >= 1 - noise / 2 at some epoch after the plateau).
+        memorised: the model fitted at least ``MEMORISED_AT`` of the estimated wrong labels
+            after the plateau (``weight`` is 1).
         onset: the first memorising epoch (fit > 1 - noise after the plateau), when
-            ``memorised``; else None.
+            ``weight`` > 0; else None.
         plateau: the epoch where learning the clean patterns levelled off: the first local
             minimum of the smoothed share of still-unfitted samples fitted per epoch (or
             the first epoch, when the share only rises after it) that the share exceeds
             ``PLATEAU_RISE`` times within ``PLATEAU_HORIZON`` epochs; None when the curve
             has none yet.
         noise: the estimated share of wrong labels (``disagreement`` at the plateau).
-        crossing: the first epoch after the plateau with fit > 1 - noise, confirmed or not;
-            the engine keeps the checkpoint before it.
-        confirmed: the first epoch after the plateau with fit >= 1 - noise / 2; None when none.
+        crossing: the first epoch after the plateau with fit > 1 - noise, whatever the
+            weight.
+        confirmed: the first epoch after the plateau at which ``weight`` reached 1; None when none.
         reason: one sentence for people.
+        fitted_wrong: the largest share of the estimated wrong labels fitted after the plateau,
+            ``(fit - (1 - noise)) / noise`` clipped to [0, 1]; None without a noise estimate.
+        weight: how far the phase window, the count and the kept record follow memorisation,
+            0 (the run reads as never memorised) to 1 (memorised): ``fitted_wrong`` mapped
+            linearly from ``MEMORISING_FROM`` (0) to ``MEMORISED_AT`` (1).
     """
 
     memorised: bool
@@ -212,9 +237,30 @@ class Phase:
     crossing: int | None
     confirmed: int | None
     reason: str
+    fitted_wrong: float | None = None
+    weight: float = 0.0
+
+    @property
+    def memorising(self) -> bool:
+        """The model began memorising: ``weight`` > 0, or ``memorised`` (a phase built by
+        hand without a weight)."""
+        return self.memorised or self.weight > 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def memorisation_weight(fitted_wrong: float) -> float:
+    """The weight of a share of estimated wrong labels fitted: 0 up to ``MEMORISING_FROM``,
+    1 from ``MEMORISED_AT``, linear between."""
+    span = MEMORISED_AT - MEMORISING_FROM
+    return min(1.0, max(0.0, (fitted_wrong - MEMORISING_FROM) / span))
+
+
+def fit_at_share(noise: float, share: float) -> float:
+    """The fit at which a run has fitted ``share`` of the estimated wrong labels (and every
+    other label): ``1 - noise + share * noise``."""
+    return 1.0 - noise + share * noise
 
 
 def _unfitted_fitted(fit: Sequence[float]) -> list[float]:
@@ -295,20 +341,26 @@ def read_phase(epochs: Sequence[int], fit: Sequence[float | None], disagreement:
     **plateau**. There, the share of samples whose label the
     model confidently contradicts estimates the share of wrong labels, ``noise``. Fitting
     more than ``1 - noise`` of the labels afterwards means fitting labels the model itself
-    contradicted: the first such epoch is the **onset** of memorisation, and the run
-    memorised when the fit later reaches ``1 - noise / 2`` (half the estimated wrong labels
-    fitted even if every correct one is). Measured on two GPU recordings (ResNet-18, 40%
-    wrong CIFAR-10-N labels): an AdamW run without augmentation read onset 7 (the mean over
-    epochs 1-6 ranks within 0.002 AUROC of the best window in hindsight); an SGD run with
-    augmentation and a decaying rate, which fitted 61% of its labels, read "never". Over 23
-    recorded runs (``bench/regimes.py``: tiny CNN on the CPU, ResNet-18 on an H200; SGD,
-    AdamW and fine-tuning; 9-42% wrong labels) the window it gives ranks within 0.012 AUROC
-    of the best window in hindsight; on 27 later ResNet-18 runs (fresh seeds, held-out label
-    sets) within 0.019, once the plateau had to come after the warm-up.
+    contradicted: the first such epoch is the **onset**. How far the run memorised is the
+    largest share of the estimated wrong labels it fitted so far, ``(fit - (1 - noise)) /
+    noise`` (``fitted_wrong``); its **weight** rises linearly from 0 at ``MEMORISING_FROM`` to 1
+    at ``MEMORISED_AT`` (``memorised``), and the phase window, the estimated count and the
+    kept checkpoint follow the weight (:mod:`gwa_diag.analysis.phase`,
+    :mod:`gwa_diag.analysis.estimate`, :mod:`gwa_diag.training.memorisation`).
+
+    Why a weight and not a threshold: with one threshold, a run just short of it read the
+    second half of training, where a memorising run ranks its wrong labels far worse, and a run
+    just past it the epochs before the onset. Why the weight starts above 0: the noise
+    estimate can be too high (a model trained with augmentation and a decaying rate still
+    contradicts hard correct labels at its plateau), so the fit of such a run passes
+    ``1 - noise`` late in training without memorising anything. Measured on every cell of
+    ``bench/regimes.py`` and on every prefix of each recording (``--prefixes``; the README has
+    the tables).
 
     Causal: the answer on the first ``k`` epochs never changes once given (the plateau is
     known two to ``PLATEAU_HORIZON + 2`` epochs after it, the onset needs only the epochs up
-    to it), so the engine can read it while training and keep the plateau's weights
+    to it, and ``fitted_wrong`` and the weight are the highest so far, so later epochs only
+    raise them), so the engine can read it while training and keep the plateau's weights
     (:func:`pending_plateaus` names the epochs whose weights must wait).
 
     Args:
@@ -335,20 +387,39 @@ def read_phase(epochs: Sequence[int], fit: Sequence[float | None], disagreement:
     if rho is None or not math.isfinite(float(rho)):
         return Phase(False, None, ep[p], None, None, None,
                      f"the confidently contradicted share is unknown at the plateau (epoch {ep[p]})")
-    rho = float(rho)
-    later = range(p + 1, len(ep))
+    return _memorisation(ep, f, p, float(rho))
+
+
+def _memorisation(ep: list[int], f: list[float], p: int, rho: float) -> Phase:
+    """The phase after the plateau at position ``p`` with the noise estimate ``rho``: the
+    running largest share of the estimated wrong labels fitted, its weight and the epochs
+    where the fit crossed ``1 - rho`` and the weight reached 1."""
+    later = [i for i in range(p + 1, len(ep)) if math.isfinite(f[i])]
     crossing = next((i for i in later if f[i] > 1.0 - rho), None)
-    confirmed = next((i for i in later if f[i] >= 1.0 - rho / 2), None)
+    # A noise estimate of 0 leaves no wrong label to fit.
+    share = {i: min(1.0, max(0.0, (f[i] - (1.0 - rho)) / rho)) if rho > 0 else 0.0 for i in later}
+    fitted = max(share.values(), default=0.0)
+    weight = memorisation_weight(fitted)
+    confirmed = next((i for i in later if memorisation_weight(share[i]) >= 1.0), None)
     cross_epoch = ep[crossing] if crossing is not None else None
-    if confirmed is None:
-        top = max((f[i] for i in later if math.isfinite(f[i])), default=math.nan)
+    top = max((f[i] for i in later), default=math.nan)
+    peak = next((i for i in later if share[i] == fitted), None)
+    if weight <= 0.0:
         return Phase(False, None, ep[p], rho, cross_epoch, None,
                      f"the model never memorised its labels: it fitted at most {top:.1%} of them after epoch "
-                     f"{ep[p]}, below {1 - rho / 2:.1%} (half the estimated {rho:.1%} wrong labels)")
-    onset = cross_epoch if cross_epoch is not None else ep[confirmed]
+                     f"{ep[p]}, {fitted:.0%} of the estimated {rho:.1%} wrong labels (memorising counts from "
+                     f"{MEMORISING_FROM:.0%} of them, {fit_at_share(rho, MEMORISING_FROM):.1%} fit)", fitted, 0.0)
+    onset = cross_epoch if cross_epoch is not None else ep[peak]
+    if weight < 1.0:
+        return Phase(False, onset, ep[p], rho, cross_epoch, None,
+                     f"the model began memorising its labels at epoch {onset}: it fitted more than the "
+                     f"{1 - rho:.1%} it did not confidently contradict at epoch {ep[p]}, up to {top:.1%} by epoch "
+                     f"{ep[peak]} ({fitted:.0%} of the estimated wrong labels; memorised from "
+                     f"{MEMORISED_AT:.0%} of them, {fit_at_share(rho, MEMORISED_AT):.1%} fit)", fitted, weight)
     return Phase(True, onset, ep[p], rho, cross_epoch, ep[confirmed],
                  f"the model memorised its labels from epoch {onset}: it fitted more than the {1 - rho:.1%} it "
-                 f"did not confidently contradict at epoch {ep[p]}, and {f[confirmed]:.1%} by epoch {ep[confirmed]}")
+                 f"did not confidently contradict at epoch {ep[p]}, and {f[confirmed]:.1%} by epoch {ep[confirmed]}",
+                 fitted, 1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -430,7 +501,7 @@ def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: 
       past the end of the run, or the peak is cut off by the warm-up;
     * no clear peak: the chosen GWA stands less than :data:`PEAK_NOISE_FACTOR` typical
       epoch-to-epoch changes above the median candidate - any epoch would have done;
-    * memorised: the choice lies at or after the onset of memorisation in ``phase`` (see
+    * memorised: the choice lies at or after the onset of a run that began memorising (``phase.memorising``, see
       :func:`read_phase`) - GWA rises while the model fits its wrong labels, so a peak there
       is no sign of generalisation (on a memorising GPU recording the GWA choice, epoch 30,
       scored 3.4 points below the best epoch with a clear peak).
@@ -464,7 +535,7 @@ def assess_choice(epochs: Sequence[int], gwa: Sequence[float | None], selected: 
         reasons.append(f"no clear peak: the chosen GWA stands {margin:.1f} typical epoch-to-epoch changes "
                        "above the median epoch")
         level = "weak" if level == "clear" else level
-    if phase is not None and phase.memorised and phase.onset is not None and selected.epoch >= phase.onset:
+    if phase is not None and phase.memorising and phase.onset is not None and selected.epoch >= phase.onset:
         # No advice to fall back on the weights from before the onset: on most measured
         # memorising runs they scored below the last epoch (gwa_diag.analysis.stopping says so).
         reasons.append(f"the choice is after the model started memorising its labels (epoch {phase.onset}): "

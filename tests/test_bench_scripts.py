@@ -211,9 +211,45 @@ def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> Non
                                     "--out", str(again)], tmp_path)
     assert "| memorise | worst" in out and "re-analysed on" in out, out
     first, second = (json.loads((d / "regimes.json").read_text())["rows"][0] for d in (trained, again))
-    for key in ("default", "phase", "count", "oracle", "flags"):
+    for key in ("default", "phase", "count", "oracle", "flags", "prefixes"):
         assert first["cell"][key] == second["cell"][key], key
     assert first["cell"]["stopping"]["acc"] == second["cell"]["stopping"]["acc"]
+    # --prefixes: every prefix from a quarter of the run to its end, read as a run that
+    # stopped there; the exit status says whether one ranked more than the target below the
+    # best fixed window of its prefix.
+    prefixed = tmp_path / "prefixed"
+    (tmp_path / "scratch").rename(tmp_path / "scratch_again")
+    (tmp_path / "scratch").mkdir()
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "regimes.py"), "--n", "200", "--test-extra", "0",
+                           "--skip-gpu-runs", "--prefixes", "--runs", str(runs[0]), "--out", str(prefixed)],
+                          cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path / "scratch"), "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=300)
+    dump = json.loads((prefixed / "regimes.json").read_text())
+    cell = dump["rows"][0]["cell"]
+    pre = cell["prefixes"]
+    assert [p["epochs"] for p in pre] == [2, 3, 4, 5, 6] and pre[-1]["best"] == cell["oracle"]["auroc"]
+    for p in pre:
+        assert p["window"][0] <= p["window"][1] <= p["last_epoch"] == p["epochs"] - 1
+        assert p["best"] >= p["default"] and p["gap"] == pytest.approx(p["best"] - p["default"])
+    missed = [p for p in pre if p["gap"] > dump["prefix_target"]]
+    assert (proc.returncode != 0) == bool(missed), proc.stderr
+    assert dump["prefix_missed"] == (["memorise / worst"] if missed else [])
+    assert "## Prefixes: the run stopped after each epoch" in proc.stdout and "| memorise | worst | 2-6 |" in proc.stdout
+
+
+def test_the_prefix_table_names_every_cell_that_missed() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from regimes import PREFIX_TARGET, prefix_table
+
+    def row(regime: str, gaps: list[float]) -> dict:
+        pre = [{"epochs": k + 4, "last_epoch": k + 3, "window": [1, k + 3], "default": 0.9 - g, "best": 0.9,
+                "best_window": [0, 1], "gap": g} for k, g in enumerate(gaps)]
+        return {"regime": regime, "label_set": "worst", "seed": 0, "cell": {"prefixes": pre}}
+
+    lines, missed = prefix_table([row("a", [0.0, PREFIX_TARGET]), row("b", [0.0, PREFIX_TARGET + 0.001, 0.01])], 1)
+    assert missed == ["b / worst"]
+    assert lines[2].endswith("| 0 of 2 |") and lines[3].endswith("| 1 of 3 ! |")
+    assert "+0.021: 5, 0.879 [1-4] vs 0.900 [0-1]" in lines[3]
 
 
 def test_wrong_label_reliability_bins_each_share_against_the_truth(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from analysis_fixtures import colour_images_npz, noisy_rows, write_run
-from test_phase import memorising_fit
+from test_phase import memorising_fit, slow_fit
 from gwa_diag.analysis.estimate import THRESHOLD, estimate_wrong_labels
 from gwa_diag.analysis.pipeline import analyze
 from gwa_diag.analysis.rank import flag, read_suspects
 from gwa_diag.analysis.summaries import summarize
 from gwa_diag.checks import InputError
+from gwa_diag.early_stopping import MEMORISED_AT, MEMORISING_FROM
 from gwa_diag.cli import main
 
 # The estimate must come within this fraction of the true count on the recorded rows below,
@@ -182,6 +183,27 @@ def test_a_memorised_run_counts_the_labels_contradicted_at_the_plateau(tmp_path,
     assert sum(est.per_class.values()) == est.total
     # unfitted over epochs 6-8 would count every sample the model mispredicted there.
     assert est.total != int((a.summary["unfitted"] > THRESHOLD).sum())
+    assert a.flagged.index.tolist() == a.ranking.index[: est.total].tolist()
+
+
+def test_a_run_that_began_memorising_counts_between_the_two_counts(tmp_path):
+    # Halfway up the weight the count is the two counts mixed half and half, so it moves
+    # with the window instead of jumping from one to the other at a threshold.
+    fit, share = slow_fit((MEMORISING_FROM + MEMORISED_AT) / 2)
+    rows, _, clean = noisy_rows(n=400, epochs=len(fit), seed=11)
+    extra = {e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(len(fit))}
+    a = analyze(write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra))
+    phase = a.epochs.phase.phase
+    assert not phase.memorised and phase.weight == pytest.approx(0.5, abs=0.01) and phase.onset == 9
+    unfitted = int((a.summary["unfitted"] > THRESHOLD).sum())
+    plateau = int((a.summary["contradicted_plateau"] > THRESHOLD).sum())
+    est = a.estimate
+    assert est.weight == phase.weight and est.epoch == phase.plateau == 7
+    # Rounded per class: within half a sample per class of the exact mix.
+    mixed = (1 - phase.weight) * unfitted + phase.weight * plateau
+    assert abs(est.total - mixed) <= len(est.per_class) / 2 and sum(est.per_class.values()) == est.total
+    assert min(unfitted, plateau) < est.total < max(unfitted, plateau)
+    assert "epoch 7" in est.line() and "last three epochs" in est.line()
     assert a.flagged.index.tolist() == a.ranking.index[: est.total].tolist()
 
 

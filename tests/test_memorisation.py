@@ -94,3 +94,28 @@ def test_a_run_that_never_memorises_keeps_no_waiting_weights(tmp_path, noisy):
     assert not record["memorised"] and record["kept_epoch"] is None and record["checkpoint"] is None
     assert not list((tmp_path / "run" / "checkpoints").glob("recent-*.pt"))
     assert not (tmp_path / "run" / "checkpoints" / KEPT_NAME).exists()
+
+
+@pytest.mark.parametrize("fitted_wrong, kept", [(0.0, None), (0.3, 7), (0.4, 7), (0.6, 7)])
+def test_the_plateau_weights_are_kept_once_memorisation_begins(tmp_path, fitted_wrong, kept):
+    # Read online, epoch by epoch, as the engine does: a run that fitted a third of the
+    # wrong labels it estimated keeps the plateau's weights as one past the threshold does,
+    # and one that never began memorising keeps none.
+    from test_phase import slow_fit
+
+    from gwa_diag.training.memorisation import MemorisationKeeper
+
+    fit, share = slow_fit(fitted_wrong)
+    keeper = MemorisationKeeper(tmp_path, lambda obj, path: torch.save(obj, path), lambda fn, *a: fn(*a))
+    history = []
+    for e, (f, c) in enumerate(zip(fit, share)):
+        history.append({"epoch": e, "train_acc": f, "contradicted": c, "lr": 1e-3})
+        phase = keeper.after_epoch(history, e, {"w": torch.tensor([float(e)])})
+    keeper.finish(phase)
+    assert keeper.record(phase)["kept_epoch"] == kept
+    files = sorted(p.name for p in tmp_path.glob("*.pt"))
+    if kept is None:
+        assert files == [] and phase.weight == 0
+    else:
+        assert files == [KEPT_NAME] and phase.weight > 0
+        assert torch.load(tmp_path / KEPT_NAME, weights_only=True)["epoch"] == kept

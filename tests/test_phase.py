@@ -15,9 +15,11 @@ import torch
 
 from analysis_fixtures import colour_images_npz, noisy_rows, write_run
 from gwa_diag.analysis import phase as phase_mod
-from gwa_diag.analysis.phase import choose_epochs, training_phase, window_epochs
+from gwa_diag.analysis.phase import choose_epochs, phase_of_curves, training_phase, window_epochs
 from gwa_diag.analysis.pipeline import analyze
-from gwa_diag.early_stopping import pending_plateaus, read_phase
+from gwa_diag.early_stopping import (
+    MEMORISED_AT, MEMORISING_FROM, fit_at_share, memorisation_weight, pending_plateaus, read_phase,
+)
 from gwa_diag.store import open_run
 from gwa_diag.training.data import load_npz, with_noise
 from gwa_diag.training.engine import TrainConfig, train
@@ -117,8 +119,13 @@ def test_the_plateau_is_not_read_during_the_learning_rate_warm_up():
     blind = read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE)
     assert blind.memorised and blind.plateau == 2 and blind.onset == 13
     p = read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE, WARMUP_LR)
-    assert not p.memorised and p.onset is None, p
+    assert not p.memorised, p
     assert p.plateau is not None and p.plateau >= 4  # the rates of epochs 1 and 2 rose
+    # Pin of the memorisation weight: after the plateau (16) the fit passes 1 - noise late in
+    # the decay (epoch 27), and at most 39% of the estimated wrong labels are fitted: the window
+    # moves about halfway towards the epochs before it, not to epochs 1-12.
+    assert (p.plateau, p.onset) == (16, 27) and p.fitted_wrong == pytest.approx(0.393, abs=1e-3)
+    assert 0 < p.weight < 1
     # A rate that never stops rising is all warm-up: no plateau is read.
     assert read_phase(list(range(40)), WARMUP_FIT, WARMUP_SHARE, [0.01 * (e + 1) for e in range(40)]).plateau is None
     # A constant rate, or none recorded, leaves every epoch in.
@@ -131,8 +138,11 @@ def test_an_ordinary_gpu_run_whose_fitting_rate_drifts_is_not_read_as_memorising
     # there (44%) called this run memorised from epoch 12 and ranked 0.12 AUROC below the
     # second half.
     p = read_phase(list(range(40)), SGD_AGGRE_FIT, SGD_AGGRE_SHARE)
-    assert not p.memorised and p.onset is None, p
+    assert not p.memorised, p
     assert p.plateau is None or p.plateau > 12
+    # Pin: the plateau is read at epoch 24, and the fit passes 1 - noise only at epoch 36, as
+    # the rate decays: the window keeps most of the second half.
+    assert (p.plateau, p.onset) == (24, 36) and 0 < p.weight < 1
 
 
 def test_a_run_that_memorises_without_a_dip_is_read_from_its_first_epochs():
@@ -168,6 +178,75 @@ def test_unknown_values_never_make_a_plateau():
     assert not read_phase([0, 1, 2], [0.1, 0.2, 0.3], [0.5] * 3).memorised  # too few epochs
 
 
+def slow_fit(fitted_wrong: float, epochs: int = 30) -> tuple[list[float], list[float]]:
+    """The curves of :func:`memorising_fit` (onset 9, plateau 7) with the fit capped where
+    the model has fitted ``fitted_wrong`` of the wrong labels the phase estimates: a model
+    that memorises part of them and stops there."""
+    fit, share = memorising_fit(onset=9, epochs=epochs)
+    noise = read_phase(list(range(epochs)), fit, share).noise
+    top = fit_at_share(noise, fitted_wrong)
+    return [min(f, top) if e > 7 else f for e, f in enumerate(fit)], share
+
+
+def _window(fit: list[float], share: list[float], lr: list[float] | None = None) -> tuple[int, int]:
+    ep = list(range(len(fit)))
+    w = window_epochs(ep, "phase", phase=phase_of_curves(ep, fit, share, lr))
+    return w[0], w[-1]
+
+
+def test_no_cliff_a_hair_either_side_of_the_memorised_threshold():
+    # The old rule read a run 0.2 points of "fitted wrong labels" short of the threshold as
+    # never memorised (the second half, epochs 15-29) and one just past it from its early
+    # epochs (1-8); the weight makes the two read almost alike.
+    short = read_phase(list(range(30)), *slow_fit(MEMORISED_AT - 0.002))
+    past = read_phase(list(range(30)), *slow_fit(MEMORISED_AT + 0.002))
+    assert not short.memorised and past.memorised
+    assert short.onset == past.onset == 9 and short.plateau == past.plateau == 7
+    assert past.weight == 1 and short.weight == pytest.approx(1, abs=0.01)
+    lo, hi = _window(*slow_fit(MEMORISED_AT - 0.002)), _window(*slow_fit(MEMORISED_AT + 0.002))
+    assert hi == (1, 8) and abs(lo[0] - hi[0]) <= 1 and abs(lo[1] - hi[1]) <= 1, (lo, hi)
+
+
+def test_the_window_moves_an_epoch_at_a_time_as_more_wrong_labels_are_fitted():
+    # From a fit that never passes the memorising share to one that memorised everything, in
+    # steps of 1% of the estimated wrong labels: both ends of the window move towards the
+    # epochs before the onset, never back, and never by more than one epoch per step.
+    windows = [_window(*slow_fit(k / 100)) for k in range(0, 101)]
+    assert windows[0] == (15, 29) and windows[-1] == (1, 8)
+    for (a0, b0), (a1, b1) in zip(windows, windows[1:]):
+        assert 0 <= a0 - a1 <= 1 and 0 <= b0 - b1 <= 1, windows
+    # The weight is 0 up to the memorising share and 1 from the memorised one.
+    assert windows[round(100 * MEMORISING_FROM)] == (15, 29)
+    assert windows[round(100 * MEMORISED_AT)] == (1, 8)
+    assert [memorisation_weight(x) for x in (0.0, MEMORISING_FROM, MEMORISED_AT, 1.0)] == [0, 0, 1, 1]
+
+
+# The SGD recording gpu_runs/dec_worst (ResNet-18, 40.6% wrong labels, crop+flip, warm-up then
+# linear decay): its plateau's contradicted share (49.2%) over-estimates the wrong labels, so
+# its fit passes 1 - noise at epoch 25 though it never fits more than 61% of its labels; the
+# best window in hindsight is epochs 28-39.
+DEC_WORST_FIT = [0.1432, 0.1862, 0.247, 0.276, 0.3162, 0.3284, 0.3518, 0.3641, 0.3751, 0.3696, 0.4015, 0.4095,
+                 0.4212, 0.4276, 0.4378, 0.4458, 0.4438, 0.4566, 0.4659, 0.4712, 0.4684, 0.4894, 0.4956, 0.4902,
+                 0.5022, 0.51, 0.518, 0.513, 0.5261, 0.5375, 0.5364, 0.5468, 0.555, 0.5534, 0.5628, 0.5758, 0.579,
+                 0.584, 0.6001, 0.6081]
+DEC_WORST_SHARE = [0.816, 0.682, 0.6668, 0.6182, 0.5637, 0.5399, 0.5005, 0.4975, 0.4916, 0.4822, 0.4594, 0.4404,
+                   0.4354, 0.4241, 0.4233, 0.4149, 0.403, 0.3951, 0.3911, 0.385, 0.383, 0.3616, 0.3588, 0.355,
+                   0.3504, 0.3398, 0.3342, 0.336, 0.3204, 0.3138, 0.3106, 0.2997, 0.2888, 0.293, 0.2785, 0.2676,
+                   0.2599, 0.2592, 0.2364, 0.2327]
+DEC_WORST_LR = [0.0025, 0.1025] + [0.2 * (1 - k / 38) for k in range(38)]
+
+
+def test_a_run_whose_fit_passes_an_over_estimated_clean_share_still_reads_never_memorised():
+    p = read_phase(list(range(40)), DEC_WORST_FIT, DEC_WORST_SHARE, DEC_WORST_LR)
+    assert p.plateau == 8 and p.noise == pytest.approx(0.4916) and p.crossing == 25
+    # It fitted a fifth of the wrong labels it estimated: below the memorising share, so the
+    # crossing moves nothing, and the window stays the second half.
+    assert p.fitted_wrong == pytest.approx((0.6081 - (1 - 0.4916)) / 0.4916)
+    assert p.fitted_wrong < MEMORISING_FROM and p.weight == 0 and not p.memorising and p.onset is None
+    assert "never memorised" in p.reason
+    assert _window(DEC_WORST_FIT, DEC_WORST_SHARE, DEC_WORST_LR) == (20, 39)
+
+
 def _phase_run(tmp_path: Path, fit: list[float], share: list[float] | None) -> Path:
     epochs = len(fit)
     rows, _, clean = noisy_rows(n=60, epochs=epochs, seed=1)
@@ -186,6 +265,17 @@ def test_the_phase_window_averages_the_epochs_before_the_onset(tmp_path):
     # The fixed windows stay available and ignore the phase.
     assert window_epochs(list(range(20)), "second_half", phase=choices.phase) == list(range(10, 20))
     assert choose_epochs(run, list(range(20)), window="all").window == tuple(range(20))
+
+
+def test_a_run_that_began_memorising_says_how_far_its_window_moved(tmp_path):
+    fit, share = slow_fit((MEMORISING_FROM + MEMORISED_AT) / 2)
+    choices = choose_epochs(open_run(_phase_run(tmp_path, fit, share)), list(range(30)))
+    assert not choices.phase.memorised and choices.phase.memorising and choices.phase.onset == 9
+    # Halfway between the second half (15-29) and the epochs before the onset (1-8).
+    assert choices.window == tuple(range(8, 19)), choices.window
+    assert choices.note == ("the model began memorising its labels at epoch 9 (38% of the estimated wrong labels "
+                            "fitted): scores are read from epochs 8-18, the second half moved 50% of the way "
+                            "towards the epochs before epoch 9")
 
 
 def test_a_run_that_never_memorised_reads_the_second_half(tmp_path):

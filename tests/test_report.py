@@ -246,7 +246,7 @@ def test_the_app_shows_the_reports_own_figures(tmp_path):
     report = write_report(a)
     phase = a.epochs.phase.phase
     drawn = phase_png(a.epochs.phase.curve, window=list(a.epochs.window), plateau=phase.plateau,
-                      onset=phase.onset if phase.memorised else None)
+                      onset=phase.onset if phase.memorising else None, memorised=phase.memorised, weight=phase.weight)
     assert drawn == Path(report["files"]["phase"]).read_bytes()
     curve = gwa_curve_png(a.run.epochs(), a.selection.used_epoch, fallback=a.selection.fallback,
                           labelwave=a.stopping.labelwave.epoch)

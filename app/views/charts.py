@@ -58,10 +58,12 @@ def defined_segments(epochs: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def phase_png(
-    curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int | None = None, plateau: int | None = None
+    curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int | None = None, plateau: int | None = None,
+    memorised: bool = False, weight: float | None = None,
 ) -> bytes:
     """The training phase (:func:`gwa_diag.analysis.plots.phase_figure`) as PNG bytes."""
-    return plots.png_bytes(plots.phase_figure(curve, window=window, onset=onset, plateau=plateau))
+    return plots.png_bytes(plots.phase_figure(curve, window=window, onset=onset, plateau=plateau,
+                                              memorised=memorised, weight=weight))
 
 
 def gwa_curve_png(epochs: pd.DataFrame, selected: int | None, *, fallback: bool = False,

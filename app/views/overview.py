@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gwa_diag.analysis.phase import EpochChoices, EpochSelection
+from gwa_diag.analysis.phase import MEMORISED_AT, MEMORISING_FROM, EpochChoices, EpochSelection, fit_at_share
 from gwa_diag.store import open_run
 
 from . import charts
@@ -34,7 +34,8 @@ def _phase_png(path: str, generation: str, window: str) -> bytes:
     choices = analysis(path, generation, window).epochs
     phase = choices.phase.phase
     return charts.phase_png(choices.phase.curve, window=list(choices.window),
-                            onset=phase.onset if phase.memorised else None, plateau=phase.plateau)
+                            onset=phase.onset if phase.memorising else None, plateau=phase.plateau,
+                            memorised=phase.memorised, weight=phase.weight)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -93,8 +94,9 @@ def _phase(state: RunState, window: str, choices: EpochChoices) -> None:
     reason = phase.reason[len(head):] if phase.reason.startswith(head) else phase.reason
     thresholds = (
         f"Dashed: fit above {1 - phase.noise:.1%} (1 - the {phase.noise:.1%} confidently contradicted at the "
-        f"plateau, epoch {phase.plateau}) means fitting labels the model contradicted; above "
-        f"{1 - phase.noise / 2:.1%} that it memorised them. "
+        f"plateau, epoch {phase.plateau}) means fitting labels the model contradicted; from "
+        f"{fit_at_share(phase.noise, MEMORISING_FROM):.1%} the window moves towards the epochs before that, "
+        f"reaching them at {fit_at_share(phase.noise, MEMORISED_AT):.1%}, where it memorised them. "
         if phase.noise is not None
         else "No fit thresholds: they need the confidently contradicted share where the fit levels off. "
     )

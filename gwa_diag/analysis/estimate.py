@@ -7,7 +7,7 @@ Two counts, chosen by the training phase (:mod:`gwa_diag.analysis.phase`, defaul
   three epochs of the window (the summary's ``unfitted`` column, higher = more suspicious).
   There the model has learned what the correct labels agree on but not fitted the wrong
   ones, so the samples it still predicts as another class are mostly the wrongly labelled.
-* **A run that memorised them** (a constant rate, no augmentation, long training): the
+* **A run that memorised them** (the phase's weight is 1: a constant rate, no augmentation, long training): the
   samples whose label the model *confidently* contradicted (another class predicted with at
   least that class's mean self-confidence, confident learning's per-class threshold) at the
   phase's plateau, the epoch where learning what the labels agree on levelled off (the
@@ -16,6 +16,10 @@ Two counts, chosen by the training phase (:mod:`gwa_diag.analysis.phase`, defaul
   model fits its wrong labels while it is still learning hard correct ones, so in the epochs
   before the onset it mispredicts many correctly labelled samples too, only less
   confidently.
+* **A run that began memorising** (weight between 0 and 1): the two counts mixed by the
+  weight, ``(1 - weight) * unfitted count + weight * plateau count`` (in total and per
+  class), so the count moves with the window as the fit nears and passes the threshold
+  instead of jumping from one count to the other.
 
 How close each count comes on the benchmark runs: ``python bench/regimes.py`` (the README
 has its tables).
@@ -67,8 +71,10 @@ class NoiseEstimate:
             class present in the summary, zeros included).
         threshold: the share of its column a sample must exceed to count.
         column: the summary column counted: ``unfitted``, or ``contradicted_plateau`` in a run
-            that memorised its labels.
-        epoch: with ``contradicted_plateau``, the plateau epoch it was read at; else None.
+            that memorised its labels (the one of larger weight in a run that began to).
+        epoch: with a plateau count (``weight`` > 0), the plateau epoch it was read at; else None.
+        weight: the share of the plateau count in the total (the training phase's weight):
+            0 in a run that never memorised, 1 in one that did.
     """
 
     total: int
@@ -77,6 +83,7 @@ class NoiseEstimate:
     threshold: float = THRESHOLD
     column: str = ESTIMATE_COLUMN
     epoch: int | None = None
+    weight: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -86,10 +93,15 @@ class NoiseEstimate:
     @property
     def method(self) -> str:
         """Which samples were counted, for people."""
-        if self.column == CONTRADICTED_PLATEAU:
-            return (f"the samples whose label the model confidently contradicted at epoch {self.epoch}, where its "
-                    "learning levelled off before it memorised its labels")
-        return "the samples whose label the model did not fit in most of the last three epochs of the window"
+        plateau = (f"the samples whose label the model confidently contradicted at epoch {self.epoch}, where its "
+                   "learning levelled off before it memorised its labels")
+        unfitted = "the samples whose label the model did not fit in most of the last three epochs of the window"
+        if self.weight >= 1.0:
+            return plateau
+        if self.weight > 0.0:
+            return (f"two counts mixed as the model began memorising its labels: {self.weight:.0%} of the count of "
+                    f"{plateau}, {1 - self.weight:.0%} of the count of {unfitted}")
+        return unfitted
 
     @property
     def caveat(self) -> str:
@@ -99,7 +111,8 @@ class NoiseEstimate:
     def as_dict(self) -> dict[str, Any]:
         return {"total": self.total, "n": self.n, "rate": self.rate, "threshold": self.threshold,
                 "per_class": {str(k): v for k, v in self.per_class.items()},
-                "column": self.column, "epoch": self.epoch, "method": self.method, "caveat": self.caveat}
+                "column": self.column, "epoch": self.epoch, "weight": self.weight, "method": self.method,
+                "caveat": self.caveat}
 
     def line(self) -> str:
         """One line for the console and the report."""
@@ -118,14 +131,21 @@ def caveat_of(column: str | None) -> str:
     return "too high while the model has not fitted its correct labels, too low once it fits wrong ones"
 
 
-def _memorised_at(summary: pd.DataFrame) -> int | None:
-    """The plateau epoch when the summary was read with the ``phase`` window of a run that
-    memorised; else None. Read from the epoch choices
+def _memorising_at(summary: pd.DataFrame) -> tuple[int | None, float]:
+    """(the plateau epoch, the phase's weight) when the summary was read with the ``phase``
+    window of a run that began memorising; else (None, 0.0). Read from the epoch choices
     :func:`~gwa_diag.analysis.summaries.summarize` leaves in ``attrs``."""
     choices = summary.attrs.get("epochs")
-    if choices is None or choices.window_name != "phase" or not choices.phase.memorised:
-        return None
-    return int(choices.phase.phase.plateau)
+    if choices is None or choices.window_name != "phase" or not choices.phase.memorising:
+        return None, 0.0
+    return int(choices.phase.phase.plateau), float(choices.phase.phase.weight)
+
+
+def _flagged(summary: pd.DataFrame, column: str) -> np.ndarray:
+    """Samples whose ``column`` exceeds THRESHOLD; NaN (no finite value in those epochs)
+    never counts: nothing was observed against the label."""
+    share = summary[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.nan_to_num(share, nan=0.0) > THRESHOLD
 
 
 def estimate_wrong_labels(summary: pd.DataFrame) -> NoiseEstimate:
@@ -134,24 +154,29 @@ def estimate_wrong_labels(summary: pd.DataFrame) -> NoiseEstimate:
     Args:
         summary: the frame of :func:`gwa_diag.analysis.summaries.summarize` (or its
             ranking): needs ``label`` and ``unfitted`` (higher = more suspicious), and
-            ``contradicted_plateau`` when its ``attrs`` say the run memorised its labels.
+            ``contradicted_plateau`` when its ``attrs`` say the run began memorising its labels.
 
     Returns:
         :class:`NoiseEstimate`; the count is of samples with ``unfitted > 0.5``, or, when
         the run memorised and the summary reads the ``phase`` window, with
-        ``contradicted_plateau > 0.5`` (confidently contradicted at the plateau epoch).
+        ``contradicted_plateau > 0.5`` (confidently contradicted at the plateau epoch); in a
+        run that began memorising, the two mixed by the phase's weight (rounded).
     """
-    epoch = _memorised_at(summary)
-    column = ESTIMATE_COLUMN if epoch is None else CONTRADICTED_PLATEAU
-    missing = [c for c in ("label", ESTIMATE_COLUMN, column) if c not in summary.columns]
+    epoch, weight = _memorising_at(summary)
+    column = CONTRADICTED_PLATEAU if weight >= 0.5 else ESTIMATE_COLUMN
+    needed = ("label", ESTIMATE_COLUMN) + ((CONTRADICTED_PLATEAU,) if weight > 0 else ())
+    missing = [c for c in needed if c not in summary.columns]
     if missing:
         raise InputError(f"the summary lacks {sorted(set(missing))}: pass the frame from "
                          "gwa_diag.analysis.summaries.summarize")
-    share = summary[column].to_numpy(dtype=np.float64, na_value=np.nan)
-    # NaN (no finite value in those epochs) never counts: nothing was observed against the label.
-    wrong = np.nan_to_num(share, nan=0.0) > THRESHOLD
     labels = summary["label"].to_numpy()
     classes = np.unique(labels)
-    per_class = {int(c): int(np.count_nonzero(wrong & (labels == c))) for c in classes}
-    return NoiseEstimate(total=int(np.count_nonzero(wrong)), n=len(summary), per_class=per_class,
-                         column=column, epoch=epoch)
+    counts = {}
+    for name, share in ((ESTIMATE_COLUMN, 1.0 - weight), (CONTRADICTED_PLATEAU, weight)):
+        if share > 0:
+            wrong = _flagged(summary, name)
+            counts[name] = (share, {int(c): share * np.count_nonzero(wrong & (labels == c)) for c in classes})
+    # Rounded per class, the total their sum: the per-class counts always add up to it.
+    per_class = {int(c): round(sum(pc[int(c)] for _, pc in counts.values())) for c in classes}
+    return NoiseEstimate(total=sum(per_class.values()), n=len(summary), per_class=per_class, column=column, epoch=epoch,
+                         weight=weight)

@@ -31,13 +31,17 @@ import duckdb
 import pandas as pd
 
 from gwa_diag.checks import DEFAULT_WINDOW, Mode, Window
-from gwa_diag.early_stopping import EarlyStopResult, Phase, read_phase, select_epoch
+from gwa_diag.early_stopping import (
+    MEMORISED_AT, MEMORISING_FROM, EarlyStopResult, Phase, fit_at_share, read_phase, select_epoch,
+)
 from gwa_diag.analysis.contradiction import share_sql
 from gwa_diag.analysis.parts import read_parquet_sql, vanished_parts_as_file_not_found
 from gwa_diag.store import Run, atomic_write_bytes, open_run, read_listed_parts
 
 
 __all__ = [
+    "MEMORISED_AT",
+    "MEMORISING_FROM",
     "WINDOWS",
     "EpochChoices",
     "EpochSelection",
@@ -45,6 +49,8 @@ __all__ = [
     "choose_epochs",
     "disagreement_epochs",
     "el2n_epoch",
+    "fit_at_share",
+    "phase_of_curves",
     "selected_epoch",
     "number_or_none",
     "training_phase",
@@ -120,14 +126,38 @@ class TrainingPhase:
     def onset(self) -> int | None:
         return self.phase.onset
 
+    @property
+    def memorising(self) -> bool:
+        """The model began memorising (the phase's weight is above 0)."""
+        return self.phase.memorising
+
     def signal_epochs(self, epochs: list[int]) -> list[int] | None:
         """The epochs before memorisation that carry the signal: from the second epoch (the
         first is the random initialisation) to the one before the onset; None when the model
-        never memorised."""
-        if not self.phase.memorised or self.phase.onset is None:
+        never began memorising."""
+        if not self.phase.memorising or self.phase.onset is None:
             return None
         before = [e for e in sorted(epochs) if e < self.phase.onset]
         return before[1:] if len(before) > 1 else before or None
+
+    def window(self, epochs: list[int]) -> list[int]:
+        """The ``phase`` window over the complete ``epochs``: the second half of training
+        moved towards the epochs before the onset by the phase's weight (both ends, by
+        position, rounded), so it changes a step at a time as the fit nears and passes the
+        memorisation threshold: the second half at weight 0, the epochs before the onset at 1.
+
+        Why not a switch between the two: a run just short of the threshold then reads the
+        second half, where a memorising run ranks its wrong labels far worse, and one just
+        past it the early epochs."""
+        ordered = sorted(epochs)
+        late = (len(ordered) // 2, len(ordered) - 1)
+        before = self.signal_epochs(ordered)
+        if not before:
+            return ordered[late[0]:]
+        early = (ordered.index(before[0]), ordered.index(before[-1]))
+        t = self.phase.weight
+        lo, hi = (round((1.0 - t) * l + t * e) for l, e in zip(late, early))
+        return ordered[lo:hi + 1]
 
     def as_dict(self) -> dict[str, Any]:
         """report.json's ``training_phase`` object."""
@@ -148,12 +178,20 @@ def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
         share = _contradicted_from_parts(run, ep)
     # The engine records each epoch's learning rate; a custom loop's recording may lack it.
     lr = [number_or_none(v) for v in epochs["lr"]] if "lr" in epochs else None
-    phase = read_phase(ep, fit, share, lr)
-    curve = pd.DataFrame({"epoch": ep, "fit": [math.nan if v is None else v for v in fit],
+    return phase_of_curves(ep, fit, share, lr)
+
+
+def phase_of_curves(epochs: list[int], fit: list[float | None], share: list[float | None],
+                    lr: list[float | None] | None) -> TrainingPhase:
+    """The training phase read from per-epoch curves (those of ``epochs.parquet``, or any
+    prefix of them: a run stopped earlier), with the curve it was read from."""
+    phase = read_phase(epochs, fit, share, lr)
+    curve = pd.DataFrame({"epoch": epochs, "fit": [math.nan if v is None else v for v in fit],
                           "contradicted": [math.nan if v is None else v for v in share]})
     if phase.noise is not None:
         curve["onset_fit"] = 1.0 - phase.noise
-        curve["memorised_fit"] = 1.0 - phase.noise / 2
+        curve["memorising_fit"] = fit_at_share(phase.noise, MEMORISING_FROM)
+        curve["memorised_fit"] = fit_at_share(phase.noise, MEMORISED_AT)
     return TrainingPhase(phase, curve)
 
 
@@ -252,6 +290,11 @@ class EpochChoices:
         if self.window_name == "phase":
             if self.phase.memorised:
                 return f"the model memorised its labels from epoch {self.phase.onset}: scores are read from {span}"
+            if self.phase.memorising:
+                onset, phase = self.phase.onset, self.phase.phase
+                return (f"the model began memorising its labels at epoch {onset} ({phase.fitted_wrong:.0%} of the "
+                        f"estimated wrong labels fitted): scores are read from {span}, the second half moved "
+                        f"{phase.weight:.0%} of the way towards the epochs before epoch {onset}")
             if self.phase.phase.reason.startswith("the model never memorised"):
                 return f"the model never memorised its labels: scores are read from the second half, {span}"
             return f"the training phase could not be read ({self.phase.phase.reason}): scores are read from " \
@@ -316,8 +359,7 @@ def window_epochs(epochs: list[int], window: Window | str, *, phase: TrainingPha
     if n == 0:
         return []
     if window == "phase":
-        before = phase.signal_epochs(epochs) if phase is not None else None
-        return before if before is not None else window_epochs(epochs, "second_half")
+        return phase.window(epochs) if phase is not None else window_epochs(epochs, "second_half")
     if window == "all":
         start = 0
     elif window == "second_half":

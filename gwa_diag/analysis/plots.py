@@ -50,11 +50,12 @@ def _numeric(frame: pd.DataFrame, col: str) -> np.ndarray:
 
 
 def phase_figure(curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int | None = None,
-                 plateau: int | None = None) -> Any:
+                 plateau: int | None = None, memorised: bool = False, weight: float | None = None) -> Any:
     """The training phase (``TrainingPhase.curve``): per epoch the fit of the given labels and
-    the confidently contradicted share; the onset-fit (1 - noise) and memorised-fit
-    (1 - noise/2) thresholds as dashed lines when the curve has them; the plateau (dotted)
-    and the onset of memorisation (solid) marked; the averaged ``window`` shaded."""
+    the confidently contradicted share; the onset, memorising and memorised fits as dashed
+    lines when the curve has them; the plateau (dotted) and the onset of memorisation (solid,
+    when the run began memorising) marked; the averaged ``window`` shaded. ``memorised`` and
+    ``weight`` (the phase's memorisation weight) word the title."""
     fig, (ax,) = _figure(10, 3.2)
     if len(window):
         span = f"epochs {window[0]}-{window[-1]}" if len(window) > 1 else f"epoch {window[0]}"
@@ -65,7 +66,8 @@ def phase_figure(curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int 
     ax.plot(x, _numeric(curve, "contradicted"), marker="o", markersize=3, color=_RED, label="confidently contradicted")
     thresholds = False
     for col, colour, text in (("onset_fit", "#ff7f0e", "onset fit 1 - noise"),
-                              ("memorised_fit", "#9467bd", "memorised fit 1 - noise/2")):
+                              ("memorising_fit", "#e377c2", "window starts moving"),
+                              ("memorised_fit", "#9467bd", "memorised fit")):
         level = _numeric(curve, col)
         if np.isfinite(level).any():
             thresholds = True
@@ -75,13 +77,15 @@ def phase_figure(curve: pd.DataFrame, *, window: Sequence[int] = (), onset: int 
         ax.text(0.01, 0.97, "no plateau: no fit thresholds", transform=ax.transAxes, fontsize=8, va="top")
     if plateau is not None:
         ax.axvline(plateau, color=_GREY, linestyle=":", linewidth=1.5, label=f"plateau epoch {plateau}")
+    what = "memorised" if memorised else "memorising"
     if onset is not None:
-        ax.axvline(onset, color="black", linewidth=1.5, label=f"memorised from epoch {onset}")
+        ax.axvline(onset, color="black", linewidth=1.5, label=f"{what} from epoch {onset}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("share of the training samples")
-    ax.set_title(f"Training phase: {'memorised from epoch ' + str(onset) if onset is not None else 'no memorisation found'}",
-                 fontsize=10)
+    status = ("no memorisation found" if onset is None else f"memorised from epoch {onset}" if memorised
+              else f"began memorising at epoch {onset}" + (f" (weight {weight:.2f})" if weight is not None else ""))
+    ax.set_title(f"Training phase: {status}", fontsize=10)
     ax.legend(loc="best", fontsize=8, frameon=False)
     return fig
 

@@ -52,6 +52,7 @@ from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import InputError
+from gwa_diag.early_stopping import MEMORISED_AT, MEMORISING_FROM, fit_at_share
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -174,7 +175,8 @@ def _write_files(
     choices = analysis.epochs
     phase = choices.phase.phase
     files["phase"] = str(_save(phase_figure(choices.phase.curve, window=list(choices.window), plateau=phase.plateau,
-                                            onset=phase.onset if phase.memorised else None), out / "phase.png"))
+                                            onset=phase.onset if phase.memorising else None,
+                                            memorised=phase.memorised, weight=phase.weight), out / "phase.png"))
     files["gwa_curve"] = str(_save(gwa_figure(epochs, analysis.selection.used_epoch, fallback=bool(selection.get("fallback")),
                                               labelwave=stop.labelwave.epoch), out / "gwa_curve.png"))
     files["alignment_hist"] = str(_save(_histograms(run, summary, truth), out / "alignment_hist.png"))
@@ -306,8 +308,10 @@ def _phase_lines(phase: dict[str, Any]) -> list[str]:
         noise = float(phase["noise"])
         lines.append(
             f"- At the plateau (epoch {phase['plateau']}) the model confidently contradicted {noise:.1%} of the "
-            f"labels: fitting more than {1 - noise:.1%} of them means fitting labels it contradicted (the onset), "
-            f"{1 - noise / 2:.1%} that it memorised them (dashed lines)."
+            f"labels: fitting more than {1 - noise:.1%} of them means fitting labels it contradicted (the onset); "
+            f"the window moves from the second half towards the epochs before the onset as the fit goes from "
+            f"{fit_at_share(noise, MEMORISING_FROM):.1%} to {fit_at_share(noise, MEMORISED_AT):.1%}, where it "
+            f"memorised them (dashed lines)."
         )
     else:
         lines.append("- No fit thresholds (they need the confidently contradicted share where the fit levels off): "

@@ -160,7 +160,7 @@ def stopping(run: Run | str | os.PathLike, *, selection: EarlyStopResult | None 
             best = max(known, key=lambda e: (known[e], -e))
             acc = {"gwa": known.get(chosen.epoch), "labelwave": known.get(labelwave.epoch), "best": known[best],
                    "best_epoch": best, "last": known[max(known)]}
-            if phase.memorised and phase.plateau is not None:
+            if phase.memorising and phase.plateau is not None:
                 # The weights the engine keeps from before memorisation (the plateau's).
                 acc.update({"kept": known.get(phase.plateau), "kept_epoch": phase.plateau})
     # The engine's record of the weights it kept (none from a recorder in the user's own loop).

@@ -127,8 +127,8 @@ def summarize(
     **lower = more suspicious**, < 0 is the paper's flag), ``n_epochs`` (epochs present),
     ``n_window`` (window epochs with finite values), ``contradicted_plateau`` (1.0 when the
     model confidently contradicted the label at the plateau epoch of the training phase, 0.0
-    when not; NaN in a run that did not memorise or without a row there: what the estimated
-    count counts in a run that memorised, :mod:`gwa_diag.analysis.estimate`), ``clean_label`` when labels.parquet
+    when not; NaN in a run that did not begin to memorise or without a row there: what the estimated
+    count counts in a run that began memorising, :mod:`gwa_diag.analysis.estimate`), ``clean_label`` when labels.parquet
     has it, and ``path`` (first; the sample's file relative to the dataset's root) when
     labels.parquet has it.
 
@@ -603,11 +603,11 @@ _SINGLE_TYPES = {"pos": np.int64, "epoch": np.int64, "label": np.int32, "pred": 
 
 def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
     """Read the few epochs that are used one at a time (the selected, the last, EL2N's, the
-    disagreement epochs and, in a run that memorised, the plateau), each in full: the
+    disagreement epochs and, in a run that began memorising, the plateau), each in full: the
     confident-learning thresholds need all of an epoch's rows at once
     (:mod:`gwa_diag.analysis.contradiction`).
 
-    ``plateau`` is NaN in a run that did not memorise (only then is it counted, so only then
+    ``plateau`` is NaN in a run that did not begin to memorise (only then is it counted, so only then
     read), without data at the plateau, and for samples without a finite row there."""
     size, choices = plan.size, plan.choices
     out = _Single(
@@ -617,7 +617,7 @@ def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
         disagree=np.zeros(size), mismatch=np.zeros(size), disagree_n=np.zeros(size), plateau=np.full(size, np.nan),
     )
     plateau = choices.phase.phase.plateau
-    plateau = int(plateau) if choices.phase.memorised and plateau is not None and int(plateau) in plan.files else None
+    plateau = int(plateau) if choices.phase.memorising and plateau is not None and int(plateau) in plan.files else None
     counted = set(choices.disagreement_epochs)
     wanted = set(choices.point_epochs()) | counted | ({plateau} if plateau is not None else set())
     # One query for all of them (each costs a plan and a scan start), split by epoch here.
@@ -748,7 +748,7 @@ def _frame(
         "alignment_selected": single.align_sel[keep],
         "n_epochs": present[keep],
         "n_window": w["n"].astype(np.int64),
-        # Not a scorer: what the estimated count counts in a run that memorised its labels.
+        # Not a scorer: what the estimated count counts in a run that began memorising its labels.
         CONTRADICTED_PLATEAU: single.plateau[keep],
         **scores(sums),  # every scorer: higher = more suspicious
     }

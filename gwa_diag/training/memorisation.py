@@ -1,18 +1,20 @@
 """Keeping the model from before memorisation: while training, the engine reads the training
 phase after every epoch (:func:`gwa_diag.early_stopping.read_phase`, the rule the analysis
-uses offline, on the same per-epoch ``train_acc`` and ``contradicted``) and, when the model
-memorised its labels, keeps the weights of the **plateau** epoch, where it had learned what
+uses offline, on the same per-epoch ``train_acc`` and ``contradicted``) and, once the model
+began memorising its labels (the phase's weight is above 0, :attr:`Phase.memorising`), keeps the weights of the **plateau** epoch, where it had learned what
 most labels agree on and before it started fitting the others, as
 ``checkpoints/before_memorisation.pt``. A user who trained too long still has that model.
 
+Why as soon as it began, not once memorisation is confirmed: a run that stops just short of
+the confirmation would otherwise lose the model from before memorisation, and one just past
+it keep it; the window and the count move with the weight, and the file is there for both.
+
 Why the plateau and not the epoch just before the onset: the onset (fit above the estimated
-clean share) comes after the model has already fitted some wrong labels. On the memorising
-GPU recording and three memorising CPU runs (``python bench/regimes.py --quick --regimes
-memorise``) the plateau's weights scored 2.1-16.2 points of test accuracy above the onset's
-previous epoch, on every run. They are the model from before memorisation, usually not the
-more accurate one: over the 26 memorising runs of the README's regimes tables the last
-epoch's weights scored higher on clean test images in 22 (test accuracy often keeps rising
-while the wrong labels are fitted), so without held-out data to compare them on the
+clean share) comes after the model has already fitted some wrong labels; the plateau's
+weights scored higher on clean test images on the memorising benchmark runs
+(``python bench/regimes.py``, the ``kept`` column; the README has the tables). They are the
+model from before memorisation, usually not the more accurate one: test accuracy often keeps
+rising while the wrong labels are fitted, so without held-out data to compare them on the
 analysis advises ``last.pt`` (:class:`gwa_diag.analysis.stopping.Stopping`).
 
 The rule is causal, but the plateau is known only later: a dip in the fitting rate is
@@ -20,7 +22,7 @@ seen two epochs after it (its smoothing needs the next epochs), and it counts as
 plateau only once the rate has risen after it (up to ``PLATEAU_HORIZON`` epochs later). So
 the weights of the last three epochs, and of every dip still waiting for its rise, wait on
 disk as ``checkpoints/recent-E.pt``; once the plateau is known only its weights wait, and they are
-kept when memorisation is confirmed (removed at the end of a run that never memorised). Every file operation runs on the
+kept once memorisation begins (removed at the end of a run that never began). Every file operation runs on the
 recorder's writer thread, in order with ``last.pt``: a resumed run finds exactly the files
 an uninterrupted one had at its checkpoint, and reads the same phase from the same rows.
 """
@@ -65,7 +67,7 @@ class MemorisationKeeper:
             self._submit(self._save, {"model": weights, "epoch": epoch}, self.dir / f"recent-{epoch}.pt")
             waiting = {int(history[i]["epoch"]) for i in pending_plateaus(fit, lr)}
             self._submit(functools.partial(self._prune, keep=set(range(epoch - _RECENT + 1, epoch + 1)) | waiting))
-        elif phase.memorised:
+        elif phase.memorising:
             self._submit(self._keep, phase.plateau)
         else:
             # The plateau is known, memorisation is not (yet): only its weights wait.
@@ -73,13 +75,13 @@ class MemorisationKeeper:
         return phase
 
     def finish(self, phase: Phase | None) -> None:
-        """At the end of training: a run that never memorised keeps no weights waiting."""
-        if phase is None or not phase.memorised:
+        """At the end of training: a run that never began memorising keeps no weights waiting."""
+        if phase is None or not phase.memorising:
             self._submit(functools.partial(self._prune, keep=set()))
 
     def record(self, phase: Phase) -> dict[str, Any]:
         """run.json's ``memorisation`` object."""
-        kept = phase.plateau if phase.memorised else None
+        kept = phase.plateau if phase.memorising else None
         return {**phase.as_dict(), "kept_epoch": kept,
                 "checkpoint": f"checkpoints/{KEPT_NAME}" if kept is not None else None}
 
