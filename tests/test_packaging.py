@@ -19,8 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Imported only by training (and `demo`); rank, score and report read Parquet and must not
-# pay its import time (several seconds on a cold disk) or need it installed.
-HEAVY = ["torch", "torchvision"]
+# pay its import time (several seconds on a cold disk) or need it installed. scipy and
+# scikit-learn: only a run with a verified sample (gwa-diag audit) needs them.
+HEAVY = ["torch", "torchvision", "scipy", "sklearn"]
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import signal, stats
 
 from gwa_diag.checks import InputError
 
@@ -139,6 +138,10 @@ def _quantile(rest: np.ndarray, hits: np.ndarray, sampled: np.ndarray, prior: tu
     beta-binomials (``rest_h`` unverified units, posterior ``Beta(x_h + a, n_h - x_h + b)``
     for the prior ``(a, b)``), convolved exactly."""
     pmf, offset = np.ones(1), int(hits.sum())
+    # Here, not at the top: scipy takes a while to import, and every analysis imports this
+    # module; only a run with an audit needs it.
+    from scipy import signal, stats  # noqa: PLC0415
+
     for r, k, m in zip(rest.tolist(), hits.tolist(), sampled.tolist()):
         if r:
             a, b = k + prior[0], m - k + prior[1]
