@@ -175,12 +175,10 @@ MIN_PHASE_EPOCHS = 5
 #: A plateau must be followed, within PLATEAU_HORIZON epochs, by a smoothed fitting rate at
 #: least PLATEAU_RISE times its own: memorisation speeds the fitting up again. Why: in an
 #: ordinary run (SGD, augmentation, decaying rate) the rate drifts flat for tens of epochs
-#: and its first dip is noise: read there, the noise estimate was 0.44-0.62 for 9-18% wrong
-#: labels and four such ResNet-18 runs were called memorised from epochs 10-12 (ranking
-#: 0.11-0.16 AUROC below the best window). Measured over 23 recorded runs (bench/regimes.py,
-#: CPU and GPU, worst/aggre/random1): every horizon from 6 to 12 epochs with a rise of 1.75
-#: keeps the default within 0.016 AUROC of the best window in every run; a rise of 1.5 or
-#: of 2.0 misses one to three runs, so the margin is narrow.
+#: and its first dip is noise: read there, the noise estimate comes out far too high and the
+#: run is called memorised early. The horizon and the rise are chosen on the recorded runs of
+#: ``bench/regimes.py`` (a range of horizons works; the rise's margin is narrow: the README
+#: has the table).
 PLATEAU_HORIZON = 8
 PLATEAU_RISE = 1.75
 
@@ -278,14 +276,13 @@ def _warmup_end(lr: Sequence[float | None] | None, n: int) -> int:
     epoch's (the engine records the rate of the epoch's first step, so the epoch that starts
     at the peak is left out too); ``n`` while it is still rising; 0 when a rate is unknown.
 
-    Why: during a warm-up the fitting rate follows the learning rate, not the data. On two
-    SGD runs with a 2-epoch warm-up (ResNet-18 on an H200, 30% pair noise and 41% CIFAR-10-N
-    worst labels) the fit fell in the first epoch, the next epoch's fitting rate looked like
-    a dip before a rise, and the phase was read there (contradicted share 0.64 and 0.81) as
-    memorised from epoch 13 and 3: the window before it ranked at AUROC 0.73 and 0.56
-    against 0.85 and 0.84 for the second half. The cost: under a long warm-up (a one-cycle
-    schedule that rises for a third of training) no plateau is read before the peak, so a
-    run that memorised earlier is read late."""
+    Why: during a warm-up the fitting rate follows the learning rate, not the data. On SGD
+    runs with a short warm-up the fit fell in the first epoch, the next epoch's fitting rate
+    looked like a dip before a rise, and the phase was read there as memorised far too early,
+    which cut the ranking's best window (``bench/regimes.py --mode gpu``; the README has the
+    runs). The cost: under a long warm-up (a one-cycle schedule that rises for a third of
+    training) no plateau is read before the peak, so a run that memorised earlier is read
+    late."""
     if lr is None or len(lr) < n:
         return 0
     values = [math.nan if v is None else float(v) for v in lr[:n]]
@@ -353,9 +350,8 @@ def read_phase(epochs: Sequence[int], fit: Sequence[float | None], disagreement:
     just past it the epochs before the onset. Why the weight starts above 0: the noise
     estimate can be too high (a model trained with augmentation and a decaying rate still
     contradicts hard correct labels at its plateau), so the fit of such a run passes
-    ``1 - noise`` late in training without memorising anything. Measured on every cell of
-    ``bench/regimes.py`` and on every prefix of each recording (``--prefixes``; the README has
-    the tables).
+    ``1 - noise`` late in training without memorising anything. ``bench/regimes.py`` measures
+    the rule on every cell and on every prefix of each recording (``--prefixes``).
 
     Causal: the answer on the first ``k`` epochs never changes once given (the plateau is
     known two to ``PLATEAU_HORIZON + 2`` epochs after it, the onset needs only the epochs up

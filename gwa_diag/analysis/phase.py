@@ -3,8 +3,8 @@ early-stopping epoch, the EL2N epoch and the epochs ``disagreement`` counts.
 
 The training phase comes first. A model that memorises its labels (a constant rate, no
 augmentation, long training) fits the wrong labels too, and then every training-dynamics
-score stops telling them apart: on a memorising GPU run the second half of training ranked
-the wrong labels at AUROC 0.61-0.63, its first epochs at 0.85. :func:`training_phase` reads
+score stops telling them apart: its early epochs rank the wrong labels far better than the
+second half (``bench/regimes.py``). :func:`training_phase` reads
 from the recording whether and from which epoch the model memorised
 (:func:`gwa_diag.early_stopping.read_phase`), and the default window, ``phase``, averages
 the epochs before that (the second half when it never did).
