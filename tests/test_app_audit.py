@@ -18,6 +18,7 @@ from gwa_diag.analysis.audit import draw_sample, latest_answers, read_design, re
 from gwa_diag.analysis.pipeline import analyze  # noqa: E402
 from gwa_diag.app.views.audit import current_sample, step_back, step_forward  # noqa: E402
 from gwa_diag.cli.app import app_script  # noqa: E402
+from test_app import _app as _open_app, _clean  # noqa: E402  (the app tests' own helpers)
 
 REPO = Path(__file__).resolve().parent.parent
 APP = app_script()
@@ -39,15 +40,8 @@ def _truth(run: Path) -> pd.Series:
 
 
 def _app(run: Path, monkeypatch, page: str = "audit") -> AppTest:
-    monkeypatch.setenv("GWA_DIAG_RUN", str(run))
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.query_params["page"] = page
-    return at.run()
-
-
-def _clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.body for e in at.error]
+    """The app on ``run``, opened at ``page`` (the Audit page unless told)."""
+    return _open_app(run, monkeypatch, page=page)
 
 
 def _main_text(at: AppTest) -> str:
