@@ -17,16 +17,13 @@ from gwa_diag.analysis import relabel  # noqa: E402
 from gwa_diag.analysis.audit import draw_sample, latest_answers, read_design, record_answers, review_status  # noqa: E402
 from gwa_diag.analysis.pipeline import analyze  # noqa: E402
 from gwa_diag.app.views.audit import current_sample, step_back, step_forward  # noqa: E402
-from gwa_diag.cli.app import app_script  # noqa: E402
 from test_app import _app as _open_app, _clean  # noqa: E402  (the app tests' own helpers)
 
 REPO = Path(__file__).resolve().parent.parent
-APP = app_script()
 sys.path.insert(0, str(REPO / "bench"))
 from app_speed import CLASS_NAMES, write_synthetic_run  # noqa: E402
 
 N_SAMPLES, N_EPOCHS, N_DRAWN = 60, 4, 30
-TIMEOUT = 60
 # Words that would tell the reviewer what the model thinks of the sample shown.
 HINTS = ("score", "rank", "suggest", "p_wrong", "probab", "suspic", "alignment", "margin")
 
