@@ -294,7 +294,12 @@ def test_detection_with_and_without_ground_truth(runs, monkeypatch):
     _clean(at)
     table = at.dataframe[0].value
     assert list(table.index) == list(SCORERS) and RULE_ROW not in table.index and ESTIMATE_ROW not in table.index
-    assert table.loc["align_mean", "auroc"] > 0.5
+    # The page shows the analysis' own numbers, not merely "better than chance".
+    from gwa_diag.analysis.pipeline import analyze
+
+    expected = analyze(runs["truth"]).detection
+    assert table.loc["align_mean", "auroc"] == pytest.approx(expected.loc["align_mean", "auroc"], abs=1e-9)
+    assert table.loc["aum", "ap"] == pytest.approx(expected.loc["aum", "ap"], abs=1e-9)
     # two rules side by side: the default (estimated count) and the paper's (alignment < 0)
     metrics = [(m.label, m.value) for m in at.metric]
     assert [label for label, _ in metrics] == ["Precision", "Recall", "F1", "Flagged"] * 2
@@ -558,7 +563,7 @@ def test_run_argument_from_argv_or_env():
 # --------------------------------------------------------------------------------------
 
 
-def test_cli_app_command(runs, monkeypatch):
+def test_cli_app_command(runs, monkeypatch, capsys):
     from gwa_diag.cli import app as cli_app
 
     parser = argparse.ArgumentParser()
@@ -573,7 +578,7 @@ def test_cli_app_command(runs, monkeypatch):
     calls = []
 
     class FakePopen:
-        """A server that exits at once (never answers): run_app returns its status."""
+        """A server that exits 0 at once, never answering."""
 
         def __init__(self, command):
             calls.append(command)
@@ -585,7 +590,10 @@ def test_cli_app_command(runs, monkeypatch):
             return 0
 
     monkeypatch.setattr(cli_app.subprocess, "Popen", FakePopen)
-    assert args.func(args) == 0 and calls[0][4] == str(APP)
+    # It ran the app's script, and a server that never served a page is a failure, even
+    # one that exits 0.
+    assert args.func(args) == 1 and calls[0][4] == str(APP)
+    assert "before it served a page" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="run directory not found"):
         cli_app.run_app(runs["truth"] / "nope", open_browser=False)
     # An installation without the app says how to get it.

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Folders that libraries (not the scripts) keep under TMPDIR between runs.
+FOREIGN_CACHES = ("torchinductor_",)
 
 
 def _run_bench(script: str, args: list[str], tmp_path: Path, *, expect_fail: bool = False) -> str:
@@ -30,8 +32,9 @@ def _run_bench(script: str, args: list[str], tmp_path: Path, *, expect_fail: boo
         assert proc.returncode != 0, proc.stdout + proc.stderr
     else:
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    # torch keeps its own caches (torchinductor_*) under TMPDIR; only the scripts' folders count.
-    leftovers = sorted(p.name for p in scratch.iterdir() if p.name.startswith("gwa-"))
+    # Everything a script leaves in TMPDIR counts, whatever its name, except the caches that
+    # libraries keep there on purpose (torch's compiled kernels).
+    leftovers = sorted(p.name for p in scratch.iterdir() if not p.name.startswith(FOREIGN_CACHES))
     assert leftovers == [], f"{script} left temporary files behind: {leftovers}"
     return proc.stdout + proc.stderr if expect_fail else proc.stdout
 

@@ -229,18 +229,25 @@ def run_app(run: str | os.PathLike, *, port: int = DEFAULT_PORT, host: str = DEF
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        if _wait_until_up(proc, base):
-            _warm_up(base)
-            if proc.poll() is not None:
-                # Ours stopped during the warm-up: whatever answered was not this run's app.
-                print(f"gwa-diag app: error: the server stopped (exit {proc.returncode}) before it was "
-                      "ready; see its messages above", file=sys.stderr, flush=True)
-                return proc.returncode or 1
-            print(f"{READY_MESSAGE} {base}/  (Ctrl+C to stop)", flush=True)
-            if open_browser:
-                import webbrowser
+        if not _wait_until_up(proc, base):
+            # Never served a page: a failure, whatever the exit status (a server that exits 0
+            # at once, or one that never answers, is no app).
+            status = proc.poll()
+            why = f"stopped (exit {status})" if status is not None else f"did not answer within {_START_TIMEOUT_S:g} s"
+            print(f"gwa-diag app: error: the server {why} before it served a page; see its messages above",
+                  file=sys.stderr, flush=True)
+            return status or 1
+        _warm_up(base)
+        if proc.poll() is not None:
+            # Ours stopped during the warm-up: whatever answered was not this run's app.
+            print(f"gwa-diag app: error: the server stopped (exit {proc.returncode}) before it was "
+                  "ready; see its messages above", file=sys.stderr, flush=True)
+            return proc.returncode or 1
+        print(f"{READY_MESSAGE} {base}/  (Ctrl+C to stop)", flush=True)
+        if open_browser:
+            import webbrowser
 
-                webbrowser.open(f"{base}/")
+            webbrowser.open(f"{base}/")
         return proc.wait()
     except KeyboardInterrupt:
         return _stop(proc)
