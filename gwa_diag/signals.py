@@ -119,6 +119,6 @@ def reduce_epoch(ints: torch.Tensor, floats: torch.Tensor, num_classes: int, wor
         # Mean over the finite losses: a diverged epoch reads NaN, never a perfect 0.
         train_loss=float(totals[6]) / float(totals[8]) if float(totals[8]) else float("nan"),
         train_acc=float(totals[7]) / n_rows if result.n else float("nan"),
-        # The training phase reads the share of wrong labels from it (gwa_diag.early_stopping).
+        # The training phase reads the share of wrong labels from it (gwa_diag.phase_rule).
         contradicted=float(totals[9]) / n_rows if result.n else float("nan"),
     )

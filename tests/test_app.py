@@ -155,7 +155,7 @@ def test_overview_states_the_training_phase_first(monkeypatch, tmp_path):
     rows, _, clean = noisy_rows(n=N_SAMPLES, epochs=10, num_classes=4, noise=0.2, seed=4)
     run = write_run(tmp_path / "memorised", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING_EPOCHS,
                     meta={"status": "finished", "config": {"epochs": 10, "mode": "scratch"}})
-    note = analyze(run).epochs.note
+    note = analyze(run).epoch_choices.note
     assert "epoch 6" in note and "epochs 1-5" in note
     at = _app(run, monkeypatch)
     _clean(at)
@@ -170,7 +170,7 @@ def test_overview_states_the_training_phase_first(monkeypatch, tmp_path):
     assert len(at.get("image")) == 4  # training phase, GWA curve, accuracy, histogram
     from gwa_diag.app.views.charts import phase_png
 
-    curve = analyze(run).epochs.phase.curve
+    curve = analyze(run).epoch_choices.phase.curve
     assert phase_png(curve, window=[1, 2, 3, 4, 5], onset=6, plateau=4)[:8] == b"\x89PNG\r\n\x1a\n"
     assert phase_png(curve[["epoch", "fit", "contradicted"]])[:8] == b"\x89PNG\r\n\x1a\n"  # no thresholds
 
@@ -439,8 +439,8 @@ def test_not_a_run_and_no_run(monkeypatch, tmp_path):
 def _analysis_of(summary: pd.DataFrame, *, scorer: str = "aum", rule: str = "estimate") -> Analysis:
     """The Analysis analyze() would assemble from this hand-made summary (no run directory)."""
     ranking = rank(summary, scorer=scorer)
-    return Analysis(run=None, options=check_options(scorer=scorer, rule=rule), summary=summary, epochs=None,
-                    ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None, truth=None,
+    return Analysis(run=None, options=check_options(scorer=scorer, rule=rule), summary=summary,
+                    epoch_choices=None, ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None, truth=None,
                     truth_source=None, truth_coverage=None, truth_reason=None)
 
 

@@ -34,7 +34,7 @@ def test_train_then_rank_score_report_finds_injected_noise(tmp_path, capsys):
     # And whether the model memorised its labels (four epochs: too few to read it).
     from gwa_diag.analysis.phase import training_phase
 
-    assert f"training phase: {training_phase(run).phase.reason}" in printed.splitlines()
+    assert f"training phase: {training_phase(run).reason}" in printed.splitlines()
     labels = pd.read_parquet(run / "labels.parquet")
     assert (labels["label"] != labels["clean_label"]).sum() == 80
     assert main(["report", str(run)]) == 0

@@ -45,8 +45,8 @@ def test_numpy_torch_and_sql_agree():
                                             e["p_label"], e["p_pred"]], axis=1))
         device = _contradicted(ints, floats, torch.isfinite(floats[:, 0]), classes, world_size=1)
         assert float(device) == rows.sum()
-        frames.append(pd.DataFrame({**e, "epoch": epoch, "share": rows.mean()}))
+        frames.append(pd.DataFrame({**e, "epoch": epoch, "contradicted": rows.mean()}))
     rows_df = pd.concat(frames, ignore_index=True)  # noqa: F841  (read by DuckDB below)
     with duckdb.connect(":memory:") as con:
         out = con.sql(share_sql("rows_df") + " ORDER BY epoch").df()
-    np.testing.assert_allclose(out["share"], [f["share"].iloc[0] for f in frames], atol=1e-12)
+    np.testing.assert_allclose(out["contradicted"], [f["contradicted"].iloc[0] for f in frames], atol=1e-12)

@@ -15,7 +15,7 @@ from gwa_diag.analysis.pipeline import analyze
 from gwa_diag.analysis.rank import flag, read_suspects
 from gwa_diag.analysis.summaries import summarize
 from gwa_diag.checks import InputError
-from gwa_diag.early_stopping import MEMORISED_AT, MEMORISING_FROM
+from gwa_diag.phase_rule import MEMORISED_AT, MEMORISING_FROM
 from gwa_diag.cli import main
 
 # The estimate must come within this fraction of the true count on the recorded rows below,
@@ -132,7 +132,7 @@ def test_a_real_run_that_memorises_its_labels_is_still_flagged(tmp_path):
                  "--warmup-epochs", "0.5", "--no-augment", "--quiet", "--out", str(out)]) == 0
     a = analyze(out)
     true = int(a.truth.sum())
-    assert a.epochs.phase.memorised and a.epochs.window[-1] < a.epochs.phase.onset
+    assert a.epoch_choices.phase.memorised and a.epoch_choices.window[-1] < a.epoch_choices.phase.onset
     # Measured: 132 of 150 at precision 1.0 (the samples confidently contradicted at the plateau,
     # epoch 3); the bounds leave room for other CPUs and builds.
     assert abs(a.estimate.total - true) <= 0.25 * true, (a.estimate.total, true)
@@ -170,7 +170,7 @@ def _contradicted_slowly(rows: pd.DataFrame, epoch: int) -> pd.Series:
 def test_a_memorised_run_counts_the_labels_contradicted_at_the_plateau(tmp_path, kwargs):
     path, rows = _memorised_run(tmp_path, **kwargs)
     a = analyze(path)
-    phase = a.epochs.phase.phase
+    phase = a.epoch_choices.phase
     assert phase.memorised and phase.plateau == 7 and phase.onset == 9
     column = a.summary["contradicted_plateau"]
     slow = _contradicted_slowly(rows, phase.plateau)
@@ -193,7 +193,7 @@ def test_a_run_that_began_memorising_counts_between_the_two_counts(tmp_path):
     rows, _, clean = noisy_rows(n=400, epochs=len(fit), seed=11)
     extra = {e: {"train_acc": fit[e], "contradicted": share[e]} for e in range(len(fit))}
     a = analyze(write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=extra))
-    phase = a.epochs.phase.phase
+    phase = a.epoch_choices.phase
     assert not phase.memorised and phase.weight == pytest.approx(0.5, abs=0.01) and phase.onset == 9
     unfitted = int((a.summary["unfitted"] > THRESHOLD).sum())
     plateau = int((a.summary["contradicted_plateau"] > THRESHOLD).sum())

@@ -39,7 +39,7 @@ def _train(out: Path, dataset, **kwargs):
 def test_the_kept_checkpoint_is_the_offline_plateau(tmp_path, noisy):
     _train(tmp_path / "run", noisy())
     record = json.loads((tmp_path / "run" / "run.json").read_text())["memorisation"]
-    phase = analyze(tmp_path / "run").epochs.phase
+    phase = analyze(tmp_path / "run").epoch_choices.phase
     assert phase.memorised and record["memorised"]
     assert record["onset"] == phase.onset and record["kept_epoch"] == phase.phase.plateau < phase.onset
     kept = torch.load(tmp_path / "run" / "checkpoints" / KEPT_NAME, weights_only=True)

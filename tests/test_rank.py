@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gwa_diag.analysis.phase import EpochChoices, EpochSelection, TrainingPhase
-from gwa_diag.early_stopping import Phase
+from gwa_diag.phase_rule import Phase
 from gwa_diag.analysis.rank import RULES, flag, flag_ranking, rank, read_suspects, write_suspects
 from gwa_diag.checks import InputError, Rule, values
 

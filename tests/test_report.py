@@ -193,16 +193,16 @@ def test_report_states_the_training_phase_and_plots_it(tmp_path, capsys):
     rows, _, clean = noisy_rows(n=200, epochs=10, num_classes=4, noise=0.2, seed=3)
     path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING_EPOCHS)
     a = analyze(path)
-    assert a.epochs.phase.onset == 6 and a.epochs.window == (1, 2, 3, 4, 5)
+    assert a.epoch_choices.phase.onset == 6 and a.epoch_choices.window == (1, 2, 3, 4, 5)
     assert _cli(["report", str(path)]) == 0
     printed = capsys.readouterr().out
-    assert a.epochs.note in printed and "epoch 6" in a.epochs.note
+    assert a.epoch_choices.note in printed and "epoch 6" in a.epoch_choices.note
     out = path / "analysis"
     report = json.loads((out / "report.json").read_text())
     phase = report["training_phase"]
     assert phase["memorised"] is True and phase["onset"] == 6 and phase["plateau"] == 4
-    assert phase["noise"] == pytest.approx(0.22) and phase["note"] == a.epochs.note
-    assert phase["window_epochs"] == list(a.epochs.window)
+    assert phase["noise"] == pytest.approx(0.22) and phase["note"] == a.epoch_choices.note
+    assert phase["window_epochs"] == list(a.epoch_choices.window)
     assert report["window"] == {"name": "phase", "epochs": [1, 5], "description": report["window"]["description"]}
     curve = phase["curve"]
     assert curve["epoch"] == list(range(10)) and curve["fit"][6] == pytest.approx(0.84)
@@ -244,8 +244,8 @@ def test_the_app_shows_the_reports_own_figures(tmp_path):
     path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean)
     a = analyze(path)
     report = write_report(a)
-    phase = a.epochs.phase.phase
-    drawn = phase_png(a.epochs.phase.curve, window=list(a.epochs.window), plateau=phase.plateau,
+    phase = a.epoch_choices.phase
+    drawn = phase_png(a.epoch_choices.phase.curve, window=list(a.epoch_choices.window), plateau=phase.plateau,
                       onset=phase.onset if phase.memorising else None, memorised=phase.memorised, weight=phase.weight)
     assert drawn == Path(report["files"]["phase"]).read_bytes()
     curve = gwa_curve_png(a.run.epochs(), a.selection.used_epoch, fallback=a.selection.fallback,

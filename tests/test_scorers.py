@@ -55,7 +55,7 @@ def reference_sums(rows: pd.DataFrame, choices: EpochChoices, ids: pd.Index, num
     limits = near.groupby(["epoch", "label"])["p_label"].mean()
     t = [limits.get((e, p), np.nan) for e, p in zip(near["epoch"], near["pred"])]
     near["hit"] = ((near["pred"] != near["label"]) & (near["p_pred"].to_numpy() >= np.asarray(t))).astype(float)
-    near["miss"] = (near["pred"] != near["label"]).astype(float)
+    near["unfitted"] = (near["pred"] != near["label"]).astype(float)
     by_sample = near.groupby("sample_id")["hit"]
     return Sums(
         num_classes=num_classes, n=n.to_numpy(), alignment=sums["alignment"].to_numpy(),
@@ -65,9 +65,9 @@ def reference_sums(rows: pd.DataFrame, choices: EpochChoices, ids: pd.Index, num
         alignment_last=at(choices.last_epoch, "alignment", np.nan),
         el2n_p_label=at(choices.el2n_epoch, "p_label", np.nan), el2n_pred=at(choices.el2n_epoch, "pred", -1),
         el2n_label=at(choices.el2n_epoch, "label", -1), el2n_p_pred=at(choices.el2n_epoch, "p_pred", np.nan),
-        disagree=by_sample.sum().reindex(ids, fill_value=0.0).to_numpy(),
-        disagree_n=by_sample.size().reindex(ids, fill_value=0).astype(float).to_numpy(),
-        mismatch=near.groupby("sample_id")["miss"].sum().reindex(ids, fill_value=0.0).to_numpy(),
+        contradicted=by_sample.sum().reindex(ids, fill_value=0.0).to_numpy(),
+        unfitted=near.groupby("sample_id")["unfitted"].sum().reindex(ids, fill_value=0.0).to_numpy(),
+        n_disagreement=by_sample.size().reindex(ids, fill_value=0).astype(float).to_numpy(),
     )
 
 
@@ -91,8 +91,8 @@ def test_disagreement_counts_confident_predictions_of_another_class():
         loss=np.zeros(2), p_label=np.zeros(2), p_label_sq=np.zeros(2), forgetting=np.zeros(2, dtype=np.int64),
         alignment_selected=np.array([-0.2, 0.3]), alignment_last=np.array([0.1, np.nan]),
         el2n_p_label=np.array([0.5, 0.2]), el2n_pred=np.array([0, 1]), el2n_label=np.array([0, 0]),
-        el2n_p_pred=np.array([0.5, 0.8]), disagree=np.array([2.0, 0.0]), disagree_n=np.array([3.0, 0.0]),
-        mismatch=np.array([3.0, 0.0]),
+        el2n_p_pred=np.array([0.5, 0.8]), contradicted=np.array([2.0, 0.0]), unfitted=np.array([3.0, 0.0]),
+        n_disagreement=np.array([3.0, 0.0]),
     )
     np.testing.assert_allclose(score("disagreement", sums), [2 / 3, np.nan])
     np.testing.assert_allclose(score("unfitted", sums), [1.0, np.nan])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gwa_diag.checks import InputError
+from gwa_diag.phase_rule import Phase
 from gwa_diag.early_stopping import (
-    Phase,
     EarlyStopResult,
     assess_choice,
     labelwave_epoch,

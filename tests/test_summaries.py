@@ -286,7 +286,7 @@ def test_a_window_that_ends_before_the_last_epoch_still_reads_every_epoch(tmp_pa
     seen = pd.concat([h.astype(float) * 0 + 1 for h in hits.values()], axis=1).sum(axis=1)
     disagree = pd.concat([h.astype(float) for h in hits.values()], axis=1).sum(axis=1) / seen
     np.testing.assert_allclose(s["disagreement"].reindex(disagree.index), disagree, atol=1e-12)
-    plateau = _contradicted_slow(finite[finite["epoch"] == choices.phase.phase.plateau].set_index("sample_id"))
+    plateau = _contradicted_slow(finite[finite["epoch"] == choices.phase.plateau].set_index("sample_id"))
     np.testing.assert_array_equal(s["contradicted_plateau"].reindex(plateau.index), plateau.astype(float))
 
 

@@ -42,7 +42,7 @@ def test_first_screen_counts_top_five_class_names_and_app_command(tmp_path):
     assert lines[1].strip() == f"an estimate: {a.estimate.caveat}" and "too high" in lines[1]
     # How to get a count with an interval instead (the path quoted for the shell).
     assert lines[2].strip() == f"for a count with a 95% interval, verify 200 labels: gwa-diag audit {shlex.quote(str(path))} --n 200"
-    assert lines[3].strip() == a.epochs.note
+    assert lines[3].strip() == a.epoch_choices.note
     rows = _rows(text)
     top = a.ranking.head(TOP)
     assert len(a.flagged) >= TOP and [int(r[1]) for r in rows] == top.index.tolist()

@@ -31,8 +31,8 @@ def _curve_png(path: str, generation: str, selected: int | None, fallback: bool)
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _phase_png(path: str, generation: str, window: str) -> bytes:
-    choices = analysis(path, generation, window).epochs
-    phase = choices.phase.phase
+    choices = analysis(path, generation, window).epoch_choices
+    phase = choices.phase
     return charts.phase_png(choices.phase.curve, window=list(choices.window),
                             onset=phase.onset if phase.memorising else None, plateau=phase.plateau,
                             memorised=phase.memorised, weight=phase.weight)
@@ -89,7 +89,7 @@ def _phase(state: RunState, window: str, choices: EpochChoices) -> None:
     # Which epochs every score on these pages reads, and why: first, before any score.
     st.info(note[0].upper() + note[1:] + ".")
     st.image(_phase_png(state.path, state.generation, window), width="stretch")
-    phase = choices.phase.phase
+    phase = choices.phase
     head = note.split(": ", 1)[0] + ": "
     reason = phase.reason[len(head):] if phase.reason.startswith(head) else phase.reason
     thresholds = (
@@ -165,7 +165,7 @@ def _wrong_labels(state: RunState, window: str) -> None:
     c2.metric("Share of the samples", f"{estimate.rate:.1%}")
     if estimate.epoch is None:
         how = (f"the samples whose label the model did not fit in most of epochs "
-               f"{', '.join(str(e) for e in result.epochs.disagreement_epochs)}; {estimate.caveat}")
+               f"{', '.join(str(e) for e in result.epoch_choices.disagreement_epochs)}; {estimate.caveat}")
     else:
         how = f"{estimate.method}; {estimate.caveat}"
     st.caption(
@@ -229,7 +229,7 @@ def render(state: RunState, window: str) -> None:
         _metadata(state)
         return
     with st.spinner("Computing the per-sample scores…"):
-        choices = analysis(state.path, state.generation, window).epochs
+        choices = analysis(state.path, state.generation, window).epoch_choices
     sel = choices.selection
     _headline(state, sel)
     _phase(state, window, choices)

@@ -6,5 +6,5 @@ Nothing here imports torch (tests/test_packaging.py checks it), so the analysis 
 start in well under a second. It reads runs through the core, never through
 ``gwa_diag.training``, ``gwa_diag.cli`` or the app:
 
-May import: gwa_diag.checks, gwa_diag.store, gwa_diag.early_stopping.
+May import: gwa_diag.checks, gwa_diag.store, gwa_diag.early_stopping, gwa_diag.phase_rule.
 """

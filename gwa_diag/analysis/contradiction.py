@@ -45,8 +45,9 @@ def contradicted(label: np.ndarray, pred: np.ndarray, p_label: np.ndarray, p_pre
 
 def share_sql(source: str) -> str:
     """DuckDB query over ``source`` (sample rows with an ``epoch`` column) giving, per epoch,
-    ``share``: the confidently contradicted rows over all rows, as the recorder records it
-    (rows with a non-finite alignment, p(label) or p(pred) count in the denominator only)."""
+    ``contradicted``: the confidently contradicted rows over all rows, as the recorder records it
+    in ``epochs.parquet``'s column of the same name (rows with a non-finite alignment,
+    p(label) or p(pred) count in the denominator only)."""
     return f"""
         WITH rows AS (
             SELECT CAST(epoch AS BIGINT) AS epoch, label, pred, p_label, p_pred,
@@ -55,7 +56,8 @@ def share_sql(source: str) -> str:
         ), limits AS (
             SELECT epoch, label AS cls, avg(p_label) AS t FROM rows WHERE ok GROUP BY ALL
         )
-        SELECT r.epoch, avg(CASE WHEN r.ok AND r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS share
+        SELECT r.epoch,
+               avg(CASE WHEN r.ok AND r.pred <> r.label AND r.p_pred >= l.t THEN 1.0 ELSE 0.0 END) AS contradicted
         FROM rows r LEFT JOIN limits l ON r.epoch = l.epoch AND r.pred = l.cls
         GROUP BY r.epoch
     """

@@ -131,14 +131,15 @@ def caveat_of(column: str | None) -> str:
     return "too high while the model has not fitted its correct labels, too low once it fits wrong ones"
 
 
-def _memorising_at(summary: pd.DataFrame) -> tuple[int | None, float]:
+def _plateau_and_weight(summary: pd.DataFrame) -> tuple[int | None, float]:
     """(the plateau epoch, the phase's weight) when the summary was read with the ``phase``
-    window of a run that began memorising; else (None, 0.0). Read from the epoch choices
+    window of a run that began memorising; else (None, 0.0): where the plateau count is read
+    and how much of the total it makes. Read from the epoch choices
     :func:`~gwa_diag.analysis.summaries.summarize` leaves in ``attrs``."""
     choices = summary.attrs.get("epochs")
     if choices is None or choices.window_name != "phase" or not choices.phase.memorising:
         return None, 0.0
-    return int(choices.phase.phase.plateau), float(choices.phase.phase.weight)
+    return int(choices.phase.plateau), float(choices.phase.weight)
 
 
 def _flagged(summary: pd.DataFrame, column: str) -> np.ndarray:
@@ -162,7 +163,7 @@ def estimate_wrong_labels(summary: pd.DataFrame) -> NoiseEstimate:
         ``contradicted_plateau > 0.5`` (confidently contradicted at the plateau epoch); in a
         run that began memorising, the two mixed by the phase's weight (rounded).
     """
-    epoch, weight = _memorising_at(summary)
+    epoch, weight = _plateau_and_weight(summary)
     column = CONTRADICTED_PLATEAU if weight >= 0.5 else ESTIMATE_COLUMN
     needed = ("label", ESTIMATE_COLUMN) + ((CONTRADICTED_PLATEAU,) if weight > 0 else ())
     missing = [c for c in needed if c not in summary.columns]

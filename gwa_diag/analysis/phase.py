@@ -6,7 +6,7 @@ augmentation, long training) fits the wrong labels too, and then every training-
 score stops telling them apart: its early epochs rank the wrong labels far better than the
 second half (``bench/regimes.py``). :func:`training_phase` reads
 from the recording whether and from which epoch the model memorised
-(:func:`gwa_diag.early_stopping.read_phase`), and the default window, ``phase``, averages
+(:func:`gwa_diag.phase_rule.read_phase`), and the default window, ``phase``, averages
 the epochs before that (the second half when it never did).
 
 One typed object, :class:`EpochChoices`, is made here (:func:`choose_epochs`) from
@@ -15,7 +15,7 @@ here to the summaries, the pipeline, the report and the app; nobody rebuilds it.
 
 Reads ``epochs.parquet``, and the sample parts only for runs recorded before the recorder
 wrote the per-epoch ``contradicted`` share; no torch (the rules live in
-:mod:`gwa_diag.early_stopping`, which is torch-free).
+:mod:`gwa_diag.phase_rule` and :mod:`gwa_diag.early_stopping`, which are torch-free).
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ import duckdb
 import pandas as pd
 
 from gwa_diag.checks import DEFAULT_WINDOW, Mode, Window
-from gwa_diag.early_stopping import (
-    MEMORISED_AT, MEMORISING_FROM, EarlyStopResult, Phase, fit_at_share, read_phase, select_epoch,
-)
+from gwa_diag.early_stopping import EarlyStopResult, select_epoch
+from gwa_diag.phase_rule import MEMORISED_AT, MEMORISING_FROM, Phase, fit_at_share, read_phase
 from gwa_diag.analysis.contradiction import share_sql
 from gwa_diag.analysis.parts import read_parquet_sql, vanished_parts_as_file_not_found
 from gwa_diag.store import Run, atomic_write_bytes, open_run, read_listed_parts
@@ -104,15 +103,20 @@ class EpochSelection:
 
 @dataclass(frozen=True, eq=False)  # eq=False: the curve is a frame
 class TrainingPhase:
-    """Whether, and from which epoch, the model memorised its given labels.
+    """Whether, and from which epoch, the model memorised its given labels: the rule's answer
+    with the curve it was read from. The answer's facts are attributes of their own
+    (``plateau``, ``onset``, ``weight``, ...), as :class:`gwa_diag.phase_rule.Phase` defines
+    them, so callers never reach through ``phase``.
 
     Attributes:
-        phase: the rule's answer (:class:`gwa_diag.early_stopping.Phase`: ``memorised``,
-            ``onset``, ``plateau``, ``noise``, ``crossing``, ``confirmed``, ``reason``).
+        phase: the rule's answer (:class:`gwa_diag.phase_rule.Phase`), for what takes one
+            whole (:func:`gwa_diag.early_stopping.assess_choice`, report.json).
         curve: per complete epoch, what it was read from: ``epoch``, ``fit`` (share of the
-            training rows predicted as labelled), ``contradicted`` (share confidently
-            contradicted), and the fit thresholds ``1 - noise`` (``onset_fit``) and
-            ``1 - noise/2`` (``memorised_fit``) once a plateau was found.
+            training rows predicted as labelled: ``epochs.parquet``'s ``train_acc``),
+            ``contradicted`` (share confidently contradicted), and, once a plateau was found,
+            the fit thresholds ``1 - noise`` (``onset_fit``) and the fits at
+            ``MEMORISING_FROM`` and ``MEMORISED_AT`` of the estimated wrong labels
+            (``memorising_fit``, ``memorised_fit``).
     """
 
     phase: Phase
@@ -120,24 +124,61 @@ class TrainingPhase:
 
     @property
     def memorised(self) -> bool:
+        """The model memorised its labels (the weight is 1)."""
         return self.phase.memorised
 
     @property
+    def memorising(self) -> bool:
+        """The model began memorising (the weight is above 0)."""
+        return self.phase.memorising
+
+    @property
     def onset(self) -> int | None:
+        """The first memorising epoch, when the model began memorising; else None."""
         return self.phase.onset
 
     @property
-    def memorising(self) -> bool:
-        """The model began memorising (the phase's weight is above 0)."""
-        return self.phase.memorising
+    def plateau(self) -> int | None:
+        """The epoch where learning what the labels agree on levelled off; None when not read."""
+        return self.phase.plateau
+
+    @property
+    def noise(self) -> float | None:
+        """The estimated share of wrong labels (the contradicted share at the plateau)."""
+        return self.phase.noise
+
+    @property
+    def crossing(self) -> int | None:
+        """The first epoch after the plateau whose fit passed ``1 - noise``."""
+        return self.phase.crossing
+
+    @property
+    def confirmed(self) -> int | None:
+        """The first epoch after the plateau at which the weight reached 1."""
+        return self.phase.confirmed
+
+    @property
+    def fitted_wrong(self) -> float | None:
+        """The largest share of the estimated wrong labels fitted after the plateau."""
+        return self.phase.fitted_wrong
+
+    @property
+    def weight(self) -> float:
+        """How far the window, the count and the kept record follow memorisation, 0 to 1."""
+        return self.phase.weight
+
+    @property
+    def reason(self) -> str:
+        """One sentence for people."""
+        return self.phase.reason
 
     def signal_epochs(self, epochs: list[int]) -> list[int] | None:
         """The epochs before memorisation that carry the signal: from the second epoch (the
         first is the random initialisation) to the one before the onset; None when the model
         never began memorising."""
-        if not self.phase.memorising or self.phase.onset is None:
+        if not self.memorising or self.onset is None:
             return None
-        before = [e for e in sorted(epochs) if e < self.phase.onset]
+        before = [e for e in sorted(epochs) if e < self.onset]
         return before[1:] if len(before) > 1 else before or None
 
     def window(self, epochs: list[int]) -> list[int]:
@@ -155,7 +196,7 @@ class TrainingPhase:
         if not before:
             return ordered[late[0]:]
         early = (ordered.index(before[0]), ordered.index(before[-1]))
-        t = self.phase.weight
+        t = self.weight
         lo, hi = (round((1.0 - t) * l + t * e) for l, e in zip(late, early))
         return ordered[lo:hi + 1]
 
@@ -165,7 +206,7 @@ class TrainingPhase:
 
 
 def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
-    """The training phase of a recorded run (:func:`gwa_diag.early_stopping.read_phase` on the
+    """The training phase of a recorded run (:func:`gwa_diag.phase_rule.read_phase` on the
     per-epoch ``train_acc``, ``contradicted`` and ``lr`` of ``epochs.parquet``; for runs recorded
     before that column existed, the share is computed from the sample parts)."""
     run = open_run(run)
@@ -173,21 +214,22 @@ def training_phase(run: Run | str | os.PathLike) -> TrainingPhase:
     ep = [int(e) for e in epochs["epoch"]] if len(epochs) else []
     fit = [number_or_none(v) for v in epochs["train_acc"]] if "train_acc" in epochs else [None] * len(ep)
     if "contradicted" in epochs and epochs["contradicted"].notna().all():
-        share = [number_or_none(v) for v in epochs["contradicted"]]
+        contradicted = [number_or_none(v) for v in epochs["contradicted"]]
     else:
-        share = _contradicted_from_parts(run, ep)
+        contradicted = _contradicted_from_parts(run, ep)
     # The engine records each epoch's learning rate; a custom loop's recording may lack it.
     lr = [number_or_none(v) for v in epochs["lr"]] if "lr" in epochs else None
-    return phase_of_curves(ep, fit, share, lr)
+    return phase_of_curves(ep, fit, contradicted, lr)
 
 
-def phase_of_curves(epochs: list[int], fit: list[float | None], share: list[float | None],
+def phase_of_curves(epochs: list[int], fit: list[float | None], contradicted: list[float | None],
                     lr: list[float | None] | None) -> TrainingPhase:
-    """The training phase read from per-epoch curves (those of ``epochs.parquet``, or any
-    prefix of them: a run stopped earlier), with the curve it was read from."""
-    phase = read_phase(epochs, fit, share, lr)
+    """The training phase read from per-epoch curves (those of ``epochs.parquet``: ``fit`` is
+    its ``train_acc``; or any prefix of them: a run stopped earlier), with the curve it was
+    read from."""
+    phase = read_phase(epochs, fit, contradicted, lr)
     curve = pd.DataFrame({"epoch": epochs, "fit": [math.nan if v is None else v for v in fit],
-                          "contradicted": [math.nan if v is None else v for v in share]})
+                          "contradicted": [math.nan if v is None else v for v in contradicted]})
     if phase.noise is not None:
         curve["onset_fit"] = 1.0 - phase.noise
         curve["memorising_fit"] = fit_at_share(phase.noise, MEMORISING_FROM)
@@ -224,7 +266,7 @@ def _contradicted_from_parts(run: Run, epochs: list[int]) -> list[float | None]:
                 out = con.sql(share_sql(read_parquet_sql(files))).fetchnumpy()
         finally:
             con.close()
-        fresh = {int(e): float(v) for e, v in zip(out["epoch"], out["share"])}
+        fresh = {int(e): float(v) for e, v in zip(out["epoch"], out["contradicted"])}
         found.update(fresh)
         entries = {**{e: v for e, v in cached.items() if e in keys and e not in fresh},
                    **{e: {"share": v, "parts": keys[e]} for e, v in fresh.items()}}
@@ -291,15 +333,15 @@ class EpochChoices:
             if self.phase.memorised:
                 return f"the model memorised its labels from epoch {self.phase.onset}: scores are read from {span}"
             if self.phase.memorising:
-                onset, phase = self.phase.onset, self.phase.phase
-                return (f"the model began memorising its labels at epoch {onset} ({phase.fitted_wrong:.0%} of the "
-                        f"estimated wrong labels fitted): scores are read from {span}, the second half moved "
-                        f"{phase.weight:.0%} of the way towards the epochs before epoch {onset}")
-            if self.phase.phase.reason.startswith("the model never memorised"):
+                phase = self.phase
+                return (f"the model began memorising its labels at epoch {phase.onset} ({phase.fitted_wrong:.0%} of "
+                        f"the estimated wrong labels fitted): scores are read from {span}, the second half moved "
+                        f"{phase.weight:.0%} of the way towards the epochs before epoch {phase.onset}")
+            if self.phase.reason.startswith("the model never memorised"):
                 return f"the model never memorised its labels: scores are read from the second half, {span}"
-            return f"the training phase could not be read ({self.phase.phase.reason}): scores are read from " \
+            return f"the training phase could not be read ({self.phase.reason}): scores are read from " \
                    f"the second half, {span}"
-        return f"scores are read from {span} (window {self.window_name}); {self.phase.phase.reason}"
+        return f"scores are read from {span} (window {self.window_name}); {self.phase.reason}"
 
     @property
     def last_epoch(self) -> int:

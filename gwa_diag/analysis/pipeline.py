@@ -15,6 +15,7 @@ their numbers from an :class:`Analysis`, so they cannot disagree with each other
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -70,7 +71,7 @@ class Analysis:
             ``suggested_label`` / ``suggested_prob``, ``alignment_selected``, ``n_epochs``,
             ``n_window``, ``clean_label`` and ``path`` (the sample's file) when labels.parquet
             has them (:func:`gwa_diag.analysis.summaries.summarize`).
-        epochs: which epochs each score read, and why
+        epoch_choices: which epochs each score read, and why
             (:class:`gwa_diag.analysis.phase.EpochChoices`, from
             :func:`gwa_diag.analysis.phase.choose_epochs`): ``phase``, the training phase
             (whether and from which epoch the model memorised its labels, and the per-epoch
@@ -116,7 +117,7 @@ class Analysis:
     run: Run
     options: AnalysisOptions
     summary: pd.DataFrame
-    epochs: EpochChoices
+    epoch_choices: EpochChoices
     ranking: pd.DataFrame
     flagged: pd.DataFrame
     class_names: tuple[str, ...] | None
@@ -146,8 +147,15 @@ class Analysis:
 
     @property
     def selection(self) -> EpochSelection:
-        """The early-stopping choice and the epoch the flags use (``epochs.selection``)."""
-        return self.epochs.selection
+        """The early-stopping choice and the epoch the flags use (``epoch_choices.selection``)."""
+        return self.epoch_choices.selection
+
+    @property
+    def epochs(self) -> EpochChoices:
+        """Deprecated: the old name of :attr:`epoch_choices`, kept for scripts written against
+        it (``Run.epochs()`` is the per-epoch frame; this was never that)."""
+        warnings.warn("Analysis.epochs is deprecated: use Analysis.epoch_choices", DeprecationWarning, stacklevel=2)
+        return self.epoch_choices
 
     @property
     def has_truth(self) -> bool:
@@ -244,7 +252,7 @@ def analyze(
         run=the_run,
         options=options,
         summary=summary,
-        epochs=summary.attrs["epochs"],
+        epoch_choices=summary.attrs["epochs"],
         ranking=ranking,
         flagged=flagged,
         class_names=the_run.class_names,

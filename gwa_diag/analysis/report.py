@@ -52,7 +52,7 @@ from gwa_diag.analysis.rank import RULES, write_suspects
 from gwa_diag.analysis.phase import WINDOWS, EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import InputError
-from gwa_diag.early_stopping import MEMORISED_AT, MEMORISING_FROM, fit_at_share
+from gwa_diag.phase_rule import MEMORISED_AT, MEMORISING_FROM, fit_at_share
 from gwa_diag.store import Run, RunDirError, atomic_write_bytes, atomic_write_table, exclusive_lock, file_sha256
 
 __all__ = ["write_report", "markdown_table", "json_ready", "ReportBusyError", "LOCK_NAME", "REPORT_ID_KEY"]
@@ -172,8 +172,8 @@ def _write_files(
     files["ranking"] = str(atomic_write_table(out / "ranking.parquet", table))
 
     stop = analysis.stopping
-    choices = analysis.epochs
-    phase = choices.phase.phase
+    choices = analysis.epoch_choices
+    phase = choices.phase
     files["phase"] = str(_save(phase_figure(choices.phase.curve, window=list(choices.window), plateau=phase.plateau,
                                             onset=phase.onset if phase.memorising else None,
                                             memorised=phase.memorised, weight=phase.weight), out / "phase.png"))
@@ -198,7 +198,7 @@ def _write_files(
         "n_epochs": int(summary.attrs.get("n_epochs", len(epochs))),
         "num_classes": summary.attrs.get("num_classes"),
         "window": {"name": window, "epochs": summary.attrs.get("window_epochs"), "description": WINDOWS[window]},
-        "training_phase": _phase_record(analysis.epochs),
+        "training_phase": _phase_record(analysis.epoch_choices),
         "early_stopping": selection,
         "stopping": stop.as_dict(),
         "el2n_epoch": summary.attrs.get("el2n_epoch"),

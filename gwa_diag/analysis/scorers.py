@@ -43,11 +43,12 @@ class Sums:
             epoch and at the last epoch; NaN where absent.
         el2n_p_label, el2n_pred, el2n_label, el2n_p_pred: p(label), the prediction (int64),
             the label (int64) and p(pred) at the EL2N epoch; NaN / -1 where absent.
-        disagree: disagreement epochs in which the prediction was another class with p(pred)
-            at least that class's confident-learning threshold.
-        disagree_n: disagreement epochs with a finite row.
-        mismatch: disagreement epochs in which the prediction was another class (confident
+        contradicted: disagreement epochs in which the model confidently contradicted the
+            label: the prediction was another class with p(pred) at least that class's
+            confident-learning threshold.
+        unfitted: disagreement epochs in which the prediction was another class (confident
             or not).
+        n_disagreement: disagreement epochs with a finite row.
     """
 
     num_classes: int
@@ -65,9 +66,9 @@ class Sums:
     el2n_pred: np.ndarray
     el2n_label: np.ndarray
     el2n_p_pred: np.ndarray
-    disagree: np.ndarray
-    disagree_n: np.ndarray
-    mismatch: np.ndarray
+    contradicted: np.ndarray
+    unfitted: np.ndarray
+    n_disagreement: np.ndarray
 
 
 def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -158,7 +159,7 @@ def disagreement(s: Sums) -> np.ndarray:
     the given label: pred != label and p(pred) >= that class's threshold, the mean p(label)
     of the samples labelled with it in the same epoch (confident learning's per-class
     threshold; Northcutt et al., JAIR 2021). Higher = more suspicious."""
-    return _mean(s.disagree, s.disagree_n)
+    return _mean(s.contradicted, s.n_disagreement)
 
 
 def unfitted(s: Sums) -> np.ndarray:
@@ -166,7 +167,7 @@ def unfitted(s: Sums) -> np.ndarray:
     around the GWA-selected one) in which the model predicted another class than the given
     label. Higher = more suspicious. Samples above 0.5 are the estimated wrong labels of a run
     that never memorised its labels (gwa_diag.analysis.estimate)."""
-    return _mean(s.mismatch, s.disagree_n)
+    return _mean(s.unfitted, s.n_disagreement)
 
 
 # The registry, in the order tables list the scorers.

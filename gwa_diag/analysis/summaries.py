@@ -590,10 +590,10 @@ class _Single:
     align_sel: np.ndarray  # alignment at the selected (or fallback) epoch
     align_last: np.ndarray  # alignment at the last epoch
     early: dict[str, np.ndarray]  # p_label, pred, label, p_pred at the EL2N epoch
-    disagree: np.ndarray  # disagreement epochs confidently contradicted
-    mismatch: np.ndarray  # disagreement epochs predicting another class at all
-    disagree_n: np.ndarray  # disagreement epochs with a finite row
-    plateau: np.ndarray  # confidently contradicted at the plateau epoch: 1.0 / 0.0 / NaN
+    contradicted: np.ndarray  # disagreement epochs confidently contradicted
+    unfitted: np.ndarray  # disagreement epochs predicting another class at all
+    n_disagreement: np.ndarray  # disagreement epochs with a finite row
+    contradicted_plateau: np.ndarray  # confidently contradicted at the plateau epoch: 1.0 / 0.0 / NaN
 
 
 # Integers as numpy reads them (nulls -1), floats as stored (nulls NaN).
@@ -607,16 +607,17 @@ def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
     confident-learning thresholds need all of an epoch's rows at once
     (:mod:`gwa_diag.analysis.contradiction`).
 
-    ``plateau`` is NaN in a run that did not begin to memorise (only then is it counted, so only then
+    ``contradicted_plateau`` is NaN in a run that did not begin to memorise (only then is it counted, so only then
     read), without data at the plateau, and for samples without a finite row there."""
     size, choices = plan.size, plan.choices
     out = _Single(
         align_sel=np.full(size, np.nan), align_last=np.full(size, np.nan),
         early={"p_label": np.full(size, np.nan), "pred": np.full(size, -1, dtype=np.int64),
                "label": np.full(size, -1, dtype=np.int64), "p_pred": np.full(size, np.nan)},
-        disagree=np.zeros(size), mismatch=np.zeros(size), disagree_n=np.zeros(size), plateau=np.full(size, np.nan),
+        contradicted=np.zeros(size), unfitted=np.zeros(size), n_disagreement=np.zeros(size),
+        contradicted_plateau=np.full(size, np.nan),
     )
-    plateau = choices.phase.phase.plateau
+    plateau = choices.phase.plateau
     plateau = int(plateau) if choices.phase.memorising and plateau is not None and int(plateau) in plan.files else None
     counted = set(choices.disagreement_epochs)
     wanted = set(choices.point_epochs()) | counted | ({plateau} if plateau is not None else set())
@@ -649,12 +650,12 @@ def _read_single_epochs(con: Any, plan: _Plan, repeats: bool) -> _Single:
             label, pred, ok = cols["label"], cols["pred"], cols["ok"]
             hit = contradicted(label, pred, cols["p_label"], cols["p_pred"], ok, plan.num_classes)
             if epoch in counted:
-                _add_into(out.disagree, slot, hit)
-                _add_into(out.mismatch, slot, ok & (pred != label))
-                _add_into(out.disagree_n, slot, ok)
+                _add_into(out.contradicted, slot, hit)
+                _add_into(out.unfitted, slot, ok & (pred != label))
+                _add_into(out.n_disagreement, slot, ok)
             if epoch == plateau:
                 # One row per sample and epoch (repeats merged by _source).
-                out.plateau[slot[ok]] = hit[ok]
+                out.contradicted_plateau[slot[ok]] = hit[ok]
     return out
 
 
@@ -738,7 +739,8 @@ def _frame(
         alignment_selected=single.align_sel[keep], alignment_last=single.align_last[keep],
         el2n_p_label=single.early["p_label"][keep], el2n_pred=single.early["pred"][keep],
         el2n_label=single.early["label"][keep], el2n_p_pred=single.early["p_pred"][keep],
-        disagree=single.disagree[keep], disagree_n=single.disagree_n[keep], mismatch=single.mismatch[keep],
+        contradicted=single.contradicted[keep], unfitted=single.unfitted[keep],
+        n_disagreement=single.n_disagreement[keep],
     )
     sugg = suggested[keep]
     data: dict[str, Any] = {
@@ -749,7 +751,7 @@ def _frame(
         "n_epochs": present[keep],
         "n_window": w["n"].astype(np.int64),
         # Not a scorer: what the estimated count counts in a run that began memorising its labels.
-        CONTRADICTED_PLATEAU: single.plateau[keep],
+        CONTRADICTED_PLATEAU: single.contradicted_plateau[keep],
         **scores(sums),  # every scorer: higher = more suspicious
     }
     frame = pd.DataFrame(data, index=pd.Index(ids, name="sample_id"))

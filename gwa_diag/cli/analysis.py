@@ -85,7 +85,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else analysis.run.path / "analysis" / "suspects.csv"
     path = write_suspects(out, flagged, class_names=names)
     print(analysis.selection.note)
-    print(analysis.epochs.note)
+    print(analysis.epoch_choices.note)
     if analysis.estimate is not None:
         print(analysis.estimate.line())
         print(f"  per given class: {analysis.estimate.per_class_text(names)}")
@@ -130,7 +130,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     summary, run = analysis.summary, analysis.run
     n, n_noisy = len(truth), int(truth.sum())
     print(analysis.selection.note)
-    print(analysis.epochs.note)
+    print(analysis.epoch_choices.note)
     covered = "" if cover["matched"] == cover["samples"] else f" (the truth covers {cover['matched']} of {cover['samples']} samples)"
     print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}){covered}; "
           f"window {args.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "

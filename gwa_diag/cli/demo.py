@@ -104,8 +104,8 @@ def _print_summary(out: Path, label_set: str, report: dict[str, Any]) -> None:
     trust, labelwave = analysis.stopping.lines()[:2]
     print(f"{trust}\n{labelwave}")
     # The phase the report's scores followed (read from the same recording as `gwa-diag train` prints it).
-    print(f"training phase: {analysis.epochs.phase.phase.reason}")
-    print(analysis.epochs.note)
+    print(f"training phase: {analysis.epoch_choices.phase.reason}")
+    print(analysis.epoch_choices.note)
     print(f"\ntraining {report['train_seconds']:.0f} s, total {report['total_seconds']:.0f} s")
     print(f"run directory: {out}")
     if files:

@@ -66,7 +66,7 @@ def first_screen(analysis: Analysis, run_dir: str | os.PathLike, *, suspects: st
         # The count is the flagged set's size: say at once which way it can be off.
         lines.append(f"  an estimate: {est.caveat}")
         lines.append(f"  for a count with a 95% interval, verify 200 labels: gwa-diag audit {shlex.quote(str(run_dir))} --n 200")
-    lines.append(f"  {analysis.epochs.note}")
+    lines.append(f"  {analysis.epoch_choices.note}")
 
     flagged = analysis.flagged
     source = flagged if len(flagged) else analysis.ranking

@@ -393,7 +393,7 @@ def _phase_line(out: str | Path) -> str:
     (:func:`gwa_diag.analysis.phase.training_phase`; duckdb and pandas, no torch)."""
     from gwa_diag.analysis.phase import training_phase
 
-    return f"training phase: {training_phase(out).phase.reason}"
+    return f"training phase: {training_phase(out).reason}"
 
 
 def _selection_line(out: Path, epoch: int | None, reason: str) -> str:

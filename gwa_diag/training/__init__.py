@@ -6,6 +6,6 @@ the training loop (:mod:`.engine`) and the PyTorch Lightning callback (:mod:`.li
 Everything here but :mod:`.config` imports torch. It builds on the recording core only,
 never on ``gwa_diag.analysis``, ``gwa_diag.cli`` or the app:
 
-May import: gwa_diag.alignment, gwa_diag.early_stopping, gwa_diag.recorder, gwa_diag.store,
-gwa_diag.checks.
+May import: gwa_diag.alignment, gwa_diag.early_stopping, gwa_diag.phase_rule, gwa_diag.recorder,
+gwa_diag.store, gwa_diag.checks.
 """

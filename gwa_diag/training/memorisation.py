@@ -1,5 +1,5 @@
 """Keeping the model from before memorisation: while training, the engine reads the training
-phase after every epoch (:func:`gwa_diag.early_stopping.read_phase`, the rule the analysis
+phase after every epoch (:func:`gwa_diag.phase_rule.read_phase`, the rule the analysis
 uses offline, on the same per-epoch ``train_acc`` and ``contradicted``) and, once the model
 began memorising its labels (the phase's weight is above 0, :attr:`Phase.memorising`), keeps the weights of the **plateau** epoch, where it had learned what
 most labels agree on and before it started fitting the others, as
@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from gwa_diag.early_stopping import Phase, pending_plateaus, read_phase
+from gwa_diag.phase_rule import Phase, pending_plateaus, read_phase
 
 __all__ = ["KEPT_NAME", "MemorisationKeeper"]
 
