@@ -6,8 +6,9 @@ imported on first use, so the analysis commands start without loading torch.
 Layers, each with its import rule in its package docstring (checked by
 tests/test_import_rules.py): the core (the top-level modules ``alignment``, ``recorder``,
 ``store``, ``curves``, ``phase_rule``, ``early_stopping`` and ``checks``), then
-:mod:`.training` and :mod:`.analysis` on top of it, the app, and :mod:`.cli` over everything. The core records and stores
-alignment without knowing who trains or reads it, so the rule of the top-level modules is:
+:mod:`.training` and :mod:`.analysis` on top of it, the app, and :mod:`.cli` over everything.
+The core records and stores alignment without knowing who trains or reads it, so the rule of
+the top-level modules is:
 
 May import: gwa_diag.alignment, gwa_diag.checks, gwa_diag.curves, gwa_diag.early_stopping,
 gwa_diag.phase_rule, gwa_diag.recorder, gwa_diag.signals, gwa_diag.store.

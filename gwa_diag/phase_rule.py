@@ -233,8 +233,10 @@ def read_phase(epochs: Sequence[int], fit: Sequence[float | None], contradicted:
 
     Args:
         epochs: complete epochs, ascending.
-        fit: per epoch, the share of training samples predicted as labelled (None/NaN: unknown).
-        contradicted: per epoch, the share confidently contradicted (None/NaN: unknown).
+        fit: per epoch, the share of training samples predicted as labelled (None/NaN: unknown);
+            the recorder's ``train_acc``.
+        contradicted: per epoch, the share confidently contradicted (None/NaN: unknown); the
+            recorder's column of the same name.
         lr: per epoch, the recorded learning rate (the engine's: at the epoch's first step),
             or None: the plateau is looked for only after the warm-up (from the first epoch
             whose rate is not above the previous one's); unknown rates leave every epoch in.

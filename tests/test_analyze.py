@@ -203,7 +203,8 @@ def test_commands_print_the_training_phase_they_read_the_scores_from(tmp_path, c
     rows, _, clean = noisy_rows(n=120, epochs=10, num_classes=4, noise=0.2, seed=22)
     path = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean, extra_epoch=MEMORISING_EPOCHS)
     a = analyze(path)
-    assert a.epoch_choices.phase.memorised and a.epoch_choices.phase.onset == 6 and a.epoch_choices.window == (1, 2, 3, 4, 5)
+    choices = a.epoch_choices
+    assert choices.phase.memorised and choices.phase.onset == 6 and choices.window == (1, 2, 3, 4, 5)
     assert "epoch 6" in a.epoch_choices.note and "1-5" in a.epoch_choices.note
     for command in ("rank", "score"):
         assert main([command, str(path)]) == 0

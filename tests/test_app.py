@@ -440,8 +440,8 @@ def _analysis_of(summary: pd.DataFrame, *, scorer: str = "aum", rule: str = "est
     """The Analysis analyze() would assemble from this hand-made summary (no run directory)."""
     ranking = rank(summary, scorer=scorer)
     return Analysis(run=None, options=check_options(scorer=scorer, rule=rule), summary=summary,
-                    epoch_choices=None, ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None, truth=None,
-                    truth_source=None, truth_coverage=None, truth_reason=None)
+                    epoch_choices=None, ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None,
+                    truth=None, truth_source=None, truth_coverage=None, truth_reason=None)
 
 
 def _table() -> pd.DataFrame:
