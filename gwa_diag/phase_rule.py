@@ -84,10 +84,10 @@ class Phase:
         onset: the first memorising epoch (fit > 1 - noise after the plateau), when
             ``weight`` > 0; else None.
         plateau: the epoch where learning the clean patterns levelled off: the first local
-            minimum of the smoothed share of still-unfitted samples fitted per epoch (or
-            the first epoch, when the share only rises after it) that the share exceeds
-            ``PLATEAU_RISE`` times within ``PLATEAU_HORIZON`` epochs; None when the curve
-            has none yet.
+            minimum of the smoothed fitting rate, the share of still-unfitted samples fitted
+            per epoch (or the first epoch, when the rate only rises after it), that the rate
+            exceeds ``PLATEAU_RISE`` times within ``PLATEAU_HORIZON`` epochs; None when the
+            curve has none yet.
         noise: the estimated share of wrong labels (``contradicted`` at the plateau).
         crossing: the first epoch after the plateau with fit > 1 - noise, whatever the
             weight.
