@@ -17,7 +17,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from gwa_diag.analysis import relabel  # noqa: E402
-from gwa_diag.analysis.pipeline import Analysis, analyze, check_options  # noqa: E402
+from gwa_diag.analysis.options import AnalysisOptions  # noqa: E402
+from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.analysis.rank import flag_ranking, rank  # noqa: E402
 from gwa_diag.store import RunWriter  # noqa: E402
 
@@ -439,7 +440,7 @@ def test_not_a_run_and_no_run(monkeypatch, tmp_path):
 def _analysis_of(summary: pd.DataFrame, *, scorer: str = "aum", rule: str = "estimate") -> Analysis:
     """The Analysis analyze() would assemble from this hand-made summary (no run directory)."""
     ranking = rank(summary, scorer=scorer)
-    return Analysis(run=None, options=check_options(scorer=scorer, rule=rule), summary=summary, epochs=None,
+    return Analysis(run=None, options=AnalysisOptions(scorer=scorer, rule=rule), summary=summary, epochs=None,
                     ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None, truth=None,
                     truth_source=None, truth_coverage=None, truth_reason=None)
 
