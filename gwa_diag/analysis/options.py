@@ -131,14 +131,19 @@ class AnalysisOptions:
             asked, names = self.from_call(options, **keywords), self.names()
         else:
             given = _given(keywords)
-            asked, names = replace(self, **given), tuple(given)
+            try:
+                asked, names = replace(self, **given), tuple(given)
+            except InputError:
+                # Another rule than the Analysis's leaves its k / noise_rate misfitting: the
+                # disagreement is the rule, so that is what to name.
+                if "rule" in given and given["rule"] != self.rule:
+                    check_choice(given["rule"], Rule, "rule")
+                    raise _disagreement("rule", given["rule"], self.rule) from None
+                raise
         for name in names:
             value, made = getattr(asked, name), getattr(self, name)
             if value != made:
-                raise InputError(
-                    f"{name}={value!r} disagrees with the Analysis given ({name}={made!r}); "
-                    f"pass analyze(..., {name}=...) instead, or leave {name} out here"
-                )
+                raise _disagreement(name, value, made)
 
     def as_report(self, window_epochs: Any = None) -> dict[str, Any]:
         """The options as report.json records them: ``window`` (``name``, ``epochs``: the
@@ -172,6 +177,11 @@ class AnalysisOptions:
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"not a report.json of gwa-diag report (no {exc}); pass the analysis/report.json "
                              "that `gwa-diag report` wrote") from None
+
+
+def _disagreement(name: str, value: Any, made: Any) -> InputError:
+    return InputError(f"{name}={value!r} disagrees with the Analysis given ({name}={made!r}); "
+                      f"pass analyze(..., {name}=...) instead, or leave {name} out here")
 
 
 def _given(keywords: Mapping[str, Any]) -> dict[str, Any]:
