@@ -220,3 +220,10 @@ def test_analyze_takes_options_or_keywords_not_both(run):
     with pytest.raises(InputError) as err:
         analyze(Path("/nonexistent/run"), scorer="nope")  # options are checked before the run is read
     assert _named(err, "scorer")
+
+
+def test_the_options_type_is_exported_at_the_package_top():
+    import gwa_diag
+
+    assert gwa_diag.AnalysisOptions is AnalysisOptions and "AnalysisOptions" in gwa_diag.__all__
+    assert gwa_diag.analyze is analyze
