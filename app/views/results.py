@@ -39,6 +39,7 @@ def analysis(path: str, generation: str, options: AnalysisOptions) -> Analysis:
 
     Raises:
         AnalysisError: the run has no complete epoch with sample rows.
+        InputError: rule ``p_wrong`` on a run without an answered audit.
     """
     # The audit's answers change the analysis (its count, p_wrong, the p_wrong rule) without
     # a new epoch: each answer, from this session or any other, is a new cache entry.

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from gwa_diag.analysis.phase import WINDOWS
 from gwa_diag.analysis.rank import RULES, check_rule_options
@@ -145,7 +145,7 @@ class AnalysisOptions:
             if value != made:
                 raise _disagreement(name, value, made)
 
-    def as_report(self, window_epochs: Any = None) -> dict[str, Any]:
+    def as_report(self, window_epochs: Sequence[int] | None = None) -> dict[str, Any]:
         """The options as report.json records them: ``window`` (``name``, ``epochs``: the
         first and last epoch averaged, given here since only the run knows them,
         ``description``), ``scorer``, ``scorer_description`` and ``rule`` (``name``, ``k``,
@@ -169,14 +169,15 @@ class AnalysisOptions:
             InputError: the report lacks one of them or holds an invalid value.
         """
         try:
-            rule, truth = report["rule"], report.get("ground_truth") or {}
+            rule, window, truth = report["rule"], report["window"], report.get("ground_truth") or {}
             source = str(truth.get("source", "")) if truth.get("available") else ""
             file = source.removeprefix("from ") if source and source != f"from {LABELS_SOURCE}" else None
-            return cls(scorer=report["scorer"], window=report["window"]["name"], rule=rule["name"],
-                       k=rule.get("k"), noise_rate=rule.get("noise_rate"), truth=file)
+            return cls(scorer=report["scorer"], window=window["name"], rule=rule["name"], k=rule.get("k"),
+                       noise_rate=rule.get("noise_rate"), truth=file)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise InputError(f"not a report.json of gwa-diag report (no {exc}); pass the analysis/report.json "
-                             "that `gwa-diag report` wrote") from None
+            raise InputError(f"not a report.json of this gwa-diag (its scorer, window or rule is missing or of "
+                             f"another form: {exc!r}); pass the report.json that `gwa-diag report` wrote, or "
+                             "write the report again") from None
 
 
 def _disagreement(name: str, value: Any, made: Any) -> InputError:
