@@ -36,6 +36,7 @@ _EXPORTS = {
     "summarize": "analysis.summaries",
     "analyze": "analysis.pipeline",
     "Analysis": "analysis.pipeline",
+    "AnalysisOptions": "analysis.options",
     "flag": "analysis.rank",
     "detection_table": "analysis.metrics",
     "write_report": "analysis.report",

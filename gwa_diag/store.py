@@ -447,7 +447,7 @@ class Run:
         return pd.read_parquet(path).sort_values("epoch").reset_index(drop=True)
 
     def labels(self) -> pd.DataFrame | None:
-        """labels.parquet (sample_id, label[, clean_label][, path]) or None when not written."""
+        """labels.parquet (``sample_id, label[, clean_label][, path]``) or None when not written."""
         path = self.path / "labels.parquet"
         return pd.read_parquet(path) if path.exists() else None
 

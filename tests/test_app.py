@@ -17,7 +17,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from gwa_diag.analysis import relabel  # noqa: E402
-from gwa_diag.analysis.pipeline import Analysis, analyze, check_options  # noqa: E402
+from gwa_diag.analysis.options import AnalysisOptions  # noqa: E402
+from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.analysis.rank import flag_ranking, rank  # noqa: E402
 from gwa_diag.store import RunWriter  # noqa: E402
 
@@ -353,6 +354,47 @@ def test_relabel_queue_records_and_survives_restart(runs, monkeypatch, tmp_path)
     assert any("Wrote" in s.body for s in restarted.success)
 
 
+def test_pages_pass_one_options_object_to_the_analysis(runs, monkeypatch):
+    """The relabel queue and Browse build one AnalysisOptions from their widgets and the
+    sidebar's window; analyze() receives that object, no loose option beside it, and the
+    page shows that analysis's flags."""
+    from gwa_diag.app.views import results
+
+    seen: list[dict] = []
+    real = results.analyze
+
+    def spy(path, **kwargs):
+        seen.append(kwargs)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(results, "analyze", spy)
+    results._analysis.clear()  # earlier tests' entries would answer without a call
+    run = runs["truth"]
+    at = _app(run, monkeypatch, page="queue")
+    at.selectbox(key="window").set_value("all").run()
+    at.selectbox(key="queue_rule").set_value("topk").run()
+    at.number_input(key="queue_k").set_value(6).run()
+    at.selectbox(key="queue_scorer").set_value("align_mean").run()
+    at.segmented_control(key="queue_show").set_value("all").run()  # other tests decide some samples
+    _clean(at)
+    expected = AnalysisOptions(window="all", scorer="align_mean", rule="topk", k=6)
+    assert all(set(kwargs) == {"options", "summary"} for kwargs in seen), seen
+    assert expected in [kwargs["options"] for kwargs in seen]
+    assert {m.label: m.value for m in at.metric}["Flagged"] == "6"
+    assert [int(b.key.rsplit("_", 1)[1]) for b in at.button if b.key and b.key.startswith("queue_fine_")] == \
+        list(analyze(run, options=expected).flagged.index[:6])
+
+    seen.clear()
+    at = _app(run, monkeypatch, page="browse")
+    at.selectbox(key="browse_sort").set_value("el2n").run()
+    at.selectbox(key="browse_rule").set_value("noise_rate").run()
+    _clean(at)
+    browsed = AnalysisOptions(scorer="el2n", rule="noise_rate", noise_rate=0.1)
+    assert browsed in [kwargs["options"] for kwargs in seen]
+    assert [int(c["sample_id"]) for c in _grid(at) if c["flagged"]] == \
+        list(analyze(run, options=browsed).flagged.index)
+
+
 def test_empty_run_every_page_explains(runs, monkeypatch):
     for page in ("overview", "browse", "simple", "detection", "queue"):
         at = _app(runs["empty"], monkeypatch, page=page)
@@ -439,7 +481,7 @@ def test_not_a_run_and_no_run(monkeypatch, tmp_path):
 def _analysis_of(summary: pd.DataFrame, *, scorer: str = "aum", rule: str = "estimate") -> Analysis:
     """The Analysis analyze() would assemble from this hand-made summary (no run directory)."""
     ranking = rank(summary, scorer=scorer)
-    return Analysis(run=None, options=check_options(scorer=scorer, rule=rule), summary=summary,
+    return Analysis(run=None, options=AnalysisOptions(scorer=scorer, rule=rule), summary=summary,
                     epoch_choices=None, ranking=ranking, flagged=flag_ranking(ranking, rule=rule), class_names=None,
                     truth=None, truth_source=None, truth_coverage=None, truth_reason=None)
 

@@ -3,8 +3,8 @@
 Starts the real server, opens the first page, browses, flips pages, opens a sample,
 records a relabel decision, reloads and finds the decision again. Prints the first-page
 and page-flip times (targets 3 s and 0.5 s; asserted with 3x headroom for CI noise).
-Screenshots go to the test's tmp folder; with GWA_DIAG_SCREENSHOT=1 the browse screenshot
-is also copied to docs/browse.png.
+Screenshots go to the test's tmp folder (the docs' pictures come from
+tests/test_docs_screenshots.py, on a real demo run).
 
     python -m pytest -m browser tests/test_app_browser.py -q -s
 """
@@ -179,9 +179,6 @@ def test_browse_flip_open_relabel_reload(big_run, server, tmp_path):
                 && document.querySelectorAll('[data-testid=stMain] [data-testid=stVegaLiteChart] canvas,'
                    + '[data-testid=stMain] [data-testid=stVegaLiteChart] svg').length >= 1""")
             page.screenshot(path=str(tmp_path / "browse.png"), full_page=False)
-            if os.environ.get("GWA_DIAG_SCREENSHOT") == "1":
-                (REPO / "docs").mkdir(exist_ok=True)
-                shutil.copy(tmp_path / "browse.png", REPO / "docs" / "browse.png")
 
             # Record a decision: accept the suggested label when it differs, else "fine".
             detail = page.locator(".st-key-sample_detail")

@@ -189,3 +189,61 @@ def test_a_report_while_another_runs_is_refused_and_a_killed_one_does_not_block(
     assert (analysis / ".report.lock").exists()
     assert main(["report", str(path), "--scorer", "aum", "--k", "5"]) == 0
     assert json.loads((analysis / "report.json").read_text())["n_flagged"] == 5
+
+
+# --------------------------------------------------------------------------------------
+# the analysis options: built once from the flags, passed on as one object
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["rank", "R"], {}),
+    (["rank", "R", "--scorer", "align_mean", "--window", "all", "--k", "5"],
+     {"scorer": "align_mean", "window": "all", "rule": "topk", "k": 5}),
+    (["report", "R", "--flag", "noise-rate", "--noise-rate", "0.2", "--truth", "t.csv"],
+     {"rule": "noise_rate", "noise_rate": 0.2, "truth": Path("t.csv")}),
+    (["score", "R", "--scorer", "el2n", "--window", "second_half", "--truth", "t.csv"],
+     {"scorer": "el2n", "window": "second_half", "truth": Path("t.csv")}),
+    (["labels", "R", "--out", "x.csv", "--flag", "negative", "--scorer", "loss_mean"],
+     {"rule": "negative", "scorer": "loss_mean"}),
+])
+def test_the_cli_builds_the_analysis_options_from_its_flags(argv, expected):
+    from gwa_diag.analysis.options import AnalysisOptions
+    from gwa_diag.cli import build_parser
+    from gwa_diag.cli.common import analysis_options
+
+    assert analysis_options(build_parser().parse_args(argv)) == AnalysisOptions(**expected)
+
+
+def test_each_command_passes_one_options_object_on(run, tmp_path, monkeypatch, capsys):
+    import gwa_diag.cli.analysis as cli_analysis
+    import gwa_diag.cli.labels as cli_labels
+    from gwa_diag.analysis.options import AnalysisOptions
+
+    path, _, _ = run
+    seen: list[dict] = []
+
+    def spy(real):
+        def call(*args, **kwargs):
+            seen.append(kwargs)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(cli_analysis, "analyze", spy(cli_analysis.analyze))
+    monkeypatch.setattr(cli_labels, "corrected_labels", spy(cli_labels.corrected_labels))
+    flags = ["--scorer", "align_mean", "--window", "all", "--k", "7"]
+    expected = AnalysisOptions(scorer="align_mean", window="all", rule="topk", k=7)
+    assert main(["rank", str(path), *flags, "--out", str(tmp_path / "s.csv")]) == 0
+    assert main(["report", str(path), *flags, "--out-dir", str(tmp_path / "report")]) == 0
+    assert main(["labels", str(path), *flags, "--out", str(tmp_path / "fixed.csv"), "--auto", "drop"]) == 0
+    assert main(["score", str(path), "--scorer", "align_mean", "--window", "all", "--out", str(tmp_path / "s.json")]) == 0
+    # No loose option travels beside the object; the label export's own policy does.
+    assert seen == [{"options": expected}, {"options": expected},
+                    {"auto": "drop", "min_prob": None, "options": expected},
+                    {"options": AnalysisOptions(scorer="align_mean", window="all")}]
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert AnalysisOptions.from_report(saved) == expected
+    provenance = json.loads((tmp_path / "fixed.provenance.json").read_text())["analysis"]
+    assert {k: provenance[k] for k in ("scorer", "window", "rule", "k", "noise_rate")} == \
+        {"scorer": "align_mean", "window": "all", "rule": "topk", "k": 7, "noise_rate": None}
+    capsys.readouterr()

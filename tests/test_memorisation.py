@@ -41,15 +41,15 @@ def test_the_kept_checkpoint_is_the_offline_plateau(tmp_path, noisy):
     record = json.loads((tmp_path / "run" / "run.json").read_text())["memorisation"]
     phase = analyze(tmp_path / "run").epoch_choices.phase
     assert phase.memorised and record["memorised"]
-    assert record["onset"] == phase.onset and record["kept_epoch"] == phase.phase.plateau < phase.onset
+    assert record["onset"] == phase.onset and record["kept_epoch"] == phase.plateau < phase.onset
     kept = torch.load(tmp_path / "run" / "checkpoints" / KEPT_NAME, weights_only=True)
-    assert kept["epoch"] == phase.phase.plateau
+    assert kept["epoch"] == phase.plateau
     # `gwa-diag train` and the report name the kept weights, and which file to use without
     # held-out data (the run has no evaluation set).
     from gwa_diag.analysis.stopping import stopping
 
     text = "\n".join(stopping(tmp_path / "run").lines())
-    assert f"(epoch {phase.phase.plateau}) are in checkpoints/{KEPT_NAME}" in text
+    assert f"(epoch {phase.plateau}) are in checkpoints/{KEPT_NAME}" in text
     assert "use checkpoints/last.pt" in text
     # Only the kept weights remain: none of the epochs that waited for the onset.
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == sorted(

@@ -16,7 +16,7 @@ from gwa_diag.store import RunWriter, open_run
 from gwa_diag.analysis.phase import WINDOWS, el2n_epoch, selected_epoch, window_epochs
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis import summaries
-from gwa_diag.analysis.pipeline import check_options
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.summaries import summarize
 from gwa_diag.store import AnalysisError
 
@@ -209,7 +209,7 @@ def test_windows():
     assert el2n_epoch(list(range(200))) == 20
     assert el2n_epoch([0]) == 0
     with pytest.raises(InputError, match="window 'late'.*'second_half', 'after_warmup', 'all'"):
-        check_options(window="late")
+        AnalysisOptions(window="late")
 
 
 def test_unknown_options_raise(tmp_path):

@@ -22,7 +22,8 @@ import pandas as pd
 import streamlit as st
 
 from gwa_diag.analysis.audit import Design, draw_sample, latest_answers, read_design, record_answers, sheet_frame
-from gwa_diag.checks import DEFAULT_WINDOW, InputError
+from gwa_diag.analysis.options import AnalysisOptions
+from gwa_diag.checks import InputError
 
 from .images import thumbnail
 from .jobs import open_dataset
@@ -139,7 +140,7 @@ def _draw(path: str, n_key: str, generation: str) -> None:
     try:
         existing = read_design(path)
         # A new design stratifies the default ranking: the cached analysis of it, not a second read.
-        ranked = None if existing is not None else analysis(path, generation, DEFAULT_WINDOW)
+        ranked = None if existing is not None else analysis(path, generation, AnalysisOptions())
         draw_sample(path, n, analysis=ranked)
     except (InputError, ValueError, OSError) as exc:
         st.session_state[ERROR_KEY] = f"Could not draw the sample: {exc}"
@@ -189,7 +190,7 @@ def _progress(answered: int, drawn: int) -> None:
 def _estimate(state: RunState, window: str, design: Design, answered: int) -> None:
     """The count with its interval, or what is missing before there is one."""
     st.subheader("What the answers say")
-    result = analysis(state.path, state.generation, window).audit
+    result = analysis(state.path, state.generation, AnalysisOptions(window=window)).audit
     if result is None:
         st.info(f"verified sample: {answered} of {design.n} answered; answer at least one sample in every "
                 "stratum for an interval")

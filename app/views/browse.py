@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.phase import EpochSelection
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_SCORER
@@ -30,16 +31,15 @@ PER_PAGE_CHOICES = (24, 48, 96)
 
 @dataclass(frozen=True)
 class BrowseControls:
-    """Everything chosen above the grid: the order, the epoch, the page size, the flag rule
-    (with its k or noise rate) and the filters."""
+    """Everything chosen above the grid: the order, the epoch, the page size, the filters
+    and the analysis options (the window, the scorer of the order, the flag rule with its k
+    or noise rate)."""
 
     sort_by: str
     epoch: int
     per_page: int
     filters: Filters
-    rule: str
-    k: int | None = None
-    noise_rate: float | None = None
+    options: AnalysisOptions
 
 
 def _sort_label(name: str) -> str:
@@ -48,8 +48,9 @@ def _sort_label(name: str) -> str:
     return f"{name} (highest first)"
 
 
-def controls(state: RunState, sel: EpochSelection) -> BrowseControls:
-    """Sort, epoch, flag rule, filters and page size, as chosen in the widgets."""
+def controls(state: RunState, sel: EpochSelection, window: str) -> BrowseControls:
+    """Sort, epoch, flag rule, filters and page size, as chosen in the widgets; the analysis
+    options are built here once, over ``window`` (the sidebar's)."""
     sort_col, epoch_col, size_col = st.columns([2, 3, 1])
     orders = [SORT_ALIGNMENT, *SCORERS]
     # Opens on the default ranking, the order the relabel queue, suspects.csv and the first
@@ -77,12 +78,15 @@ def controls(state: RunState, sel: EpochSelection) -> BrowseControls:
                                                "correct": "correctly labeled only"}.get)
     else:
         f3.caption("True class: no ground truth in this run")
-    rule, k, rate = widgets.flag_rule(state, f5, f5, key="browse")
+    # Sorting by alignment flags on the default ranking, as gwa-diag rank does.
+    scorer = DEFAULT_SCORER if sort_by == SORT_ALIGNMENT else str(sort_by)
+    options = widgets.flag_rule(state, f5, f5, AnalysisOptions(window=window, scorer=scorer),
+                                key="browse")
     flagged_only = f5.toggle("Flagged only", key="browse_flagged",
                              help="⚑ marks what the chosen rule flags on this ranking (the default ranking "
                                   "when sorting by alignment), as gwa-diag rank and the relabel queue flag")
     filters = Filters(tuple(given), tuple(suggested), tuple(true_class), bool(flagged_only), str(mislabeled))
-    return BrowseControls(str(sort_by), int(epoch), int(per_page), filters, rule, k, rate)
+    return BrowseControls(str(sort_by), int(epoch), int(per_page), filters, options)
 
 
 def _cell(state: RunState, sample_id: int, row: Any, src: str | None, decided: bool, selected: bool) -> Cell:
@@ -144,7 +148,7 @@ def _reset_page_on_change(ctl: BrowseControls) -> None:
     # The epoch changes the order only when sorting by the alignment at that epoch; the rule
     # changes the rows only when showing flagged ones only.
     signature = (ctl.sort_by, ctl.epoch if ctl.sort_by == SORT_ALIGNMENT else None, ctl.per_page, ctl.filters,
-                 (ctl.rule, ctl.k, ctl.noise_rate) if ctl.filters.flagged_only else None)
+                 (ctl.options.rule, ctl.options.k, ctl.options.noise_rate) if ctl.filters.flagged_only else None)
     if st.session_state.get("browse_signature") != signature:
         st.session_state["browse_signature"] = signature
         st.session_state[PAGE_KEY] = 1
@@ -155,15 +159,14 @@ def render(state: RunState, window: str) -> None:
         st.info("No complete epoch yet: samples appear here once the first epoch is written.")
         return
     with st.spinner("Computing the per-sample scores (once per run state)…"):
-        result = analysis(state.path, state.generation, window)
+        result = analysis(state.path, state.generation, AnalysisOptions(window=window))
     summ, sel = result.summary, result.selection
     with st.spinner("Loading the images…"):
         dataset, why = open_dataset(state)
     if why:
         st.warning(why, icon="🖼️")
-    ctl = controls(state, sel)
-    table = browse_table(state.path, state.generation, window, ctl.sort_by, ctl.epoch, ctl.rule, ctl.k,
-                         ctl.noise_rate)
+    ctl = controls(state, sel, window)
+    table = browse_table(state.path, state.generation, ctl.options, ctl.sort_by, ctl.epoch)
     shown = apply_filters(table, ctl.filters)
     _reset_page_on_change(ctl)
     _results(state, shown, summ, dataset, ctl, sel)

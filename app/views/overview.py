@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.phase import MEMORISED_AT, MEMORISING_FROM, EpochChoices, EpochSelection, fit_at_share
 from gwa_diag.store import open_run
 
@@ -31,7 +32,7 @@ def _curve_png(path: str, generation: str, selected: int | None, fallback: bool)
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _phase_png(path: str, generation: str, window: str) -> bytes:
-    choices = analysis(path, generation, window).epoch_choices
+    choices = analysis(path, generation, AnalysisOptions(window=window)).epoch_choices
     phase = choices.phase
     return charts.phase_png(choices.phase.curve, window=list(choices.window),
                             onset=phase.onset if phase.memorising else None, plateau=phase.plateau,
@@ -51,7 +52,7 @@ def _histogram_png(path: str, generation: str, window: str, epoch: int) -> tuple
     if rows.empty:
         return None, 0, 0
     values = rows["alignment"].to_numpy(dtype=np.float64)
-    truth = analysis(path, generation, window).truth
+    truth = analysis(path, generation, AnalysisOptions(window=window)).truth
     groups = None
     if truth is not None:
         noisy = truth.reindex(rows.index).fillna(False).to_numpy(dtype=bool)
@@ -154,7 +155,7 @@ def _audit_line(state: RunState, result: Any) -> None:
 
 def _wrong_labels(state: RunState, window: str) -> None:
     st.subheader("How many labels are wrong")
-    result = analysis(state.path, state.generation, window)
+    result = analysis(state.path, state.generation, AnalysisOptions(window=window))
     _audit_line(state, result)
     estimate = result.estimate
     if estimate is None:
@@ -229,7 +230,7 @@ def render(state: RunState, window: str) -> None:
         _metadata(state)
         return
     with st.spinner("Computing the per-sample scores…"):
-        choices = analysis(state.path, state.generation, window).epoch_choices
+        choices = analysis(state.path, state.generation, AnalysisOptions(window=window)).epoch_choices
     sel = choices.selection
     _headline(state, sel)
     _phase(state, window, choices)

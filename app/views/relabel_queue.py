@@ -5,12 +5,14 @@ has passed the target (``gwa_diag.analysis.audit.review_status``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from gwa_diag.analysis import relabel
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_SCORER, InputError
 
@@ -30,15 +32,17 @@ SHOW_CHOICES = ("undecided", "decided", "all")
 DEFAULT_TARGET = 90
 
 
-def _rule_controls(state: RunState) -> tuple[str, str, int | None, float | None]:
-    """(rule, scorer, k, noise_rate) as chosen above the queue."""
+def _rule_controls(state: RunState, window: str) -> AnalysisOptions:
+    """The analysis options as chosen above the queue (the flag rule with its k or noise
+    rate, the order), over ``window`` (the sidebar's): built once, passed to every part of
+    the page."""
     c1, c2, c3 = st.columns([2, 2, 2])
     names = list(SCORERS)
-    rule, k, rate = widgets.flag_rule(state, c1, c3, key="queue")
+    options = widgets.flag_rule(state, c1, c3, AnalysisOptions(window=window), key="queue")
     scorer = c2.selectbox("Order by", names, index=names.index(DEFAULT_SCORER) if DEFAULT_SCORER in names else 0,
                           key="queue_scorer",
                           help="Most suspicious first (higher = more suspicious)")
-    return rule, scorer, k, rate
+    return replace(options, scorer=str(scorer))
 
 
 def queue_rows(flagged: pd.DataFrame, latest: pd.DataFrame, show: str) -> pd.DataFrame:
@@ -100,22 +104,21 @@ def _export(state: RunState, latest: pd.DataFrame) -> None:
             st.dataframe(shown.drop(columns=["suggested_label"]), hide_index=True, width="stretch")
 
 
-def _stopping(state: RunState, window: str, choice: tuple[str, str, int | None, float | None]) -> None:
+def _stopping(state: RunState, options: AnalysisOptions) -> None:
     """When to stop reviewing: found so far, estimated to remain, the recall and its lower
     bound against the target, from the decisions above and the audit's answers."""
-    rule, scorer, k, rate = choice
     st.subheader("When to stop reviewing")
     target_col, text_col = st.columns([1, 3], vertical_alignment="bottom")
     target = target_col.number_input("Target recall (%)", min_value=50, max_value=100, value=DEFAULT_TARGET, step=5,
                                      key="queue_target", help="Stop once the recall's lower bound reaches this")
-    result = analysis(state.path, state.generation, window, scorer, rule, k, rate).audit
+    result = analysis(state.path, state.generation, options).audit
     if result is None or result.count is None:
         missing = result.needed if result is not None else (
             f"no answered audit yet: draw and verify a sample on the Audit page (or `gwa-diag audit {state.path} "
             "--n 200`)")
         text_col.caption(f"How many wrong labels remain below the reviewed part needs a verified sample: {missing}.")
         return
-    bound = review(state.path, state.generation, window, scorer, rule, k, rate, float(target) / 100)
+    bound = review(state.path, state.generation, options, float(target) / 100)
     if bound is None:
         text_col.caption("No review yet: decide the samples from the top of the queue. The recall counts the top "
                          "of the order decided without a gap, and estimates what is left below it from the audit.")
@@ -141,9 +144,9 @@ def render(state: RunState, window: str) -> None:
     if state.empty:
         st.info("No complete epoch yet: there is nothing to flag until the first epoch is written.")
         return
-    rule, scorer, k, rate = _rule_controls(state)
+    options = _rule_controls(state, window)
     with st.spinner("Computing the per-sample scores…"):
-        flagged = analysis(state.path, state.generation, window, scorer, rule, k, rate).flagged
+        flagged = analysis(state.path, state.generation, options).flagged
     latest = latest_decisions(state.path)
     done = int(flagged.index.isin(latest.index).sum())
     m1, m2, m3 = st.columns(3)
@@ -152,10 +155,10 @@ def render(state: RunState, window: str) -> None:
     m3.metric("Left", f"{len(flagged) - done:,}")
     if len(flagged):
         st.progress(done / len(flagged))
-    _stopping(state, window, (rule, scorer, k, rate))
+    _stopping(state, options)
     show = st.segmented_control("Show", SHOW_CHOICES, default="undecided", key="queue_show") or "undecided"
     rows = queue_rows(flagged, latest, show)
-    signature = (rule, scorer, k, rate, show)
+    signature = (options, show)
     if st.session_state.get("queue_signature") != signature:
         st.session_state["queue_signature"] = signature
         st.session_state[PAGE_KEY] = 1

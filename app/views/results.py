@@ -1,6 +1,8 @@
 """The analysis of the run, as the pages read it: one cached
-:func:`gwa_diag.analysis.pipeline.analyze` per (run state, window, scorer, rule, k,
-noise_rate), on the summaries the background job computed (:mod:`.jobs`).
+:func:`gwa_diag.analysis.pipeline.analyze` per (run state,
+:class:`~gwa_diag.analysis.options.AnalysisOptions`), on the summaries the background job
+computed (:mod:`.jobs`). A page builds the options once from its widgets (the sidebar's
+window, and where it has them the scorer and flag rule) and passes that object on.
 
 Everything the pages show about scores comes from that :class:`Analysis`: its ranking and
 flags, its epoch selection, its detection tables and stopping notes. Nothing here scores,
@@ -16,9 +18,9 @@ import streamlit as st
 
 from gwa_diag.analysis.audit import review_status
 from gwa_diag.analysis.metrics import curve_points
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.pipeline import Analysis, analyze
 from gwa_diag.analysis.survey import RecallBound
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER
 from gwa_diag.store import AnalysisError
 
 from .jobs import compute_summary
@@ -29,26 +31,26 @@ __all__ = ["CURVE_POINTS", "analysis", "detection", "per_class", "curves", "stop
 CURVE_POINTS = 400  # points per ROC/PR curve sent to the browser: the line looks the same
 
 
-def analysis(path: str, generation: str, window: str, scorer: str = DEFAULT_SCORER, rule: str = DEFAULT_RULE,
-             k: int | None = None, noise_rate: float | None = None) -> Analysis:
-    """:func:`gwa_diag.analysis.pipeline.analyze` of the run, once per (run state, window,
-    scorer, rule, k, noise_rate, audit state), on the shared summaries; shared, read-only.
-    Its detection tables and stopping notes are computed on first use.
+def analysis(path: str, generation: str, options: AnalysisOptions) -> Analysis:
+    """:func:`gwa_diag.analysis.pipeline.analyze` of the run with ``options`` (checked when
+    they were made), once per (run state, options, audit state), on the shared summaries of
+    ``options.window``; shared, read-only. Its detection tables and stopping notes are
+    computed on first use.
 
     Raises:
         AnalysisError: the run has no complete epoch with sample rows.
-        InputError: an unknown scorer, window or rule, or k / noise_rate not fitting the rule.
+        InputError: rule ``p_wrong`` on a run without an answered audit.
     """
     # The audit's answers change the analysis (its count, p_wrong, the p_wrong rule) without
     # a new epoch: each answer, from this session or any other, is a new cache entry.
-    return _analysis(path, generation, window, scorer, rule, k, noise_rate, audit_key(path))
+    return _analysis(path, generation, options, audit_key(path))
 
 
+# (Streamlit hashes a dataclass argument by its fields, so equal options share one entry.)
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _analysis(path: str, generation: str, window: str, scorer: str, rule: str, k: int | None,
-              noise_rate: float | None, audit: tuple[int, int, str]) -> Analysis:
-    summ = compute_summary(path, generation, window)
-    return analyze(path, window=window, scorer=scorer, rule=rule, k=k, noise_rate=noise_rate, summary=summ)
+def _analysis(path: str, generation: str, options: AnalysisOptions, audit: tuple[int, int, str]) -> Analysis:
+    summ = compute_summary(path, generation, options.window)
+    return analyze(path, options=options, summary=summ)
 
 
 def _no_truth(result: Analysis) -> AnalysisError:
@@ -63,7 +65,7 @@ def detection(path: str, generation: str, window: str) -> tuple[pd.DataFrame, di
     Raises:
         AnalysisError: the run has no ground truth.
     """
-    result = analysis(path, generation, window)
+    result = analysis(path, generation, AnalysisOptions(window=window))
     if result.detection is None:
         raise _no_truth(result)
     return result.detection, dict(result.detection.attrs)
@@ -76,7 +78,7 @@ def per_class(path: str, generation: str, window: str, scorer: str) -> pd.DataFr
     Raises:
         AnalysisError: the run has no ground truth.
     """
-    result = analysis(path, generation, window, scorer)
+    result = analysis(path, generation, AnalysisOptions(window=window, scorer=scorer))
     if result.per_class is None:
         raise _no_truth(result)
     return result.per_class
@@ -91,7 +93,7 @@ def curves(path: str, generation: str, window: str, scorers: tuple[str, ...]) ->
     Raises:
         AnalysisError: the run has no ground truth.
     """
-    result = analysis(path, generation, window)
+    result = analysis(path, generation, AnalysisOptions(window=window))
     summ, truth = result.summary, result.truth
     if truth is None:
         raise _no_truth(result)
@@ -111,26 +113,23 @@ def stopping_notes(path: str, generation: str, window: str) -> tuple[str, list[s
     """How far to trust the GWA choice (``clear``, ``weak`` or ``none``) and the early-stopping
     sentences of the analysis's :attr:`~gwa_diag.analysis.pipeline.Analysis.stopping` (trust,
     LabelWave's choice, evaluation accuracy and its rank correlation with GWA)."""
-    result = analysis(path, generation, window).stopping
+    result = analysis(path, generation, AnalysisOptions(window=window)).stopping
     return result.trust.level, result.lines()
 
 
-def review(path: str, generation: str, window: str, scorer: str, rule: str, k: int | None,
-           noise_rate: float | None, target: float) -> RecallBound | None:
-    """How far the top-down review of this analysis's ranking has got, against ``target``
-    (``gwa_diag.analysis.audit.review_status``): the relabel decisions on disk now and the
-    audit's answers. None without an answered audit with every stratum answered, or before
-    the top of the ranking has a decision."""
-    return _review(path, generation, window, scorer, rule, k, noise_rate, float(target), audit_key(path),
-                   decisions_key(path))
+def review(path: str, generation: str, options: AnalysisOptions, target: float) -> RecallBound | None:
+    """How far the top-down review of the ranking of the analysis with ``options`` has got,
+    against ``target`` (``gwa_diag.analysis.audit.review_status``): the relabel decisions on
+    disk now and the audit's answers. None without an answered audit with every stratum
+    answered, or before the top of the ranking has a decision."""
+    return _review(path, generation, options, float(target), audit_key(path), decisions_key(path))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _review(path: str, generation: str, window: str, scorer: str, rule: str, k: int | None,
-            noise_rate: float | None, target: float, audit: tuple[int, int, str],
+def _review(path: str, generation: str, options: AnalysisOptions, target: float, audit: tuple[int, int, str],
             decisions: tuple[int, str]) -> RecallBound | None:
     # The keys audit and decisions only make a new answer or decision a new entry.
-    result = analysis(path, generation, window, scorer, rule, k, noise_rate)
+    result = analysis(path, generation, options)
     if result.audit is None:
         return None
     return review_status(path, result.audit, result.ranking.index, target=target)

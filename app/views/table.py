@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.pipeline import Analysis
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError
+from gwa_diag.checks import InputError
 
 from .results import analysis
 from .samples import compute_epoch_alignment
@@ -74,13 +75,15 @@ def browse_order(result: Analysis, at_epoch: pd.DataFrame, *, sort_by: str) -> p
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def browse_table(path: str, generation: str, window: str, sort_by: str, epoch: int, rule: str = DEFAULT_RULE,
-                 k: int | None = None, noise_rate: float | None = None) -> pd.DataFrame:
-    """:func:`browse_order` of the run's analysis by ``sort_by`` (the default scorer when
-    sorting by alignment) and ``rule``, cached per (run state, window, sort, epoch, rule);
-    shared, read-only."""
-    scorer = DEFAULT_SCORER if sort_by == SORT_ALIGNMENT else sort_by
-    result = analysis(path, generation, window, scorer, rule, k, noise_rate)
+def browse_table(path: str, generation: str, options: AnalysisOptions, sort_by: str, epoch: int) -> pd.DataFrame:
+    """:func:`browse_order` of the run's analysis with ``options`` (their scorer is
+    ``sort_by``, or any when sorting by alignment; their rule flags), cached per (run state,
+    options, sort, epoch); shared, read-only.
+
+    Raises:
+        InputError: ``sort_by`` is another scorer than ``options.scorer``.
+    """
+    result = analysis(path, generation, options)
     return browse_order(result, compute_epoch_alignment(path, generation, epoch), sort_by=sort_by)
 
 

@@ -4,6 +4,7 @@ the flag-rule choice."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from gwa_diag.analysis import relabel
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.phase import EpochSelection
 from gwa_diag.analysis.rank import RULES
 from gwa_diag.checks import Rule, values
@@ -137,10 +139,11 @@ def pager(key: str, n_rows: int, per_page: int, *, label: str = "samples") -> in
 # --------------------------------------------------------------------------------------
 
 
-def flag_rule(state: RunState, rule_col: Any, param_col: Any, *, key: str) -> tuple[str, int | None, float | None]:
-    """(rule, k, noise_rate) as chosen: the rule in ``rule_col`` (widget ``{key}_rule``), and
-    for ``topk`` its k, for ``noise_rate`` the expected rate, in ``param_col`` (``{key}_k``,
-    ``{key}_rate``); the values :func:`gwa_diag.analysis.pipeline.analyze` takes."""
+def flag_rule(state: RunState, rule_col: Any, param_col: Any, options: AnalysisOptions, *,
+              key: str) -> AnalysisOptions:
+    """``options`` with the flag rule as chosen: the rule in ``rule_col`` (widget
+    ``{key}_rule``), and for ``topk`` its k, for ``noise_rate`` the expected rate, in
+    ``param_col`` (``{key}_k``, ``{key}_rate``)."""
     rule = rule_col.selectbox("Flag", list(values(Rule)), format_func=lambda r: RULE_LABELS.get(r, r),
                               key=f"{key}_rule", help="\n".join(f"- **{name}**: {text}" for name, text in RULES.items()))
     k: int | None = None
@@ -151,7 +154,7 @@ def flag_rule(state: RunState, rule_col: Any, param_col: Any, *, key: str) -> tu
                                        key=f"{key}_k"))
     elif rule == "noise_rate":
         rate = float(param_col.slider("Expected noise rate", 0.0, 0.6, 0.1, 0.01, key=f"{key}_rate"))
-    return str(rule), k, rate
+    return replace(options, rule=str(rule), k=k, noise_rate=rate)
 
 
 # --------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ applies, in this order:
    ``relabel`` them to the ranking's ``suggested_label`` when its ``suggested_prob`` (mean
    predicted probability, higher = more confident) reaches ``min_prob``.
 
-The flagged set is :func:`gwa_diag.analysis.pipeline.analyze`'s with the same options, so it
-is exactly what ``gwa-diag rank`` with those options lists in suspects.csv. A reviewer's
+The flagged set is :func:`gwa_diag.analysis.pipeline.analyze`'s with the same options
+(:class:`~gwa_diag.analysis.options.AnalysisOptions`, or an Analysis already made), so it is
+exactly what ``gwa-diag rank`` with those options lists in suspects.csv. A reviewer's
 decision always wins over the policy: a decided sample is never relabelled automatically
 nor dropped.
 
@@ -40,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from gwa_diag import __version__
-from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
+from gwa_diag.analysis.options import AnalysisOptions
+from gwa_diag.analysis.pipeline import Analysis, analyze
 from gwa_diag.analysis.relabel import RELABEL_DIR, decision_files, latest_decisions
 from gwa_diag.checks import AutoPolicy, InputError, check_choice, check_fraction
 from gwa_diag.store import Run, atomic_write_bytes, open_run
@@ -158,10 +160,11 @@ def check_policy(auto: str, min_prob: float | None) -> float | None:
 
 
 def corrected_labels(
-    run: Run | str | os.PathLike,
+    run: Run | str | os.PathLike | Analysis,
     *,
     auto: str = "keep",
     min_prob: float | None = None,
+    options: AnalysisOptions | None = None,
     scorer: str | None = None,
     window: str | None = None,
     rule: str | None = None,
@@ -172,30 +175,40 @@ def corrected_labels(
     for flagged samples nobody reviewed (see the module docstring for the order).
 
     Args:
-        run: a run directory with labels.parquet, or an open :class:`gwa_diag.store.Run`.
+        run: a run directory with labels.parquet, an open :class:`gwa_diag.store.Run`, or
+            an :class:`~gwa_diag.analysis.pipeline.Analysis` of the run already made (its
+            flagged set is used as it is).
         auto: what to do with flagged samples without a decision (:data:`AUTO_POLICIES`).
         min_prob: with ``auto="relabel"``, the lowest ``suggested_prob`` (mean predicted
             probability of the suggestion, higher = more confident) taken; default 0.
+        options: the analysis options (:class:`~gwa_diag.analysis.options.AnalysisOptions`);
+            or, not both, the keywords:
         scorer, window, rule, k, noise_rate: the analysis options of
-            :func:`gwa_diag.analysis.pipeline.analyze`, passed on as given; None takes
-            analyze()'s default, so the flagged set is the one ``gwa-diag rank`` lists.
+            :func:`gwa_diag.analysis.pipeline.analyze`; None takes its default, so the
+            flagged set is the one ``gwa-diag rank`` lists with the same options. Beside an
+            Analysis, options must agree with its own, a default spelled out included
+            (:meth:`~gwa_diag.analysis.options.AnalysisOptions.check_agrees`).
 
     Raises:
-        InputError: an unknown policy or analysis option, a bad ``min_prob``, a run without
-            labels.parquet, a decision for a sample id not in the run, or a decision label
-            outside the run's classes. Checked before anything is returned; nothing is written.
+        InputError: an unknown policy or analysis option, options that disagree with the
+            given Analysis, a bad ``min_prob``, a run without labels.parquet, a decision for
+            a sample id not in the run, or a decision label outside the run's classes.
+            Checked before anything is returned; nothing is written.
         RunDirError: not a run directory.
     """
     threshold = check_policy(auto, min_prob)
-    chosen = {name: value for name, value in
-              (("scorer", scorer), ("window", window), ("rule", rule), ("k", k), ("noise_rate", noise_rate))
-              if value is not None}
-    check_options(**chosen)  # before any data is read
-    the_run = open_run(run)
+    keywords = {"scorer": scorer, "window": window, "rule": rule, "k": k, "noise_rate": noise_rate}
+    # Options are checked before any data is read.
+    if isinstance(run, Analysis):
+        run.options.check_agrees(options, **keywords)
+        the_run = run.run
+    else:
+        chosen = AnalysisOptions.from_call(options, **keywords)
+        the_run = open_run(run)
     given = _given_labels(the_run)
     decisions = latest_decisions(the_run)
     _check_decision_ids(the_run, decisions, given)
-    analysis = analyze(the_run, **chosen)
+    analysis = run if isinstance(run, Analysis) else analyze(the_run, options=chosen)
     _check_decision_labels(the_run, decisions, _num_classes(the_run, analysis))
     return _apply(the_run, given, decisions, analysis, auto=auto, min_prob=threshold)
 

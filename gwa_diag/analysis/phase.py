@@ -394,7 +394,7 @@ def selected_epoch(run_or_path: Run | str | os.PathLike, *, mode: str | None = N
 
 def window_epochs(epochs: list[int], window: Window | str, *, phase: TrainingPhase | None = None) -> list[int]:
     """The complete epochs averaged by the mean-over-epochs scorers (see :data:`WINDOWS`;
-    the name is checked where the user gave it: ``check_options`` or ``summarize``).
+    the name is checked where the user gave it: ``AnalysisOptions`` or ``summarize``).
     ``phase`` is the run's training phase, which the ``phase`` window follows (without it,
     or when the model never memorised, ``phase`` is the second half)."""
     n = len(epochs)
@@ -454,7 +454,7 @@ def choose_epochs(
     ``mode`` defaults to run.json's (else ``scratch``); ``el2n_at`` defaults to
     :func:`el2n_epoch` and must be one of ``epochs``. When GWA selects no epoch with data,
     the flags use the last epoch (``selection.fallback``). ``window`` and ``mode`` are
-    checked where the user gave them (``check_options`` or ``summarize``)."""
+    checked where the user gave them (``AnalysisOptions`` or ``summarize``)."""
     ordered = sorted(int(e) for e in epochs)
     choice = selected_epoch(run, mode=mode)
     sel = choice.epoch if choice.epoch is not None and choice.epoch in ordered else None

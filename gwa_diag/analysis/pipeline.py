@@ -24,33 +24,18 @@ import pandas as pd
 
 from gwa_diag.analysis.audit import AuditResult, audit_result, has_audit
 from gwa_diag.analysis.metrics import detection_table, per_class_table
-from gwa_diag.analysis.rank import check_rule_options, flag_ranking, rank
+from gwa_diag.analysis.options import LABELS_SOURCE, AnalysisOptions
+from gwa_diag.analysis.rank import flag_ranking, rank
 from gwa_diag.analysis.stopping import Stopping, stopping
 from gwa_diag.analysis.phase import EpochChoices, EpochSelection
-from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis.summaries import summarize
 from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.analysis.estimate import ESTIMATE_COLUMN, NoiseEstimate, estimate_wrong_labels
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError, Rule, Window, check_choice
+from gwa_diag.checks import InputError
 from gwa_diag.store import Run, open_run
 
-__all__ = ["Analysis", "AnalysisOptions", "EpochSelection", "analyze", "check_options"]
-
-#: ``Analysis.truth_source`` when the clean labels come from the run itself.
-LABELS_SOURCE = "labels.parquet clean_label"
-
-
-@dataclass(frozen=True)
-class AnalysisOptions:
-    """The options an :class:`Analysis` was made with (checked, see :func:`analyze`)."""
-
-    scorer: str
-    window: Window
-    rule: Rule
-    k: int | None
-    noise_rate: float | None
-    truth_file: Path | None
+__all__ = ["Analysis", "AnalysisOptions", "EpochSelection", "analyze"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: frames have no single truth value to compare
@@ -65,7 +50,9 @@ class Analysis:
 
     Attributes:
         run: the run directory read (complete epochs only).
-        options: scorer, window, rule, k, noise_rate and truth file (checked).
+        options: the options it was made with (:class:`gwa_diag.analysis.options.AnalysisOptions`:
+            scorer, window, rule, k, noise_rate and truth file, checked); whatever takes this
+            Analysis reads them from here and refuses others given beside it.
         summary: one row per sample (index ``sample_id``): every scorer of
             :data:`gwa_diag.analysis.scorers.SCORERS`, ``label`` (given),
             ``suggested_label`` / ``suggested_prob``, ``alignment_selected``, ``n_epochs``,
@@ -162,34 +149,13 @@ class Analysis:
         return self.truth is not None
 
 
-def check_options(
-    *,
-    scorer: str = DEFAULT_SCORER,
-    window: str = DEFAULT_WINDOW,
-    rule: str = DEFAULT_RULE,
-    k: int | None = None,
-    noise_rate: float | None = None,
-    truth: str | os.PathLike | None = None,
-) -> AnalysisOptions:
-    """The options of :func:`analyze`, checked without reading any data: an unknown scorer,
-    window or rule, or a ``k`` / ``noise_rate`` that does not fit the rule, is an
-    :class:`~gwa_diag.checks.InputError` naming the option and the valid values."""
-    check_choice(scorer, SCORERS, "scorer")
-    check_choice(window, Window, "window")
-    check_rule_options(rule, k=k, noise_rate=noise_rate)
-    return AnalysisOptions(
-        scorer=scorer, window=window, rule=rule, k=None if k is None else int(k),  # type: ignore[arg-type]
-        noise_rate=None if noise_rate is None else float(noise_rate),
-        truth_file=None if truth is None else Path(truth),
-    )
-
-
 def analyze(
     run: Run | str | os.PathLike,
     *,
-    scorer: str = DEFAULT_SCORER,
-    window: str = DEFAULT_WINDOW,
-    rule: str = DEFAULT_RULE,
+    options: AnalysisOptions | None = None,
+    scorer: str | None = None,
+    window: str | None = None,
+    rule: str | None = None,
     k: int | None = None,
     noise_rate: float | None = None,
     truth: str | os.PathLike | None = None,
@@ -199,8 +165,15 @@ def analyze(
     (on first use) detection tables. See :class:`Analysis` for what each part means; every
     score is higher = more suspicious, raw alignment lower = more suspicious.
 
+    The options come as one :class:`~gwa_diag.analysis.options.AnalysisOptions`
+    (``options=``, what the CLI, the app and the label export pass) or as the keywords below
+    (None takes the default of :class:`~gwa_diag.analysis.options.AnalysisOptions`: scorer
+    ``aum``, window ``phase``, rule ``estimate``), not both. Either way the Analysis carries
+    them as ``options``.
+
     Args:
         run: a run directory, or an open :class:`gwa_diag.store.Run`.
+        options: every option at once; leave the keywords out with it.
         scorer: what to rank by (:data:`gwa_diag.analysis.scorers.SCORERS`).
         window: epochs the mean scores average (:data:`gwa_diag.checks.Window`).
         rule: what to flag (:data:`gwa_diag.analysis.rank.RULES`): ``estimate`` (the
@@ -214,14 +187,16 @@ def analyze(
             window to reuse instead of reading the run again (the app shares one).
 
     Raises:
-        InputError: an unknown option or one that does not fit the rule (checked before any
-            data is read), a broken truth file, or a ``summary`` of another run or window.
+        InputError: an unknown option or one that does not fit the rule, or ``options`` and
+            keywords both (checked before any data is read), a broken truth file, or a
+            ``summary`` of another run or window.
         MissingFileError: the truth file does not exist.
         AnalysisError: the run has no complete epoch, or the truth file shares no sample
             with the run.
         RunDirError: not a run directory.
     """
-    options = check_options(scorer=scorer, window=window, rule=rule, k=k, noise_rate=noise_rate, truth=truth)
+    options = AnalysisOptions.from_call(options, scorer=scorer, window=window, rule=rule, k=k,
+                                        noise_rate=noise_rate, truth=truth)
     the_run = open_run(run)
     if summary is None:
         summary = summarize(the_run, window=options.window)
@@ -241,11 +216,11 @@ def analyze(
     is_noisy: pd.Series | None = None
     source = reason = None
     try:
-        is_noisy = ground_truth(the_run, truth_file=options.truth_file, given=summary["label"])
-        source = str(options.truth_file) if options.truth_file is not None else LABELS_SOURCE
+        is_noisy = ground_truth(the_run, truth_file=options.truth, given=summary["label"])
+        source = str(options.truth) if options.truth is not None else LABELS_SOURCE
     except AnalysisError as err:
         # A truth that was asked for must be there; one that was not is simply absent.
-        if options.truth_file is not None:
+        if options.truth is not None:
             raise
         reason = str(err)
     return Analysis(

@@ -153,16 +153,18 @@ def check_rule_options(rule: str, *, k: int | None = None, noise_rate: float | N
     check_choice(rule, Rule, "rule")
     if rule == "topk":
         if not _whole(k):
-            raise InputError(f"rule 'topk' needs a whole number k >= 0, got {k!r}")
+            raise InputError(f"rule 'topk' needs a whole number k >= 0, got {k!r}; pass k=N, how many to flag")
     elif k is not None:
-        raise InputError(f"k applies only to rule 'topk', not {rule!r}")
+        raise InputError(f"k applies only to rule 'topk', not {rule!r}; pass rule='topk' or leave k out")
     if rule == "noise_rate":
         try:
             check_fraction(noise_rate, "noise_rate")
         except InputError:
-            raise InputError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}") from None
+            raise InputError(f"rule 'noise_rate' needs noise_rate in [0, 1], got {noise_rate!r}; pass the expected "
+                             "fraction of wrong labels") from None
     elif noise_rate is not None:
-        raise InputError(f"noise_rate applies only to rule 'noise_rate', not {rule!r}")
+        raise InputError(f"noise_rate applies only to rule 'noise_rate', not {rule!r}; pass rule='noise_rate' "
+                         "or leave noise_rate out")
     return rule  # type: ignore[return-value]
 
 

@@ -47,9 +47,10 @@ from gwa_diag.analysis.corrected import trained_on
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, curve_points
 from gwa_diag.analysis.estimate import caveat_of
 from gwa_diag.analysis.plots import gwa_figure, histogram_figure, phase_figure, png_bytes
-from gwa_diag.analysis.pipeline import Analysis, analyze, check_options
-from gwa_diag.analysis.rank import RULES, write_suspects
-from gwa_diag.analysis.phase import WINDOWS, EpochChoices
+from gwa_diag.analysis.options import AnalysisOptions
+from gwa_diag.analysis.pipeline import Analysis, analyze
+from gwa_diag.analysis.rank import write_suspects
+from gwa_diag.analysis.phase import EpochChoices
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import InputError
 from gwa_diag.phase_rule import MEMORISED_AT, MEMORISING_FROM, fit_at_share
@@ -73,6 +74,7 @@ def write_report(
     run: str | os.PathLike | Run | Analysis,
     *,
     out_dir: str | os.PathLike | None = None,
+    options: AnalysisOptions | None = None,
     scorer: str | None = None,
     truth_file: str | os.PathLike | None = None,
     window: str | None = None,
@@ -82,9 +84,13 @@ def write_report(
 ) -> dict[str, Any]:
     """Analyse a run (:func:`gwa_diag.analysis.pipeline.analyze`) and write the report files
     into ``out_dir`` (default RUN/analysis); or write the report of an :class:`Analysis`
-    already made, whose options then apply: an option given here must agree with them, a
-    default spelled out included (``write_report(analyze(run, scorer="align_mean"),
-    scorer="aum")`` is refused). Options left out (None) take analyze()'s defaults.
+    already made, whose options then apply.
+
+    The options come as one :class:`~gwa_diag.analysis.options.AnalysisOptions` (``options=``)
+    or as the keywords (``truth_file`` is its ``truth``; None takes the default), not both.
+    Beside an :class:`Analysis` they must agree with its own options
+    (:meth:`~gwa_diag.analysis.options.AnalysisOptions.check_agrees`), a default spelled out
+    included: ``write_report(analyze(run, scorer="align_mean"), scorer="aum")`` is refused.
 
     Detection metrics, per-class breakdown and ROC/PR plots appear when ground truth exists
     (``truth_file``, or clean labels in labels.parquet); without it the report says so.
@@ -99,18 +105,18 @@ def write_report(
             with the run.
         ReportBusyError: another report is writing into ``out_dir`` right now.
         ValueError: unknown scorer, window or rule, bad ``k`` / ``noise_rate``, a broken
-            truth file (see :func:`gwa_diag.analysis.truth.ground_truth`), options that
-            disagree with the given Analysis, or ``out_dir`` is a file.
+            truth file (see :func:`gwa_diag.analysis.truth.ground_truth`), ``options`` and
+            keywords both, options that disagree with the given Analysis, or ``out_dir``
+            is a file.
         FileNotFoundError: the truth file does not exist.
     """
-    given = {name: value for name, value in (("scorer", scorer), ("window", window), ("rule", rule), ("k", k),
-                                             ("noise_rate", noise_rate), ("truth", truth_file)) if value is not None}
-    asked = check_options(**given)
+    keywords = {"scorer": scorer, "window": window, "rule": rule, "k": k, "noise_rate": noise_rate,
+                "truth": truth_file}
     if isinstance(run, Analysis):
-        _check_same_options(run, asked, given)
+        run.options.check_agrees(options, **keywords)
         analysis = run
     else:
-        analysis = analyze(run, **given)
+        analysis = analyze(run, options=AnalysisOptions.from_call(options, **keywords))
     out = Path(out_dir) if out_dir is not None else analysis.run.path / "analysis"
     # Every input is checked (the truth file included, by analyze) before the first file is
     # written, so a refused report leaves the previous report's files together and unchanged.
@@ -128,20 +134,6 @@ def write_report(
         return _write_files(analysis, out, epochs=epochs, detection=detection, per_class=per_class)
 
 
-def _check_same_options(analysis: Analysis, asked: Any, given: dict[str, Any]) -> None:
-    # An option passed beside an Analysis must not silently lose to the Analysis's own, even
-    # when its value is the default: the caller asked for it.
-    for name in ("scorer", "window", "rule", "k", "noise_rate", "truth_file"):
-        if ("truth" if name == "truth_file" else name) not in given:
-            continue
-        value, made = getattr(asked, name), getattr(analysis.options, name)
-        if value != made:
-            raise InputError(
-                f"{name}={value!r} disagrees with the Analysis given ({name}={made!r}); "
-                f"pass analyze(..., {name}=...) instead, or leave {name} out here"
-            )
-
-
 def _write_files(
     analysis: Analysis,
     out: Path,
@@ -154,8 +146,9 @@ def _write_files(
     so once it names a report_id, every file it lists with a checksum is that report's."""
     run, summary, ranked, flagged = analysis.run, analysis.summary, analysis.ranking, analysis.flagged
     names, truth = analysis.class_names, analysis.truth
-    opts = analysis.options
-    scorer, window, rule = opts.scorer, opts.window, opts.rule
+    # The options describe themselves (report.json's window, scorer and rule); the report
+    # places them where they have always been.
+    described = analysis.options.as_report(summary.attrs.get("window_epochs"))
     selection = analysis.selection.as_dict()
     truth_note = f"from {analysis.truth_source}" if truth is not None else str(analysis.truth_reason)
     report_id = uuid.uuid4().hex
@@ -197,14 +190,14 @@ def _write_files(
         "n_samples": int(len(summary)),
         "n_epochs": int(summary.attrs.get("n_epochs", len(epochs))),
         "num_classes": summary.attrs.get("num_classes"),
-        "window": {"name": window, "epochs": summary.attrs.get("window_epochs"), "description": WINDOWS[window]},
+        "window": described["window"],
         "training_phase": _phase_record(analysis.epoch_choices),
         "early_stopping": selection,
         "stopping": stop.as_dict(),
         "el2n_epoch": summary.attrs.get("el2n_epoch"),
-        "scorer": scorer,
-        "scorer_description": SCORERS[scorer],
-        "rule": {"name": rule, "k": opts.k, "noise_rate": opts.noise_rate, "description": RULES[rule]},
+        "scorer": described["scorer"],
+        "scorer_description": described["scorer_description"],
+        "rule": described["rule"],
         "n_flagged": int(len(flagged)),
         "estimate": analysis.estimate.as_dict() if analysis.estimate is not None else None,
         "audit": analysis.audit.as_dict() if analysis.audit is not None else None,

@@ -150,7 +150,7 @@ def summarize(
         AnalysisError: the run has no complete epoch yet.
         ValueError: unknown window or mode, or ``el2n_at`` not a complete epoch.
     """
-    # This public entry checks its own options (analyze() checks its in check_options).
+    # This public entry checks its own options (analyze() checks its in AnalysisOptions).
     check_choice(window, Window, "window")
     if mode is not None:
         check_choice(mode, Mode, "mode")

@@ -26,16 +26,15 @@ from gwa_diag.analysis.rank import write_suspects
 from gwa_diag.analysis.report import json_ready, write_report
 from gwa_diag.store import AnalysisError
 from gwa_diag.analysis.truth import TruthCoverageWarning
-from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, InputError, MissingFileError
+from gwa_diag.checks import DEFAULT_SCORER, InputError, MissingFileError
 from gwa_diag.cli.common import (
     FLAG_RULES,
     add_flag_args,
     add_run_args,
+    analysis_options,
     check_output_dir,
     check_output_file,
-    flag_rule,
     guarded,
-    rule_options,
 )
 from gwa_diag.cli.summary import DETAILS_HEADING, first_screen
 from gwa_diag.store import atomic_write_bytes
@@ -48,14 +47,6 @@ SHOW_ROWS = 10
 _DEFAULT_WHY = ("-(mean margin over the window); it ranks the wrong CIFAR-10-N labels a little better than mean "
                 "alignment (align_mean; README, detection on real labels), because alignment leaves out the head's "
                 "bias and divides by each sample's feature norm")
-
-
-def _analyze(args: argparse.Namespace, *, rule: str = DEFAULT_RULE, truth: Path | None = None) -> Analysis:
-    """The run's :class:`~gwa_diag.analysis.pipeline.Analysis` with the command's options
-    (the rule and its --k / --noise-rate already checked by
-    :func:`~gwa_diag.cli.common.flag_rule`)."""
-    return analyze(args.run, scorer=args.scorer, window=args.window, rule=rule, **rule_options(args, rule),
-                   truth=truth)
 
 
 def _without_used_epoch(analysis: Analysis) -> dict[str, Any]:
@@ -78,9 +69,9 @@ def _check_truth(path: Path | None) -> None:
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     """Flag suspicious labels and write the suspects CSV."""
-    rule = flag_rule(args)
+    options = analysis_options(args)
     check_output_file(args.out, "--out", "suspects.csv")
-    analysis = _analyze(args, rule=rule)
+    analysis = analyze(args.run, options=options)
     summary, flagged, names = analysis.summary, analysis.flagged, analysis.class_names
     out = Path(args.out) if args.out is not None else analysis.run.path / "analysis" / "suspects.csv"
     path = write_suspects(out, flagged, class_names=names)
@@ -89,7 +80,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     if analysis.estimate is not None:
         print(analysis.estimate.line())
         print(f"  per given class: {analysis.estimate.per_class_text(names)}")
-    print(f"{len(flagged)} of {len(summary)} samples flagged (rule {rule}, ranked by {args.scorer}; higher = more suspicious)")
+    print(f"{len(flagged)} of {len(summary)} samples flagged (rule {options.rule}, ranked by {options.scorer}; "
+          "higher = more suspicious)")
     if len(flagged):
         cols = ["rank", "label", "suggested_label", "suggested_prob", "score", "alignment_selected", "reason"]
         cols = [c for c in ("path", *cols) if c in flagged.columns]
@@ -118,10 +110,11 @@ def _warnings_to_stderr() -> Iterator[None]:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     """Detection scores of every scorer against ground truth."""
-    _check_truth(args.truth)
+    options = analysis_options(args)
+    _check_truth(options.truth)
     check_output_file(args.out, "--out", "scores.json")
     with _warnings_to_stderr():
-        analysis = _analyze(args, truth=args.truth)
+        analysis = analyze(args.run, options=options)
     truth, cover = analysis.truth, analysis.truth_coverage
     table, per_class = analysis.detection, analysis.per_class
     if truth is None or cover is None or table is None or per_class is None:
@@ -133,26 +126,26 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(analysis.epoch_choices.note)
     covered = "" if cover["matched"] == cover["samples"] else f" (the truth covers {cover['matched']} of {cover['samples']} samples)"
     print(f"ground truth: {n_noisy} of {n} samples mislabeled ({n_noisy / max(n, 1):.1%}){covered}; "
-          f"window {args.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "
+          f"window {options.window} (epochs {summary.attrs['window_epochs'][0]}-{summary.attrs['window_epochs'][1]}); "
           f"P@k and R@k at k = {n_noisy}")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(table.to_string())
         if analysis.estimate is not None:
             print(f"\nestimated wrong labels: {analysis.estimate.total}, true: {n_noisy}")
-        print(f"\nper given label ({args.scorer}; n_estimated = estimated wrong labels; rule = alignment < 0 at "
+        print(f"\nper given label ({options.scorer}; n_estimated = estimated wrong labels; rule = alignment < 0 at "
               f"epoch {analysis.selection.used_epoch}):")
         print(per_class.to_string())
     out = Path(args.out) if args.out is not None else run.path / "analysis" / "scores.json"
     payload = {
         "run": str(run.path),
-        "window": {"name": args.window, "epochs": summary.attrs["window_epochs"]},
+        "window": {"name": options.window, "epochs": summary.attrs["window_epochs"]},
         "early_stopping": _without_used_epoch(analysis),
         "selected_epoch": analysis.selection.used_epoch,
-        "ground_truth": {"source": str(args.truth) if args.truth else "labels.parquet", "n": n, "n_noisy": n_noisy,
+        "ground_truth": {"source": str(options.truth) if options.truth else "labels.parquet", "n": n, "n_noisy": n_noisy,
                          "coverage": cover},
         "detection": table.reset_index().to_dict(orient="records"),
         "per_class": per_class.reset_index().to_dict(orient="records"),
-        "per_class_scorer": args.scorer,
+        "per_class_scorer": options.scorer,
         "estimate": analysis.estimate.as_dict() if analysis.estimate is not None else None,
     }
     atomic_write_bytes(out, (json.dumps(json_ready(payload), indent=2) + "\n").encode("utf-8"))
@@ -162,18 +155,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Write report.md / report.json, plots, suspects.csv and ranking.parquet."""
-    rule = flag_rule(args)
-    _check_truth(args.truth)
+    options = analysis_options(args)
+    _check_truth(options.truth)
     check_output_dir(args.out_dir, "--out-dir")
     with _warnings_to_stderr():
-        analysis = _analyze(args, rule=rule, truth=args.truth)
+        analysis = analyze(args.run, options=options)
         report = write_report(analysis, out_dir=args.out_dir)
     # What a newcomer needs first; the full output follows under the heading.
     print(first_screen(analysis, args.run, suspects=report["files"].get("suspects")))
     print(f"\n{DETAILS_HEADING}")
     print(report["early_stopping"].get("note", ""))
     print(report["training_phase"]["note"])
-    print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {rule}, ranked by {args.scorer})")
+    print(f"{report['n_flagged']} of {report['n_samples']} samples flagged (rule {options.rule}, ranked by {options.scorer})")
     truth = report["ground_truth"]
     cover = truth.get("coverage") or {}
     if cover and cover["matched"] < cover["samples"]:
@@ -181,9 +174,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"ground truth: {truth['n_noisy']} of {truth['n']} samples mislabeled; the truth covers "
               f"{cover['matched']} of {cover['samples']} samples and the detection scores are over those only")
     if report["detection"]:
-        row = next((r for r in report["detection"] if r["method"] == args.scorer), None)
+        row = next((r for r in report["detection"] if r["method"] == options.scorer), None)
         if row is not None and row["auroc"] is not None:
-            print(f"{args.scorer}: AUROC {row['auroc']:.3f}, AP {row['ap']:.3f}")
+            print(f"{options.scorer}: AUROC {row['auroc']:.3f}, AP {row['ap']:.3f}")
     else:
         print(f"no detection scores: {report['ground_truth'].get('reason', 'no ground truth')}")
     print(f"report written to {report['files']['report_md']}")

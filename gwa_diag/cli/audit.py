@@ -75,10 +75,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``audit`` to the main CLI's subparsers."""
     p = subparsers.add_parser(
-        "audit", help="draw labels for a person to verify; read the answers (count with a 95% interval)",
+        "audit", help="draw labels for a person to verify; read the answers (count with a 95%% interval)",
         description="Draw a stratified random sample of labels to verify (--n), read the answers back "
                     "(--answers), or show where the audit stands. The answers give the number of wrong "
-                    "labels with a 95%% interval, the precision of the flagged set and a calibrated "
+                    "labels with a 95% interval, the precision of the flagged set and a calibrated "
                     "p_wrong for every sample.",
     )
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (the --out of gwa-diag train)")

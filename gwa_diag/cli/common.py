@@ -1,8 +1,9 @@
 """Pieces the ``gwa-diag`` subcommands share: whole-number argument types, the one line an
 OS error becomes, the library defaults the options show, and, for the commands that read a
 run's analysis (``rank``, ``score``, ``report``, ``labels``), their common options, the
-flag-rule checks, the output-path checks and the guard that turns expected failures into
-one line.
+flag-rule checks, the one place their :class:`~gwa_diag.analysis.options.AnalysisOptions`
+is built (:func:`analysis_options`), the output-path checks and the guard that turns
+expected failures into one line.
 
 No torch is imported here: every command's parser is built from this module.
 """
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from gwa_diag.analysis.options import AnalysisOptions
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.checks import DEFAULT_RULE, DEFAULT_SCORER, DEFAULT_WINDOW, InputError, Rule, Window, values
 from gwa_diag.store import RunDirError
@@ -28,6 +30,7 @@ __all__ = [
     "add_flag_args",
     "flag_rule",
     "rule_options",
+    "analysis_options",
     "check_output_file",
     "check_output_dir",
     "guarded",
@@ -153,6 +156,22 @@ def rule_options(args: argparse.Namespace, rule: str) -> dict[str, Any]:
     flags by the default rule) passes None for both."""
     return {"k": getattr(args, "k", None) if rule == "topk" else None,
             "noise_rate": getattr(args, "noise_rate", None) if rule == "noise_rate" else None}
+
+
+def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
+    """The command's analysis options, built once from its parsed arguments: ``--scorer``,
+    ``--window``, the flag rule with its ``--k`` / ``--noise-rate`` (:func:`flag_rule`, so
+    errors name the CLI's flags; a command without ``--flag``, such as ``score``, flags by
+    the default rule) and ``--truth`` where the command has it. Everything after this reads
+    the options from the object (and from the Analysis made with it), never from ``args``.
+
+    Raises:
+        InputError: a flag rule without the value it needs, or a value it does not read
+            or that is out of range.
+    """
+    rule = flag_rule(args) if hasattr(args, "flag") else DEFAULT_RULE
+    return AnalysisOptions(scorer=args.scorer, window=args.window, rule=rule,  # type: ignore[arg-type]
+                           **rule_options(args, rule), truth=getattr(args, "truth", None))
 
 
 def _first_existing(path: Path) -> Path:

@@ -16,7 +16,7 @@ from gwa_diag.checks import InputError
 
 __all__ = ["run_demo", "register"]
 
-# Measured to finish in well under two minutes on a 2-core CPU (see README).
+# Sized to finish in about a minute on a laptop CPU (bench/getting_started.py times it).
 DEMO_EPOCHS = 30
 DEMO_BATCH = 128
 DEMO_LR = 0.05

@@ -28,11 +28,10 @@ from gwa_diag.checks import DEFAULT_SCORER, AutoPolicy, InputError, values
 from gwa_diag.cli.common import (
     add_flag_args,
     add_run_args,
+    analysis_options,
     check_output_file,
     default_of,
-    flag_rule,
     guarded,
-    rule_options,
 )
 
 __all__ = ["register"]
@@ -55,17 +54,16 @@ def _threshold(args: argparse.Namespace) -> None:
 
 def _cmd_labels(args: argparse.Namespace) -> int:
     """Export corrected labels: review decisions, then the policy for flagged samples."""
-    rule = flag_rule(args)
+    # Built as `rank` builds them, so the flagged set is the one suspects.csv lists.
+    options = analysis_options(args)
     _threshold(args)
     check_output_file(args.out, "--out", "corrected.csv")
     check_new_outputs(args.out)  # before the analysis, which takes a while on a large run
-    # As `rank` passes them: --k / --noise-rate only for the rule that reads them.
-    result = corrected_labels(args.run, auto=args.auto, min_prob=args.min_prob, scorer=args.scorer,
-                              window=args.window, rule=rule, **rule_options(args, rule))
+    result = corrected_labels(args.run, auto=args.auto, min_prob=args.min_prob, options=options)
     written = write_corrected_labels(result, args.out)
     counts, prov = result.provenance["counts"], result.provenance
     threshold = f", min prob {prov['min_prob']:g}" if prov["auto"] == "relabel" else ""
-    print(f"{counts['flagged']} flagged (rule {rule}, ranked by {args.scorer}), {counts['decisions']} reviewed; "
+    print(f"{counts['flagged']} flagged (rule {options.rule}, ranked by {options.scorer}), {counts['decisions']} reviewed; "
           f"{counts['flagged_without_decision']} flagged without a decision go to --auto {args.auto}{threshold}")
     print(f"{counts['rows']} rows: {counts['changed_by_decisions']} labels changed by review decisions, "
           f"{counts['changed_by_auto']} by the auto policy, {counts['dropped']} dropped")
