@@ -68,7 +68,7 @@ DEFAULT_WINDOW: Window = "phase"
 #: Flag rules (descriptions: gwa_diag.analysis.rank.RULES).
 Rule = Literal["estimate", "negative", "topk", "noise_rate", "p_wrong"]
 #: The ranking and flag rule used when none is named (the measurements behind the choice:
-#: README, "Detection on real CIFAR-10-N labels"). AUM ranked the wrong CIFAR-10-N labels a
+#: docs/benchmarks/detect_cifar10n.md). AUM ranked the wrong CIFAR-10-N labels a
 #: little better than mean alignment on every label set; the "estimate" rule flags the top
 #: of that ranking down to the estimated number of wrong labels.
 DEFAULT_SCORER = "aum"

@@ -49,8 +49,8 @@ MIN_PHASE_EPOCHS = 5
 #: ordinary run (SGD, augmentation, decaying rate) the rate drifts flat for tens of epochs
 #: and its first dip is noise: read there, the noise estimate comes out far too high and the
 #: run is called memorised early. The horizon and the rise are chosen on the recorded runs of
-#: ``bench/regimes.py`` (a range of horizons works; the rise's margin is narrow: the README
-#: has the table).
+#: ``bench/regimes.py`` (a range of horizons works; the rise's margin is narrow:
+#: docs/benchmarks/regimes.md).
 PLATEAU_HORIZON = 8
 PLATEAU_RISE = 1.75
 
@@ -64,8 +64,7 @@ PLATEAU_RISE = 1.75
 #: plateau), so its fit passes ``1 - noise`` without fitting a wrong label. Why the ramp ends
 #: where it does: a slow memoriser that fitted just under half of its estimated wrong labels
 #: already ranks far better from its early epochs. Both ends are measured on every tuning cell
-#: and every prefix of it (``python bench/regimes.py --quick --prefixes``; the README has the
-#: table).
+#: and every prefix of it (``python bench/regimes.py --quick --prefixes``: docs/benchmarks/regimes.md).
 MEMORISING_FROM = 0.25
 MEMORISED_AT = 0.5
 
@@ -151,8 +150,7 @@ def _warmup_end(lr: Sequence[float | None] | None, n: int) -> int:
     Why: during a warm-up the fitting rate follows the learning rate, not the data. On SGD
     runs with a short warm-up the fit fell in the first epoch, the next epoch's fitting rate
     looked like a dip before a rise, and the phase was read there as memorised far too early,
-    which cut the ranking's best window (``bench/regimes.py --mode gpu``; the README has the
-    runs). The cost: under a long warm-up (a one-cycle schedule that rises for a third of
+    which cut the ranking's best window (``bench/regimes.py --mode gpu``). The cost: under a long warm-up (a one-cycle schedule that rises for a third of
     training) no plateau is read before the peak, so a run that memorised earlier is read
     late."""
     if lr is None or len(lr) < n:

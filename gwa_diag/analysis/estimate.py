@@ -21,8 +21,8 @@ Two counts, chosen by the training phase (:mod:`gwa_diag.analysis.phase`, defaul
   class), so the count moves with the window as the fit nears and passes the threshold
   instead of jumping from one count to the other.
 
-How close each count comes on the benchmark runs: ``python bench/regimes.py`` (the README
-has its tables).
+How close each count comes on the benchmark runs: ``python bench/regimes.py``
+(docs/benchmarks/regimes.md).
 
 Where it errs: ``unfitted`` counts labels the model has not fitted, so it is **too high**
 while the model under-fits the correctly labelled samples too (a short run on hard data),

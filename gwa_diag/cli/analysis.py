@@ -43,9 +43,9 @@ __all__ = ["register"]
 
 #: Rows of the ranking ``rank`` prints when --show is not given.
 SHOW_ROWS = 10
-# Why the default ranking is what it is, for --help (the measurements: README).
+# Why the default ranking is what it is, for --help (the measurements: docs/benchmarks).
 _DEFAULT_WHY = ("-(mean margin over the window); it ranks the wrong CIFAR-10-N labels a little better than mean "
-                "alignment (align_mean; README, detection on real labels), because alignment leaves out the head's "
+                "alignment (align_mean; docs/benchmarks/detect_cifar10n.md), because alignment leaves out the head's "
                 "bias and divides by each sample's feature norm")
 
 

@@ -12,7 +12,7 @@ it keep it; the window and the count move with the weight, and the file is there
 Why the plateau and not the epoch just before the onset: the onset (fit above the estimated
 clean share) comes after the model has already fitted some wrong labels; the plateau's
 weights scored higher on clean test images on the memorising benchmark runs
-(``python bench/regimes.py``, the ``kept`` column; the README has the tables). They are the
+(``python bench/regimes.py``, the ``kept`` column: docs/benchmarks/regimes.md). They are the
 model from before memorisation, usually not the more accurate one: test accuracy often keeps
 rising while the wrong labels are fitted, so without held-out data to compare them on the
 analysis advises ``last.pt`` (:class:`gwa_diag.analysis.stopping.Stopping`).

@@ -103,7 +103,7 @@ def tiny_cnn(num_classes: int, *, in_channels: int = 3, width: int = 32) -> nn.M
     """A small conv net for 32x32 images that trains fast on a few CPU cores.
 
     About 100k parameters at ``width=32``: small enough for the CPU benchmarks and tests
-    (its speed and accuracy on CIFAR-10: ``bench/train_speed.py`` and the README).
+    (its speed and accuracy on CIFAR-10: ``bench/train_speed.py``, docs/benchmarks).
 
     Args:
         num_classes: number of outputs of the final ``nn.Linear`` (attribute ``head``).
