@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -75,10 +74,10 @@ def write_folder(root: Path) -> pd.Series:
     train, _ = sample_data()
     names = train.class_names
     files = []
-    for image, label, clean, sid in zip(train.images, train.labels, train.clean_labels, train.sample_ids):
+    for i, (label, clean, sid) in enumerate(zip(train.labels, train.clean_labels, train.sample_ids)):
         path = root / names[int(label)] / f"{int(sid):05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(image)).save(path)
+        Image.fromarray(train.image(i)).save(path)
         files.append((str(path.relative_to(root)), int(clean)))
     files.sort()
     return pd.Series([c for _, c in files], name="clean_label")
