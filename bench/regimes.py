@@ -9,7 +9,7 @@ memorises its labels, when it does not, and when it is fine-tuned.
 
 Regimes (tiny CNN, fp32, on the CPU; ``--regimes``):
 
-* ``default``: the benchmarks' SGD recipe (:func:`cifar_bench.train_config`: SGD nesterov
+* ``default``: the benchmarks' SGD recipe (``harness.RECIPES['decay']``: SGD nesterov
   lr 0.1, batch 256, 2 warm-up epochs then linear decay, weight decay 5e-4, crop+flip). A
   short schedule that ends at a learning rate of zero and does not fit the wrong labels.
 * ``memorise``: AdamW lr 3e-3, batch 128, constant rate, no augmentation, weight decay 0,
@@ -62,7 +62,7 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
 * count: the true number of wrong labels, the default estimate (``Analysis.estimate``), the
   previous estimate ("today": samples with ``disagreement > 0.5`` analysed with
   ``window="second_half"``, i.e. over the three epochs around the GWA-selected one) and a
-  two-component Gaussian mixture over the aum score (``detect_cifar10n.mixture_row``), each
+  two-component Gaussian mixture over the aum score (``harness.mixture_row``), each
   with its relative error; precision / recall / F1 of the default flagged set;
 * stopping: test accuracy at the kept epoch (the plateau before the phase onset, whose
   weights ``checkpoints/before_memorisation.pt`` keeps, when the model memorised; else the last), the best epoch, the last, the validation split's choice
@@ -71,7 +71,7 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
   is more than 2 points below the best epoch are counted.
 
 On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, batch 512, 40 epochs, the default regime
-with the recipe of ``gpu_runs/dec_worst`` (cifar_bench.GPU_RECIPE: SGD lr 0.2) and memorise
+with the recipe of ``gpu_runs/dec_worst`` (harness recipe ``decay`` on a GPU: SGD lr 0.2) and memorise
 with that of ``gpu_runs/mem_worst`` (AdamW lr 1e-3, batch 512), on the first 15,000 images a
 lent GPU machine carries (``train_first15000.npz`` is read when the 20,000-image file is
 absent), so without the finetune regime; one process. ``bench/regimes_gpu.sh`` runs the
@@ -86,18 +86,14 @@ from the per-sample per-epoch margins the oracle column reads; nothing is retrai
 script exits 1 when the default of any prefix of any cell ranks more than ``PREFIX_TARGET``
 below that best window.
 
-Output: the tables, the hardware line, the command and the wall time on stdout, also written
-to ``--out`` (default ``bench_out/regimes``) as ``regimes.md`` and ``regimes.json`` (every
-number of the tables, per-epoch curves and timings). Runs are trained into a temporary
-folder under ``--out``, removed at the end (also on an error or Ctrl-C) unless
+Output: the tables on stdout and in the page ``docs/benchmarks/regimes.md``, every number of
+them, the per-epoch curves and the run information (command, hardware, date, wall time) in
+``regimes.json`` beside it (``--pages-dir`` to write elsewhere). Runs are trained into a
+temporary folder under ``--out``, removed at the end (also on an error or Ctrl-C) unless
 ``--keep-runs``. One subset, the seeds given: the numbers vary from run to run.
 
 Trainings run in ``--workers`` processes of one thread each (default 2): on a shared 2-core
-machine, two threads in one process slowed down up to tenfold whenever another job took a
-core. Measured on 2 shared CPU cores: ``--quick`` (3,000 images, 3 regimes x 3 label sets,
-the two GPU recordings) 2.8 min wall, imports and data loading included (the same work in one
-process of two threads, while another job used a core: 11.2 min). The full default (10,000
-images, more epochs) was not timed.
+machine, two threads in one process slowed down whenever another job took a core.
 """
 
 from __future__ import annotations
@@ -109,8 +105,6 @@ _T0 = time.perf_counter()  # the wall time printed at the end includes imports a
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -118,22 +112,22 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from cifar_bench import (  # noqa: E402
-    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, MODEL_BUILDERS, REPO, clean_test_set, data_files, first_images, hardware,
-    train_config, validation_split, worker_pool,
-)
-from detect_cifar10n import labelled, mixture_row, pair_rate, subset  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
 from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epochs  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
+from gwa_diag.training.config import TrainConfig  # noqa: E402
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
-from gwa_diag.training.engine import TrainConfig, train  # noqa: E402
+from gwa_diag.training.engine import train  # noqa: E402
+from harness import (  # noqa: E402
+    MACHINES, MODEL_NAMES, REPO, add_common_args, clean_test_set, data_files, describe, first_images, labelled,
+    mixture_row, new_model, pair_rate, per_epoch_means, recipe, subset, validation_split, worker_pool, write_page,
+)
+from harness import fmt as _f  # noqa: E402
 
 TUNING_SETS = ("worst", "aggre", "random1")
 HELD_OUT_SETS = ("random2", "random3", "pair30")
@@ -166,64 +160,19 @@ REGIMES: dict[str, dict[str, Any]] = {
 }
 #: The regimes run unless ``--regimes`` names others (the slow memorisers run only on the CPU).
 SLOW_REGIMES = ("slow_lr", "slow_wd", "slow_batch")
-#: --mode: the model, precision and device of every training. ``gpu`` is the recipe of the two
-#: recordings under gpu_runs/ (CIFAR ResNet-18, bf16, batch 512), on the first 15,000 images a
-#: lent GPU machine carries, so it has no finetune regime (its pretraining rows are not there).
+#: --mode: the sizes of each machine (its model, precision and device: harness.MACHINES). ``gpu``
+#: is the setting of the two recordings under gpu_runs/, on the first 15,000 images a lent GPU
+#: machine carries, so it has no finetune regime (its pretraining rows are not there).
 MODES: dict[str, dict[str, Any]] = {
-    "cpu": {"model": "tiny", "precision": "fp32", "device": "cpu", "adamw_batch": 128, "adamw_lr": 3e-3,
-            "n": 10_000, "quick_n": 3000, "test_extra": 5000, "quick_test_extra": 2000},
-    "gpu": {"model": "resnet18_cifar", "precision": "bf16", "device": "cuda", "adamw_batch": 512, "adamw_lr": 1e-3,
-            "n": 10_000, "test_extra": 5000},
+    "cpu": {"n": 10_000, "quick_n": 3000, "test_extra": 5000, "quick_test_extra": 2000},
+    "gpu": {"n": 10_000, "test_extra": 5000},
 }
-MODEL_NAMES = {"tiny": "tiny CNN", "resnet18_cifar": "CIFAR ResNet-18"}
 
 
 # -- recipes ----------------------------------------------------------------------------------
-def default_config(epochs: int, seed: int, *, mode: str = "scratch", hw: str = "cpu", device: str | None = None) -> TrainConfig:
-    """The benchmarks' SGD recipe (cifar_bench.CPU_RECIPE or GPU_RECIPE, cifar_bench.train_config)."""
-    recipe = CPU_RECIPE if hw == "cpu" else GPU_RECIPE
-    args = argparse.Namespace(**{k: v for k, v in recipe.items() if k not in ("model", "n", "epochs")},
-                              epochs=epochs, seed=seed, progress=False)
-    if device is not None:
-        args.device = device
-    cfg = train_config(args)
-    cfg.mode = mode  # type: ignore[assignment]
-    return cfg
-
-
-def adamw_config(epochs: int, seed: int, *, lr: float, mode: str, hw: str = "cpu", device: str | None = None) -> TrainConfig:
-    """AdamW at a constant rate, no augmentation, no weight decay: batch 128, fp32 on the CPU;
-    batch 512, bf16 on a GPU (the recipe of gpu_runs/mem_worst)."""
-    m = MODES[hw]
-    return TrainConfig(epochs=epochs, batch_size=m["adamw_batch"], lr=lr, optimizer="adamw", weight_decay=0.0,
-                       warmup_epochs=0.0, schedule="constant", augment=False, precision=m["precision"],
-                       device=device or m["device"], seed=seed, mode=mode, progress=False)
-
-
 def regime_config(regime: str, epochs: int, seed: int, hw: str = "cpu", device: str | None = None) -> TrainConfig:
-    if regime == "default":
-        cfg = default_config(epochs, seed, hw=hw, device=device)
-    elif regime == "memorise":
-        cfg = adamw_config(epochs, seed, lr=MODES[hw]["adamw_lr"], mode="scratch", hw=hw, device=device)
-    elif regime == "finetune":
-        cfg = adamw_config(epochs, seed, lr=3e-4, mode="finetune", hw=hw, device=device)
-    elif regime in SLOW_REGIMES:
-        r = REGIMES[regime]
-        cfg = adamw_config(epochs, seed, lr=r["lr"], mode="scratch", hw=hw, device=device)
-        cfg.batch_size, cfg.weight_decay = r["batch"], r["wd"]
-    else:
-        raise AssertionError(regime)
-    if device == "cpu":
-        cfg.precision = "fp32"  # a toy check of --mode gpu on the CPU
-    return cfg
-
-
-def describe(cfg: TrainConfig) -> str:
-    opt = "AdamW" if cfg.optimizer == "adamw" else f"SGD nesterov (momentum {cfg.momentum:g})"
-    sched = "constant rate" if cfg.schedule == "constant" else f"{cfg.warmup_epochs:g} warm-up epochs then {cfg.schedule} decay"
-    return (f"{opt} lr {cfg.lr:g}, batch {cfg.batch_size}, {sched}, weight decay {cfg.weight_decay:g}, "
-            f"{'crop+flip' if cfg.augment else 'no augmentation'}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, "
-            f"GWA mode {cfg.mode}")
+    """The harness recipe of a regime (``default`` is the recipe ``decay``)."""
+    return recipe("decay" if regime == "default" else regime, epochs=epochs, seed=seed, hw=hw, device=device)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -273,24 +222,7 @@ def label_set_splits(data: Data, name: str, seed: int):
 def per_epoch_margins(a: Analysis, ids: pd.Index) -> tuple[np.ndarray, list[int]]:
     """Mean margin per (sample in ``ids``, complete epoch) [len(ids), epochs], NaN where a
     sample has no finite margin that epoch; presentations within an epoch averaged."""
-    epochs = list(a.epochs.epochs)
-    files = [str(f) for f in a.run.sample_files(epochs)]
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    con = duckdb.connect(":memory:")
-    try:
-        got = con.sql(f"""
-            SELECT sample_id, CAST(epoch AS BIGINT) AS epoch, avg(margin) AS margin
-            FROM read_parquet([{listed}], hive_partitioning = true)
-            WHERE isfinite(margin) GROUP BY ALL
-        """).fetchnumpy()
-    finally:
-        con.close()
-    out = np.full((len(ids), len(epochs)), np.nan)
-    rows = ids.get_indexer(got["sample_id"])
-    cols = pd.Index(epochs).get_indexer(got["epoch"])
-    keep = (rows >= 0) & (cols >= 0)
-    out[rows[keep], cols[keep]] = got["margin"][keep]
-    return out, epochs
+    return per_epoch_means(a.run, "margin", ids)
 
 
 def window_aurocs(margins: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -440,9 +372,8 @@ def pretrain(data: Data, epochs: int, seed: int, tmp: Path) -> tuple[Path, dict[
     """Train the tiny CNN on the clean pretraining images (CPU mode only); its state dict's file and a note."""
     assert data.pretrain is not None
     t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    model = MODEL_BUILDERS["tiny"](data.pretrain.num_classes)
-    cfg = default_config(epochs, seed)
+    model = new_model("tiny", data.pretrain.num_classes, seed)
+    cfg = recipe("decay", epochs=epochs, seed=seed)
     result = train(model, data.pretrain, tmp / "pretrain", config=cfg, eval_set=data.test,
                    meta={"benchmark": "bench/regimes.py", "part": "pretraining (clean labels)"})
     path = tmp / "pretrained.pt"
@@ -456,8 +387,7 @@ def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: 
                pretrained: Path | None, hw: str = "cpu", device: str | None = None) -> tuple[Path, dict[str, Any]]:
     train_set, val_set, noise = label_set_splits(data, name, seed)
     cfg = regime_config(regime, epochs, seed, hw, device)
-    torch.manual_seed(seed)
-    model = MODEL_BUILDERS[MODES[hw]["model"]](train_set.num_classes)
+    model = new_model(MACHINES[hw]["model"], train_set.num_classes, seed)
     if regime == "finetune":
         assert pretrained is not None
         model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
@@ -530,10 +460,6 @@ def run_jobs(args: argparse.Namespace, tmp: Path, finish) -> None:
 
 
 # -- tables -----------------------------------------------------------------------------------
-def _f(v: Any, digits: int = 3) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
-
-
 def _err(count: int | None, true: int) -> str:
     if count is None:
         return "-"
@@ -671,8 +597,6 @@ def parse_args() -> argparse.Namespace:
                     help="cpu: tiny CNN, fp32 (default); gpu: CIFAR ResNet-18, bf16, batch 512, 40 epochs, regimes "
                          "default and memorise, on a CUDA device, one process")
     ap.add_argument("--device", help="torch device of the trainings (default: cpu, or cuda with --mode gpu)")
-    ap.add_argument("--quick", action="store_true",
-                    help="3,000 images, 2,000 extra test images, fewer epochs for default / finetune (about 6 minutes)")
     ap.add_argument("--n", type=int, help=f"pool: the first N training images (default 10000; --quick 3000; at most {TEST_ROWS_START})")
     ap.add_argument("--epochs", type=int, help="epochs of every regime (default per regime; pretraining: --pretrain-epochs)")
     ap.add_argument("--pretrain-epochs", type=int, help="epochs of the finetune regime's pretraining (default 10; --quick 5)")
@@ -690,9 +614,6 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--held-out", action="store_true",
                     help=f"run the held-out label sets {', '.join(HELD_OUT_SETS)} instead of the tuning sets (run once); "
                          "with --label-sets, those are run too")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                    help="worker processes of one thread each (default: min(2, CPUs)); 1: train in this process with "
-                         "torch's own thread count")
     ap.add_argument("--skip-gpu-runs", action="store_true", help="leave out the re-analysed GPU recordings")
     ap.add_argument("--prefixes", action="store_true",
                     help="add the prefix table: per cell, the default cut after every epoch from a quarter of the run "
@@ -702,8 +623,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--runs", nargs="+", metavar="RUN",
                     help="re-analyse these run directories written by this benchmark (e.g. --keep-runs on a GPU machine, "
                          "brought back) instead of training; their rows are named from run.json")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/, cifar10n/ and gpu_runs/")
-    ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"), help="folder for regimes.md, regimes.json (and runs)")
+    ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"),
+                    help="folder of the trained runs while they are analysed (kept there with --keep-runs)")
+    add_common_args(ap, quick="3,000 images, 2,000 extra test images, fewer epochs for default / finetune", workers=True)
     args = ap.parse_args()
     mode = MODES[args.mode]
     if args.quick and args.mode == "gpu":
@@ -769,9 +691,8 @@ def epochs_of(regime: str, args: argparse.Namespace) -> int:
 
 def main() -> None:
     args = parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    device = torch.device(args.device or MODES[args.mode]["device"])
-    hw = hardware(device) + (f"; {args.workers} worker processes of 1 thread each" if args.workers > 1 else "")
+    device = torch.device(args.device or MACHINES[args.mode]["device"])
+    recorded_on = ""
     data_dir = Path(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -823,7 +744,7 @@ def main() -> None:
                          r["label_set"], list(REGIMES).index(r["regime"]))
         order = {(r["seed"], r["label_set"], r["regime"]): i for i, r in enumerate(sorted(rows, key=key))}
         args.seeds = max(r["seed"] for r in rows) + 1
-        hw = f"recorded on {'; '.join(sorted(recorded))}; re-analysed on {hw}"
+        recorded_on = f"recorded on {'; '.join(sorted(recorded))}, re-analysed here"
     else:
         tmp = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
         try:
@@ -846,7 +767,6 @@ def main() -> None:
         missing = [r for r in GPU_RUNS if r not in found]
         if missing:
             gpu_note = f"GPU recordings not found under {gpu_dir}: {', '.join(missing)} (rows left out)"
-    wall = time.perf_counter() - _T0
 
     seed_list = sorted({r["seed"] for r in rows if r["seed"] is not None})
     # Row names carry the seed when there are several, or when it is not the usual seed 0.
@@ -865,7 +785,7 @@ def main() -> None:
         f"{'-' if n_train is None else format(n_train, ',')} of them and holds out {'-' if n_val is None else format(n_val, ',')} "
         f"(10%, drawn per seed, the same for every regime and label set) as a validation split with the NOISY labels "
         f"(val 10%). Test set: {test_note(args.test_extra)}. Seeds: {', '.join(map(str, seed_list))}.",
-        *(f"Regime {k}: {MODEL_NAMES[MODES[args.mode]['model']]}, {cfg.precision}, {cfg.device}; {describe(cfg)}."
+        *(f"Regime {k}: {MODEL_NAMES[MACHINES[args.mode]['model']]}, {cfg.precision}, {cfg.device}; {describe(cfg)}."
           for k in args.regimes for cfg in [regime_config(k, epochs_of(k, args), 0, args.mode, args.device)]),
     ]
     if pretrained_note is not None:
@@ -907,15 +827,16 @@ def main() -> None:
                        + (", ".join(low_end) if low_end else "none") + ".")
     if gpu_note:
         summary.append(gpu_note)
-    train_s = sum(r["t_train"] for r in rows if r.get("t_train"))
-    summed = " summed over the workers" if args.workers > 1 else ""
-    timing = (f"Wall time {wall / 60:.1f} min ({wall:.0f} s, imports and data loading included; training "
-              f"{train_s:.0f} s{summed}" + (f", pretraining {pretrained_note['seconds']:.0f} s" if pretrained_note else "")
-              + ").")
-    md = ["# Analysis defaults across training regimes", "", f"Command: `{command}`", "", f"Hardware: {hw}", "",
+    # Seconds vary from run to run: they go to the page's run information, not its tables.
+    timings = {"training": f"{sum(r.pop('t_train', None) or 0 for r in rows):.0f} s"
+               + (" summed over the workers" if args.workers > 1 else ""),
+               "analysis": f"{sum(r['cell'].pop('t_analysis') for r in rows):.0f} s", "workers": args.workers}
+    if pretrained_note:
+        timings["pretraining"] = f"{pretrained_note.pop('seconds'):.0f} s"
+    md = ["# Analysis defaults across training regimes", "", *([f"Runs: {recorded_on}.", ""] if recorded_on else []),
           *(line for s in setting for line in (s, "")),
           "## Ranking and count", "", *rank_lines, "", "## Stopping (test accuracy %, epoch in brackets)", "",
-          *stop_lines, "", *(line for s in summary for line in (s, "")), timing, "",
+          *stop_lines, "", *(line for s in summary for line in (s, "")),
           *(f"* {n}" for n in notes), ""]
     missed: list[str] = []
     if args.prefixes:
@@ -931,16 +852,16 @@ def main() -> None:
                f"as the oracle column; gap = best - default.", ""]
     text = "\n".join(md)
     print(text)
-    (out / "regimes.md").write_text(text)
-    dump = {"command": command, "hardware": hw, "wall_seconds": wall, "n": args.n, "test": test_note(args.test_extra),
+    dump = {"n": args.n, "test": test_note(args.test_extra),
             "seeds": seed_list, "quick": args.quick, "label_sets": args.label_sets, "regimes": args.regimes,
             "mode": args.mode,
             "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
             "memorise_below_fit_at_end": low_end, "prefix_target": PREFIX_TARGET if args.prefixes else None,
             "prefix_missed": missed, "rows": rows}
-    (out / "regimes.json").write_text(json.dumps(dump, indent=1, default=float))
-    print(f"Written: {out / 'regimes.md'}, {out / 'regimes.json'}")
+    pages = write_page(__file__, text, dump, pages_dir=args.pages_dir, wall_s=time.perf_counter() - _T0, device=device,
+                       timings=timings)
+    print(f"Written: {pages[0]}, {pages[1]}")
     if missed:
         raise SystemExit(f"prefix target missed in {len(missed)} cell(s): {', '.join(missed)} (see the prefix table)")
 
