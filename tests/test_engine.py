@@ -287,3 +287,14 @@ def test_train_step_calls_any_step_recorder_with_the_weights_of_its_forward():
     assert not torch.equal(model.head.weight, before)  # the step did happen, after update()
     assert train_mod.autocast_dtype("auto", torch.device("cpu")) is None
     assert train_mod.autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_build_optimizer_is_the_engines_optimizer_and_schedule():
+    model = tiny_cnn(4, width=8)
+    opt, sched = train_mod.build_optimizer(model, TrainConfig(lr=0.2, warmup_epochs=1), total_steps=10, warmup_steps=2)
+    decay, other = opt.param_groups
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in other["params"])
+    assert decay["weight_decay"] == TrainConfig().weight_decay and other["weight_decay"] == 0.0
+    assert isinstance(opt, torch.optim.SGD) and decay["nesterov"] and decay["lr"] == pytest.approx(0.1)  # warm-up step 1 of 2
+    adamw, _ = train_mod.build_optimizer(model, TrainConfig(optimizer="adamw"), total_steps=10, warmup_steps=0)
+    assert isinstance(adamw, torch.optim.AdamW)

@@ -40,8 +40,8 @@ from gwa_diag.training.data import data_fingerprint
 from gwa_diag.training.memorisation import MemorisationKeeper
 from gwa_diag.training.resume import check_resume, continue_run, lock_run
 
-__all__ = ["StepRecorder", "TrainConfig", "TrainResult", "autocast_dtype", "data_fingerprint", "lr_factor", "train",
-           "train_step"]
+__all__ = ["StepRecorder", "TrainConfig", "TrainResult", "autocast_dtype", "build_optimizer", "data_fingerprint",
+           "lr_factor", "train", "train_step"]
 
 
 class StepRecorder(Protocol):
@@ -77,6 +77,22 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return max(0.0, 1.0 - progress)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int,
+                    warmup_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The engine's optimizer of ``cfg`` over ``model`` and its per-step schedule (linear
+    warm-up over ``warmup_steps``, then ``cfg.schedule`` until ``total_steps``)."""
+    params_decay = [p for p in model.parameters() if p.ndim > 1]
+    params_other = [p for p in model.parameters() if p.ndim <= 1]
+    # No weight decay on biases and norm parameters (the usual convention).
+    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule))
+    return opt, sched
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -261,15 +277,7 @@ def _train(
     steps_per_epoch = len(batch_bounds(len(train_set), cfg.batch_size, world))
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    params_decay = [p for p in model.parameters() if p.ndim > 1]
-    params_other = [p for p in model.parameters() if p.ndim <= 1]
-    # No weight decay on biases and norm parameters (the usual convention).
-    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule))
+    opt, sched = build_optimizer(model, cfg, total_steps, warmup_steps)
     dtype = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
