@@ -55,7 +55,8 @@ Modes:
 cleanlab (AGPL, a benchmark-only dependency: ``pip install -r bench/requirements.txt``) is
 optional: without it the cleanlab rows are skipped with a message.
 
-Output: the tables on the console and as markdown in ``OUT/results.md`` (``--out``, default
+Output: the tables on the console, in the page ``docs/benchmarks/clean_and_retrain.md`` and, as
+numbers, in ``clean_and_retrain.json`` beside it (``--pages-dir``); under ``--out`` (default
 ``bench_out/clean_and_retrain``), runs in ``OUT/runs/<label set>/<policy>``, label files in
 ``OUT/labels/<label set>/<policy>.csv`` (with ``.excluded.csv`` and, for the gwa-diag
 policies, ``.provenance.json``). A rerun replaces those runs and label files; a folder there
@@ -67,10 +68,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +78,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cifar_bench import (
-    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, INSTALL_HINT, MODEL_BUILDERS, REPO, autocast_dtype, cleanlab_installed, data_files, first_images,
-    hardware, load_model, normalisation, predict_probs, train_config,
-)
 from gwa_diag.analysis.corrected import corrected_labels, corrected_paths, write_corrected_labels
 from gwa_diag.store import open_run
 from gwa_diag.training.data import (
     CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz, with_cifar10n, with_label_file, without_samples,
 )
 from gwa_diag.training.engine import train
+from harness import (
+    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, data_files, first_images, hardware, new_model,
+    predict_probs, recipe, write_page,
+)
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
 TEST_BLOCK = (15_000, 20_000)
@@ -97,7 +95,7 @@ DEFAULT_SETS = "worst,aggre,random1"
 QUICK_SETS = "worst,random1"
 
 # The GPU mode trains on at most 15,000 images: rows 15,000-19,999 are test images here.
-MODES: dict[str, dict[str, Any]] = {"cpu": CPU_RECIPE, "gpu": {**GPU_RECIPE, "n": 15000}}
+MODES: dict[str, dict[str, Any]] = {"cpu": {"n": 5000, "epochs": 15}, "gpu": {"n": 15000, "epochs": 40}}
 #: What --quick changes in cpu mode (sized to finish in under 10 minutes on a quiet 2-core CPU).
 QUICK = {"n": 3000, "epochs": 12}
 
@@ -219,38 +217,37 @@ def _digest(ds) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def test_accuracy(checkpoint: Path, model_name: str, ds, test_set, device: torch.device, dtype) -> tuple[float, int]:
+def test_accuracy(run_dir: Path, checkpoint: str, args: argparse.Namespace, ds, test_set,
+                  device: torch.device) -> tuple[float, int]:
     """(accuracy on the test set, epoch) of a checkpoint of a run trained on ``ds``, in eval
     mode, with the images normalised as the engine normalised them (channel statistics of
     the training images), as the engine's per-epoch evaluation does."""
-    model, ckpt = load_model(checkpoint, model_name, ds.num_classes, device)
-    mean, std = normalisation(ds.images_nchw, device)
-    labels = torch.as_tensor(np.asarray(test_set.labels), dtype=torch.int64)
-    correct = 0
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for s in range(0, len(labels), 1024):
-            x = (test_set.images_nchw[s : s + 1024].to(device).float().div_(255) - mean) / std
-            correct += int((model(x).float().argmax(1).cpu() == labels[s : s + 1024]).sum())
-    return correct / len(labels), int(ckpt["epoch"])
+    probs = predict_probs(run_dir, args.model, test_set, device, args.precision, trained_on=ds.images_nchw,
+                          checkpoint=checkpoint)
+    epoch = torch.load(run_dir / "checkpoints" / checkpoint, map_location="cpu", weights_only=True)["epoch"]
+    return float(np.mean(probs.argmax(1) == np.asarray(test_set.labels))), int(epoch)
+
+
+def train_config(args: argparse.Namespace):
+    """The harness recipe ``decay`` with this command's epochs, batch, lr, warm-up and seed."""
+    return recipe("decay", epochs=args.epochs, seed=args.seed, hw=args.mode, batch_size=args.batch_size, lr=args.lr,
+                  warmup_epochs=args.warmup_epochs, progress=args.progress)
 
 
 def train_one(args, ds, test_set, run_dir: Path, meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Train one run (no per-epoch evaluation), then evaluate its last-epoch weights and the
     GWA-selected weights it kept (``checkpoints/selected.pt``) on the test set."""
-    torch.manual_seed(args.seed)
-    model = MODEL_BUILDERS[args.model](ds.num_classes)
+    model = new_model(args.model, ds.num_classes, args.seed)
     t0 = time.perf_counter()
     train(model, ds, run_dir, config=train_config(args), meta={"benchmark": "bench/clean_and_retrain.py", **meta})
     seconds = time.perf_counter() - t0
-    dtype = autocast_dtype(args, device)
-    acc_last, last_epoch = test_accuracy(run_dir / "checkpoints" / "last.pt", args.model, ds, test_set, device, dtype)
+    acc_last, last_epoch = test_accuracy(run_dir, "last.pt", args, ds, test_set, device)
     if last_epoch != args.epochs - 1:
         raise SystemExit(f"{run_dir}: checkpoints/last.pt holds epoch {last_epoch}, not the last one")
     sel = open_run(run_dir).meta.get("selected_epoch")
     acc_gwa = None
     if sel is not None:
-        acc_gwa, epoch = test_accuracy(run_dir / "checkpoints" / "selected.pt", args.model, ds, test_set, device, dtype)
+        acc_gwa, epoch = test_accuracy(run_dir, "selected.pt", args, ds, test_set, device)
         if epoch != sel:
             raise SystemExit(f"{run_dir}: checkpoints/selected.pt holds epoch {epoch}, run.json selected {sel}")
     return {"acc_last": acc_last, "gwa_epoch": None if sel is None else int(sel), "acc_gwa": acc_gwa,
@@ -319,7 +316,7 @@ def run_label_set(name: str, args, pool, test_set, label_path: Path, device: tor
             if not with_cleanlab:
                 continue
             if "cleanlab_flags" not in info:
-                probs = predict_probs(base_dir, args.model, noisy, device, autocast_dtype(args, device), batch=1024)
+                probs = predict_probs(base_dir, args.model, noisy, device, args.precision)
                 info["cleanlab_flags"] = cleanlab_flags(np.asarray(noisy.labels), probs)
                 info["cleanlab_pred"] = probs.argmax(1)
                 info["cleanlab"] = int(info["cleanlab_flags"].sum())
@@ -436,16 +433,17 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
     ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
-    ap.add_argument("--data", default=str(DEFAULT_DATA),
-                    help="folder with cifar10/ and cifar10n/ (default: ../shared/data from the repo root)")
     ap.add_argument("--out", default="bench_out/clean_and_retrain",
-                    help="output folder: runs/<label set>/<policy>, labels/<label set>/, results.md")
+                    help="output folder: runs/<label set>/<policy> and labels/<label set>/")
     ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
+    add_common_args(ap)
     args = ap.parse_args()
     t_start = time.perf_counter()
     if args.quick and args.mode != "cpu":
         raise SystemExit("--quick is a cpu-mode setting; drop it with --mode gpu")
-    defaults = {**MODES[args.mode], **(QUICK if args.quick else {})}
+    defaults = {**MODES[args.mode], **(QUICK if args.quick else {}), **MACHINES[args.mode],
+                **{k: v for k, v in RECIPES["decay"].items() if k != "gpu"},
+                **(RECIPES["decay"]["gpu"] if args.mode == "gpu" else {})}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -481,7 +479,6 @@ def main() -> None:
                f"{args.epochs} epochs, batch {args.batch_size}, SGD nesterov lr {args.lr}, {args.warmup_epochs:g} "
                f"warm-up epochs then linear decay, {args.precision}, crop+flip, seed {args.seed}; test: 6,000 clean "
                "images never trained on")
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     print(hw)
     print(setting)
     skipped = []
@@ -505,17 +502,19 @@ def main() -> None:
     timing = (f"total wall time {wall / 60:.1f} min ({wall:.0f} s): {n_trained} trainings, {train_s:.0f} s of "
               "training; on a shared machine timings vary with its load")
 
-    md = ["# Clean and retrain on CIFAR-10-N", "", f"Command: `{command}`", "", f"Hardware: {hw}", "",
-          f"Setting: {setting}", "", *(line for s in skipped for line in (s, ""))]
+    md = ["# Clean and retrain on CIFAR-10-N", "", f"Setting: {setting}", "", *(line for s in skipped for line in (s, ""))]
     for info in results:
         md += [f"## {info['name']}", "", header(info, with_cleanlab), "",
                md_table(table_rows(info, policies, args)), ""]
-    md += [timing.capitalize() + ".", "", *(f"* {n}" for n in NOTES), ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text("\n".join(md))
+    md += [*(f"* {n}" for n in NOTES), ""]
+    numbers = {"setting": setting, "label_sets": [
+        {"name": i["name"], "n": i["n"], "n_wrong": i["n_wrong"], "noise": i["noise"],
+         "rows": {k: {c: v for c, v in row.items() if c != "seconds"} for k, row in i["rows"].items()}} for i in results]}
+    pages = write_page(__file__, "\n".join(md), numbers, pages_dir=args.pages_dir, wall_s=wall, device=device,
+                       timings={"training": f"{train_s:.0f} s in {n_trained} trainings"})
     for n in NOTES:
         print("note: " + n)
-    print(f"markdown: {out / 'results.md'}")
+    print(f"page: {pages[0]}")
     print(timing)
 
 

@@ -61,9 +61,11 @@ MODEL_NAMES = {"tiny": "tiny CNN", "resnet18_cifar": "CIFAR ResNet-18"}
 # -- recipes ----------------------------------------------------------------------------------
 #: Every training recipe of the benchmarks, one name each; ``gpu`` holds what changes on a
 #: CUDA device (CIFAR ResNet-18, bf16). ``decay`` is the engine's own default recipe.
+_ENGINE = TrainConfig()  # the engine's defaults, read here so that they are never restated
 RECIPES: dict[str, dict[str, Any]] = {
-    "decay": {"optimizer": "sgd", "lr": 0.1, "batch_size": 256, "weight_decay": 5e-4, "warmup_epochs": 2.0,
-              "schedule": "linear", "augment": True, "gpu": {"lr": 0.2, "batch_size": 512}},
+    "decay": {"optimizer": _ENGINE.optimizer, "lr": _ENGINE.lr, "batch_size": _ENGINE.batch_size,
+              "weight_decay": _ENGINE.weight_decay, "warmup_epochs": _ENGINE.warmup_epochs,
+              "schedule": _ENGINE.schedule, "augment": _ENGINE.augment, "gpu": {"lr": 0.2, "batch_size": 512}},
     # The recipe of the regimes tables (README) and of gpu_runs/mem_worst on a GPU.
     "memorise": {"optimizer": "adamw", "lr": 3e-3, "batch_size": 128, "weight_decay": 0.0, "warmup_epochs": 0.0,
                  "schedule": "constant", "augment": False, "gpu": {"lr": 1e-3, "batch_size": 512}},
@@ -120,6 +122,18 @@ def new_model(name: str, num_classes: int, seed: int) -> torch.nn.Module:
     """A freshly initialised preset (``tiny`` or ``resnet18_cifar``), seeded first."""
     torch.manual_seed(seed)
     return build_model(name, num_classes)
+
+
+#: The CIFAR-10-N label sets any tuning looked at, and those kept for a held-out check.
+TUNING_SETS = ("worst", "aggre", "random1")
+HELD_OUT_SETS = ("random2", "random3")
+
+
+def earliest_best(values: dict[int, float | None]) -> int | None:
+    """The key of the highest value (the earliest key on ties), ignoring None and NaN; None
+    if there is no value."""
+    known = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
+    return min(known, key=lambda k: (-known[k], k)) if known else None
 
 
 # -- machine and command line -----------------------------------------------------------------
@@ -361,15 +375,15 @@ def load_model(checkpoint: Path, model_name: str, num_classes: int,
 
 @torch.no_grad()
 def predict_probs(run_dir: Path, model_name: str, dataset: ArrayDataset, device: torch.device, precision: str,
-                  batch: int = 1024, *, positions: np.ndarray | None = None, stats_positions: np.ndarray | None = None,
+                  batch: int = 1024, *, positions: np.ndarray | None = None, trained_on: torch.Tensor | None = None,
                   checkpoint: str = "last.pt") -> np.ndarray:
     """Softmax probabilities ``[len(positions), C]`` of a checkpoint of ``run_dir`` on the
     un-augmented images of ``dataset`` at ``positions`` (default: all, in order), normalised
-    as the engine normalised them while training: with the channel statistics of ``dataset``
-    at ``stats_positions`` (default: all of it)."""
+    as the engine normalised them while training: with the channel statistics of the uint8
+    images ``trained_on`` (default: all of ``dataset``'s)."""
     model, _ = load_model(run_dir / "checkpoints" / checkpoint, model_name, dataset.num_classes, device)
     images = dataset.images_nchw
-    mean, std = normalisation(images if stats_positions is None else images[torch.as_tensor(stats_positions)], device)
+    mean, std = normalisation(images if trained_on is None else trained_on, device)
     images = images if positions is None else images[torch.as_tensor(positions)]
     dtype = autocast_dtype(precision, device)
     out = [torch.zeros(0, dataset.num_classes)]

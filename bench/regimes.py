@@ -124,13 +124,14 @@ from gwa_diag.training.config import TrainConfig  # noqa: E402
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
 from gwa_diag.training.engine import train  # noqa: E402
 from harness import (  # noqa: E402
-    MACHINES, MODEL_NAMES, REPO, add_common_args, clean_test_set, data_files, describe, first_images, labelled,
-    mixture_row, new_model, pair_rate, per_epoch_means, recipe, subset, validation_split, worker_pool, write_page,
+    HELD_OUT_SETS, MACHINES, MODEL_NAMES, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe,
+    earliest_best, first_images, labelled, mixture_row, new_model, pair_rate, per_epoch_means, recipe, subset,
+    validation_split, worker_pool, write_page,
 )
 from harness import fmt as _f  # noqa: E402
 
-TUNING_SETS = ("worst", "aggre", "random1")
-HELD_OUT_SETS = ("random2", "random3", "pair30")
+#: The harness' held-out CIFAR-10-N sets, plus 30% synthetic pair noise.
+HELD_OUT = (*HELD_OUT_SETS, "pair30")
 GPU_RUNS = ("dec_worst", "mem_worst")
 FIXED_WINDOWS = ("second_half", "after_warmup", "all")
 #: Rows of the first 20,000 training images: the pool is below TEST_ROWS_START, the extra
@@ -289,12 +290,6 @@ def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict
     return out
 
 
-def _argmax(values: dict[int, float | None]) -> int | None:
-    """The epoch of the highest value (the earliest on ties), None if there is none."""
-    known = {e: v for e, v in values.items() if v is not None}
-    return min(known, key=lambda e: (-known[e], e)) if known else None
-
-
 def analyse_run(run_dir: Path) -> dict[str, Any]:
     """Every number of one row of the tables, from one finished run directory (read only)."""
     t0 = time.perf_counter()
@@ -349,7 +344,7 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     # The epoch whose weights the engine kept online (run.json "memorisation"), beside the
     # offline read above: they should agree (None: nothing kept, the run did not memorise).
     cell["kept_online"] = (a.run.meta.get("memorisation") or {}).get("kept_epoch")
-    choice = {"kept": kept, "best": _argmax(acc), "last": last, "val": _argmax(val) if val is not None else None,
+    choice = {"kept": kept, "best": earliest_best(acc), "last": last, "val": earliest_best(val) if val is not None else None,
               "gwa": st.gwa.epoch, "labelwave": st.labelwave.epoch}
     cell["stopping"] = {
         "epoch": choice, "acc": {k: (acc.get(e) if e is not None else None) for k, e in choice.items()},
@@ -612,7 +607,7 @@ def parse_args() -> argparse.Namespace:
                     help="the first seed (default 0): --first-seed K --seeds N runs seeds K..K+N-1, fresh runs to check "
                          "a rule tuned on the lower seeds")
     ap.add_argument("--held-out", action="store_true",
-                    help=f"run the held-out label sets {', '.join(HELD_OUT_SETS)} instead of the tuning sets (run once); "
+                    help=f"run the held-out label sets {', '.join(HELD_OUT)} instead of the tuning sets (run once); "
                          "with --label-sets, those are run too")
     ap.add_argument("--skip-gpu-runs", action="store_true", help="leave out the re-analysed GPU recordings")
     ap.add_argument("--prefixes", action="store_true",
@@ -654,15 +649,15 @@ def parse_args() -> argparse.Namespace:
         names = [] if args.held_out else list(TUNING_SETS)
     else:
         names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
-    held = [s for s in names if s in HELD_OUT_SETS or s in ("random2", "random3") or pair_rate(s) is not None]
+    held = [s for s in names if s in HELD_OUT or pair_rate(s) is not None]
     if held and not args.held_out:
         raise SystemExit(f"{', '.join(held)}: held-out label sets, run only with --held-out (once, after tuning)")
     unknown = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
     if unknown:
         raise SystemExit(f"unknown label set(s) {unknown}: choose from {', '.join(TUNING_SETS)} (tuning) or "
-                         f"{', '.join(HELD_OUT_SETS)} (--held-out)")
+                         f"{', '.join(HELD_OUT)} (--held-out)")
     if args.held_out:
-        names += [s for s in HELD_OUT_SETS if s not in names]
+        names += [s for s in HELD_OUT if s not in names]
     args.label_sets = names
     if not 20 <= args.n <= TEST_ROWS_START:
         raise SystemExit(f"--n must be between 20 and {TEST_ROWS_START} (rows {TEST_ROWS_START:,}.. are test and "
@@ -739,7 +734,7 @@ def main() -> None:
             rows.append({"regime": meta["regime"], "label_set": meta["label_set"], "seed": meta["seed"], "t_train": None,
                          "n_train": cell["n"], "cell": cell})
             log(f"{run_dir}: analysed {cell['t_analysis']:.1f} s")
-        sets = [*TUNING_SETS, *HELD_OUT_SETS]
+        sets = [*TUNING_SETS, *HELD_OUT]
         key = lambda r: (r["seed"], sets.index(r["label_set"]) if r["label_set"] in sets else len(sets),  # noqa: E731
                          r["label_set"], list(REGIMES).index(r["regime"]))
         order = {(r["seed"], r["label_set"], r["regime"]): i for i, r in enumerate(sorted(rows, key=key))}
