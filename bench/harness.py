@@ -455,6 +455,12 @@ def worker_pool(workers: int, initializer: Callable[..., None], initargs: tuple)
     pool.join()
 
 
+def markdown_table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    """A Markdown table; ``align`` holds one character per column, ``r`` for a right-aligned one."""
+    rule = "|" + "|".join("---:" if c == "r" else "---" for c in align.ljust(len(head), "l")) + "|"
+    return ["| " + " | ".join(head) + " |", rule, *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
+
+
 def fmt(v: Any, digits: int = 3) -> str:
     """A number for a table cell; ``-`` for None, NaN and infinities."""
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
