@@ -224,7 +224,7 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
              "", *markdown_table(["step", "ms"], [[k, f"{v * 1000:.1f}"] for k, v in timings.items()], "lr")]
     write_page(__file__, "\n".join(lines), {"samples": args.samples, "epochs": args.epochs,
                                             "ms": {k: v * 1000 for k, v in timings.items()}},
-               pages_dir=args.pages_dir or PAGES, wall_s=sum(timings.values()), argv=argv)
+               pages_dir=args.pages_dir or PAGES, wall_s=sum(timings.values()))
     return 0
 
 

@@ -7,27 +7,21 @@ memorises its labels, when it does not, and when it is fine-tuned.
     python bench/regimes.py --held-out        # random2, random3 and pair30: run once, after tuning
     python bench/regimes.py --quick --prefixes   # also every prefix of every recording; exit 1 on a miss
 
-Regimes (tiny CNN, fp32, on the CPU; ``--regimes``):
+Regimes (``--regimes``; tiny CNN, fp32, on the CPU), each a recipe of ``bench/harness.py``
+(the page prints every recipe in full):
 
-* ``default``: the benchmarks' SGD recipe (``harness.RECIPES['decay']``: SGD nesterov
-  lr 0.1, batch 256, 2 warm-up epochs then linear decay, weight decay 5e-4, crop+flip). A
-  short schedule that ends at a learning rate of zero and does not fit the wrong labels.
-* ``memorise``: AdamW lr 3e-3, batch 128, constant rate, no augmentation, weight decay 0,
-  long enough to fit at least 95% of the given labels (``train_acc`` in epochs.parquet: every
-  row shows the last epoch's and the first epoch that reached 95%; a memorise run that never
-  did is marked in the table). At a constant rate the fit dips by several points now and
-  then, so the last epoch can lie below 95% after an earlier one reached it.
-* ``finetune``: the tiny CNN is first pretrained once (first seed) with the ``default``
-  recipe on the CLEAN labels of training images 15,000..19,999 (used nowhere else in the
-  table), its state dict saved; every finetune run loads it and trains on the noisy labels
-  with AdamW lr 3e-4, batch 128, constant rate, no augmentation, weight decay 0 (the recipe of
-  ``bench/early_stopping.py``'s finetune regime), with the GWA rule in ``finetune`` mode. The
-  engine normalises inputs with the noisy set's channel statistics, as for every run.
-* ``slow_lr``, ``slow_wd``, ``slow_batch``: slow memorisers, the ``memorise`` recipe slowed
-  down by a lower rate (AdamW lr 3e-4), strong weight decay (lr 1e-3, weight decay 0.3) or a
-  larger batch (lr 1e-3, batch 1024): the fit of the given labels climbs for tens of epochs
-  and may stop near the memorisation threshold, where a threshold rule reads a cliff. CPU
-  only.
+* ``default`` (recipe ``decay``, the engine's SGD recipe): a short schedule that ends at a
+  rate of zero and does not fit the wrong labels;
+* ``memorise``: AdamW at a constant rate without augmentation, long enough to fit at least
+  95% of the given labels (every row shows the last epoch's fit and the first epoch that
+  reached 95%; a memorise run that never did is marked). At a constant rate the fit dips now
+  and then, so the last epoch can lie below 95% after an earlier one reached it;
+* ``finetune``: the tiny CNN pretrained once (first seed) with ``decay`` on the CLEAN labels
+  of training images 15,000..19,999 (used nowhere else), then every run fine-tunes it on the
+  noisy labels with the recipe ``finetune``, the GWA rule in ``finetune`` mode;
+* ``slow_lr``, ``slow_wd``, ``slow_batch``: ``memorise`` slowed down by a lower rate, strong
+  weight decay or a larger batch, so the fit climbs for tens of epochs and may stop near the
+  memorisation threshold, where a threshold rule reads a cliff. CPU only.
 
 Label sets (``--label-sets``): the CIFAR-10-N sets worst (about 40% wrong), aggre (9%) and
 random1 (17%), which any tuning looked at. ``--held-out`` runs random2, random3 and pair30
@@ -70,14 +64,13 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
   of the GWA choice (``Analysis.stopping.trust``); the cells rated ``clear`` whose GWA choice
   is more than 2 points below the best epoch are counted.
 
-On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, batch 512, 40 epochs, the default regime
-with the recipe of ``gpu_runs/dec_worst`` (harness recipe ``decay`` on a GPU: SGD lr 0.2) and memorise
-with that of ``gpu_runs/mem_worst`` (AdamW lr 1e-3, batch 512), on the first 15,000 images a
-lent GPU machine carries (``train_first15000.npz`` is read when the 20,000-image file is
-absent), so without the finetune regime; one process. ``bench/regimes_gpu.sh`` runs the
-tuning and held-out sets there and packs the run directories (``--keep-runs``, checkpoints
-left out); ``--runs RUN...`` re-analyses such directories on any machine, without training
-(pass the same ``--mode``, ``--n`` and ``--test-extra`` so the setting lines match).
+On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, 40 epochs, ``default`` and ``memorise``
+with the GPU recipes of the two recordings, on the first 15,000 images a lent GPU machine
+carries (``train_first15000.npz``), so without ``finetune``; one process.
+``bench/regimes_gpu.sh`` runs the tuning and held-out sets there and packs the run
+directories (``--keep-runs``, checkpoints left out); ``--runs RUN...`` re-analyses such
+directories on any machine, without training (pass the same ``--mode``, ``--n`` and
+``--test-extra`` so the setting lines match).
 
 ``--prefixes`` adds a table: every recording cut after each epoch from a quarter of the run
 to its end is a run that stopped there; its phase and default window are read from the
@@ -854,7 +847,8 @@ def main() -> None:
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
             "memorise_below_fit_at_end": low_end, "prefix_target": PREFIX_TARGET if args.prefixes else None,
             "prefix_missed": missed, "rows": rows}
-    pages = write_page(__file__, text, dump, pages_dir=args.pages_dir, wall_s=time.perf_counter() - _T0, device=device,
+    # The held-out table is a page of its own: the tuning page never shows what tuning must not see.
+    pages = write_page("regimes_heldout" if args.held_out else __file__, text, dump, pages_dir=args.pages_dir, wall_s=time.perf_counter() - _T0, device=device,
                        timings=timings)
     print(f"Written: {pages[0]}, {pages[1]}")
     if missed:

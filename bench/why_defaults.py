@@ -73,7 +73,7 @@ def pieces(label_set: str, data: Path, n: int = 5000, epochs: int = 15, seed: in
     ds = with_cifar10n(first_images(load_npz(files.train), n), files.labels, label_set=label_set)
     cfg = recipe("decay", epochs=epochs, seed=seed)
     model = new_model("tiny", ds.num_classes, seed)
-    batches = Batches(ds, torch.device("cpu"), cfg.batch_size)
+    batches = Batches(ds, torch.device("cpu"), cfg.batch_size, num_workers=0)
     opt, sched = build_optimizer(model, cfg, epochs * len(batches), int(round(cfg.warmup_epochs * len(batches))))
     mean, std = normalisation(ds.images_nchw, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
