@@ -3,7 +3,7 @@ the truth answers for the person. Simulated audits of recorded runs, in memory.
 
     python bench/audit.py                                  # the two GPU recordings, 500 audits per size
     python bench/audit.py --runs DIR...                    # plus run directories (bench/regimes.py --keep-runs)
-    python bench/audit.py --quick --runs DIR...            # 200 audits per size (measured: see below)
+    python bench/audit.py --quick --runs DIR...            # 200 audits per size
 
 Cells: the GPU recordings ``DATA/gpu_runs/{dec_worst,mem_worst}`` (ResNet-18, 20,000
 CIFAR-10 images, worst labels) and every run directory given with ``--runs`` (a folder

@@ -40,17 +40,11 @@ label set; test set = 6,000 clean images never trained on: the 1,000 CIFAR-10 te
 (``cifar10/test_first1000.npz``) plus training images 15,000..19,999 with their clean labels
 (as in ``bench/early_stopping.py``), so ``--n`` is at most 15,000.
 
-Modes:
-
-* ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
-  epochs then linear decay, crop+flip, fp32, seed 0 (the detection benchmark's CPU recipe).
-  ``--quick``: label sets worst and random1, the first 3,000 images, 12 epochs, without
-  ``gwa_relabel_p50`` (2 x 6 trainings). Measured: 16.9 minutes on 2 CPU cores shared with two
-  other training jobs (the process got about 0.9 of a core); about a third of that on a quiet
-  2-core machine, by the detection benchmark's per-image rate. The default trains nearly 4
-  times as many image-epochs as ``--quick``.
-* ``gpu``: CIFAR ResNet-18, first 15,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
-  bf16; needs CUDA.
+Modes (every run: the harness recipe ``decay``, seed 0): ``cpu``, a tiny CNN on the first
+5,000 images for 15 epochs (``--quick``: worst and random1, 3,000 images, 12 epochs, without
+``gwa_relabel_p50``: 2 x 6 trainings, a quarter of the default's image-epochs); ``gpu``, CIFAR
+ResNet-18 in bf16 on the first 15,000 images for 40 epochs (needs CUDA). The page records the
+wall time.
 
 cleanlab (AGPL, a benchmark-only dependency: ``pip install -r bench/requirements.txt``) is
 optional: without it the cleanlab rows are skipped with a message.
@@ -85,8 +79,8 @@ from gwa_diag.training.data import (
 )
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, data_files, first_images, hardware, new_model,
-    predict_probs, recipe, write_page,
+    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, data_files, first_images, hardware,
+    markdown_table, new_model, predict_probs, recipe, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -121,17 +115,12 @@ POLICIES = [
 BY_KEY = {p.key: p for p in POLICIES}
 QUICK_SKIP = {"gwa_relabel_p50"}
 
-#: (key of a result row, console header, markdown header)
+#: (key of a result row, column header)
 COLUMNS = [
-    ("acc_last", "acc last", "test acc (last epoch)"),
-    ("delta", "vs none", "vs no cleaning"),
-    ("acc_gwa", "acc@GWA", "test acc at GWA epoch"),
-    ("gwa_epoch", "GWA ep", "GWA epoch"),
-    ("changed", "changed", "labels changed"),
-    ("dropped", "dropped", "labels dropped"),
-    ("precision", "P acted", "precision (acted on)"),
-    ("recall", "R acted", "recall (acted on)"),
-    ("wrong_left", "wrong left", "wrong labels left (share of kept)"),
+    ("acc_last", "test acc (last epoch)"), ("delta", "vs no cleaning"), ("acc_gwa", "test acc at GWA epoch"),
+    ("gwa_epoch", "GWA epoch"), ("changed", "labels changed"), ("dropped", "labels dropped"),
+    ("precision", "precision (acted on)"), ("recall", "recall (acted on)"),
+    ("wrong_left", "wrong labels left (share of kept)"),
 ]
 
 
@@ -364,20 +353,10 @@ def table_rows(info: dict[str, Any], policies: list[Policy], args) -> list[tuple
     return out
 
 
-def text_table(rows: list[tuple[str, dict[str, str]]]) -> str:
-    width = max(len("policy"), *(len(n) for n, _ in rows)) + 2
-    widths = {k: max(len(h), *(len(c[k]) for _, c in rows)) + 2 for k, h, _ in COLUMNS}
-    lines = [f"{'policy':{width}s}" + "".join(f"{h:>{widths[k]}s}" for k, h, _ in COLUMNS)]
-    for name, c in rows:
-        lines.append(f"{name:{width}s}" + "".join(f"{c[k]:>{widths[k]}s}" for k, _, _ in COLUMNS))
-    return "\n".join(lines)
-
-
 def md_table(rows: list[tuple[str, dict[str, str]]]) -> str:
-    lines = ["| policy | " + " | ".join(h for _, _, h in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for name, c in rows:
-        lines.append(f"| {name} | " + " | ".join(c[k] or "" for k, _, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    """One label set's table, for the console and the page alike."""
+    cells = [[name, *(c[k] for k, _ in COLUMNS)] for name, c in rows]
+    return "\n".join(markdown_table(["policy", *(h for _, h in COLUMNS)], cells, "l" + "r" * len(COLUMNS)))
 
 
 def header(info: dict[str, Any], with_cleanlab: bool) -> str:
@@ -494,7 +473,7 @@ def main() -> None:
         results.append(info)
         print()
         print(header(info, with_cleanlab))
-        print(text_table(table_rows(info, policies, args)))
+        print(md_table(table_rows(info, policies, args)))
         print(flush=True)
     wall = time.perf_counter() - t_start
     n_trained = sum(1 for r in results for row in r["rows"].values() if not row.get("same_as"))

@@ -54,13 +54,10 @@ presentation, evaluating on the 1,000 test images after each epoch. It then prin
   for every in-run scorer and for cleanlab in-sample, K for the K-fold row);
 * the test accuracy at the GWA-selected epoch, at the best test epoch and at the last epoch.
 
-Modes:
-
-* ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
-  epochs then linear decay, fp32. A few minutes for three label sets on 2 CPU cores without
-  the K-fold row, roughly K times that with it.
-* ``gpu``: CIFAR ResNet-18, all 20,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
-  2 warm-up epochs then linear decay, bf16 (the reference setting for CIFAR-10-N detection).
+Modes (the harness recipe ``decay`` on each machine; ``--batch-size``, ``--lr`` and
+``--warmup-epochs`` change it): ``cpu``, a tiny CNN on the first 5,000 images for 15 epochs
+(the K-fold row costs about K times the rest); ``gpu``, CIFAR ResNet-18 in bf16 on all 20,000
+images for 40 epochs (the reference setting for CIFAR-10-N detection).
 
 Runs go to ``OUT/runs/<label set>`` and ``OUT/kfold/<label set>`` (previous ones there are
 replaced unless ``--reuse``); the tables go to the page ``docs/benchmarks/detect_cifar10n.md`` and
@@ -93,7 +90,7 @@ from gwa_diag.training.data import CIFAR10N_LABEL_SETS, load_npz
 from gwa_diag.training.engine import train
 from harness import (
     INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, cleanlab_row, data_files, first_images,
-    hardware, labelled, mixture_row, new_model, pair_rate, predict_probs, recipe, subset, write_page,
+    hardware, labelled, markdown_table, mixture_row, new_model, pair_rate, predict_probs, recipe, subset, write_page,
 )
 
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
@@ -301,19 +298,10 @@ def _fmt(v: Any, col: str) -> str:
     return f"{float(v):.3f}"
 
 
-def text_table(table: pd.DataFrame) -> str:
-    width = max(len(str(i)) for i in table.index) + 2
-    lines = [f"{'method':{width}s}" + "".join(f"{h:>8s}" for _, h in COLUMNS)]
-    for name, row in table.iterrows():
-        lines.append(f"{name!s:{width}s}" + "".join(f"{_fmt(row.get(c), c):>8s}" for c, _ in COLUMNS))
-    return "\n".join(lines)
-
-
 def md_table(table: pd.DataFrame) -> str:
-    lines = ["| method | " + " | ".join(h for _, h in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for name, row in table.iterrows():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c), c) for c, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    """The detection table of one label set, for the console and the page alike."""
+    rows = [[name, *(_fmt(row.get(c), c) for c, _ in COLUMNS)] for name, row in table.iterrows()]
+    return "\n".join(markdown_table(["method", *(h for _, h in COLUMNS)], rows, "l" + "r" * len(COLUMNS)))
 
 
 def accuracy_line(r: dict[str, Any]) -> str:
@@ -462,7 +450,7 @@ def main() -> None:
         results.append(r)
         print()
         print(header(r, args.window))
-        print(text_table(r["table"]))
+        print(md_table(r["table"]))
         for line in skipped:
             print(line)
         print(accuracy_line(r))

@@ -94,7 +94,7 @@ from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
     HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, data_files, describe, earliest_best, new_model, normalisation,
-    recipe, worker_pool, write_page,
+    recipe, run_jobs, write_page,
 )
 
 RULES = ("oracle", "last", "val10", "val1", "gwa", "labelwave")
@@ -123,10 +123,10 @@ REGIMES: dict[str, dict[str, Any]] = {
 _DATA: dict[str, Any] = {}
 
 
-def _init_worker(data_dir: str, threads: int) -> None:
-    # The parent owns Ctrl-C: it terminates the workers, then removes the run directories.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
+def _init_worker(data_dir: str, threads: int | None) -> None:
+    if threads is not None:  # in a pool, the parent owns Ctrl-C: it stops the workers, then removes the runs
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        torch.set_num_threads(threads)
     files = data_files(Path(data_dir))
     train_npz, test = load_npz(files.train), load_npz(files.test)
     _DATA.update(images=train_npz.images_nchw, clean=np.asarray(train_npz.labels, dtype=np.int64),
@@ -228,28 +228,6 @@ def build_jobs(args: argparse.Namespace, plan: dict[str, dict[str, Any]], label_
                            "run_dir": str(tmp / f"run-{regime}-{name}-{seed}-{kind}"), "init": init}
                     (after if init else free).append(job)
     return pre, after, free
-
-
-def run_jobs(pool, pre, after, free, log) -> dict[tuple, dict[str, Any]]:
-    results: dict[tuple, dict[str, Any]] = {}
-    total = len(pre) + len(after) + len(free)
-    t0 = time.perf_counter()
-
-    def done(res: dict[str, Any]) -> None:
-        results[res["key"]] = res
-        log(f"[{len(results)}/{total}] {' '.join(map(str, res['key']))}: {res['seconds']:.0f} s "
-            f"(elapsed {time.perf_counter() - t0:.0f} s)")
-
-    # Pretraining first; the scratch jobs keep the other workers busy meanwhile.
-    pending = [pool.apply_async(train_run, (job,)) for job in pre]
-    first = pending[:]
-    pending += [pool.apply_async(train_run, (job,)) for job in free]
-    for handle in first:
-        done(handle.get())
-    pending += [pool.apply_async(train_run, (job,)) for job in after]
-    for handle in pending[len(first):]:
-        done(handle.get())
-    return results
 
 
 # ---------------------------------------------------------------------------------------
@@ -458,8 +436,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="gwa-early-stopping-") as tmp:
         pre, after, free = build_jobs(args, plan, label_arrays, Path(tmp))
-        with worker_pool(args.workers, _init_worker, (str(args.data), 1)) as pool:
-            results = run_jobs(pool, pre, after, free, log=lambda s: print(s, file=sys.stderr, flush=True))
+        results: dict[tuple, dict[str, Any]] = {}
+
+        def done(res: dict[str, Any]) -> None:
+            results[res["key"]] = res
+            print(f"[{len(results)}/{len(pre) + len(after) + len(free)}] {' '.join(map(str, res['key']))}: "
+                  f"{res['seconds']:.0f} s (elapsed {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+        run_jobs(args.workers, _init_worker, (str(args.data), 1), train_run, (pre, after, free), done)
 
     body: list[str] = []
     summaries: dict[str, Any] = {}

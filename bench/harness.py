@@ -455,6 +455,28 @@ def worker_pool(workers: int, initializer: Callable[..., None], initargs: tuple)
     pool.join()
 
 
+def run_jobs(workers: int, init: Callable[..., None], initargs: tuple, work: Callable[[Any], Any],
+             jobs: tuple[list, list, list], finish: Callable[[Any], None]) -> None:
+    """Run ``work`` on ``jobs`` = (pretrainings, the jobs that need them, the rest) in
+    ``workers`` spawned processes of one thread each (1: in this process, with torch's own
+    thread count): the pretrainings first, while the rest keep the other workers busy; each
+    result goes to ``finish`` as it comes, in submission order."""
+    pre, after, free = jobs
+    if workers == 1:
+        init(*initargs[:-1], None)  # the last init argument: the threads of a worker
+        for job in pre + free + after:
+            finish(work(job))
+        return
+    with worker_pool(workers, init, initargs) as pool:
+        first = [pool.apply_async(work, (job,)) for job in pre]
+        rest = [pool.apply_async(work, (job,)) for job in free]
+        for handle in first:
+            finish(handle.get())
+        rest += [pool.apply_async(work, (job,)) for job in after]
+        for handle in rest:
+            finish(handle.get())
+
+
 def markdown_table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
     """A Markdown table; ``align`` holds one character per column, ``r`` for a right-aligned one."""
     rule = "|" + "|".join("---:" if c == "r" else "---" for c in align.ljust(len(head), "l")) + "|"

@@ -2,7 +2,7 @@
 memorises its labels, when it does not, and when it is fine-tuned.
 
     python bench/regimes.py                   # 3 CPU regimes x worst, aggre, random1, plus the GPU recordings
-    python bench/regimes.py --quick           # 3,000 images, fewer epochs (measured: see the end of this text)
+    python bench/regimes.py --quick           # 3,000 images, fewer epochs
     python bench/regimes.py --regimes memorise --label-sets worst --seeds 3
     python bench/regimes.py --held-out        # random2, random3 and pair30: run once, after tuning
     python bench/regimes.py --quick --prefixes   # also every prefix of every recording; exit 1 on a miss
@@ -119,7 +119,7 @@ from gwa_diag.training.engine import train  # noqa: E402
 from harness import (  # noqa: E402
     HELD_OUT_SETS, MACHINES, MODEL_NAMES, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe,
     earliest_best, first_images, labelled, mixture_row, new_model, pair_rate, per_epoch_means, recipe, subset,
-    validation_split, worker_pool, write_page,
+    run_jobs, validation_split, write_page,
 )
 from harness import fmt as _f  # noqa: E402
 
@@ -391,7 +391,7 @@ def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: 
 _DATA: dict[str, Data] = {}
 
 
-def _init_worker(data_dir: str, n: int, test_extra: int, threads: int | None, pretraining: bool) -> None:
+def _init_worker(data_dir: str, n: int, test_extra: int, pretraining: bool, threads: int | None) -> None:
     """Load the data once per worker. In a pool the parent owns Ctrl-C: it terminates the
     workers, then removes the run directories."""
     if threads is not None:
@@ -425,26 +425,6 @@ def build_jobs(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], list[di
                        "device": args.device}
                 (after if regime == "finetune" else free).append(job)
     return pre, after, free
-
-
-def run_jobs(args: argparse.Namespace, tmp: Path, finish) -> None:
-    """Train every job, pretraining first (the other jobs keep the other workers busy
-    meanwhile), and hand each result to ``finish`` as it comes, in submission order."""
-    pre, after, free = build_jobs(args, tmp)
-    pretraining = "finetune" in args.regimes
-    if args.workers == 1:
-        _init_worker(args.data, args.n, args.test_extra, None, pretraining)  # this process, torch's own thread count
-        for job in pre + free + after:
-            finish(run_job(job))
-        return
-    with worker_pool(args.workers, _init_worker, (args.data, args.n, args.test_extra, 1, pretraining)) as pool:
-        first = [pool.apply_async(run_job, (job,)) for job in pre]
-        rest = [pool.apply_async(run_job, (job,)) for job in free]
-        for handle in first:
-            finish(handle.get())
-        rest += [pool.apply_async(run_job, (job,)) for job in after]
-        for handle in rest:
-            finish(handle.get())
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -736,7 +716,8 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
         try:
-            run_jobs(args, tmp, finish)
+            run_jobs(args.workers, _init_worker, (args.data, args.n, args.test_extra, "finetune" in args.regimes, 1),
+                     run_job, build_jobs(args, tmp), finish)
         finally:
             if args.keep_runs:
                 print(f"runs kept in {tmp}", file=sys.stderr)

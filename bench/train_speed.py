@@ -29,8 +29,7 @@ Cases:
 * GPU (only when CUDA is available; skipped with a message otherwise): CIFAR ResNet-18 on
   all 20,000 shared images (random images if the file is absent), batch 512, bf16, the
   engine's GPU-resident fast path (the uint8 images sit on the device, batches are gathered
-  there). For orientation: about 0.52 s per epoch (about 38,000 images/s) was measured for
-  this setting on one H200; numbers from other cards or loaded machines differ.
+  there).
 
 CPU numbers are sensitive to other processes on the machine: read the spread, not only the
 median.

@@ -108,14 +108,15 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     args = ["--n", "300", "--epochs", "1", "--folds", "2", "--label-sets", "worst", "--out", str(out_dir)]
     out = _run_bench("detect_cifar10n.py", args, tmp_path)
     assert "true count k = " in out and "| worst (" in out, out
-    header = next(line for line in out.splitlines() if line.startswith("method "))
-    assert header.split()[-2:] == ["count", "passes"], header
+    header = next(line for line in out.splitlines() if line.startswith("| method |"))
+    assert header.rstrip(" |").split(" | ")[-2:] == ["count", "passes"], header
     if cleanlab is None:
         assert "cleanlab is not installed" in out and not (out_dir / "kfold").exists(), out
         return
-    kfold_row = next(line for line in out.splitlines() if line.startswith("cleanlab (K-fold, out-of-sample)"))
-    assert kfold_row.split()[-1] == "2", kfold_row  # passes = K
-    assert next(line for line in out.splitlines() if line.startswith("cleanlab (in-sample")).split()[-1] == "1"
+    kfold_row = next(line for line in out.splitlines() if line.startswith("| cleanlab (K-fold, out-of-sample)"))
+    assert kfold_row.rstrip(" |").split(" | ")[-1] == "2", kfold_row  # passes = K
+    in_sample = next(line for line in out.splitlines() if line.startswith("| cleanlab (in-sample"))
+    assert in_sample.rstrip(" |").split(" | ")[-1] == "1", in_sample
     assert "fold 2/2 trained on 150 samples" in out and "K-fold (2 stratified folds" in out, out
     kdir = out_dir / "kfold" / "worst"
     probs, folds = np.load(kdir / "oof_probs.npy"), np.load(kdir / "folds.npy")
@@ -126,7 +127,7 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     (tmp_path / "scratch").rename(tmp_path / "scratch_first")
     again = _run_bench("detect_cifar10n.py", [*args, "--reuse"], tmp_path)
     assert "fold 1/2 trained" not in again and "reused; when made" in again, again
-    assert next(line for line in again.splitlines() if line.startswith("cleanlab (K-fold")) == kfold_row
+    assert next(line for line in again.splitlines() if line.startswith("| cleanlab (K-fold")) == kfold_row
 
 
 def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
@@ -146,17 +147,18 @@ def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
     (tmp_path / "scratch").rename(tmp_path / "scratch_no_gpu")
     out = _run_bench("clean_and_retrain.py", args, tmp_path)
     lines = out.splitlines()
-    header = next(line for line in lines if line.startswith("policy "))
-    for column in ("acc last", "acc@GWA", "changed", "dropped", "P acted", "R acted", "wrong left"):
+    header = next(line for line in lines if line.startswith("| policy |"))
+    for column in ("test acc (last epoch)", "test acc at GWA epoch", "labels changed", "labels dropped",
+                   "precision (acted on)", "recall (acted on)", "wrong labels left"):
         assert column in header, header
     rows = ["no cleaning", "drop flagged (gwa-diag)", "relabel flagged (gwa-diag)", "oracle (true labels)"]
     rows += ["drop flagged (cleanlab)", "relabel flagged (cleanlab)"] if cleanlab is not None else []
     for row in rows:
-        assert any(line.startswith(row) for line in lines), (row, out)
+        assert any(line.startswith(f"| {row} |") for line in lines), (row, out)
     if cleanlab is None:
         assert "cleanlab is not installed" in out, out
-    oracle = next(line for line in lines if line.startswith("oracle (true labels)")).split()
-    assert oracle[-4:] == ["1.000", "1.000", "0", "(0.0%)"], oracle  # precision, recall, no wrong label left
+    oracle = next(line for line in lines if line.startswith("| oracle (true labels) |")).rstrip(" |").split(" | ")
+    assert oracle[-3:] == ["1.000", "1.000", "0 (0.0%)"], oracle  # precision, recall, no wrong label left
     page = (tmp_path / "pages" / "clean_and_retrain.md").read_text()
     assert "total wall time" in out and "| oracle (true labels) |" in page
     assert (out_dir / "labels" / "worst" / "gwa_drop.provenance.json").is_file()
