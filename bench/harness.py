@@ -31,6 +31,7 @@ import platform
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -475,6 +476,43 @@ def run_jobs(workers: int, init: Callable[..., None], initargs: tuple, work: Cal
         rest += [pool.apply_async(work, (job,)) for job in after]
         for handle in rest:
             finish(handle.get())
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device, so that a timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def on_off_blocks(step: Callable[[Any], Any], recorder: Any, device: torch.device, *, steps: int, repeats: int,
+                  warmup: int) -> tuple[list[float], list[float]]:
+    """(off, on): the seconds of ``repeats`` blocks of ``steps`` calls ``step(recorder)``
+    with the recorder attached, and as many ``step(None)`` with it detached, after one
+    untimed block of ``warmup`` each (whose rows are dropped). Which goes first alternates,
+    so drift in the machine's load favours neither side."""
+
+    def block(on: bool, n: int) -> float:
+        if on:
+            recorder.attach()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step(recorder if on else None)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        if on:
+            recorder.detach()
+        return seconds
+
+    recorder.detach()
+    block(False, warmup), block(True, warmup)  # allocator, cuDNN autotuning, thread pools
+    recorder._clear()
+    off: list[float] = []
+    on: list[float] = []
+    for r in range(repeats):
+        for flag in ((False, True) if r % 2 == 0 else (True, False)):
+            (on if flag else off).append(block(flag, steps))
+    return off, on
 
 
 def markdown_table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:

@@ -23,12 +23,7 @@ import torch
 
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.training.engine import train_step
-from harness import add_common_args, new_model, write_page
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from harness import add_common_args, new_model, on_off_blocks, sync, write_page
 
 
 def measure(model: torch.nn.Module, device: torch.device, *, batch: int, steps: int, repeats: int,
@@ -49,30 +44,9 @@ def _measure(model: torch.nn.Module, device: torch.device, run_dir: str, *, batc
     mean, std = torch.full((1, 3, 1, 1), 127.5, device=device), torch.full((1, 3, 1, 1), 73.9, device=device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     rec = AlignmentRecorder(model, run_dir)
-    rec.detach()  # start detached: "off" blocks run the plain loop
-
-    def block(on: bool) -> float:
-        if on:
-            rec.attach()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            train_step(model, (images, y, ids), opt, mean=mean, std=std, dtype=dtype, scaler=scaler,
-                       recorder=rec if on else None)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if on:
-            rec.detach()
-        return dt
-
-    block(False), block(True)  # warm-up (allocator, cudnn autotune)
-    rec._clear()  # drop the warm-up rows
-    off, on = [], []
-    for r in range(repeats):
-        # Alternate which goes first so drift in machine load does not favour one side.
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for flag in order:
-            (on if flag else off).append(block(flag))
+    off, on = on_off_blocks(lambda r: train_step(model, (images, y, ids), opt, mean=mean, std=std, dtype=dtype,
+                                                 scaler=scaler, recorder=r), rec, device,
+                            steps=steps, repeats=repeats, warmup=steps)
     # The recorder's own work per step (hook + update) timed alone on the same batch: a
     # noise-robust bound, since on a busy machine the on/off blocks differ by more than it.
     feats: dict = {}
@@ -82,16 +56,16 @@ def _measure(model: torch.nn.Module, device: torch.device, run_dir: str, *, batc
     handle.remove()
     own = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             with torch.enable_grad():
                 rec._hook(rec.head, (feats["z"],), feats["out"])
             rec.update(ids, y)
-        _sync(device)
+        sync(device)
         own.append((time.perf_counter() - t0) / steps)
     # Flush cost for the rows recorded by the "on" blocks.
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     rec.end_epoch(0)
     flush = time.perf_counter() - t0

@@ -53,7 +53,7 @@ from gwa_diag.training.engine import TrainConfig, build_optimizer, train, train_
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
-from harness import DEFAULT_DATA, add_common_args, hardware, write_page
+from harness import DEFAULT_DATA, add_common_args, hardware, on_off_blocks, sync, write_page
 
 DEFAULT_DATA_FILE = DEFAULT_DATA / "cifar10" / "train_first20000.npz"
 
@@ -70,11 +70,6 @@ def dataset(path: Path, n: int) -> tuple[ArrayDataset, str]:
     return ArrayDataset(images, labels, num_classes=10), f"{n} random uint8 images ({path} not found)"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batch: int, lr: float,
                       precision: str) -> dict[str, Any]:
     """Wall time of gwa_diag.training.engine.train; per-epoch seconds from the run's epoch rows."""
@@ -83,10 +78,10 @@ def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batc
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_epochs=min(2.0, epochs / 2), schedule="linear",
                       precision=precision, device=str(device), progress=False)
     with tempfile.TemporaryDirectory(prefix="gwa-speed-") as tmp:
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         train(model, ds, Path(tmp) / "run", config=cfg)
-        _sync(device)
+        sync(device)
         total = time.perf_counter() - t0
         seconds = open_run(Path(tmp) / "run").epochs().sort_values("epoch")["seconds"].tolist()
     steady = seconds[1:] if len(seconds) > 1 else seconds
@@ -111,7 +106,6 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
     mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
     tmp = tempfile.TemporaryDirectory(prefix="gwa-speed-")
     rec = AlignmentRecorder(model, Path(tmp.name) / "run")
-    rec.detach()  # start detached; "on" blocks attach the hook
     gen = torch.Generator().manual_seed(0)
     epoch = 0
     stream = iter(())
@@ -125,27 +119,9 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
             epoch += 1
             stream = batches.epoch(torch.Generator().manual_seed(epoch))
 
-    def block(on: bool, n_steps: int) -> float:
-        if on:
-            rec.attach()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(n_steps):
-            train_step(model, next_batch(), opt, mean=mean, std=std, dtype=dtype, scaler=scaler,
-                       recorder=rec if on else None, scheduler=sched, augment_with=gen)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if on:
-            rec.detach()
-        return dt
-
-    block(False, warmup)
-    block(True, warmup)
-    off, on = [], []
-    for r in range(repeats):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for flag in order:
-            (on if flag else off).append(block(flag, steps))
+    off, on = on_off_blocks(lambda r: train_step(model, next_batch(), opt, mean=mean, std=std, dtype=dtype,
+                                                 scaler=scaler, recorder=r, scheduler=sched, augment_with=gen),
+                            rec, device, steps=steps, repeats=repeats, warmup=warmup)
     rec.end_epoch(0)  # flush what the "on" blocks recorded (not timed here)
     rec.close()
     tmp.cleanup()
