@@ -74,13 +74,11 @@ import torch
 
 from gwa_diag.analysis.corrected import corrected_labels, corrected_paths, write_corrected_labels
 from gwa_diag.store import open_run
-from gwa_diag.training.data import (
-    CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz, with_cifar10n, with_label_file, without_samples,
-)
+from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file, without_samples
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, data_files, first_images, hardware,
-    markdown_table, new_model, predict_probs, recipe, write_page,
+    INSTALL_HINT, MACHINES, RECIPES, add_common_args, clean_test_set, cleanlab_installed, hardware, label_set_names,
+    load_cifar, markdown_table, new_model, predict_probs, recipe, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -125,25 +123,11 @@ COLUMNS = [
 
 
 # -- data ----------------------------------------------------------------------------------------
-def load_data(data: Path, n: int):
-    """(training pool = first n images, clean test set of 6,000 images, CIFAR-10-N label file)."""
-    train_path, test_path, label_path = data_files(data)
-    full = load_npz(train_path)
-    pool = first_images(full, n)
-    # Test: the 1,000 test images plus training rows 15,000..19,999 with their CLEAN labels
-    # (checked against CIFAR-10-N's clean_label), never trained on.
-    clean = load_cifar10n(label_path)["clean_label"]
-    lo, hi = TEST_BLOCK
-    block_labels = np.asarray(full.labels[lo:hi], dtype=np.int64)
-    if not np.array_equal(block_labels, clean[lo:hi]):
-        raise SystemExit(f"{train_path} rows {lo}..{hi - 1} do not hold the clean CIFAR-10 labels")
-    test = load_npz(test_path)
-    images = torch.cat([test.images_nchw, full.images_nchw[lo:hi]])
-    labels = np.concatenate([np.asarray(test.labels, dtype=np.int64), block_labels])
-    test_set = ArrayDataset(images, labels, sample_ids=np.arange(len(labels)), class_names=full.class_names,
-                            spec={"source": "arrays", "note": f"test_first1000 + training rows {lo}..{hi - 1} "
-                                  "(clean labels)"})
-    return pool, test_set, label_path
+def load_data(data: Path, n: int) -> tuple[ArrayDataset, ArrayDataset, Path]:
+    """(training pool = first n images, clean test set, CIFAR-10-N label file). Test: the 1,000
+    test images plus training rows 15,000..19,999 with their CLEAN labels, never trained on."""
+    cifar = load_cifar(data, n)
+    return cifar.pool, clean_test_set(cifar.test, cifar.full, np.arange(*TEST_BLOCK), cifar.clean), cifar.labels
 
 
 # -- output folders -------------------------------------------------------------------------------
@@ -426,12 +410,7 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    names = [s.strip() for s in (args.label_sets or (QUICK_SETS if args.quick else DEFAULT_SETS)).split(",")
-             if s.strip()]
-    bad = [s for s in names if s not in CIFAR10N_LABEL_SETS or s == "clean"]
-    if bad or not names:
-        raise SystemExit(f"unknown label set(s) {bad}: choose from "
-                         f"{', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
+    names = label_set_names(args.label_sets or (QUICK_SETS if args.quick else DEFAULT_SETS), pairs=False)
     if args.policies is None:
         policies = [p for p in POLICIES[1:] if not (args.quick and p.key in QUICK_SKIP)]
     else:

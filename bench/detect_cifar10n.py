@@ -23,31 +23,14 @@ presentation, evaluating on the 1,000 test images after each epoch. It then prin
   (means over ``--window``), plus precision / recall / F1 and count of the two flag rules:
   gwa-diag's default (the top of the default ranking down to its estimated number of wrong
   labels; its count is that estimate) and "alignment < 0 at the GWA-selected epoch";
-* two external peers, cleanlab (confident learning), both scored the same way: its ranking
-  metrics use ``cleanlab.rank.get_label_quality_scores`` (cleanlab's default method,
-  self-confidence = p(given label); lower quality = more suspicious), its P / R / F1 and count
-  use the set ``cleanlab.filter.find_label_issues`` flags (default settings, i.e.
-  ``filter_by="prune_by_noise_rate"``). They differ in where the N x C probability matrix
-  comes from:
-
-  - "cleanlab (in-sample, last-epoch probs)": the main run's last-epoch checkpoint is run once
-    more over the *un-augmented training images* (one extra forward pass, done here in the
-    benchmark, not by the recorder). Cheap (the one training plus that pass), but in-sample:
-    the model trained on these labels.
-  - "cleanlab (K-fold, out-of-sample)": cleanlab's recommended workflow (what its
-    ``estimate_cv_predicted_probabilities`` does, with its default of 5 folds): the n samples
-    are split into ``--folds`` K stratified folds (by given label, seeded with ``--seed``);
-    for each fold the same model is trained with the same recipe, epochs and seed on the
-    other K - 1 folds (``OUT/kfold/<label set>/fold<i>``, no evaluation set), and its
-    last-epoch checkpoint predicts the held-out fold on un-augmented images. This costs K
-    trainings, each on (K - 1) / K of the data: about K - 1 times the main run's training.
-    The out-of-fold matrix and the fold of every sample are cached in
-    ``OUT/kfold/<label set>/`` (``oof_probs.npy``, ``folds.npy``, ``kfold.json``), so
-    ``--reuse`` re-analyses without training. ``--no-kfold`` skips it.
-
-  cleanlab is AGPL-licensed: it is imported only here, is optional (``pip install -r
-  bench/requirements.txt``), and its rows are skipped with a message when it is not installed
-  (the K-fold trainings too). The K-fold split uses scikit-learn, a dependency of cleanlab;
+* two external peers, cleanlab (confident learning), scored the same way (the notes under
+  the tables say how): "cleanlab (in-sample, last-epoch probs)", the main run's last-epoch
+  checkpoint run once more over the un-augmented training images, and "cleanlab (K-fold,
+  out-of-sample)", cleanlab's recommended workflow: ``--folds`` K stratified folds, each
+  predicted by a model trained with the same recipe on the other K - 1 (K more trainings;
+  cached in ``OUT/kfold/<label set>/`` so ``--reuse`` re-analyses without training;
+  ``--no-kfold`` skips it). cleanlab is AGPL-licensed, imported only here and optional
+  (``pip install -r bench/requirements.txt``): without it its rows are skipped with a message;
 * the columns ``count`` (how many samples the method flags, i.e. its estimate of how many
   labels are wrong; "-" for the per-sample scorers, which rank but do not flag; compare it
   with the true count k in the header) and ``passes`` (full training runs the method costs: 1
@@ -86,11 +69,11 @@ from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.checks import DEFAULT_SCORER
 from gwa_diag.store import open_run
 from gwa_diag.training.config import TrainConfig
-from gwa_diag.training.data import CIFAR10N_LABEL_SETS, load_npz
+from gwa_diag.training.data import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, cleanlab_row, data_files, first_images,
-    hardware, labelled, markdown_table, mixture_row, new_model, pair_rate, predict_probs, recipe, subset, write_page,
+    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, cleanlab_row, hardware, label_set_names,
+    labelled, load_cifar, markdown_table, mixture_row, new_model, predict_probs, recipe, subset, write_page,
 )
 
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
@@ -109,15 +92,6 @@ IN_RUN_PASSES = 1
 
 
 # -- data -------------------------------------------------------------------------------------
-def load_sets(data: Path, n: int):
-    train_path, test_path, label_path = data_files(data)
-    full = load_npz(train_path)
-    if not 1 <= n <= len(full):
-        raise SystemExit(f"--n must be between 1 and {len(full)}, got {n}")
-    sub = first_images(full, n) if n < len(full) else full
-    return sub, load_npz(test_path), label_path
-
-
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The harness recipe ``decay`` with this command's epochs, batch, lr, warm-up and seed."""
     return recipe("decay", epochs=args.epochs, seed=args.seed, hw=args.mode, batch_size=args.batch_size, lr=args.lr,
@@ -419,10 +393,7 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
-    bad = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
-    if bad or not names:
-        raise SystemExit(f"unknown label set(s) {bad}: choose from {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
+    names = label_set_names(args.label_sets)
     if not args.no_kfold and not 2 <= args.folds <= args.n:
         raise SystemExit(f"--folds must be between 2 and --n ({args.n}), got {args.folds}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -441,7 +412,8 @@ def main() -> None:
     skipped = skipped_lines(args, with_cleanlab)
     for line in skipped:
         print(line)
-    train_base, test_set, label_path = load_sets(Path(args.data), args.n)
+    cifar = load_cifar(args.data, args.n)
+    train_base, test_set, label_path = cifar.pool, cifar.test, cifar.labels
 
     results = []
     t_all = time.perf_counter()

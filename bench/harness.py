@@ -44,7 +44,9 @@ from gwa_diag.analysis.metrics import auroc, average_precision, precision_recall
 from gwa_diag.store import Run, atomic_write_bytes, open_run
 from gwa_diag.training.batches import channel_stats
 from gwa_diag.training.config import TrainConfig
-from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_noise
+from gwa_diag.training.data import (
+    CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz, with_cifar10n, with_noise,
+)
 from gwa_diag.training.engine import autocast_dtype
 from gwa_diag.training.models import build_model
 
@@ -287,6 +289,29 @@ def data_files(data: Path, *, first15000: bool = False) -> DataFiles:
     return files
 
 
+class Cifar(NamedTuple):
+    """What the CIFAR benchmarks read once: the training images (row = CIFAR-10 training
+    index), their first ``n`` (the pool), the test images, the clean labels of every row and
+    the CIFAR-10-N label file."""
+
+    full: ArrayDataset
+    pool: ArrayDataset
+    test: ArrayDataset
+    clean: np.ndarray
+    labels: Path
+
+
+def load_cifar(data: Path, n: int, *, first15000: bool = False) -> Cifar:
+    """:class:`Cifar` from the files under ``data`` (:func:`data_files`); exits with a message
+    when ``n`` is not between 1 and the number of training images."""
+    files = data_files(data, first15000=first15000)
+    full = load_npz(files.train)
+    if not 1 <= n <= len(full):
+        raise SystemExit(f"--n must be between 1 and {len(full):,} (the images of {files.train.name}), got {n}")
+    clean = np.asarray(load_cifar10n(files.labels)["clean_label"], dtype=np.int64)
+    return Cifar(full, first_images(full, n), load_npz(files.test), clean, files.labels)
+
+
 def first_images(full: ArrayDataset, n: int) -> ArrayDataset:
     """The first ``n`` rows of ``full``: ids 0..n-1 stay CIFAR-10 training indices."""
     return ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n],
@@ -305,6 +330,17 @@ def pair_rate(name: str) -> float | None:
     """The rate of a synthetic pair-noise set named ``pair<percent>`` (e.g. pair30), else None."""
     digits = name[4:] if name.startswith("pair") else ""
     return int(digits) / 100 if digits.isdigit() and 0 < int(digits) < 100 else None
+
+
+def label_set_names(text: str, *, pairs: bool = True) -> list[str]:
+    """The comma-separated label sets of an option: CIFAR-10-N sets, or ``pairNN`` where
+    ``pairs``; exits naming the unknown ones and the choices."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and not (pairs and pair_rate(s))]
+    if bad or not names:
+        raise SystemExit(f"unknown label set(s) {bad}: choose from {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}"
+                         + (" or pairNN (NN% synthetic pair noise)" if pairs else ""))
+    return names
 
 
 def labelled(name: str, train_base: ArrayDataset, label_path: Path) -> ArrayDataset:

@@ -48,21 +48,11 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
 ``eval_set={"eval": test set, "val": validation split}`` and is analysed with
 :func:`gwa_diag.analysis.pipeline.analyze`. Per row (regime x label set x seed):
 
-* ranking: AUROC / AP of the default (aum over the default ``phase`` window), the AUROC of
-  align_mean and aum over each fixed window (second_half, after_warmup, all), and the oracle
-  window: the best AUROC over every contiguous window [a, b] of the mean margin (aum) from the
-  per-sample per-epoch margins (presentations of a sample in one epoch averaged first);
-* the phase read: memorised or not, the onset, the epochs the ``phase`` window averages;
-* count: the true number of wrong labels, the default estimate (``Analysis.estimate``), the
-  previous estimate ("today": samples with ``disagreement > 0.5`` analysed with
-  ``window="second_half"``, i.e. over the three epochs around the GWA-selected one) and a
-  two-component Gaussian mixture over the aum score (``harness.mixture_row``), each
-  with its relative error; precision / recall / F1 of the default flagged set;
-* stopping: test accuracy at the kept epoch (the plateau before the phase onset, whose
-  weights ``checkpoints/before_memorisation.pt`` keeps, when the model memorised; else the last), the best epoch, the last, the validation split's choice
-  (highest val_acc, earliest on ties), the GWA choice and LabelWave's, and the trust rating
-  of the GWA choice (``Analysis.stopping.trust``); the cells rated ``clear`` whose GWA choice
-  is more than 2 points below the best epoch are counted.
+the ranking (the default's AUROC / AP, align_mean and aum over each fixed window, and the
+oracle window: the best AUROC of aum over every contiguous window of epochs), the phase read,
+the count (the truth, the default estimate, the previous one and a Gaussian mixture, each with
+its error) and the stopping rules' test accuracy with the trust of the GWA choice; the notes
+under the tables (and on the page) say how each is read.
 
 On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, 40 epochs, ``default`` and ``memorise``
 with the GPU recipes of the two recordings, on the first 15,000 images a lent GPU machine
@@ -114,12 +104,12 @@ from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epoc
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
 from gwa_diag.training.config import TrainConfig  # noqa: E402
-from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
+from gwa_diag.training.data import ArrayDataset  # noqa: E402
 from gwa_diag.training.engine import train  # noqa: E402
 from harness import (  # noqa: E402
     HELD_OUT_SETS, MACHINES, MODEL_NAMES, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe,
-    earliest_best, first_images, labelled, mixture_row, new_model, pair_rate, per_epoch_means, recipe, subset,
-    run_jobs, validation_split, write_page,
+    earliest_best, label_set_names, labelled, load_cifar, mixture_row, new_model, pair_rate, per_epoch_means, recipe,
+    run_jobs, subset, validation_split, write_page,
 )
 from harness import fmt as _f  # noqa: E402
 
@@ -174,18 +164,15 @@ class Data:
     """Everything read once: the pool, the clean test set, the pretraining set, the label file."""
 
     def __init__(self, data: Path, n: int, test_extra: int, *, pretraining: bool = True) -> None:
-        files = data_files(data, first15000=True)
-        self.label_path = files.labels
-        full = load_npz(files.train)
-        test = load_npz(files.test)
-        clean = load_cifar10n(files.labels)["clean_label"]
+        cifar = load_cifar(data, n, first15000=True)
+        full, clean, self.label_path = cifar.full, cifar.clean, cifar.labels
         need = PRETRAIN_ROWS[1] if pretraining else TEST_ROWS_START + test_extra
         if len(full) < need:
-            raise SystemExit(f"{files.train} holds {len(full):,} images; this table needs the first {need:,} "
+            raise SystemExit(f"{len(full):,} training images under --data; this table needs the first {need:,} "
                              "(finetune's pretraining uses rows 15,000..19,999: leave it out with --regimes)")
-        self.pool = first_images(full, n)
+        self.pool = cifar.pool
         rows = np.arange(TEST_ROWS_START, TEST_ROWS_START + test_extra)
-        self.test = clean_test_set(test, full, rows, clean)
+        self.test = clean_test_set(cifar.test, full, rows, clean)
         self.pretrain = None
         if pretraining:
             pre = np.arange(*PRETRAIN_ROWS)
@@ -621,14 +608,10 @@ def parse_args() -> argparse.Namespace:
     if args.label_sets is None:
         names = [] if args.held_out else list(TUNING_SETS)
     else:
-        names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
+        names = label_set_names(args.label_sets)
     held = [s for s in names if s in HELD_OUT or pair_rate(s) is not None]
     if held and not args.held_out:
         raise SystemExit(f"{', '.join(held)}: held-out label sets, run only with --held-out (once, after tuning)")
-    unknown = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
-    if unknown:
-        raise SystemExit(f"unknown label set(s) {unknown}: choose from {', '.join(TUNING_SETS)} (tuning) or "
-                         f"{', '.join(HELD_OUT)} (--held-out)")
     if args.held_out:
         names += [s for s in HELD_OUT if s not in names]
     args.label_sets = names
