@@ -77,8 +77,8 @@ from gwa_diag.store import open_run
 from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file, without_samples
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, MACHINES, RECIPES, add_common_args, clean_test_set, cleanlab_installed, hardware, label_set_names,
-    load_cifar, markdown_table, new_model, predict_probs, recipe, write_page,
+    INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_installed, decay_config, hardware,
+    label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -190,7 +190,7 @@ def _digest(ds) -> str:
     return h.hexdigest()
 
 
-def test_accuracy(run_dir: Path, checkpoint: str, args: argparse.Namespace, ds, test_set,
+def test_accuracy(run_dir: Path, checkpoint: str, args: argparse.Namespace, ds: ArrayDataset, test_set: ArrayDataset,
                   device: torch.device) -> tuple[float, int]:
     """(accuracy on the test set, epoch) of a checkpoint of a run trained on ``ds``, in eval
     mode, with the images normalised as the engine normalised them (channel statistics of
@@ -201,18 +201,12 @@ def test_accuracy(run_dir: Path, checkpoint: str, args: argparse.Namespace, ds, 
     return float(np.mean(probs.argmax(1) == np.asarray(test_set.labels))), int(epoch)
 
 
-def train_config(args: argparse.Namespace):
-    """The harness recipe ``decay`` with this command's epochs, batch, lr, warm-up and seed."""
-    return recipe("decay", epochs=args.epochs, seed=args.seed, hw=args.mode, batch_size=args.batch_size, lr=args.lr,
-                  warmup_epochs=args.warmup_epochs, progress=args.progress)
-
-
 def train_one(args, ds, test_set, run_dir: Path, meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Train one run (no per-epoch evaluation), then evaluate its last-epoch weights and the
     GWA-selected weights it kept (``checkpoints/selected.pt``) on the test set."""
     model = new_model(args.model, ds.num_classes, args.seed)
     t0 = time.perf_counter()
-    train(model, ds, run_dir, config=train_config(args), meta={"benchmark": "bench/clean_and_retrain.py", **meta})
+    train(model, ds, run_dir, config=args.config, meta={"benchmark": "bench/clean_and_retrain.py", **meta})
     seconds = time.perf_counter() - t0
     acc_last, last_epoch = test_accuracy(run_dir, "last.pt", args, ds, test_set, device)
     if last_epoch != args.epochs - 1:
@@ -392,24 +386,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, help=f"train on the first N images, at most {TEST_BLOCK[0]} "
                     "(default: cpu 5000, --quick 3000, gpu 15000)")
     ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, --quick 12, gpu 40)")
-    ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
-    ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
-    ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    add_recipe_args(ap, "seed of every run (default 0)")
     ap.add_argument("--out", default="bench_out/clean_and_retrain",
                     help="output folder: runs/<label set>/<policy> and labels/<label set>/")
-    ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
     add_common_args(ap)
     args = ap.parse_args()
     t_start = time.perf_counter()
     if args.quick and args.mode != "cpu":
         raise SystemExit("--quick is a cpu-mode setting; drop it with --mode gpu")
-    defaults = {**MODES[args.mode], **(QUICK if args.quick else {}), **MACHINES[args.mode],
-                **{k: v for k, v in RECIPES["decay"].items() if k != "gpu"},
-                **(RECIPES["decay"]["gpu"] if args.mode == "gpu" else {})}
-    for key, value in defaults.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    args.config = decay_config(args, {**MODES[args.mode], **(QUICK if args.quick else {})})
     names = label_set_names(args.label_sets or (QUICK_SETS if args.quick else DEFAULT_SETS), pairs=False)
     if args.policies is None:
         policies = [p for p in POLICIES[1:] if not (args.quick and p.key in QUICK_SKIP)]

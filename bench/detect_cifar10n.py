@@ -68,12 +68,11 @@ from gwa_diag.analysis.summaries import summarize
 from gwa_diag.analysis.truth import ground_truth
 from gwa_diag.checks import DEFAULT_SCORER
 from gwa_diag.store import open_run
-from gwa_diag.training.config import TrainConfig
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, MACHINES, RECIPES, add_common_args, cleanlab_installed, cleanlab_row, hardware, label_set_names,
-    labelled, load_cifar, markdown_table, mixture_row, new_model, predict_probs, recipe, subset, write_page,
+    INSTALL_HINT, add_common_args, add_recipe_args, cleanlab_installed, cleanlab_row, decay_config, hardware,
+    label_set_names, labelled, load_cifar, markdown_table, mixture_row, new_model, predict_probs, subset, write_page,
 )
 
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
@@ -92,13 +91,6 @@ IN_RUN_PASSES = 1
 
 
 # -- data -------------------------------------------------------------------------------------
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The harness recipe ``decay`` with this command's epochs, batch, lr, warm-up and seed."""
-    return recipe("decay", epochs=args.epochs, seed=args.seed, hw=args.mode, batch_size=args.batch_size, lr=args.lr,
-                  warmup_epochs=args.warmup_epochs, progress=args.progress)
-
-
-# -- the external peer: predicted probabilities -------------------------------------------------
 def _kfold_setting(name: str, args, train_set) -> dict[str, Any]:
     return {"label_set": name, "n": len(train_set), "folds": args.folds, "seed": args.seed, "model": args.model,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -151,7 +143,7 @@ def kfold_probs(name: str, args, train_set, device: torch.device) -> dict[str, A
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=args.seed)
     probs = np.full((n, train_set.num_classes), np.nan)
     folds = np.full(n, -1, dtype=np.int64)
-    cfg = train_config(args)
+    cfg = args.config
     t_train, t_predict = [], []
     for i, (fit_pos, held_pos) in enumerate(splitter.split(np.zeros(n), train_set.labels)):
         fold_set = subset(train_set, fit_pos, {"kfold": {"folds": k, "fold": i, "seed": args.seed, "part": "train"}})
@@ -220,7 +212,7 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
             shutil.rmtree(run_dir)
         model = new_model(args.model, train_set.num_classes, args.seed)
         t0 = time.perf_counter()
-        train(model, train_set, run_dir, config=train_config(args), eval_set=test_set,
+        train(model, train_set, run_dir, config=args.config, eval_set=test_set,
               meta={"benchmark": "bench/detect_cifar10n.py", "label_set": name})
         t_train = time.perf_counter() - t0
 
@@ -370,11 +362,7 @@ def main() -> None:
                          "or pairNN: NN%% synthetic pair noise (class c -> c+1) on the clean labels, e.g. pair30")
     ap.add_argument("--n", type=int, help="train on the first N of the 20,000 images (default: cpu 5000, gpu 20000)")
     ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, gpu 40)")
-    ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
-    ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
-    ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="seed of the initialisation, data order, augmentation and K-fold split (default 0)")
+    add_recipe_args(ap, "seed of the initialisation, data order, augmentation and K-fold split (default 0)")
     ap.add_argument("--window", choices=list(WINDOWS), default="second_half",
                     help="epochs the mean-over-epochs scorers average: "
                     + "; ".join(f"{k}: {v}" for k, v in WINDOWS.items()).replace("%", "%%"))
@@ -386,13 +374,8 @@ def main() -> None:
     add_common_args(ap)
     ap.add_argument("--reuse", action="store_true",
                     help="analyse the finished runs and K-fold results already in OUT instead of training")
-    ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
     args = ap.parse_args()
-    defaults = {**MODES[args.mode], **{k: v for k, v in RECIPES["decay"].items() if k != "gpu"},
-                **(RECIPES["decay"]["gpu"] if args.mode == "gpu" else {}), **MACHINES[args.mode]}
-    for key, value in defaults.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    args.config = decay_config(args, MODES[args.mode])
     names = label_set_names(args.label_sets)
     if not args.no_kfold and not 2 <= args.folds <= args.n:
         raise SystemExit(f"--folds must be between 2 and --n ({args.n}), got {args.folds}")

@@ -182,6 +182,28 @@ def add_common_args(ap: argparse.ArgumentParser, *, data: bool = True, quick: st
         ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 
 
+def add_recipe_args(ap: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options that change the recipe ``decay`` of a script's trainings (None: the recipe's)."""
+    ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
+    ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
+    ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
+    ap.add_argument("--seed", type=int, default=0, help=seed_help)
+    ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
+
+
+def decay_config(args: argparse.Namespace, sizes: dict[str, Any]) -> TrainConfig:
+    """Fill the unset recipe options of ``args`` (:func:`add_recipe_args`, ``--epochs``,
+    ``--n``) from ``sizes`` and the recipe ``decay`` on ``args.mode``'s machine, set
+    ``args.model``, ``precision`` and ``device``; return the TrainConfig of its trainings."""
+    base = recipe("decay", epochs=1, hw=args.mode, device=MACHINES[args.mode]["device"])
+    for key, value in {**sizes, **MACHINES[args.mode], "precision": base.precision, "batch_size": base.batch_size,
+                       "lr": base.lr, "warmup_epochs": base.warmup_epochs}.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return recipe("decay", epochs=args.epochs, seed=args.seed, hw=args.mode, device=args.device,
+                  batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs, progress=args.progress)
+
+
 # -- pages ------------------------------------------------------------------------------------
 def page_text(markdown: str, info: dict[str, Any]) -> str:
     """The page: ``markdown``, then :data:`RUN_INFO` and one ``- key: value`` line per item of

@@ -435,3 +435,14 @@ def test_recipes_name_each_training_once() -> None:
                                                                              TrainConfig().schedule, "fp32")
     with pytest.raises(ValueError, match="unknown recipe 'memorize': choose from decay, memorise"):
         harness.recipe("memorize", epochs=1)
+    # A script's options over the recipe: what is unset comes from the recipe on its machine.
+    import argparse
+
+    args = argparse.Namespace(mode="cpu", epochs=None, n=None, batch_size=None, lr=0.05, warmup_epochs=None, seed=3,
+                              progress=False)
+    cfg = harness.decay_config(args, {"n": 500, "epochs": 4})
+    assert (args.n, args.epochs, args.model, args.batch_size, args.lr) == (500, 4, "tiny", TrainConfig().batch_size, 0.05)
+    assert (cfg.epochs, cfg.lr, cfg.seed, cfg.device, cfg.precision) == (4, 0.05, 3, "cpu", "fp32")
+    assert harness.label_set_names(" worst,pair30 ") == ["worst", "pair30"]
+    with pytest.raises(SystemExit, match=r"unknown label set\(s\) \['pair30'\]"):
+        harness.label_set_names("worst,pair30", pairs=False)
