@@ -545,6 +545,21 @@ def against_validation(rows: list[dict[str, Any]]) -> str | None:
     return ("Test accuracy against the validation split's choice, mean points (cells): " + ", ".join(parts) + ".")
 
 
+def headline(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The page's headline over the cells: the default ranking's mean AUROC against mean
+    alignment's, and the median relative error of the estimated count."""
+    cells = [r["cell"] for r in rows if r["cell"]["count"]["true"]]
+    if not cells:
+        return []
+    default = np.mean([c["default"]["auroc"] for c in cells])
+    align = np.mean([c["windows"]["second_half"]["align_mean"] for c in cells])
+    error = np.median([abs(c["count"]["estimate"] - c["count"]["true"]) / c["count"]["true"] for c in cells])
+    return [{"result": f"AUROC of the default ranking vs mean alignment (second half), mean of {len(cells)} cells",
+             "value": f"{default:.3f} vs {align:.3f}"},
+            {"result": f"estimated count of wrong labels, median relative error, {len(cells)} cells",
+             "value": f"{error:.0%}"}]
+
+
 # -- main -------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -810,7 +825,7 @@ def main() -> None:
             "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
             "memorise_below_fit_at_end": low_end, "prefix_target": PREFIX_TARGET if args.prefixes else None,
-            "prefix_missed": missed, "rows": rows}
+            "prefix_missed": missed, "rows": rows, "headline": headline(rows)}
     # The held-out table is a page of its own: the tuning page never shows what tuning must not see.
     pages = write_page("regimes_heldout" if args.held_out else __file__, text, dump, pages_dir=args.pages_dir, wall_s=time.perf_counter() - _T0, device=device,
                        timings=timings)
