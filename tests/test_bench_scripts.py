@@ -110,6 +110,9 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     assert "true count k = " in out and "| worst (" in out, out
     header = next(line for line in out.splitlines() if line.startswith("| method |"))
     assert header.rstrip(" |").split(" | ")[-2:] == ["count", "passes"], header
+    numbers = json.loads((tmp_path / "pages" / "detect_cifar10n.json").read_text())["numbers"]
+    assert list(numbers["label_sets"]) == ["worst"] and numbers["headline"][0]["result"].startswith("worst (")
+    assert header in (tmp_path / "pages" / "detect_cifar10n.md").read_text()
     if cleanlab is None:
         assert "cleanlab is not installed" in out and not (out_dir / "kfold").exists(), out
         return
