@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where to build the runs (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the built runs (with --workdir: reuse them)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per case (default 3)")
+    parser.add_argument("--pages-dir", type=Path, help="folder of the page and its numbers (default docs/benchmarks)")
     parser.add_argument("--_measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_fail-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -290,6 +291,7 @@ def _run_cases(args: argparse.Namespace, sizes: list[str], workdir: Path, built:
     """Build (or reuse) and measure each case; ``built`` collects the runs made here, even
     half-written ones, for main() to remove. Returns 1 when a target was missed."""
     print(f"machine: {os.cpu_count()} cores; workdir {workdir}")
+    start = time.perf_counter()
     rows, missed = [], []
     for size in sizes:
         n, e = SIZES[size]
@@ -327,20 +329,22 @@ def _run_cases(args: argparse.Namespace, sizes: list[str], workdir: Path, built:
             print(f"{name}: RSS after imports {r['rss_after_imports_mb']:.0f} MB; align_mean AUROC "
                   f"{r['auroc_align_mean']:.3f}; {r['note']}; one sample's trajectory {r['trajectory_s']:.3f} s "
                   f"(median of 7); load average {r['loadavg']:.1f}")
-    header = ("case", "samples x epochs", "rows", "first s", "best s", "bare s", "ratio", "cpu s", "import s",
-              "peak MB", "target", "met")
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    print()
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-    print("\ntime = analyze() + its detection table (imports excluded; 'first' is the first call in a fresh "
-          "process); bare = a DuckDB GROUP BY sample_id mean of one column over the same parts, best of the "
-          "same number of runs, alternating; ratio = best / bare. peak MB = the child's max RSS, imports included.")
-    if missed:
-        print(f"target missed: {', '.join(missed)}")
-        return 1
-    return 0
+    # Imported here: the harness loads torch, which the measuring child must not hold.
+    from harness import PAGES, markdown_table, write_page
+
+    head = ["case", "samples x epochs", "rows", "first s", "best s", "bare s", "ratio", "cpu s", "import s",
+            "peak MB", "target", "met"]
+    lines = ["# Analysis at scale", "", *markdown_table(head, [list(r) for r in rows], "llrrrrrrrrll"), "",
+             "time = analyze() + its detection table (imports excluded; 'first' is the first call in a fresh "
+             "process); bare = a DuckDB GROUP BY sample_id mean of one column over the same parts, best of the "
+             "same number of runs, alternating; ratio = best / bare. peak MB = the child's max RSS, imports included.",
+             "", f"Targets: {'missed: ' + ', '.join(missed) if missed else 'all met'}."]
+    print("\n".join(lines))
+    headline = [{"result": f"analysis / bare DuckDB scan, {r[0]} ({r[1]})", "value": f"{r[6]}x ({r[4]} s)"} for r in rows]
+    numbers = {"rows": [dict(zip(head, r)) for r in rows], "missed": missed, "headline": headline}
+    write_page(__file__, "\n".join(lines), numbers, pages_dir=args.pages_dir or PAGES,
+               wall_s=time.perf_counter() - start)
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

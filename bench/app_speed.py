@@ -11,7 +11,8 @@ uses :func:`write_synthetic_run` to build its run.
 
 The synthetic run: 10 classes, a fraction of labels flipped; clean samples' alignment rises
 over training, flipped samples start negative and are partly memorised late, as in real
-runs. Values are plausible, not a simulation of training.
+runs. Values are plausible, not a simulation of training. The timings also go to the page
+``docs/benchmarks/app_speed.md`` (``--pages-dir``).
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--dir", type=Path, default=None,
                         help="build the run here once and keep it for later calls (default: a temporary folder)")
+    parser.add_argument("--pages-dir", type=Path, help="folder of the page and its numbers (default docs/benchmarks)")
     args = parser.parse_args(argv)
     if args.dir is not None:
         return _bench(args.dir, args)
@@ -216,6 +218,13 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
     _time("48 thumbnails (decode + upscale)", lambda: images.thumbnails(dataset, page.index.to_numpy()), timings)
     _time(f"one trajectory ({len(state.completed)} epochs)",
           lambda: samples.compute_trajectory(path, gen, int(page.index[0])), timings)
+    from harness import PAGES, markdown_table, write_page  # torch and the package: after the timed imports
+
+    lines = ["# App data paths", "", f"A synthetic run of {args.samples:,} samples x {args.epochs} epochs, cold caches.",
+             "", *markdown_table(["step", "ms"], [[k, f"{v * 1000:.1f}"] for k, v in timings.items()], "lr")]
+    write_page(__file__, "\n".join(lines), {"samples": args.samples, "epochs": args.epochs,
+                                            "ms": {k: v * 1000 for k, v in timings.items()}},
+               pages_dir=args.pages_dir or PAGES, wall_s=sum(timings.values()))
     return 0
 
 

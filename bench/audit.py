@@ -3,7 +3,7 @@ the truth answers for the person. Simulated audits of recorded runs, in memory.
 
     python bench/audit.py                                  # the two GPU recordings, 500 audits per size
     python bench/audit.py --runs DIR...                    # plus run directories (bench/regimes.py --keep-runs)
-    python bench/audit.py --quick --runs DIR...            # 200 audits per size (measured: see below)
+    python bench/audit.py --quick --runs DIR...            # 200 audits per size
 
 Cells: the GPU recordings ``DATA/gpu_runs/{dec_worst,mem_worst}`` (ResNet-18, 20,000
 CIFAR-10 images, worst labels) and every run directory given with ``--runs`` (a folder
@@ -50,11 +50,9 @@ n >= 100.
 Under the targets: the floor along each ranking at n = 200, Neyman allocation on each
 stratum's TRUE share (20 strata, in hindsight), which no allocation along that ranking beats.
 
-Output: the table, the targets, the command, the hardware and wall time on stdout, also
-written to ``--out`` (a file, and the numbers as CSV beside it) when given. Cells run in
-``--workers`` processes (default 2). Measured on 2 shared CPU cores, the two GPU recordings
-and the nine ``bench/regimes.py --quick`` cells: ``--quick`` 2.6 min (3.2 min CPU), the
-default 500 audits 14.9 min while other jobs held the cores (4.8 min CPU).
+Output: the table and the targets on stdout and in the page ``docs/benchmarks/audit.md``, the
+numbers in ``audit.json`` beside it (``--pages-dir``). Cells run in ``--workers`` processes
+(default 2).
 """
 
 from __future__ import annotations
@@ -67,8 +65,6 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
@@ -82,9 +78,8 @@ import pandas as pd  # noqa: E402
 from gwa_diag.analysis.audit import DEFAULT_STRATA, MIN_PER_STRATUM, allocate, stratify  # noqa: E402
 from gwa_diag.analysis.metrics import auroc  # noqa: E402
 from gwa_diag.analysis.survey import P_WRONG_FEATURES, fit_p_wrong, recall_bound, stratified_total  # noqa: E402
+from harness import add_common_args, write_page  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 SIZES = (50, 100, 200, 400)
 DEPTHS = (0.10, 0.25, 0.50)
 BINS = 10
@@ -418,10 +413,6 @@ def best_ratio(cell: Cell, n: int, strata: int = 20) -> tuple[float, float]:
     return float(np.sqrt(var / plain)), float(1.96 * np.sqrt(var) / y.sum())
 
 
-def hardware() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -429,14 +420,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="run directories (or folders of them, e.g. bench/regimes.py --keep-runs output)")
     ap.add_argument("--gpu-runs", nargs="*", default=None, metavar="DIR",
                     help="the GPU recordings (default DATA/gpu_runs/dec_worst and mem_worst; none: leave them out)")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with gpu_runs/")
     ap.add_argument("--sims", type=int, default=None, help="simulated audits per cell and size (default 500; --quick 200)")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="verified sample sizes (default 50,100,200,400)")
     ap.add_argument("--strata", type=int, default=DEFAULT_STRATA, help=f"strata (default {DEFAULT_STRATA}, the tool's)")
-    ap.add_argument("--quick", action="store_true", help="200 audits per size instead of 500 (under 10 minutes on 2 cores)")
     ap.add_argument("--seed", type=int, default=0, help="first audit seed (default 0)")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
-    ap.add_argument("--out", default=None, help="also write the output to this file")
+    add_common_args(ap, quick="200 audits per size instead of 500", workers=True)
     args = ap.parse_args(argv)
     start = time.perf_counter()
     sims = args.sims if args.sims is not None else (200 if args.quick else 500)
@@ -499,15 +487,22 @@ def main(argv: list[str] | None = None) -> int:
         "The floor along each ranking at n=200 (Neyman on the TRUE share per stratum, 20 strata, in hindsight; "
         "normal approximation): " + "; ".join(
             f"{c.name} {r:.2f}x plain, +-{h:.1%}" for c in cells for r, h in [best_ratio(c, 200)]) + ".", "",
-        f"Command: PYTHONPATH=. python {' '.join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])}",
-        f"Hardware: {hardware()}; {workers} process(es) of one thread. Wall time {wall / 60:.1f} min.",
     ]
-    out = "\n".join(text) + "\n"
-    print(out, end="")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(out)
-        summary.to_csv(Path(args.out).with_suffix(".csv"), index=False)
+    print("\n".join(text))
+    at200 = summary[summary["n"] == 200]
+    # The headline: each GPU recording, and the mean over the other cells.
+    headline = [{"result": f"count interval half-width at 200 verified labels, {r['cell']}",
+                 "value": f"+-{r['half']:.1%} ({r['ratio']:.2f}x a plain sample)"}
+                for r in at200[at200["kind"] == "gpu"].to_dict("records")]
+    other = at200[at200["kind"] != "gpu"]
+    if len(other):
+        headline.append({"result": f"count interval half-width at 200 verified labels, mean of {len(other)} CPU cells",
+                         "value": f"+-{other['half'].mean():.1%} ({other['ratio'].mean():.2f}x a plain sample)"})
+    numbers = {"sims": sims, "strata": args.strata, "missed": missed, "headline": headline,
+               "summary": json.loads(summary.to_json(orient="records"))}
+    page, _ = write_page(__file__, "\n".join(text), numbers, pages_dir=args.pages_dir, wall_s=wall,
+                         argv=argv, timings={"processes": f"{workers} of one thread"})
+    print(f"page: {page}")
     return MISSED if missed else 0
 
 

@@ -40,22 +40,17 @@ label set; test set = 6,000 clean images never trained on: the 1,000 CIFAR-10 te
 (``cifar10/test_first1000.npz``) plus training images 15,000..19,999 with their clean labels
 (as in ``bench/early_stopping.py``), so ``--n`` is at most 15,000.
 
-Modes:
-
-* ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
-  epochs then linear decay, crop+flip, fp32, seed 0 (the detection benchmark's CPU recipe).
-  ``--quick``: label sets worst and random1, the first 3,000 images, 12 epochs, without
-  ``gwa_relabel_p50`` (2 x 6 trainings). Measured: 16.9 minutes on 2 CPU cores shared with two
-  other training jobs (the process got about 0.9 of a core); about a third of that on a quiet
-  2-core machine, by the detection benchmark's per-image rate. The default trains nearly 4
-  times as many image-epochs as ``--quick``.
-* ``gpu``: CIFAR ResNet-18, first 15,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
-  bf16; needs CUDA.
+Modes (every run: the harness recipe ``decay``, seed 0): ``cpu``, a tiny CNN on the first
+5,000 images for 15 epochs (``--quick``: worst and random1, 3,000 images, 12 epochs, without
+``gwa_relabel_p50``: 2 x 6 trainings, a quarter of the default's image-epochs); ``gpu``, CIFAR
+ResNet-18 in bf16 on the first 15,000 images for 40 epochs (needs CUDA). The page records the
+wall time.
 
 cleanlab (AGPL, a benchmark-only dependency: ``pip install -r bench/requirements.txt``) is
 optional: without it the cleanlab rows are skipped with a message.
 
-Output: the tables on the console and as markdown in ``OUT/results.md`` (``--out``, default
+Output: the tables on the console, in the page ``docs/benchmarks/clean_and_retrain.md`` and, as
+numbers, in ``clean_and_retrain.json`` beside it (``--pages-dir``); under ``--out`` (default
 ``bench_out/clean_and_retrain``), runs in ``OUT/runs/<label set>/<policy>``, label files in
 ``OUT/labels/<label set>/<policy>.csv`` (with ``.excluded.csv`` and, for the gwa-diag
 policies, ``.provenance.json``). A rerun replaces those runs and label files; a folder there
@@ -67,10 +62,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +72,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cifar_bench import (
-    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, INSTALL_HINT, MODEL_BUILDERS, REPO, autocast_dtype, cleanlab_installed, data_files, first_images,
-    hardware, load_model, normalisation, predict_probs, train_config,
-)
 from gwa_diag.analysis.corrected import corrected_labels, corrected_paths, write_corrected_labels
 from gwa_diag.store import open_run
-from gwa_diag.training.data import (
-    CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz, with_cifar10n, with_label_file, without_samples,
-)
+from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file, without_samples
 from gwa_diag.training.engine import train
+from harness import (
+    INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_installed, decay_config, hardware,
+    label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
+)
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
 TEST_BLOCK = (15_000, 20_000)
@@ -97,7 +87,7 @@ DEFAULT_SETS = "worst,aggre,random1"
 QUICK_SETS = "worst,random1"
 
 # The GPU mode trains on at most 15,000 images: rows 15,000-19,999 are test images here.
-MODES: dict[str, dict[str, Any]] = {"cpu": CPU_RECIPE, "gpu": {**GPU_RECIPE, "n": 15000}}
+MODES: dict[str, dict[str, Any]] = {"cpu": {"n": 5000, "epochs": 15}, "gpu": {"n": 15000, "epochs": 40}}
 #: What --quick changes in cpu mode (sized to finish in under 10 minutes on a quiet 2-core CPU).
 QUICK = {"n": 3000, "epochs": 12}
 
@@ -123,40 +113,21 @@ POLICIES = [
 BY_KEY = {p.key: p for p in POLICIES}
 QUICK_SKIP = {"gwa_relabel_p50"}
 
-#: (key of a result row, console header, markdown header)
+#: (key of a result row, column header)
 COLUMNS = [
-    ("acc_last", "acc last", "test acc (last epoch)"),
-    ("delta", "vs none", "vs no cleaning"),
-    ("acc_gwa", "acc@GWA", "test acc at GWA epoch"),
-    ("gwa_epoch", "GWA ep", "GWA epoch"),
-    ("changed", "changed", "labels changed"),
-    ("dropped", "dropped", "labels dropped"),
-    ("precision", "P acted", "precision (acted on)"),
-    ("recall", "R acted", "recall (acted on)"),
-    ("wrong_left", "wrong left", "wrong labels left (share of kept)"),
+    ("acc_last", "test acc (last epoch)"), ("delta", "vs no cleaning"), ("acc_gwa", "test acc at GWA epoch"),
+    ("gwa_epoch", "GWA epoch"), ("changed", "labels changed"), ("dropped", "labels dropped"),
+    ("precision", "precision (acted on)"), ("recall", "recall (acted on)"),
+    ("wrong_left", "wrong labels left (share of kept)"),
 ]
 
 
 # -- data ----------------------------------------------------------------------------------------
-def load_data(data: Path, n: int):
-    """(training pool = first n images, clean test set of 6,000 images, CIFAR-10-N label file)."""
-    train_path, test_path, label_path = data_files(data)
-    full = load_npz(train_path)
-    pool = first_images(full, n)
-    # Test: the 1,000 test images plus training rows 15,000..19,999 with their CLEAN labels
-    # (checked against CIFAR-10-N's clean_label), never trained on.
-    clean = load_cifar10n(label_path)["clean_label"]
-    lo, hi = TEST_BLOCK
-    block_labels = np.asarray(full.labels[lo:hi], dtype=np.int64)
-    if not np.array_equal(block_labels, clean[lo:hi]):
-        raise SystemExit(f"{train_path} rows {lo}..{hi - 1} do not hold the clean CIFAR-10 labels")
-    test = load_npz(test_path)
-    images = torch.cat([test.images_nchw, full.images_nchw[lo:hi]])
-    labels = np.concatenate([np.asarray(test.labels, dtype=np.int64), block_labels])
-    test_set = ArrayDataset(images, labels, sample_ids=np.arange(len(labels)), class_names=full.class_names,
-                            spec={"source": "arrays", "note": f"test_first1000 + training rows {lo}..{hi - 1} "
-                                  "(clean labels)"})
-    return pool, test_set, label_path
+def load_data(data: Path, n: int) -> tuple[ArrayDataset, ArrayDataset, Path]:
+    """(training pool = first n images, clean test set, CIFAR-10-N label file). Test: the 1,000
+    test images plus training rows 15,000..19,999 with their CLEAN labels, never trained on."""
+    cifar = load_cifar(data, n)
+    return cifar.pool, clean_test_set(cifar.test, cifar.full, np.arange(*TEST_BLOCK), cifar.clean), cifar.labels
 
 
 # -- output folders -------------------------------------------------------------------------------
@@ -219,38 +190,31 @@ def _digest(ds) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def test_accuracy(checkpoint: Path, model_name: str, ds, test_set, device: torch.device, dtype) -> tuple[float, int]:
+def test_accuracy(run_dir: Path, checkpoint: str, args: argparse.Namespace, ds: ArrayDataset, test_set: ArrayDataset,
+                  device: torch.device) -> tuple[float, int]:
     """(accuracy on the test set, epoch) of a checkpoint of a run trained on ``ds``, in eval
     mode, with the images normalised as the engine normalised them (channel statistics of
     the training images), as the engine's per-epoch evaluation does."""
-    model, ckpt = load_model(checkpoint, model_name, ds.num_classes, device)
-    mean, std = normalisation(ds.images_nchw, device)
-    labels = torch.as_tensor(np.asarray(test_set.labels), dtype=torch.int64)
-    correct = 0
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for s in range(0, len(labels), 1024):
-            x = (test_set.images_nchw[s : s + 1024].to(device).float().div_(255) - mean) / std
-            correct += int((model(x).float().argmax(1).cpu() == labels[s : s + 1024]).sum())
-    return correct / len(labels), int(ckpt["epoch"])
+    probs = predict_probs(run_dir, args.model, test_set, device, args.precision, trained_on=ds.images_nchw,
+                          checkpoint=checkpoint)
+    epoch = torch.load(run_dir / "checkpoints" / checkpoint, map_location="cpu", weights_only=True)["epoch"]
+    return float(np.mean(probs.argmax(1) == np.asarray(test_set.labels))), int(epoch)
 
 
 def train_one(args, ds, test_set, run_dir: Path, meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Train one run (no per-epoch evaluation), then evaluate its last-epoch weights and the
     GWA-selected weights it kept (``checkpoints/selected.pt``) on the test set."""
-    torch.manual_seed(args.seed)
-    model = MODEL_BUILDERS[args.model](ds.num_classes)
+    model = new_model(args.model, ds.num_classes, args.seed)
     t0 = time.perf_counter()
-    train(model, ds, run_dir, config=train_config(args), meta={"benchmark": "bench/clean_and_retrain.py", **meta})
+    train(model, ds, run_dir, config=args.config, meta={"benchmark": "bench/clean_and_retrain.py", **meta})
     seconds = time.perf_counter() - t0
-    dtype = autocast_dtype(args, device)
-    acc_last, last_epoch = test_accuracy(run_dir / "checkpoints" / "last.pt", args.model, ds, test_set, device, dtype)
+    acc_last, last_epoch = test_accuracy(run_dir, "last.pt", args, ds, test_set, device)
     if last_epoch != args.epochs - 1:
         raise SystemExit(f"{run_dir}: checkpoints/last.pt holds epoch {last_epoch}, not the last one")
     sel = open_run(run_dir).meta.get("selected_epoch")
     acc_gwa = None
     if sel is not None:
-        acc_gwa, epoch = test_accuracy(run_dir / "checkpoints" / "selected.pt", args.model, ds, test_set, device, dtype)
+        acc_gwa, epoch = test_accuracy(run_dir, "selected.pt", args, ds, test_set, device)
         if epoch != sel:
             raise SystemExit(f"{run_dir}: checkpoints/selected.pt holds epoch {epoch}, run.json selected {sel}")
     return {"acc_last": acc_last, "gwa_epoch": None if sel is None else int(sel), "acc_gwa": acc_gwa,
@@ -319,7 +283,7 @@ def run_label_set(name: str, args, pool, test_set, label_path: Path, device: tor
             if not with_cleanlab:
                 continue
             if "cleanlab_flags" not in info:
-                probs = predict_probs(base_dir, args.model, noisy, device, autocast_dtype(args, device), batch=1024)
+                probs = predict_probs(base_dir, args.model, noisy, device, args.precision)
                 info["cleanlab_flags"] = cleanlab_flags(np.asarray(noisy.labels), probs)
                 info["cleanlab_pred"] = probs.argmax(1)
                 info["cleanlab"] = int(info["cleanlab_flags"].sum())
@@ -367,20 +331,10 @@ def table_rows(info: dict[str, Any], policies: list[Policy], args) -> list[tuple
     return out
 
 
-def text_table(rows: list[tuple[str, dict[str, str]]]) -> str:
-    width = max(len("policy"), *(len(n) for n, _ in rows)) + 2
-    widths = {k: max(len(h), *(len(c[k]) for _, c in rows)) + 2 for k, h, _ in COLUMNS}
-    lines = [f"{'policy':{width}s}" + "".join(f"{h:>{widths[k]}s}" for k, h, _ in COLUMNS)]
-    for name, c in rows:
-        lines.append(f"{name:{width}s}" + "".join(f"{c[k]:>{widths[k]}s}" for k, _, _ in COLUMNS))
-    return "\n".join(lines)
-
-
 def md_table(rows: list[tuple[str, dict[str, str]]]) -> str:
-    lines = ["| policy | " + " | ".join(h for _, _, h in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for name, c in rows:
-        lines.append(f"| {name} | " + " | ".join(c[k] or "" for k, _, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    """One label set's table, for the console and the page alike."""
+    cells = [[name, *(c[k] for k, _ in COLUMNS)] for name, c in rows]
+    return "\n".join(markdown_table(["policy", *(h for _, h in COLUMNS)], cells, "l" + "r" * len(COLUMNS)))
 
 
 def header(info: dict[str, Any], with_cleanlab: bool) -> str:
@@ -432,29 +386,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, help=f"train on the first N images, at most {TEST_BLOCK[0]} "
                     "(default: cpu 5000, --quick 3000, gpu 15000)")
     ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, --quick 12, gpu 40)")
-    ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
-    ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
-    ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
-    ap.add_argument("--data", default=str(DEFAULT_DATA),
-                    help="folder with cifar10/ and cifar10n/ (default: ../shared/data from the repo root)")
+    add_recipe_args(ap, "seed of every run (default 0)")
     ap.add_argument("--out", default="bench_out/clean_and_retrain",
-                    help="output folder: runs/<label set>/<policy>, labels/<label set>/, results.md")
-    ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
+                    help="output folder: runs/<label set>/<policy> and labels/<label set>/")
+    add_common_args(ap)
     args = ap.parse_args()
     t_start = time.perf_counter()
     if args.quick and args.mode != "cpu":
         raise SystemExit("--quick is a cpu-mode setting; drop it with --mode gpu")
-    defaults = {**MODES[args.mode], **(QUICK if args.quick else {})}
-    for key, value in defaults.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    names = [s.strip() for s in (args.label_sets or (QUICK_SETS if args.quick else DEFAULT_SETS)).split(",")
-             if s.strip()]
-    bad = [s for s in names if s not in CIFAR10N_LABEL_SETS or s == "clean"]
-    if bad or not names:
-        raise SystemExit(f"unknown label set(s) {bad}: choose from "
-                         f"{', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
+    args.config = decay_config(args, {**MODES[args.mode], **(QUICK if args.quick else {})})
+    names = label_set_names(args.label_sets or (QUICK_SETS if args.quick else DEFAULT_SETS), pairs=False)
     if args.policies is None:
         policies = [p for p in POLICIES[1:] if not (args.quick and p.key in QUICK_SKIP)]
     else:
@@ -481,7 +422,6 @@ def main() -> None:
                f"{args.epochs} epochs, batch {args.batch_size}, SGD nesterov lr {args.lr}, {args.warmup_epochs:g} "
                f"warm-up epochs then linear decay, {args.precision}, crop+flip, seed {args.seed}; test: 6,000 clean "
                "images never trained on")
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     print(hw)
     print(setting)
     skipped = []
@@ -497,7 +437,7 @@ def main() -> None:
         results.append(info)
         print()
         print(header(info, with_cleanlab))
-        print(text_table(table_rows(info, policies, args)))
+        print(md_table(table_rows(info, policies, args)))
         print(flush=True)
     wall = time.perf_counter() - t_start
     n_trained = sum(1 for r in results for row in r["rows"].values() if not row.get("same_as"))
@@ -505,17 +445,19 @@ def main() -> None:
     timing = (f"total wall time {wall / 60:.1f} min ({wall:.0f} s): {n_trained} trainings, {train_s:.0f} s of "
               "training; on a shared machine timings vary with its load")
 
-    md = ["# Clean and retrain on CIFAR-10-N", "", f"Command: `{command}`", "", f"Hardware: {hw}", "",
-          f"Setting: {setting}", "", *(line for s in skipped for line in (s, ""))]
+    md = ["# Clean and retrain on CIFAR-10-N", "", f"Setting: {setting}", "", *(line for s in skipped for line in (s, ""))]
     for info in results:
         md += [f"## {info['name']}", "", header(info, with_cleanlab), "",
                md_table(table_rows(info, policies, args)), ""]
-    md += [timing.capitalize() + ".", "", *(f"* {n}" for n in NOTES), ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text("\n".join(md))
+    md += [*(f"* {n}" for n in NOTES), ""]
+    numbers = {"setting": setting, "label_sets": [
+        {"name": i["name"], "n": i["n"], "n_wrong": i["n_wrong"], "noise": i["noise"],
+         "rows": {k: {c: v for c, v in row.items() if c != "seconds"} for k, row in i["rows"].items()}} for i in results]}
+    pages = write_page(__file__, "\n".join(md), numbers, pages_dir=args.pages_dir, wall_s=wall, device=device,
+                       timings={"training": f"{train_s:.0f} s in {n_trained} trainings"})
     for n in NOTES:
         print("note: " + n)
-    print(f"markdown: {out / 'results.md'}")
+    print(f"page: {pages[0]}")
     print(timing)
 
 

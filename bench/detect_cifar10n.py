@@ -23,47 +23,28 @@ presentation, evaluating on the 1,000 test images after each epoch. It then prin
   (means over ``--window``), plus precision / recall / F1 and count of the two flag rules:
   gwa-diag's default (the top of the default ranking down to its estimated number of wrong
   labels; its count is that estimate) and "alignment < 0 at the GWA-selected epoch";
-* two external peers, cleanlab (confident learning), both scored the same way: its ranking
-  metrics use ``cleanlab.rank.get_label_quality_scores`` (cleanlab's default method,
-  self-confidence = p(given label); lower quality = more suspicious), its P / R / F1 and count
-  use the set ``cleanlab.filter.find_label_issues`` flags (default settings, i.e.
-  ``filter_by="prune_by_noise_rate"``). They differ in where the N x C probability matrix
-  comes from:
-
-  - "cleanlab (in-sample, last-epoch probs)": the main run's last-epoch checkpoint is run once
-    more over the *un-augmented training images* (one extra forward pass, done here in the
-    benchmark, not by the recorder). Cheap (the one training plus that pass), but in-sample:
-    the model trained on these labels.
-  - "cleanlab (K-fold, out-of-sample)": cleanlab's recommended workflow (what its
-    ``estimate_cv_predicted_probabilities`` does, with its default of 5 folds): the n samples
-    are split into ``--folds`` K stratified folds (by given label, seeded with ``--seed``);
-    for each fold the same model is trained with the same recipe, epochs and seed on the
-    other K - 1 folds (``OUT/kfold/<label set>/fold<i>``, no evaluation set), and its
-    last-epoch checkpoint predicts the held-out fold on un-augmented images. This costs K
-    trainings, each on (K - 1) / K of the data: about K - 1 times the main run's training.
-    The out-of-fold matrix and the fold of every sample are cached in
-    ``OUT/kfold/<label set>/`` (``oof_probs.npy``, ``folds.npy``, ``kfold.json``), so
-    ``--reuse`` re-analyses without training. ``--no-kfold`` skips it.
-
-  cleanlab is AGPL-licensed: it is imported only here, is optional (``pip install -r
-  bench/requirements.txt``), and its rows are skipped with a message when it is not installed
-  (the K-fold trainings too). The K-fold split uses scikit-learn, a dependency of cleanlab;
+* two external peers, cleanlab (confident learning), scored the same way (the notes under
+  the tables say how): "cleanlab (in-sample, last-epoch probs)", the main run's last-epoch
+  checkpoint run once more over the un-augmented training images, and "cleanlab (K-fold,
+  out-of-sample)", cleanlab's recommended workflow: ``--folds`` K stratified folds, each
+  predicted by a model trained with the same recipe on the other K - 1 (K more trainings;
+  cached in ``OUT/kfold/<label set>/`` so ``--reuse`` re-analyses without training;
+  ``--no-kfold`` skips it). cleanlab is AGPL-licensed, imported only here and optional
+  (``pip install -r bench/requirements.txt``): without it its rows are skipped with a message;
 * the columns ``count`` (how many samples the method flags, i.e. its estimate of how many
   labels are wrong; "-" for the per-sample scorers, which rank but do not flag; compare it
   with the true count k in the header) and ``passes`` (full training runs the method costs: 1
   for every in-run scorer and for cleanlab in-sample, K for the K-fold row);
 * the test accuracy at the GWA-selected epoch, at the best test epoch and at the last epoch.
 
-Modes:
-
-* ``cpu``: tiny CNN, first 5,000 images, 15 epochs, batch 256, SGD nesterov lr 0.1, 2 warm-up
-  epochs then linear decay, fp32. A few minutes for three label sets on 2 CPU cores without
-  the K-fold row, roughly K times that with it.
-* ``gpu``: CIFAR ResNet-18, all 20,000 images, 40 epochs, batch 512, SGD nesterov lr 0.2,
-  2 warm-up epochs then linear decay, bf16 (the reference setting for CIFAR-10-N detection).
+Modes (the harness recipe ``decay`` on each machine; ``--batch-size``, ``--lr`` and
+``--warmup-epochs`` change it): ``cpu``, a tiny CNN on the first 5,000 images for 15 epochs
+(the K-fold row costs about K times the rest); ``gpu``, CIFAR ResNet-18 in bf16 on all 20,000
+images for 40 epochs (the reference setting for CIFAR-10-N detection).
 
 Runs go to ``OUT/runs/<label set>`` and ``OUT/kfold/<label set>`` (previous ones there are
-replaced unless ``--reuse``); the tables are also written as markdown to ``OUT/results.md``.
+replaced unless ``--reuse``); the tables go to the page ``docs/benchmarks/detect_cifar10n.md`` and
+their numbers to ``detect_cifar10n.json`` (``--pages-dir`` to write elsewhere).
 One seed, one subset: the numbers vary from run to run and machine to machine.
 """
 
@@ -71,9 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,25 +61,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cifar_bench import (
-    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, INSTALL_HINT, MODEL_BUILDERS, autocast_dtype, cleanlab_installed, data_files, first_images, hardware,
-    predict_probs, train_config,
-)
-from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_npz, with_cifar10n, with_noise
-from gwa_diag.training.engine import train
-from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, auroc, average_precision, detection_table, precision_recall_at_k, rule_scores
-from gwa_diag.analysis.truth import ground_truth
-from gwa_diag.checks import DEFAULT_SCORER
-from gwa_diag.store import open_run
+from gwa_diag.analysis.metrics import ESTIMATE_ROW, RULE_ROW, detection_table
 from gwa_diag.analysis.phase import WINDOWS
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis.summaries import summarize
+from gwa_diag.analysis.truth import ground_truth
+from gwa_diag.checks import DEFAULT_SCORER
+from gwa_diag.store import open_run
+from gwa_diag.training.data import CIFAR10N_LABEL_SETS
+from gwa_diag.training.engine import train
+from harness import (
+    INSTALL_HINT, add_common_args, add_recipe_args, cleanlab_installed, cleanlab_row, decay_config, hardware,
+    label_set_names, labelled, load_cifar, markdown_table, mixture_row, new_model, predict_probs, subset, write_page,
+)
 
 CLEANLAB_ROW = "cleanlab (in-sample, last-epoch probs)"
 KFOLD_ROW = "cleanlab (K-fold, out-of-sample)"
 
-#: Per-mode defaults; every entry can be overridden on the command line.
-MODES: dict[str, dict[str, Any]] = {"cpu": CPU_RECIPE, "gpu": GPU_RECIPE}
+#: Per-mode sizes (the recipe is the harness' ``decay`` on that machine); every entry, and the
+#: recipe's batch, lr and warm-up, can be overridden on the command line.
+MODES: dict[str, dict[str, Any]] = {"cpu": {"n": 5000, "epochs": 15}, "gpu": {"n": 20000, "epochs": 40}}
 #: (key in a detection-table row, printed header). ``n_flagged`` is printed as ``count``: the
 #: number of samples a method flags, its estimate of how many labels are wrong.
 COLUMNS = [("auroc", "AUROC"), ("ap", "AP"), ("p_at_k", "P@k"), ("r_at_k", "R@k"),
@@ -111,30 +91,6 @@ IN_RUN_PASSES = 1
 
 
 # -- data -------------------------------------------------------------------------------------
-def load_sets(data: Path, n: int):
-    train_path, test_path, label_path = data_files(data)
-    full = load_npz(train_path)
-    if not 1 <= n <= len(full):
-        raise SystemExit(f"--n must be between 1 and {len(full)}, got {n}")
-    sub = first_images(full, n) if n < len(full) else full
-    return sub, load_npz(test_path), label_path
-
-
-def subset(dataset, positions: np.ndarray, note: dict[str, Any]) -> ArrayDataset:
-    """The samples of an in-memory dataset at ``positions`` (labels, ids and clean labels kept)."""
-    clean = dataset.clean_labels[positions] if dataset.clean_labels is not None else None
-    return ArrayDataset(dataset.images_nchw[positions], dataset.labels[positions],
-                        sample_ids=dataset.sample_ids[positions], clean_labels=clean,
-                        class_names=dataset.class_names, spec={"source": "arrays", "of": dataset.spec, **note})
-
-
-# -- the external peer: predicted probabilities -------------------------------------------------
-def in_sample_probs(run_dir: Path, model_name: str, train_set, device: torch.device, dtype, batch: int) -> np.ndarray:
-    """Softmax probabilities [N, C] of the last-epoch checkpoint on the un-augmented training
-    images, rows in ``train_set`` order (normalised exactly as the engine normalises)."""
-    return predict_probs(run_dir, model_name, train_set, device, dtype, batch)
-
-
 def _kfold_setting(name: str, args, train_set) -> dict[str, Any]:
     return {"label_set": name, "n": len(train_set), "folds": args.folds, "seed": args.seed, "model": args.model,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -187,20 +143,18 @@ def kfold_probs(name: str, args, train_set, device: torch.device) -> dict[str, A
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=args.seed)
     probs = np.full((n, train_set.num_classes), np.nan)
     folds = np.full(n, -1, dtype=np.int64)
-    cfg = train_config(args)
-    dtype = autocast_dtype(args, device)
+    cfg = args.config
     t_train, t_predict = [], []
     for i, (fit_pos, held_pos) in enumerate(splitter.split(np.zeros(n), train_set.labels)):
         fold_set = subset(train_set, fit_pos, {"kfold": {"folds": k, "fold": i, "seed": args.seed, "part": "train"}})
-        torch.manual_seed(args.seed)
-        model = MODEL_BUILDERS[args.model](train_set.num_classes)
+        model = new_model(args.model, train_set.num_classes, args.seed)
         t0 = time.perf_counter()
         train(model, fold_set, kdir / f"fold{i}", config=cfg, eval_set=None,
               meta={"benchmark": "bench/detect_cifar10n.py", "label_set": name, "kfold": {"folds": k, "fold": i}})
         t_train.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        probs[held_pos] = predict_probs(kdir / f"fold{i}", args.model, train_set, device, dtype, batch=1024,
-                                        positions=held_pos, stats_positions=fit_pos)
+        probs[held_pos] = predict_probs(kdir / f"fold{i}", args.model, train_set, device, args.precision,
+                                        positions=held_pos, trained_on=train_set.images_nchw[torch.as_tensor(fit_pos)])
         folds[held_pos] = i
         t_predict.append(time.perf_counter() - t0)
         print(f"  {name}: fold {i + 1}/{k} trained on {len(fit_pos)} samples in {t_train[-1]:.0f} s, "
@@ -213,44 +167,6 @@ def kfold_probs(name: str, args, train_set, device: torch.device) -> dict[str, A
         {**setting, "rows": "sample ids 0..n-1 (the first n CIFAR-10 training images), in order",
          "train_seconds": t_train, "predict_seconds": t_predict}, indent=1))
     return {"probs": probs, "folds": folds, "k": k, "reused": False, "t_train": t_train, "t_predict": t_predict}
-
-
-def cleanlab_row(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray, *, passes: int) -> dict[str, float] | None:
-    """Detection metrics of cleanlab on one probability matrix (None when cleanlab is missing):
-    ranking by ``get_label_quality_scores`` (its default method, self-confidence), flags
-    (P / R / F1 / count) by ``find_label_issues`` with its default settings."""
-    try:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError:
-        return None
-    probs = probs / probs.sum(axis=1, keepdims=True)  # exact row sums for cleanlab's checks
-    quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
-    flags = np.zeros(len(labels), dtype=bool)
-    flags[ranked] = True
-    score = -quality  # lower label quality = more suspicious
-    p_k, r_k = precision_recall_at_k(score, is_noisy)
-    row = {"auroc": auroc(score, is_noisy), "ap": average_precision(score, is_noisy), "p_at_k": p_k, "r_at_k": r_k}
-    row.update(rule_scores(flags, is_noisy))
-    row["passes"] = passes
-    return row
-
-
-def mixture_row(score: np.ndarray, is_noisy: np.ndarray) -> dict[str, Any]:
-    """A count of wrong labels by DivideMix's route: a two-component Gaussian mixture over one
-    per-sample score (higher = more suspicious); the samples whose posterior for the
-    higher-mean component exceeds 0.5 are counted, and that many are flagged from the top of
-    the score, as gwa-diag's default rule flags. The peer of gwa-diag's estimate."""
-    from sklearn.mixture import GaussianMixture
-
-    x = np.nan_to_num(score, nan=np.nanmin(score))[:, None]
-    gmm = GaussianMixture(2, random_state=0, n_init=3).fit(x)
-    high = int(np.argmax(gmm.means_.ravel()))
-    count = int((gmm.predict_proba(x)[:, high] > 0.5).sum())
-    flags = np.zeros(len(score), dtype=bool)
-    flags[np.argsort(-x.ravel(), kind="stable")[:count]] = True
-    return rule_scores(flags, is_noisy)
 
 
 def add_rows(table: pd.DataFrame, rows: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
@@ -269,21 +185,6 @@ def add_rows(table: pd.DataFrame, rows: dict[str, dict[str, Any] | None]) -> pd.
 
 
 # -- one label set ----------------------------------------------------------------------------
-def pair_rate(name: str) -> float | None:
-    """The rate of a synthetic pair-noise set named ``pair<percent>`` (e.g. pair30), else None."""
-    digits = name[4:] if name.startswith("pair") else ""
-    return int(digits) / 100 if digits.isdigit() and 0 < int(digits) < 100 else None
-
-
-def labelled(name: str, train_base, label_path: Path):
-    """The training images with a CIFAR-10-N label set, or with synthetic pair noise (class c
-    -> c + 1, a fixed share of every class, seed 0) on their clean CIFAR-10 labels."""
-    rate = pair_rate(name)
-    if rate is None:
-        return with_cifar10n(train_base, label_path, label_set=name)
-    return with_noise(with_cifar10n(train_base, label_path, label_set="clean"), rate=rate, kind="pair", seed=0)
-
-
 def run_label_set(name: str, args, train_base, test_set, label_path: Path, device: torch.device,
                   *, with_cleanlab: bool) -> dict[str, Any]:
     run_dir = Path(args.out) / "runs" / name
@@ -300,7 +201,7 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
         cfg = meta.get("config", {})
         wanted = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
         differ = {k: (cfg.get(k), v) for k, v in wanted.items() if cfg.get(k) != v}
-        if differ or meta.get("model") != type(MODEL_BUILDERS[args.model](10)).__name__:
+        if differ or meta.get("model") != type(new_model(args.model, 10, 0)).__name__:
             recorded = [f"model {meta.get('model')}", *(f"{k} {a}" for k, (a, _) in differ.items())]
             print(f"warning: {run_dir} was trained with another setting than this command's (recorded: "
                   f"{', '.join(recorded)}); the tables describe the recorded run")
@@ -309,10 +210,9 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
             if not (run_dir / "run.json").exists():
                 raise SystemExit(f"{run_dir} exists and is not a gwa-diag run: remove it or choose another --out")
             shutil.rmtree(run_dir)
-        torch.manual_seed(args.seed)
-        model = MODEL_BUILDERS[args.model](train_set.num_classes)
+        model = new_model(args.model, train_set.num_classes, args.seed)
         t0 = time.perf_counter()
-        train(model, train_set, run_dir, config=train_config(args), eval_set=test_set,
+        train(model, train_set, run_dir, config=args.config, eval_set=test_set,
               meta={"benchmark": "bench/detect_cifar10n.py", "label_set": name})
         t_train = time.perf_counter() - t0
 
@@ -323,7 +223,7 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
     t_analysis = time.perf_counter() - t0
 
     # External peers. In-sample: one extra forward pass of the last checkpoint.
-    probs = in_sample_probs(run_dir, args.model, train_set, device, autocast_dtype(args, device), batch=1024)
+    probs = predict_probs(run_dir, args.model, train_set, device, args.precision)
     pos = train_set.positions(truth.index.to_numpy())
     labels, is_noisy = train_set.labels[pos], truth.to_numpy()
     extra: dict[str, dict[str, Any]] = {}
@@ -364,19 +264,10 @@ def _fmt(v: Any, col: str) -> str:
     return f"{float(v):.3f}"
 
 
-def text_table(table: pd.DataFrame) -> str:
-    width = max(len(str(i)) for i in table.index) + 2
-    lines = [f"{'method':{width}s}" + "".join(f"{h:>8s}" for _, h in COLUMNS)]
-    for name, row in table.iterrows():
-        lines.append(f"{name!s:{width}s}" + "".join(f"{_fmt(row.get(c), c):>8s}" for c, _ in COLUMNS))
-    return "\n".join(lines)
-
-
 def md_table(table: pd.DataFrame) -> str:
-    lines = ["| method | " + " | ".join(h for _, h in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for name, row in table.iterrows():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c), c) for c, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    """The detection table of one label set, for the console and the page alike."""
+    rows = [[name, *(_fmt(row.get(c), c) for c, _ in COLUMNS)] for name, row in table.iterrows()]
+    return "\n".join(markdown_table(["method", *(h for _, h in COLUMNS)], rows, "l" + "r" * len(COLUMNS)))
 
 
 def accuracy_line(r: dict[str, Any]) -> str:
@@ -407,13 +298,25 @@ def kfold_line(r: dict[str, Any]) -> str | None:
             f"predict held-out folds {pred_s:.1f} s")
 
 
-def header(r: dict[str, Any], window: str) -> str:
+def header(r: dict[str, Any], window: str, *, timed: bool = True) -> str:
+    """The line above a label set's table; ``timed=False`` (the page) leaves the seconds out."""
     w0, w1 = r["window"]
     sel = f"epoch {r['selected_epoch']}" + (" (fallback: last epoch)" if r["fallback"] else "")
-    timing = f"train {r['t_train']:.0f} s, " if r["t_train"] is not None else "reused run, "
+    timing = "" if not timed else (f"train {r['t_train']:.0f} s, " if r["t_train"] is not None else "reused run, ")
+    timing += f"analysis {r['t_analysis']:.1f} s; " if timed else ""
     return (f"label set {r['name']}: {r['n']} samples, {r['n_noisy']} mislabeled ({r['noise']:.1%}): "
             f"true count k = {r['n_noisy']}; window {window} = epochs {w0}..{w1}; rule at {sel}; "
-            f"{timing}analysis {r['t_analysis']:.1f} s; last-epoch train-set fit (un-augmented) {r['train_fit_last']:.3f}")
+            f"{timing}last-epoch train-set fit (un-augmented) {r['train_fit_last']:.3f}")
+
+
+def headline(r: dict[str, Any]) -> dict[str, str]:
+    """The default ranking's AUROC against the best other in-run signal on one label set."""
+    t = r["table"]
+    others = t.loc[[m for m in t.index if m in SCORERS and m != DEFAULT_SCORER], "auroc"].dropna()
+    best = others.idxmax() if len(others) else None
+    value = f"{t.loc[DEFAULT_SCORER, 'auroc']:.3f} vs " + (f"{others[best]:.3f} ({best})" if best else "-")
+    return {"result": f"{r['name']} ({r['noise']:.1%} wrong): AUROC of the default ({DEFAULT_SCORER}) vs the best "
+                      "other signal", "value": value}
 
 
 def skipped_lines(args, with_cleanlab: bool) -> list[str]:
@@ -459,11 +362,7 @@ def main() -> None:
                          "or pairNN: NN%% synthetic pair noise (class c -> c+1) on the clean labels, e.g. pair30")
     ap.add_argument("--n", type=int, help="train on the first N of the 20,000 images (default: cpu 5000, gpu 20000)")
     ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, gpu 40)")
-    ap.add_argument("--batch-size", type=int, help="default: cpu 256, gpu 512")
-    ap.add_argument("--lr", type=float, help="peak SGD learning rate (default: cpu 0.1, gpu 0.2)")
-    ap.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs before the linear decay (default 2)")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="seed of the initialisation, data order, augmentation and K-fold split (default 0)")
+    add_recipe_args(ap, "seed of the initialisation, data order, augmentation and K-fold split (default 0)")
     ap.add_argument("--window", choices=list(WINDOWS), default="second_half",
                     help="epochs the mean-over-epochs scorers average: "
                     + "; ".join(f"{k}: {v}" for k, v in WINDOWS.items()).replace("%", "%%"))
@@ -471,19 +370,13 @@ def main() -> None:
                     help="K of cleanlab's K-fold row: K stratified folds, K trainings (default 5, cleanlab's default)")
     ap.add_argument("--no-kfold", action="store_true",
                     help="skip cleanlab's K-fold row (it costs K more trainings per label set)")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/ and cifar10n/ (default: ../shared/data from the repo root)")
-    ap.add_argument("--out", default="bench_out/detect", help="output folder: runs/<label set>/, kfold/<label set>/ and results.md")
+    ap.add_argument("--out", default="bench_out/detect", help="output folder: runs/<label set>/ and kfold/<label set>/")
+    add_common_args(ap)
     ap.add_argument("--reuse", action="store_true",
                     help="analyse the finished runs and K-fold results already in OUT instead of training")
-    ap.add_argument("--progress", action="store_true", help="show the engine's per-epoch progress bar")
     args = ap.parse_args()
-    for key, value in MODES[args.mode].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
-    bad = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
-    if bad or not names:
-        raise SystemExit(f"unknown label set(s) {bad}: choose from {', '.join(k for k in CIFAR10N_LABEL_SETS if k != 'clean')}")
+    args.config = decay_config(args, MODES[args.mode])
+    names = label_set_names(args.label_sets)
     if not args.no_kfold and not 2 <= args.folds <= args.n:
         raise SystemExit(f"--folds must be between 2 and --n ({args.n}), got {args.folds}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -502,7 +395,8 @@ def main() -> None:
     skipped = skipped_lines(args, with_cleanlab)
     for line in skipped:
         print(line)
-    train_base, test_set, label_path = load_sets(Path(args.data), args.n)
+    cifar = load_cifar(args.data, args.n)
+    train_base, test_set, label_path = cifar.pool, cifar.test, cifar.labels
 
     results = []
     t_all = time.perf_counter()
@@ -511,7 +405,7 @@ def main() -> None:
         results.append(r)
         print()
         print(header(r, args.window))
-        print(text_table(r["table"]))
+        print(md_table(r["table"]))
         for line in skipped:
             print(line)
         print(accuracy_line(r))
@@ -561,23 +455,24 @@ def main() -> None:
     print()
     print(f"timings (total {t_all:.0f} s): " + "; ".join(timing_lines))
 
-    md = ["# CIFAR-10-N detection benchmark", "", f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`", "",
-          f"Hardware: {hw}", "", f"Setting: {setting}; window: {args.window}", ""]
+    md = ["# CIFAR-10-N detection benchmark", "", f"Setting: {setting}; window: {args.window}", ""]
     for r in results:
-        md += [f"## {r['name']}", "", header(r, args.window), "", md_table(r["table"]), ""]
+        md += [f"## {r['name']}", "", header(r, args.window, timed=False), "", md_table(r["table"]), ""]
         md += [*(line for s in skipped for line in (s, "")), accuracy_line(r), ""]
         if kfold_line(r):
             md += [kfold_line(r), ""]
     md += ["## Summary (AUROC / AP)", "", *rank_lines, "", "## Summary (count against the true count)", "",
-           *count_lines, "", f"Timings (total {t_all:.0f} s): " + "; ".join(timing_lines), "",
-           *(f"* {n}" for n in notes), ""]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text("\n".join(md))
+           *count_lines, "", *(f"* {n}" for n in notes), ""]
+    numbers = {"setting": setting, "window": args.window, "headline": [headline(r) for r in results],
+               "label_sets": {r["name"]: {"noise": r["noise"], "n": r["n"], "n_noisy": r["n_noisy"],
+                                          "gwa_epoch": r["gwa_epoch"], "train_fit_last": r["train_fit_last"],
+                                          "table": json.loads(r["table"].to_json(orient="index"))} for r in results}}
+    pages = write_page(__file__, "\n".join(md), numbers, pages_dir=args.pages_dir, wall_s=t_all, device=device,
+                       timings={"timings": "; ".join(timing_lines)})
     print()
     for n in notes:
         print("note: " + n)
-    print(f"markdown: {out / 'results.md'}")
+    print(f"page: {pages[0]}")
 
 
 if __name__ == "__main__":

@@ -40,42 +40,35 @@ seed and label set:
 * pool: the first ``--pool`` rows, with the chosen noisy label set;
 * pretraining part (finetune regime only): rows 10,000..14,999 with their CLEAN labels.
 
-Rows of the table: the label sets aggre (9% noise), random1 (17%) and worst (41%), used to
+Rows of the table: the label sets worst (41% noise), aggre (9%) and random1 (17%), used to
 tune the recipes; random2 and random3 only with ``--held-out``.
 
-Regimes (``--regime``, several allowed):
+Regimes (``--regime``, several allowed), each a recipe of ``bench/harness.py`` on the tiny CNN:
 
-* ``memorise``: tiny CNN (width 32), Adam at a constant learning rate, no augmentation,
-  no weight decay, batch 128, long enough to fit the noisy training labels (the training
-  fit is printed): test accuracy peaks and then falls as the wrong labels are learned. The
-  regime the paper's stopping rule is meant for. At a constant learning rate without
-  augmentation the test curve also jumps by several points from one epoch to the next, so
-  the oracle column (the luckiest epoch) is optimistic and the last epoch is one noisy draw.
-* ``decay``: the engine's default recipe (:class:`gwa_diag.training.config.TrainConfig`:
-  SGD nesterov, its lr, weight decay, warm-up epochs, linear decay, batch, epochs and
-  crop+flip), on the same tiny CNN. A short schedule that ends at a learning rate of zero.
-* ``finetune``: a tiny CNN pretrained once (first seed) with the decay recipe on the CLEAN
-  labels of the pretraining part, then fine-tuned (all layers, pretrained head kept) on the
-  NOISY labels of the pool with Adam at a constant learning rate and no augmentation; the
-  GWA rule in ``finetune`` mode.
+* ``memorise`` (recipe ``memorise_lr1e-3``: Adam at a constant rate, no augmentation, no
+  weight decay, batch 128), long enough to fit the noisy training labels (the fit is
+  printed): test accuracy peaks and then falls as the wrong labels are learned, the regime
+  the paper's stopping rule is meant for. Without augmentation the test curve also jumps by
+  several points from one epoch to the next, so the oracle column (the luckiest epoch) is
+  optimistic and the last epoch is one noisy draw.
+* ``decay`` (recipe ``decay``): the engine's default recipe
+  (:class:`gwa_diag.training.config.TrainConfig`), a short schedule that ends at rate zero.
+* ``finetune``: pretrained once (first seed) with ``decay`` on the CLEAN labels of the
+  pretraining part, then fine-tuned (all layers, pretrained head kept) with the recipe
+  ``finetune`` on the NOISY labels of the pool; the GWA rule in ``finetune`` mode. The engine
+  normalises the inputs with the pool's channel statistics, as for every run.
 
-Each training run uses the loop in :func:`train_run` (AlignmentRecorder in a user's own
-loop) and evaluates the clean test set, and the validation part in the split runs, after
-every epoch. Runs go to a temporary directory that is removed when the script ends, also
-on an error or Ctrl-C. Jobs run in ``--workers`` processes of one thread each (on a
-shared 2-core machine one thread per process was about 3x faster than two threads in one
-process).
+Every run goes through :func:`gwa_diag.training.engine.train` (its recorder on the head),
+which evaluates the clean test set, and the validation part in the split runs, after every
+epoch. Runs go to a temporary directory that is removed when the script ends, also on an
+error or Ctrl-C. Jobs run in ``--workers`` processes of one thread each (on a shared 2-core
+machine one thread per process was faster than two threads in one process).
 
-Output: the markdown tables on stdout (header: hardware, data sizes, recipes, the command)
-and, under ``--out`` (default ``bench_out/early_stopping``), a JSON file with every
-per-epoch curve (test acc, val acc, train loss/acc, mean alignment, kurtosis, GWA,
-prediction changes) and the tables as markdown.
-
-Measured wall times on 2 shared CPU cores (2 workers, one thread each): ``--quick``
-(memorise regime, pool 2,000, 3 label sets, 2 seeds, 30 epochs: 18 runs) 7.7 min. The full
-default (pool 3,000, 3 seeds, 3 regimes: 82 runs) about 42 min, measured in two parts:
-``--regime memorise`` (27 runs, 40 epochs) 18.0 min and ``--regime decay finetune``
-(55 runs) 24.1 min. No number of the tables is hard-coded here: the run measures them all.
+Output: the markdown tables on stdout and in the page ``docs/benchmarks/early_stopping.md``
+(``--pages-dir``), with the chosen epochs and summaries as numbers in
+``early_stopping.json`` beside it; under ``--out`` (default ``bench_out/early_stopping``) a
+JSON file with every per-epoch curve (test acc, val acc, train loss/acc, mean alignment,
+kurtosis, GWA, prediction changes). No number of the tables is hard-coded here.
 """
 
 from __future__ import annotations
@@ -83,8 +76,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shlex
 import signal
 import sys
 import tempfile
@@ -94,21 +85,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from cifar_bench import DEFAULT_DATA, REPO, data_files, hardware, worker_pool
+from gwa_diag.analysis.stopping import prediction_changes
 from gwa_diag.early_stopping import assess_choice, labelwave_epoch, rank_correlation, select_epoch
-from gwa_diag.recorder import AlignmentRecorder
-from gwa_diag.store import open_run
-from gwa_diag.training.batches import Batches, augment, channel_stats
 from gwa_diag.training.config import TrainConfig
 from gwa_diag.training.data import ArrayDataset, load_cifar10n, load_npz
 from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS
-from gwa_diag.training.engine import lr_factor
-from gwa_diag.training.models import tiny_cnn
+from gwa_diag.training.engine import train
+from harness import (
+    HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, data_files, describe, earliest_best, new_model, normalisation,
+    recipe, run_jobs, write_page,
+)
 
-TUNING_SETS = ("aggre", "random1", "worst")
-HELD_OUT_SETS = ("random2", "random3")
 RULES = ("oracle", "last", "val10", "val1", "gwa", "labelwave")
 RULE_NAMES = {"oracle": "oracle (best test)", "last": "last epoch", "val10": "val 10%", "val1": "val 1%",
               "gwa": "GWA", "labelwave": "LabelWave"}
@@ -118,177 +106,88 @@ MEMORISE_DROP = 3.0
 MEMORISE_SETS = ("worst", "random1")
 #: Rows 10,000..14,999: the pretraining part of the finetune regime (clean labels).
 PRETRAIN_ROWS = (10_000, 15_000)
-
-
-def _engine_recipe() -> dict[str, Any]:
-    cfg = TrainConfig()  # the engine's defaults, read here so that they are never restated
-    return {"optimizer": "sgd", "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
-            "warmup_epochs": cfg.warmup_epochs, "schedule": cfg.schedule, "augment": cfg.augment,
-            "batch_size": cfg.batch_size, "epochs": cfg.epochs, "width": 32}
-
-
-#: Recipe of each regime; ``quick`` holds what --quick changes. ``finetune`` also has the
-#: recipe of its pretraining run.
-def regimes() -> dict[str, dict[str, Any]]:
-    engine = _engine_recipe()
-    memorise = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "warmup_epochs": 0.0,
-                "schedule": "constant", "augment": False, "batch_size": 128, "epochs": 40, "width": 32}
-    return {
-        "memorise": {"recipe": memorise, "quick": {"epochs": 30}, "mode": "scratch"},
-        "decay": {"recipe": engine, "quick": {}, "mode": "scratch"},
-        "finetune": {
-            "recipe": {**memorise, "lr": 3e-4, "epochs": 30},
-            "quick": {"epochs": 20},
-            "pretrain": {**engine, "epochs": 15},
-            "pretrain_quick": {"epochs": 10},
-            "mode": "finetune",
-        },
-    }
-
-
-def describe(recipe: dict[str, Any]) -> str:
-    opt = "Adam" if recipe["optimizer"] == "adam" else f"SGD nesterov (momentum {recipe['momentum']:g})"
-    sched = "constant lr" if recipe["schedule"] == "constant" else f"{recipe['schedule']} decay"
-    warm = f"{recipe['warmup_epochs']:g} warm-up epochs, " if recipe["warmup_epochs"] else ""
-    return (f"tiny_cnn width {recipe['width']}, {opt} lr {recipe['lr']:g}, {warm}{sched}, weight decay "
-            f"{recipe['weight_decay']:g}, batch {recipe['batch_size']}, {recipe['epochs']} epochs, "
-            + ("crop+flip" if recipe["augment"] else "no augmentation"))
+#: Each regime: its harness recipe and epochs (``quick``: under --quick); ``finetune`` also
+#: names the recipe and epochs of its pretraining run.
+REGIMES: dict[str, dict[str, Any]] = {
+    "memorise": {"recipe": "memorise_lr1e-3", "epochs": 40, "quick": 30},
+    "decay": {"recipe": "decay", "epochs": TrainConfig().epochs, "quick": TrainConfig().epochs},
+    "finetune": {"recipe": "finetune", "epochs": 30, "quick": 20,
+                 "pretrain": "decay", "pretrain_epochs": 15, "pretrain_quick": 10},
+}
 
 
 # ---------------------------------------------------------------------------------------
-# the training loop (one job = one run, in a worker process)
+# one job = one run of the engine, in a worker process
 # ---------------------------------------------------------------------------------------
 
 _DATA: dict[str, Any] = {}
 
 
-def _init_worker(data_dir: str, threads: int) -> None:
-    # The parent owns Ctrl-C: it terminates the workers, then removes the run directories.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
+def _init_worker(data_dir: str, threads: int | None) -> None:
+    if threads is not None:  # in a pool, the parent owns Ctrl-C: it stops the workers, then removes the runs
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        torch.set_num_threads(threads)
     files = data_files(Path(data_dir))
-    train, test = load_npz(files.train), load_npz(files.test)
-    _DATA.update(images=train.images_nchw, clean=torch.as_tensor(train.labels, dtype=torch.int64),
-                 test_images=test.images_nchw, test_labels=torch.as_tensor(test.labels, dtype=torch.int64))
+    train_npz, test = load_npz(files.train), load_npz(files.test)
+    _DATA.update(images=train_npz.images_nchw, clean=np.asarray(train_npz.labels, dtype=np.int64),
+                 test_images=test.images_nchw, test_labels=np.asarray(test.labels, dtype=np.int64))
+
+
+def _eval_sets(job: dict[str, Any]) -> dict[str, ArrayDataset]:
+    """The clean test set (``eval_acc`` per epoch) and, in the split runs, the validation part
+    with its noisy labels (``val_acc``)."""
+    images, rows = _DATA["images"], torch.as_tensor(job["test_rows"])
+    test = ArrayDataset(torch.cat([_DATA["test_images"], images[rows]]),
+                        np.concatenate([_DATA["test_labels"], _DATA["clean"][job["test_rows"]]]), num_classes=10)
+    if not len(job["val_rows"]):
+        return {"eval": test}
+    val = ArrayDataset(images[torch.as_tensor(job["val_rows"])], job["val_labels"], num_classes=10)
+    return {"eval": test, "val": val}
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std) -> float:
-    """Accuracy in eval mode (BatchNorm running statistics), without gradients: the
-    recorder ignores these forwards."""
+def _fit(model: torch.nn.Module, train_set: ArrayDataset) -> np.ndarray:
+    """The model's predictions on the un-augmented training images, normalised as it trained."""
     model.eval()
-    correct = 0
-    for s in range(0, len(images), 1000):
-        x = (images[s : s + 1000].float().div_(255) - mean) / std
-        correct += int((model(x).argmax(1) == labels[s : s + 1000]).sum())
-    model.train()
-    return correct / max(len(images), 1)
-
-
-def _optimizer(model: torch.nn.Module, r: dict[str, Any]) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    other = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on biases and norms
-    groups = [{"params": decay, "weight_decay": r["weight_decay"]}, {"params": other, "weight_decay": 0.0}]
-    if r["optimizer"] == "adam":
-        return torch.optim.Adam(groups, lr=r["lr"])
-    return torch.optim.SGD(groups, lr=r["lr"], momentum=r["momentum"], nesterov=r["momentum"] > 0)
+    mean, std = normalisation(train_set.images_nchw, torch.device("cpu"))
+    return torch.cat([model((train_set.images_nchw[s : s + 1000].float().div_(255) - mean) / std).argmax(1)
+                      for s in range(0, len(train_set), 1000)]).numpy()
 
 
 def train_run(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one model while an AlignmentRecorder scores every sample; return its curves."""
+    """Train one model with the engine (its recorder scores every sample, its evaluation sets
+    are scored after every epoch); return its curves."""
     t_start = time.perf_counter()
-    r, seed = job["recipe"], job["seed"]
-    images = _DATA["images"]
+    cfg = recipe(job["recipe"], epochs=job["epochs"], seed=job["seed"])
     rows = torch.as_tensor(job["train_rows"])
-    train_set = ArrayDataset(images[rows], job["train_labels"], sample_ids=job["train_rows"], num_classes=10)
-    test_images = torch.cat([_DATA["test_images"], images[torch.as_tensor(job["test_rows"])]])
-    test_labels = torch.cat([_DATA["test_labels"], _DATA["clean"][torch.as_tensor(job["test_rows"])]])
-    val_rows = torch.as_tensor(job["val_rows"]) if len(job["val_rows"]) else None
-    torch.manual_seed(seed)
-    model = tiny_cnn(10, width=r["width"])
+    train_set = ArrayDataset(_DATA["images"][rows], job["train_labels"], sample_ids=job["train_rows"], num_classes=10)
+    model = new_model("tiny", 10, job["seed"])
     if job.get("init"):
-        state = torch.load(job["init"], map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        mean, std = state["mean"], state["std"]  # a fine-tuned model keeps its input normalisation
-    else:
-        mean, std = (s[None, :, None, None] for s in channel_stats(train_set.images_nchw))
-    batches = Batches(train_set, torch.device("cpu"), r["batch_size"], num_workers=0)
-    opt = _optimizer(model, r)
-    total, warmup = len(batches) * r["epochs"], int(round(r["warmup_epochs"] * len(batches)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, r["schedule"]))
-    recorder = AlignmentRecorder(model, job["run_dir"], meta={"benchmark": "bench/early_stopping.py"})
-    curves: dict[str, list] = {k: [] for k in ("epoch", "test_acc", "val_acc", "train_loss", "train_acc",
-                                                "mean", "kurtosis", "gwa", "lr")}
-    model.train()
-    for epoch in range(r["epochs"]):
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)  # order + augmentation, per seed and epoch
-        lr_now = opt.param_groups[0]["lr"]
-        for x_u8, labels, ids in batches.epoch(gen):
-            if r["augment"]:
-                x_u8 = augment(x_u8, gen)  # crop+flip of the uint8 batch
-            logits = model((x_u8.float().div_(255) - mean) / std)  # the recorder's hook on model.head
-            loss = F.cross_entropy(logits, labels)                 # captures W z of THIS forward here
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()  # per-iteration schedule, as in the engine
-            # After the step is fine: the scores use the weights of the forward above. The ids
-            # are the CIFAR-10 training indices, so every score joins to its image and label.
-            recorder.update(ids, labels)
-        test_acc = accuracy(model, test_images, test_labels, mean, std)  # no_grad: not recorded
-        val_acc = (accuracy(model, images[val_rows], torch.as_tensor(job["val_labels"]), mean, std)
-                   if val_rows is not None else None)
-        # One host sync per epoch: the GWA summary comes back at once, the Parquet part is
-        # written in the background; the accuracies are stored in the same epoch row.
-        row = recorder.end_epoch(epoch, test_acc=test_acc, val_acc=val_acc, lr=lr_now)
-        for key in curves:
-            curves[key].append(row.get(key))
-    recorder.close()
+        model.load_state_dict(torch.load(job["init"], map_location="cpu", weights_only=True))
+    evals = _eval_sets(job)
+    result = train(model, train_set, job["run_dir"], config=cfg, eval_set=evals,
+                   meta={"benchmark": "bench/early_stopping.py"})
+    curves = {key: [row.get(name) for row in result.history] for key, name in (
+        ("epoch", "epoch"), ("test_acc", "eval_acc"), ("val_acc", "val_acc"), ("train_loss", "train_loss"),
+        ("train_acc", "train_acc"), ("mean", "mean"), ("kurtosis", "kurtosis"), ("gwa", "gwa"), ("lr", "lr"))}
     # Training fit at the end on the un-augmented pool, against the labels it was trained on,
     # and on its mislabeled part only: how much of the noise has been memorised.
-    with torch.no_grad():
-        model.eval()
-        preds = torch.cat([model((train_set.images_nchw[s : s + 1000].float().div_(255) - mean) / std).argmax(1)
-                           for s in range(0, len(train_set), 1000)]).numpy()
+    preds = _fit(model, train_set)
     given = np.asarray(job["train_labels"])
     wrong = given != np.asarray(job["clean_labels"])
-    out = {"key": job["key"], "curves": curves, "n_train": len(given), "n_test": len(test_labels),
-           "n_val": 0 if val_rows is None else len(val_rows),
+    out = {"key": job["key"], "curves": curves, "n_train": len(given), "n_test": len(evals["eval"]),
+           "n_val": len(evals["val"]) if "val" in evals else 0,
            "fit": float(np.mean(preds == given)),
            "fit_mislabeled": float(np.mean(preds[wrong] == given[wrong])) if wrong.any() else None,
            "noise": float(np.mean(wrong))}
     if job.get("save"):
-        torch.save({"model": model.state_dict(), "mean": mean, "std": std}, job["save"])
+        torch.save(model.state_dict(), job["save"])
     else:
-        changes = prediction_changes(job["run_dir"])
+        # An epoch with nothing to compare with (the first) has no count, not a count of 0.
+        frame = prediction_changes(job["run_dir"])
+        changes = {int(e): float(c) if n else None for e, c, n in zip(frame["epoch"], frame["changes"], frame["compared"])}
         out["curves"]["changes"] = [changes.get(e) for e in curves["epoch"]]
     out["seconds"] = time.perf_counter() - t_start
-    return out
-
-
-def prediction_changes(run_dir: str) -> dict[int, float | None]:
-    """{epoch: number of training samples whose recorded prediction differs from the
-    previous epoch's} (None for the first epoch), from the run's Parquet parts."""
-    try:
-        from gwa_diag.analysis.stopping import prediction_changes as from_run
-    except ImportError:
-        from_run = None
-    if from_run is not None:
-        frame = from_run(run_dir)
-        # An epoch with nothing to compare with (the first) has no count, not a count of 0.
-        return {int(e): float(c) if n else None for e, c, n in zip(frame["epoch"], frame["changes"], frame["compared"])}
-    samples = open_run(run_dir).samples(columns=["sample_id", "step", "pred"])
-    # The last presentation of each sample in each epoch (one per epoch here).
-    last = samples.sort_values(["epoch", "step"]).groupby(["epoch", "sample_id"])["pred"].last().unstack("sample_id")
-    out: dict[int, float | None] = {}
-    prev = None
-    for epoch, preds in last.iterrows():
-        if prev is None:
-            out[int(epoch)] = None
-        else:
-            both = preds.notna() & prev.notna()
-            out[int(epoch)] = float((preds[both] != prev[both]).sum())
-        prev = preds
     return out
 
 
@@ -296,7 +195,8 @@ def prediction_changes(run_dir: str) -> dict[int, float | None]:
 # the jobs and their schedule
 # ---------------------------------------------------------------------------------------
 
-def build_jobs(args, regime_specs, label_arrays, tmp: Path):
+def build_jobs(args: argparse.Namespace, plan: dict[str, dict[str, Any]], label_arrays: dict[str, np.ndarray],
+               tmp: Path) -> tuple[list[dict], list[dict], list[dict]]:
     """(pretraining jobs, jobs that need them, the rest)."""
     clean = label_arrays["clean_label"]
     n_rows = 20_000
@@ -304,13 +204,13 @@ def build_jobs(args, regime_specs, label_arrays, tmp: Path):
     pool_rows = np.arange(args.pool)
     pre, after, free = [], [], []
     for regime in args.regime:
-        spec = regime_specs[regime]
-        recipe = spec["recipe"]
+        spec = plan[regime]
         init = None
         if "pretrain" in spec:
             rows = np.arange(*PRETRAIN_ROWS)
             init = str(tmp / f"pretrained-{regime}.pt")
             pre.append({"key": (regime, "clean", args.seeds[0], "pretrain"), "recipe": spec["pretrain"],
+                        "epochs": spec["pretrain_epochs"],
                         "seed": args.seeds[0], "train_rows": rows, "train_labels": clean[rows],
                         "clean_labels": clean[rows], "val_rows": [], "val_labels": [], "test_rows": test_rows,
                         "run_dir": str(tmp / f"run-{regime}-pretrain"), "save": init})
@@ -321,34 +221,13 @@ def build_jobs(args, regime_specs, label_arrays, tmp: Path):
                 for kind, frac in (("full", 0.0), ("val10", 0.10), ("val1", 0.01)):
                     n_val = int(round(frac * len(perm)))
                     val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-                    job = {"key": (regime, name, seed, kind), "recipe": recipe, "seed": seed,
+                    job = {"key": (regime, name, seed, kind), "recipe": spec["recipe"], "epochs": spec["epochs"],
+                           "seed": seed,
                            "train_rows": train, "train_labels": noisy[train], "clean_labels": clean[train],
                            "val_rows": val, "val_labels": noisy[val], "test_rows": test_rows,
                            "run_dir": str(tmp / f"run-{regime}-{name}-{seed}-{kind}"), "init": init}
                     (after if init else free).append(job)
     return pre, after, free
-
-
-def run_jobs(pool, pre, after, free, log) -> dict[tuple, dict[str, Any]]:
-    results: dict[tuple, dict[str, Any]] = {}
-    total = len(pre) + len(after) + len(free)
-    t0 = time.perf_counter()
-
-    def done(res: dict[str, Any]) -> None:
-        results[res["key"]] = res
-        log(f"[{len(results)}/{total}] {' '.join(map(str, res['key']))}: {res['seconds']:.0f} s "
-            f"(elapsed {time.perf_counter() - t0:.0f} s)")
-
-    # Pretraining first; the scratch jobs keep the other workers busy meanwhile.
-    pending = [pool.apply_async(train_run, (job,)) for job in pre]
-    first = pending[:]
-    pending += [pool.apply_async(train_run, (job,)) for job in free]
-    for handle in first:
-        done(handle.get())
-    pending += [pool.apply_async(train_run, (job,)) for job in after]
-    for handle in pending[len(first):]:
-        done(handle.get())
-    return results
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,11 +236,7 @@ def run_jobs(pool, pre, after, free, log) -> dict[tuple, dict[str, Any]]:
 
 def _argmax(values: list[float | None]) -> int | None:
     """Index of the highest value (the earliest on ties), None if there is none."""
-    best = None
-    for i, v in enumerate(values):
-        if v is not None and not math.isnan(v) and (best is None or v > values[best]):
-            best = i
-    return best
+    return earliest_best(dict(enumerate(values)))
 
 
 def choices(full: dict, val10: dict, val1: dict, mode: str) -> dict[str, Any]:
@@ -486,13 +361,24 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
     return lines, summary
 
 
-def main() -> None:
+def plan_of(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per regime run: its recipe name, epochs and GWA rule mode (and its pretraining's)."""
+    out = {}
+    for regime in args.regime:
+        spec = REGIMES[regime]
+        epochs = args.epochs or spec["quick" if args.quick else "epochs"]
+        out[regime] = {"recipe": spec["recipe"], "epochs": epochs, "mode": recipe(spec["recipe"], epochs=1).mode}
+        if "pretrain" in spec:
+            out[regime].update(pretrain=spec["pretrain"], pretrain_epochs=args.pretrain_epochs
+                               or spec["pretrain_quick" if args.quick else "pretrain_epochs"])
+    return out
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--regime", nargs="+", choices=("memorise", "decay", "finetune"),
+    ap.add_argument("--regime", nargs="+", choices=tuple(REGIMES),
                     help="regimes to run (default: all three; with --quick: memorise)")
     ap.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; with --quick 0 1)")
-    ap.add_argument("--quick", action="store_true",
-                    help="pool 2000, fewer epochs and seeds, memorise regime only unless --regime (about 8 minutes)")
     ap.add_argument("--held-out", action="store_true",
                     help="add the held-out label sets random2 and random3 (run once, after tuning)")
     ap.add_argument("--label-sets", nargs="+", choices=(*TUNING_SETS, *HELD_OUT_SETS), help=argparse.SUPPRESS)
@@ -501,12 +387,11 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, help="override the epochs of the finetune regime's pretraining")
     ap.add_argument("--test-block", type=int, default=5000,
                     help="last rows of the 20,000 held out with their clean labels as test images (default 5000)")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                    help="worker processes, one thread each (default: min(2, CPUs))")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/ and cifar10n/")
-    ap.add_argument("--out", default=str(REPO / "bench_out" / "early_stopping"), help="folder for the JSON curves")
+    ap.add_argument("--out", default=str(REPO / "bench_out" / "early_stopping"),
+                    help="folder for the JSON file of every per-epoch curve")
+    add_common_args(ap, quick="pool 2000, fewer epochs and seeds, memorise regime only unless --regime", workers=True)
     args = ap.parse_args()
-    args.regime = args.regime or (["memorise"] if args.quick else ["memorise", "decay", "finetune"])
+    args.regime = args.regime or (["memorise"] if args.quick else list(REGIMES))
     args.seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
     args.pool = args.pool or (2000 if args.quick else 3000)
     args.label_sets = args.label_sets or [*TUNING_SETS, *(HELD_OUT_SETS if args.held_out else ())]
@@ -514,32 +399,22 @@ def main() -> None:
         raise SystemExit(f"--pool must lie in [200, {PRETRAIN_ROWS[0]}] and --test-block in [1000, "
                          f"{20_000 - PRETRAIN_ROWS[1]}]: the pool, the pretraining part and the test block "
                          "never overlap")
-    data = Path(args.data)
-    label_arrays = load_cifar10n(data_files(data).labels)
+    return args
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    args = parse_args()
+    label_arrays = load_cifar10n(data_files(args.data).labels)
     clean = label_arrays["clean_label"]
     noise = {n: float(np.mean(label_arrays[CIFAR10N_LABEL_SETS[n]][: args.pool] != clean[: args.pool]))
              for n in args.label_sets}
-    specs = regimes()
-    for regime in args.regime:
-        spec = specs[regime]
-        if args.quick:
-            spec["recipe"] = {**spec["recipe"], **spec["quick"]}
-            if "pretrain" in spec:
-                spec["pretrain"] = {**spec["pretrain"], **spec["pretrain_quick"]}
-        if args.epochs:
-            spec["recipe"] = {**spec["recipe"], "epochs": args.epochs}
-        if args.pretrain_epochs and "pretrain" in spec:
-            spec["pretrain"] = {**spec["pretrain"], "epochs": args.pretrain_epochs}
-
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    plan = plan_of(args)
     n_test = 1000 + args.test_block
-    hw = hardware(torch.device("cpu"))
     header = [
         "# Early stopping without a validation set on CIFAR-10-N (protocol of Hölzl et al. 2025, Table 1)",
         "",
-        f"Command: `{command}`",
-        "",
-        f"Hardware: {hw}; {args.workers} worker process(es) of 1 thread each.",
+        f"{args.workers} worker process(es) of 1 thread each.",
         "",
         (f"Data: training pool = the first {args.pool:,} CIFAR-10 training images with the noisy label set of the row "
          f"(10% / 1% of it held out, with their noisy labels, in the split runs, drawn per seed); test set = "
@@ -548,54 +423,53 @@ def main() -> None:
          f"Seeds: {' '.join(map(str, args.seeds))}."),
         "",
     ]
-    for regime in args.regime:
-        spec = specs[regime]
-        text = f"Regime {regime}: {describe(spec['recipe'])}; GWA rule mode '{spec['mode']}'"
+    for regime, spec in plan.items():
+        text = (f"Regime {regime}: tiny CNN, recipe {spec['recipe']}: "
+                f"{describe(recipe(spec['recipe'], epochs=spec['epochs']))}; GWA rule mode '{spec['mode']}'")
         if "pretrain" in spec:
             text += (f"; pretrained once (seed {args.seeds[0]}) on the CLEAN labels of training images "
-                     f"{PRETRAIN_ROWS[0]:,}..{PRETRAIN_ROWS[1] - 1:,} with {describe(spec['pretrain'])}, "
-                     "then fine-tuned with all layers and the pretrained head")
+                     f"{PRETRAIN_ROWS[0]:,}..{PRETRAIN_ROWS[1] - 1:,} with recipe {spec['pretrain']}: "
+                     f"{describe(recipe(spec['pretrain'], epochs=spec['pretrain_epochs']))}, then fine-tuned with all "
+                     "layers and the pretrained head")
         header += [text + ".", ""]
     print("\n".join(header), flush=True)
 
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gwa-early-stopping-") as tmp:
-        pre, after, free = build_jobs(args, specs, label_arrays, Path(tmp))
-        with worker_pool(args.workers, _init_worker, (str(data), 1)) as pool:
-            results = run_jobs(pool, pre, after, free, log=lambda s: print(s, file=sys.stderr, flush=True))
-    wall = time.perf_counter() - t0
+        pre, after, free = build_jobs(args, plan, label_arrays, Path(tmp))
+        results: dict[tuple, dict[str, Any]] = {}
+
+        def done(res: dict[str, Any]) -> None:
+            results[res["key"]] = res
+            print(f"[{len(results)}/{len(pre) + len(after) + len(free)}] {' '.join(map(str, res['key']))}: "
+                  f"{res['seconds']:.0f} s (elapsed {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+        run_jobs(args.workers, _init_worker, (str(args.data), 1), train_run, (pre, after, free), done)
 
     body: list[str] = []
     summaries: dict[str, Any] = {}
-    for regime in args.regime:
-        spec = specs[regime]
+    for regime, spec in plan.items():
         body += [f"## Regime {regime}", ""]
         if "pretrain" in spec:
             pre_res = results[(regime, "clean", args.seeds[0], "pretrain")]
             body += [f"Pretrained model: test accuracy {pre_res['curves']['test_acc'][-1]:.1%} before fine-tuning.", ""]
         lines, summaries[regime] = regime_tables(regime, spec, args, results, noise)
         body += lines + [""]
-    job_seconds = sum(r["seconds"] for r in results.values())
-    body += [f"Wall time {wall / 60:.1f} min ({len(results)} training runs, {job_seconds / 60:.1f} worker-minutes).",
-             "A rule that picks no epoch keeps the last one ('no choice' counts those seeds). GWA trust: "
+    body += ["A rule that picks no epoch keeps the last one ('no choice' counts those seeds). GWA trust: "
              "assess_choice levels over the seeds. Spearman: over all epochs with a defined GWA."]
     print("\n".join(body))
-
+    seconds = {k: v.pop("seconds") for k, v in results.items()}
+    dump = {"pool": args.pool, "test_images": n_test, "seeds": args.seeds, "noise": noise, "regimes": plan,
+            "runs": [{"regime": k[0], "label_set": k[1], "seed": k[2], "run": k[3],
+                      **{kk: vv for kk, vv in v.items() if kk != "key"}} for k, v in sorted(results.items())],
+            "choices": summaries}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = ("quick" if args.quick else "full") + "-" + "-".join(args.regime) + ("-heldout" if args.held_out else "")
-    dump = {
-        "command": command, "hardware": hw, "wall_seconds": wall, "pool": args.pool, "test_images": n_test,
-        "seeds": args.seeds, "noise": noise,
-        "regimes": {k: {kk: vv for kk, vv in specs[k].items() if kk not in ("quick", "pretrain_quick")}
-                    for k in args.regime},
-        "runs": [{"regime": k[0], "label_set": k[1], "seed": k[2], "run": k[3],
-                  **{kk: vv for kk, vv in v.items() if kk != "key"}} for k, v in sorted(results.items())],
-        "choices": summaries,
-    }
     (out / f"curves-{tag}.json").write_text(json.dumps(dump, indent=1, default=float))
-    (out / f"table-{tag}.md").write_text("\n".join(header + body) + "\n")
-    print(f"\nCurves: {out / f'curves-{tag}.json'}; tables: {out / f'table-{tag}.md'}")
+    pages = write_page(__file__, "\n".join(header + body), {k: v for k, v in dump.items() if k != "runs"},
+                       pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0,
+                       timings={"training": f"{len(results)} runs, {sum(seconds.values()) / 60:.1f} worker-minutes"})
+    print(f"\nCurves: {out / f'curves-{tag}.json'}; page: {pages[0]}")
 
 
 if __name__ == "__main__":

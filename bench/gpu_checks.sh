@@ -24,9 +24,9 @@ step() { echo; echo "== $*"; "$@" || { echo "!! failed ($?): $*"; status=1; }; }
   # A per-test time limit where the pytest-timeout plugin is there (it is not required).
   timeout_opt=$("$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout=300")
   step "$PY" -m pytest -q -p no:cacheprovider -o addopts="" $timeout_opt tests/test_cuda.py tests/test_sync_free.py
-  step "$PY" bench/recorder_overhead.py --skip-cpu --repeats 15
-  step "$PY" bench/recorder_scale.py --classes 1000
-  step "$PY" bench/recorder_scale.py --classes 10
+  step "$PY" bench/recorder_overhead.py --skip-cpu --repeats 15 --pages-dir "$OUT"
+  step "$PY" bench/recorder_scale.py --classes 1000 --pages-dir "$OUT"
+  step "$PY" bench/recorder_scale.py --classes 10 --pages-dir "$OUT"
   step "$PY" - <<'PYEOF'
 import tempfile, time
 from pathlib import Path

@@ -6,7 +6,9 @@
 On and off blocks of ``--steps`` training steps alternate ``--repeats`` times on the same
 model and batch (so machine noise hits both alike); the ratio of the median block times is
 printed. Targets: <= 1.02 on CPU, <= 1.01 on GPU (CIFAR ResNet-18, batch 512, bf16).
-The per-epoch flush (one host copy + one Parquet write) is timed separately.
+The per-epoch flush (one host copy + one Parquet write) is timed separately. Each step is the
+engine's own (:func:`gwa_diag.training.engine.train_step`), with the recorder or without it.
+The table goes to the page ``docs/benchmarks/recorder_overhead.md`` (``--pages-dir``).
 """
 
 from __future__ import annotations
@@ -15,82 +17,55 @@ import argparse
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
+from gwa_diag.training.engine import train_step
+from harness import add_common_args, new_model, on_off_blocks, sync, write_page
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(model, device, *, batch: int, steps: int, repeats: int, dtype, label: str) -> dict:
+def measure(model: torch.nn.Module, device: torch.device, *, batch: int, steps: int, repeats: int,
+            dtype: torch.dtype | None, label: str) -> dict[str, Any]:
     # The run directory only exists for the recorder to write into; nothing is left behind.
     with tempfile.TemporaryDirectory(prefix="gwa-bench-") as tmp:
         return _measure(model, device, tmp + "/run", batch=batch, steps=steps, repeats=repeats, dtype=dtype, label=label)
 
 
-def _measure(model, device, run_dir: str, *, batch: int, steps: int, repeats: int, dtype, label: str) -> dict:
+def _measure(model: torch.nn.Module, device: torch.device, run_dir: str, *, batch: int, steps: int, repeats: int,
+             dtype: torch.dtype | None, label: str) -> dict[str, Any]:
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
+    images = torch.randint(0, 256, (batch, 3, 32, 32), generator=g, dtype=torch.uint8).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     ids = torch.arange(batch)
+    mean, std = torch.full((1, 3, 1, 1), 127.5, device=device), torch.full((1, 3, 1, 1), 73.9, device=device)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
     rec = AlignmentRecorder(model, run_dir)
-    rec.detach()  # start detached: "off" blocks run the plain loop
-
-    def block(on: bool) -> float:
-        if on:
-            rec.attach()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if on:
-                rec.update(ids, y)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if on:
-            rec.detach()
-        return dt
-
-    block(False), block(True)  # warm-up (allocator, cudnn autotune)
-    rec._clear()  # drop the warm-up rows
-    off, on = [], []
-    for r in range(repeats):
-        # Alternate which goes first so drift in machine load does not favour one side.
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for flag in order:
-            (on if flag else off).append(block(flag))
+    off, on = on_off_blocks(lambda r: train_step(model, (images, y, ids), opt, mean=mean, std=std, dtype=dtype,
+                                                 scaler=scaler, recorder=r), rec, device,
+                            steps=steps, repeats=repeats, warmup=steps)
     # The recorder's own work per step (hook + update) timed alone on the same batch: a
     # noise-robust bound, since on a busy machine the on/off blocks differ by more than it.
     feats: dict = {}
     handle = rec.head.register_forward_hook(lambda m, i, o: feats.update(z=i[0].detach(), out=o.detach()))
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        model(x)
+        model((images.float() - mean) / std)
     handle.remove()
     own = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             with torch.enable_grad():
                 rec._hook(rec.head, (feats["z"],), feats["out"])
             rec.update(ids, y)
-        _sync(device)
+        sync(device)
         own.append((time.perf_counter() - t0) / steps)
     # Flush cost for the rows recorded by the "on" blocks.
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     rec.end_epoch(0)
     flush = time.perf_counter() - t0
@@ -110,35 +85,48 @@ def _measure(model, device, run_dir: str, *, batch: int, steps: int, repeats: in
     }
 
 
+def markdown(results: list[dict[str, Any]], notes: list[str]) -> str:
+    head = ["case", "device", "off ms/step", "on ms/step", "ratio", "recorder ms/step", "1+rec/off", "flush"]
+    lines = ["# Recorder overhead", "", "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in results:
+        lines.append(f"| {r['case']} | {r['device']} | {r['step_ms_off']:.2f} | {r['step_ms_on']:.2f} | {r['ratio']:.4f} "
+                     f"| {r['own_ms']:.3f} | {r['bound']:.4f} | {r['flush_s']:.3f} s / {r['flush_rows']} rows |")
+    return "\n".join([*lines, "", *(f"* {n}" for n in notes), ""])
+
+
 def main() -> None:
+    t0 = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--cpu-batch", type=int, default=256)
     ap.add_argument("--gpu-batch", type=int, default=512)
     ap.add_argument("--skip-cpu", action="store_true")
+    add_common_args(ap, data=False)
     args = ap.parse_args()
     results = []
+    notes = ["ratio: median on-block / off-block time; 1+rec/off: the recorder's own per-step work (hook + update, "
+             "timed alone) over the plain step", "targets: ratio <= 1.02 on CPU, <= 1.01 on GPU"]
     if not args.skip_cpu:
-        torch.manual_seed(0)
-        results.append(measure(tiny_cnn(10), torch.device("cpu"), batch=args.cpu_batch, steps=args.steps,
+        results.append(measure(new_model("tiny", 10, 0), torch.device("cpu"), batch=args.cpu_batch, steps=args.steps,
                                repeats=args.repeats, dtype=None, label=f"tiny CNN, batch {args.cpu_batch}, fp32"))
     if torch.cuda.is_available():
-        torch.manual_seed(0)
         torch.backends.cudnn.benchmark = True
-        results.append(measure(resnet18_cifar(10), torch.device("cuda"), batch=args.gpu_batch, steps=args.steps * 5,
-                               repeats=args.repeats, dtype=torch.bfloat16,
+        results.append(measure(new_model("resnet18_cifar", 10, 0), torch.device("cuda"), batch=args.gpu_batch,
+                               steps=args.steps * 5, repeats=args.repeats, dtype=torch.bfloat16,
                                label=f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16"))
     else:
-        print("no CUDA device: GPU case (CIFAR ResNet-18, batch 512, bf16) skipped")
+        notes.insert(0, "no CUDA device: GPU case (CIFAR ResNet-18, batch 512, bf16) skipped")
     print(f"{'case':38s} {'device':28s} {'off ms/step':>11s} {'on ms/step':>10s} {'ratio':>7s} "
           f"{'recorder ms/step':>16s} {'1+rec/off':>9s} {'flush':>14s}")
     for r in results:
         print(f"{r['case']:38s} {r['device'][:28]:28s} {r['step_ms_off']:11.2f} {r['step_ms_on']:10.2f} "
               f"{r['ratio']:7.4f} {r['own_ms']:16.3f} {r['bound']:9.4f} {r['flush_s']:6.3f}s/{r['flush_rows']}")
-    print("ratio: median on-block / off-block time; 1+rec/off: the recorder's own per-step work "
-          "(hook + update, timed alone) over the plain step")
-    print("targets: ratio <= 1.02 on CPU, <= 1.01 on GPU")
+    print("\n".join(notes))
+    headline = [{"result": f"recorder on / off step time, {r['case']}", "value": f"{r['ratio']:.3f}"} for r in results]
+    page, _ = write_page(__file__, markdown(results, notes), {"cases": results, "headline": headline},
+                         pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0)
+    print(f"page: {page}")
 
 
 if __name__ == "__main__":

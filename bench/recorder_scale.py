@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
+from harness import add_common_args, write_page
 
 
 def _buffer_bytes(rec: AlignmentRecorder) -> int:
@@ -36,7 +37,14 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_common_args(ap, data=False)
     args = ap.parse_args()
+    t0, lines = time.perf_counter(), []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
     device = torch.device(args.device)
     torch.manual_seed(0)
     head = nn.Linear(args.dim, args.classes).to(device)
@@ -46,8 +54,8 @@ def main() -> None:
     z = torch.randn(args.batch, args.dim, device=device, requires_grad=False)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
-    print(f"{'epoch':>5s} {'held at end (MB)':>17s} {'B/sample':>9s} {'end_epoch blocks':>17s} {'write (bg)':>11s} "
+    say(f"device: {name}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
+    say(f"{'epoch':>5s} {'held at end (MB)':>17s} {'B/sample':>9s} {'end_epoch blocks':>17s} {'write (bg)':>11s} "
           f"{'steps/s':>8s}" + (f" {'cuda peak MB':>12s}" if device.type == "cuda" else ""))
     for epoch in range(args.epochs):
         if device.type == "cuda":
@@ -72,14 +80,18 @@ def main() -> None:
         t2 = time.perf_counter()
         rec.flush()
         write = time.perf_counter() - t2 + blocked
-        print(f"{epoch:5d} {held / 2**20:17.1f} {held / args.n:9.1f} {blocked:16.2f}s {write:10.2f}s {steps_s:8.0f}"
+        say(f"{epoch:5d} {held / 2**20:17.1f} {held / args.n:9.1f} {blocked:16.2f}s {write:10.2f}s {steps_s:8.0f}"
               + (f" {peak:12.1f}" if peak is not None else ""))
     rec.close()
     rows = len(open_run(out).epoch_scores(args.epochs - 1))
-    print(f"rows in the last epoch's part: {rows:,} (expected {args.n:,})")
-    print("note: 'write (bg)' is the end_epoch call plus the background write it starts; "
+    say(f"rows in the last epoch's part: {rows:,} (expected {args.n:,})")
+    say("note: 'write (bg)' is the end_epoch call plus the background write it starts; "
           "training continues during the background part")
     tmp.cleanup()
+
+    page, _ = write_page(__file__, "\n".join(["# Recorder memory and flush at scale", "", "```", *lines, "```"]), {"lines": lines},
+                         pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0)
+    print(f"page: {page}")
 
 
 if __name__ == "__main__":

@@ -2,32 +2,26 @@
 memorises its labels, when it does not, and when it is fine-tuned.
 
     python bench/regimes.py                   # 3 CPU regimes x worst, aggre, random1, plus the GPU recordings
-    python bench/regimes.py --quick           # 3,000 images, fewer epochs (measured: see the end of this text)
+    python bench/regimes.py --quick           # 3,000 images, fewer epochs
     python bench/regimes.py --regimes memorise --label-sets worst --seeds 3
     python bench/regimes.py --held-out        # random2, random3 and pair30: run once, after tuning
     python bench/regimes.py --quick --prefixes   # also every prefix of every recording; exit 1 on a miss
 
-Regimes (tiny CNN, fp32, on the CPU; ``--regimes``):
+Regimes (``--regimes``; tiny CNN, fp32, on the CPU), each a recipe of ``bench/harness.py``
+(the page prints every recipe in full):
 
-* ``default``: the benchmarks' SGD recipe (:func:`cifar_bench.train_config`: SGD nesterov
-  lr 0.1, batch 256, 2 warm-up epochs then linear decay, weight decay 5e-4, crop+flip). A
-  short schedule that ends at a learning rate of zero and does not fit the wrong labels.
-* ``memorise``: AdamW lr 3e-3, batch 128, constant rate, no augmentation, weight decay 0,
-  long enough to fit at least 95% of the given labels (``train_acc`` in epochs.parquet: every
-  row shows the last epoch's and the first epoch that reached 95%; a memorise run that never
-  did is marked in the table). At a constant rate the fit dips by several points now and
-  then, so the last epoch can lie below 95% after an earlier one reached it.
-* ``finetune``: the tiny CNN is first pretrained once (first seed) with the ``default``
-  recipe on the CLEAN labels of training images 15,000..19,999 (used nowhere else in the
-  table), its state dict saved; every finetune run loads it and trains on the noisy labels
-  with AdamW lr 3e-4, batch 128, constant rate, no augmentation, weight decay 0 (the recipe of
-  ``bench/early_stopping.py``'s finetune regime), with the GWA rule in ``finetune`` mode. The
-  engine normalises inputs with the noisy set's channel statistics, as for every run.
-* ``slow_lr``, ``slow_wd``, ``slow_batch``: slow memorisers, the ``memorise`` recipe slowed
-  down by a lower rate (AdamW lr 3e-4), strong weight decay (lr 1e-3, weight decay 0.3) or a
-  larger batch (lr 1e-3, batch 1024): the fit of the given labels climbs for tens of epochs
-  and may stop near the memorisation threshold, where a threshold rule reads a cliff. CPU
-  only.
+* ``default`` (recipe ``decay``, the engine's SGD recipe): a short schedule that ends at a
+  rate of zero and does not fit the wrong labels;
+* ``memorise``: AdamW at a constant rate without augmentation, long enough to fit at least
+  95% of the given labels (every row shows the last epoch's fit and the first epoch that
+  reached 95%; a memorise run that never did is marked). At a constant rate the fit dips now
+  and then, so the last epoch can lie below 95% after an earlier one reached it;
+* ``finetune``: the tiny CNN pretrained once (first seed) with ``decay`` on the CLEAN labels
+  of training images 15,000..19,999 (used nowhere else), then every run fine-tunes it on the
+  noisy labels with the recipe ``finetune``, the GWA rule in ``finetune`` mode;
+* ``slow_lr``, ``slow_wd``, ``slow_batch``: ``memorise`` slowed down by a lower rate, strong
+  weight decay or a larger batch, so the fit climbs for tens of epochs and may stop near the
+  memorisation threshold, where a threshold rule reads a cliff. CPU only.
 
 Label sets (``--label-sets``): the CIFAR-10-N sets worst (about 40% wrong), aggre (9%) and
 random1 (17%), which any tuning looked at. ``--held-out`` runs random2, random3 and pair30
@@ -54,30 +48,19 @@ Each run goes through :func:`gwa_diag.training.engine.train` with
 ``eval_set={"eval": test set, "val": validation split}`` and is analysed with
 :func:`gwa_diag.analysis.pipeline.analyze`. Per row (regime x label set x seed):
 
-* ranking: AUROC / AP of the default (aum over the default ``phase`` window), the AUROC of
-  align_mean and aum over each fixed window (second_half, after_warmup, all), and the oracle
-  window: the best AUROC over every contiguous window [a, b] of the mean margin (aum) from the
-  per-sample per-epoch margins (presentations of a sample in one epoch averaged first);
-* the phase read: memorised or not, the onset, the epochs the ``phase`` window averages;
-* count: the true number of wrong labels, the default estimate (``Analysis.estimate``), the
-  previous estimate ("today": samples with ``disagreement > 0.5`` analysed with
-  ``window="second_half"``, i.e. over the three epochs around the GWA-selected one) and a
-  two-component Gaussian mixture over the aum score (``detect_cifar10n.mixture_row``), each
-  with its relative error; precision / recall / F1 of the default flagged set;
-* stopping: test accuracy at the kept epoch (the plateau before the phase onset, whose
-  weights ``checkpoints/before_memorisation.pt`` keeps, when the model memorised; else the last), the best epoch, the last, the validation split's choice
-  (highest val_acc, earliest on ties), the GWA choice and LabelWave's, and the trust rating
-  of the GWA choice (``Analysis.stopping.trust``); the cells rated ``clear`` whose GWA choice
-  is more than 2 points below the best epoch are counted.
+the ranking (the default's AUROC / AP, align_mean and aum over each fixed window, and the
+oracle window: the best AUROC of aum over every contiguous window of epochs), the phase read,
+the count (the truth, the default estimate, the previous one and a Gaussian mixture, each with
+its error) and the stopping rules' test accuracy with the trust of the GWA choice; the notes
+under the tables (and on the page) say how each is read.
 
-On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, batch 512, 40 epochs, the default regime
-with the recipe of ``gpu_runs/dec_worst`` (cifar_bench.GPU_RECIPE: SGD lr 0.2) and memorise
-with that of ``gpu_runs/mem_worst`` (AdamW lr 1e-3, batch 512), on the first 15,000 images a
-lent GPU machine carries (``train_first15000.npz`` is read when the 20,000-image file is
-absent), so without the finetune regime; one process. ``bench/regimes_gpu.sh`` runs the
-tuning and held-out sets there and packs the run directories (``--keep-runs``, checkpoints
-left out); ``--runs RUN...`` re-analyses such directories on any machine, without training
-(pass the same ``--mode``, ``--n`` and ``--test-extra`` so the setting lines match).
+On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, 40 epochs, ``default`` and ``memorise``
+with the GPU recipes of the two recordings, on the first 15,000 images a lent GPU machine
+carries (``train_first15000.npz``), so without ``finetune``; one process.
+``bench/regimes_gpu.sh`` runs the tuning and held-out sets there and packs the run
+directories (``--keep-runs``, checkpoints left out); ``--runs RUN...`` re-analyses such
+directories on any machine, without training (pass the same ``--mode``, ``--n`` and
+``--test-extra`` so the setting lines match).
 
 ``--prefixes`` adds a table: every recording cut after each epoch from a quarter of the run
 to its end is a run that stopped there; its phase and default window are read from the
@@ -86,18 +69,14 @@ from the per-sample per-epoch margins the oracle column reads; nothing is retrai
 script exits 1 when the default of any prefix of any cell ranks more than ``PREFIX_TARGET``
 below that best window.
 
-Output: the tables, the hardware line, the command and the wall time on stdout, also written
-to ``--out`` (default ``bench_out/regimes``) as ``regimes.md`` and ``regimes.json`` (every
-number of the tables, per-epoch curves and timings). Runs are trained into a temporary
-folder under ``--out``, removed at the end (also on an error or Ctrl-C) unless
+Output: the tables on stdout and in the page ``docs/benchmarks/regimes.md``, every number of
+them, the per-epoch curves and the run information (command, hardware, date, wall time) in
+``regimes.json`` beside it (``--pages-dir`` to write elsewhere). Runs are trained into a
+temporary folder under ``--out``, removed at the end (also on an error or Ctrl-C) unless
 ``--keep-runs``. One subset, the seeds given: the numbers vary from run to run.
 
 Trainings run in ``--workers`` processes of one thread each (default 2): on a shared 2-core
-machine, two threads in one process slowed down up to tenfold whenever another job took a
-core. Measured on 2 shared CPU cores: ``--quick`` (3,000 images, 3 regimes x 3 label sets,
-the two GPU recordings) 2.8 min wall, imports and data loading included (the same work in one
-process of two threads, while another job used a core: 11.2 min). The full default (10,000
-images, more epochs) was not timed.
+machine, two threads in one process slowed down whenever another job took a core.
 """
 
 from __future__ import annotations
@@ -109,8 +88,6 @@ _T0 = time.perf_counter()  # the wall time printed at the end includes imports a
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -118,25 +95,26 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from cifar_bench import (  # noqa: E402
-    CPU_RECIPE, DEFAULT_DATA, GPU_RECIPE, MODEL_BUILDERS, REPO, clean_test_set, data_files, first_images, hardware,
-    train_config, validation_split, worker_pool,
-)
-from detect_cifar10n import labelled, mixture_row, pair_rate, subset  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
 from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epochs  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
-from gwa_diag.training.data import CIFAR10N_LABEL_SETS, ArrayDataset, load_cifar10n, load_npz  # noqa: E402
-from gwa_diag.training.engine import TrainConfig, train  # noqa: E402
+from gwa_diag.training.config import TrainConfig  # noqa: E402
+from gwa_diag.training.data import ArrayDataset  # noqa: E402
+from gwa_diag.training.engine import train  # noqa: E402
+from harness import (  # noqa: E402
+    HELD_OUT_SETS, MACHINES, MODEL_NAMES, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe,
+    earliest_best, label_set_names, labelled, load_cifar, mixture_row, new_model, pair_rate, per_epoch_means, recipe,
+    run_jobs, subset, validation_split, write_page,
+)
+from harness import fmt as _f  # noqa: E402
 
-TUNING_SETS = ("worst", "aggre", "random1")
-HELD_OUT_SETS = ("random2", "random3", "pair30")
+#: The harness' held-out CIFAR-10-N sets, plus 30% synthetic pair noise.
+HELD_OUT = (*HELD_OUT_SETS, "pair30")
 GPU_RUNS = ("dec_worst", "mem_worst")
 FIXED_WINDOWS = ("second_half", "after_warmup", "all")
 #: Rows of the first 20,000 training images: the pool is below TEST_ROWS_START, the extra
@@ -166,64 +144,19 @@ REGIMES: dict[str, dict[str, Any]] = {
 }
 #: The regimes run unless ``--regimes`` names others (the slow memorisers run only on the CPU).
 SLOW_REGIMES = ("slow_lr", "slow_wd", "slow_batch")
-#: --mode: the model, precision and device of every training. ``gpu`` is the recipe of the two
-#: recordings under gpu_runs/ (CIFAR ResNet-18, bf16, batch 512), on the first 15,000 images a
-#: lent GPU machine carries, so it has no finetune regime (its pretraining rows are not there).
+#: --mode: the sizes of each machine (its model, precision and device: harness.MACHINES). ``gpu``
+#: is the setting of the two recordings under gpu_runs/, on the first 15,000 images a lent GPU
+#: machine carries, so it has no finetune regime (its pretraining rows are not there).
 MODES: dict[str, dict[str, Any]] = {
-    "cpu": {"model": "tiny", "precision": "fp32", "device": "cpu", "adamw_batch": 128, "adamw_lr": 3e-3,
-            "n": 10_000, "quick_n": 3000, "test_extra": 5000, "quick_test_extra": 2000},
-    "gpu": {"model": "resnet18_cifar", "precision": "bf16", "device": "cuda", "adamw_batch": 512, "adamw_lr": 1e-3,
-            "n": 10_000, "test_extra": 5000},
+    "cpu": {"n": 10_000, "quick_n": 3000, "test_extra": 5000, "quick_test_extra": 2000},
+    "gpu": {"n": 10_000, "test_extra": 5000},
 }
-MODEL_NAMES = {"tiny": "tiny CNN", "resnet18_cifar": "CIFAR ResNet-18"}
 
 
 # -- recipes ----------------------------------------------------------------------------------
-def default_config(epochs: int, seed: int, *, mode: str = "scratch", hw: str = "cpu", device: str | None = None) -> TrainConfig:
-    """The benchmarks' SGD recipe (cifar_bench.CPU_RECIPE or GPU_RECIPE, cifar_bench.train_config)."""
-    recipe = CPU_RECIPE if hw == "cpu" else GPU_RECIPE
-    args = argparse.Namespace(**{k: v for k, v in recipe.items() if k not in ("model", "n", "epochs")},
-                              epochs=epochs, seed=seed, progress=False)
-    if device is not None:
-        args.device = device
-    cfg = train_config(args)
-    cfg.mode = mode  # type: ignore[assignment]
-    return cfg
-
-
-def adamw_config(epochs: int, seed: int, *, lr: float, mode: str, hw: str = "cpu", device: str | None = None) -> TrainConfig:
-    """AdamW at a constant rate, no augmentation, no weight decay: batch 128, fp32 on the CPU;
-    batch 512, bf16 on a GPU (the recipe of gpu_runs/mem_worst)."""
-    m = MODES[hw]
-    return TrainConfig(epochs=epochs, batch_size=m["adamw_batch"], lr=lr, optimizer="adamw", weight_decay=0.0,
-                       warmup_epochs=0.0, schedule="constant", augment=False, precision=m["precision"],
-                       device=device or m["device"], seed=seed, mode=mode, progress=False)
-
-
 def regime_config(regime: str, epochs: int, seed: int, hw: str = "cpu", device: str | None = None) -> TrainConfig:
-    if regime == "default":
-        cfg = default_config(epochs, seed, hw=hw, device=device)
-    elif regime == "memorise":
-        cfg = adamw_config(epochs, seed, lr=MODES[hw]["adamw_lr"], mode="scratch", hw=hw, device=device)
-    elif regime == "finetune":
-        cfg = adamw_config(epochs, seed, lr=3e-4, mode="finetune", hw=hw, device=device)
-    elif regime in SLOW_REGIMES:
-        r = REGIMES[regime]
-        cfg = adamw_config(epochs, seed, lr=r["lr"], mode="scratch", hw=hw, device=device)
-        cfg.batch_size, cfg.weight_decay = r["batch"], r["wd"]
-    else:
-        raise AssertionError(regime)
-    if device == "cpu":
-        cfg.precision = "fp32"  # a toy check of --mode gpu on the CPU
-    return cfg
-
-
-def describe(cfg: TrainConfig) -> str:
-    opt = "AdamW" if cfg.optimizer == "adamw" else f"SGD nesterov (momentum {cfg.momentum:g})"
-    sched = "constant rate" if cfg.schedule == "constant" else f"{cfg.warmup_epochs:g} warm-up epochs then {cfg.schedule} decay"
-    return (f"{opt} lr {cfg.lr:g}, batch {cfg.batch_size}, {sched}, weight decay {cfg.weight_decay:g}, "
-            f"{'crop+flip' if cfg.augment else 'no augmentation'}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, "
-            f"GWA mode {cfg.mode}")
+    """The harness recipe of a regime (``default`` is the recipe ``decay``)."""
+    return recipe("decay" if regime == "default" else regime, epochs=epochs, seed=seed, hw=hw, device=device)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -231,18 +164,15 @@ class Data:
     """Everything read once: the pool, the clean test set, the pretraining set, the label file."""
 
     def __init__(self, data: Path, n: int, test_extra: int, *, pretraining: bool = True) -> None:
-        files = data_files(data, first15000=True)
-        self.label_path = files.labels
-        full = load_npz(files.train)
-        test = load_npz(files.test)
-        clean = load_cifar10n(files.labels)["clean_label"]
+        cifar = load_cifar(data, n, first15000=True)
+        full, clean, self.label_path = cifar.full, cifar.clean, cifar.labels
         need = PRETRAIN_ROWS[1] if pretraining else TEST_ROWS_START + test_extra
         if len(full) < need:
-            raise SystemExit(f"{files.train} holds {len(full):,} images; this table needs the first {need:,} "
+            raise SystemExit(f"{len(full):,} training images under --data; this table needs the first {need:,} "
                              "(finetune's pretraining uses rows 15,000..19,999: leave it out with --regimes)")
-        self.pool = first_images(full, n)
+        self.pool = cifar.pool
         rows = np.arange(TEST_ROWS_START, TEST_ROWS_START + test_extra)
-        self.test = clean_test_set(test, full, rows, clean)
+        self.test = clean_test_set(cifar.test, full, rows, clean)
         self.pretrain = None
         if pretraining:
             pre = np.arange(*PRETRAIN_ROWS)
@@ -273,24 +203,7 @@ def label_set_splits(data: Data, name: str, seed: int):
 def per_epoch_margins(a: Analysis, ids: pd.Index) -> tuple[np.ndarray, list[int]]:
     """Mean margin per (sample in ``ids``, complete epoch) [len(ids), epochs], NaN where a
     sample has no finite margin that epoch; presentations within an epoch averaged."""
-    epochs = list(a.epochs.epochs)
-    files = [str(f) for f in a.run.sample_files(epochs)]
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    con = duckdb.connect(":memory:")
-    try:
-        got = con.sql(f"""
-            SELECT sample_id, CAST(epoch AS BIGINT) AS epoch, avg(margin) AS margin
-            FROM read_parquet([{listed}], hive_partitioning = true)
-            WHERE isfinite(margin) GROUP BY ALL
-        """).fetchnumpy()
-    finally:
-        con.close()
-    out = np.full((len(ids), len(epochs)), np.nan)
-    rows = ids.get_indexer(got["sample_id"])
-    cols = pd.Index(epochs).get_indexer(got["epoch"])
-    keep = (rows >= 0) & (cols >= 0)
-    out[rows[keep], cols[keep]] = got["margin"][keep]
-    return out, epochs
+    return per_epoch_means(a.run, "margin", ids)
 
 
 def window_aurocs(margins: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -357,12 +270,6 @@ def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict
     return out
 
 
-def _argmax(values: dict[int, float | None]) -> int | None:
-    """The epoch of the highest value (the earliest on ties), None if there is none."""
-    known = {e: v for e, v in values.items() if v is not None}
-    return min(known, key=lambda e: (-known[e], e)) if known else None
-
-
 def analyse_run(run_dir: Path) -> dict[str, Any]:
     """Every number of one row of the tables, from one finished run directory (read only)."""
     t0 = time.perf_counter()
@@ -417,7 +324,7 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     # The epoch whose weights the engine kept online (run.json "memorisation"), beside the
     # offline read above: they should agree (None: nothing kept, the run did not memorise).
     cell["kept_online"] = (a.run.meta.get("memorisation") or {}).get("kept_epoch")
-    choice = {"kept": kept, "best": _argmax(acc), "last": last, "val": _argmax(val) if val is not None else None,
+    choice = {"kept": kept, "best": earliest_best(acc), "last": last, "val": earliest_best(val) if val is not None else None,
               "gwa": st.gwa.epoch, "labelwave": st.labelwave.epoch}
     cell["stopping"] = {
         "epoch": choice, "acc": {k: (acc.get(e) if e is not None else None) for k, e in choice.items()},
@@ -440,9 +347,8 @@ def pretrain(data: Data, epochs: int, seed: int, tmp: Path) -> tuple[Path, dict[
     """Train the tiny CNN on the clean pretraining images (CPU mode only); its state dict's file and a note."""
     assert data.pretrain is not None
     t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    model = MODEL_BUILDERS["tiny"](data.pretrain.num_classes)
-    cfg = default_config(epochs, seed)
+    model = new_model("tiny", data.pretrain.num_classes, seed)
+    cfg = recipe("decay", epochs=epochs, seed=seed)
     result = train(model, data.pretrain, tmp / "pretrain", config=cfg, eval_set=data.test,
                    meta={"benchmark": "bench/regimes.py", "part": "pretraining (clean labels)"})
     path = tmp / "pretrained.pt"
@@ -456,8 +362,7 @@ def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: 
                pretrained: Path | None, hw: str = "cpu", device: str | None = None) -> tuple[Path, dict[str, Any]]:
     train_set, val_set, noise = label_set_splits(data, name, seed)
     cfg = regime_config(regime, epochs, seed, hw, device)
-    torch.manual_seed(seed)
-    model = MODEL_BUILDERS[MODES[hw]["model"]](train_set.num_classes)
+    model = new_model(MACHINES[hw]["model"], train_set.num_classes, seed)
     if regime == "finetune":
         assert pretrained is not None
         model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
@@ -473,7 +378,7 @@ def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: 
 _DATA: dict[str, Data] = {}
 
 
-def _init_worker(data_dir: str, n: int, test_extra: int, threads: int | None, pretraining: bool) -> None:
+def _init_worker(data_dir: str, n: int, test_extra: int, pretraining: bool, threads: int | None) -> None:
     """Load the data once per worker. In a pool the parent owns Ctrl-C: it terminates the
     workers, then removes the run directories."""
     if threads is not None:
@@ -509,31 +414,7 @@ def build_jobs(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], list[di
     return pre, after, free
 
 
-def run_jobs(args: argparse.Namespace, tmp: Path, finish) -> None:
-    """Train every job, pretraining first (the other jobs keep the other workers busy
-    meanwhile), and hand each result to ``finish`` as it comes, in submission order."""
-    pre, after, free = build_jobs(args, tmp)
-    pretraining = "finetune" in args.regimes
-    if args.workers == 1:
-        _init_worker(args.data, args.n, args.test_extra, None, pretraining)  # this process, torch's own thread count
-        for job in pre + free + after:
-            finish(run_job(job))
-        return
-    with worker_pool(args.workers, _init_worker, (args.data, args.n, args.test_extra, 1, pretraining)) as pool:
-        first = [pool.apply_async(run_job, (job,)) for job in pre]
-        rest = [pool.apply_async(run_job, (job,)) for job in free]
-        for handle in first:
-            finish(handle.get())
-        rest += [pool.apply_async(run_job, (job,)) for job in after]
-        for handle in rest:
-            finish(handle.get())
-
-
 # -- tables -----------------------------------------------------------------------------------
-def _f(v: Any, digits: int = 3) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
-
-
 def _err(count: int | None, true: int) -> str:
     if count is None:
         return "-"
@@ -664,6 +545,21 @@ def against_validation(rows: list[dict[str, Any]]) -> str | None:
     return ("Test accuracy against the validation split's choice, mean points (cells): " + ", ".join(parts) + ".")
 
 
+def headline(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The page's headline over the cells: the default ranking's mean AUROC against mean
+    alignment's, and the median relative error of the estimated count."""
+    cells = [r["cell"] for r in rows if r["cell"]["count"]["true"]]
+    if not cells:
+        return []
+    default = np.mean([c["default"]["auroc"] for c in cells])
+    align = np.mean([c["windows"]["second_half"]["align_mean"] for c in cells])
+    error = np.median([abs(c["count"]["estimate"] - c["count"]["true"]) / c["count"]["true"] for c in cells])
+    return [{"result": f"AUROC of the default ranking vs mean alignment (second half), mean of {len(cells)} cells",
+             "value": f"{default:.3f} vs {align:.3f}"},
+            {"result": f"estimated count of wrong labels, median relative error, {len(cells)} cells",
+             "value": f"{error:.0%}"}]
+
+
 # -- main -------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -671,8 +567,6 @@ def parse_args() -> argparse.Namespace:
                     help="cpu: tiny CNN, fp32 (default); gpu: CIFAR ResNet-18, bf16, batch 512, 40 epochs, regimes "
                          "default and memorise, on a CUDA device, one process")
     ap.add_argument("--device", help="torch device of the trainings (default: cpu, or cuda with --mode gpu)")
-    ap.add_argument("--quick", action="store_true",
-                    help="3,000 images, 2,000 extra test images, fewer epochs for default / finetune (about 6 minutes)")
     ap.add_argument("--n", type=int, help=f"pool: the first N training images (default 10000; --quick 3000; at most {TEST_ROWS_START})")
     ap.add_argument("--epochs", type=int, help="epochs of every regime (default per regime; pretraining: --pretrain-epochs)")
     ap.add_argument("--pretrain-epochs", type=int, help="epochs of the finetune regime's pretraining (default 10; --quick 5)")
@@ -688,11 +582,8 @@ def parse_args() -> argparse.Namespace:
                     help="the first seed (default 0): --first-seed K --seeds N runs seeds K..K+N-1, fresh runs to check "
                          "a rule tuned on the lower seeds")
     ap.add_argument("--held-out", action="store_true",
-                    help=f"run the held-out label sets {', '.join(HELD_OUT_SETS)} instead of the tuning sets (run once); "
+                    help=f"run the held-out label sets {', '.join(HELD_OUT)} instead of the tuning sets (run once); "
                          "with --label-sets, those are run too")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                    help="worker processes of one thread each (default: min(2, CPUs)); 1: train in this process with "
-                         "torch's own thread count")
     ap.add_argument("--skip-gpu-runs", action="store_true", help="leave out the re-analysed GPU recordings")
     ap.add_argument("--prefixes", action="store_true",
                     help="add the prefix table: per cell, the default cut after every epoch from a quarter of the run "
@@ -702,8 +593,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--runs", nargs="+", metavar="RUN",
                     help="re-analyse these run directories written by this benchmark (e.g. --keep-runs on a GPU machine, "
                          "brought back) instead of training; their rows are named from run.json")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder with cifar10/, cifar10n/ and gpu_runs/")
-    ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"), help="folder for regimes.md, regimes.json (and runs)")
+    ap.add_argument("--out", default=str(REPO / "bench_out" / "regimes"),
+                    help="folder of the trained runs while they are analysed (kept there with --keep-runs)")
+    add_common_args(ap, quick="3,000 images, 2,000 extra test images, fewer epochs for default / finetune", workers=True)
     args = ap.parse_args()
     mode = MODES[args.mode]
     if args.quick and args.mode == "gpu":
@@ -731,16 +623,12 @@ def parse_args() -> argparse.Namespace:
     if args.label_sets is None:
         names = [] if args.held_out else list(TUNING_SETS)
     else:
-        names = [s.strip() for s in args.label_sets.split(",") if s.strip()]
-    held = [s for s in names if s in HELD_OUT_SETS or s in ("random2", "random3") or pair_rate(s) is not None]
+        names = label_set_names(args.label_sets)
+    held = [s for s in names if s in HELD_OUT or pair_rate(s) is not None]
     if held and not args.held_out:
         raise SystemExit(f"{', '.join(held)}: held-out label sets, run only with --held-out (once, after tuning)")
-    unknown = [s for s in names if (s not in CIFAR10N_LABEL_SETS or s == "clean") and pair_rate(s) is None]
-    if unknown:
-        raise SystemExit(f"unknown label set(s) {unknown}: choose from {', '.join(TUNING_SETS)} (tuning) or "
-                         f"{', '.join(HELD_OUT_SETS)} (--held-out)")
     if args.held_out:
-        names += [s for s in HELD_OUT_SETS if s not in names]
+        names += [s for s in HELD_OUT if s not in names]
     args.label_sets = names
     if not 20 <= args.n <= TEST_ROWS_START:
         raise SystemExit(f"--n must be between 20 and {TEST_ROWS_START} (rows {TEST_ROWS_START:,}.. are test and "
@@ -769,9 +657,8 @@ def epochs_of(regime: str, args: argparse.Namespace) -> int:
 
 def main() -> None:
     args = parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    device = torch.device(args.device or MODES[args.mode]["device"])
-    hw = hardware(device) + (f"; {args.workers} worker processes of 1 thread each" if args.workers > 1 else "")
+    device = torch.device(args.device or MACHINES[args.mode]["device"])
+    recorded_on = ""
     data_dir = Path(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -818,16 +705,17 @@ def main() -> None:
             rows.append({"regime": meta["regime"], "label_set": meta["label_set"], "seed": meta["seed"], "t_train": None,
                          "n_train": cell["n"], "cell": cell})
             log(f"{run_dir}: analysed {cell['t_analysis']:.1f} s")
-        sets = [*TUNING_SETS, *HELD_OUT_SETS]
+        sets = [*TUNING_SETS, *HELD_OUT]
         key = lambda r: (r["seed"], sets.index(r["label_set"]) if r["label_set"] in sets else len(sets),  # noqa: E731
                          r["label_set"], list(REGIMES).index(r["regime"]))
         order = {(r["seed"], r["label_set"], r["regime"]): i for i, r in enumerate(sorted(rows, key=key))}
         args.seeds = max(r["seed"] for r in rows) + 1
-        hw = f"recorded on {'; '.join(sorted(recorded))}; re-analysed on {hw}"
+        recorded_on = f"recorded on {'; '.join(sorted(recorded))}, re-analysed here"
     else:
         tmp = Path(tempfile.mkdtemp(prefix="runs-", dir=out))
         try:
-            run_jobs(args, tmp, finish)
+            run_jobs(args.workers, _init_worker, (args.data, args.n, args.test_extra, "finetune" in args.regimes, 1),
+                     run_job, build_jobs(args, tmp), finish)
         finally:
             if args.keep_runs:
                 print(f"runs kept in {tmp}", file=sys.stderr)
@@ -846,7 +734,6 @@ def main() -> None:
         missing = [r for r in GPU_RUNS if r not in found]
         if missing:
             gpu_note = f"GPU recordings not found under {gpu_dir}: {', '.join(missing)} (rows left out)"
-    wall = time.perf_counter() - _T0
 
     seed_list = sorted({r["seed"] for r in rows if r["seed"] is not None})
     # Row names carry the seed when there are several, or when it is not the usual seed 0.
@@ -865,7 +752,7 @@ def main() -> None:
         f"{'-' if n_train is None else format(n_train, ',')} of them and holds out {'-' if n_val is None else format(n_val, ',')} "
         f"(10%, drawn per seed, the same for every regime and label set) as a validation split with the NOISY labels "
         f"(val 10%). Test set: {test_note(args.test_extra)}. Seeds: {', '.join(map(str, seed_list))}.",
-        *(f"Regime {k}: {MODEL_NAMES[MODES[args.mode]['model']]}, {cfg.precision}, {cfg.device}; {describe(cfg)}."
+        *(f"Regime {k}: {MODEL_NAMES[MACHINES[args.mode]['model']]}, {cfg.precision}, {cfg.device}; {describe(cfg)}."
           for k in args.regimes for cfg in [regime_config(k, epochs_of(k, args), 0, args.mode, args.device)]),
     ]
     if pretrained_note is not None:
@@ -907,15 +794,16 @@ def main() -> None:
                        + (", ".join(low_end) if low_end else "none") + ".")
     if gpu_note:
         summary.append(gpu_note)
-    train_s = sum(r["t_train"] for r in rows if r.get("t_train"))
-    summed = " summed over the workers" if args.workers > 1 else ""
-    timing = (f"Wall time {wall / 60:.1f} min ({wall:.0f} s, imports and data loading included; training "
-              f"{train_s:.0f} s{summed}" + (f", pretraining {pretrained_note['seconds']:.0f} s" if pretrained_note else "")
-              + ").")
-    md = ["# Analysis defaults across training regimes", "", f"Command: `{command}`", "", f"Hardware: {hw}", "",
+    # Seconds vary from run to run: they go to the page's run information, not its tables.
+    timings = {"training": f"{sum(r.pop('t_train', None) or 0 for r in rows):.0f} s"
+               + (" summed over the workers" if args.workers > 1 else ""),
+               "analysis": f"{sum(r['cell'].pop('t_analysis') for r in rows):.0f} s", "workers": args.workers}
+    if pretrained_note:
+        timings["pretraining"] = f"{pretrained_note.pop('seconds'):.0f} s"
+    md = ["# Analysis defaults across training regimes", "", *([f"Runs: {recorded_on}.", ""] if recorded_on else []),
           *(line for s in setting for line in (s, "")),
           "## Ranking and count", "", *rank_lines, "", "## Stopping (test accuracy %, epoch in brackets)", "",
-          *stop_lines, "", *(line for s in summary for line in (s, "")), timing, "",
+          *stop_lines, "", *(line for s in summary for line in (s, "")),
           *(f"* {n}" for n in notes), ""]
     missed: list[str] = []
     if args.prefixes:
@@ -931,16 +819,17 @@ def main() -> None:
                f"as the oracle column; gap = best - default.", ""]
     text = "\n".join(md)
     print(text)
-    (out / "regimes.md").write_text(text)
-    dump = {"command": command, "hardware": hw, "wall_seconds": wall, "n": args.n, "test": test_note(args.test_extra),
+    dump = {"n": args.n, "test": test_note(args.test_extra),
             "seeds": seed_list, "quick": args.quick, "label_sets": args.label_sets, "regimes": args.regimes,
             "mode": args.mode,
             "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
             "memorise_below_fit_at_end": low_end, "prefix_target": PREFIX_TARGET if args.prefixes else None,
-            "prefix_missed": missed, "rows": rows}
-    (out / "regimes.json").write_text(json.dumps(dump, indent=1, default=float))
-    print(f"Written: {out / 'regimes.md'}, {out / 'regimes.json'}")
+            "prefix_missed": missed, "rows": rows, "headline": headline(rows)}
+    # The held-out table is a page of its own: the tuning page never shows what tuning must not see.
+    pages = write_page("regimes_heldout" if args.held_out else __file__, text, dump, pages_dir=args.pages_dir, wall_s=time.perf_counter() - _T0, device=device,
+                       timings=timings)
+    print(f"Written: {pages[0]}, {pages[1]}")
     if missed:
         raise SystemExit(f"prefix target missed in {len(missed)} cell(s): {', '.join(missed)} (see the prefix table)")
 

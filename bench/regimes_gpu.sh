@@ -27,13 +27,13 @@ fi
 echo "start $(date -u +%T)" >> "$LOG"
 SEEDS_ARGS="--first-seed ${FIRST_SEED:-0} --seeds ${SEEDS:-1}${REGIMES:+ --regimes $REGIMES}"
 timeout $T1 python3 bench/regimes.py --mode gpu $SIZE $SEEDS_ARGS --data $DATA --out /tmp/reg_t --keep-runs \
-  --skip-gpu-runs >> "$LOG" 2>&1
+  --skip-gpu-runs --pages-dir /tmp/reg_t >> "$LOG" 2>&1
 echo "tuning rc=$? $(date -u +%T)" >> "$LOG"
 cp /tmp/reg_t/regimes.json "$OUT/tuning.json" 2>> "$LOG"
 if [ "${HELD_OUT:-1}" = 1 ]; then
   mkdir -p /tmp/reg_h
   timeout $T2 python3 bench/regimes.py --mode gpu $SIZE $SEEDS_ARGS --held-out --data $DATA --out /tmp/reg_h \
-    --keep-runs --skip-gpu-runs > /tmp/reg_h/heldout_log.txt 2>&1
+    --keep-runs --skip-gpu-runs --pages-dir /tmp/reg_h > /tmp/reg_h/heldout_log.txt 2>&1
   echo "held-out rc=$? $(date -u +%T)" >> "$LOG"
 fi
 ARCHIVES=0
@@ -56,5 +56,5 @@ pack_runs() {  # pack_runs PREFIX DIR [EXTRA...]: DIR's run directories two to a
   done
 }
 pack_runs tuning /tmp/reg_t
-[ "${HELD_OUT:-1}" = 1 ] && pack_runs heldout /tmp/reg_h heldout_log.txt regimes.md regimes.json
+[ "${HELD_OUT:-1}" = 1 ] && pack_runs heldout /tmp/reg_h heldout_log.txt regimes_heldout.md regimes_heldout.json
 echo "packed $(date -u +%T)" >> "$LOG"; ls -la "$OUT" >> "$LOG"

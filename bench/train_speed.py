@@ -29,8 +29,7 @@ Cases:
 * GPU (only when CUDA is available; skipped with a message otherwise): CIFAR ResNet-18 on
   all 20,000 shared images (random images if the file is absent), batch 512, bf16, the
   engine's GPU-resident fast path (the uint8 images sit on the device, batches are gathered
-  there). For orientation: about 0.52 s per epoch (about 38,000 images/s) was measured for
-  this setting on one H200; numbers from other cards or loaded machines differ.
+  there).
 
 CPU numbers are sensitive to other processes on the machine: read the spread, not only the
 median.
@@ -40,37 +39,23 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from gwa_diag.training.data import ArrayDataset, load_npz
 from gwa_diag.training.batches import Batches as _Batches, channel_stats as _channel_stats
-from gwa_diag.training.engine import TrainConfig, lr_factor as _lr_factor, train, train_step
+from gwa_diag.training.engine import TrainConfig, build_optimizer, train, train_step
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
+from harness import DEFAULT_DATA, add_common_args, hardware, on_off_blocks, sync, write_page
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "train_first20000.npz"
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    line = f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
-    if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        line += f"; GPU: {', '.join(names)} (CUDA {torch.version.cuda})"
-    else:
-        line += "; GPU: none (no CUDA)"
-    return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
+DEFAULT_DATA_FILE = DEFAULT_DATA / "cifar10" / "train_first20000.npz"
 
 
 def dataset(path: Path, n: int) -> tuple[ArrayDataset, str]:
@@ -85,11 +70,6 @@ def dataset(path: Path, n: int) -> tuple[ArrayDataset, str]:
     return ArrayDataset(images, labels, num_classes=10), f"{n} random uint8 images ({path} not found)"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batch: int, lr: float,
                       precision: str) -> dict[str, Any]:
     """Wall time of gwa_diag.training.engine.train; per-epoch seconds from the run's epoch rows."""
@@ -98,10 +78,10 @@ def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batc
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_epochs=min(2.0, epochs / 2), schedule="linear",
                       precision=precision, device=str(device), progress=False)
     with tempfile.TemporaryDirectory(prefix="gwa-speed-") as tmp:
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         train(model, ds, Path(tmp) / "run", config=cfg)
-        _sync(device)
+        sync(device)
         total = time.perf_counter() - t0
         seconds = open_run(Path(tmp) / "run").epochs().sort_values("epoch")["seconds"].tolist()
     steady = seconds[1:] if len(seconds) > 1 else seconds
@@ -118,9 +98,7 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
     model = make_model().to(device).train()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    total_steps = (warmup + 2 * repeats * steps) + 1
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, 0, "constant"))
+    opt, sched = build_optimizer(model, TrainConfig(lr=lr, schedule="constant"), warmup + 2 * repeats * steps + 1, 0)
     # As the engine makes it: enabled for fp16 only, else a pass-through (plain backward and step).
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     batches = _Batches(ds, device, batch, num_workers=0)
@@ -128,7 +106,6 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
     mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
     tmp = tempfile.TemporaryDirectory(prefix="gwa-speed-")
     rec = AlignmentRecorder(model, Path(tmp.name) / "run")
-    rec.detach()  # start detached; "on" blocks attach the hook
     gen = torch.Generator().manual_seed(0)
     epoch = 0
     stream = iter(())
@@ -142,27 +119,9 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
             epoch += 1
             stream = batches.epoch(torch.Generator().manual_seed(epoch))
 
-    def block(on: bool, n_steps: int) -> float:
-        if on:
-            rec.attach()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(n_steps):
-            train_step(model, next_batch(), opt, mean=mean, std=std, dtype=dtype, scaler=scaler,
-                       recorder=rec if on else None, scheduler=sched, augment_with=gen)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if on:
-            rec.detach()
-        return dt
-
-    block(False, warmup)
-    block(True, warmup)
-    off, on = [], []
-    for r in range(repeats):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for flag in order:
-            (on if flag else off).append(block(flag, steps))
+    off, on = on_off_blocks(lambda r: train_step(model, next_batch(), opt, mean=mean, std=std, dtype=dtype,
+                                                 scaler=scaler, recorder=r, scheduler=sched, augment_with=gen),
+                            rec, device, steps=steps, repeats=repeats, warmup=warmup)
     rec.end_epoch(0)  # flush what the "on" blocks recorded (not timed here)
     rec.close()
     tmp.cleanup()
@@ -173,24 +132,25 @@ def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float
             "on_step_ms": 1000 * med_on / steps, "off_step_ms": 1000 * med_off / steps}
 
 
-def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | None, raw: dict[str, Any]) -> None:
-    print(f"\n== {label} on {device_name}; data: {data_desc}")
+def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | None, raw: dict[str, Any],
+           say: Callable[[str], None]) -> None:
+    say(f"\n== {label} on {device_name}; data: {data_desc}")
     if e2e is not None:
-        print(f"engine end to end (gwa_diag.training.engine.train, recorder on, {e2e['epochs']} epochs of {e2e['n']} images, "
+        say(f"engine end to end (gwa_diag.training.engine.train, recorder on, {e2e['epochs']} epochs of {e2e['n']} images, "
               f"first epoch excluded):")
-        print(f"  {e2e['per_epoch_s']:.3f} s/epoch (median; min {e2e['min_s']:.3f}, max {e2e['max_s']:.3f}) -> "
+        say(f"  {e2e['per_epoch_s']:.3f} s/epoch (median; min {e2e['min_s']:.3f}, max {e2e['max_s']:.3f}) -> "
               f"{e2e['images_s']:,.0f} images/s; first epoch {e2e['first_s']:.3f} s; whole call {e2e['total_s']:.1f} s")
-    print("raw step loop (median of alternating blocks):")
+    say("raw step loop (median of alternating blocks):")
     lo, hi = raw["on_spread"]
-    print(f"  recorder on : {raw['on_images_s']:,.0f} images/s ({raw['on_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
+    say(f"  recorder on : {raw['on_images_s']:,.0f} images/s ({raw['on_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
     lo, hi = raw["off_spread"]
-    print(f"  recorder off: {raw['off_images_s']:,.0f} images/s ({raw['off_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
-    print(f"  step-time ratio on/off: {raw['ratio']:.3f}")
+    say(f"  recorder off: {raw['off_images_s']:,.0f} images/s ({raw['off_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
+    say(f"  step-time ratio on/off: {raw['ratio']:.3f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="train_first20000.npz (random images when missing)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA_FILE), help="train_first20000.npz (random images when missing)")
     ap.add_argument("--skip-cpu", action="store_true", help="skip the CPU case")
     ap.add_argument("--skip-gpu", action="store_true", help="skip the GPU case even when CUDA exists")
     ap.add_argument("--skip-engine", action="store_true", help="only the raw step loop, no end-to-end engine run")
@@ -203,10 +163,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="steps per timed block on CPU (GPU: 4x this)")
     ap.add_argument("--repeats", type=int, default=7, help="timed blocks per recorder setting")
     ap.add_argument("--warmup-steps", type=int, default=3, help="untimed steps before the blocks (GPU: 4x this)")
+    add_common_args(ap, data=False)
     args = ap.parse_args()
+    t0, lines = time.perf_counter(), []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
     if min(args.cpu_epochs, args.gpu_epochs) < 2:
         raise SystemExit("--cpu-epochs/--gpu-epochs must be >= 2 (the first epoch is excluded as warm-up)")
-    print(hardware())
+    say(hardware())
 
     if not args.skip_cpu:
         device = torch.device("cpu")
@@ -216,12 +183,12 @@ def main() -> None:
             make, ds, device, epochs=args.cpu_epochs, batch=args.cpu_batch, lr=0.1, precision="fp32")
         raw = raw_step_loop(make, ds, device, batch=args.cpu_batch, lr=0.1, dtype=None, steps=args.steps,
                             repeats=args.repeats, warmup=args.warmup_steps)
-        report(f"tiny CNN, batch {args.cpu_batch}, fp32", f"cpu ({torch.get_num_threads()} threads)", desc, e2e, raw)
+        report(f"tiny CNN, batch {args.cpu_batch}, fp32", f"cpu ({torch.get_num_threads()} threads)", desc, e2e, raw, say)
 
     if args.skip_gpu:
-        print("\nGPU case skipped (--skip-gpu)")
+        say("\nGPU case skipped (--skip-gpu)")
     elif not torch.cuda.is_available():
-        print("\nno CUDA device: GPU case (CIFAR ResNet-18, 20,000 images, batch 512, bf16) skipped")
+        say("\nno CUDA device: GPU case (CIFAR ResNet-18, 20,000 images, batch 512, bf16) skipped")
     else:
         device = torch.device("cuda")
         ds, desc = dataset(Path(args.data), args.gpu_n)
@@ -230,7 +197,11 @@ def main() -> None:
             make, ds, device, epochs=args.gpu_epochs, batch=args.gpu_batch, lr=0.2, precision="bf16")
         raw = raw_step_loop(make, ds, device, batch=args.gpu_batch, lr=0.2, dtype=torch.bfloat16, steps=4 * args.steps,
                             repeats=args.repeats, warmup=4 * args.warmup_steps)
-        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", torch.cuda.get_device_name(device), desc, e2e, raw)
+        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", torch.cuda.get_device_name(device), desc, e2e, raw, say)
+
+    page, _ = write_page(__file__, "\n".join(["# Training throughput", "", "```", *lines, "```"]), {"lines": lines},
+                         pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0)
+    print(f"page: {page}")
 
 
 if __name__ == "__main__":

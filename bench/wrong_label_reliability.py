@@ -12,22 +12,23 @@ GWA-selected one), the samples are binned by that share (0, below one half, one 
 below 1, exactly 1) and each bin shows how many samples it holds and which share of them
 is truly wrong. A calibrated probability would read the same wrong share for the same value
 on every run. The last lines give, per column, the range over the runs of the wrong share
-among the samples at 1. Runs whose labels.parquet has no ``clean_label`` are skipped.
+among the samples at 1. Runs whose labels.parquet has no ``clean_label`` are skipped. The table
+also goes to the page ``docs/benchmarks/wrong_label_reliability.md`` (``--pages-dir``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from cifar_bench import DEFAULT_DATA
 from gwa_diag import analyze
 from gwa_diag.checks import InputError
 from gwa_diag.store import AnalysisError
+from harness import add_common_args, write_page
 
 COLUMNS = ("unfitted", "disagreement")
 BINS = ("0", "(0, 0.5)", "[0.5, 1)", "1")
@@ -60,15 +61,16 @@ def run_table(run: Path) -> dict[str, pd.DataFrame] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", type=Path,
                         help="run directories (default: DATA/gpu_runs/dec_worst and mem_worst)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default runs)")
+    add_common_args(parser)
     args = parser.parse_args(argv)
     runs = args.runs or [args.data / "gpu_runs" / "dec_worst", args.data / "gpu_runs" / "mem_worst"]
     at_one: dict[str, list[float]] = {c: [] for c in COLUMNS}
-    print("| run | noise | column | " + " | ".join(f"{b}: n (wrong)" for b in BINS) + " |")
-    print("|---|---:|---|" + "---:|" * len(BINS))
+    lines = ["| run | noise | column | " + " | ".join(f"{b}: n (wrong)" for b in BINS) + " |",
+             "|---|---:|---|" + "---:|" * len(BINS)]
     for run in runs:
         try:
             tables = run_table(run)
@@ -82,12 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         for column, t in tables.items():
             noise = float((t["n"] * t["wrong"].fillna(0)).sum() / t["n"].sum())
             cells = " | ".join(f"{int(n):,} ({w:.2f})" if n else "0 (-)" for n, w in zip(t["n"], t["wrong"]))
-            print(f"| {name} | {noise:.1%} | {column} | {cells} |")
+            lines.append(f"| {name} | {noise:.1%} | {column} | {cells} |")
             if t.loc[BINS[-1], "n"]:
                 at_one[column].append(float(t.loc[BINS[-1], "wrong"]))
-    for column, values in at_one.items():
-        if values:
-            print(f"{column} = 1: wrong share {min(values):.2f}-{max(values):.2f} over {len(values)} runs")
+    lines += [f"{column} = 1: wrong share {min(values):.2f}-{max(values):.2f} over {len(values)} runs"
+              for column, values in at_one.items() if values]
+    print("\n".join(lines))
+    write_page(__file__, "\n".join(["# Wrong-label reliability of the recorded shares", "", *lines]),
+               {"at_one": at_one}, pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0)
     return 0
 
 

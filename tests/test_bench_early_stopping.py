@@ -1,5 +1,6 @@
 """bench/early_stopping.py end to end at a toy size: it prints its tables, writes the JSON
-curves and removes its temporary run directories."""
+curves and its page, states the fall of test accuracy its runs show, and removes its
+temporary run directories."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def test_early_stopping_bench_toy(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "early_stopping.py"), "--regime", "memorise", "finetune",
          "--label-sets", "worst", "--seeds", "0", "--pool", "200", "--epochs", "4", "--pretrain-epochs", "1",
-         "--test-block", "1000", "--workers", "1", "--out", str(out)],
+         "--test-block", "1000", "--workers", "1", "--out", str(out), "--pages-dir", str(tmp_path / "pages")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -36,12 +37,22 @@ def test_early_stopping_bench_toy(tmp_path: Path) -> None:
     for regime in ("memorise", "finetune"):
         assert f"## Regime {regime}" in text
     assert text.count("| worst (") == 2, text
-    # Four epochs cannot show memorisation: the script must say so, not hide it.
-    assert "did NOT memorise" in text or "Memorisation confirmed" in text
     dump = json.loads(next(out.glob("curves-*.json")).read_text())
+    # The memorisation line states the fall the runs show: worst's mean fall from the best test
+    # epoch to the last, in points, and the verdict that fall implies against MEMORISE_DROP.
+    full = next(r for r in dump["runs"] if r["regime"] == "memorise" and r["run"] == "full")
+    test = full["curves"]["test_acc"]
+    fall = 100 * (max(test) - test[-1])
+    assert f"Mean fall of test accuracy from the best epoch to the last (points): worst {fall:.1f}." in text, text
+    verdict = "Memorisation confirmed" if fall >= 3.0 else "did NOT memorise"
+    assert verdict in text, text
+    # The page holds the same tables, and its numbers the same choices.
+    page = (tmp_path / "pages" / "early_stopping.md").read_text()
+    assert f"worst {fall:.1f}." in page and page.count("| worst (") == 2
+    choices = json.loads((tmp_path / "pages" / "early_stopping.json").read_text())["numbers"]["choices"]
+    assert choices["memorise"]["worst"][0]["epoch"]["oracle"] == test.index(max(test))
     runs = {(r["regime"], r["run"]) for r in dump["runs"]}
     assert ("finetune", "pretrain") in runs and ("memorise", "val1") in runs
-    full = next(r for r in dump["runs"] if r["regime"] == "memorise" and r["run"] == "full")
     assert len(full["curves"]["test_acc"]) == 4 and full["curves"]["changes"][0] is None
     assert all(c is not None for c in full["curves"]["changes"][1:])
     leftovers = sorted(p.name for p in scratch.iterdir() if p.name.startswith("gwa-"))

@@ -1,5 +1,6 @@
-"""The benchmark scripts run end to end at toy sizes and leave no temporary files behind,
-also when a step fails.
+"""The benchmark scripts run end to end at toy sizes, write their pages, and leave no
+temporary files behind, also when a step fails; they import only from gwa_diag and the
+harness; the harness writes pages atomically and the same numbers to the same bytes.
 
 Their timings are not checked here (they are noise on a shared machine); what is checked is
 that each script finishes, prints its table, and that background writes it starts succeed
@@ -7,6 +8,9 @@ that each script finishes, prints its table, and that background writes it start
 """
 from __future__ import annotations
 
+import ast
+import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -21,11 +25,14 @@ FOREIGN_CACHES = ("torchinductor_",)
 
 
 def _run_bench(script: str, args: list[str], tmp_path: Path, *, expect_fail: bool = False) -> str:
+    """Run one script with its page written under ``tmp_path / "pages"`` unless ``args`` says
+    where (never into docs/)."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args],
+        [sys.executable, str(ROOT / "bench" / script), *args,
+         *([] if "--pages-dir" in args else ["--pages-dir", str(tmp_path / "pages")])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     if expect_fail:
@@ -44,6 +51,11 @@ def test_recorder_overhead_runs_and_cleans_up(tmp_path: Path) -> None:
     row = next(line for line in out.splitlines() if line.startswith("tiny CNN"))
     # The flush column counts every row the "on" blocks recorded: 2 repeats x 2 steps x 32 x 2.
     assert row.rstrip().endswith("/256"), row
+    page = (tmp_path / "pages" / "recorder_overhead.md").read_text()
+    numbers = json.loads((tmp_path / "pages" / "recorder_overhead.json").read_text())
+    assert "| tiny CNN, batch 32, fp32 |" in page and "256 rows |" in page
+    assert numbers["numbers"]["cases"][0]["flush_rows"] == 256
+    assert "- command: `python bench/recorder_overhead.py --repeats 2" in page.split(RUN_INFO)[1]
 
 
 def test_recorder_scale_runs_and_cleans_up(tmp_path: Path) -> None:
@@ -53,8 +65,9 @@ def test_recorder_scale_runs_and_cleans_up(tmp_path: Path) -> None:
 
 def test_analysis_scale_runs_and_cleans_up(tmp_path: Path) -> None:
     out = _run_bench("analysis_scale.py", ["--sizes", "toy", "--repeats", "1"], tmp_path)
-    row = next(line for line in out.splitlines() if line.startswith("toy "))
-    assert "2,000 x 4" in row, row
+    row = next(line for line in out.splitlines() if line.startswith("| toy |"))
+    assert "| 2,000 x 4 |" in row, row
+    assert row in (tmp_path / "pages" / "analysis_scale.md").read_text()
 
 
 def test_analysis_scale_cleans_up_when_its_child_fails(tmp_path: Path) -> None:
@@ -95,14 +108,18 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     args = ["--n", "300", "--epochs", "1", "--folds", "2", "--label-sets", "worst", "--out", str(out_dir)]
     out = _run_bench("detect_cifar10n.py", args, tmp_path)
     assert "true count k = " in out and "| worst (" in out, out
-    header = next(line for line in out.splitlines() if line.startswith("method "))
-    assert header.split()[-2:] == ["count", "passes"], header
+    header = next(line for line in out.splitlines() if line.startswith("| method |"))
+    assert header.rstrip(" |").split(" | ")[-2:] == ["count", "passes"], header
+    numbers = json.loads((tmp_path / "pages" / "detect_cifar10n.json").read_text())["numbers"]
+    assert list(numbers["label_sets"]) == ["worst"] and numbers["headline"][0]["result"].startswith("worst (")
+    assert header in (tmp_path / "pages" / "detect_cifar10n.md").read_text()
     if cleanlab is None:
         assert "cleanlab is not installed" in out and not (out_dir / "kfold").exists(), out
         return
-    kfold_row = next(line for line in out.splitlines() if line.startswith("cleanlab (K-fold, out-of-sample)"))
-    assert kfold_row.split()[-1] == "2", kfold_row  # passes = K
-    assert next(line for line in out.splitlines() if line.startswith("cleanlab (in-sample")).split()[-1] == "1"
+    kfold_row = next(line for line in out.splitlines() if line.startswith("| cleanlab (K-fold, out-of-sample)"))
+    assert kfold_row.rstrip(" |").split(" | ")[-1] == "2", kfold_row  # passes = K
+    in_sample = next(line for line in out.splitlines() if line.startswith("| cleanlab (in-sample"))
+    assert in_sample.rstrip(" |").split(" | ")[-1] == "1", in_sample
     assert "fold 2/2 trained on 150 samples" in out and "K-fold (2 stratified folds" in out, out
     kdir = out_dir / "kfold" / "worst"
     probs, folds = np.load(kdir / "oof_probs.npy"), np.load(kdir / "folds.npy")
@@ -113,7 +130,7 @@ def test_detect_cifar10n_runs_with_kfold_and_reuses_it(tmp_path: Path) -> None:
     (tmp_path / "scratch").rename(tmp_path / "scratch_first")
     again = _run_bench("detect_cifar10n.py", [*args, "--reuse"], tmp_path)
     assert "fold 1/2 trained" not in again and "reused; when made" in again, again
-    assert next(line for line in again.splitlines() if line.startswith("cleanlab (K-fold")) == kfold_row
+    assert next(line for line in again.splitlines() if line.startswith("| cleanlab (K-fold")) == kfold_row
 
 
 def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
@@ -133,18 +150,20 @@ def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
     (tmp_path / "scratch").rename(tmp_path / "scratch_no_gpu")
     out = _run_bench("clean_and_retrain.py", args, tmp_path)
     lines = out.splitlines()
-    header = next(line for line in lines if line.startswith("policy "))
-    for column in ("acc last", "acc@GWA", "changed", "dropped", "P acted", "R acted", "wrong left"):
+    header = next(line for line in lines if line.startswith("| policy |"))
+    for column in ("test acc (last epoch)", "test acc at GWA epoch", "labels changed", "labels dropped",
+                   "precision (acted on)", "recall (acted on)", "wrong labels left"):
         assert column in header, header
     rows = ["no cleaning", "drop flagged (gwa-diag)", "relabel flagged (gwa-diag)", "oracle (true labels)"]
     rows += ["drop flagged (cleanlab)", "relabel flagged (cleanlab)"] if cleanlab is not None else []
     for row in rows:
-        assert any(line.startswith(row) for line in lines), (row, out)
+        assert any(line.startswith(f"| {row} |") for line in lines), (row, out)
     if cleanlab is None:
         assert "cleanlab is not installed" in out, out
-    oracle = next(line for line in lines if line.startswith("oracle (true labels)")).split()
-    assert oracle[-4:] == ["1.000", "1.000", "0", "(0.0%)"], oracle  # precision, recall, no wrong label left
-    assert "total wall time" in out and (out_dir / "results.md").is_file()
+    oracle = next(line for line in lines if line.startswith("| oracle (true labels) |")).rstrip(" |").split(" | ")
+    assert oracle[-3:] == ["1.000", "1.000", "0 (0.0%)"], oracle  # precision, recall, no wrong label left
+    page = (tmp_path / "pages" / "clean_and_retrain.md").read_text()
+    assert "total wall time" in out and "| oracle (true labels) |" in page
     assert (out_dir / "labels" / "worst" / "gwa_drop.provenance.json").is_file()
 
 
@@ -155,6 +174,9 @@ def test_why_defaults_counts_around_the_selected_epoch_and_late(tmp_path: Path) 
     around = int(re.search(r"around the selected epoch \(the default\): (\d+)", out).group(1))
     late = int(re.search(r"over the second half of training \(\d+\.\.\d+\): (\d+)", out).group(1))
     assert wrong == 150 and 0 <= late < around <= 600, out
+    numbers = json.loads((tmp_path / "pages" / "why_defaults.json").read_text())["numbers"]
+    assert numbers["window"]["around_selected"] == around and numbers["window"]["second_half_count"] == late
+    assert f"around the selected epoch (the default): {around}" in (tmp_path / "pages" / "why_defaults.md").read_text()
 
 
 def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) -> None:
@@ -168,16 +190,18 @@ def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) ->
     assert "run only with --held-out" in refused, refused
     (tmp_path / "scratch").rename(tmp_path / "scratch_refused")
     args = ["--n", "300", "--epochs", "3", "--pretrain-epochs", "1", "--test-extra", "0", "--regimes", "finetune",
-            "--label-sets", "worst", "--skip-gpu-runs", "--out", str(out_dir)]
+            "--label-sets", "worst", "--skip-gpu-runs", "--out", str(out_dir), "--pages-dir", str(out_dir)]
     out = _run_bench("regimes.py", args, tmp_path)
     lines = out.splitlines()
     rows = [line for line in lines if line.startswith("| finetune | worst")]
     assert len(rows) == 2, out  # one row in the ranking/count table, one in the stopping table
     ranking = rows[0].split(" | ")
-    assert ranking[-5] == str(json.loads((out_dir / "regimes.json").read_text())["rows"][0]["cell"]["count"]["true"])
-    assert "Hardware: CPU" in out and "Command: `python bench/regimes.py" in out and "Wall time" in out, out
+    dump = json.loads((out_dir / "regimes.json").read_text())["numbers"]
+    assert ranking[-5] == str(dump["rows"][0]["cell"]["count"]["true"])
+    run_info = (out_dir / "regimes.md").read_text().split(RUN_INFO)[1]
+    assert "- hardware: CPU" in run_info and "- command: `python bench/regimes.py" in run_info, run_info
+    assert "- wall time: " in run_info and "- training: " in run_info, run_info
     assert "GWA choice rated clear but more than 2 points below the best epoch" in out, out
-    dump = json.loads((out_dir / "regimes.json").read_text())
     cell = dump["rows"][0]["cell"]
     assert dump["rows"][0]["n_train"] == 270 and dump["rows"][0]["n_val"] == 30
     assert cell["stopping"]["has_val"] and len(cell["curves"]["val_acc"]) == 3
@@ -191,6 +215,7 @@ def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) ->
     for key, head in (("kept", "kept"), ("last", "last"), ("best", "best")):
         assert f"{head} {100 * (acc[key] - acc['val']):+.2f} (1)" in versus, versus
     assert sorted(p.name for p in out_dir.iterdir()) == ["regimes.json", "regimes.md"]  # runs removed
+    assert "t_analysis" not in cell and "t_train" not in dump["rows"][0]  # seconds: in the run information only
 
 
 def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> None:
@@ -205,15 +230,16 @@ def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> Non
     (tmp_path / "scratch").rename(tmp_path / "scratch_refused")
     trained = tmp_path / "trained"
     _run_bench("regimes.py", ["--n", "200", "--epochs", "6", "--test-extra", "0", "--regimes", "memorise",
-                              "--label-sets", "worst", "--skip-gpu-runs", "--keep-runs", "--out", str(trained)], tmp_path)
+                              "--label-sets", "worst", "--skip-gpu-runs", "--keep-runs", "--out", str(trained),
+                              "--pages-dir", str(trained)], tmp_path)
     (tmp_path / "scratch").rename(tmp_path / "scratch_trained")
     runs = sorted(trained.glob("runs-*/*"))
     assert [p.name for p in runs] == ["memorise-worst-seed0"]
     again = tmp_path / "again"
     out = _run_bench("regimes.py", ["--n", "200", "--test-extra", "0", "--skip-gpu-runs", "--runs", str(runs[0]),
-                                    "--out", str(again)], tmp_path)
-    assert "| memorise | worst" in out and "re-analysed on" in out, out
-    first, second = (json.loads((d / "regimes.json").read_text())["rows"][0] for d in (trained, again))
+                                    "--out", str(again), "--pages-dir", str(again)], tmp_path)
+    assert "| memorise | worst" in out and "re-analysed here" in out, out
+    first, second = (json.loads((d / "regimes.json").read_text())["numbers"]["rows"][0] for d in (trained, again))
     for key in ("default", "phase", "count", "oracle", "flags", "prefixes"):
         assert first["cell"][key] == second["cell"][key], key
     assert first["cell"]["stopping"]["acc"] == second["cell"]["stopping"]["acc"]
@@ -224,10 +250,11 @@ def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> Non
     (tmp_path / "scratch").rename(tmp_path / "scratch_again")
     (tmp_path / "scratch").mkdir()
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "regimes.py"), "--n", "200", "--test-extra", "0",
-                           "--skip-gpu-runs", "--prefixes", "--runs", str(runs[0]), "--out", str(prefixed)],
+                           "--skip-gpu-runs", "--prefixes", "--runs", str(runs[0]), "--out", str(prefixed),
+                           "--pages-dir", str(prefixed)],
                           cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path / "scratch"), "CUDA_VISIBLE_DEVICES": ""},
                           capture_output=True, text=True, timeout=300)
-    dump = json.loads((prefixed / "regimes.json").read_text())
+    dump = json.loads((prefixed / "regimes.json").read_text())["numbers"]
     cell = dump["rows"][0]["cell"]
     pre = cell["prefixes"]
     assert [p["epochs"] for p in pre] == [2, 3, 4, 5, 6] and pre[-1]["best"] == cell["oracle"]["auroc"]
@@ -300,16 +327,125 @@ def test_audit_simulates_verified_samples_on_a_toy_run(tmp_path: Path) -> None:
     # table has a row per size, and the target lines are printed (a toy run may miss them).
     rows, _, clean = noisy_rows(n=600, epochs=6, noise=0.3, seed=3)
     run = write_run(tmp_path / "run", rows, num_classes=4, clean_labels=clean)
-    out_file = tmp_path / "audit.md"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "audit.py"), "--gpu-runs", "--runs", str(run), "--sims", "3",
-         "--sizes", "50,100,200", "--workers", "1", "--out", str(out_file)],
+         "--sizes", "50,100,200", "--workers", "1", "--pages-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode in (0, MISSED), proc.stdout + proc.stderr
     out = proc.stdout
-    assert out_file.read_text() == out
+    page = (tmp_path / "audit.md").read_text()
+    assert page.split(RUN_INFO)[0].rstrip() in out
+    assert json.loads((tmp_path / "audit.json").read_text())["numbers"]["sims"] == 3
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| cell |") and len(table) == 1 + 3, out
     assert re.search(r"\| run \| \d+ / 600 \| 50 \| ", out), out
     assert ("Targets: all met." in out) == (proc.returncode == 0), out
+
+
+# -- the harness ------------------------------------------------------------------------------
+def _harness():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import harness
+
+    return harness
+
+
+RUN_INFO = "<!-- run info -->"
+
+
+def test_bench_scripts_import_only_the_package_and_the_harness() -> None:
+    # Every bench script is a thin table on the harness: no script imports another one.
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")}
+    bad = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in scripts and not (top == "harness" and path.stem != "harness"):
+                    bad.append(f"{path.name}:{node.lineno} imports {name}")
+    assert bad == [], "bench scripts import each other (use gwa_diag or bench/harness.py):\n" + "\n".join(bad)
+
+
+def test_write_page_is_atomic_stable_and_keeps_run_info_apart(tmp_path: Path, monkeypatch) -> None:
+    harness = _harness()
+    numbers = {"b": [1, 2.5, None], "a": {"x": 0.125}}
+    when = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    one = tmp_path / "one"
+    page, data = harness.write_page("bench/demo.py", "# Demo\n\n| a |\n|---|\n| 1 |\n", numbers, pages_dir=one,
+                                    wall_s=1.5, now=when, argv=["--quick"], timings={"training": "3 s"})
+    assert (page.name, data.name) == ("demo.md", "demo.json") and sorted(p.name for p in one.iterdir()) == [
+        "demo.json", "demo.md"]  # no temporary file left beside them
+    text = page.read_text()
+    table, info = text.split(RUN_INFO)
+    assert table == "# Demo\n\n| a |\n|---|\n| 1 |\n\n"
+    assert info.splitlines()[1:] == ["- command: `python " + os.path.relpath(sys.argv[0], ROOT) + " --quick`",
+                                     f"- hardware: {harness.hardware()}", "- date: 2026-01-02 03:04 UTC",
+                                     "- wall time: 1.5 s", "- training: 3 s"]
+    assert json.loads(data.read_text()) == {"numbers": numbers, "run_info": json.loads(data.read_text())["run_info"]}
+    # The same numbers on another day, after another wall time: the same bytes but for the run info.
+    two = tmp_path / "two"
+    later = harness.write_page("demo", "# Demo\n\n| a |\n|---|\n| 1 |\n", dict(reversed(numbers.items())),
+                               pages_dir=two, wall_s=99.0, argv=["--quick"], timings={"training": "4 s"})
+    for first, second in ((page, later[0]), (data, later[1])):
+        assert first.read_bytes() != second.read_bytes()
+        assert harness.without_run_info(first.read_text()) == harness.without_run_info(second.read_text())
+    assert harness.without_run_info(data.read_text()).startswith('{\n "numbers": {')
+    # Atomic: a failing write leaves the old page whole.
+    monkeypatch.setattr(harness, "numbers_text", lambda *a: (_ for _ in ()).throw(TypeError("no JSON")))
+    with pytest.raises(TypeError):
+        harness.write_page("demo", "# Other", numbers, pages_dir=two, wall_s=1.0)
+    assert later[1].read_text().startswith('{\n "numbers"') and (two / "demo.md").read_text().startswith("# Other")
+    assert sorted(p.name for p in two.iterdir()) == ["demo.json", "demo.md"]
+
+
+def test_headline_collects_the_pages_and_fills_only_a_marked_readme(tmp_path: Path) -> None:
+    harness = _harness()
+    pages = tmp_path / "pages"
+    harness.write_page("detect_cifar10n", "# D", {"headline": [{"result": "AUROC default vs best other",
+                                                                 "value": "0.92 vs 0.90"}]}, pages_dir=pages, wall_s=1)
+    harness.write_page("audit", "# A", {"headline": [{"result": "half-width at n=200", "value": "+-9%"}]},
+                       pages_dir=pages, wall_s=1)
+    harness.write_page("why_defaults", "# W", {"gap": {}}, pages_dir=pages, wall_s=1)  # no headline: no row
+    readme = tmp_path / "README.md"
+    readme.write_text("# Tool\n\n<!-- headline:start -->\nold table\n<!-- headline:end -->\n\nmore\n")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "harness.py"), "headline", "--pages-dir", str(pages),
+                    "--readme", str(readme)], check=True, cwd=ROOT, capture_output=True)
+    table = (pages / "headline.md").read_text()
+    assert table.count("\n| [") == 2 and "| [audit](audit.md) | half-width at n=200 | +-9% |" in table
+    text = readme.read_text()
+    assert text.startswith("# Tool\n\n<!-- headline:start -->\n| benchmark |") and text.endswith(
+        "<!-- headline:end -->\n\nmore\n")
+    assert "old table" not in text and "](docs/benchmarks/detect_cifar10n.md)" in text
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# No markers\n")
+    harness.write_headline(pages, plain)
+    assert plain.read_text() == "# No markers\n"
+
+
+def test_recipes_name_each_training_once() -> None:
+    harness = _harness()
+    memorise = harness.recipe("memorise", epochs=3)
+    assert (memorise.optimizer, memorise.lr, memorise.batch_size, memorise.augment) == ("adamw", 3e-3, 128, False)
+    assert harness.recipe("memorise", epochs=3, hw="gpu", device="cuda").lr == 1e-3
+    assert harness.recipe("memorise_lr1e-3", epochs=3).lr == 1e-3 and harness.recipe("finetune", epochs=1).mode == "finetune"
+    decay = harness.recipe("decay", epochs=2)
+    from gwa_diag.training.config import TrainConfig
+
+    assert (decay.lr, decay.batch_size, decay.schedule, decay.precision) == (TrainConfig().lr, TrainConfig().batch_size,
+                                                                             TrainConfig().schedule, "fp32")
+    with pytest.raises(ValueError, match="unknown recipe 'memorize': choose from decay, memorise"):
+        harness.recipe("memorize", epochs=1)
+    # A script's options over the recipe: what is unset comes from the recipe on its machine.
+    import argparse
+
+    args = argparse.Namespace(mode="cpu", epochs=None, n=None, batch_size=None, lr=0.05, warmup_epochs=None, seed=3,
+                              progress=False)
+    cfg = harness.decay_config(args, {"n": 500, "epochs": 4})
+    assert (args.n, args.epochs, args.model, args.batch_size, args.lr) == (500, 4, "tiny", TrainConfig().batch_size, 0.05)
+    assert (cfg.epochs, cfg.lr, cfg.seed, cfg.device, cfg.precision) == (4, 0.05, 3, "cpu", "fp32")
+    assert harness.label_set_names(" worst,pair30 ") == ["worst", "pair30"]
+    with pytest.raises(SystemExit, match=r"unknown label set\(s\) \['pair30'\]"):
+        harness.label_set_names("worst,pair30", pairs=False)

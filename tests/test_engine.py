@@ -262,3 +262,39 @@ def test_a_second_train_on_a_run_being_written_is_refused(tmp_path, monkeypatch)
     # ... and once it is gone (killed: the kernel drops its lock), resuming works.
     train(tiny_cnn(C, width=8), _dataset(), out, config=cfg, resume=True)
     assert open_run(out).meta["status"] == "finished"
+
+
+def test_train_step_calls_any_step_recorder_with_the_weights_of_its_forward():
+    # A benchmark's own recorder (train_step's StepRecorder): update() runs after backward and
+    # before the optimizer step, so the head's weight it reads is the one the logits came from.
+    torch.manual_seed(0)
+    model = tiny_cnn(4, width=8)
+    seen: dict[str, torch.Tensor] = {}
+
+    class Pieces:
+        def update(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
+            seen.update(weight=model.head.weight.detach().clone(), ids=ids, grad=model.head.weight.grad.clone())
+
+    before = model.head.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    batch = (images, torch.tensor([0, 1, 2, 3, 0, 1]), torch.arange(10, 16))
+    mean, std = torch.full((1, 3, 1, 1), 127.0), torch.full((1, 3, 1, 1), 60.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss = train_mod.train_step(model, batch, opt, mean=mean, std=std, dtype=None, scaler=scaler, recorder=Pieces())
+    assert torch.isfinite(loss) and seen["ids"].tolist() == list(range(10, 16))
+    assert torch.equal(seen["weight"], before) and seen["grad"].abs().sum() > 0
+    assert not torch.equal(model.head.weight, before)  # the step did happen, after update()
+    assert train_mod.autocast_dtype("auto", torch.device("cpu")) is None
+    assert train_mod.autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_build_optimizer_is_the_engines_optimizer_and_schedule():
+    model = tiny_cnn(4, width=8)
+    opt, sched = train_mod.build_optimizer(model, TrainConfig(lr=0.2, warmup_epochs=1), total_steps=10, warmup_steps=2)
+    decay, other = opt.param_groups
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in other["params"])
+    assert decay["weight_decay"] == TrainConfig().weight_decay and other["weight_decay"] == 0.0
+    assert isinstance(opt, torch.optim.SGD) and decay["nesterov"] and decay["lr"] == pytest.approx(0.1)  # warm-up step 1 of 2
+    adamw, _ = train_mod.build_optimizer(model, TrainConfig(optimizer="adamw"), total_steps=10, warmup_steps=0)
+    assert isinstance(adamw, torch.optim.AdamW)

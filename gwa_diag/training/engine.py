@@ -21,7 +21,7 @@ import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,7 +40,16 @@ from gwa_diag.training.data import data_fingerprint
 from gwa_diag.training.memorisation import MemorisationKeeper
 from gwa_diag.training.resume import check_resume, continue_run, lock_run
 
-__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "lr_factor", "train", "train_step"]
+__all__ = ["StepRecorder", "TrainConfig", "TrainResult", "autocast_dtype", "build_optimizer", "data_fingerprint",
+           "lr_factor", "train", "train_step"]
+
+
+class StepRecorder(Protocol):
+    """What :func:`train_step` calls between backward and the optimizer step:
+    :class:`~gwa_diag.recorder.AlignmentRecorder`, or any object with this method (a
+    benchmark that records other per-sample numbers of the same step)."""
+
+    def update(self, ids: torch.Tensor, labels: torch.Tensor) -> Any: ...
 
 
 @dataclass
@@ -70,6 +79,22 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1.0 - progress)
 
 
+def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int,
+                    warmup_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The engine's optimizer of ``cfg`` over ``model`` and its per-step schedule (linear
+    warm-up over ``warmup_steps``, then ``cfg.schedule`` until ``total_steps``)."""
+    params_decay = [p for p in model.parameters() if p.ndim > 1]
+    params_other = [p for p in model.parameters() if p.ndim <= 1]
+    # No weight decay on biases and norm parameters (the usual convention).
+    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule))
+    return opt, sched
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,7 +107,8 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a ``precision`` setting on ``device`` (None: fp32, autocast off)."""
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
@@ -129,7 +155,7 @@ def train_step(
     std: torch.Tensor,
     dtype: torch.dtype | None,
     scaler: torch.amp.GradScaler,
-    recorder: AlignmentRecorder | None,
+    recorder: StepRecorder | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment_with: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -140,12 +166,12 @@ def train_step(
     Crop+flip from ``augment_with`` (None: no augmentation), normalise by ``mean``/``std``
     ([1, 3, 1, 1] on the device), forward under autocast to ``dtype`` (None: fp32, autocast
     off), cross-entropy in fp32, backward through ``scaler`` (a disabled GradScaler: plain
-    backward and step), ``recorder.update`` between backward and the optimizer step (None:
-    nothing recorded), then the optimizer, scaler and ``scheduler`` steps. Returns the loss
+    backward and step), ``recorder.update`` between backward and the optimizer step, while
+    the weights are still those of the forward (None: nothing recorded), then the optimizer, scaler and ``scheduler`` steps. Returns the loss
     as a device tensor: nothing here reads a value back, so the step makes the host wait for
     the device only where the GradScaler itself does (fp16).
 
-    The engine's loop and bench/train_speed.py both run this, so the benchmark times the
+    The engine's loop and every benchmark run this, so the benchmarks time and measure the
     step that trains.
     """
     images, labels, ids = batch
@@ -251,16 +277,8 @@ def _train(
     steps_per_epoch = len(batch_bounds(len(train_set), cfg.batch_size, world))
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    params_decay = [p for p in model.parameters() if p.ndim > 1]
-    params_other = [p for p in model.parameters() if p.ndim <= 1]
-    # No weight decay on biases and norm parameters (the usual convention).
-    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule))
-    dtype = _autocast_dtype(cfg.precision, device)
+    opt, sched = build_optimizer(model, cfg, total_steps, warmup_steps)
+    dtype = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     batches = Batches(train_set, device, cfg.batch_size, num_workers=cfg.num_workers)
