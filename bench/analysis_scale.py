@@ -186,7 +186,7 @@ def measure(path: Path, repeats: int) -> dict:
         "trajectory_s": sorted(traj)[len(traj) // 2],
         "rows": int(summary["n_epochs"].sum()), "samples": len(summary), "flagged": len(result.flagged),
         "auroc_align_mean": float(result.detection.loc["align_mean", "auroc"]),
-        "note": result.epochs.note,
+        "note": result.epoch_choices.note,
         "import_s": import_s, "times_s": times, "cpu_s": cpu, "bare_s": bare,
         "rss_after_imports_mb": rss_imports, "peak_rss_mb": _peak_rss_mb(),
         "loadavg": os.getloadavg()[0],

@@ -191,6 +191,7 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
     set_log_level("error")
     from gwa_diag.app.views import images, jobs, results, samples, table
     from gwa_diag.app.views.state import load_run_state
+    from gwa_diag.analysis.options import AnalysisOptions
     from gwa_diag.checks import DEFAULT_WINDOW
 
     timings: dict[str, float] = {}
@@ -200,7 +201,7 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
     path, gen = state.path, state.generation
     _time("summaries (all scorers, DuckDB)", lambda: jobs.compute_summary(path, gen), timings)
     window = DEFAULT_WINDOW
-    analysis = _time("analysis (rank, flag) on the summaries", lambda: results.analysis(path, gen, window), timings)
+    analysis = _time("analysis (rank, flag) on the summaries", lambda: results.analysis(path, gen, AnalysisOptions(window=window)), timings)
     epoch = state.completed[-1]
     at = _time("one epoch's alignment", lambda: samples.compute_epoch_alignment(path, gen, epoch), timings)
     dataset, why = _time("load dataset (images)", lambda: jobs.open_dataset(state), timings)
@@ -210,7 +211,7 @@ def _bench(workdir: Path, args: argparse.Namespace) -> int:
     rows = _time("browse table (sort by alignment)",
                  lambda: table.browse_order(analysis, at, sort_by=table.SORT_ALIGNMENT), timings)
     # Another scorer is another analysis (the ranking and flags are the analysis's own).
-    other = _time("analysis ranked by align_mean", lambda: results.analysis(path, gen, window, "align_mean"), timings)
+    other = _time("analysis ranked by align_mean", lambda: results.analysis(path, gen, AnalysisOptions(window=window, scorer="align_mean")), timings)
     _time("browse table (that ranking)", lambda: table.browse_order(other, at, sort_by="align_mean"), timings)
     shown = _time("filter (flagged, given label 3)", lambda: table.apply_filters(
         rows, table.Filters(given=(3,), flagged_only=True)), timings)

@@ -255,7 +255,7 @@ def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict
 
     fit, share, lr = column("train_acc"), column("contradicted"), column("lr")
     if share is None or any(v is None for v in share):
-        share = a.epochs.phase.curve.set_index("epoch").loc[epochs, "contradicted"].tolist()
+        share = a.epoch_choices.phase.curve.set_index("epoch").loc[epochs, "contradicted"].tolist()
     index = {e: i for i, e in enumerate(epochs)}
     out = []
     for k in range(math.ceil(len(epochs) / 4), len(epochs) + 1):
@@ -264,7 +264,7 @@ def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict
         default = float(matrix[index[window[0]], index[window[-1]]])
         best = best_window(matrix, epochs, k)
         out.append({"epochs": k, "last_epoch": epochs[k - 1], "window": [window[0], window[-1]],
-                    "weight": tp.phase.weight, "fitted_wrong": tp.phase.fitted_wrong, "onset": tp.phase.onset,
+                    "weight": tp.weight, "fitted_wrong": tp.fitted_wrong, "onset": tp.onset,
                     "default": default, "best": best["auroc"], "best_window": best["window"],
                     "gap": best["auroc"] - default})
     return out
@@ -279,15 +279,15 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     det = a.detection
     truth = a.truth
     true_count = int(truth.sum())
-    phase = a.epochs.phase
+    phase = a.epoch_choices.phase
     cell: dict[str, Any] = {
         "n": int(len(truth)), "true_count": true_count, "noise": true_count / len(truth),
         "default": {"scorer": DEFAULT_SCORER, "window": DEFAULT_WINDOW,
                     "auroc": number_or_none(det.loc[DEFAULT_SCORER, "auroc"]), "ap": number_or_none(det.loc[DEFAULT_SCORER, "ap"]),
                     "align_mean_auroc": number_or_none(det.loc["align_mean", "auroc"])},
-        "phase": {"memorised": bool(phase.memorised), "onset": phase.onset, "window": list(a.epochs.window),
-                  "reason": phase.phase.reason, "plateau": phase.phase.plateau, "noise": phase.phase.noise,
-                  "weight": phase.phase.weight, "fitted_wrong": phase.phase.fitted_wrong},
+        "phase": {"memorised": bool(phase.memorised), "onset": phase.onset, "window": list(a.epoch_choices.window),
+                  "reason": phase.reason, "plateau": phase.plateau, "noise": phase.noise,
+                  "weight": phase.weight, "fitted_wrong": phase.fitted_wrong},
         "windows": {},
     }
     today = None
@@ -295,7 +295,7 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
         aw = analyze(run_dir, window=w)
         cell["windows"][w] = {"align_mean": number_or_none(aw.detection.loc["align_mean", "auroc"]),
                               "aum": number_or_none(aw.detection.loc["aum", "auroc"]),
-                              "epochs": [aw.epochs.window[0], aw.epochs.window[-1]]}
+                              "epochs": [aw.epoch_choices.window[0], aw.epoch_choices.window[-1]]}
         if w == "second_half":
             # The previous estimate: disagreement over the three epochs around the GWA choice.
             today = int((aw.summary["disagreement"].to_numpy(dtype=np.float64, na_value=np.nan) > 0.5).sum())
@@ -319,7 +319,7 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     acc = {e: number_or_none(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
     val = {e: number_or_none(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
     last = epochs[-1]
-    kept = phase.phase.plateau if phase.memorising and phase.phase.plateau is not None else last
+    kept = phase.plateau if phase.memorising and phase.plateau is not None else last
     st = a.stopping
     # The epoch whose weights the engine kept online (run.json "memorisation"), beside the
     # offline read above: they should agree (None: nothing kept, the run did not memorise).

@@ -15,7 +15,6 @@ their numbers from an :class:`Analysis`, so they cannot disagree with each other
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -136,13 +135,6 @@ class Analysis:
     def selection(self) -> EpochSelection:
         """The early-stopping choice and the epoch the flags use (``epoch_choices.selection``)."""
         return self.epoch_choices.selection
-
-    @property
-    def epochs(self) -> EpochChoices:
-        """Deprecated: the old name of :attr:`epoch_choices`, kept for scripts written against
-        it (``Run.epochs()`` is the per-epoch frame; this was never that)."""
-        warnings.warn("Analysis.epochs is deprecated: use Analysis.epoch_choices", DeprecationWarning, stacklevel=2)
-        return self.epoch_choices
 
     @property
     def has_truth(self) -> bool:
