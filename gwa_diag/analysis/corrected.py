@@ -181,13 +181,16 @@ def corrected_labels(
         auto: what to do with flagged samples without a decision (:data:`AUTO_POLICIES`).
         min_prob: with ``auto="relabel"``, the lowest ``suggested_prob`` (mean predicted
             probability of the suggestion, higher = more confident) taken; default 0.
-        options: the analysis options (:class:`~gwa_diag.analysis.options.AnalysisOptions`);
-            or, not both, the keywords:
-        scorer, window, rule, k, noise_rate: the analysis options of
-            :func:`gwa_diag.analysis.pipeline.analyze`; None takes its default, so the
-            flagged set is the one ``gwa-diag rank`` lists with the same options. Beside an
-            Analysis, options must agree with its own, a default spelled out included
+        options: the analysis options (:class:`~gwa_diag.analysis.options.AnalysisOptions`),
+            or, not both, the keywords below. Beside an Analysis they must agree with its
+            own, a default spelled out included
             (:meth:`~gwa_diag.analysis.options.AnalysisOptions.check_agrees`).
+        scorer: as for :func:`gwa_diag.analysis.pipeline.analyze`; None takes its default,
+            so the flagged set is the one ``gwa-diag rank`` lists with the same options.
+        window: as for ``analyze``.
+        rule: as for ``analyze``.
+        k: as for ``analyze``.
+        noise_rate: as for ``analyze``.
 
     Raises:
         InputError: an unknown policy or analysis option, options that disagree with the
