@@ -124,3 +124,8 @@ def test_the_pages_use_only_pictures_the_browser_tests_take():
     used = {Path(m).name for page in PAGES for m in re.findall(r"\]\(([^)\s]+\.png)\)", page.read_text(encoding="utf-8"))}
     assert used and used <= set(shots), sorted(used - set(shots))
     assert {p.name for p in (REPO / "docs" / "images").glob("*.png")} == set(shots)
+
+
+def test_the_readme_stays_a_landing_page():
+    # The manual lives in docs/; the README keeps what a newcomer needs on two screens.
+    assert len((REPO / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
