@@ -129,3 +129,14 @@ def test_the_pages_use_only_pictures_the_browser_tests_take():
 def test_the_readme_stays_a_landing_page():
     # The manual lives in docs/; the README keeps what a newcomer needs on two screens.
     assert len((REPO / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
+
+
+def test_hand_written_pages_carry_no_measured_numbers():
+    # Measured numbers live in the pages the benchmarks write (docs/benchmarks/<script>.md);
+    # a figure typed into prose goes stale the day a benchmark is re-run.
+    generated = {p for p in (REPO / "docs" / "benchmarks").glob("*.md") if p.name != "index.md"}
+    measured = re.compile(r"\b0\.\d{3}\b|\b\d+\.\d+%|AUROC \d")
+    for page in sorted(set(PAGES) - generated):
+        prose = FENCE.sub("", page.read_text(encoding="utf-8"))
+        prose = re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", "", prose, flags=re.DOTALL)
+        assert not measured.findall(prose), (page.name, measured.findall(prose))
