@@ -69,6 +69,15 @@ from the per-sample per-epoch margins the oracle column reads; nothing is retrai
 script exits 1 when the default of any prefix of any cell ranks more than ``PREFIX_TARGET``
 below that best window.
 
+``--verified 100,200`` adds a table: can a verified sample choose the window? Per cell and
+sample size N, ``--verified-repeats`` draws (default 200, seeds 0..R-1) of the sample the
+audit would draw (``gwa_diag.analysis.audit``'s design along the default ranking, without
+writing the run's audit folder), answered with the truth; each chooses the contiguous window
+whose aum has the highest design-weighted AUROC on the verified samples (plain), or does so
+only when that beats the default window's AUROC on the sample by more than its standard
+error (guarded). The table gives each choice's AUROC on all samples against the default's
+and the oracle's.
+
 Output: the tables on stdout and in the page ``docs/benchmarks/regimes.md``, every number of
 them, the per-epoch curves and the run information (command, hardware, date, wall time) in
 ``regimes.json`` beside it (``--pages-dir`` to write elsewhere). Runs are trained into a
@@ -99,6 +108,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from gwa_diag.analysis.audit import DEFAULT_STRATA, MIN_PER_STRATUM, allocate, stratify  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
 from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epochs  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
@@ -241,6 +251,134 @@ def oracle_window(a: Analysis, matrix: np.ndarray | None = None, epochs: list[in
     return best_window(matrix, epochs)
 
 
+# -- a verified sample chooses the window ----------------------------------------------------
+#: --verified: draws per cell and sample size (seeds 0..R-1), unless --verified-repeats says otherwise.
+VERIFIED_REPEATS = 200
+
+
+def window_pairs(n_epochs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) epoch positions of every contiguous window, in np.triu_indices order."""
+    return np.triu_indices(n_epochs)
+
+
+def window_scores(margins: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """aum (the negated mean margin, epochs weighted alike) of every sample (rows of
+    ``margins`` [samples, epochs]) over every window [first[k], last[k]]: [windows, samples],
+    NaN where a sample has no finite margin inside the window (as :func:`window_aurocs`)."""
+    finite = np.isfinite(margins)
+    zero = np.zeros((len(margins), 1))
+    sums = np.concatenate([zero, np.cumsum(np.where(finite, margins, 0.0), axis=1)], axis=1)
+    counts = np.concatenate([zero, np.cumsum(finite, axis=1)], axis=1)
+    n = counts[:, last + 1] - counts[:, first]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = -(sums[:, last + 1] - sums[:, first]) / n
+    return np.where(n > 0, score, np.nan).T
+
+
+def weighted_aurocs(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted AUROC of each row of ``scores`` [rows, samples] (higher = more suspicious)
+    for the labels ``y`` (True = wrong) and the sample weights ``w``: the weighted
+    Mann-Whitney statistic sum_{i wrong, j right} w_i w_j [s_i > s_j, ties 1/2] / (W+ W-),
+    as sklearn's ``roc_auc_score(..., sample_weight=w)``. NaN scores count as the lowest (as
+    :func:`gwa_diag.analysis.metrics.auroc`); NaN for a row without a positive or a negative
+    weight. One sort per row, no pairs: rows x samples memory."""
+    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    y = np.asarray(y, dtype=bool)
+    w = np.asarray(w, dtype=np.float64)
+    rows, m = s.shape
+    order = np.argsort(s, axis=1, kind="stable")
+    ss = np.take_along_axis(s, order, axis=1)
+    wpos, wneg = np.where(y, w, 0.0)[order], np.where(y, 0.0, w)[order]
+    # Runs of equal scores (ties) as groups, numbered across the flattened rows: every row
+    # starts a group, so no group spans two rows.
+    new = np.ones((rows, m), dtype=bool)
+    new[:, 1:] = ss[:, 1:] != ss[:, :-1]
+    group = np.cumsum(new.ravel()) - 1
+    neg_in_group = np.bincount(group, weights=wneg.ravel())
+    neg_before = np.cumsum(neg_in_group) - neg_in_group  # right weight in the groups before, all rows
+    group = group.reshape(rows, m)
+    below = neg_before[group] - neg_before[group[:, :1]]  # right weight scored strictly lower, this row
+    num = np.sum(wpos * (below + 0.5 * neg_in_group[group]), axis=1)
+    den = wpos.sum(axis=1) * wneg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def choose_window(aurocs: np.ndarray, first: np.ndarray, last: np.ndarray) -> int | None:
+    """The window with the highest AUROC on the verified sample (NaN windows skipped); among
+    ties (within 1e-12) the one ending latest, then the shortest. None when every one is NaN."""
+    ok = np.isfinite(aurocs)
+    if not ok.any():
+        return None
+    top = ok & (aurocs >= np.max(aurocs[ok]) - 1e-12)
+    candidates = np.flatnonzero(top)
+    return int(candidates[np.lexsort((-first[candidates], -last[candidates]))[0]])
+
+
+def auroc_se(a: float, n_pos: int, n_neg: int) -> float:
+    """Hanley-McNeil standard error of an AUROC ``a`` from ``n_pos`` wrong and ``n_neg`` right labels."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return math.sqrt(max(a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a), 0.0) / (n_pos * n_neg))
+
+
+def verified_design(ranking: pd.DataFrame, n: int, seed: int) -> tuple[pd.Index, np.ndarray]:
+    """(sample ids, design weights N_h / n_h) of the verified sample a user drawing ``n``
+    with ``seed`` gets: the design of :func:`gwa_diag.analysis.audit.draw_sample` (strata
+    of equal size by rank, Neyman allocation, the same floor) without writing the run's audit folder."""
+    frame, guess = stratify(ranking, DEFAULT_STRATA, seed)
+    sizes = np.bincount(frame["stratum"].to_numpy(), minlength=DEFAULT_STRATA)
+    sampled = allocate(n, sizes, guess, np.minimum(sizes, MIN_PER_STRATUM))
+    stratum = frame["stratum"].to_numpy()
+    drawn = frame["order"].to_numpy() < sampled[stratum]
+    return frame.index[drawn], (sizes / np.maximum(sampled, 1))[stratum[drawn]]
+
+
+def verified_rows(a: Analysis, margins: np.ndarray, matrix: np.ndarray, epochs: list[int], ns: list[int],
+                  repeats: int) -> dict[str, Any]:
+    """Per verified-sample size n: ``repeats`` draws (seeds 0..repeats-1) of the verified
+    sample, answered with the truth; each chooses the window with the highest design-weighted
+    AUROC on it (``plain``), or only when that beats the default window's AUROC on the sample
+    by more than its standard error (``guarded``, else the default window). Each choice's
+    AUROC on ALL samples from ``matrix``: mean, 10th percentile, share of draws above the default's."""
+    truth = a.truth
+    y_all = truth.to_numpy(dtype=bool)
+    index = {e: i for i, e in enumerate(epochs)}
+    window = a.epoch_choices.window
+    first, last = window_pairs(len(epochs))
+    d = int(np.flatnonzero((first == index[window[0]]) & (last == index[window[-1]]))[0])
+    full = matrix[first, last]
+    default = float(full[d])
+    out: dict[str, Any] = {"default": default, "default_window": [window[0], window[-1]], "repeats": repeats, "n": {}}
+    for n in ns:
+        if n > len(a.ranking):
+            continue
+        got: dict[str, list[float]] = {"plain": [], "guarded": []}
+        switched = skipped = 0
+        for r in range(repeats):
+            ids, w = verified_design(a.ranking, n, r)
+            pos = truth.index.get_indexer(ids)
+            keep = pos >= 0
+            pos, w = pos[keep], w[keep]
+            y = y_all[pos]
+            av = weighted_aurocs(window_scores(margins[pos], first, last), y, w)
+            c = choose_window(av, first, last)
+            if c is None:  # no wrong or no right label in the sample: the default stays
+                skipped += 1
+                c = d
+            got["plain"].append(float(full[c]))
+            se = auroc_se(float(av[c]), int(y.sum()), int((~y).sum())) if c != d else math.inf
+            guard = bool(np.isfinite(av[d]) and av[c] - av[d] > se)
+            switched += guard
+            got["guarded"].append(float(full[c if guard else d]))
+        row: dict[str, Any] = {"switched": switched / repeats, "no_choice": skipped}
+        for k, v in got.items():
+            v_ = np.asarray(v)
+            row[k] = {"mean": float(v_.mean()), "p10": float(np.percentile(v_, 10)),
+                      "beats": float(np.mean(v_ > default + 1e-12)), "loses": float(np.mean(v_ < default - 1e-12))}
+        out["n"][str(n)] = row
+    return out
+
+
 def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict[str, Any]]:
     """Per prefix of the recording (cut after each epoch from a quarter of the run to its
     end: a run stopped there), the default window read on that prefix alone and its AUROC,
@@ -270,8 +408,9 @@ def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict
     return out
 
 
-def analyse_run(run_dir: Path) -> dict[str, Any]:
-    """Every number of one row of the tables, from one finished run directory (read only)."""
+def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int = VERIFIED_REPEATS) -> dict[str, Any]:
+    """Every number of one row of the tables, from one finished run directory (read only);
+    with ``verified`` (sample sizes), the window chosen on verified samples (:func:`verified_rows`)."""
     t0 = time.perf_counter()
     a = analyze(run_dir)  # the defaults: aum over the phase window, the estimate rule
     if a.truth is None:
@@ -303,6 +442,8 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     matrix = window_aurocs(margins, truth.to_numpy())
     cell["oracle"] = oracle_window(a, matrix, margin_epochs)
     cell["prefixes"] = prefix_rows(a, matrix, margin_epochs)
+    if verified:
+        cell["verified"] = verified_rows(a, margins, matrix, margin_epochs, verified, repeats)
     score = a.summary.loc[truth.index, DEFAULT_SCORER].to_numpy(dtype=np.float64)
     try:
         gmm = mixture_row(score, truth.to_numpy())["n_flagged"]
@@ -495,6 +636,42 @@ def prefix_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], lis
     return out, missed
 
 
+def verified_table(rows: list[dict[str, Any]], seeds: int, ns: list[int]) -> tuple[list[str], list[str]]:
+    """(the markdown lines, one summary line per sample size and variant) of --verified."""
+    head = ["regime", "label set", "default AUROC [window]", "oracle [window]"]
+    for n in ns:
+        head += [f"n={n} plain: mean / p10 / beats", f"n={n} guarded: mean / p10 / beats (switched)"]
+    out = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|" + "---:|" * (2 * len(ns))]
+    gains: dict[tuple[int, str], list[float]] = {(n, k): [] for n in ns for k in ("plain", "guarded")}
+    for r in rows:
+        c = r["cell"]
+        v = c["verified"]
+        cells = [row_name(r, seeds), r["label_set"], f"{_f(v['default'])} [{_span(v['default_window'])}]",
+                 f"{_f(c['oracle']['auroc'])} [{_span(c['oracle']['window'])}]"]
+        for n in ns:
+            got = v["n"].get(str(n))
+            if got is None:
+                cells += ["-", "-"]
+                continue
+            for k in ("plain", "guarded"):
+                g = got[k]
+                gains[(n, k)].append(g["mean"] - v["default"])
+                cells.append(f"{_f(g['mean'])} / {_f(g['p10'])} / {g['beats']:.0%}"
+                             + (f" ({got['switched']:.0%})" if k == "guarded" else ""))
+        out.append("| " + " | ".join(cells) + " |")
+    summary = []
+    for n in ns:
+        parts = []
+        for k in ("plain", "guarded"):
+            g = gains[(n, k)]
+            if g:
+                parts.append(f"{k} {np.mean(g):+.4f} (gain in {sum(x > 1e-12 for x in g)} of {len(g)} cells, loss in "
+                             f"{sum(x < -1e-12 for x in g)}, worst {min(g):+.4f})")
+        summary.append(f"Verified n={n}, mean AUROC gain over the default window, over the {len(rows)} cells: "
+                       + "; ".join(parts) + ".")
+    return out, summary
+
+
 RULE_COLUMNS = (("kept", "kept"), ("best", "best"), ("last", "last"), ("val", "val 10%"), ("gwa", "GWA"),
                 ("labelwave", "LabelWave"))
 
@@ -589,6 +766,12 @@ def parse_args() -> argparse.Namespace:
                     help="add the prefix table: per cell, the default cut after every epoch from a quarter of the run "
                          f"on against the best fixed window of that prefix; exit 1 when one is more than "
                          f"{PREFIX_TARGET:g} AUROC below")
+    ap.add_argument("--verified", metavar="N[,N...]",
+                    help="add the verified-window table: per cell and sample size N, --verified-repeats draws of a "
+                         "verified sample (the audit's design), answered with the truth, each choosing the window "
+                         "with the best design-weighted AUROC on it (default: off)")
+    ap.add_argument("--verified-repeats", type=int, default=VERIFIED_REPEATS,
+                    help=f"draws per cell and N for --verified, seeds 0..R-1 (default {VERIFIED_REPEATS})")
     ap.add_argument("--keep-runs", action="store_true", help="keep the trained run directories under OUT")
     ap.add_argument("--runs", nargs="+", metavar="RUN",
                     help="re-analyse these run directories written by this benchmark (e.g. --keep-runs on a GPU machine, "
@@ -639,6 +822,15 @@ def parse_args() -> argparse.Namespace:
         args.pretrain_epochs = REGIMES["finetune"]["pretrain_quick" if args.quick else "pretrain"]
     if args.workers < 1:
         raise SystemExit("--workers must be >= 1")
+    try:
+        args.verified = sorted({int(v) for v in args.verified.split(",") if v.strip()}) if args.verified else []
+    except ValueError:
+        raise SystemExit(f"--verified takes whole numbers separated by commas, got {args.verified!r}") from None
+    if any(v < DEFAULT_STRATA * MIN_PER_STRATUM for v in args.verified):
+        raise SystemExit(f"--verified sample sizes must be >= {DEFAULT_STRATA * MIN_PER_STRATUM} ({MIN_PER_STRATUM} per "
+                         "stratum at least)")
+    if args.verified_repeats < 1:
+        raise SystemExit("--verified-repeats must be >= 1")
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
     if args.first_seed < 0:
@@ -687,7 +879,7 @@ def main() -> None:
                 f"{_f(pretrained_note['test_acc'])} ({pretrained_note['seconds']:.0f} s)")
             return
         info = res["info"]
-        cell = analyse_run(Path(res["run_dir"]))
+        cell = analyse_run(Path(res["run_dir"]), args.verified, args.verified_repeats)
         rows.append({"regime": job["regime"], "label_set": job["name"], "seed": job["seed"], **info, "cell": cell})
         log(f"{job['regime']} / {job['name']} / seed {job['seed']}: trained {info['t_train']:.0f} s, analysed "
             f"{cell['t_analysis']:.1f} s; fit at end {_f(cell['fit_last'])}, default AUROC {_f(cell['default']['auroc'])}")
@@ -697,7 +889,7 @@ def main() -> None:
             meta = json.loads((Path(run_dir) / "run.json").read_text())
             if "regime" not in meta:
                 raise SystemExit(f"{run_dir}: not a run of bench/regimes.py (run.json has no 'regime')")
-            cell = analyse_run(Path(run_dir))
+            cell = analyse_run(Path(run_dir), args.verified, args.verified_repeats)
             # The engine chose its checkpoint with the code of the recording, maybe not this one.
             cell["kept_online"] = None
             env = meta.get("environment") or {}
@@ -728,7 +920,7 @@ def main() -> None:
         gpu_dir = data_dir / "gpu_runs"
         found = [r for r in GPU_RUNS if (gpu_dir / r / "run.json").is_file()]
         for r in found:
-            cell = analyse_run(gpu_dir / r)
+            cell = analyse_run(gpu_dir / r, args.verified, args.verified_repeats)
             rows.append({"regime": f"gpu {r}", "label_set": "worst", "seed": None, "t_train": None, "cell": cell})
             log(f"gpu {r}: analysed {cell['t_analysis']:.1f} s")
         missing = [r for r in GPU_RUNS if r not in found]
@@ -817,6 +1009,21 @@ def main() -> None:
                f"alone, against the best fixed contiguous window inside the prefix (in hindsight, reading the "
                f"truth). AUROCs weigh every epoch alike (a sample's presentations within an epoch averaged first), "
                f"as the oracle column; gap = best - default.", ""]
+    if args.verified:
+        verified_lines, verified_summary = verified_table(rows, named, args.verified)
+        md += ["## A verified sample chooses the window", "", *verified_lines, "",
+               *(line for s in verified_summary for line in (s, "")),
+               f"* Per cell and sample size n: {args.verified_repeats} draws (seeds 0..{args.verified_repeats - 1}) of "
+               f"the verified sample the audit draws (gwa_diag.analysis.audit's design: {DEFAULT_STRATA} strata of equal "
+               f"size along the default ranking, Neyman allocation, design weights N_h / n_h; the run directory is "
+               f"not written), answered with the truth. plain: the contiguous window [a, b] of epochs whose aum has "
+               f"the highest design-weighted AUROC on the verified samples (weighted Mann-Whitney, ties 1/2; ties "
+               f"between windows go to the one ending latest, then the shortest); guarded: that window only when its "
+               f"AUROC on the sample beats the default window's by more than its Hanley-McNeil standard error "
+               f"(switched: the share of draws where it did), else the default window. mean / p10: the chosen "
+               f"window's AUROC on ALL samples over the draws (mean, 10th percentile); beats: the share of draws "
+               f"above the default window's. default and oracle AUROCs as the prefix table (every epoch alike), so "
+               f"the default can differ from the ranking table's in the third decimal.", ""]
     text = "\n".join(md)
     print(text)
     dump = {"n": args.n, "test": test_note(args.test_extra),
@@ -825,7 +1032,8 @@ def main() -> None:
             "recipes": {k: describe(regime_config(k, epochs_of(k, args), 0, args.mode, args.device)) for k in args.regimes},
             "pretraining": pretrained_note, "clear_but_worse": clear_worse, "memorise_never_fit": low_fit,
             "memorise_below_fit_at_end": low_end, "prefix_target": PREFIX_TARGET if args.prefixes else None,
-            "prefix_missed": missed, "rows": rows, "headline": headline(rows)}
+            "prefix_missed": missed,
+            "verified": args.verified, "verified_repeats": args.verified_repeats if args.verified else None, "rows": rows, "headline": headline(rows)}
     # The held-out table is a page of its own: the tuning page never shows what tuning must not see.
     pages = write_page("regimes_heldout" if args.held_out else __file__, text, dump, pages_dir=args.pages_dir, wall_s=time.perf_counter() - _T0, device=device,
                        timings=timings)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,8 +238,19 @@ def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> Non
     assert [p.name for p in runs] == ["memorise-worst-seed0"]
     again = tmp_path / "again"
     out = _run_bench("regimes.py", ["--n", "200", "--test-extra", "0", "--skip-gpu-runs", "--runs", str(runs[0]),
+                                    "--verified", "20,40", "--verified-repeats", "5",
                                     "--out", str(again), "--pages-dir", str(again)], tmp_path)
     assert "| memorise | worst" in out and "re-analysed here" in out, out
+    # --verified: draws of the audit's design on the run, which is never written into.
+    assert "## A verified sample chooses the window" in out and "Verified n=40, mean AUROC gain" in out, out
+    assert not (runs[0] / "audit").exists()
+    again_cell = json.loads((again / "regimes.json").read_text())["numbers"]["rows"][0]["cell"]
+    verified = again_cell["verified"]
+    assert sorted(verified["n"]) == ["20", "40"] and verified["repeats"] == 5
+    for got in verified["n"].values():
+        for k in ("plain", "guarded"):
+            assert got[k]["p10"] <= got[k]["mean"] <= again_cell["oracle"]["auroc"] + 1e-12
+            assert 0 <= got[k]["beats"] <= 1
     first, second = (json.loads((d / "regimes.json").read_text())["numbers"]["rows"][0] for d in (trained, again))
     for key in ("default", "phase", "count", "oracle", "flags", "prefixes"):
         assert first["cell"][key] == second["cell"][key], key
@@ -280,6 +292,35 @@ def test_the_prefix_table_names_every_cell_that_missed() -> None:
     assert missed == ["b / worst"]
     assert lines[2].endswith("| 0 of 2 |") and lines[3].endswith("| 1 of 3 ! |")
     assert "+0.021: 5, 0.879 [1-4] vs 0.900 [0-1]" in lines[3]
+
+
+def test_the_weighted_window_auroc_matches_sklearn_and_chooses_the_known_window() -> None:
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from regimes import choose_window, weighted_aurocs, window_pairs, window_scores
+
+    rng = np.random.default_rng(0)
+    y = rng.random(60) < 0.3
+    w = rng.choice([1.0, 2.5, 7.0], size=60)
+    scores = np.round(rng.normal(size=(8, 60)) + y, 1)  # rounded: many ties between wrong and right labels
+    scores[3, :5] = np.nan  # NaN counts as the lowest score, as metrics.auroc
+    got = weighted_aurocs(scores, y, w)
+    for row, value in zip(scores, got):
+        want = sklearn_metrics.roc_auc_score(y, np.where(np.isnan(row), np.nanmin(scores) - 1, row), sample_weight=w)
+        assert value == pytest.approx(want, abs=1e-12)
+    assert np.isnan(weighted_aurocs(scores[:2], np.zeros(60, bool), w)).all()  # no wrong label: no AUROC
+
+    # Margins of 6 epochs where only epochs 2..3 separate the wrong labels: the choice is [2, 3].
+    margins = rng.normal(size=(80, 6))
+    wrong = np.arange(80) < 20
+    margins[:, 2:4] -= 3.0 * wrong[:, None]
+    first, last = window_pairs(6)
+    av = weighted_aurocs(window_scores(margins, first, last), wrong, np.ones(80))
+    k = choose_window(av, first, last)
+    assert (first[k], last[k]) == (2, 3) and av[k] == 1.0
+    # Ties go to the window ending latest, then the shortest.
+    assert choose_window(np.array([0.9, 0.9, 0.9, np.nan]), np.array([0, 0, 1, 2]), np.array([1, 2, 2, 2])) == 2
+    assert choose_window(np.full(3, np.nan), np.zeros(3, int), np.zeros(3, int)) is None
 
 
 def test_wrong_label_reliability_bins_each_share_against_the_truth(tmp_path: Path) -> None:
