@@ -1,74 +1,15 @@
 """Early stopping without a validation set on CIFAR-10-N: the protocol of Table 1 of
 Hölzl et al. (2025) at the scale of a small CPU.
 
-    python bench/early_stopping.py                       # 3 seeds, regimes memorise, decay, finetune
-    python bench/early_stopping.py --quick               # pool 2000, fewer epochs, 2 seeds, memorise only
-    python bench/early_stopping.py --regime memorise --seeds 0 1 2 3 4
+    python bench/early_stopping.py                       # regimes memorise, decay, finetune
+    python bench/early_stopping.py --quick               # a smaller pool, memorise only
     python bench/early_stopping.py --held-out            # adds random2 and random3: run it once, at the end
 
-Question: which epoch should a user keep when the labels are noisy and there is no clean
-validation set? Each rule picks one epoch of a training run; the table shows the clean test
-accuracy of the epoch it picked (mean ± std over seeds, in %):
-
-* oracle: the best test epoch (what no rule can beat); last: the last epoch;
-* val 10% / val 1%: a separate run trained on the other 90% / 99% of the pool; the epoch
-  with the best accuracy on the held-out part, whose labels are the NOISY ones, as a user
-  would have them (ties: the earliest epoch);
-* GWA: :func:`gwa_diag.early_stopping.select_epoch` on the GWA curve the recorder wrote for
-  the full-pool run (``scratch``: highest GWA after the first 10% of training;
-  ``finetune``: highest GWA after its first local minimum);
-* LabelWave: :func:`gwa_diag.early_stopping.labelwave_epoch` on the same run's
-  training-set prediction changes between epochs.
-
-A rule that picks no epoch keeps the last one (what a user would be left with); the table
-counts those cases. Per row it also gives the trust level
-:func:`~gwa_diag.early_stopping.assess_choice` gives the GWA choice (seeds with a clear /
-weak / no peak) and the mean Spearman rank correlation of GWA with the test accuracy over
-the epochs. A second table lists the chosen epochs; a third shows what the curves do
-(training fit at the end, where mean alignment and GWA peak relative to the test peak, with
-and without the warm-up exclusion).
-
-Data (``--data``, default ``../shared/data`` from the repository root): the first 20,000
-CIFAR-10 training images (row = CIFAR-10 training index) and the first 1,000 test images;
-CIFAR-10-N human labels read with the safe loader
-:func:`gwa_diag.training.data.load_cifar10n`. Rows are split once, the same for every
-seed and label set:
-
-* test block: the last ``--test-block`` training rows (default 15,000..19,999) with their
-  CLEAN labels, never trained on, plus the 1,000 test images: 6,000 clean test images, so
-  that a 3-point change is well outside the epoch-to-epoch noise;
-* pool: the first ``--pool`` rows, with the chosen noisy label set;
-* pretraining part (finetune regime only): rows 10,000..14,999 with their CLEAN labels.
-
-Rows of the table: the label sets worst (41% noise), aggre (9%) and random1 (17%), used to
-tune the recipes; random2 and random3 only with ``--held-out``.
-
-Regimes (``--regime``, several allowed), each a recipe of ``bench/harness.py`` on the tiny CNN:
-
-* ``memorise`` (recipe ``memorise_lr1e-3``: Adam at a constant rate, no augmentation, no
-  weight decay, batch 128), long enough to fit the noisy training labels (the fit is
-  printed): test accuracy peaks and then falls as the wrong labels are learned, the regime
-  the paper's stopping rule is meant for. Without augmentation the test curve also jumps by
-  several points from one epoch to the next, so the oracle column (the luckiest epoch) is
-  optimistic and the last epoch is one noisy draw.
-* ``decay`` (recipe ``decay``): the engine's default recipe
-  (:class:`gwa_diag.training.config.TrainConfig`), a short schedule that ends at rate zero.
-* ``finetune``: pretrained once (first seed) with ``decay`` on the CLEAN labels of the
-  pretraining part, then fine-tuned (all layers, pretrained head kept) with the recipe
-  ``finetune`` on the NOISY labels of the pool; the GWA rule in ``finetune`` mode. The engine
-  normalises the inputs with the pool's channel statistics, as for every run.
-
-Every run goes through :func:`gwa_diag.training.engine.train` (its recorder on the head),
-which evaluates the clean test set, and the validation part in the split runs, after every
-epoch. Runs go to a temporary directory that is removed when the script ends, also on an
-error or Ctrl-C. Jobs run in ``--workers`` processes of one thread each (on a shared 2-core
-machine one thread per process was faster than two threads in one process).
-
-Output: the markdown tables on stdout and in the page ``docs/benchmarks/early_stopping.md``
-(``--pages-dir``), with the chosen epochs and summaries as numbers in
-``early_stopping.json`` beside it; under ``--out`` (default ``bench_out/early_stopping``) a
-JSON file with every per-epoch curve (test acc, val acc, train loss/acc, mean alignment,
-kurtosis, GWA, prediction changes). No number of the tables is hard-coded here.
+Each rule (GWA, LabelWave, a 10% or 1% validation split with the noisy labels, the last
+epoch) picks one epoch of a run; the tables give the clean test accuracy of that epoch
+against the best one in hindsight, the trust of the GWA choice, and what the curves do. Every
+run goes through :func:`gwa_diag.training.engine.train` in a temporary folder removed at the
+end; the per-epoch curves go to a JSON file under --out. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations

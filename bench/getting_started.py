@@ -1,18 +1,11 @@
 """How long each step of the getting-started guide takes, and the demo's first screen.
 
-Runs, as a new user would, `gwa-diag demo`, then the guide's own-folder steps on the bundled
-CIFAR-10-N images written out as an image folder (one sub-folder per class, PNG files, the
-given labels as folders): train the tiny CNN, rank, report, draw an audit of 200 and read
-its answers (filled in from the known truth), export corrected labels, and start the app
-until it serves its first page. Every step is the `gwa-diag` command itself, timed from
-start to exit.
-
-Writes docs/benchmarks/getting_started.md/.json (the step times and the demo's whole
-output), docs/benchmarks/demo-first-screen.txt (the first screen the docs show), and
-replaces the first screen between the README's first-screen markers. The figures of the
-first screen repeat exactly on one machine; the times vary with the machine and its load.
-
     python bench/getting_started.py
+
+Runs, as a new user would, `gwa-diag demo`, then the guide's own-folder steps on the bundled
+images written out as an image folder, each the `gwa-diag` command itself timed from start
+to exit. Also writes docs/benchmarks/demo-first-screen.txt and replaces the first screen
+between the README's first-screen markers. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations

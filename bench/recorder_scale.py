@@ -1,14 +1,11 @@
-"""Recorder memory and flush time at ImageNet scale (N = 1.28 million presentations per epoch).
+"""Recorder memory and flush time at ImageNet scale (1.28 million presentations per epoch).
 
-    python bench/recorder_scale.py                     # CPU: N = 1,281,167, 10 classes
+    python bench/recorder_scale.py                     # CPU: 10 classes
     python bench/recorder_scale.py --classes 1000      # ImageNet head (slow on CPU, quick on GPU)
 
-A linear head on random features stands in for the network: the recorder's cost does not
-depend on what comes before the head. For each of ``--epochs`` epochs it prints the memory
-the recorder holds at the end of the epoch (device bytes on CUDA, the buffers' bytes on CPU),
-the time ``end_epoch`` blocks the training loop (one host copy), and the time of the
-background Parquet write. Memory must stay flat across epochs (no growth), the blocking
-part must be small, and the write must take seconds.
+A linear head on random features stands in for the network. Per epoch: the memory the
+recorder holds, the time ``end_epoch`` blocks the loop, and the background Parquet write.
+The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Would a per-sample "probability that this label is wrong" be calibrated? A reliability
 table of the two per-sample shares gwa-diag records, against the truth.
 
-    python bench/wrong_label_reliability.py                 # the two GPU recordings, a few seconds
+    python bench/wrong_label_reliability.py                 # the two GPU recordings
     python bench/wrong_label_reliability.py RUN [RUN ...]   # any runs with clean labels
 
-For each run (analysed with the defaults, :func:`gwa_diag.analyze`) and each share of the
-window's epochs in which a sample's label was not fitted (``unfitted``: another class
-predicted, over the last three epochs of the window) or confidently contradicted
-(``disagreement``: confident learning's per-class threshold, over the epochs around the
-GWA-selected one), the samples are binned by that share (0, below one half, one half to
-below 1, exactly 1) and each bin shows how many samples it holds and which share of them
-is truly wrong. A calibrated probability would read the same wrong share for the same value
-on every run. The last lines give, per column, the range over the runs of the wrong share
-among the samples at 1. Runs whose labels.parquet has no ``clean_label`` are skipped. The table
-also goes to the page ``docs/benchmarks/wrong_label_reliability.md`` (``--pages-dir``).
+Samples are binned by ``unfitted`` and ``disagreement`` (:data:`BINS`), each bin with the
+share of them truly wrong; runs without ``clean_label`` are skipped. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
