@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 from gwa_diag.analysis.audit import DEFAULT_STRATA, MIN_PER_STRATUM, allocate, stratify  # noqa: E402
 from gwa_diag.analysis.metrics import auroc  # noqa: E402
 from gwa_diag.analysis.survey import P_WRONG_FEATURES, fit_p_wrong, recall_bound, stratified_total  # noqa: E402
-from harness import add_common_args, write_page  # noqa: E402
+from harness import add_common_args, markdown_table, write_page  # noqa: E402
 
 SIZES = (50, 100, 200, 400)
 DEPTHS = (0.10, 0.25, 0.50)
@@ -128,7 +128,8 @@ def load_cell(path: Path, kind: str, required: bool = True) -> Cell | None:
 
 def fixed_map(cells: list[Cell]) -> dict[float, float]:
     """The best single map from ``unfitted`` to a probability, in hindsight, over all cells
-    pooled with equal weight per cell (module docstring). NaN maps from its own key."""
+    pooled with equal weight per cell (per value, the mean over cells of the share truly wrong,
+    weighted by how many of the cell's samples hold it). NaN maps from its own key."""
     hits: dict[float, float] = {}
     counts: dict[float, float] = {}
     for cell in cells:
@@ -190,7 +191,8 @@ def review_check(cell: Cell, stratum: np.ndarray, drawn: np.ndarray, depth: int,
 
 def simulate(cell: Cell, sims: int, sizes: tuple[int, ...], mapping: dict[float, float], strata: int,
              first_seed: int) -> pd.DataFrame:
-    """One row per simulated audit and size (module docstring)."""
+    """One row per simulated audit and size: the count's interval, stratified and plain;
+    ``p_wrong`` fitted on the verified samples and scored on the rest; the review check."""
     total, size = cell.total, len(cell.ids)
     fixed = np.vectorize(lambda k: mapping.get(k, np.nan))(_keys(cell.unfitted)) if mapping else None
     score = cell.score.fillna(-np.inf).to_numpy()
@@ -230,8 +232,7 @@ def simulate(cell: Cell, sims: int, sizes: tuple[int, ...], mapping: dict[float,
             if fixed is not None:
                 fr = fixed[rest]
                 row.update(fixed_ece=ece(fr, y), fixed_brier=float(np.mean((fr - y) ** 2)))
-            _, _, row["f1_p"] = prf(pr >= 0.5, y)
-            row["prec_p"], row["rec_p"], _ = prf(pr >= 0.5, y)
+            row["prec_p"], row["rec_p"], row["f1_p"] = prf(pr >= 0.5, y)
             row["prec_est"], row["rec_est"], row["f1_est"] = prf(cell.flagged[rest], y)
             for k in DEPTHS:
                 holds, true, low = review_check(cell, stratum, drawn, int(round(k * size)), seed)
@@ -253,7 +254,8 @@ def _simulate(job: tuple[Cell, int, tuple[int, ...], dict[float, float], int, in
 
 
 def labels_needed(per_n: pd.Series, target: float) -> str:
-    """The smallest n whose mean half-width is within ``target`` (module docstring)."""
+    """The smallest n whose mean half-width is within ``target``: interpolated between grid
+    sizes on log-log axes (``~``), or extrapolated past the grid as 1/sqrt(n) (``>``)."""
     ns = np.array(per_n.index, dtype=float)
     hw = per_n.to_numpy(float)
     if hw[0] <= target:
@@ -303,21 +305,20 @@ def markdown(summary: pd.DataFrame) -> str:
     head = ["cell", "wrong / N", "n", "coverage", "half-width", "plain", "x plain", "abs. error",
             "+-10% / +-20% (plain)", "ECE", "Brier", "fixed Brier", "AUROC p_wrong / score",
             "F1 p>=0.5 / estimate", "review holds 10/25/50%"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    last = None
+    rows, last = [], None
     for r in summary.to_dict("records"):
         first = r["cell"] != last
         last = r["cell"]
         need = (f"{r['need_10']} / {r['need_20']} ({r['plain_need_10']} / {r['plain_need_20']})"
                 if first and "need_10" in r and isinstance(r.get("need_10"), str) else "")
-        lines.append("| " + " | ".join([
+        rows.append([
             r["cell"] if first else "", f"{r['wrong']:,} / {r['N']:,}" if first else "", str(r["n"]),
             f"{r['coverage']:.3f}", f"{r['half']:.1%}", f"{r['plain_half']:.1%}", f"{r['ratio']:.2f}",
             f"{r['error']:.1%}", need, f"{r['ece']:.3f}", f"{r['brier']:.4f}", f"{r['fixed_brier']:.4f}",
             f"{r['auroc_p']:.3f} / {r['auroc_score']:.3f}", f"{r['f1_p']:.3f} / {r['f1_est']:.3f}",
             " / ".join(f"{r[f'holds_{k:.2f}']:.3f}" for k in DEPTHS),
-        ]) + " |")
-    return "\n".join(lines)
+        ])
+    return "\n".join(markdown_table(head, rows))
 
 
 def check_targets(summary: pd.DataFrame) -> list[str]:

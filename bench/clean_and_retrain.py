@@ -31,8 +31,8 @@ from gwa_diag.store import open_run
 from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file, without_samples
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_installed, decay_config, hardware,
-    label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
+    INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_flags, cleanlab_installed, decay_config,
+    hardware, label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -113,15 +113,6 @@ def clear_out(out: Path, name: str) -> None:
     for folder in (out / "runs" / name, out / "labels" / name):
         if folder.exists():
             shutil.rmtree(folder)
-
-
-# -- cleanlab --------------------------------------------------------------------------------------
-def cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Boolean mask of the samples ``cleanlab.filter.find_label_issues`` flags (default settings)."""
-    from cleanlab.filter import find_label_issues
-
-    probs = probs / probs.sum(axis=1, keepdims=True)  # exact row sums for cleanlab's checks
-    return np.asarray(find_label_issues(labels, probs, n_jobs=1), dtype=bool)
 
 
 def write_label_files(out_csv: Path, ids: np.ndarray, given: np.ndarray, new: np.ndarray, dropped: np.ndarray,

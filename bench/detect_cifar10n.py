@@ -300,20 +300,19 @@ def summary_tables(results: list[dict[str, Any]], scorer_cols: list[str]) -> tup
         t = r["table"]
         extra_cols += [m for m in t.index if m not in SCORERS and pd.notna(t.loc[m, "auroc"]) and m not in extra_cols]
     cols = [c for c in scorer_cols if any(c in r["table"].index for r in results)] + extra_cols
-    rank = ["| label set (noise) | true count | " + " | ".join(cols) + " |", "|---|---:|" + "---|" * len(cols)]
-    for r in results:
-        t = r["table"]
-        cells = [f"{_fmt(t.loc[c, 'auroc'], 'auroc')} / {_fmt(t.loc[c, 'ap'], 'ap')}" if c in t.index else "-" for c in cols]
-        rank.append(f"| {r['name']} ({r['noise']:.1%}) AUROC / AP | {r['n_noisy']} | " + " | ".join(cells) + " |")
     flaggers: list[str] = []
     for r in results:
         flaggers += [m for m in r["table"].index if pd.notna(r["table"].loc[m, "n_flagged"]) and m not in flaggers]
-    count = ["| label set (noise) | true count | " + " | ".join(flaggers) + " |", "|---|" + "---:|" * (len(flaggers) + 1)]
+    rank, count = [], []
     for r in results:
         t = r["table"]
-        cells = [_fmt(t.loc[m, "n_flagged"], "n_flagged") if m in t.index else "-" for m in flaggers]
-        count.append(f"| {r['name']} ({r['noise']:.1%}) | {r['n_noisy']} | " + " | ".join(cells) + " |")
-    return rank, count
+        rank.append([f"{r['name']} ({r['noise']:.1%}) AUROC / AP", r["n_noisy"], *(
+            f"{_fmt(t.loc[c, 'auroc'], 'auroc')} / {_fmt(t.loc[c, 'ap'], 'ap')}" if c in t.index else "-" for c in cols)])
+        count.append([f"{r['name']} ({r['noise']:.1%})", r["n_noisy"],
+                      *(_fmt(t.loc[m, "n_flagged"], "n_flagged") if m in t.index else "-" for m in flaggers)])
+    head = ["label set (noise)", "true count"]
+    return (markdown_table([*head, *cols], rank, "lr"),
+            markdown_table([*head, *flaggers], count, "l" + "r" * (len(flaggers) + 1)))
 
 
 def main() -> None:

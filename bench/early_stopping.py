@@ -35,7 +35,7 @@ from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
     HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, data_files, describe, earliest_best, new_model, normalisation,
-    recipe, run_jobs, write_page,
+    markdown_table, recipe, run_jobs, write_page,
 )
 
 RULES = ("oracle", "last", "val10", "val1", "gwa", "labelwave")
@@ -238,14 +238,11 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
     summary: dict[str, Any] = {}
     head = ["label set (noise)", *(RULE_NAMES[r] for r in RULES), "GWA trust clear/weak/none",
             "Spearman(GWA, test)"]
-    t1 = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    t2 = ["| label set | " + " | ".join(RULE_NAMES[r] for r in RULES if r != "last") + " |",
-          "|---|" + "---|" * (len(RULES) - 1)]
+    t1, t2, t3 = [], [], []
     why_head = ["label set", "train fit at end (all / mislabeled)", "best test epoch",
                 "max mean alignment epoch (after the first 10%)",
                 "max GWA epoch (rule)", "max GWA epoch incl. warm-up (test %)", "mean alignment change best->last",
                 "test change best->last (points)", "Spearman(mean alignment, test)"]
-    t3 = ["| " + " | ".join(why_head) + " |", "|---|" + "---:|" * (len(why_head) - 1)]
     for name in args.label_sets:
         per_seed = []
         for seed in args.seeds:
@@ -263,15 +260,14 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
         trust = [s["trust"] for s in per_seed]
         cells.append("/".join(str(trust.count(level)) for level in ("clear", "weak", "none")))
         cells.append(_ms([s["spearman"] for s in per_seed], scale=1.0, digits=2))
-        t1.append(f"| {name} ({noise[name]:.1%}) | " + " | ".join(cells) + " |")
-        t2.append(f"| {name} | " + " | ".join(", ".join(str(s["epoch"][r]) for s in per_seed)
-                                               for r in RULES if r != "last") + " |")
+        t1.append([f"{name} ({noise[name]:.1%})", *cells])
+        t2.append([name, *(", ".join(str(s["epoch"][r]) for s in per_seed) for r in RULES if r != "last")])
         w = [s["why"] for s in per_seed]
 
         def eps(k: str) -> str:
             return ", ".join("-" if x[k] is None else str(x[k]) for x in w)
 
-        t3.append("| " + " | ".join([
+        t3.append([
             name,
             f"{_ms([x['fit'] for x in w])} / {_ms([x['fit_mislabeled'] for x in w])}",
             eps("best"), eps("mean_peak"), ", ".join(str(s["epoch"]["gwa"]) for s in per_seed),
@@ -279,10 +275,13 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
             _ms([x["mean_rise"] for x in w], scale=1.0, digits=3),
             _ms([x["test_fall"] for x in w]),
             _ms([x["spearman_mean"] for x in w], scale=1.0, digits=2),
-        ]) + " |")
-    lines += ["Test accuracy (%) of the chosen epoch, mean ± std over seeds:", "", *t1, "",
-              "Chosen epoch per seed (0-based; val columns: epochs of the split runs):", "", *t2, "",
-              "What the curves do (per seed unless mean ± std):", "", *t3, ""]
+        ])
+    lines += ["Test accuracy (%) of the chosen epoch, mean ± std over seeds:", "",
+              *markdown_table(head, t1, "l" + "r" * (len(head) - 1)), "",
+              "Chosen epoch per seed (0-based; val columns: epochs of the split runs):", "",
+              *markdown_table(["label set", *(RULE_NAMES[r] for r in RULES if r != "last")], t2), "",
+              "What the curves do (per seed unless mean ± std):", "",
+              *markdown_table(why_head, t3, "l" + "r" * (len(why_head) - 1)), ""]
     # Did the regime do what it is named for? Said in the output, never hidden.
     drops = {n: float(np.mean([-s["why"]["test_fall"] for s in summary[n]])) * 100 for n in args.label_sets}
     drop_txt = ", ".join(f"{n} {d:.1f}" for n, d in drops.items())

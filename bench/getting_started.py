@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from harness import REPO, add_common_args, write_page
+from harness import REPO, add_common_args, markdown_table, write_page
 
 from gwa_diag.cli.app import READY_MESSAGE
 from gwa_diag.cli.demo import DEMO_EPOCHS
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       app_ready_seconds("runs/mine", work, args.port)))
 
     screen = first_screen(demo_out)
-    table = ["| step | command | seconds |", "|---|---|---:|"]
-    table += [f"| {what} | `{cmd}` | {s:.1f} |" for what, cmd, s in steps]
+    table = markdown_table(["step", "command", "seconds"], [[w, f"`{c}`", f"{s:.1f}"] for w, c, s in steps], "llr")
     markdown = "\n".join([
         "Each step of [Getting started](../getting-started.md) as a new user runs it: the bundled "
         "2,500 CIFAR-10 images with their CIFAR-10-N *worst* labels, written out as an image folder, "

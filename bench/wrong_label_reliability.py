@@ -20,7 +20,7 @@ import pandas as pd
 from gwa_diag import analyze
 from gwa_diag.checks import InputError
 from gwa_diag.store import AnalysisError
-from harness import add_common_args, write_page
+from harness import add_common_args, markdown_table, write_page
 
 COLUMNS = ("unfitted", "disagreement")
 BINS = ("0", "(0, 0.5)", "[0.5, 1)", "1")
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or [args.data / "gpu_runs" / "dec_worst", args.data / "gpu_runs" / "mem_worst"]
     at_one: dict[str, list[float]] = {c: [] for c in COLUMNS}
-    lines = ["| run | noise | column | " + " | ".join(f"{b}: n (wrong)" for b in BINS) + " |",
-             "|---|---:|---|" + "---:|" * len(BINS)]
+    rows = []
     for run in runs:
         try:
             tables = run_table(run)
@@ -75,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{run.parent.name}/{run.name}"
         for column, t in tables.items():
             noise = float((t["n"] * t["wrong"].fillna(0)).sum() / t["n"].sum())
-            cells = " | ".join(f"{int(n):,} ({w:.2f})" if n else "0 (-)" for n, w in zip(t["n"], t["wrong"]))
-            lines.append(f"| {name} | {noise:.1%} | {column} | {cells} |")
+            rows.append([name, f"{noise:.1%}", column,
+                         *(f"{int(n):,} ({w:.2f})" if n else "0 (-)" for n, w in zip(t["n"], t["wrong"]))])
             if t.loc[BINS[-1], "n"]:
                 at_one[column].append(float(t.loc[BINS[-1], "wrong"]))
+    lines = markdown_table(["run", "noise", "column", *(f"{b}: n (wrong)" for b in BINS)], rows, "lrl" + "r" * len(BINS))
     lines += [f"{column} = 1: wrong share {min(values):.2f}-{max(values):.2f} over {len(values)} runs"
               for column, values in at_one.items() if values]
     print("\n".join(lines))
