@@ -34,8 +34,8 @@ from gwa_diag.training.data import ArrayDataset, load_cifar10n, load_npz
 from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
-    HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, data_files, describe, earliest_best, new_model, normalisation,
-    markdown_table, recipe, run_jobs, write_page,
+    HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe, earliest_best,
+    markdown_table, new_model, normalisation, recipe, run_jobs, write_page,
 )
 
 RULES = ("oracle", "last", "val10", "val1", "gwa", "labelwave")
@@ -69,20 +69,18 @@ def _init_worker(data_dir: str, threads: int | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         torch.set_num_threads(threads)
     files = data_files(Path(data_dir))
-    train_npz, test = load_npz(files.train), load_npz(files.test)
-    _DATA.update(images=train_npz.images_nchw, clean=np.asarray(train_npz.labels, dtype=np.int64),
-                 test_images=test.images_nchw, test_labels=np.asarray(test.labels, dtype=np.int64))
+    full = load_npz(files.train)
+    _DATA.update(full=full, images=full.images_nchw, clean=np.asarray(full.labels, dtype=np.int64),
+                 test=load_npz(files.test))
 
 
 def _eval_sets(job: dict[str, Any]) -> dict[str, ArrayDataset]:
     """The clean test set (``eval_acc`` per epoch) and, in the split runs, the validation part
     with its noisy labels (``val_acc``)."""
-    images, rows = _DATA["images"], torch.as_tensor(job["test_rows"])
-    test = ArrayDataset(torch.cat([_DATA["test_images"], images[rows]]),
-                        np.concatenate([_DATA["test_labels"], _DATA["clean"][job["test_rows"]]]), num_classes=10)
+    test = clean_test_set(_DATA["test"], _DATA["full"], job["test_rows"], _DATA["clean"])
     if not len(job["val_rows"]):
         return {"eval": test}
-    val = ArrayDataset(images[torch.as_tensor(job["val_rows"])], job["val_labels"], num_classes=10)
+    val = ArrayDataset(_DATA["images"][torch.as_tensor(job["val_rows"])], job["val_labels"], num_classes=10)
     return {"eval": test, "val": val}
 
 

@@ -158,6 +158,11 @@ def hardware(device: torch.device | None = None) -> str:
     return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
 
 
+def device_name(device: torch.device) -> str:
+    """The device a measurement ran on, for a table: the GPU's name, or the CPU and its torch threads."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed from the repository root: ``python bench/<script>.py ARGS``."""
     args = sys.argv[1:] if argv is None else argv

@@ -20,7 +20,7 @@ import torch
 
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.training.engine import train_step
-from harness import add_common_args, markdown_table, new_model, on_off_blocks, sync, write_page
+from harness import add_common_args, device_name, markdown_table, new_model, on_off_blocks, sync, write_page
 
 
 def measure(model: torch.nn.Module, device: torch.device, *, batch: int, steps: int, repeats: int,
@@ -71,7 +71,7 @@ def _measure(model: torch.nn.Module, device: torch.device, run_dir: str, *, batc
     med_off, med_on = statistics.median(off), statistics.median(on)
     return {
         "case": label,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": device_name(device),
         "step_ms_off": 1000 * med_off / steps,
         "step_ms_on": 1000 * med_on / steps,
         "ratio": med_on / med_off,

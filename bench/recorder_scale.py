@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
-from harness import add_common_args, write_page
+from harness import add_common_args, device_name, write_page
 
 
 def _buffer_bytes(rec: AlignmentRecorder) -> int:
@@ -50,8 +50,7 @@ def main() -> None:
     rec = AlignmentRecorder(head, out)
     z = torch.randn(args.batch, args.dim, device=device, requires_grad=False)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    say(f"device: {name}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
+    say(f"device: {device_name(device)}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
     say(f"{'epoch':>5s} {'held at end (MB)':>17s} {'B/sample':>9s} {'end_epoch blocks':>17s} {'write (bg)':>11s} "
           f"{'steps/s':>8s}" + (f" {'cuda peak MB':>12s}" if device.type == "cuda" else ""))
     for epoch in range(args.epochs):

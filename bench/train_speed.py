@@ -28,7 +28,7 @@ from gwa_diag.training.engine import TrainConfig, build_optimizer, train, train_
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
-from harness import DEFAULT_DATA, add_common_args, hardware, on_off_blocks, sync, write_page
+from harness import DEFAULT_DATA, add_common_args, device_name, first_images, hardware, on_off_blocks, sync, write_page
 
 DEFAULT_DATA_FILE = DEFAULT_DATA / "cifar10" / "train_first20000.npz"
 
@@ -37,8 +37,7 @@ def dataset(path: Path, n: int) -> tuple[ArrayDataset, str]:
     if path.is_file():
         full = load_npz(path)
         n = min(n, len(full))
-        ds = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n], num_classes=10)
-        return ds, f"first {n} images of {path.name}"
+        return first_images(full, n), f"first {n} images of {path.name}"
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=g)
@@ -158,7 +157,7 @@ def main() -> None:
             make, ds, device, epochs=args.cpu_epochs, batch=args.cpu_batch, lr=0.1, precision="fp32")
         raw = raw_step_loop(make, ds, device, batch=args.cpu_batch, lr=0.1, dtype=None, steps=args.steps,
                             repeats=args.repeats, warmup=args.warmup_steps)
-        report(f"tiny CNN, batch {args.cpu_batch}, fp32", f"cpu ({torch.get_num_threads()} threads)", desc, e2e, raw, say)
+        report(f"tiny CNN, batch {args.cpu_batch}, fp32", device_name(device), desc, e2e, raw, say)
 
     if args.skip_gpu:
         say("\nGPU case skipped (--skip-gpu)")
@@ -172,7 +171,7 @@ def main() -> None:
             make, ds, device, epochs=args.gpu_epochs, batch=args.gpu_batch, lr=0.2, precision="bf16")
         raw = raw_step_loop(make, ds, device, batch=args.gpu_batch, lr=0.2, dtype=torch.bfloat16, steps=4 * args.steps,
                             repeats=args.repeats, warmup=4 * args.warmup_steps)
-        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", torch.cuda.get_device_name(device), desc, e2e, raw, say)
+        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", device_name(device), desc, e2e, raw, say)
 
     page, _ = write_page(__file__, "\n".join(["# Training throughput", "", "```", *lines, "```"]), {"lines": lines},
                          pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0)
