@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from harness import REPO, add_common_args, markdown_table, write_page
+from harness import REPO, add_common_args, markdown_table, splice, write_page
 
 from gwa_diag.cli.app import READY_MESSAGE
 from gwa_diag.cli.demo import DEMO_EPOCHS
@@ -82,17 +82,6 @@ def first_screen(demo_output: str) -> str:
     return head.strip("\n") + "\n"
 
 
-def splice_readme(readme: Path, screen: str) -> bool:
-    """Replace the fenced block between the README's first-screen markers; False without them."""
-    text = readme.read_text(encoding="utf-8")
-    if SCREEN_START not in text or SCREEN_END not in text:
-        return False
-    head, rest = text.split(SCREEN_START, 1)
-    tail = rest.split(SCREEN_END, 1)[1]
-    atomic_write_bytes(readme, f"{head}{SCREEN_START}\n```\n{screen}```\n{SCREEN_END}{tail}".encode())
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(ap, data=False)
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.pages_dir / FIRST_SCREEN, screen.encode())
     page, _ = write_page(__file__, markdown, numbers, pages_dir=args.pages_dir,
                          wall_s=time.perf_counter() - t_start)
-    spliced = splice_readme(args.readme, screen) if args.readme.is_file() else False
+    spliced = splice(args.readme, SCREEN_START, SCREEN_END, f"```\n{screen}```\n")
     print("\n".join(table))
     print(f"\npage: {page}; first screen: {args.pages_dir / FIRST_SCREEN}"
           + (f"; README first screen replaced ({args.readme})" if spliced else ""))

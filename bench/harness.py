@@ -279,14 +279,20 @@ def write_headline(pages_dir: Path, readme: Path | None) -> str:
                            or [["-", "no benchmark page with a headline yet", "-"]])
     text = "\n".join(table) + "\n"
     atomic_write_bytes(Path(pages_dir) / "headline.md", ("# Headline results\n\n" + text).encode())
-    if readme is not None and readme.is_file():
-        old = readme.read_text()
-        if HEADLINE_START in old and HEADLINE_END in old.split(HEADLINE_START, 1)[1]:
-            head, rest = old.split(HEADLINE_START, 1)
-            tail = rest.split(HEADLINE_END, 1)[1]
-            linked = text.replace("](", "](docs/benchmarks/")
-            atomic_write_bytes(readme, f"{head}{HEADLINE_START}\n{linked}{HEADLINE_END}{tail}".encode())
+    if readme is not None:
+        splice(readme, HEADLINE_START, HEADLINE_END, text.replace("](", "](docs/benchmarks/"))
     return text
+
+
+def splice(path: Path, start: str, end: str, body: str) -> bool:
+    """Replace what lies between the markers ``start`` and ``end`` of the file ``path`` by a
+    line break and ``body``; False, the file untouched, unless it holds both (in that order)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if start not in text or end not in text.split(start, 1)[1]:
+        return False
+    head, rest = text.split(start, 1)
+    atomic_write_bytes(path, f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}".encode())
+    return True
 
 
 # -- data -------------------------------------------------------------------------------------
