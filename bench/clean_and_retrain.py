@@ -32,7 +32,7 @@ from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file,
 from gwa_diag.training.engine import train
 from harness import (
     INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_flags, cleanlab_installed, decay_config,
-    hardware, label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
+    fmt, hardware, label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -250,17 +250,14 @@ def row_name(policy: Policy, args) -> str:
 
 
 def cells(r: dict[str, Any], base: dict[str, Any]) -> dict[str, str]:
-    def num(v, fmt="{:.3f}"):
-        return "-" if v is None else fmt.format(v)
-
     left = f"{r['wrong_left']} ({r['wrong_left'] / r['kept']:.1%})" if r["kept"] else "-"
     return {
-        "acc_last": num(r["acc_last"]),
+        "acc_last": fmt(r["acc_last"]),
         "delta": "" if r is base else f"{r['acc_last'] - base['acc_last']:+.3f}",
-        "acc_gwa": num(r["acc_gwa"]),
-        "gwa_epoch": num(r["gwa_epoch"], "{}"),
+        "acc_gwa": fmt(r["acc_gwa"]),
+        "gwa_epoch": "-" if r["gwa_epoch"] is None else str(r["gwa_epoch"]),
         "changed": str(r["changed"]), "dropped": str(r["dropped"]),
-        "precision": num(r["precision"]), "recall": num(r["recall"]),
+        "precision": fmt(r["precision"]), "recall": fmt(r["recall"]),
         "wrong_left": left,
     }
 

@@ -222,9 +222,7 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
 def _fmt(v: Any, col: str) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return "-"
-    if col in INTEGER_COLUMNS:
-        return str(int(v))
-    return f"{float(v):.3f}"
+    return str(int(v)) if col in INTEGER_COLUMNS else f"{float(v):.3f}"
 
 
 def md_table(table: pd.DataFrame) -> str:
