@@ -1,32 +1,15 @@
-"""Analysis at scale: ``analyze()`` (summaries, epoch choices, ranking, flags, ground truth)
-and its detection table on big runs, against the floor: a bare DuckDB scan of the same parts.
+"""Analysis at scale: ``analyze()`` and its detection table on big synthetic runs, against
+the floor, a bare DuckDB scan of the same parts.
 
-    python bench/analysis_scale.py                   # 50,000 x 200 (10M rows) and 500,000 x 200 (100M rows)
-    python bench/analysis_scale.py --sizes small     # only the 10M-row case
+    python bench/analysis_scale.py                   # small (10M rows) and large (100M rows)
+    python bench/analysis_scale.py --sizes toy       # seconds: checks the script works
     python bench/analysis_scale.py --workdir /data/bench --keep   # build once, reuse later
-    python bench/analysis_scale.py --sizes toy       # 2,000 x 4: seconds, checks the script works
 
-Each case builds a synthetic run directory in the store layout (sample parts written with
-RunWriter and the per-epoch rows the current recorder writes), then measures in a fresh
-subprocess: the imports; ``--repeats`` times ``analyze()`` + its detection table against the
-injected ground truth, alternating with the **bare scan** (``SELECT sample_id,
-avg(alignment) ... GROUP BY sample_id`` over every part, DuckDB on all cores), the physical
-floor of any per-sample analysis on this machine; and reads of single samples'
-trajectories (what the app does when a sample is opened). The ratio of the best analysis to
-the best bare scan is stable where seconds are not (a shared machine). The child reports
-its own peak RSS from /proc/self/status VmHWM (imports included). (Not ru_maxrss /
-RUSAGE_CHILDREN: on Linux those carry the forking parent's high-water mark across exec, and
-the parent here holds torch and the data generator.)
-
-The ``small`` case is also measured as a run recorded before the recorder wrote the
-per-epoch confidently contradicted share (a copy without that column): its first analysis
-computes the share from the parts and keeps it, the next ones read it back.
-
-Targets (2 cores): ``small`` at most 0.85 s best of 3 and at most 2x the bare scan (the
-older recording, once its share is kept, too); ``large`` under 6 s and under 1.5 GB peak
-RSS, analysed once in a fresh process. A missed target makes the script exit with status 1.
-A run is reused when its directory already holds the requested size. The runs this
-invocation builds (up to 3 GB) are removed when it ends, pass, fail or Ctrl-C, unless --keep.
+Each case is measured in a fresh subprocess, which reports its own peak RSS (VmHWM); the
+``small`` case also as an older recording without the per-epoch contradicted share. The
+targets are :data:`TARGETS`; a missed one makes the script exit with status 1. The runs
+this invocation builds are removed when it ends, pass, fail or Ctrl-C, unless --keep.
+The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
-"""How fast the app's data paths are on a CIFAR-sized run (50,000 samples x 40 epochs).
+"""How fast the app's data paths are on a CIFAR-sized synthetic run, on a cold cache.
 
     python bench/app_speed.py [--samples 50000] [--epochs 40] [--dir /tmp/gwa-app-bench]
 
-Builds a synthetic run directory through RunWriter, as the recorder writes one (in a
-temporary folder removed at the end, pass or fail; with --dir, once, kept and reused), plus
-an .npz of 32x32 images as its dataset, and times what the app does on a cold cache:
-summaries, the analysis on them, one epoch's alignment, one browse page (filter, sort,
-slice, thumbnails), one sample's trajectory. The browser test (tests/test_app_browser.py)
-uses :func:`write_synthetic_run` to build its run.
-
-The synthetic run: 10 classes, a fraction of labels flipped; clean samples' alignment rises
-over training, flipped samples start negative and are partly memorised late, as in real
-runs. Values are plausible, not a simulation of training. The timings also go to the page
-``docs/benchmarks/app_speed.md`` (``--pages-dir``).
+Times summaries, the analysis, one epoch's alignment, one browse page (filter, sort, slice,
+thumbnails) and one sample's trajectory. The run is built with :func:`write_synthetic_run`
+(which the app's tests use too) in a temporary folder removed at the end, or once in --dir.
+The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -51,8 +44,9 @@ def _images(n: int, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _moments(a: np.ndarray) -> dict:
-    """Epoch-row statistics (same definitions as gwa_diag.alignment, in numpy: building the
-    fixture should not need torch)."""
+    """Epoch-row statistics (same definitions as gwa_diag.alignment.gwa_from_scores, in numpy:
+    the package's function needs torch, and torch must not be loaded before the timed steps,
+    whose dataset load pays its import as the app does)."""
     a = a.astype(np.float64)
     mu = float(a.mean())
     d = a - mu
@@ -78,7 +72,9 @@ def write_synthetic_run(
     clean_labels: bool = True,
     id_base: int = 0,
 ) -> Path:
-    """Write a finished synthetic run at ``path`` (run.json, labels, epochs, parts, .npz).
+    """Write a finished synthetic run at ``path`` (run.json, labels, epochs, parts, .npz): 10
+    classes, ``noise_rate`` of the labels flipped; clean samples' alignment rises over training,
+    flipped ones start negative and are partly memorised late. Plausible, not simulated.
 
     Returns ``path``. The dataset file is ``path/dataset.npz`` and run.json's ``dataset``
     spec points at it, so ``gwa_diag.training.data.load_dataset`` finds the images. Sample ids are

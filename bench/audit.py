@@ -1,58 +1,16 @@
-"""One table: what a verified sample of 50 / 100 / 200 / 400 labels says about a run, when
-the truth answers for the person. Simulated audits of recorded runs, in memory.
+"""One table: what a verified sample of a few hundred labels says about a run, when the truth
+answers for the person. Simulated audits of recorded runs, in memory.
 
-    python bench/audit.py                                  # the two GPU recordings, 500 audits per size
-    python bench/audit.py --runs DIR...                    # plus run directories (bench/regimes.py --keep-runs)
-    python bench/audit.py --quick --runs DIR...            # 200 audits per size
+    python bench/audit.py                                  # the two GPU recordings
+    python bench/audit.py --runs DIR...                    # plus run directories (regimes.py --keep-runs)
+    python bench/audit.py --quick --runs DIR...            # fewer audits per size
 
-Cells: the GPU recordings ``DATA/gpu_runs/{dec_worst,mem_worst}`` (ResNet-18, 20,000
-CIFAR-10 images, worst labels) and every run directory given with ``--runs`` (a folder
-without run.json is searched one level down, so the ``runs-*`` folder that
-``bench/regimes.py --keep-runs`` leaves under its ``--out`` can be passed whole; its rows
-are named regime/label set from run.json). Each run needs the truth (labels.parquet
-``clean_label``).
-
-Each cell is analysed once with the defaults (:func:`gwa_diag.analysis.pipeline.analyze`).
-Each simulated audit then draws a fresh seed and goes through the tool's own design and
-statistics (:mod:`gwa_diag.analysis.audit`, :mod:`gwa_diag.analysis.survey`):
-``stratify`` the default ranking, ``allocate`` ``n`` over the strata (at least
-``MIN_PER_STRATUM`` each), take the first ``n_h`` of each stratum's random order, answer
-them from the truth, and:
-
-* **count**: ``stratified_total`` over the strata: is the true number of wrong labels inside
-  the 95% interval (coverage); the half-width as a share of the true count; the point
-  estimate's absolute error as a share of it. Beside it the **plain** random sample: ``n``
-  drawn without replacement from the whole run, the same interval method with one stratum.
-  The labels needed for +-10% / +-20% are the smallest grid size whose mean half-width is
-  within it, interpolated between grid sizes on log-log axes (marked ``~``), or
-  extrapolated beyond 400 as half-width ~ 1/sqrt(n) (marked ``>``).
-* **p_wrong** (``fit_p_wrong`` with the design weights ``N_h / n_h``), scored on the
-  samples NOT verified: expected calibration error (10 equal-width bins, weighted by bin
-  size) and Brier score, against the **fixed map** of ``unfitted``: the one map from the
-  recorded share ``unfitted`` (each distinct value) to a probability that is best in
-  hindsight over all cells pooled, each cell weighing equally (per value, the mean over cells
-  of the share truly wrong, weighted by how many of the cell's samples hold that value; the
-  Brier-optimal map of the pooled population). Also the AUROC of p_wrong and of the
-  default score on the same unverified samples, and the F1 of the flag rule
-  ``p_wrong >= 0.5`` against the default ``estimate`` flags (both on the unverified samples).
-* **review**: a top-down review of the ranking to 10%, 25% and 50% of the run (the truth
-  decides), plus the audit's verified samples below that depth (strata without one pooled
-  into the next, as the tool does), through ``recall_bound``: how often the true recall
-  is at or above the reported lower bound.
-
-Targets (issue 29; the script exits 3 and names every one missed): coverage >= 93% in every
-cell at n >= 100; at n = 200 the half-width at most 0.75x the plain sample's and at most
-+-12% on both GPU recordings, at most 0.95x on average over the other cells, and never wider
-than plain; p_wrong's ECE <= 0.05 in every cell at n = 200 and a lower Brier score than the
-fixed map; the recall bound holds in >= 95% of the simulated reviews in every cell, depth and
-n >= 100.
-
-Under the targets: the floor along each ranking at n = 200, Neyman allocation on each
-stratum's TRUE share (20 strata, in hindsight), which no allocation along that ranking beats.
-
-Output: the table and the targets on stdout and in the page ``docs/benchmarks/audit.md``, the
-numbers in ``audit.json`` beside it (``--pages-dir``). Cells run in ``--workers`` processes
-(default 2).
+Each audit goes through the tool's own design and statistics (:mod:`gwa_diag.analysis.audit`,
+:mod:`gwa_diag.analysis.survey`): the count's interval against a plain random sample,
+``p_wrong``'s calibration against the fixed map of ``unfitted``, and the review's recall
+bound. Each run needs the truth (labels.parquet ``clean_label``); a folder without run.json
+is searched one level down. The targets are :func:`check_targets`; the script exits
+:data:`MISSED` and names every one missed. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -78,7 +36,7 @@ import pandas as pd  # noqa: E402
 from gwa_diag.analysis.audit import DEFAULT_STRATA, MIN_PER_STRATUM, allocate, stratify  # noqa: E402
 from gwa_diag.analysis.metrics import auroc  # noqa: E402
 from gwa_diag.analysis.survey import P_WRONG_FEATURES, fit_p_wrong, recall_bound, stratified_total  # noqa: E402
-from harness import add_common_args, write_page  # noqa: E402
+from harness import add_common_args, markdown_table, write_page  # noqa: E402
 
 SIZES = (50, 100, 200, 400)
 DEPTHS = (0.10, 0.25, 0.50)
@@ -170,7 +128,8 @@ def load_cell(path: Path, kind: str, required: bool = True) -> Cell | None:
 
 def fixed_map(cells: list[Cell]) -> dict[float, float]:
     """The best single map from ``unfitted`` to a probability, in hindsight, over all cells
-    pooled with equal weight per cell (module docstring). NaN maps from its own key."""
+    pooled with equal weight per cell (per value, the mean over cells of the share truly wrong,
+    weighted by how many of the cell's samples hold it). NaN maps from its own key."""
     hits: dict[float, float] = {}
     counts: dict[float, float] = {}
     for cell in cells:
@@ -232,7 +191,8 @@ def review_check(cell: Cell, stratum: np.ndarray, drawn: np.ndarray, depth: int,
 
 def simulate(cell: Cell, sims: int, sizes: tuple[int, ...], mapping: dict[float, float], strata: int,
              first_seed: int) -> pd.DataFrame:
-    """One row per simulated audit and size (module docstring)."""
+    """One row per simulated audit and size: the count's interval, stratified and plain;
+    ``p_wrong`` fitted on the verified samples and scored on the rest; the review check."""
     total, size = cell.total, len(cell.ids)
     fixed = np.vectorize(lambda k: mapping.get(k, np.nan))(_keys(cell.unfitted)) if mapping else None
     score = cell.score.fillna(-np.inf).to_numpy()
@@ -272,8 +232,7 @@ def simulate(cell: Cell, sims: int, sizes: tuple[int, ...], mapping: dict[float,
             if fixed is not None:
                 fr = fixed[rest]
                 row.update(fixed_ece=ece(fr, y), fixed_brier=float(np.mean((fr - y) ** 2)))
-            _, _, row["f1_p"] = prf(pr >= 0.5, y)
-            row["prec_p"], row["rec_p"], _ = prf(pr >= 0.5, y)
+            row["prec_p"], row["rec_p"], row["f1_p"] = prf(pr >= 0.5, y)
             row["prec_est"], row["rec_est"], row["f1_est"] = prf(cell.flagged[rest], y)
             for k in DEPTHS:
                 holds, true, low = review_check(cell, stratum, drawn, int(round(k * size)), seed)
@@ -295,7 +254,8 @@ def _simulate(job: tuple[Cell, int, tuple[int, ...], dict[float, float], int, in
 
 
 def labels_needed(per_n: pd.Series, target: float) -> str:
-    """The smallest n whose mean half-width is within ``target`` (module docstring)."""
+    """The smallest n whose mean half-width is within ``target``: interpolated between grid
+    sizes on log-log axes (``~``), or extrapolated past the grid as 1/sqrt(n) (``>``)."""
     ns = np.array(per_n.index, dtype=float)
     hw = per_n.to_numpy(float)
     if hw[0] <= target:
@@ -345,21 +305,20 @@ def markdown(summary: pd.DataFrame) -> str:
     head = ["cell", "wrong / N", "n", "coverage", "half-width", "plain", "x plain", "abs. error",
             "+-10% / +-20% (plain)", "ECE", "Brier", "fixed Brier", "AUROC p_wrong / score",
             "F1 p>=0.5 / estimate", "review holds 10/25/50%"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    last = None
+    rows, last = [], None
     for r in summary.to_dict("records"):
         first = r["cell"] != last
         last = r["cell"]
         need = (f"{r['need_10']} / {r['need_20']} ({r['plain_need_10']} / {r['plain_need_20']})"
                 if first and "need_10" in r and isinstance(r.get("need_10"), str) else "")
-        lines.append("| " + " | ".join([
+        rows.append([
             r["cell"] if first else "", f"{r['wrong']:,} / {r['N']:,}" if first else "", str(r["n"]),
             f"{r['coverage']:.3f}", f"{r['half']:.1%}", f"{r['plain_half']:.1%}", f"{r['ratio']:.2f}",
             f"{r['error']:.1%}", need, f"{r['ece']:.3f}", f"{r['brier']:.4f}", f"{r['fixed_brier']:.4f}",
             f"{r['auroc_p']:.3f} / {r['auroc_score']:.3f}", f"{r['f1_p']:.3f} / {r['f1_est']:.3f}",
             " / ".join(f"{r[f'holds_{k:.2f}']:.3f}" for k in DEPTHS),
-        ]) + " |")
-    return "\n".join(lines)
+        ])
+    return "\n".join(markdown_table(head, rows))
 
 
 def check_targets(summary: pd.DataFrame) -> list[str]:

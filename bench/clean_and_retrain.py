@@ -1,61 +1,15 @@
 """Does acting on the flagged list improve the model? Clean the labels, retrain, measure.
 
-    python bench/clean_and_retrain.py                 # CPU: tiny CNN, first 5,000 images, worst/aggre/random1
-    python bench/clean_and_retrain.py --quick         # worst + random1 on fewer images and epochs (< 10 min, 2 cores)
-    python bench/clean_and_retrain.py --mode gpu      # CIFAR ResNet-18, first 15,000 images, 40 epochs, bf16
+    python bench/clean_and_retrain.py                 # CPU: tiny CNN, worst/aggre/random1
+    python bench/clean_and_retrain.py --quick         # worst + random1, fewer images and epochs
+    python bench/clean_and_retrain.py --mode gpu      # CIFAR ResNet-18, bf16 (needs CUDA)
     python bench/clean_and_retrain.py --label-sets worst --policies gwa_drop,gwa_relabel
 
-For each CIFAR-10-N label set (``--label-sets``; default worst, aggre, random1; random2 and
-random3 are kept for a final held-out report and never run by default) the script:
-
-1. trains one model on the noisy labels with ``gwa_diag.training.engine.train`` (it records
-   alignment, evaluates the test set after each epoch and picks the GWA epoch): the
-   ``no cleaning`` row;
-2. builds cleaned label sets (``--policies``):
-
-   * ``gwa_drop`` / ``gwa_relabel``: ``gwa_diag.analysis.corrected.corrected_labels`` on that
-     run with the default analysis options (the project's default ranking and flag rule, the
-     flagged set ``gwa-diag rank`` lists) and ``auto="drop"`` / ``auto="relabel"`` (to the
-     suggested label), written with ``write_corrected_labels`` exactly as ``gwa-diag labels``
-     writes them; ``gwa_relabel_p50``: ``auto="relabel"`` with ``min_prob`` = ``--min-prob``
-     (default 0.5), only the confident suggestions;
-   * ``cleanlab_drop`` / ``cleanlab_relabel``: the set ``cleanlab.filter.find_label_issues``
-     flags (default settings) from the no-cleaning run's last-epoch softmax over the
-     un-augmented training images (one extra forward pass); its suggested label is the argmax
-     of those probabilities. Written in the same file format;
-   * ``oracle``: the true labels (CIFAR-10-N ``clean``), the ceiling cleaning can reach;
-
-3. retrains each from scratch with the same recipe and seed, through the library's real path:
-   ``with_label_file`` (``train --labels``) then ``without_samples`` (``train --exclude``, the
-   exclusion file ``FILE.excluded.csv``, possibly empty);
-4. reports the clean test accuracy at the last epoch and at the GWA-selected epoch of each
-   run, how many labels each policy changed and dropped, the precision and recall of the
-   acted-on set (acted on = changed or dropped; precision = share of those whose given label
-   was wrong; recall = share of the wrong labels acted on) and how many wrong labels are left
-   among the samples kept. Counts are taken from the dataset each run actually trained on.
-
-Data (``--data``, default ``../shared/data`` from the repository root): the first ``--n``
-images of ``cifar10/train_first20000.npz`` (sample id = CIFAR-10 training index) with the
-label set; test set = 6,000 clean images never trained on: the 1,000 CIFAR-10 test images
-(``cifar10/test_first1000.npz``) plus training images 15,000..19,999 with their clean labels
-(as in ``bench/early_stopping.py``), so ``--n`` is at most 15,000.
-
-Modes (every run: the harness recipe ``decay``, seed 0): ``cpu``, a tiny CNN on the first
-5,000 images for 15 epochs (``--quick``: worst and random1, 3,000 images, 12 epochs, without
-``gwa_relabel_p50``: 2 x 6 trainings, a quarter of the default's image-epochs); ``gpu``, CIFAR
-ResNet-18 in bf16 on the first 15,000 images for 40 epochs (needs CUDA). The page records the
-wall time.
-
-cleanlab (AGPL, a benchmark-only dependency: ``pip install -r bench/requirements.txt``) is
-optional: without it the cleanlab rows are skipped with a message.
-
-Output: the tables on the console, in the page ``docs/benchmarks/clean_and_retrain.md`` and, as
-numbers, in ``clean_and_retrain.json`` beside it (``--pages-dir``); under ``--out`` (default
-``bench_out/clean_and_retrain``), runs in ``OUT/runs/<label set>/<policy>``, label files in
-``OUT/labels/<label set>/<policy>.csv`` (with ``.excluded.csv`` and, for the gwa-diag
-policies, ``.provenance.json``). A rerun replaces those runs and label files; a folder there
-that this benchmark did not write is refused. One seed on one subset: the accuracies vary by
-a point or more from run to run and machine to machine.
+Per label set: one training on the noisy labels, then one retraining per policy
+(:data:`POLICIES`: gwa-diag's corrected labels, cleanlab's flags, the true labels) through
+``with_label_file`` and ``without_samples``, compared on clean test images never trained on.
+Runs and label files go under --out (a folder there this benchmark did not write is
+refused). cleanlab is optional (``pip install -r bench/requirements.txt``). The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -77,8 +31,8 @@ from gwa_diag.store import open_run
 from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file, without_samples
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_installed, decay_config, hardware,
-    label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
+    INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_flags, cleanlab_installed, decay_config,
+    fmt, hardware, label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -159,15 +113,6 @@ def clear_out(out: Path, name: str) -> None:
     for folder in (out / "runs" / name, out / "labels" / name):
         if folder.exists():
             shutil.rmtree(folder)
-
-
-# -- cleanlab --------------------------------------------------------------------------------------
-def cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Boolean mask of the samples ``cleanlab.filter.find_label_issues`` flags (default settings)."""
-    from cleanlab.filter import find_label_issues
-
-    probs = probs / probs.sum(axis=1, keepdims=True)  # exact row sums for cleanlab's checks
-    return np.asarray(find_label_issues(labels, probs, n_jobs=1), dtype=bool)
 
 
 def write_label_files(out_csv: Path, ids: np.ndarray, given: np.ndarray, new: np.ndarray, dropped: np.ndarray,
@@ -305,17 +250,14 @@ def row_name(policy: Policy, args) -> str:
 
 
 def cells(r: dict[str, Any], base: dict[str, Any]) -> dict[str, str]:
-    def num(v, fmt="{:.3f}"):
-        return "-" if v is None else fmt.format(v)
-
     left = f"{r['wrong_left']} ({r['wrong_left'] / r['kept']:.1%})" if r["kept"] else "-"
     return {
-        "acc_last": num(r["acc_last"]),
+        "acc_last": fmt(r["acc_last"]),
         "delta": "" if r is base else f"{r['acc_last'] - base['acc_last']:+.3f}",
-        "acc_gwa": num(r["acc_gwa"]),
-        "gwa_epoch": num(r["gwa_epoch"], "{}"),
+        "acc_gwa": fmt(r["acc_gwa"]),
+        "gwa_epoch": "-" if r["gwa_epoch"] is None else str(r["gwa_epoch"]),
         "changed": str(r["changed"]), "dropped": str(r["dropped"]),
-        "precision": num(r["precision"]), "recall": num(r["recall"]),
+        "precision": fmt(r["precision"]), "recall": fmt(r["recall"]),
         "wrong_left": left,
     }
 

@@ -1,51 +1,14 @@
 """Real-data detection benchmark: which training signal finds the mislabeled CIFAR-10-N samples?
 
-    python bench/detect_cifar10n.py                           # CPU: tiny CNN, first 5,000 images
-    python bench/detect_cifar10n.py --mode gpu                # ResNet-18, all 20,000 images (reference setting)
-    python bench/detect_cifar10n.py --label-sets worst --epochs 20 --window after_warmup
+    python bench/detect_cifar10n.py                           # CPU: tiny CNN on a subset
+    python bench/detect_cifar10n.py --mode gpu                # ResNet-18, all images (reference setting)
     python bench/detect_cifar10n.py --reuse                   # re-analyse finished runs, no training
     python bench/detect_cifar10n.py --no-kfold                # skip cleanlab's K-fold row (K more trainings)
-    python bench/detect_cifar10n.py --folds 10                # K for the K-fold row (default 5, as cleanlab)
 
-Data: ``cifar10/train_first20000.npz`` (sample id = row index = CIFAR-10 training index),
-``cifar10/test_first1000.npz`` (the held-out evaluation set) and the CIFAR-10-N label file
-``cifar10n/CIFAR-10_human.pt``, found under ``../shared/data`` from the repository root
-(``--data`` to point elsewhere). The first ``--n`` training images are used.
-
-For each label set (``--label-sets``, default worst, aggre, random1: the sets any tuning of
-gwa-diag's defaults looked at; random2, random3 and ``pairNN``, NN% synthetic pair noise on the
-clean labels, are kept for held-out checks) the script
-trains one model with ``gwa_diag.training.engine.train`` while the recorder scores every sample
-presentation, evaluating on the 1,000 test images after each epoch. It then prints:
-
-* the detection table: AUROC, average precision, and precision / recall at k (k = number of
-  truly mislabeled samples) for every per-sample scorer of ``gwa_diag.analysis.scorers.SCORERS``
-  (means over ``--window``), plus precision / recall / F1 and count of the two flag rules:
-  gwa-diag's default (the top of the default ranking down to its estimated number of wrong
-  labels; its count is that estimate) and "alignment < 0 at the GWA-selected epoch";
-* two external peers, cleanlab (confident learning), scored the same way (the notes under
-  the tables say how): "cleanlab (in-sample, last-epoch probs)", the main run's last-epoch
-  checkpoint run once more over the un-augmented training images, and "cleanlab (K-fold,
-  out-of-sample)", cleanlab's recommended workflow: ``--folds`` K stratified folds, each
-  predicted by a model trained with the same recipe on the other K - 1 (K more trainings;
-  cached in ``OUT/kfold/<label set>/`` so ``--reuse`` re-analyses without training;
-  ``--no-kfold`` skips it). cleanlab is AGPL-licensed, imported only here and optional
-  (``pip install -r bench/requirements.txt``): without it its rows are skipped with a message;
-* the columns ``count`` (how many samples the method flags, i.e. its estimate of how many
-  labels are wrong; "-" for the per-sample scorers, which rank but do not flag; compare it
-  with the true count k in the header) and ``passes`` (full training runs the method costs: 1
-  for every in-run scorer and for cleanlab in-sample, K for the K-fold row);
-* the test accuracy at the GWA-selected epoch, at the best test epoch and at the last epoch.
-
-Modes (the harness recipe ``decay`` on each machine; ``--batch-size``, ``--lr`` and
-``--warmup-epochs`` change it): ``cpu``, a tiny CNN on the first 5,000 images for 15 epochs
-(the K-fold row costs about K times the rest); ``gpu``, CIFAR ResNet-18 in bf16 on all 20,000
-images for 40 epochs (the reference setting for CIFAR-10-N detection).
-
-Runs go to ``OUT/runs/<label set>`` and ``OUT/kfold/<label set>`` (previous ones there are
-replaced unless ``--reuse``); the tables go to the page ``docs/benchmarks/detect_cifar10n.md`` and
-their numbers to ``detect_cifar10n.json`` (``--pages-dir`` to write elsewhere).
-One seed, one subset: the numbers vary from run to run and machine to machine.
+Per label set: one training with the recorder, then AUROC, AP and precision / recall at the
+true count of every scorer, the flag rules' counts, and cleanlab in-sample and K-fold
+(optional: ``pip install -r bench/requirements.txt``). Runs go to ``OUT/runs`` and
+``OUT/kfold`` (replaced unless --reuse). The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -259,9 +222,7 @@ def run_label_set(name: str, args, train_base, test_set, label_path: Path, devic
 def _fmt(v: Any, col: str) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return "-"
-    if col in INTEGER_COLUMNS:
-        return str(int(v))
-    return f"{float(v):.3f}"
+    return str(int(v)) if col in INTEGER_COLUMNS else f"{float(v):.3f}"
 
 
 def md_table(table: pd.DataFrame) -> str:
@@ -337,20 +298,19 @@ def summary_tables(results: list[dict[str, Any]], scorer_cols: list[str]) -> tup
         t = r["table"]
         extra_cols += [m for m in t.index if m not in SCORERS and pd.notna(t.loc[m, "auroc"]) and m not in extra_cols]
     cols = [c for c in scorer_cols if any(c in r["table"].index for r in results)] + extra_cols
-    rank = ["| label set (noise) | true count | " + " | ".join(cols) + " |", "|---|---:|" + "---|" * len(cols)]
-    for r in results:
-        t = r["table"]
-        cells = [f"{_fmt(t.loc[c, 'auroc'], 'auroc')} / {_fmt(t.loc[c, 'ap'], 'ap')}" if c in t.index else "-" for c in cols]
-        rank.append(f"| {r['name']} ({r['noise']:.1%}) AUROC / AP | {r['n_noisy']} | " + " | ".join(cells) + " |")
     flaggers: list[str] = []
     for r in results:
         flaggers += [m for m in r["table"].index if pd.notna(r["table"].loc[m, "n_flagged"]) and m not in flaggers]
-    count = ["| label set (noise) | true count | " + " | ".join(flaggers) + " |", "|---|" + "---:|" * (len(flaggers) + 1)]
+    rank, count = [], []
     for r in results:
         t = r["table"]
-        cells = [_fmt(t.loc[m, "n_flagged"], "n_flagged") if m in t.index else "-" for m in flaggers]
-        count.append(f"| {r['name']} ({r['noise']:.1%}) | {r['n_noisy']} | " + " | ".join(cells) + " |")
-    return rank, count
+        rank.append([f"{r['name']} ({r['noise']:.1%}) AUROC / AP", r["n_noisy"], *(
+            f"{_fmt(t.loc[c, 'auroc'], 'auroc')} / {_fmt(t.loc[c, 'ap'], 'ap')}" if c in t.index else "-" for c in cols)])
+        count.append([f"{r['name']} ({r['noise']:.1%})", r["n_noisy"],
+                      *(_fmt(t.loc[m, "n_flagged"], "n_flagged") if m in t.index else "-" for m in flaggers)])
+    head = ["label set (noise)", "true count"]
+    return (markdown_table([*head, *cols], rank, "lr"),
+            markdown_table([*head, *flaggers], count, "l" + "r" * (len(flaggers) + 1)))
 
 
 def main() -> None:

@@ -1,74 +1,15 @@
 """Early stopping without a validation set on CIFAR-10-N: the protocol of Table 1 of
 Hölzl et al. (2025) at the scale of a small CPU.
 
-    python bench/early_stopping.py                       # 3 seeds, regimes memorise, decay, finetune
-    python bench/early_stopping.py --quick               # pool 2000, fewer epochs, 2 seeds, memorise only
-    python bench/early_stopping.py --regime memorise --seeds 0 1 2 3 4
+    python bench/early_stopping.py                       # regimes memorise, decay, finetune
+    python bench/early_stopping.py --quick               # a smaller pool, memorise only
     python bench/early_stopping.py --held-out            # adds random2 and random3: run it once, at the end
 
-Question: which epoch should a user keep when the labels are noisy and there is no clean
-validation set? Each rule picks one epoch of a training run; the table shows the clean test
-accuracy of the epoch it picked (mean ± std over seeds, in %):
-
-* oracle: the best test epoch (what no rule can beat); last: the last epoch;
-* val 10% / val 1%: a separate run trained on the other 90% / 99% of the pool; the epoch
-  with the best accuracy on the held-out part, whose labels are the NOISY ones, as a user
-  would have them (ties: the earliest epoch);
-* GWA: :func:`gwa_diag.early_stopping.select_epoch` on the GWA curve the recorder wrote for
-  the full-pool run (``scratch``: highest GWA after the first 10% of training;
-  ``finetune``: highest GWA after its first local minimum);
-* LabelWave: :func:`gwa_diag.early_stopping.labelwave_epoch` on the same run's
-  training-set prediction changes between epochs.
-
-A rule that picks no epoch keeps the last one (what a user would be left with); the table
-counts those cases. Per row it also gives the trust level
-:func:`~gwa_diag.early_stopping.assess_choice` gives the GWA choice (seeds with a clear /
-weak / no peak) and the mean Spearman rank correlation of GWA with the test accuracy over
-the epochs. A second table lists the chosen epochs; a third shows what the curves do
-(training fit at the end, where mean alignment and GWA peak relative to the test peak, with
-and without the warm-up exclusion).
-
-Data (``--data``, default ``../shared/data`` from the repository root): the first 20,000
-CIFAR-10 training images (row = CIFAR-10 training index) and the first 1,000 test images;
-CIFAR-10-N human labels read with the safe loader
-:func:`gwa_diag.training.data.load_cifar10n`. Rows are split once, the same for every
-seed and label set:
-
-* test block: the last ``--test-block`` training rows (default 15,000..19,999) with their
-  CLEAN labels, never trained on, plus the 1,000 test images: 6,000 clean test images, so
-  that a 3-point change is well outside the epoch-to-epoch noise;
-* pool: the first ``--pool`` rows, with the chosen noisy label set;
-* pretraining part (finetune regime only): rows 10,000..14,999 with their CLEAN labels.
-
-Rows of the table: the label sets worst (41% noise), aggre (9%) and random1 (17%), used to
-tune the recipes; random2 and random3 only with ``--held-out``.
-
-Regimes (``--regime``, several allowed), each a recipe of ``bench/harness.py`` on the tiny CNN:
-
-* ``memorise`` (recipe ``memorise_lr1e-3``: Adam at a constant rate, no augmentation, no
-  weight decay, batch 128), long enough to fit the noisy training labels (the fit is
-  printed): test accuracy peaks and then falls as the wrong labels are learned, the regime
-  the paper's stopping rule is meant for. Without augmentation the test curve also jumps by
-  several points from one epoch to the next, so the oracle column (the luckiest epoch) is
-  optimistic and the last epoch is one noisy draw.
-* ``decay`` (recipe ``decay``): the engine's default recipe
-  (:class:`gwa_diag.training.config.TrainConfig`), a short schedule that ends at rate zero.
-* ``finetune``: pretrained once (first seed) with ``decay`` on the CLEAN labels of the
-  pretraining part, then fine-tuned (all layers, pretrained head kept) with the recipe
-  ``finetune`` on the NOISY labels of the pool; the GWA rule in ``finetune`` mode. The engine
-  normalises the inputs with the pool's channel statistics, as for every run.
-
-Every run goes through :func:`gwa_diag.training.engine.train` (its recorder on the head),
-which evaluates the clean test set, and the validation part in the split runs, after every
-epoch. Runs go to a temporary directory that is removed when the script ends, also on an
-error or Ctrl-C. Jobs run in ``--workers`` processes of one thread each (on a shared 2-core
-machine one thread per process was faster than two threads in one process).
-
-Output: the markdown tables on stdout and in the page ``docs/benchmarks/early_stopping.md``
-(``--pages-dir``), with the chosen epochs and summaries as numbers in
-``early_stopping.json`` beside it; under ``--out`` (default ``bench_out/early_stopping``) a
-JSON file with every per-epoch curve (test acc, val acc, train loss/acc, mean alignment,
-kurtosis, GWA, prediction changes). No number of the tables is hard-coded here.
+Each rule (GWA, LabelWave, a 10% or 1% validation split with the noisy labels, the last
+epoch) picks one epoch of a run; the tables give the clean test accuracy of that epoch
+against the best one in hindsight, the trust of the GWA choice, and what the curves do. Every
+run goes through :func:`gwa_diag.training.engine.train` in a temporary folder removed at the
+end; the per-epoch curves go to a JSON file under --out. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -93,8 +34,8 @@ from gwa_diag.training.data import ArrayDataset, load_cifar10n, load_npz
 from gwa_diag.training.data.cifar10n import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
-    HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, data_files, describe, earliest_best, new_model, normalisation,
-    recipe, run_jobs, write_page,
+    HELD_OUT_SETS, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe, earliest_best,
+    markdown_table, new_model, normalisation, recipe, run_jobs, write_page,
 )
 
 RULES = ("oracle", "last", "val10", "val1", "gwa", "labelwave")
@@ -128,20 +69,18 @@ def _init_worker(data_dir: str, threads: int | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         torch.set_num_threads(threads)
     files = data_files(Path(data_dir))
-    train_npz, test = load_npz(files.train), load_npz(files.test)
-    _DATA.update(images=train_npz.images_nchw, clean=np.asarray(train_npz.labels, dtype=np.int64),
-                 test_images=test.images_nchw, test_labels=np.asarray(test.labels, dtype=np.int64))
+    full = load_npz(files.train)
+    _DATA.update(full=full, images=full.images_nchw, clean=np.asarray(full.labels, dtype=np.int64),
+                 test=load_npz(files.test))
 
 
 def _eval_sets(job: dict[str, Any]) -> dict[str, ArrayDataset]:
     """The clean test set (``eval_acc`` per epoch) and, in the split runs, the validation part
     with its noisy labels (``val_acc``)."""
-    images, rows = _DATA["images"], torch.as_tensor(job["test_rows"])
-    test = ArrayDataset(torch.cat([_DATA["test_images"], images[rows]]),
-                        np.concatenate([_DATA["test_labels"], _DATA["clean"][job["test_rows"]]]), num_classes=10)
+    test = clean_test_set(_DATA["test"], _DATA["full"], job["test_rows"], _DATA["clean"])
     if not len(job["val_rows"]):
         return {"eval": test}
-    val = ArrayDataset(images[torch.as_tensor(job["val_rows"])], job["val_labels"], num_classes=10)
+    val = ArrayDataset(_DATA["images"][torch.as_tensor(job["val_rows"])], job["val_labels"], num_classes=10)
     return {"eval": test, "val": val}
 
 
@@ -297,14 +236,11 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
     summary: dict[str, Any] = {}
     head = ["label set (noise)", *(RULE_NAMES[r] for r in RULES), "GWA trust clear/weak/none",
             "Spearman(GWA, test)"]
-    t1 = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    t2 = ["| label set | " + " | ".join(RULE_NAMES[r] for r in RULES if r != "last") + " |",
-          "|---|" + "---|" * (len(RULES) - 1)]
+    t1, t2, t3 = [], [], []
     why_head = ["label set", "train fit at end (all / mislabeled)", "best test epoch",
                 "max mean alignment epoch (after the first 10%)",
                 "max GWA epoch (rule)", "max GWA epoch incl. warm-up (test %)", "mean alignment change best->last",
                 "test change best->last (points)", "Spearman(mean alignment, test)"]
-    t3 = ["| " + " | ".join(why_head) + " |", "|---|" + "---:|" * (len(why_head) - 1)]
     for name in args.label_sets:
         per_seed = []
         for seed in args.seeds:
@@ -322,15 +258,14 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
         trust = [s["trust"] for s in per_seed]
         cells.append("/".join(str(trust.count(level)) for level in ("clear", "weak", "none")))
         cells.append(_ms([s["spearman"] for s in per_seed], scale=1.0, digits=2))
-        t1.append(f"| {name} ({noise[name]:.1%}) | " + " | ".join(cells) + " |")
-        t2.append(f"| {name} | " + " | ".join(", ".join(str(s["epoch"][r]) for s in per_seed)
-                                               for r in RULES if r != "last") + " |")
+        t1.append([f"{name} ({noise[name]:.1%})", *cells])
+        t2.append([name, *(", ".join(str(s["epoch"][r]) for s in per_seed) for r in RULES if r != "last")])
         w = [s["why"] for s in per_seed]
 
         def eps(k: str) -> str:
             return ", ".join("-" if x[k] is None else str(x[k]) for x in w)
 
-        t3.append("| " + " | ".join([
+        t3.append([
             name,
             f"{_ms([x['fit'] for x in w])} / {_ms([x['fit_mislabeled'] for x in w])}",
             eps("best"), eps("mean_peak"), ", ".join(str(s["epoch"]["gwa"]) for s in per_seed),
@@ -338,10 +273,13 @@ def regime_tables(regime: str, spec: dict, args, results: dict, noise: dict[str,
             _ms([x["mean_rise"] for x in w], scale=1.0, digits=3),
             _ms([x["test_fall"] for x in w]),
             _ms([x["spearman_mean"] for x in w], scale=1.0, digits=2),
-        ]) + " |")
-    lines += ["Test accuracy (%) of the chosen epoch, mean ± std over seeds:", "", *t1, "",
-              "Chosen epoch per seed (0-based; val columns: epochs of the split runs):", "", *t2, "",
-              "What the curves do (per seed unless mean ± std):", "", *t3, ""]
+        ])
+    lines += ["Test accuracy (%) of the chosen epoch, mean ± std over seeds:", "",
+              *markdown_table(head, t1, "l" + "r" * (len(head) - 1)), "",
+              "Chosen epoch per seed (0-based; val columns: epochs of the split runs):", "",
+              *markdown_table(["label set", *(RULE_NAMES[r] for r in RULES if r != "last")], t2), "",
+              "What the curves do (per seed unless mean ± std):", "",
+              *markdown_table(why_head, t3, "l" + "r" * (len(why_head) - 1)), ""]
     # Did the regime do what it is named for? Said in the output, never hidden.
     drops = {n: float(np.mean([-s["why"]["test_fall"] for s in summary[n]])) * 100 for n in args.label_sets}
     drop_txt = ", ".join(f"{n} {d:.1f}" for n, d in drops.items())

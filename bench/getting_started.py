@@ -1,18 +1,11 @@
 """How long each step of the getting-started guide takes, and the demo's first screen.
 
-Runs, as a new user would, `gwa-diag demo`, then the guide's own-folder steps on the bundled
-CIFAR-10-N images written out as an image folder (one sub-folder per class, PNG files, the
-given labels as folders): train the tiny CNN, rank, report, draw an audit of 200 and read
-its answers (filled in from the known truth), export corrected labels, and start the app
-until it serves its first page. Every step is the `gwa-diag` command itself, timed from
-start to exit.
-
-Writes docs/benchmarks/getting_started.md/.json (the step times and the demo's whole
-output), docs/benchmarks/demo-first-screen.txt (the first screen the docs show), and
-replaces the first screen between the README's first-screen markers. The figures of the
-first screen repeat exactly on one machine; the times vary with the machine and its load.
-
     python bench/getting_started.py
+
+Runs, as a new user would, `gwa-diag demo`, then the guide's own-folder steps on the bundled
+images written out as an image folder, each the `gwa-diag` command itself timed from start
+to exit. Also writes docs/benchmarks/demo-first-screen.txt and replaces the first screen
+between the README's first-screen markers. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -29,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from harness import REPO, add_common_args, write_page
+from harness import REPO, add_common_args, markdown_table, splice, write_page
 
 from gwa_diag.cli.app import READY_MESSAGE
 from gwa_diag.cli.demo import DEMO_EPOCHS
@@ -89,17 +82,6 @@ def first_screen(demo_output: str) -> str:
     return head.strip("\n") + "\n"
 
 
-def splice_readme(readme: Path, screen: str) -> bool:
-    """Replace the fenced block between the README's first-screen markers; False without them."""
-    text = readme.read_text(encoding="utf-8")
-    if SCREEN_START not in text or SCREEN_END not in text:
-        return False
-    head, rest = text.split(SCREEN_START, 1)
-    tail = rest.split(SCREEN_END, 1)[1]
-    atomic_write_bytes(readme, f"{head}{SCREEN_START}\n```\n{screen}```\n{SCREEN_END}{tail}".encode())
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(ap, data=False)
@@ -134,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                       app_ready_seconds("runs/mine", work, args.port)))
 
     screen = first_screen(demo_out)
-    table = ["| step | command | seconds |", "|---|---|---:|"]
-    table += [f"| {what} | `{cmd}` | {s:.1f} |" for what, cmd, s in steps]
+    table = markdown_table(["step", "command", "seconds"], [[w, f"`{c}`", f"{s:.1f}"] for w, c, s in steps], "llr")
     markdown = "\n".join([
         "Each step of [Getting started](../getting-started.md) as a new user runs it: the bundled "
         "2,500 CIFAR-10 images with their CIFAR-10-N *worst* labels, written out as an image folder, "
@@ -148,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.pages_dir / FIRST_SCREEN, screen.encode())
     page, _ = write_page(__file__, markdown, numbers, pages_dir=args.pages_dir,
                          wall_s=time.perf_counter() - t_start)
-    spliced = splice_readme(args.readme, screen) if args.readme.is_file() else False
+    spliced = splice(args.readme, SCREEN_START, SCREEN_END, f"```\n{screen}```\n")
     print("\n".join(table))
     print(f"\npage: {page}; first screen: {args.pages_dir / FIRST_SCREEN}"
           + (f"; README first screen replaced ({args.readme})" if spliced else ""))

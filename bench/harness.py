@@ -158,6 +158,11 @@ def hardware(device: torch.device | None = None) -> str:
     return line + f"; torch {torch.__version__}, python {sys.version.split()[0]}"
 
 
+def device_name(device: torch.device) -> str:
+    """The device a measurement ran on, for a table: the GPU's name, or the CPU and its torch threads."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed from the repository root: ``python bench/<script>.py ARGS``."""
     args = sys.argv[1:] if argv is None else argv
@@ -270,18 +275,24 @@ def write_headline(pages_dir: Path, readme: Path | None) -> str:
     what lies between :data:`HEADLINE_START` and :data:`HEADLINE_END` in ``readme`` when both
     markers are there (they are never added here)."""
     rows = headline_rows(pages_dir)
-    table = ["| benchmark | result | value |", "|---|---|---|"]
-    table += [f"| [{s}]({s}.md) | {r} | {v} |" for s, r, v in rows] or ["| - | no benchmark page with a headline yet | - |"]
+    table = markdown_table(["benchmark", "result", "value"], [[f"[{s}]({s}.md)", r, v] for s, r, v in rows]
+                           or [["-", "no benchmark page with a headline yet", "-"]])
     text = "\n".join(table) + "\n"
     atomic_write_bytes(Path(pages_dir) / "headline.md", ("# Headline results\n\n" + text).encode())
-    if readme is not None and readme.is_file():
-        old = readme.read_text()
-        if HEADLINE_START in old and HEADLINE_END in old.split(HEADLINE_START, 1)[1]:
-            head, rest = old.split(HEADLINE_START, 1)
-            tail = rest.split(HEADLINE_END, 1)[1]
-            linked = text.replace("](", "](docs/benchmarks/")
-            atomic_write_bytes(readme, f"{head}{HEADLINE_START}\n{linked}{HEADLINE_END}{tail}".encode())
+    if readme is not None:
+        splice(readme, HEADLINE_START, HEADLINE_END, text.replace("](", "](docs/benchmarks/"))
     return text
+
+
+def splice(path: Path, start: str, end: str, body: str) -> bool:
+    """Replace what lies between the markers ``start`` and ``end`` of the file ``path`` by a
+    line break and ``body``; False, the file untouched, unless it holds both (in that order)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if start not in text or end not in text.split(start, 1)[1]:
+        return False
+    head, rest = text.split(start, 1)
+    atomic_write_bytes(path, f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}".encode())
+    return True
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -464,17 +475,23 @@ def cleanlab_installed() -> bool:
     return True
 
 
+def cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Boolean mask of the samples ``cleanlab.filter.find_label_issues`` flags (default settings)."""
+    from cleanlab.filter import find_label_issues
+
+    probs = probs / probs.sum(axis=1, keepdims=True)  # exact row sums for cleanlab's checks
+    return np.asarray(find_label_issues(labels, probs, n_jobs=1), dtype=bool)
+
+
 def cleanlab_row(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray, *, passes: int) -> dict[str, float]:
     """Detection metrics of cleanlab on one probability matrix: ranking by
     ``get_label_quality_scores`` (self-confidence), flags (P / R / F1 / count) by
-    ``find_label_issues`` with its default settings."""
-    from cleanlab.filter import find_label_issues
+    :func:`cleanlab_flags`."""
     from cleanlab.rank import get_label_quality_scores
 
-    probs = probs / probs.sum(axis=1, keepdims=True)  # exact row sums for cleanlab's checks
+    flags = cleanlab_flags(labels, probs)
+    probs = probs / probs.sum(axis=1, keepdims=True)
     score = -get_label_quality_scores(labels, probs, method="self_confidence")  # lower quality = more suspicious
-    flags = np.zeros(len(labels), dtype=bool)
-    flags[find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)] = True
     p_k, r_k = precision_recall_at_k(score, is_noisy)
     row = {"auroc": auroc(score, is_noisy), "ap": average_precision(score, is_noisy), "p_at_k": p_k, "r_at_k": r_k}
     return {**row, **rule_scores(flags, is_noisy), "passes": passes}

@@ -1,14 +1,11 @@
-"""Recorder memory and flush time at ImageNet scale (N = 1.28 million presentations per epoch).
+"""Recorder memory and flush time at ImageNet scale (1.28 million presentations per epoch).
 
-    python bench/recorder_scale.py                     # CPU: N = 1,281,167, 10 classes
+    python bench/recorder_scale.py                     # CPU: 10 classes
     python bench/recorder_scale.py --classes 1000      # ImageNet head (slow on CPU, quick on GPU)
 
-A linear head on random features stands in for the network: the recorder's cost does not
-depend on what comes before the head. For each of ``--epochs`` epochs it prints the memory
-the recorder holds at the end of the epoch (device bytes on CUDA, the buffers' bytes on CPU),
-the time ``end_epoch`` blocks the training loop (one host copy), and the time of the
-background Parquet write. Memory must stay flat across epochs (no growth), the blocking
-part must be small, and the write must take seconds.
+A linear head on random features stands in for the network. Per epoch: the memory the
+recorder holds, the time ``end_epoch`` blocks the loop, and the background Parquet write.
+The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ import torch.nn as nn
 
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
-from harness import add_common_args, write_page
+from harness import add_common_args, device_name, write_page
 
 
 def _buffer_bytes(rec: AlignmentRecorder) -> int:
@@ -53,8 +50,7 @@ def main() -> None:
     rec = AlignmentRecorder(head, out)
     z = torch.randn(args.batch, args.dim, device=device, requires_grad=False)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    say(f"device: {name}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
+    say(f"device: {device_name(device)}; N = {args.n:,} per epoch, batch {args.batch}, head {args.dim} -> {args.classes}")
     say(f"{'epoch':>5s} {'held at end (MB)':>17s} {'B/sample':>9s} {'end_epoch blocks':>17s} {'write (bg)':>11s} "
           f"{'steps/s':>8s}" + (f" {'cuda peak MB':>12s}" if device.type == "cuda" else ""))
     for epoch in range(args.epochs):

@@ -1,38 +1,13 @@
 """Training throughput of the gwa-diag engine (images per second), recorder on and off.
 
-    python bench/train_speed.py                      # CPU: tiny CNN, batch 256 (+ the GPU case when CUDA exists)
+    python bench/train_speed.py                      # CPU: tiny CNN (+ the GPU case when CUDA exists)
     python bench/train_speed.py --skip-cpu           # only the GPU case
     python bench/train_speed.py --cpu-epochs 4 --repeats 9
 
-Two measurements per case:
-
-1. **engine end to end**: ``gwa_diag.training.engine.train`` (recorder on, checkpoints, Parquet
-   writes, no evaluation set) for a fixed number of epochs into a temporary run directory.
-   The first epoch is warm-up (allocator, cuDNN autotuning, thread pools) and is left out:
-   the per-epoch seconds are the median of the later epochs' wall time as the run recorded
-   it (``seconds`` in epochs.parquet: the steps plus the epoch's flush), and images/s =
-   images per epoch / that. The total wall time of the call (setup and first epoch
-   included) is printed too.
-2. **raw step loop**: the engine's step alone (on-device batch gather, then
-   ``gwa_diag.training.engine.train_step``, the function the engine's loop calls: crop+flip,
-   normalise, forward under autocast, cross-entropy, backward, ``recorder.update``, SGD step,
-   LR schedule step) on the same data, in blocks of ``--steps`` steps after a few warm-up
-   steps. Blocks with the recorder on and off alternate (the "off" blocks detach the
-   recorder's hook and pass no recorder, so ``update`` is skipped) so that machine noise
-   hits both alike; the median block gives images/s and the on/off ratio.
-
-Cases:
-
-* CPU: tiny CNN, batch 256, fp32, on the first ``--cpu-n`` images of the shared CIFAR-10
-  subset (``../shared/data/cifar10/train_first20000.npz`` from the repo root), or random
-  uint8 images of the same shape when that file is absent.
-* GPU (only when CUDA is available; skipped with a message otherwise): CIFAR ResNet-18 on
-  all 20,000 shared images (random images if the file is absent), batch 512, bf16, the
-  engine's GPU-resident fast path (the uint8 images sit on the device, batches are gathered
-  there).
-
-CPU numbers are sensitive to other processes on the machine: read the spread, not only the
-median.
+Two measurements per case: the engine end to end (:func:`gwa_diag.training.engine.train`,
+the median of the epochs after the first), and the raw step loop
+(:func:`gwa_diag.training.engine.train_step`) in alternating blocks with the recorder on and
+off. Random images stand in when the data file is absent. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -53,7 +28,7 @@ from gwa_diag.training.engine import TrainConfig, build_optimizer, train, train_
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
-from harness import DEFAULT_DATA, add_common_args, hardware, on_off_blocks, sync, write_page
+from harness import DEFAULT_DATA, add_common_args, device_name, first_images, hardware, on_off_blocks, sync, write_page
 
 DEFAULT_DATA_FILE = DEFAULT_DATA / "cifar10" / "train_first20000.npz"
 
@@ -62,8 +37,7 @@ def dataset(path: Path, n: int) -> tuple[ArrayDataset, str]:
     if path.is_file():
         full = load_npz(path)
         n = min(n, len(full))
-        ds = ArrayDataset(full.images_nchw[:n], full.labels[:n], sample_ids=full.sample_ids[:n], num_classes=10)
-        return ds, f"first {n} images of {path.name}"
+        return first_images(full, n), f"first {n} images of {path.name}"
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=g)
@@ -183,7 +157,7 @@ def main() -> None:
             make, ds, device, epochs=args.cpu_epochs, batch=args.cpu_batch, lr=0.1, precision="fp32")
         raw = raw_step_loop(make, ds, device, batch=args.cpu_batch, lr=0.1, dtype=None, steps=args.steps,
                             repeats=args.repeats, warmup=args.warmup_steps)
-        report(f"tiny CNN, batch {args.cpu_batch}, fp32", f"cpu ({torch.get_num_threads()} threads)", desc, e2e, raw, say)
+        report(f"tiny CNN, batch {args.cpu_batch}, fp32", device_name(device), desc, e2e, raw, say)
 
     if args.skip_gpu:
         say("\nGPU case skipped (--skip-gpu)")
@@ -197,7 +171,7 @@ def main() -> None:
             make, ds, device, epochs=args.gpu_epochs, batch=args.gpu_batch, lr=0.2, precision="bf16")
         raw = raw_step_loop(make, ds, device, batch=args.gpu_batch, lr=0.2, dtype=torch.bfloat16, steps=4 * args.steps,
                             repeats=args.repeats, warmup=4 * args.warmup_steps)
-        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", torch.cuda.get_device_name(device), desc, e2e, raw, say)
+        report(f"CIFAR ResNet-18, batch {args.gpu_batch}, bf16", device_name(device), desc, e2e, raw, say)
 
     page, _ = write_page(__file__, "\n".join(["# Training throughput", "", "```", *lines, "```"]), {"lines": lines},
                          pages_dir=args.pages_dir, wall_s=time.perf_counter() - t0)

@@ -1,25 +1,12 @@
 """The measurements behind two of gwa-diag's defaults, each from a run made here.
 
-    python bench/why_defaults.py                  # both parts, about 20 s on a quiet 2-core CPU
+    python bench/why_defaults.py                  # both parts
     python bench/why_defaults.py --part gap       # only part 1
 
-1. **Where mean alignment loses to AUM** (``--part gap``). Alignment is, up to positive factors,
-   the label's score minus the softmax-weighted score of the other classes, divided by the
-   sample's feature norm ``||z||`` and by ``||W||``, with the head's bias left out. One run
-   of the detection benchmark's CPU recipe (tiny CNN, first 5,000 CIFAR-10 images, CIFAR-10-N
-   ``--label-set``, 15 epochs) records each piece per sample and epoch, and the AUROC / AP of
-   their means over the second half of training show which step costs what.
-2. **Why the estimated count reads the epochs around the GWA-selected one** (``--part window``).
-   A run that fits easy generated images and then memorises 25% injected wrong labels (the
-   data of ``tests/test_estimate.py``); the confident-disagreement count (the library's
-   ``disagreement`` > 0.5) over three epochs around the selected one, against the same count
-   over the second half of training.
-
-Part 1 trains with the engine's own step (:func:`gwa_diag.training.engine.train_step`, the
-recipe ``decay`` of ``bench/harness.py``), its recorder replaced by :class:`Pieces`, which
-reads each piece between backward and the optimizer step: from the head weight that made the
-batch's logits. Both parts write the page ``docs/benchmarks/why_defaults.md`` (and the numbers
-in ``why_defaults.json``; ``--pages-dir`` to write elsewhere).
+1. ``--part gap``: where mean alignment loses to AUM, piece by piece (:class:`Pieces` reads
+   each piece of the alignment between backward and the optimizer step).
+2. ``--part window``: why the estimated count reads the epochs around the GWA-selected one,
+   on generated images with injected wrong labels. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations

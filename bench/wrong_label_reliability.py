@@ -1,19 +1,11 @@
 """Would a per-sample "probability that this label is wrong" be calibrated? A reliability
 table of the two per-sample shares gwa-diag records, against the truth.
 
-    python bench/wrong_label_reliability.py                 # the two GPU recordings, a few seconds
+    python bench/wrong_label_reliability.py                 # the two GPU recordings
     python bench/wrong_label_reliability.py RUN [RUN ...]   # any runs with clean labels
 
-For each run (analysed with the defaults, :func:`gwa_diag.analyze`) and each share of the
-window's epochs in which a sample's label was not fitted (``unfitted``: another class
-predicted, over the last three epochs of the window) or confidently contradicted
-(``disagreement``: confident learning's per-class threshold, over the epochs around the
-GWA-selected one), the samples are binned by that share (0, below one half, one half to
-below 1, exactly 1) and each bin shows how many samples it holds and which share of them
-is truly wrong. A calibrated probability would read the same wrong share for the same value
-on every run. The last lines give, per column, the range over the runs of the wrong share
-among the samples at 1. Runs whose labels.parquet has no ``clean_label`` are skipped. The table
-also goes to the page ``docs/benchmarks/wrong_label_reliability.md`` (``--pages-dir``).
+Samples are binned by ``unfitted`` and ``disagreement`` (:data:`BINS`), each bin with the
+share of them truly wrong; runs without ``clean_label`` are skipped. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -28,7 +20,7 @@ import pandas as pd
 from gwa_diag import analyze
 from gwa_diag.checks import InputError
 from gwa_diag.store import AnalysisError
-from harness import add_common_args, write_page
+from harness import add_common_args, markdown_table, write_page
 
 COLUMNS = ("unfitted", "disagreement")
 BINS = ("0", "(0, 0.5)", "[0.5, 1)", "1")
@@ -69,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or [args.data / "gpu_runs" / "dec_worst", args.data / "gpu_runs" / "mem_worst"]
     at_one: dict[str, list[float]] = {c: [] for c in COLUMNS}
-    lines = ["| run | noise | column | " + " | ".join(f"{b}: n (wrong)" for b in BINS) + " |",
-             "|---|---:|---|" + "---:|" * len(BINS)]
+    rows = []
     for run in runs:
         try:
             tables = run_table(run)
@@ -83,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{run.parent.name}/{run.name}"
         for column, t in tables.items():
             noise = float((t["n"] * t["wrong"].fillna(0)).sum() / t["n"].sum())
-            cells = " | ".join(f"{int(n):,} ({w:.2f})" if n else "0 (-)" for n, w in zip(t["n"], t["wrong"]))
-            lines.append(f"| {name} | {noise:.1%} | {column} | {cells} |")
+            rows.append([name, f"{noise:.1%}", column,
+                         *(f"{int(n):,} ({w:.2f})" if n else "0 (-)" for n, w in zip(t["n"], t["wrong"]))])
             if t.loc[BINS[-1], "n"]:
                 at_one[column].append(float(t.loc[BINS[-1], "wrong"]))
+    lines = markdown_table(["run", "noise", "column", *(f"{b}: n (wrong)" for b in BINS)], rows, "lrl" + "r" * len(BINS))
     lines += [f"{column} = 1: wrong share {min(values):.2f}-{max(values):.2f} over {len(values)} runs"
               for column, values in at_one.items() if values]
     print("\n".join(lines))

@@ -49,9 +49,9 @@ def _run_bench(script: str, args: list[str], tmp_path: Path, *, expect_fail: boo
 
 def test_recorder_overhead_runs_and_cleans_up(tmp_path: Path) -> None:
     out = _run_bench("recorder_overhead.py", ["--repeats", "2", "--steps", "2", "--cpu-batch", "32"], tmp_path)
-    row = next(line for line in out.splitlines() if line.startswith("tiny CNN"))
+    row = next(line for line in out.splitlines() if line.startswith("| tiny CNN"))
     # The flush column counts every row the "on" blocks recorded: 2 repeats x 2 steps x 32 x 2.
-    assert row.rstrip().endswith("/256"), row
+    assert row.rstrip().endswith("/ 256 rows |"), row
     page = (tmp_path / "pages" / "recorder_overhead.md").read_text()
     numbers = json.loads((tmp_path / "pages" / "recorder_overhead.json").read_text())
     assert "| tiny CNN, batch 32, fp32 |" in page and "256 rows |" in page
