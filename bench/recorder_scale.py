@@ -57,7 +57,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        t0 = time.perf_counter()
+        t_epoch = time.perf_counter()
         done = 0
         while done < args.n:
             b = min(args.batch, args.n - done)
@@ -67,7 +67,7 @@ def main() -> None:
             done += b
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        steps_s = (args.n / args.batch) / (time.perf_counter() - t0)
+        steps_s = (args.n / args.batch) / (time.perf_counter() - t_epoch)
         held = _buffer_bytes(rec)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else None
         t1 = time.perf_counter()
