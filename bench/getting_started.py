@@ -31,6 +31,8 @@ from gwa_diag.store import atomic_write_bytes
 from gwa_diag.training.data import sample_data
 
 FIRST_SCREEN = "demo-first-screen.txt"
+#: The step table alone, for the guide to include (a .txt snippet, not a page of its own).
+STEPS = "getting-started-steps.txt"
 SCREEN_START, SCREEN_END = "<!-- first-screen:start -->", "<!-- first-screen:end -->"
 AUDIT_N = 200
 
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     screen = first_screen(demo_out)
     table = markdown_table(["step", "command", "seconds"], [[w, f"`{c}`", f"{s:.1f}"] for w, c, s in steps], "llr")
     markdown = "\n".join([
-        "Each step of [Getting started](../getting-started.md) as a new user runs it: the bundled "
+        "# Getting started, timed", "",
+        "Each step of the Getting started guide as a new user runs it: the bundled "
         "2,500 CIFAR-10 images with their CIFAR-10-N *worst* labels, written out as an image folder, "
         f"and the tiny CNN for {args.epochs} epochs. Seconds from the command's start to its exit "
         "(the app: to the line saying its first page was served).", "",
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                "first_screen": screen}
     args.pages_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.pages_dir / FIRST_SCREEN, screen.encode())
+    atomic_write_bytes(args.pages_dir / STEPS, ("\n".join(table) + "\n").encode())
     page, _ = write_page(__file__, markdown, numbers, pages_dir=args.pages_dir,
                          wall_s=time.perf_counter() - t_start)
     spliced = splice(args.readme, SCREEN_START, SCREEN_END, f"```\n{screen}```\n")
