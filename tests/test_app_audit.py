@@ -32,6 +32,18 @@ def _run(tmp_path: Path, name: str = "run", seed: int = 1) -> Path:
     return write_synthetic_run(tmp_path / name, samples=N_SAMPLES, epochs=N_EPOCHS, noise_rate=0.3, seed=seed)
 
 
+def _drawn_run(tmp_path: Path) -> Path:
+    """A run with an audit of N_DRAWN drawn (seed 3), nothing answered yet."""
+    run = _run(tmp_path)
+    draw_sample(run, N_DRAWN, seed=3)
+    return run
+
+
+def _given(run: Path) -> pd.Series:
+    """The given label of each drawn sample, by sample id."""
+    return read_design(run).frame["given"]
+
+
 def _truth(run: Path) -> pd.Series:
     return pd.read_parquet(run / "labels.parquet").set_index("sample_id")["clean_label"]
 
@@ -128,10 +140,9 @@ def test_without_a_design_the_page_says_how_and_draws_one(tmp_path, monkeypatch)
 
 
 def test_answers_are_saved_at_once_and_survive_a_restart(tmp_path, monkeypatch):
-    run = _run(tmp_path)
-    draw_sample(run, N_DRAWN, seed=3)
+    run = _drawn_run(tmp_path)
     order = _order(run)
-    given = read_design(run).frame["given"]
+    given = _given(run)
     at = _app(run, monkeypatch)
     _clean(at)
     first = _current(at)
@@ -155,9 +166,8 @@ def test_answers_are_saved_at_once_and_survive_a_restart(tmp_path, monkeypatch):
 
 
 def test_two_tabs_lose_no_answer_and_the_latest_wins(tmp_path, monkeypatch):
-    run = _run(tmp_path)
-    draw_sample(run, N_DRAWN, seed=3)
-    given = read_design(run).frame["given"]
+    run = _drawn_run(tmp_path)
+    given = _given(run)
     tab_a, tab_b = _app(run, monkeypatch), _app(run, monkeypatch)
     sample = _current(tab_a)
     assert _current(tab_b) == sample
@@ -175,10 +185,9 @@ def test_two_tabs_lose_no_answer_and_the_latest_wins(tmp_path, monkeypatch):
 
 
 def test_back_shows_the_answer_and_a_new_one_replaces_it(tmp_path, monkeypatch):
-    run = _run(tmp_path)
-    draw_sample(run, N_DRAWN, seed=3)
+    run = _drawn_run(tmp_path)
     order = _order(run)
-    given = read_design(run).frame["given"]
+    given = _given(run)
     at = _app(run, monkeypatch)
     at.button(key=f"audit_right_{order[0]}").click().run()
     at.button(key=f"audit_right_{order[1]}").click().run()
@@ -204,15 +213,14 @@ def test_back_shows_the_answer_and_a_new_one_replaces_it(tmp_path, monkeypatch):
 
 
 def test_skip_leaves_a_sample_for_the_end(tmp_path, monkeypatch):
-    run = _run(tmp_path)
-    draw_sample(run, N_DRAWN, seed=3)
+    run = _drawn_run(tmp_path)
     order = _order(run)
     at = _app(run, monkeypatch)
     at.button(key=f"audit_next_{order[0]}").click().run()
     _clean(at)
     assert _current(at) == order[1] and len(latest_answers(run)) == 0
     # Every other sample answered on disk: the skipped one comes back.
-    given = read_design(run).frame["given"]
+    given = _given(run)
     rest = order[1:]
     record_answers(run, pd.DataFrame({"sample_id": rest, "verified_label": given.reindex(rest).to_numpy()}), source="test")
     at.run()
@@ -223,9 +231,8 @@ def test_skip_leaves_a_sample_for_the_end(tmp_path, monkeypatch):
 
 
 def test_the_page_shows_no_hint_of_what_the_model_thinks(tmp_path, monkeypatch):
-    run = _run(tmp_path)
-    draw_sample(run, N_DRAWN, seed=3)
-    truth, given = _truth(run), read_design(run).frame["given"]
+    run = _drawn_run(tmp_path)
+    truth, given = _truth(run), _given(run)
     ranking = analyze(run).ranking
     order = _order(run)
     at = _app(run, monkeypatch)
@@ -272,8 +279,7 @@ def test_the_interval_appears_once_every_stratum_has_an_answer(tmp_path, monkeyp
 
 
 def test_growing_the_sample_keeps_every_answer(tmp_path, monkeypatch):
-    run = _run(tmp_path)
-    draw_sample(run, N_DRAWN, seed=3)
+    run = _drawn_run(tmp_path)
     at = _app(run, monkeypatch)
     first = _current(at)
     at.button(key=f"audit_right_{first}").click().run()
