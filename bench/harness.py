@@ -65,25 +65,20 @@ MODEL_NAMES = {"tiny": "tiny CNN", "resnet18_cifar": "CIFAR ResNet-18"}
 #: Every training recipe of the benchmarks, one name each; ``gpu`` holds what changes on a
 #: CUDA device (CIFAR ResNet-18, bf16). ``decay`` is the engine's own default recipe.
 _ENGINE = TrainConfig()  # the engine's defaults, read here so that they are never restated
+#: AdamW at a constant rate without augmentation: the memorising recipes differ from it in one knob each.
+_CONSTANT = {"optimizer": "adamw", "batch_size": 128, "weight_decay": 0.0, "warmup_epochs": 0.0,
+             "schedule": "constant", "augment": False}
 RECIPES: dict[str, dict[str, Any]] = {
     "decay": {"optimizer": _ENGINE.optimizer, "lr": _ENGINE.lr, "batch_size": _ENGINE.batch_size,
               "weight_decay": _ENGINE.weight_decay, "warmup_epochs": _ENGINE.warmup_epochs,
               "schedule": _ENGINE.schedule, "augment": _ENGINE.augment, "gpu": {"lr": 0.2, "batch_size": 512}},
-    # The recipe of the regimes tables (README) and of gpu_runs/mem_worst on a GPU.
-    "memorise": {"optimizer": "adamw", "lr": 3e-3, "batch_size": 128, "weight_decay": 0.0, "warmup_epochs": 0.0,
-                 "schedule": "constant", "augment": False, "gpu": {"lr": 1e-3, "batch_size": 512}},
-    # The early-stopping table's memoriser: the same at lr 1e-3 (Adam and AdamW agree at weight decay 0).
-    "memorise_lr1e-3": {"optimizer": "adamw", "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0,
-                        "warmup_epochs": 0.0, "schedule": "constant", "augment": False},
-    "finetune": {"optimizer": "adamw", "lr": 3e-4, "batch_size": 128, "weight_decay": 0.0, "warmup_epochs": 0.0,
-                 "schedule": "constant", "augment": False, "mode": "finetune"},
-    # Slow memorisers: ``memorise`` slowed down by a lower rate, weight decay or a larger batch.
-    "slow_lr": {"optimizer": "adamw", "lr": 3e-4, "batch_size": 128, "weight_decay": 0.0, "warmup_epochs": 0.0,
-                "schedule": "constant", "augment": False},
-    "slow_wd": {"optimizer": "adamw", "lr": 1e-3, "batch_size": 128, "weight_decay": 0.3, "warmup_epochs": 0.0,
-                "schedule": "constant", "augment": False},
-    "slow_batch": {"optimizer": "adamw", "lr": 1e-3, "batch_size": 1024, "weight_decay": 0.0, "warmup_epochs": 0.0,
-                   "schedule": "constant", "augment": False},
+    # The recipe of the regimes tables, and of gpu_runs/mem_worst on a GPU.
+    "memorise": {**_CONSTANT, "lr": 3e-3, "gpu": {"lr": 1e-3, "batch_size": 512}},
+    "finetune": {**_CONSTANT, "lr": 3e-4, "mode": "finetune"},
+    # Slow memorisers: a lower rate, strong weight decay or a larger batch.
+    "slow_lr": {**_CONSTANT, "lr": 3e-4},
+    "slow_wd": {**_CONSTANT, "lr": 1e-3, "weight_decay": 0.3},
+    "slow_batch": {**_CONSTANT, "lr": 1e-3, "batch_size": 1024},
 }
 #: The model, precision and device of each kind of machine.
 MACHINES: dict[str, dict[str, str]] = {"cpu": {"model": "tiny", "precision": "fp32", "device": "cpu"},

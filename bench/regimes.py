@@ -1,5 +1,7 @@
 """One table, training regime x label set: how gwa-diag's analysis defaults do when the model
-memorises its labels, when it does not, and when it is fine-tuned.
+memorises its labels, when it does not, and when it is fine-tuned; and which epoch to keep
+without a validation set (the protocol of Table 1 of Hoelzl et al. 2025: the GWA epoch,
+LabelWave, a 10% or 1% validation split and the last epoch against the best in hindsight).
 
     python bench/regimes.py                   # 3 CPU regimes x worst, aggre, random1, plus the GPU recordings
     python bench/regimes.py --quick           # 3,000 images, fewer epochs
@@ -38,14 +40,15 @@ and seed:
 * pool: the first ``--n`` rows (default 10,000; ``--quick`` 3,000) with the row's noisy label
   set; each run trains on a random 90% of it and holds out the other 10% (drawn per seed,
   the same for every regime and label set) as a validation split that keeps the NOISY
-  labels, as a user would have them (``val_acc`` per epoch);
+  labels, as a user would have them (``val_acc`` per epoch); its first tenth (1% of the pool)
+  is the small validation split (``val1_acc``);
 * test set: the 1,000 CIFAR-10 test images plus training rows 10,000.. (``--test-extra`` of
   them, default 5,000; ``--quick`` 2,000) with their CLEAN labels, never trained on
   (``eval_acc`` per epoch);
 * pretraining (finetune only): rows 15,000..19,999 with their clean labels.
 
 Each run goes through :func:`gwa_diag.training.engine.train` with
-``eval_set={"eval": test set, "val": validation split}`` and is analysed with
+``eval_set={"eval": test set, "val": validation split, "val1": its first tenth}`` and is analysed with
 :func:`gwa_diag.analysis.pipeline.analyze`. Per row (regime x label set x seed):
 
 the ranking (the default's AUROC / AP, align_mean and aum over each fixed window, and the
@@ -113,6 +116,7 @@ from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
 from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epochs  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
+from gwa_diag.early_stopping import rank_correlation  # noqa: E402
 from gwa_diag.training.config import TrainConfig  # noqa: E402
 from gwa_diag.training.data import ArrayDataset  # noqa: E402
 from gwa_diag.training.engine import train  # noqa: E402
@@ -132,6 +136,8 @@ FIXED_WINDOWS = ("second_half", "after_warmup", "all")
 TEST_ROWS_START = 10_000
 PRETRAIN_ROWS = (15_000, 20_000)
 VAL_FRACTION = 0.1
+#: The small validation split ("val 1%"): this share of the validation split, its first rows.
+SMALL_VAL_SHARE = 0.1
 #: The memorise regime must fit at least this share of its given labels (train_acc of an epoch);
 #: the table shows the first epoch that did and the fit of the last.
 MEMORISE_FIT = 0.95
@@ -148,9 +154,9 @@ REGIMES: dict[str, dict[str, Any]] = {
     # Slow memorisers: AdamW at a constant rate without augmentation, as ``memorise``, but
     # slowed down by a lower rate, weight decay or a larger batch, so the fit of the given
     # labels climbs for tens of epochs and may stop short of the memorisation threshold.
-    "slow_lr": {"epochs": 50, "quick": 45, "lr": 3e-4, "batch": 128, "wd": 0.0},
-    "slow_wd": {"epochs": 50, "quick": 45, "lr": 1e-3, "batch": 128, "wd": 0.3},
-    "slow_batch": {"epochs": 50, "quick": 45, "lr": 1e-3, "batch": 1024, "wd": 0.0},
+    "slow_lr": {"epochs": 50, "quick": 45},
+    "slow_wd": {"epochs": 50, "quick": 45},
+    "slow_batch": {"epochs": 50, "quick": 45},
 }
 #: The regimes run unless ``--regimes`` names others (the slow memorisers run only on the CPU).
 SLOW_REGIMES = ("slow_lr", "slow_wd", "slow_batch")
@@ -199,14 +205,17 @@ def test_note(test_extra: int) -> str:
 
 
 def label_set_splits(data: Data, name: str, seed: int):
-    """(train set, validation split, noise rate of the training part) of one label set: the
-    pool with its labels, split 90/10 with ``seed`` (the validation split keeps the noisy labels)."""
+    """(train set, validation split, its first tenth, noise rate of the training part) of one
+    label set: the pool with its labels, split 90/10 with ``seed`` (the validation splits keep
+    the noisy labels)."""
     ds = labelled(name, data.pool, data.label_path)
     fit_pos, val_pos = validation_split(len(ds), VAL_FRACTION, seed)
     train_set = subset(ds, fit_pos, {"split": "train", "val_fraction": VAL_FRACTION, "seed": seed})
     val_set = subset(ds, val_pos, {"split": "val", "val_fraction": VAL_FRACTION, "seed": seed})
+    small = val_pos[:max(1, round(SMALL_VAL_SHARE * len(val_pos)))]
+    small_set = subset(ds, small, {"split": "val1", "val_fraction": VAL_FRACTION * SMALL_VAL_SHARE, "seed": seed})
     noise = float(np.mean(train_set.labels != train_set.clean_labels))
-    return train_set, val_set, noise
+    return train_set, val_set, small_set, noise
 
 
 # -- analysis of one run ----------------------------------------------------------------------
@@ -459,6 +468,7 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
     epochs = [int(e) for e in ep["epoch"]]
     acc = {e: number_or_none(v) for e, v in zip(epochs, ep["eval_acc"])} if "eval_acc" in ep else {}
     val = {e: number_or_none(v) for e, v in zip(epochs, ep["val_acc"])} if "val_acc" in ep else None
+    val1 = {e: number_or_none(v) for e, v in zip(epochs, ep["val1_acc"])} if "val1_acc" in ep else None
     last = epochs[-1]
     kept = phase.plateau if phase.memorising and phase.plateau is not None else last
     st = a.stopping
@@ -466,11 +476,16 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
     # offline read above: they should agree (None: nothing kept, the run did not memorise).
     cell["kept_online"] = (a.run.meta.get("memorisation") or {}).get("kept_epoch")
     choice = {"kept": kept, "best": earliest_best(acc), "last": last, "val": earliest_best(val) if val is not None else None,
-              "gwa": st.gwa.epoch, "labelwave": st.labelwave.epoch}
+              "val1": earliest_best(val1) if val1 is not None else None, "gwa": st.gwa.epoch,
+              "labelwave": st.labelwave.epoch}
+    gwa = [number_or_none(v) for v in ep["gwa"]] if "gwa" in ep else [None] * len(epochs)
+    pairs = [(g, acc.get(e)) for e, g in zip(epochs, gwa) if g is not None and acc.get(e) is not None]
     cell["stopping"] = {
         "epoch": choice, "acc": {k: (acc.get(e) if e is not None else None) for k, e in choice.items()},
-        "has_val": val is not None, "trust": st.trust.level, "trust_reasons": list(st.trust.reasons),
-        "gwa_reason": st.gwa.reason, "labelwave_reason": st.labelwave.reason,
+        "has_val": val is not None, "has_val1": val1 is not None, "trust": st.trust.level,
+        "trust_reasons": list(st.trust.reasons), "gwa_reason": st.gwa.reason, "labelwave_reason": st.labelwave.reason,
+        # Does the GWA curve follow the test accuracy over the epochs (the premise of the GWA choice)?
+        "spearman_gwa_test": rank_correlation(*zip(*pairs)) if pairs else None,
     }
     fit = [number_or_none(v) for v in ep["train_acc"]] if "train_acc" in ep else []
     cell["fit_last"] = fit[-1] if fit else None
@@ -478,7 +493,8 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
     cell["fit_reached"] = next((e for e, v in zip(epochs, fit) if v is not None and v >= MEMORISE_FIT), None)
     cell["curves"] = {"epoch": epochs, "eval_acc": [acc.get(e) for e in epochs], "train_acc": fit,
                       "val_acc": [val.get(e) for e in epochs] if val is not None else None,
-                      "gwa": [number_or_none(v) for v in ep["gwa"]] if "gwa" in ep else None}
+                      "val1_acc": [val1.get(e) for e in epochs] if val1 is not None else None,
+                      "gwa": gwa if "gwa" in ep else None}
     cell["t_analysis"] = time.perf_counter() - t0
     return cell
 
@@ -501,7 +517,7 @@ def pretrain(data: Data, epochs: int, seed: int, tmp: Path) -> tuple[Path, dict[
 
 def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: Path,
                pretrained: Path | None, hw: str = "cpu", device: str | None = None) -> tuple[Path, dict[str, Any]]:
-    train_set, val_set, noise = label_set_splits(data, name, seed)
+    train_set, val_set, small_set, noise = label_set_splits(data, name, seed)
     cfg = regime_config(regime, epochs, seed, hw, device)
     model = new_model(MACHINES[hw]["model"], train_set.num_classes, seed)
     if regime == "finetune":
@@ -509,7 +525,7 @@ def train_cell(regime: str, name: str, seed: int, epochs: int, data: Data, tmp: 
         model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
     run_dir = tmp / f"{regime}-{name}-seed{seed}"
     t0 = time.perf_counter()
-    train(model, train_set, run_dir, config=cfg, eval_set={"eval": data.test, "val": val_set},
+    train(model, train_set, run_dir, config=cfg, eval_set={"eval": data.test, "val": val_set, "val1": small_set},
           meta={"benchmark": "bench/regimes.py", "regime": regime, "label_set": name, "seed": seed})
     return run_dir, {"t_train": time.perf_counter() - t0, "n_train": len(train_set), "n_val": len(val_set),
                      "noise": noise, "recipe": describe(cfg)}
@@ -672,21 +688,21 @@ def verified_table(rows: list[dict[str, Any]], seeds: int, ns: list[int]) -> tup
     return out, summary
 
 
-RULE_COLUMNS = (("kept", "kept"), ("best", "best"), ("last", "last"), ("val", "val 10%"), ("gwa", "GWA"),
-                ("labelwave", "LabelWave"))
+RULE_COLUMNS = (("kept", "kept"), ("best", "best"), ("last", "last"), ("val", "val 10%"), ("val1", "val 1%"),
+                ("gwa", "GWA"), ("labelwave", "LabelWave"))
 
 
 def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], list[str]]:
     """(the markdown lines, the names of the cells whose clear GWA choice is > 2 points below the best)."""
-    head = ["regime", "label set", *(h for _, h in RULE_COLUMNS), "GWA trust"]
-    out = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(RULE_COLUMNS) + "---|"]
+    head = ["regime", "label set", *(h for _, h in RULE_COLUMNS), "GWA trust", "Spearman(GWA, test)"]
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(RULE_COLUMNS) + "---|---:|"]
     flagged = []
     for r in rows:
         s = r["cell"]["stopping"]
         cells = []
         for key, _ in RULE_COLUMNS:
             e, v = s["epoch"][key], s["acc"][key]
-            if key == "val" and not s["has_val"]:
+            if key in ("val", "val1") and not s.get(f"has_{key}"):
                 cells.append("-")
             elif e is None:
                 cells.append("no choice")
@@ -699,7 +715,9 @@ def stopping_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], l
         if trust == "clear" and best is not None and gwa is not None and 100 * (best - gwa) > CLEAR_BUT_WORSE:
             trust += f" (!{100 * (best - gwa):.1f} below best)"
             flagged.append(f"{row_name(r, seeds)} / {r['label_set']}")
-        out.append("| " + " | ".join([row_name(r, seeds), r["label_set"], *cells, trust]) + " |")
+        spearman = s.get("spearman_gwa_test")
+        out.append("| " + " | ".join([row_name(r, seeds), r["label_set"], *cells, trust,
+                                      "-" if spearman is None else f"{spearman:+.2f}"]) + " |")
     return out, flagged
 
 
@@ -970,8 +988,10 @@ def main() -> None:
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
         "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
         "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset once it began memorising (the "
-        "weights gwa-diag train keeps), else the last; best = best test epoch (oracle); last; val 10% = highest val_acc on the noisy validation split; GWA = "
-        "the GWA choice; LabelWave. GWA trust = Analysis.stopping.trust.",
+        "weights gwa-diag train keeps), else the last; best = best test epoch (oracle); last; val 10% = highest val_acc on "
+        "the noisy validation split; val 1% = the same on its first tenth (1% of the pool); GWA = the GWA choice; "
+        "LabelWave. A rule that chooses no epoch shows 'no choice'. GWA trust = Analysis.stopping.trust. "
+        "Spearman(GWA, test) = rank correlation of the per-epoch GWA with the test accuracy, over the epochs with both.",
     ]
     summary = [
         f"GWA choice rated clear but more than {CLEAR_BUT_WORSE:g} points below the best epoch: {len(clear_worse)} of "

@@ -32,7 +32,7 @@ from gwa_diag.cli.app import app_script  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 APP = app_script()
 sys.path.insert(0, str(REPO / "bench"))
-from app_speed import write_synthetic_run  # noqa: E402
+from synthetic import write_synthetic_run  # noqa: E402
 
 N_SAMPLES = 60
 N_EPOCHS = 4

@@ -21,7 +21,7 @@ from test_app import _app as _open_app, _clean  # noqa: E402  (the app tests' ow
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from app_speed import CLASS_NAMES, write_synthetic_run  # noqa: E402
+from synthetic import CLASS_NAMES, write_synthetic_run  # noqa: E402
 
 N_SAMPLES, N_EPOCHS, N_DRAWN = 60, 4, 30
 # Words that would tell the reviewer what the model thinks of the sample shown.

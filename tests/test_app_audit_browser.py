@@ -26,7 +26,7 @@ from gwa_diag.analysis.pipeline import analyze  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from app_speed import CLASS_NAMES, write_synthetic_run  # noqa: E402
+from synthetic import CLASS_NAMES, write_synthetic_run  # noqa: E402
 
 N_SAMPLES, N_DRAWN, N_KEYED = 60, 30, 20
 HINTS = ("score", "rank", "suggest", "p_wrong", "probab", "suspic", "alignment", "margin")

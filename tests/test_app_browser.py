@@ -44,7 +44,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python
 pytest.importorskip("streamlit")
 
 sys.path.insert(0, str(REPO / "bench"))
-from app_speed import ensure_synthetic_run  # noqa: E402
+from synthetic import ensure_synthetic_run  # noqa: E402
 
 from gwa_diag.analysis import relabel  # noqa: E402
 from gwa_diag.cli.app import READY_MESSAGE  # noqa: E402

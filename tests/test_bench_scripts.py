@@ -213,6 +213,16 @@ def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) ->
     cell = dump["rows"][0]["cell"]
     assert dump["rows"][0]["n_train"] == 270 and dump["rows"][0]["n_val"] == 30
     assert cell["stopping"]["has_val"] and len(cell["curves"]["val_acc"]) == 3
+    # The small validation split (val 1%): the first tenth of the 30, read from the same run.
+    assert cell["stopping"]["has_val1"] and len(cell["curves"]["val1_acc"]) == 3
+    assert all(round(v * 3) == v * 3 for v in cell["curves"]["val1_acc"])  # accuracies of 3 images
+    from gwa_diag.early_stopping import rank_correlation
+
+    curves = cell["curves"]
+    pairs = [(g, t) for g, t in zip(curves["gwa"], curves["eval_acc"]) if g is not None]
+    spearman = rank_correlation(*zip(*pairs)) if len(pairs) >= 3 else None
+    assert cell["stopping"]["spearman_gwa_test"] == spearman
+    assert rows[1].rstrip(" |").endswith("-" if spearman is None else f"{spearman:+.2f}"), rows[1]
     assert set(cell["windows"]) == {"second_half", "after_warmup", "all"} and cell["oracle"]["windows_tried"] == 6
     # The oracle window is the best of every window, the fixed ones included.
     assert cell["oracle"]["auroc"] >= max(w["aum"] for w in cell["windows"].values()) - 1e-12
@@ -220,7 +230,7 @@ def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) ->
     # Each rule against the validation split's choice, in points, over the one cell.
     acc = cell["stopping"]["acc"]
     versus = next(line for line in lines if line.startswith("Test accuracy against the validation split's choice"))
-    for key, head in (("kept", "kept"), ("last", "last"), ("best", "best")):
+    for key, head in (("kept", "kept"), ("last", "last"), ("best", "best"), ("val1", "val 1%")):
         assert f"{head} {100 * (acc[key] - acc['val']):+.2f} (1)" in versus, versus
     assert sorted(p.name for p in out_dir.iterdir()) == ["regimes.json", "regimes.md"]  # runs removed
     assert "t_analysis" not in cell and "t_train" not in dump["rows"][0]  # seconds: in the run information only
@@ -403,7 +413,9 @@ RUN_INFO = "<!-- run info -->"
 
 
 def test_bench_scripts_import_only_the_package_and_the_harness() -> None:
-    # Every bench script is a thin table on the harness: no script imports another one.
+    # Every bench script is a thin table on the harness (and the torch-free synthetic runs):
+    # no script imports another one, and the two shared modules import no script.
+    libraries = {"harness", "synthetic"}
     scripts = {p.stem for p in (ROOT / "bench").glob("*.py")}
     bad = []
     for path in sorted((ROOT / "bench").glob("*.py")):
@@ -412,9 +424,9 @@ def test_bench_scripts_import_only_the_package_and_the_harness() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 top = name.split(".")[0]
-                if top in scripts and not (top == "harness" and path.stem != "harness"):
+                if top in scripts and not (top in libraries and path.stem not in libraries):
                     bad.append(f"{path.name}:{node.lineno} imports {name}")
-    assert bad == [], "bench scripts import each other (use gwa_diag or bench/harness.py):\n" + "\n".join(bad)
+    assert bad == [], "bench scripts import each other (use gwa_diag, bench/harness.py or bench/synthetic.py):\n" + "\n".join(bad)
 
 
 def test_write_page_is_atomic_stable_and_keeps_run_info_apart(tmp_path: Path, monkeypatch) -> None:
@@ -478,7 +490,12 @@ def test_recipes_name_each_training_once() -> None:
     memorise = harness.recipe("memorise", epochs=3)
     assert (memorise.optimizer, memorise.lr, memorise.batch_size, memorise.augment) == ("adamw", 3e-3, 128, False)
     assert harness.recipe("memorise", epochs=3, hw="gpu", device="cuda").lr == 1e-3
-    assert harness.recipe("memorise_lr1e-3", epochs=3).lr == 1e-3 and harness.recipe("finetune", epochs=1).mode == "finetune"
+    assert harness.recipe("finetune", epochs=1).mode == "finetune"
+    # The slow memorisers are ``memorise`` with one knob changed each.
+    slow = {name: harness.recipe(name, epochs=3) for name in ("slow_lr", "slow_wd", "slow_batch")}
+    assert [(c.lr, c.weight_decay, c.batch_size) for c in slow.values()] == [(3e-4, 0.0, 128), (1e-3, 0.3, 128),
+                                                                           (1e-3, 0.0, 1024)]
+    assert all((c.optimizer, c.schedule, c.augment) == ("adamw", "constant", False) for c in slow.values())
     decay = harness.recipe("decay", epochs=2)
     from gwa_diag.training.config import TrainConfig
 

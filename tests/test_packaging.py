@@ -28,7 +28,7 @@ HEAVY = ["torch", "torchvision", "scipy", "sklearn"]
 def small_run(tmp_path_factory) -> Path:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        from app_speed import write_synthetic_run
+        from synthetic import write_synthetic_run
     finally:
         sys.path.remove(str(ROOT / "bench"))
     return write_synthetic_run(tmp_path_factory.mktemp("packaging") / "run", samples=300, epochs=6)
