@@ -1,94 +1,19 @@
-"""One table, training regime x label set: how gwa-diag's analysis defaults do when the model
-memorises its labels, when it does not, and when it is fine-tuned; and which epoch to keep
-without a validation set (the protocol of Table 1 of Hoelzl et al. 2025: the GWA epoch,
-LabelWave, a 10% or 1% validation split and the last epoch against the best in hindsight).
+"""Training regime x label set: how the analysis defaults (the ranking, the training phase,
+the count) do, and which epoch to keep, when the model memorises its labels, when it does
+not, and when it is fine-tuned. The regimes, the data split and the protocol:
+docs/benchmarks/index.md; every setting is printed on the page.
 
-    python bench/regimes.py                   # 3 CPU regimes x worst, aggre, random1, plus the GPU recordings
-    python bench/regimes.py --quick           # 3,000 images, fewer epochs
-    python bench/regimes.py --regimes memorise --label-sets worst --seeds 3
-    python bench/regimes.py --held-out        # random2, random3 and pair30: run once, after tuning
-    python bench/regimes.py --quick --prefixes   # also every prefix of every recording; exit 1 on a miss
+    python bench/regimes.py --quick --prefixes     # tuning sets, and every prefix of every recording
+    python bench/regimes.py --quick --held-out     # random2, random3 and pair30: run once, after tuning
+    python bench/regimes.py --runs RUN... --verified 100,200   # re-analyse kept runs; a verified sample
+    bash bench/regimes_gpu.sh                      # --mode gpu, on a CUDA machine
 
-Regimes (``--regimes``; tiny CNN, fp32, on the CPU), each a recipe of ``bench/harness.py``
-(the page prints every recipe in full):
-
-* ``default`` (recipe ``decay``, the engine's SGD recipe): a short schedule that ends at a
-  rate of zero and does not fit the wrong labels;
-* ``memorise``: AdamW at a constant rate without augmentation, long enough to fit at least
-  95% of the given labels (every row shows the last epoch's fit and the first epoch that
-  reached 95%; a memorise run that never did is marked). At a constant rate the fit dips now
-  and then, so the last epoch can lie below 95% after an earlier one reached it;
-* ``finetune``: the tiny CNN pretrained once (first seed) with ``decay`` on the CLEAN labels
-  of training images 15,000..19,999 (used nowhere else), then every run fine-tunes it on the
-  noisy labels with the recipe ``finetune``, the GWA rule in ``finetune`` mode;
-* ``slow_lr``, ``slow_wd``, ``slow_batch``: ``memorise`` slowed down by a lower rate, strong
-  weight decay or a larger batch, so the fit climbs for tens of epochs and may stop near the
-  memorisation threshold, where a threshold rule reads a cliff. CPU only.
-
-Label sets (``--label-sets``): the CIFAR-10-N sets worst (about 40% wrong), aggre (9%) and
-random1 (17%), which any tuning looked at. ``--held-out`` runs random2, random3 and pair30
-(30% synthetic pair noise, class c -> c+1, on the clean labels) instead: the check of the
-defaults on sets nobody tuned on; run it once. The GPU recordings under
-``DATA/gpu_runs/{dec_worst,mem_worst}`` (ResNet-18, 20,000 images, worst labels, 40 epochs;
-no validation split) are re-analysed without training as the rows ``gpu dec_worst`` and
-``gpu mem_worst`` (``--skip-gpu-runs`` leaves them out).
-
-Data (``--data``, default ``../shared/data``): rows of the first 20,000 CIFAR-10 training
-images (row = CIFAR-10 training index) are split once, the same for every regime, label set
-and seed:
-
-* pool: the first ``--n`` rows (default 10,000; ``--quick`` 3,000) with the row's noisy label
-  set; each run trains on a random 90% of it and holds out the other 10% (drawn per seed,
-  the same for every regime and label set) as a validation split that keeps the NOISY
-  labels, as a user would have them (``val_acc`` per epoch); its first tenth (1% of the pool)
-  is the small validation split (``val1_acc``);
-* test set: the 1,000 CIFAR-10 test images plus training rows 10,000.. (``--test-extra`` of
-  them, default 5,000; ``--quick`` 2,000) with their CLEAN labels, never trained on
-  (``eval_acc`` per epoch);
-* pretraining (finetune only): rows 15,000..19,999 with their clean labels.
-
-Each run goes through :func:`gwa_diag.training.engine.train` with
-``eval_set={"eval": test set, "val": validation split, "val1": its first tenth}`` and is analysed with
-:func:`gwa_diag.analysis.pipeline.analyze`. Per row (regime x label set x seed):
-
-the ranking (the default's AUROC / AP, align_mean and aum over each fixed window, and the
-oracle window: the best AUROC of aum over every contiguous window of epochs), the phase read,
-the count (the truth, the default estimate, the previous one and a Gaussian mixture, each with
-its error) and the stopping rules' test accuracy with the trust of the GWA choice; the notes
-under the tables (and on the page) say how each is read.
-
-On a GPU (``--mode gpu``): CIFAR ResNet-18 in bf16, 40 epochs, ``default`` and ``memorise``
-with the GPU recipes of the two recordings, on the first 15,000 images a lent GPU machine
-carries (``train_first15000.npz``), so without ``finetune``; one process.
-``bench/regimes_gpu.sh`` runs the tuning and held-out sets there and packs the run
-directories (``--keep-runs``, checkpoints left out); ``--runs RUN...`` re-analyses such
-directories on any machine, without training (pass the same ``--mode``, ``--n`` and
-``--test-extra`` so the setting lines match).
-
-``--prefixes`` adds a table: every recording cut after each epoch from a quarter of the run
-to its end is a run that stopped there; its phase and default window are read from the
-prefix alone and its AUROC is compared with the best fixed window inside the prefix (both
-from the per-sample per-epoch margins the oracle column reads; nothing is retrained). The
-script exits 1 when the default of any prefix of any cell ranks more than ``PREFIX_TARGET``
-below that best window.
-
-``--verified 100,200`` adds a table: can a verified sample choose the window? Per cell and
-sample size N, ``--verified-repeats`` draws (default 200, seeds 0..R-1) of the sample the
-audit would draw (``gwa_diag.analysis.audit``'s design along the default ranking, without
-writing the run's audit folder), answered with the truth; each chooses the contiguous window
-whose aum has the highest design-weighted AUROC on the verified samples (plain), or does so
-only when that beats the default window's AUROC on the sample by more than its standard
-error (guarded). The table gives each choice's AUROC on all samples against the default's
-and the oracle's.
-
-Output: the tables on stdout and in the page ``docs/benchmarks/regimes.md``, every number of
-them, the per-epoch curves and the run information (command, hardware, date, wall time) in
-``regimes.json`` beside it (``--pages-dir`` to write elsewhere). Runs are trained into a
-temporary folder under ``--out``, removed at the end (also on an error or Ctrl-C) unless
-``--keep-runs``. One subset, the seeds given: the numbers vary from run to run.
-
-Trainings run in ``--workers`` processes of one thread each (default 2): on a shared 2-core
-machine, two threads in one process slowed down whenever another job took a core.
+Each run trains through :func:`gwa_diag.training.engine.train` (eval sets: the clean test
+set, a 10% validation split with the noisy labels and its first tenth) into a temporary
+folder under --out, removed at the end unless --keep-runs, in --workers processes of one
+thread each, and is read with :func:`gwa_diag.analysis.pipeline.analyze`. With --prefixes
+the script exits 1 when the default of a prefix ranks more than PREFIX_TARGET below the best
+fixed window of that prefix.
 """
 
 from __future__ import annotations
