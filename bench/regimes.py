@@ -363,7 +363,7 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
                   "weight": phase.weight, "fitted_wrong": phase.fitted_wrong},
         "windows": {},
     }
-    today = None
+    previous = None
     for w in FIXED_WINDOWS:
         aw = analyze(run_dir, window=w)
         cell["windows"][w] = {"align_mean": number_or_none(aw.detection.loc["align_mean", "auroc"]),
@@ -371,7 +371,7 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
                               "epochs": [aw.epoch_choices.window[0], aw.epoch_choices.window[-1]]}
         if w == "second_half":
             # The previous estimate: disagreement over the three epochs around the GWA choice.
-            today = int((aw.summary["disagreement"].to_numpy(dtype=np.float64, na_value=np.nan) > 0.5).sum())
+            previous = int((aw.summary["disagreement"].to_numpy(dtype=np.float64, na_value=np.nan) > 0.5).sum())
     margins, margin_epochs = per_epoch_margins(a, truth.index)
     matrix = window_aurocs(margins, truth.to_numpy())
     cell["oracle"] = oracle_window(a, matrix, margin_epochs)
@@ -384,7 +384,7 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
     except ImportError:
         gmm = None  # scikit-learn missing: pip install -r bench/requirements.txt
     flags = det.loc[ESTIMATE_ROW]
-    cell["count"] = {"true": true_count, "estimate": a.estimate.total, "today": today, "gmm": gmm}
+    cell["count"] = {"true": true_count, "estimate": a.estimate.total, "previous": previous, "gmm": gmm}
     cell["flags"] = {"precision": number_or_none(flags["precision"]), "recall": number_or_none(flags["recall"]), "f1": number_or_none(flags["f1"]),
                      "n_flagged": int(flags["n_flagged"])}
 
@@ -516,7 +516,7 @@ def row_name(r: dict[str, Any], seeds: int) -> str:
 def ranking_table(rows: list[dict[str, Any]], seeds: int) -> list[str]:
     head = ["regime", "label set (noise)", f"fit at end (first >= {MEMORISE_FIT:.0%})", "phase: window", "default AUROC / AP",
             "align_mean AUROC sh / aw / all", "aum AUROC sh / aw / all", "oracle aum AUROC [a, b]", "true count",
-            "estimate (err)", "today (err)", "GMM (err)", "default P / R / F1"]
+            "estimate (err)", "previous (err)", "GMM (err)", "default P / R / F1"]
     out = ["| " + " | ".join(head) + " |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         c = r["cell"]
@@ -542,7 +542,7 @@ def ranking_table(rows: list[dict[str, Any]], seeds: int) -> list[str]:
             " / ".join(_f(w[k]["align_mean"]) for k in FIXED_WINDOWS),
             " / ".join(_f(w[k]["aum"]) for k in FIXED_WINDOWS),
             f"{_f(o['auroc'])} [{o['window'][0]}, {o['window'][1]}]",
-            f"{cnt['true']:,}", _err(cnt["estimate"], cnt["true"]), _err(cnt["today"], cnt["true"]),
+            f"{cnt['true']:,}", _err(cnt["estimate"], cnt["true"]), _err(cnt["previous"], cnt["true"]),
             _err(cnt["gmm"], cnt["true"]),
             f"{_f(fl['precision'], 2)} / {_f(fl['recall'], 2)} / {_f(fl['f1'], 2)}",
         ]) + " |")
@@ -909,7 +909,7 @@ def main() -> None:
         "AUROC of aum over every contiguous window [a, b] of epochs (not available to a user: it reads the truth).",
         "count: true = wrong labels among the trained samples; estimate = gwa-diag's default (Analysis.estimate: labels "
         "not fitted in most of the last three window epochs, or, when memorised, confidently contradicted at the "
-        "plateau, mixed by the phase's weight in between); today = the previous estimate (disagreement > 0.5 with "
+        "plateau, mixed by the phase's weight in between); previous = the estimate before it (disagreement > 0.5 with "
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
         "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
         "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset once it began memorising (the "
