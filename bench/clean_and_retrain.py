@@ -32,7 +32,7 @@ from gwa_diag.training.data import ArrayDataset, with_cifar10n, with_label_file,
 from gwa_diag.training.engine import train
 from harness import (
     INSTALL_HINT, add_common_args, add_recipe_args, clean_test_set, cleanlab_flags, cleanlab_installed, decay_config,
-    fmt, hardware, label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
+    describe, fmt, hardware, label_set_names, load_cifar, markdown_table, new_model, predict_probs, write_page,
 )
 
 #: Training images 15,000..19,999 are test images here (clean labels): the pool stays below.
@@ -360,10 +360,8 @@ def main() -> None:
     check_out(out, names)
 
     hw = hardware(device)
-    setting = (f"mode {args.mode}{' --quick' if args.quick else ''}: {args.model}, first {args.n} training images, "
-               f"{args.epochs} epochs, batch {args.batch_size}, SGD nesterov lr {args.lr}, {args.warmup_epochs:g} "
-               f"warm-up epochs then linear decay, {args.precision}, crop+flip, seed {args.seed}; test: 6,000 clean "
-               "images never trained on")
+    setting = (f"mode {args.mode}{' --quick' if args.quick else ''}: {args.model}, {args.precision}, first {args.n} "
+               f"training images, {describe(args.config)}, seed {args.seed}; test: 6,000 clean images never trained on")
     print(hw)
     print(setting)
     skipped = []
@@ -375,12 +373,7 @@ def main() -> None:
 
     results = []
     for name in names:
-        info = run_label_set(name, args, pool, test_set, label_path, device, policies, with_cleanlab)
-        results.append(info)
-        print()
-        print(header(info, with_cleanlab))
-        print(md_table(table_rows(info, policies, args)))
-        print(flush=True)
+        results.append(run_label_set(name, args, pool, test_set, label_path, device, policies, with_cleanlab))
     wall = time.perf_counter() - t_start
     n_trained = sum(1 for r in results for row in r["rows"].values() if not row.get("same_as"))
     train_s = sum(row["seconds"] for r in results for row in r["rows"].values())
@@ -395,10 +388,9 @@ def main() -> None:
     numbers = {"setting": setting, "label_sets": [
         {"name": i["name"], "n": i["n"], "n_wrong": i["n_wrong"], "noise": i["noise"],
          "rows": {k: {c: v for c, v in row.items() if c != "seconds"} for k, row in i["rows"].items()}} for i in results]}
+    print("\n".join(md))
     pages = write_page(__file__, "\n".join(md), numbers, pages_dir=args.pages_dir, wall_s=wall, device=device,
                        timings={"training": f"{train_s:.0f} s in {n_trained} trainings"})
-    for n in NOTES:
-        print("note: " + n)
     print(f"page: {pages[0]}")
     print(timing)
 

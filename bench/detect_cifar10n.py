@@ -34,7 +34,7 @@ from gwa_diag.store import open_run
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
 from harness import (
-    INSTALL_HINT, add_common_args, add_recipe_args, cleanlab_installed, cleanlab_row, decay_config, hardware,
+    INSTALL_HINT, add_common_args, add_recipe_args, cleanlab_installed, cleanlab_row, decay_config, describe, hardware,
     label_set_names, labelled, load_cifar, markdown_table, mixture_row, new_model, predict_probs, subset, write_page,
 )
 
@@ -345,9 +345,8 @@ def main() -> None:
     with_cleanlab = cleanlab_installed()
 
     hw = hardware(device)
-    setting = (f"mode {args.mode}: {args.model}, first {args.n} training images, {args.epochs} epochs, batch {args.batch_size}, "
-               f"SGD nesterov lr {args.lr}, {args.warmup_epochs:g} warm-up epochs then linear decay, {args.precision}, "
-               f"crop+flip, seed {args.seed}; eval set: 1,000 test images")
+    setting = (f"mode {args.mode}: {args.model}, {args.precision}, first {args.n} training images, "
+               f"{describe(args.config)}, seed {args.seed}; eval set: 1,000 test images")
     if with_cleanlab and not args.no_kfold:
         setting += f"; cleanlab K-fold: {args.folds} stratified folds, same recipe"
     print(hw)
@@ -361,16 +360,8 @@ def main() -> None:
     results = []
     t_all = time.perf_counter()
     for name in names:
-        r = run_label_set(name, args, train_base, test_set, label_path, device, with_cleanlab=with_cleanlab)
-        results.append(r)
-        print()
-        print(header(r, args.window))
-        print(md_table(r["table"]))
-        for line in skipped:
-            print(line)
-        print(accuracy_line(r))
-        if kfold_line(r):
-            print(kfold_line(r))
+        results.append(run_label_set(name, args, train_base, test_set, label_path, device, with_cleanlab=with_cleanlab))
+        print(header(results[-1], args.window), flush=True)  # progress, with the timings
     t_all = time.perf_counter() - t_all
 
     notes = [
@@ -398,12 +389,6 @@ def main() -> None:
             "K - 1 times one full-data training.")
     scorer_cols = ["align_mean", "aum", "loss_mean", "confidence", "forgetting", "el2n"]
     rank_lines, count_lines = summary_tables(results, scorer_cols)
-    print()
-    print("summary, AUROC / AP (true count = number of mislabeled samples):")
-    print("\n".join(rank_lines))
-    print()
-    print("summary, count (number flagged) against the true count:")
-    print("\n".join(count_lines))
     timing_lines = []
     for r in results:
         parts = [f"train {r['t_train']:.0f} s" if r["t_train"] is not None else "reused run"]
@@ -412,8 +397,6 @@ def main() -> None:
             parts.append(f"K-fold train {sum(kf['t_train']):.0f} s" + (" (reused; when made)" if kf["reused"] else "")
                          if kf["t_train"] else "K-fold reused")
         timing_lines.append(f"{r['name']}: " + ", ".join(parts))
-    print()
-    print(f"timings (total {t_all:.0f} s): " + "; ".join(timing_lines))
 
     md = ["# CIFAR-10-N detection benchmark", "", f"Setting: {setting}; window: {args.window}", ""]
     for r in results:
@@ -427,11 +410,10 @@ def main() -> None:
                "label_sets": {r["name"]: {"noise": r["noise"], "n": r["n"], "n_noisy": r["n_noisy"],
                                           "gwa_epoch": r["gwa_epoch"], "train_fit_last": r["train_fit_last"],
                                           "table": json.loads(r["table"].to_json(orient="index"))} for r in results}}
+    print("\n".join(md))
+    print(f"timings (total {t_all:.0f} s): " + "; ".join(timing_lines))
     pages = write_page(__file__, "\n".join(md), numbers, pages_dir=args.pages_dir, wall_s=t_all, device=device,
                        timings={"timings": "; ".join(timing_lines)})
-    print()
-    for n in notes:
-        print("note: " + n)
     print(f"page: {pages[0]}")
 
 
