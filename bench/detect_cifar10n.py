@@ -369,8 +369,8 @@ def main() -> None:
         (f"Scorer rows: gwa_diag.analysis.scorers.SCORERS, means over the '{args.window}' window. "
          f"P/R/F1 of '{RULE_ROW}': the samples with raw alignment < 0 at the GWA-selected epoch. "
          f"'{ESTIMATE_ROW}': gwa-diag's default flags, the top of the default ranking ({DEFAULT_SCORER}) down to the "
-         "estimated number of wrong labels (samples the model confidently contradicted in at least two of three "
-         "epochs around the GWA-selected one); its count is that estimate."),
+         "estimated number of wrong labels (Analysis.estimate, which follows the training phase: "
+         "docs/how-it-works/phase.md); its count is that estimate."),
         ("count: how many samples the method flags, i.e. its estimate of how many labels are wrong (compare with "
          "the true count k); '-' for scorers that rank but do not flag. passes: full training runs the method "
          f"costs; {IN_RUN_PASSES} for every in-run scorer (one recorded run)."),
