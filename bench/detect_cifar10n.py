@@ -29,7 +29,7 @@ from gwa_diag.analysis.phase import WINDOWS
 from gwa_diag.analysis.scorers import SCORERS
 from gwa_diag.analysis.summaries import summarize
 from gwa_diag.analysis.truth import ground_truth
-from gwa_diag.checks import DEFAULT_SCORER
+from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW
 from gwa_diag.store import open_run
 from gwa_diag.training.data import CIFAR10N_LABEL_SETS
 from gwa_diag.training.engine import train
@@ -323,8 +323,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, help="train on the first N of the 20,000 images (default: cpu 5000, gpu 20000)")
     ap.add_argument("--epochs", type=int, help="epochs per run (default: cpu 15, gpu 40)")
     add_recipe_args(ap, "seed of the initialisation, data order, augmentation and K-fold split (default 0)")
-    ap.add_argument("--window", choices=list(WINDOWS), default="second_half",
-                    help="epochs the mean-over-epochs scorers average: "
+    ap.add_argument("--window", choices=list(WINDOWS), default=DEFAULT_WINDOW,
+                    help="epochs the mean-over-epochs scorers average (default: the analysis' own, %(default)s): "
                     + "; ".join(f"{k}: {v}" for k, v in WINDOWS.items()).replace("%", "%%"))
     ap.add_argument("--folds", type=int, default=5,
                     help="K of cleanlab's K-fold row: K stratified folds, K trainings (default 5, cleanlab's default)")
