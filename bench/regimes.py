@@ -911,7 +911,7 @@ def main() -> None:
         "not fitted in most of the last three window epochs, or, when memorised, confidently contradicted at the "
         "plateau, mixed by the phase's weight in between); previous = the estimate before it (disagreement > 0.5 with "
         "window second_half: three epochs around the GWA choice); GMM = 2-component Gaussian mixture over the default "
-        "aum score (detect_cifar10n.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
+        "aum score (harness.mixture_row). err = (count - true) / true. P / R / F1: the default flagged set.",
         "stopping: test accuracy (%) and epoch of: kept = the plateau before the phase onset once it began memorising (the "
         "weights gwa-diag train keeps), else the last; best = best test epoch (oracle); last; val 10% = highest val_acc on "
         "the noisy validation split; val 1% = the same on its first tenth (1% of the pool); GWA = the GWA choice; "
