@@ -554,37 +554,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def on_off_blocks(step: Callable[[Any], Any], recorder: Any, device: torch.device, *, steps: int, repeats: int,
-                  warmup: int) -> tuple[list[float], list[float]]:
-    """(off, on): the seconds of ``repeats`` blocks of ``steps`` calls ``step(recorder)``
-    with the recorder attached, and as many ``step(None)`` with it detached, after one
-    untimed block of ``warmup`` each (whose rows are dropped). Which goes first alternates,
-    so drift in the machine's load favours neither side."""
-
-    def block(on: bool, n: int) -> float:
-        if on:
-            recorder.attach()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step(recorder if on else None)
-        sync(device)
-        seconds = time.perf_counter() - t0
-        if on:
-            recorder.detach()
-        return seconds
-
-    recorder.detach()
-    block(False, warmup), block(True, warmup)  # allocator, cuDNN autotuning, thread pools
-    recorder._clear()
-    off: list[float] = []
-    on: list[float] = []
-    for r in range(repeats):
-        for flag in ((False, True) if r % 2 == 0 else (True, False)):
-            (on if flag else off).append(block(flag, steps))
-    return off, on
-
-
 def markdown_table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
     """A Markdown table; ``align`` holds one character per column, ``r`` for a right-aligned one."""
     rule = "|" + "|".join("---:" if c == "r" else "---" for c in align.ljust(len(head), "l")) + "|"

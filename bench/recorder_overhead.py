@@ -16,13 +16,44 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.training.engine import train_step
-from harness import add_common_args, device_name, markdown_table, new_model, on_off_blocks, sync, write_page
+from harness import add_common_args, device_name, markdown_table, new_model, sync, write_page
+
+
+def on_off_blocks(step: Callable[[Any], Any], recorder: Any, device: torch.device, *, steps: int, repeats: int,
+                  warmup: int) -> tuple[list[float], list[float]]:
+    """(off, on): the seconds of ``repeats`` blocks of ``steps`` calls ``step(recorder)``
+    with the recorder attached, and as many ``step(None)`` with it detached, after one
+    untimed block of ``warmup`` each (whose rows are dropped). Which goes first alternates,
+    so drift in the machine's load favours neither side."""
+
+    def block(on: bool, n: int) -> float:
+        if on:
+            recorder.attach()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step(recorder if on else None)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        if on:
+            recorder.detach()
+        return seconds
+
+    recorder.detach()
+    block(False, warmup), block(True, warmup)  # allocator, cuDNN autotuning, thread pools
+    recorder._clear()
+    off: list[float] = []
+    on: list[float] = []
+    for r in range(repeats):
+        for flag in ((False, True) if r % 2 == 0 else (True, False)):
+            (on if flag else off).append(block(flag, steps))
+    return off, on
 
 
 def measure(model: torch.nn.Module, device: torch.device, *, batch: int, steps: int, repeats: int,

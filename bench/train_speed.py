@@ -1,13 +1,14 @@
-"""Training throughput of the gwa-diag engine (images per second), recorder on and off.
+"""Training throughput of the gwa-diag engine (images per second), against its bare step.
 
     python bench/train_speed.py                      # CPU: tiny CNN (+ the GPU case when CUDA exists)
     python bench/train_speed.py --skip-cpu           # only the GPU case
     python bench/train_speed.py --cpu-epochs 4 --repeats 9
 
 Two measurements per case: the engine end to end (:func:`gwa_diag.training.engine.train`,
-the median of the epochs after the first), and the raw step loop
-(:func:`gwa_diag.training.engine.train_step`) in alternating blocks with the recorder on and
-off. Random images stand in when the data file is absent. The protocol: docs/benchmarks/index.md.
+the median of the epochs after the first), and its step
+(:func:`gwa_diag.training.engine.train_step`) alone in timed blocks, without the recorder
+(the recorder's cost per step: ``bench/recorder_overhead.py``). Random images stand in when
+the data file is absent. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from gwa_diag.training.data import ArrayDataset, load_npz
 from gwa_diag.training.batches import Batches as _Batches, channel_stats as _channel_stats
 from gwa_diag.training.engine import TrainConfig, build_optimizer, train, train_step
 from gwa_diag.training.models import resnet18_cifar, tiny_cnn
-from gwa_diag.recorder import AlignmentRecorder
 from gwa_diag.store import open_run
-from harness import DEFAULT_DATA, add_common_args, device_name, first_images, hardware, on_off_blocks, sync, write_page
+from harness import DEFAULT_DATA, add_common_args, device_name, first_images, hardware, sync, write_page
 
 DEFAULT_DATA_FILE = DEFAULT_DATA / "cifar10" / "train_first20000.npz"
 
@@ -66,44 +66,36 @@ def engine_end_to_end(make_model, ds, device: torch.device, *, epochs: int, batc
 
 def raw_step_loop(make_model, ds, device: torch.device, *, batch: int, lr: float, dtype, steps: int,
                   repeats: int, warmup: int) -> dict[str, Any]:
-    """The engine's training step (:func:`gwa_diag.training.engine.train_step`) in isolation;
-    recorder-on and -off blocks alternate."""
+    """The engine's training step (:func:`gwa_diag.training.engine.train_step`) alone, without
+    the recorder: the ceiling of the engine's throughput. The recorder's own cost per step is
+    ``bench/recorder_overhead.py``'s question."""
     torch.manual_seed(0)
     model = make_model().to(device).train()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    opt, sched = build_optimizer(model, TrainConfig(lr=lr, schedule="constant"), warmup + 2 * repeats * steps + 1, 0)
+    opt, sched = build_optimizer(model, TrainConfig(lr=lr, schedule="constant"), warmup + repeats * steps + 1, 0)
     # As the engine makes it: enabled for fp16 only, else a pass-through (plain backward and step).
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     batches = _Batches(ds, device, batch, num_workers=0)
     mean, std = _channel_stats(batches.images)
     mean, std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
-    tmp = tempfile.TemporaryDirectory(prefix="gwa-speed-")
-    rec = AlignmentRecorder(model, Path(tmp.name) / "run")
     gen = torch.Generator().manual_seed(0)
-    epoch = 0
-    stream = iter(())
+    # Full batches only, cycled: every block does the same work.
+    full = [item for item in batches.epoch(torch.Generator().manual_seed(0)) if len(item[1]) == batch]
 
-    def next_batch():
-        nonlocal stream, epoch
-        while True:
-            for item in stream:
-                if len(item[1]) == batch:  # full batches only: every block does the same work
-                    return item
-            epoch += 1
-            stream = batches.epoch(torch.Generator().manual_seed(epoch))
+    def block(n: int, start: int) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        for i in range(start, start + n):
+            train_step(model, full[i % len(full)], opt, mean=mean, std=std, dtype=dtype, scaler=scaler,
+                       recorder=None, scheduler=sched, augment_with=gen)
+        sync(device)
+        return time.perf_counter() - t0
 
-    off, on = on_off_blocks(lambda r: train_step(model, next_batch(), opt, mean=mean, std=std, dtype=dtype,
-                                                 scaler=scaler, recorder=r, scheduler=sched, augment_with=gen),
-                            rec, device, steps=steps, repeats=repeats, warmup=warmup)
-    rec.end_epoch(0)  # flush what the "on" blocks recorded (not timed here)
-    rec.close()
-    tmp.cleanup()
-    med_off, med_on = statistics.median(off), statistics.median(on)
-    imgs = steps * batch
-    return {"on_images_s": imgs / med_on, "off_images_s": imgs / med_off, "ratio": med_on / med_off,
-            "on_spread": (imgs / max(on), imgs / min(on)), "off_spread": (imgs / max(off), imgs / min(off)),
-            "on_step_ms": 1000 * med_on / steps, "off_step_ms": 1000 * med_off / steps}
+    block(warmup, 0)  # allocator, cuDNN autotuning, thread pools
+    times = [block(steps, warmup + r * steps) for r in range(repeats)]
+    med, imgs = statistics.median(times), steps * batch
+    return {"images_s": imgs / med, "spread": (imgs / max(times), imgs / min(times)), "step_ms": 1000 * med / steps}
 
 
 def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | None, raw: dict[str, Any],
@@ -111,15 +103,14 @@ def report(label: str, device_name: str, data_desc: str, e2e: dict[str, Any] | N
     say(f"\n== {label} on {device_name}; data: {data_desc}")
     if e2e is not None:
         say(f"engine end to end (gwa_diag.training.engine.train, recorder on, {e2e['epochs']} epochs of {e2e['n']} images, "
-              f"first epoch excluded):")
+            f"first epoch excluded):")
         say(f"  {e2e['per_epoch_s']:.3f} s/epoch (median; min {e2e['min_s']:.3f}, max {e2e['max_s']:.3f}) -> "
-              f"{e2e['images_s']:,.0f} images/s; first epoch {e2e['first_s']:.3f} s; whole call {e2e['total_s']:.1f} s")
-    say("raw step loop (median of alternating blocks):")
-    lo, hi = raw["on_spread"]
-    say(f"  recorder on : {raw['on_images_s']:,.0f} images/s ({raw['on_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
-    lo, hi = raw["off_spread"]
-    say(f"  recorder off: {raw['off_images_s']:,.0f} images/s ({raw['off_step_ms']:.1f} ms/step; blocks {lo:,.0f}..{hi:,.0f})")
-    say(f"  step-time ratio on/off: {raw['ratio']:.3f}")
+            f"{e2e['images_s']:,.0f} images/s; first epoch {e2e['first_s']:.3f} s; whole call {e2e['total_s']:.1f} s")
+    lo, hi = raw["spread"]
+    say(f"raw step loop, recorder off (median of blocks): {raw['images_s']:,.0f} images/s ({raw['step_ms']:.1f} ms/step; "
+        f"blocks {lo:,.0f}..{hi:,.0f})")
+    if e2e is not None:
+        say(f"  engine end to end / raw step: {e2e['images_s'] / raw['images_s']:.2f} of the raw step's throughput")
 
 
 def main() -> None:
@@ -135,7 +126,7 @@ def main() -> None:
     ap.add_argument("--gpu-batch", type=int, default=512)
     ap.add_argument("--gpu-epochs", type=int, default=6, help="engine epochs on GPU; the first is warm-up (default 6)")
     ap.add_argument("--steps", type=int, default=8, help="steps per timed block on CPU (GPU: 4x this)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed blocks per recorder setting")
+    ap.add_argument("--repeats", type=int, default=7, help="timed blocks of the raw step (default 7)")
     ap.add_argument("--warmup-steps", type=int, default=3, help="untimed steps before the blocks (GPU: 4x this)")
     add_common_args(ap, data=False)
     args = ap.parse_args()

@@ -71,6 +71,20 @@ def test_recorder_scale_runs_and_cleans_up(tmp_path: Path) -> None:
     assert "rows in the last epoch's part: 5,000 (expected 5,000)" in out
 
 
+def test_train_speed_compares_the_engine_with_its_bare_step(tmp_path: Path) -> None:
+    # Random images stand in for a missing data file; the last line relates the two throughputs.
+    import re
+
+    out = _run_bench("train_speed.py", ["--data", str(tmp_path / "none.npz"), "--cpu-n", "300", "--cpu-epochs", "2",
+                                        "--repeats", "2", "--steps", "1", "--warmup-steps", "1"], tmp_path)
+    assert "300 random uint8 images" in out, out
+    engine = float(re.search(r"-> ([\d,]+) images/s", out).group(1).replace(",", ""))
+    raw = float(re.search(r"recorder off \(median of blocks\): ([\d,]+) images/s", out).group(1).replace(",", ""))
+    share = float(re.search(r"engine end to end / raw step: ([\d.]+)", out).group(1))
+    assert share == pytest.approx(engine / raw, abs=0.01), out
+    assert "recorder on :" not in out  # the recorder's cost is recorder_overhead.py's page, not this one
+
+
 def test_analysis_scale_runs_and_cleans_up(tmp_path: Path) -> None:
     out = _run_bench("analysis_scale.py", ["--sizes", "toy", "--repeats", "1"], tmp_path)
     row = next(line for line in out.splitlines() if line.startswith("| toy |"))
