@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from synthetic import is_written, write_synthetic_run
 
 SIZES = {"small": (50_000, 200), "large": (500_000, 200), "toy": (2_000, 4)}
 
@@ -46,6 +45,77 @@ TARGETS = {
     "large": Target(seconds=6.0, peak_mb=1536.0, repeats=1),
     "toy": Target(seconds=2.0),
 }
+NUM_CLASSES = 10
+BATCH = 512
+
+
+def build_run(path: Path, n_samples: int, n_epochs: int, *, noise: float = 0.2, seed: int = 0) -> Path:
+    """A synthetic recorded run: ``n_samples`` shuffled every epoch, 20% label noise; noisy
+    samples have lower alignment, margin and p(label) until they are memorised late.
+
+    Not ``bench/synthetic.py``'s run on purpose: the targets were set on this workload (the
+    analysis reads it as memorised and decodes the scores of the epochs before the onset), and
+    the time grows with the number of epochs whose scores are read, so a different run would
+    move the ratio without any change to the code."""
+    import pyarrow as pa
+    import torch
+
+    from gwa_diag.alignment import gwa_from_scores
+    from gwa_diag.analysis.contradiction import contradicted
+    from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
+
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, NUM_CLASSES, n_samples).astype(np.int32)
+    noisy = rng.random(n_samples) < noise
+    label = np.where(noisy, (clean + rng.integers(1, NUM_CLASSES, n_samples)) % NUM_CLASSES, clean).astype(np.int32)
+    writer = RunWriter(path, meta={
+        "num_classes": NUM_CLASSES, "class_names": [f"class{i}" for i in range(NUM_CLASSES)],
+        "config": {"epochs": n_epochs, "mode": "scratch", "batch_size": BATCH}, "synthetic": True,
+    })
+    writer.write_labels(np.arange(n_samples), label, clean)
+    difficulty = rng.standard_normal(n_samples).astype(np.float32) * 0.15
+    steps_per_epoch = -(-n_samples // BATCH)
+    for epoch in range(n_epochs):
+        t = (epoch + 1) / n_epochs
+        perm = rng.permutation(n_samples)
+        nz, lab = noisy[perm], label[perm]
+        # Noisy samples start negative and are memorised towards the end (as in real runs).
+        mu = np.where(nz, -0.3 + 0.55 * t * t, 0.05 + 0.45 * t) - difficulty[perm]
+        a = np.clip(mu + 0.25 * rng.standard_normal(n_samples, dtype=np.float32), -1, 1).astype(np.float32)
+        p_label = (1 / (1 + np.exp(-(4 * a + rng.standard_normal(n_samples, dtype=np.float32))))).astype(np.float32)
+        wrong = p_label < 0.5
+        pred = np.where(wrong, np.where(nz, clean[perm], rng.integers(0, NUM_CLASSES, n_samples)), lab).astype(np.int32)
+        p_pred = np.where(pred == lab, p_label, 0.8 * (1 - p_label)).astype(np.float32)
+        margin = (np.log(p_label) - np.log1p(-np.minimum(p_label, 0.999999))).astype(np.float32)
+        table = pa.Table.from_arrays(
+            [pa.array(perm.astype(np.int64)), pa.array(epoch * steps_per_epoch + np.arange(n_samples, dtype=np.int64) // BATCH),
+             pa.array(lab), pa.array(a), pa.array(margin), pa.array((-np.log(p_label)).astype(np.float32)),
+             pa.array(p_label), pa.array(pred), pa.array(p_pred)],
+            schema=SAMPLE_SCHEMA,
+        )
+        writer.write_samples(epoch, table)  # the recorder's layout: sorted by id, row groups
+        result = gwa_from_scores(torch.from_numpy(a))
+        writer.write_epoch({
+            "epoch": epoch, **result.as_dict(), "train_loss": float(-np.log(p_label).mean()),
+            "train_acc": float((pred == lab).mean()), "end_step": (epoch + 1) * steps_per_epoch, "seconds": 1.0,
+            # What the recorder records per epoch: the share of rows confidently contradicted.
+            "contradicted": float(contradicted(lab, pred, p_label, p_pred, np.isfinite(a), NUM_CLASSES).mean()),
+            "eval_acc": float(0.5 + 0.3 * t - 0.1 * t * t),
+        })
+    writer.update_meta(status="finished")
+    return path
+
+
+def _is_built(path: Path, n_samples: int, n_epochs: int) -> bool:
+    try:
+        from gwa_diag.store import open_run
+
+        run = open_run(path)
+        return run.meta.get("synthetic") and run.meta["config"]["epochs"] == n_epochs and len(run.labels()) == n_samples \
+            and run.completed_epochs() == list(range(n_epochs)) and "contradicted" in run.epochs().columns
+    except Exception:
+        return False
+
 
 def bare_scan_seconds(path: Path) -> float:
     """One bare DuckDB scan of the run's parts: the mean of one float column per sample id
@@ -214,11 +284,11 @@ def _run_cases(args: argparse.Namespace, sizes: list[str], workdir: Path, built:
     for size in sizes:
         n, e = SIZES[size]
         path = workdir / f"run_{n}x{e}"
-        if not is_written(path, samples=n, epochs=e, images=False):
+        if not _is_built(path, n, e):
             shutil.rmtree(path, ignore_errors=True)
             built.append(path)
             t0 = time.perf_counter()
-            write_synthetic_run(path, samples=n, epochs=e, images=False)
+            build_run(path, n, e)
             print(f"built {size}: {n:,} samples x {e} epochs in {time.perf_counter() - t0:.0f} s "
                   f"({sum(f.stat().st_size for f in path.rglob('*.parquet')) / 2**20:.0f} MiB)")
         cases = [(size, path)]

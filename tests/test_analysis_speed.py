@@ -20,7 +20,6 @@ REPEATS = 5
 
 
 def _bench():
-    sys.path.insert(0, str(ROOT / "bench"))  # its synthetic runs
     spec = importlib.util.spec_from_file_location("analysis_scale", ROOT / "bench" / "analysis_scale.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["analysis_scale"] = module  # dataclasses look their module up by name
@@ -30,7 +29,7 @@ def _bench():
 
 def test_analysis_stays_within_a_few_bare_scans(tmp_path):
     bench = _bench()
-    path = bench.write_synthetic_run(tmp_path / "run", samples=10_000, epochs=100, images=False)
+    path = bench.build_run(tmp_path / "run", 10_000, 100)
     bench.analysis_seconds(path)  # warm: the first call pays for imports and caches
     analysis, bare = [], []
     for _ in range(REPEATS):  # alternating, so both see the same load
