@@ -23,6 +23,7 @@ import time
 _T0 = time.perf_counter()  # the wall time printed at the end includes imports and data loading
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
@@ -30,15 +31,16 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from gwa_diag import phase_rule  # noqa: E402
 from gwa_diag.analysis.audit import DEFAULT_STRATA, MIN_PER_STRATUM, allocate, stratify  # noqa: E402
 from gwa_diag.analysis.metrics import ESTIMATE_ROW, auroc  # noqa: E402
-from gwa_diag.analysis.phase import number_or_none, phase_of_curves, window_epochs  # noqa: E402
+from gwa_diag.analysis.phase import TrainingPhase, number_or_none, phase_of_curves, window_epochs  # noqa: E402
 from gwa_diag.analysis.pipeline import Analysis, analyze  # noqa: E402
 from gwa_diag.checks import DEFAULT_SCORER, DEFAULT_WINDOW  # noqa: E402
 from gwa_diag.early_stopping import rank_correlation  # noqa: E402
@@ -47,8 +49,8 @@ from gwa_diag.training.data import ArrayDataset  # noqa: E402
 from gwa_diag.training.engine import train  # noqa: E402
 from harness import (  # noqa: E402
     HELD_OUT_SETS, MACHINES, MODEL_NAMES, REPO, TUNING_SETS, add_common_args, clean_test_set, data_files, describe,
-    earliest_best, label_set_names, labelled, load_cifar, mixture_row, new_model, pair_rate, per_epoch_means, recipe,
-    run_jobs, subset, validation_split, write_page,
+    earliest_best, label_set_names, labelled, load_cifar, markdown_table, mixture_row, new_model, pair_rate,
+    per_epoch_means, recipe, run_jobs, subset, validation_split, write_page,
 )
 from harness import fmt as _f  # noqa: E402
 
@@ -313,11 +315,8 @@ def verified_rows(a: Analysis, margins: np.ndarray, matrix: np.ndarray, epochs: 
     return out
 
 
-def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict[str, Any]]:
-    """Per prefix of the recording (cut after each epoch from a quarter of the run to its
-    end: a run stopped there), the default window read on that prefix alone and its AUROC,
-    against the best fixed window inside the prefix. Nothing is retrained: the phase is read
-    from the prefix of epochs.parquet's curves, the AUROCs come from ``matrix``."""
+def _curves(a: Analysis, epochs: list[int]) -> tuple[list[float | None] | None, list[float | None], list[float | None] | None]:
+    """(fit, contradicted share, learning rate) of ``epochs``, as the phase rule reads them."""
     ep = a.run.epochs()
     by_epoch = {int(e): i for i, e in enumerate(ep["epoch"])}
     pos = [by_epoch[e] for e in epochs]
@@ -328,17 +327,65 @@ def prefix_rows(a: Analysis, matrix: np.ndarray, epochs: list[int]) -> list[dict
     fit, share, lr = column("train_acc"), column("contradicted"), column("lr")
     if share is None or any(v is None for v in share):
         share = a.epoch_choices.phase.curve.set_index("epoch").loc[epochs, "contradicted"].tolist()
-    index = {e: i for i, e in enumerate(epochs)}
-    out = []
+    return fit, share, lr
+
+
+def _prefixes(epochs: list[int], curves: tuple) -> Iterator[tuple[int, TrainingPhase, list[int]]]:
+    """(k, phase, default window) of every prefix of ``k`` epochs from a quarter of the run on."""
+    fit, share, lr = curves
     for k in range(math.ceil(len(epochs) / 4), len(epochs) + 1):
         tp = phase_of_curves(epochs[:k], fit[:k] if fit else [None] * k, share[:k], None if lr is None else lr[:k])
-        window = window_epochs(epochs[:k], "phase", phase=tp)
+        yield k, tp, window_epochs(epochs[:k], "phase", phase=tp)
+
+
+def prefix_rows(matrix: np.ndarray, epochs: list[int], curves: tuple) -> list[dict[str, Any]]:
+    """Per prefix of the recording (cut after each epoch from a quarter of the run to its
+    end: a run stopped there), the default window read on that prefix alone and its AUROC,
+    against the best fixed window inside the prefix. Nothing is retrained: the phase is read
+    from the prefix of epochs.parquet's curves, the AUROCs come from ``matrix``."""
+    index = {e: i for i, e in enumerate(epochs)}
+    out = []
+    for k, tp, window in _prefixes(epochs, curves):
         default = float(matrix[index[window[0]], index[window[-1]]])
         best = best_window(matrix, epochs, k)
         out.append({"epochs": k, "last_epoch": epochs[k - 1], "window": [window[0], window[-1]],
                     "weight": tp.weight, "fitted_wrong": tp.fitted_wrong, "onset": tp.onset,
                     "default": default, "best": best["auroc"], "best_window": best["window"],
                     "gap": best["auroc"] - default})
+    return out
+
+
+#: --prefixes also reads every prefix again with these plateau constants (horizon, rise) in
+#: place of phase_rule's: how much margin the shipped pair has, and what the others cost in
+#: the noise estimate, which the count reads on a memorised run.
+PLATEAU_GRID = tuple((h, r) for h in (6, 8, 10) for r in (1.5, 1.6, 1.75, 2.0))
+
+
+@contextlib.contextmanager
+def plateau_constants(horizon: int, rise: float) -> Iterator[None]:
+    """The phase rule reads ``horizon`` and ``rise`` inside the block (module constants, restored after)."""
+    saved = phase_rule.PLATEAU_HORIZON, phase_rule.PLATEAU_RISE
+    phase_rule.PLATEAU_HORIZON, phase_rule.PLATEAU_RISE = horizon, rise
+    try:
+        yield
+    finally:
+        phase_rule.PLATEAU_HORIZON, phase_rule.PLATEAU_RISE = saved
+
+
+def plateau_sensitivity(matrix: np.ndarray, prefixes: list[dict[str, Any]], epochs: list[int], curves: tuple,
+                        noise: float) -> dict[str, dict[str, Any]]:
+    """Per pair of :data:`PLATEAU_GRID`: the worst and mean gap of the default window to the
+    best fixed window over the prefixes (``prefixes``: their best windows), and the distance
+    of the whole run's noise estimate from the true share of wrong labels ``noise``."""
+    index = {e: i for i, e in enumerate(epochs)}
+    out = {}
+    for horizon, rise in PLATEAU_GRID:
+        with plateau_constants(horizon, rise):
+            read = list(_prefixes(epochs, curves))
+        gaps = [p["best"] - float(matrix[index[w[0]], index[w[-1]]]) for p, (_, _, w) in zip(prefixes, read)]
+        whole = read[-1][1]  # the whole run
+        out[f"{horizon}/{rise:g}"] = {"horizon": horizon, "rise": rise, "worst": max(gaps), "mean": float(np.mean(gaps)),
+                                      "noise_error": None if whole.noise is None else abs(whole.noise - noise)}
     return out
 
 
@@ -375,7 +422,9 @@ def analyse_run(run_dir: Path, verified: list[int] | None = None, repeats: int =
     margins, margin_epochs = per_epoch_margins(a, truth.index)
     matrix = window_aurocs(margins, truth.to_numpy())
     cell["oracle"] = oracle_window(a, matrix, margin_epochs)
-    cell["prefixes"] = prefix_rows(a, matrix, margin_epochs)
+    curves = _curves(a, margin_epochs)
+    cell["prefixes"] = prefix_rows(matrix, margin_epochs, curves)
+    cell["plateau_grid"] = plateau_sensitivity(matrix, cell["prefixes"], margin_epochs, curves, cell["noise"])
     if verified:
         cell["verified"] = verified_rows(a, margins, matrix, margin_epochs, verified, repeats)
     score = a.summary.loc[truth.index, DEFAULT_SCORER].to_numpy(dtype=np.float64)
@@ -575,6 +624,23 @@ def prefix_table(rows: list[dict[str, Any]], seeds: int) -> tuple[list[str], lis
             f"{np.mean([p['gap'] for p in pre]):+.3f}", f"{over} of {len(pre)}" + (" !" if over else ""),
         ]) + " |")
     return out, missed
+
+
+def plateau_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The prefix gaps and the noise estimate's error of every pair of :data:`PLATEAU_GRID`,
+    over the cells (the shipped pair marked)."""
+    head = ["horizon", "rise", f"cells with a prefix > {PREFIX_TARGET:g}", "worst gap", "mean gap",
+            "noise estimate: median |error| (cells with a plateau)"]
+    out = []
+    for key in (f"{h}/{r:g}" for h, r in PLATEAU_GRID):
+        got = [r["cell"]["plateau_grid"][key] for r in rows]
+        errors = [g["noise_error"] for g in got if g["noise_error"] is not None]
+        shipped = (got[0]["horizon"], got[0]["rise"]) == (phase_rule.PLATEAU_HORIZON, phase_rule.PLATEAU_RISE)
+        out.append([f"{got[0]['horizon']}" + (" (shipped)" if shipped else ""), f"{got[0]['rise']:g}",
+                    f"{sum(g['worst'] > PREFIX_TARGET for g in got)} of {len(got)}", f"{max(g['worst'] for g in got):+.3f}",
+                    f"{np.mean([g['mean'] for g in got]):+.4f}",
+                    f"{np.median(errors):.3f} ({len(errors)})" if errors else "-"])
+    return markdown_table(head, out, "llrrrr")
 
 
 def verified_table(rows: list[dict[str, Any]], seeds: int, ns: list[int]) -> tuple[list[str], list[str]]:
@@ -953,7 +1019,12 @@ def main() -> None:
                f"run that stopped there: its phase and default window (aum over the 'phase' window) from the prefix "
                f"alone, against the best fixed contiguous window inside the prefix (in hindsight, reading the "
                f"truth). AUROCs weigh every epoch alike (a sample's presentations within an epoch averaged first), "
-               f"as the oracle column; gap = best - default.", ""]
+               f"as the oracle column; gap = best - default.", "",
+               "## The plateau constants, every prefix again", "", *plateau_table(rows), "",
+               f"* The prefix table again with the phase rule's PLATEAU_HORIZON and PLATEAU_RISE set to each pair "
+               f"(shipped: {phase_rule.PLATEAU_HORIZON}, {phase_rule.PLATEAU_RISE:g}): how many cells miss the prefix "
+               f"target, the worst and mean gap; and how far the whole run's noise estimate (the contradicted share at "
+               f"the plateau, which the count reads on a memorised run) lies from the true share of wrong labels.", ""]
     if args.verified:
         verified_lines, verified_summary = verified_table(rows, named, args.verified)
         md += ["## A verified sample chooses the window", "", *verified_lines, "",

@@ -49,8 +49,8 @@ MIN_PHASE_EPOCHS = 5
 #: ordinary run (SGD, augmentation, decaying rate) the rate drifts flat for tens of epochs
 #: and its first dip is noise: read there, the noise estimate comes out far too high and the
 #: run is called memorised early. The horizon and the rise are chosen on the recorded runs of
-#: ``bench/regimes.py`` (a range of horizons works; the rise's margin is narrow:
-#: docs/benchmarks/regimes.md).
+#: ``bench/regimes.py``; its table of the plateau constants reads every prefix with other
+#: pairs (``--prefixes``: docs/benchmarks/regimes.md).
 PLATEAU_HORIZON = 8
 PLATEAU_RISE = 1.75
 

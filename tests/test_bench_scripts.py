@@ -308,6 +308,15 @@ def test_regimes_reanalyses_kept_runs_to_the_same_numbers(tmp_path: Path) -> Non
     assert (proc.returncode != 0) == bool(missed), proc.stderr
     assert dump["prefix_missed"] == (["memorise / worst"] if missed else [])
     assert "## Prefixes: the run stopped after each epoch" in proc.stdout and "| memorise | worst | 2-6 |" in proc.stdout
+    # The plateau constants' table: the shipped pair reproduces the prefix table, and the
+    # constants are restored after the other pairs were read.
+    from gwa_diag import phase_rule
+
+    shipped = cell["plateau_grid"][f"{phase_rule.PLATEAU_HORIZON}/{phase_rule.PLATEAU_RISE:g}"]
+    assert shipped["worst"] == pytest.approx(max(p["gap"] for p in pre))
+    assert shipped["mean"] == pytest.approx(sum(p["gap"] for p in pre) / len(pre))
+    assert len(cell["plateau_grid"]) == 12 and "## The plateau constants, every prefix again" in proc.stdout
+    assert f"| {phase_rule.PLATEAU_HORIZON} (shipped) | {phase_rule.PLATEAU_RISE:g} |" in proc.stdout
 
 
 def test_the_prefix_table_names_every_cell_that_missed() -> None:
