@@ -1019,12 +1019,16 @@ def main() -> None:
                f"run that stopped there: its phase and default window (aum over the 'phase' window) from the prefix "
                f"alone, against the best fixed contiguous window inside the prefix (in hindsight, reading the "
                f"truth). AUROCs weigh every epoch alike (a sample's presentations within an epoch averaged first), "
-               f"as the oracle column; gap = best - default.", "",
-               "## The plateau constants, every prefix again", "", *plateau_table(rows), "",
+               f"as the oracle column; gap = best - default.", ""]
+    if args.prefixes and not args.held_out:
+        md += ["## The plateau constants, every prefix again", "", *plateau_table(rows), "",
                f"* The prefix table again with the phase rule's PLATEAU_HORIZON and PLATEAU_RISE set to each pair "
                f"(shipped: {phase_rule.PLATEAU_HORIZON}, {phase_rule.PLATEAU_RISE:g}): how many cells miss the prefix "
                f"target, the worst and mean gap; and how far the whole run's noise estimate (the contradicted share at "
                f"the plateau, which the count reads on a memorised run) lies from the true share of wrong labels.", ""]
+    if args.held_out:  # other constants on held-out sets would be tuning material: not shown, not kept
+        for r in rows:
+            r["cell"].pop("plateau_grid", None)
     if args.verified:
         verified_lines, verified_summary = verified_table(rows, named, args.verified)
         md += ["## A verified sample chooses the window", "", *verified_lines, "",
