@@ -5,8 +5,8 @@
 
 1. ``--part gap``: where mean alignment loses to AUM, piece by piece (:class:`Pieces` reads
    each piece of the alignment between backward and the optimizer step).
-2. ``--part window``: why the estimated count reads the epochs around the GWA-selected one,
-   on generated images with injected wrong labels. The protocol: docs/benchmarks/index.md.
+2. ``--part window``: on a run that memorises (generated images, injected wrong labels), the
+   estimated count against the same confident disagreement read over the second half. The protocol: docs/benchmarks/index.md.
 """
 
 from __future__ import annotations
@@ -118,12 +118,12 @@ def window() -> tuple[list[str], dict[str, object]]:
         late_count = int((late.groupby("sample_id")["hit"].mean() > 0.5).sum())
         train_acc = [float(v) for v in a.run.epochs()["train_acc"]]
         numbers = {"wrong": int(a.truth.sum()), "n": len(a.truth), "train_acc": train_acc,
-                   "selected_epoch": a.selection.epoch, "around_selected": int(a.estimate.total),
+                   "selected_epoch": a.selection.epoch, "estimate": int(a.estimate.total),
                    "second_half": [int(second_half[0]), int(second_half[-1])], "second_half_count": late_count}
     lines = [f"2. the estimated count on a run that memorises ({numbers['wrong']} of {numbers['n']} labels wrong; "
              f"train accuracy per epoch {', '.join(f'{v:.2f}' for v in train_acc)}; GWA-selected epoch "
              f"{numbers['selected_epoch']})", "",
-             f"    around the selected epoch (the default): {numbers['around_selected']}",
+             f"    the analysis' estimate (the default, read with the training phase): {numbers['estimate']}",
              f"    over the second half of training ({second_half[0]}..{second_half[-1]}): {late_count}"]
     return lines, numbers
 

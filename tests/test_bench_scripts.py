@@ -189,16 +189,17 @@ def test_clean_and_retrain_prints_every_policy_row(tmp_path: Path) -> None:
     assert (out_dir / "labels" / "worst" / "gwa_drop.provenance.json").is_file()
 
 
-def test_why_defaults_counts_around_the_selected_epoch_and_late(tmp_path: Path) -> None:
+def test_why_defaults_counts_with_the_phase_and_late(tmp_path: Path) -> None:
     # Part 2 trains on generated images (no shared data needed) and prints both counts.
     out = _run_bench("why_defaults.py", ["--part", "window"], tmp_path)
     wrong = int(re.search(r"\((\d+) of 600 labels wrong", out).group(1))
-    around = int(re.search(r"around the selected epoch \(the default\): (\d+)", out).group(1))
+    around = int(re.search(r"the analysis' estimate \(the default, read with the training phase\): (\d+)", out).group(1))
     late = int(re.search(r"over the second half of training \(\d+\.\.\d+\): (\d+)", out).group(1))
     assert wrong == 150 and 0 <= late < around <= 600, out
     numbers = json.loads((tmp_path / "pages" / "why_defaults.json").read_text())["numbers"]
-    assert numbers["window"]["around_selected"] == around and numbers["window"]["second_half_count"] == late
-    assert f"around the selected epoch (the default): {around}" in (tmp_path / "pages" / "why_defaults.md").read_text()
+    assert numbers["window"]["estimate"] == around and numbers["window"]["second_half_count"] == late
+    page = (tmp_path / "pages" / "why_defaults.md").read_text()
+    assert f"the analysis' estimate (the default, read with the training phase): {around}" in page
 
 
 def test_regimes_prints_one_row_per_cell_and_removes_its_runs(tmp_path: Path) -> None:
