@@ -2,13 +2,11 @@
 without training one: :func:`write_synthetic_run`.
 
 Torch-free on purpose (numpy, pyarrow and the store only): ``bench/app_speed.py`` times the
-app's first imports, which must not find torch already loaded, and
-``bench/analysis_scale.py`` builds 100M-row runs in a few minutes.
+app's first imports, which must not find torch already loaded.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-MARKER = ".synthetic.json"
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -67,24 +64,19 @@ def write_synthetic_run(
     seed: int = 0,
     clean_labels: bool = True,
     id_base: int = 0,
-    images: bool = True,
 ) -> Path:
-    """Write a finished synthetic run at ``path`` (run.json, labels, epochs, parts, and with
-    ``images`` a dataset file): 10 classes, ``noise_rate`` of the labels flipped; clean
+    """Write a finished synthetic run at ``path`` (run.json, labels, epochs, parts, and a
+    dataset file): 10 classes, ``noise_rate`` of the labels flipped; clean
     samples' alignment rises over training, flipped ones start negative and are partly
     memorised late. Plausible, not simulated. Every epoch row holds what the recorder writes,
     the confidently contradicted share included.
 
     Returns ``path``. The dataset file is ``.<name>-dataset.npz`` beside ``path`` and run.json's
     ``dataset`` spec points at it, so ``gwa_diag.training.data.load_dataset`` finds the
-    images. Sample ids are ``id_base + 0..samples-1``. ``.synthetic.json`` in the run holds
-    the arguments (:func:`is_written`).
+    images. Sample ids are ``id_base + 0..samples-1``.
     """
     from gwa_diag.analysis.contradiction import contradicted
     from gwa_diag.store import SAMPLE_SCHEMA, RunWriter
-
-    arguments = {"samples": samples, "epochs": epochs, "noise_rate": noise_rate, "seed": seed,
-                 "clean_labels": clean_labels, "id_base": id_base, "images": images}
 
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -96,21 +88,19 @@ def write_synthetic_run(
     # get memorised early.
     difficulty = rng.beta(2, 5, size=n)
     memorise = rng.uniform(0.5, 1.3, size=n)
-    meta = {}
-    if images:
-        npz = path.parent / f".{path.name}-dataset.npz"
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(npz, images=_images(n, clean, rng), labels=given, sample_ids=id_base + np.arange(n),
-                 clean_labels=clean, class_names=np.array(CLASS_NAMES))
-        meta["dataset"] = {"source": "npz", "path": str(npz.resolve()), "label_key": "labels", "image_key": "images",
-                           "id_key": "sample_ids", "clean_label_key": "clean_labels", "class_names": CLASS_NAMES,
-                           "num_classes": None, "steps": []}
+    npz = path.parent / f".{path.name}-dataset.npz"
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz, images=_images(n, clean, rng), labels=given, sample_ids=id_base + np.arange(n),
+             clean_labels=clean, class_names=np.array(CLASS_NAMES))
+    spec = {"source": "npz", "path": str(npz.resolve()), "label_key": "labels", "image_key": "images",
+            "id_key": "sample_ids", "clean_label_key": "clean_labels", "class_names": CLASS_NAMES,
+            "num_classes": None, "steps": []}
     batch = 512
     steps_per_epoch = -(-n // batch)
     writer = RunWriter(path, meta={
         "config": {"epochs": epochs, "batch_size": batch, "mode": "scratch", "model": "synthetic"},
-        "num_classes": c, "class_names": CLASS_NAMES, "num_samples": n, **meta,
-        "model": "synthetic", "steps_per_epoch": steps_per_epoch, "synthetic": True,
+        "num_classes": c, "class_names": CLASS_NAMES, "num_samples": n, "dataset": spec,
+        "model": "synthetic", "steps_per_epoch": steps_per_epoch,
     })
     writer.write_labels(id_base + np.arange(n), given, clean if clean_labels else None)
     for e in range(epochs):
@@ -145,27 +135,18 @@ def write_synthetic_run(
     from gwa_diag.analysis.phase import selected_epoch
 
     writer.update_meta(status="finished", early_stopping=selected_epoch(path).as_dict())
-    (path / MARKER).write_text(json.dumps(arguments, sort_keys=True))
     return path
-
-
-def is_written(path: str | Path, **kwargs) -> bool:
-    """Whether ``path`` holds a finished run of :func:`write_synthetic_run` with these
-    arguments (the others at their defaults)."""
-    marker = Path(path) / MARKER
-    defaults = {k: p.default for k, p in inspect.signature(write_synthetic_run).parameters.items() if k != "path"}
-    wanted = {**defaults, **kwargs}
-    try:
-        return json.loads(marker.read_text()) == wanted
-    except (OSError, ValueError):
-        return False
 
 
 def ensure_synthetic_run(path: str | Path, **kwargs) -> Path:
     """:func:`write_synthetic_run` unless a finished run with the same arguments is there
-    (anything else at ``path`` is replaced)."""
+    (anything else at ``path`` is replaced); the arguments are kept in ``path/.synthetic.json``."""
     path = Path(path)
-    if not is_written(path, **kwargs):
-        shutil.rmtree(path, ignore_errors=True)
-        write_synthetic_run(path, **kwargs)
+    marker = path / ".synthetic.json"
+    wanted = json.dumps(kwargs, sort_keys=True)
+    if marker.exists() and marker.read_text() == wanted:
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    write_synthetic_run(path, **kwargs)
+    marker.write_text(wanted)
     return path
